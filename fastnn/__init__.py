@@ -1,0 +1,51 @@
+"""fastnn: a small, fast neural-network library for the CPU with a Keras-style API.
+
+    from fastnn import models, layers
+    model = models.Sequential([layers.Dense(512, activation="relu"),
+                               layers.Dense(10, activation="softmax")])
+"""
+import scipy_openblas32 as _blas  # noqa: F401  (loads the BLAS the compiled kernels link to)
+
+from fastnn import backend
+from fastnn.backend import get_backend, set_backend
+
+__version__ = "0.1.0"
+
+
+def set_num_threads(n):
+    """Use n threads in every pool fastnn runs: its OpenMP loops and the BLAS it calls."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"Expected n to be a positive int. Received: n={n!r}")
+    if backend._kernels is not None:
+        backend._kernels.set_num_threads(n)
+
+
+def get_num_threads():
+    """Threads of fastnn's OpenMP loops (the BLAS is kept at the same count)."""
+    if backend._kernels is None:
+        return 1
+    return backend._kernels.get_num_threads()["openmp"]
+
+
+def show_config(file=None):
+    """Print what was built (BLAS, OpenMP, SIMD) and the thread counts in use."""
+    import platform
+    import sys
+
+    import numpy as np
+
+    lines = [f"fastnn {__version__}", f"backend: {get_backend()}",
+             f"python: {sys.version.split()[0]}  numpy: {np.__version__}  "
+             f"machine: {platform.machine()} ({platform.processor() or 'unknown cpu'})"]
+    if backend._kernels is None:
+        lines.append(f"compiled module: NOT AVAILABLE ({backend._IMPORT_ERROR})")
+    else:
+        info = backend._kernels.build_info()
+        threads = backend._kernels.get_num_threads()
+        lines += [
+            f"BLAS: scipy-openblas32 {_blas.__version__}: {info['blas'].strip()}",
+            f"OpenMP: {'yes (' + str(info['openmp']) + ')' if info['openmp'] else 'no'}",
+            f"SIMD: {info['simd']}",
+            f"threads: openmp={threads['openmp']} blas={threads['blas']}",
+        ]
+    print("\n".join(lines), file=file)

@@ -1,0 +1,447 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Compiled backend: thin checked wrappers around the C kernels in src_c/.
+
+Every function here has a twin of the same name and argument order in
+`fastnn/_reference.py`.  The decision: the public layers convert inputs
+(`np.ascontiguousarray(x, dtype)`); this module refuses what a kernel cannot take,
+with a TypeError/ValueError naming the operand, and never copies.  Sizes come from the
+shapes; the dtype (float32 -> *_f32, float64 -> *_f64) from the first array operand.
+"""
+cimport numpy as cnp
+from libc.stdint cimport int64_t, uintptr_t
+
+import numpy as np
+
+cnp.import_array()
+
+ACT_CODES = {
+    "linear": FNN_LINEAR, "relu": FNN_RELU, "sigmoid": FNN_SIGMOID, "tanh": FNN_TANH,
+    "softmax": FNN_SOFTMAX, "leaky_relu": FNN_LEAKY_RELU, "elu": FNN_ELU, "gelu": FNN_GELU,
+}
+NAME = "compiled"
+cdef int64_t _BLAS_MAX = 2147483647  # scipy-openblas32 takes 32-bit sizes
+
+
+# ---- operand checks ----------------------------------------------------------------------
+
+cdef int _dtype_of(object a, str name) except -1:
+    if not cnp.PyArray_Check(a):
+        raise TypeError(f"Expected {name} to be a numpy.ndarray. Received: {type(a).__name__}")
+    cdef int t = cnp.PyArray_TYPE(<cnp.ndarray>a)
+    if t != cnp.NPY_FLOAT32 and t != cnp.NPY_FLOAT64:
+        raise TypeError(f"Expected {name} with dtype float32 or float64. "
+                        f"Received: {name}.dtype={a.dtype}")
+    return t
+
+
+cdef void *_ptr(object a, str name, int typenum, int ndim, int64_t d0, int64_t d1,
+                bint out, str dtype_from) except NULL:
+    """Check one operand and return its data pointer.
+
+    ndim 1 or 2 checks the shape (d0,) or (d0, d1); ndim 0 checks only the size d0."""
+    if not cnp.PyArray_Check(a):
+        raise TypeError(f"Expected {name} to be a numpy.ndarray. Received: {type(a).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>a
+    if cnp.PyArray_TYPE(arr) != typenum or not a.dtype.isnative:
+        want = np.dtype(np.int64 if typenum == cnp.NPY_INT64 else
+                        np.float32 if typenum == cnp.NPY_FLOAT32 else np.float64)
+        raise TypeError(f"Expected {name} with dtype {want} in native byte order"
+                        f"{' (the dtype of ' + dtype_from + ')' if dtype_from else ''}. "
+                        f"Received: {name}.dtype={a.dtype.str}")
+    if ndim == 0:
+        if cnp.PyArray_SIZE(arr) != d0:
+            raise ValueError(f"Expected {name} with {d0} elements. "
+                             f"Received: {name}.shape={a.shape}")
+    elif cnp.PyArray_NDIM(arr) != ndim or arr.shape[0] != d0 or (ndim == 2 and arr.shape[1] != d1):
+        want = f"({d0},)" if ndim == 1 else f"({d0}, {d1})"
+        raise ValueError(f"Expected {name} with shape {want}. Received: {name}.shape={a.shape}")
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        raise ValueError(f"Expected {name} to be C-contiguous. Received an array with "
+                         f"strides {a.strides}; pass np.ascontiguousarray({name}).")
+    if out and not cnp.PyArray_ISWRITEABLE(arr):
+        raise ValueError(f"Expected {name} to be writeable: the kernel writes it. "
+                         f"Received a read-only array.")
+    return cnp.PyArray_DATA(arr)
+
+
+cdef int _disjoint(str out_name, object out, str in_name, object other) except -1:
+    """Refuse an output that overlaps another operand (the kernels assume no aliasing)."""
+    if other is None or out is None:
+        return 0
+    cdef cnp.ndarray a = <cnp.ndarray>out, b = <cnp.ndarray>other
+    cdef uintptr_t a0 = <uintptr_t>cnp.PyArray_DATA(a), b0 = <uintptr_t>cnp.PyArray_DATA(b)
+    if a0 < b0 + <uintptr_t>cnp.PyArray_NBYTES(b) and b0 < a0 + <uintptr_t>cnp.PyArray_NBYTES(a):
+        raise ValueError(f"Expected {out_name} not to share memory with {in_name}. "
+                         f"Received overlapping arrays; pass a separate output buffer.")
+    return 0
+
+
+cdef int _check_act(int act, double alpha) except -1:
+    if act < 0 or act >= FNN_N_ACT:
+        raise ValueError(f"Expected act to be an activation code in {sorted(ACT_CODES.values())}. "
+                         f"Received: act={act}")
+    if (act == FNN_LEAKY_RELU and alpha < 0) or (act == FNN_ELU and alpha <= 0):
+        raise ValueError(f"Expected alpha >= 0 for leaky_relu and > 0 for elu (the backward "
+                         f"pass reads the sign of the output). Received: alpha={alpha}")
+    return 0
+
+
+cdef int _check_sizes(int64_t n, int64_t a, int64_t b) except -1:
+    if n < 1 or a < 1 or b < 1:
+        raise ValueError(f"Expected non-empty operands. Received sizes {(n, a, b)}")
+    if n > _BLAS_MAX or a > _BLAS_MAX or b > _BLAS_MAX:
+        raise ValueError(f"Expected every dimension below 2**31 (32-bit BLAS). "
+                         f"Received sizes {(n, a, b)}")
+    return 0
+
+
+cdef int _check_labels(const int64_t *lab, int64_t n, int64_t k) except -1:
+    cdef int64_t i
+    for i in range(n):
+        if lab[i] < 0 or lab[i] >= k:
+            raise ValueError(f"Expected labels in [0, {k}). Received: labels[{i}]={lab[i]}")
+    return 0
+
+
+# ---- dense and activation --------------------------------------------------------------
+
+def dense_forward(y, z, x, w, b, int act, double alpha):
+    """y := act(x @ w + b); z (or None) receives x @ w + b.  x (n, in), w (in, out)."""
+    cdef int t = _dtype_of(x, "x")
+    if cnp.PyArray_NDIM(<cnp.ndarray>x) != 2 or cnp.PyArray_NDIM(<cnp.ndarray>w) != 2:
+        raise ValueError(f"Expected 2-D x and w. Received: x.shape={np.shape(x)}, "
+                         f"w.shape={np.shape(w)}")
+    cdef int64_t n = x.shape[0], i = x.shape[1], o = w.shape[1]
+    _check_sizes(n, i, o)
+    _check_act(act, alpha)
+    cdef void *px = _ptr(x, "x", t, 2, n, i, False, None)
+    cdef void *pw = _ptr(w, "w", t, 2, i, o, False, "x")
+    cdef void *pb = NULL
+    cdef void *pz = NULL
+    if b is not None:
+        pb = _ptr(b, "b", t, 1, o, 0, False, "x")
+    cdef void *py = _ptr(y, "y", t, 2, n, o, True, "x")
+    if z is not None:
+        pz = _ptr(z, "z", t, 2, n, o, True, "x")
+    for oname, out in (("y", y), ("z", z)):
+        _disjoint(oname, out, "x", x); _disjoint(oname, out, "w", w); _disjoint(oname, out, "b", b)
+    _disjoint("y", y, "z", z)
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            fnn_dense_forward_f32(<float *>py, <float *>pz, <float *>px, <float *>pw,
+                                  <float *>pb, n, i, o, act, <float>alpha)
+    else:
+        with nogil:
+            fnn_dense_forward_f64(<double *>py, <double *>pz, <double *>px, <double *>pw,
+                                  <double *>pb, n, i, o, act, alpha)
+
+
+def dense_backward(dw, db, dx, dz, dy, x, w, y, z, int act, double alpha):
+    """dz := dy * act'(.), dw := x.T @ dz, db := sum(dz), dx := dz @ w.T (db, dx may be None).
+
+    dz is scratch of dy's shape and may be dy itself; z (pre-activation) is needed for gelu."""
+    cdef int t = _dtype_of(x, "x")
+    if cnp.PyArray_NDIM(<cnp.ndarray>x) != 2 or cnp.PyArray_NDIM(<cnp.ndarray>w) != 2:
+        raise ValueError(f"Expected 2-D x and w. Received: x.shape={np.shape(x)}, "
+                         f"w.shape={np.shape(w)}")
+    cdef int64_t n = x.shape[0], i = x.shape[1], o = w.shape[1]
+    _check_sizes(n, i, o)
+    _check_act(act, alpha)
+    if act == FNN_GELU and z is None:
+        raise ValueError("Expected z (the pre-activation) for act=gelu. Received: z=None")
+    cdef void *px = _ptr(x, "x", t, 2, n, i, False, None)
+    cdef void *pw = _ptr(w, "w", t, 2, i, o, False, "x")
+    cdef void *pdy = _ptr(dy, "dy", t, 2, n, o, False, "x")
+    cdef void *py = _ptr(y, "y", t, 2, n, o, False, "x")
+    cdef void *pz = NULL
+    if z is not None:
+        pz = _ptr(z, "z", t, 2, n, o, False, "x")
+    cdef void *pdz = _ptr(dz, "dz", t, 2, n, o, True, "x")
+    cdef void *pdw = _ptr(dw, "dw", t, 2, i, o, True, "x")
+    cdef void *pdb = NULL
+    cdef void *pdx = NULL
+    if db is not None:
+        pdb = _ptr(db, "db", t, 1, o, 0, True, "x")
+    if dx is not None:
+        pdx = _ptr(dx, "dx", t, 2, n, i, True, "x")
+    ins = (("x", x), ("w", w), ("y", y), ("z", z))
+    outs = (("dw", dw), ("db", db), ("dx", dx), ("dz", dz))
+    for k, (oname, out) in enumerate(outs):
+        for iname, inp in ins:
+            _disjoint(oname, out, iname, inp)
+        for oname2, out2 in outs[k + 1:]:
+            _disjoint(oname, out, oname2, out2)
+        if pdz != pdy or oname != "dz":  # dz may be exactly dy, nothing else may touch dy
+            _disjoint(oname, out, "dy", dy)
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            fnn_dense_backward_f32(<float *>pdw, <float *>pdb, <float *>pdx, <float *>pdz,
+                                   <float *>pdy, <float *>px, <float *>pw, <float *>py,
+                                   <float *>pz, n, i, o, act, <float>alpha)
+    else:
+        with nogil:
+            fnn_dense_backward_f64(<double *>pdw, <double *>pdb, <double *>pdx, <double *>pdz,
+                                   <double *>pdy, <double *>px, <double *>pw, <double *>py,
+                                   <double *>pz, n, i, o, act, alpha)
+
+
+def act_forward(y, x, int act, double alpha):
+    """y := act(x), row-wise over the last axis for softmax.  x, y (n, m); y may be x."""
+    cdef int t = _dtype_of(x, "x")
+    if cnp.PyArray_NDIM(<cnp.ndarray>x) != 2:
+        raise ValueError(f"Expected 2-D x. Received: x.shape={np.shape(x)}")
+    cdef int64_t n = x.shape[0], m = x.shape[1]
+    _check_sizes(n, m, 1)
+    _check_act(act, alpha)
+    cdef void *px = _ptr(x, "x", t, 2, n, m, False, None)
+    cdef void *py = _ptr(y, "y", t, 2, n, m, True, "x")
+    if py != px:
+        _disjoint("y", y, "x", x)
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            fnn_act_forward_f32(<float *>py, <float *>px, n, m, act, <float>alpha)
+    else:
+        with nogil:
+            fnn_act_forward_f64(<double *>py, <double *>px, n, m, act, alpha)
+
+
+def act_backward(dx, dy, y, x, int act, double alpha):
+    """dx := dy * act'(x) from y = act(x) (x is read only for gelu and may be None otherwise)."""
+    cdef int t = _dtype_of(dy, "dy")
+    if cnp.PyArray_NDIM(<cnp.ndarray>dy) != 2:
+        raise ValueError(f"Expected 2-D dy. Received: dy.shape={np.shape(dy)}")
+    cdef int64_t n = dy.shape[0], m = dy.shape[1]
+    _check_sizes(n, m, 1)
+    _check_act(act, alpha)
+    if act == FNN_GELU and x is None:
+        raise ValueError("Expected x (the pre-activation) for act=gelu. Received: x=None")
+    cdef void *pdy = _ptr(dy, "dy", t, 2, n, m, False, None)
+    cdef void *py = _ptr(y, "y", t, 2, n, m, False, "dy")
+    cdef void *px = NULL
+    if x is not None:
+        px = _ptr(x, "x", t, 2, n, m, False, "dy")
+    cdef void *pdx = _ptr(dx, "dx", t, 2, n, m, True, "dy")
+    if pdx != pdy:
+        _disjoint("dx", dx, "dy", dy)
+    _disjoint("dx", dx, "y", y)
+    _disjoint("dx", dx, "x", x)
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            fnn_act_backward_f32(<float *>pdx, <float *>pdy, <float *>py, <float *>px, n, m,
+                                 act, <float>alpha)
+    else:
+        with nogil:
+            fnn_act_backward_f64(<double *>pdx, <double *>pdy, <double *>py, <double *>px,
+                                 n, m, act, alpha)
+
+
+# ---- losses ------------------------------------------------------------------------------
+# One dispatcher serves every loss: `which` picks the kernel pair, `sparse` says whether the
+# targets are int64 labels (n,) rather than an array shaped like p.
+
+cdef enum _Loss:
+    CCE, SCCE, SOFTMAX_CCE, SOFTMAX_SCCE, BCE, MSE
+
+
+cdef double _loss(int which, object dp, object p, object t, bint sparse) except? -1:
+    cdef int ty = _dtype_of(p, "y_pred")
+    if cnp.PyArray_NDIM(<cnp.ndarray>p) != 2:
+        raise ValueError(f"Expected 2-D y_pred (batch, classes). Received: y_pred.shape={np.shape(p)}")
+    cdef int64_t n = p.shape[0], k = p.shape[1]
+    _check_sizes(n, k, 1)
+    cdef void *pp = _ptr(p, "y_pred", ty, 2, n, k, False, None)
+    cdef void *pt
+    if sparse:
+        pt = _ptr(t, "labels", cnp.NPY_INT64, 1, n, 0, False, None)
+        _check_labels(<int64_t *>pt, n, k)
+    else:
+        pt = _ptr(t, "y_true", ty, 2, n, k, False, "y_pred")
+    cdef void *pdp = NULL
+    if dp is not None:
+        pdp = _ptr(dp, "grad", ty, 2, n, k, True, "y_pred")
+        _disjoint("grad", dp, "y_pred", p)
+        _disjoint("grad", dp, "y_true", t)
+    cdef double r
+    if ty == cnp.NPY_FLOAT32:
+        with nogil:
+            if which == CCE:
+                r = fnn_categorical_crossentropy_backward_f32(<float *>pdp, <float *>pp, <float *>pt, n, k)
+            elif which == SCCE:
+                r = fnn_sparse_categorical_crossentropy_backward_f32(<float *>pdp, <float *>pp, <int64_t *>pt, n, k)
+            elif which == SOFTMAX_CCE:
+                r = fnn_softmax_crossentropy_backward_f32(<float *>pdp, <float *>pp, <float *>pt, n, k)
+            elif which == SOFTMAX_SCCE:
+                r = fnn_sparse_softmax_crossentropy_backward_f32(<float *>pdp, <float *>pp, <int64_t *>pt, n, k)
+            elif which == BCE:
+                r = fnn_binary_crossentropy_backward_f32(<float *>pdp, <float *>pp, <float *>pt, n, k)
+            else:
+                r = fnn_mean_squared_error_backward_f32(<float *>pdp, <float *>pp, <float *>pt, n, k)
+    else:
+        with nogil:
+            if which == CCE:
+                r = fnn_categorical_crossentropy_backward_f64(<double *>pdp, <double *>pp, <double *>pt, n, k)
+            elif which == SCCE:
+                r = fnn_sparse_categorical_crossentropy_backward_f64(<double *>pdp, <double *>pp, <int64_t *>pt, n, k)
+            elif which == SOFTMAX_CCE:
+                r = fnn_softmax_crossentropy_backward_f64(<double *>pdp, <double *>pp, <double *>pt, n, k)
+            elif which == SOFTMAX_SCCE:
+                r = fnn_sparse_softmax_crossentropy_backward_f64(<double *>pdp, <double *>pp, <int64_t *>pt, n, k)
+            elif which == BCE:
+                r = fnn_binary_crossentropy_backward_f64(<double *>pdp, <double *>pp, <double *>pt, n, k)
+            else:
+                r = fnn_mean_squared_error_backward_f64(<double *>pdp, <double *>pp, <double *>pt, n, k)
+    return r
+
+
+# The *_forward kernels are the *_backward ones with dp = NULL (one C code path for both).
+def categorical_crossentropy_forward(p, t):
+    return _loss(CCE, None, p, t, False)
+
+def categorical_crossentropy_backward(dp, p, t):
+    return _loss(CCE, dp, p, t, False)
+
+def sparse_categorical_crossentropy_forward(p, labels):
+    return _loss(SCCE, None, p, labels, True)
+
+def sparse_categorical_crossentropy_backward(dp, p, labels):
+    return _loss(SCCE, dp, p, labels, True)
+
+def softmax_crossentropy_backward(dz, p, t):
+    if dz is None:
+        raise ValueError("Expected dz, the gradient buffer. Received: None")
+    return _loss(SOFTMAX_CCE, dz, p, t, False)
+
+def sparse_softmax_crossentropy_backward(dz, p, labels):
+    if dz is None:
+        raise ValueError("Expected dz, the gradient buffer. Received: None")
+    return _loss(SOFTMAX_SCCE, dz, p, labels, True)
+
+def binary_crossentropy_forward(p, t):
+    return _loss(BCE, None, p, t, False)
+
+def binary_crossentropy_backward(dp, p, t):
+    return _loss(BCE, dp, p, t, False)
+
+def mean_squared_error_forward(p, t):
+    return _loss(MSE, None, p, t, False)
+
+def mean_squared_error_backward(dp, p, t):
+    return _loss(MSE, dp, p, t, False)
+
+
+# ---- optimizer steps ---------------------------------------------------------------------
+
+cdef int64_t _step_operands(list names, list arrays, void **ptrs) except -1:
+    """Check p (first) and its state/gradient arrays: same dtype and size, contiguous,
+    pairwise disjoint; None entries stay NULL.  Returns the element count."""
+    p = arrays[0]
+    cdef int t = _dtype_of(p, names[0])
+    cdef int64_t n = cnp.PyArray_SIZE(<cnp.ndarray>p)
+    if n < 1:
+        raise ValueError(f"Expected a non-empty {names[0]}. Received: {names[0]}.shape={p.shape}")
+    cdef int k, j
+    for k in range(len(arrays)):
+        a = arrays[k]
+        ptrs[k] = NULL
+        if a is None:
+            continue
+        # the gradient (last) is read-only input; everything else is written
+        ptrs[k] = _ptr(a, names[k], t, 0, n, 0, k < len(arrays) - 1, names[0] if k else None)
+        for j in range(k):
+            _disjoint(names[k], a, names[j], arrays[j])
+    return n
+
+
+def sgd_step(p, m, g, double lr, double momentum, bint nesterov, double weight_decay):
+    """p := p - lr*wd*p; then m is None: p := p - lr g; else m := mu m - lr g,
+    p := p + m (nesterov: p := p + mu m - lr g)."""
+    cdef void *ptr[3]
+    if m is None and momentum != 0:
+        raise ValueError(f"Expected a momentum buffer m for momentum={momentum}. Received: m=None")
+    cdef int64_t n = _step_operands(["p", "m", "g"], [p, m, g], ptr)
+    if p.dtype == np.float32:
+        with nogil:
+            fnn_sgd_step_f32(<float *>ptr[0], <float *>ptr[1], <float *>ptr[2], n, <float>lr,
+                             <float>momentum, nesterov, <float>weight_decay)
+    else:
+        with nogil:
+            fnn_sgd_step_f64(<double *>ptr[0], <double *>ptr[1], <double *>ptr[2], n, lr,
+                             momentum, nesterov, weight_decay)
+
+
+def adagrad_step(p, a, g, double lr, double epsilon, double weight_decay):
+    """a := a + g^2;  p := p - lr g / sqrt(a + eps)  (after decoupled weight decay)."""
+    cdef void *ptr[3]
+    if a is None:
+        raise ValueError("Expected the accumulator a. Received: a=None")
+    cdef int64_t n = _step_operands(["p", "a", "g"], [p, a, g], ptr)
+    if p.dtype == np.float32:
+        with nogil:
+            fnn_adagrad_step_f32(<float *>ptr[0], <float *>ptr[1], <float *>ptr[2], n,
+                                 <float>lr, <float>epsilon, <float>weight_decay)
+    else:
+        with nogil:
+            fnn_adagrad_step_f64(<double *>ptr[0], <double *>ptr[1], <double *>ptr[2], n, lr,
+                                 epsilon, weight_decay)
+
+
+def rmsprop_step(p, v, mom, mg, g, double lr, double rho, double momentum, double epsilon,
+                 double weight_decay):
+    """v := rho v + (1-rho) g^2; centered: mg := rho mg + (1-rho) g, d := v - mg^2 + eps,
+    else d := v + eps; inc := lr g / sqrt(d); mom: mom := mu mom + inc, p -= mom, else p -= inc."""
+    cdef void *ptr[5]
+    if v is None:
+        raise ValueError("Expected the velocity v. Received: v=None")
+    cdef int64_t n = _step_operands(["p", "v", "mom", "mg", "g"], [p, v, mom, mg, g], ptr)
+    if p.dtype == np.float32:
+        with nogil:
+            fnn_rmsprop_step_f32(<float *>ptr[0], <float *>ptr[1], <float *>ptr[2],
+                                 <float *>ptr[3], <float *>ptr[4], n, <float>lr, <float>rho,
+                                 <float>momentum, <float>epsilon, <float>weight_decay)
+    else:
+        with nogil:
+            fnn_rmsprop_step_f64(<double *>ptr[0], <double *>ptr[1], <double *>ptr[2],
+                                 <double *>ptr[3], <double *>ptr[4], n, lr, rho, momentum,
+                                 epsilon, weight_decay)
+
+
+def adam_step(p, m, v, vhat, g, double lr, double beta_1, double beta_2, double epsilon,
+              double weight_decay, int64_t t):
+    """a := lr sqrt(1 - b2^t) / (1 - b1^t); m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2);
+    amsgrad: vhat := max(vhat, v) used for v; p := p - a m / (sqrt(v) + eps)."""
+    cdef void *ptr[5]
+    if m is None or v is None:
+        raise ValueError("Expected the moment buffers m and v. Received: None")
+    if t < 1:
+        raise ValueError(f"Expected the step count t >= 1. Received: t={t}")
+    cdef int64_t n = _step_operands(["p", "m", "v", "vhat", "g"], [p, m, v, vhat, g], ptr)
+    if p.dtype == np.float32:
+        with nogil:
+            fnn_adam_step_f32(<float *>ptr[0], <float *>ptr[1], <float *>ptr[2],
+                              <float *>ptr[3], <float *>ptr[4], n, <float>lr, <float>beta_1,
+                              <float>beta_2, <float>epsilon, <float>weight_decay, t)
+    else:
+        with nogil:
+            fnn_adam_step_f64(<double *>ptr[0], <double *>ptr[1], <double *>ptr[2],
+                              <double *>ptr[3], <double *>ptr[4], n, lr, beta_1, beta_2,
+                              epsilon, weight_decay, t)
+
+
+# ---- build facts and threads ---------------------------------------------------------------
+
+def build_info():
+    return {
+        "openmp": fnn_have_openmp(),
+        "simd": fnn_simd_targets().decode(),
+        "blas": fnn_blas_config().decode(),
+    }
+
+
+def set_num_threads(int n):
+    if n < 1:
+        raise ValueError(f"Expected n >= 1 threads. Received: n={n}")
+    fnn_set_num_threads(n)
+
+
+def get_num_threads():
+    return {"openmp": fnn_get_num_threads(), "blas": fnn_blas_get_num_threads()}

@@ -1,0 +1,45 @@
+"""Which kernels run: the compiled module (default) or the NumPy reference.
+
+Both modules expose the same functions (see fastnn/_reference.py); layers, losses and
+optimizers call `backend.K.<kernel>(...)`, so switching is one assignment.
+`FASTNN_BACKEND=numpy` in the environment, or `fastnn.set_backend("numpy")`, selects the
+reference.
+"""
+import os
+
+from fastnn import _reference
+
+try:
+    from fastnn import _kernels
+    _IMPORT_ERROR = None
+except ImportError as e:  # a broken build: say so when the compiled backend is asked for
+    _kernels = None
+    _IMPORT_ERROR = e
+
+BACKENDS = ("compiled", "numpy")
+K = None  # the active kernels module
+
+
+def set_backend(name):
+    """Select the kernels: "compiled" (C, the default) or "numpy" (the reference)."""
+    global K
+    if name not in BACKENDS:
+        raise ValueError(f"Expected backend to be one of {BACKENDS}. Received: backend={name!r}")
+    if name == "compiled":
+        if _kernels is None:
+            raise ImportError(
+                "fastnn's compiled module fastnn._kernels could not be imported "
+                f"({_IMPORT_ERROR}). Reinstall with `pip install .` (it needs a C compiler), "
+                "or use the NumPy backend: FASTNN_BACKEND=numpy."
+            )
+        K = _kernels
+    else:
+        K = _reference
+
+
+def get_backend():
+    """The name of the active backend: "compiled" or "numpy"."""
+    return K.NAME
+
+
+set_backend(os.environ.get("FASTNN_BACKEND", "compiled"))

@@ -1,0 +1,67 @@
+"""Build of the one compiled module, fastnn._kernels (Cython wrapper + src_c kernels).
+
+Knobs (environment variables, all optional):
+  FASTNN_NO_OPENMP=1   build without OpenMP even when the compiler has it;
+  FASTNN_SANITIZE=1    build with -fsanitize=address,undefined (see README, "Sanitizer build").
+"""
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+
+import numpy
+import scipy_openblas32
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+CC = os.environ.get("CC") or sysconfig.get_config_var("CC").split()[0]
+
+
+def compiles_with(flags):
+    """True if a small OpenMP program compiles and links with these flags."""
+    src = "#include <omp.h>\nint main(void){int n=0;\n#pragma omp parallel\n{n=omp_get_num_threads();}\nreturn n<1;}\n"
+    d = tempfile.mkdtemp()
+    try:
+        with open(os.path.join(d, "t.c"), "w") as f:
+            f.write(src)
+        r = subprocess.run([CC, *flags, "t.c", "-o", "t"], cwd=d, capture_output=True)
+        return r.returncode == 0
+    except OSError:
+        return False
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+compile_args = ["-O3", "-fno-math-errno", "-Wno-unknown-pragmas"]
+link_args = []
+if os.environ.get("FASTNN_NO_OPENMP") != "1" and compiles_with(["-fopenmp"]):
+    compile_args.append("-fopenmp")
+    link_args.append("-fopenmp")
+    print("fastnn: building with OpenMP", file=sys.stderr)
+else:
+    print("fastnn: building without OpenMP", file=sys.stderr)
+if os.environ.get("FASTNN_SANITIZE") == "1":
+    san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
+    compile_args += san
+    link_args += san
+
+# The BLAS is scipy-openblas32's shared library.  fastnn/__init__.py imports
+# scipy_openblas32 (which loads it) before this module; the relative rpath covers a
+# plain dlopen too.  No rpath points into pip's temporary build environment.
+link_args.append("-Wl,-rpath,$ORIGIN/../scipy_openblas32/lib")
+
+ext = Extension(
+    "fastnn._kernels",
+    sources=["fastnn/_kernels.pyx", "src_c/fastnn.c"],
+    include_dirs=["src_c", numpy.get_include(), scipy_openblas32.get_include_dir()],
+    library_dirs=[scipy_openblas32.get_lib_dir()],
+    libraries=[scipy_openblas32.get_library()],
+    define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+    extra_compile_args=compile_args,
+    extra_link_args=link_args,
+    depends=["src_c/fastnn.h", "src_c/fastnn_impl.h", "fastnn/_kernels.pxd"],
+)
+
+setup(ext_modules=cythonize([ext], compiler_directives={"language_level": 3}))

@@ -1,0 +1,109 @@
+/* fastnn kernels: build facts, thread control, and the f32/f64 instantiations of
+   fastnn_impl.h.  See fastnn.h for what each kernel computes. */
+#define _GNU_SOURCE
+#include "fastnn.h"
+
+#include <math.h>
+#include <stddef.h>
+
+#include "cblas.h" /* scipy-openblas32: every symbol carries the scipy_ prefix */
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
+
+/* Portable default build: the optimizer loops get AVX-512 / AVX2 clones chosen at run time
+   (GCC's function multiversioning), with the baseline x86-64 path as fallback. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(FNN_NO_CLONES)
+#define FNN_VEC __attribute__((target_clones("avx512f", "avx2", "default")))
+#define FNN_SIMD_TARGETS "x86-64 baseline + avx2/avx512f clones (runtime dispatch)"
+#else
+#define FNN_VEC
+#define FNN_SIMD_TARGETS "compiler baseline"
+#endif
+
+/* Below this many elements a kernel stays on one thread: spawning costs more than it saves. */
+#ifndef FNN_OMP_MIN_ELEMS
+#define FNN_OMP_MIN_ELEMS (1 << 17)
+#endif
+
+/* Optimizer steps run in a parallel region (large n only) and flush subnormals to zero
+   inside it (FTZ|DAZ, per thread), restoring the caller's MXCSR before leaving: an
+   accumulator decaying towards zero otherwise slows every later step. */
+#if defined(__SSE2__)
+#define FNN_CSR_SAVE unsigned int fnn_csr_ = _mm_getcsr(); _mm_setcsr(fnn_csr_ | 0x8040u);
+#define FNN_CSR_RESTORE _mm_setcsr(fnn_csr_);
+#else
+#define FNN_CSR_SAVE
+#define FNN_CSR_RESTORE
+#endif
+#define FNN_STEP_BEGIN(n)                                \
+    {                                                    \
+        const int fnn_par_ = (n) >= FNN_OMP_MIN_ELEMS;  \
+        (void)fnn_par_;                                  \
+        _Pragma("omp parallel if (fnn_par_)") {         \
+            FNN_CSR_SAVE
+#define FNN_STEP_END \
+    FNN_CSR_RESTORE  \
+    }                \
+    }
+
+#define cblas_sgemm scipy_cblas_sgemm
+#define cblas_dgemm scipy_cblas_dgemm
+extern void scipy_openblas_set_num_threads(int);
+extern int scipy_openblas_get_num_threads(void);
+extern char *scipy_openblas_get_config(void);
+
+int fnn_have_openmp(void) {
+#ifdef _OPENMP
+    return _OPENMP;
+#else
+    return 0;
+#endif
+}
+
+const char *fnn_simd_targets(void) { return FNN_SIMD_TARGETS; }
+
+void fnn_set_num_threads(int n) {
+    if (n < 1) n = 1;
+#ifdef _OPENMP
+    omp_set_num_threads(n);
+#endif
+    scipy_openblas_set_num_threads(n);
+}
+
+int fnn_get_num_threads(void) {
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+int fnn_blas_get_num_threads(void) { return scipy_openblas_get_num_threads(); }
+
+const char *fnn_blas_config(void) { return scipy_openblas_get_config(); }
+
+#define T float
+#define S f32
+#define GEMM cblas_sgemm
+#define M(fn) fn##f
+#include "fastnn_impl.h"
+#undef T
+#undef S
+#undef GEMM
+#undef M
+
+#define T double
+#define S f64
+#define GEMM cblas_dgemm
+#define M(fn) fn
+#include "fastnn_impl.h"
+#undef T
+#undef S
+#undef GEMM
+#undef M

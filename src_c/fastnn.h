@@ -1,0 +1,107 @@
+/* fastnn kernels: dense layers, activations, losses and optimizer steps.
+
+   Conventions (every kernel):
+   - name: fnn_<op>_<forward|backward|step>_<f32|f64>;
+   - arguments: outputs (or in/out state) first, then const inputs, then sizes, then scalars;
+   - all arrays are C-contiguous, row-major; the caller owns every buffer;
+   - kernels never allocate, print or exit; each says whether it overwrites or accumulates.
+   Matrix products go through the BLAS (scipy-openblas32, cblas with a `scipy_` prefix). */
+#ifndef FASTNN_H
+#define FASTNN_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Activation codes, shared by the dense and activation kernels. */
+enum fnn_act {
+    FNN_LINEAR = 0,
+    FNN_RELU = 1,
+    FNN_SIGMOID = 2,
+    FNN_TANH = 3,
+    FNN_SOFTMAX = 4,     /* row-wise over the last axis */
+    FNN_LEAKY_RELU = 5,  /* alpha = negative slope (>= 0) */
+    FNN_ELU = 6,         /* alpha = scale of the negative part (> 0) */
+    FNN_GELU = 7,        /* exact (erf) form; backward needs the pre-activation */
+    FNN_N_ACT = 8
+};
+
+/* Build facts for show_config(). */
+int fnn_have_openmp(void);
+const char *fnn_simd_targets(void);
+void fnn_set_num_threads(int n);  /* OpenMP loops and the BLAS */
+int fnn_get_num_threads(void);
+int fnn_blas_get_num_threads(void);
+const char *fnn_blas_config(void);
+
+#define FNN_DECLARE(T, S)                                                                   \
+    /* y := act(x @ w + b).  x (n, in), w (in, out), b (out) or NULL, y (n, out);          \
+       z (n, out) or NULL receives the pre-activation x @ w + b.  Overwrites y and z. */   \
+    void fnn_dense_forward_##S(T *y, T *z, const T *x, const T *w, const T *b,              \
+                               int64_t n, int64_t in, int64_t out, int act, T alpha);      \
+    /* dz := dy * act'(.), dw := x.T @ dz, db := sum_rows(dz), dx := dz @ w.T.             \
+       dz (n, out) is scratch and may be the same buffer as dy; db, dx may be NULL;         \
+       y is the forward output, z the pre-activation (read only for gelu, else NULL ok).   \
+       Overwrites dw, db, dx, dz. */                                                        \
+    void fnn_dense_backward_##S(T *dw, T *db, T *dx, T *dz, const T *dy, const T *x,        \
+                                const T *w, const T *y, const T *z,                         \
+                                int64_t n, int64_t in, int64_t out, int act, T alpha);     \
+    /* y := act(x).  x, y (n, m); y may be x.  Overwrites y. */                             \
+    void fnn_act_forward_##S(T *y, const T *x, int64_t n, int64_t m, int act, T alpha);    \
+    /* dx := dy * act'(x), written from y = act(x) (and x for gelu).  dx may be dy.        \
+       Overwrites dx. */                                                                    \
+    void fnn_act_backward_##S(T *dx, const T *dy, const T *y, const T *x,                   \
+                              int64_t n, int64_t m, int act, T alpha);                     \
+    /* Losses over p, t (n, k); each returns the batch mean of the per-sample loss and,     \
+       unless dp is NULL, overwrites dp (n, k) := d(loss)/dp.                               \
+       categorical: q = p / sum_row(p), c = clip(q, 1e-7, 1-1e-7), l = -sum t*log(c). */   \
+    double fnn_categorical_crossentropy_backward_##S(T *dp, const T *p, const T *t,         \
+                                                     int64_t n, int64_t k);                 \
+    /* sparse: labels (n) int64 in [0, k), l = -log(clip(q[label])). */                     \
+    double fnn_sparse_categorical_crossentropy_backward_##S(T *dp, const T *p,              \
+                                                            const int64_t *labels,          \
+                                                            int64_t n, int64_t k);          \
+    /* Fused softmax + crossentropy: p = softmax(logits), value as above,                   \
+       dz := (p * sum_row(t) - t) / n, the gradient with respect to the logits              \
+       (= (p - t) / n for one-hot or any t whose rows sum to 1). */                         \
+    double fnn_softmax_crossentropy_backward_##S(T *dz, const T *p, const T *t,             \
+                                                 int64_t n, int64_t k);                     \
+    double fnn_sparse_softmax_crossentropy_backward_##S(T *dz, const T *p,                  \
+                                                        const int64_t *labels,              \
+                                                        int64_t n, int64_t k);              \
+    /* binary: c = clip(p), l = mean_k -(t log c + (1-t) log(1-c)). */                      \
+    double fnn_binary_crossentropy_backward_##S(T *dp, const T *p, const T *t,              \
+                                                int64_t n, int64_t k);                      \
+    /* mse: l = mean_k (p - t)^2. */                                                         \
+    double fnn_mean_squared_error_backward_##S(T *dp, const T *p, const T *t,               \
+                                               int64_t n, int64_t k);                       \
+    /* Optimizer steps: in place, one pass; p, state, g (n).  First, when wd > 0,           \
+       p := p - lr * wd * p (decoupled weight decay).  Then, Keras 3 rules:                 \
+       sgd:     m == NULL: p := p - lr g;                                                   \
+                else m := mu m - lr g;  p := p + m  (nesterov: p := p + mu m - lr g). */    \
+    void fnn_sgd_step_##S(T *p, T *m, const T *g, int64_t n, T lr, T mu, int nesterov,      \
+                          T wd);                                                            \
+    /* adagrad: a := a + g^2;  p := p - lr g / sqrt(a + eps). */                            \
+    void fnn_adagrad_step_##S(T *p, T *a, const T *g, int64_t n, T lr, T eps, T wd);        \
+    /* rmsprop: v := rho v + (1-rho) g^2;  centered (mg != NULL): mg := rho mg + (1-rho) g, \
+       d := v - mg^2 + eps, else d := v + eps;  inc := lr g / sqrt(d);                      \
+       mom != NULL: mom := mu mom + inc, p := p - mom;  else p := p - inc. */               \
+    void fnn_rmsprop_step_##S(T *p, T *v, T *mom, T *mg, const T *g, int64_t n, T lr,       \
+                              T rho, T mu, T eps, T wd);                                    \
+    /* adam (step t >= 1): a := lr sqrt(1 - b2^t) / (1 - b1^t);                             \
+       m := m + (g - m)(1 - b1);  v := v + (g^2 - v)(1 - b2);                               \
+       vhat != NULL (amsgrad): vhat := max(vhat, v), v' = vhat, else v' = v;                \
+       p := p - a m / (sqrt(v') + eps). */                                                  \
+    void fnn_adam_step_##S(T *p, T *m, T *v, T *vhat, const T *g, int64_t n, T lr, T b1,    \
+                           T b2, T eps, T wd, int64_t t);
+
+FNN_DECLARE(float, f32)
+FNN_DECLARE(double, f64)
+#undef FNN_DECLARE
+
+#ifdef __cplusplus
+}
+#endif
+#endif

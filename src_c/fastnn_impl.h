@@ -1,0 +1,385 @@
+/* The kernels, written once for a real type T.  fastnn.c includes this file twice:
+   T=float, S=f32, GEMM=cblas_sgemm and T=double, S=f64, GEMM=cblas_dgemm.
+   M(name) is the libm function for T (expf / exp ...). */
+
+#define CAT_(a, b) a##_##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(op) CAT(op, S)       /* FN(fnn_act_forward) -> fnn_act_forward_f32 */
+#define LOCAL(op) CAT(op, S)    /* static helpers get the suffix too */
+
+/* ---- activations, one element or one row -------------------------------------------- */
+
+static inline T LOCAL(sigmoid1)(T x) {
+    /* 1 / (1 + e^-x), evaluated so that exp never overflows. */
+    if (x >= 0) return (T)1 / ((T)1 + M(exp)(-x));
+    T e = M(exp)(x);
+    return e / ((T)1 + e);
+}
+
+static inline T LOCAL(gelu1)(T x) { return (T)0.5 * x * ((T)1 + M(erf)(x * (T)M_SQRT1_2)); }
+
+static inline T LOCAL(gelu_grad1)(T x) {
+    /* d/dx x Phi(x) = Phi(x) + x phi(x) */
+    T cdf = (T)0.5 * ((T)1 + M(erf)(x * (T)M_SQRT1_2));
+    return cdf + x * M(exp)((T)-0.5 * x * x) * (T)(0.5 * M_2_SQRTPI * M_SQRT1_2);
+}
+
+/* y := act(x + b) for one row of m; b may be NULL; y may be x. */
+static void LOCAL(act_row)(T *y, const T *x, const T *b, int64_t m, int act, T alpha) {
+    int64_t j;
+    switch (act) {
+    case FNN_LINEAR:
+        if (b) for (j = 0; j < m; j++) y[j] = x[j] + b[j];
+        else if (y != x) for (j = 0; j < m; j++) y[j] = x[j];
+        break;
+    case FNN_RELU:
+        if (b) for (j = 0; j < m; j++) { T v = x[j] + b[j]; y[j] = v > 0 ? v : 0; }
+        else for (j = 0; j < m; j++) y[j] = x[j] > 0 ? x[j] : 0;
+        break;
+    case FNN_SIGMOID:
+        for (j = 0; j < m; j++) y[j] = LOCAL(sigmoid1)(b ? x[j] + b[j] : x[j]);
+        break;
+    case FNN_TANH:
+        for (j = 0; j < m; j++) y[j] = M(tanh)(b ? x[j] + b[j] : x[j]);
+        break;
+    case FNN_LEAKY_RELU:
+        for (j = 0; j < m; j++) { T v = b ? x[j] + b[j] : x[j]; y[j] = v > 0 ? v : alpha * v; }
+        break;
+    case FNN_ELU:
+        for (j = 0; j < m; j++) {
+            T v = b ? x[j] + b[j] : x[j];
+            y[j] = v > 0 ? v : alpha * M(expm1)(v);
+        }
+        break;
+    case FNN_GELU:
+        for (j = 0; j < m; j++) y[j] = LOCAL(gelu1)(b ? x[j] + b[j] : x[j]);
+        break;
+    case FNN_SOFTMAX: {
+        /* y := exp(v - max v) / sum exp(v - max v) */
+        T mx = b ? x[0] + b[0] : x[0], s = 0;
+        for (j = 1; j < m; j++) { T v = b ? x[j] + b[j] : x[j]; if (v > mx) mx = v; }
+        for (j = 0; j < m; j++) { T e = M(exp)((b ? x[j] + b[j] : x[j]) - mx); y[j] = e; s += e; }
+        T inv = (T)1 / s;
+        for (j = 0; j < m; j++) y[j] *= inv;
+        break;
+    }
+    }
+}
+
+/* dx := dy * act'(.) for one row, from y = act(x) (x read only for gelu); dx may be dy. */
+static void LOCAL(act_grad_row)(T *dx, const T *dy, const T *y, const T *x, int64_t m, int act,
+                                T alpha) {
+    int64_t j;
+    switch (act) {
+    case FNN_LINEAR:
+        if (dx != dy) for (j = 0; j < m; j++) dx[j] = dy[j];
+        break;
+    case FNN_RELU:
+        for (j = 0; j < m; j++) dx[j] = y[j] > 0 ? dy[j] : 0;
+        break;
+    case FNN_SIGMOID:
+        for (j = 0; j < m; j++) dx[j] = dy[j] * y[j] * ((T)1 - y[j]);
+        break;
+    case FNN_TANH:
+        for (j = 0; j < m; j++) dx[j] = dy[j] * ((T)1 - y[j] * y[j]);
+        break;
+    case FNN_LEAKY_RELU:
+        for (j = 0; j < m; j++) dx[j] = y[j] > 0 ? dy[j] : alpha * dy[j];
+        break;
+    case FNN_ELU: /* x <= 0: d/dx alpha (e^x - 1) = alpha e^x = y + alpha */
+        for (j = 0; j < m; j++) dx[j] = y[j] > 0 ? dy[j] : dy[j] * (y[j] + alpha);
+        break;
+    case FNN_GELU:
+        for (j = 0; j < m; j++) dx[j] = dy[j] * LOCAL(gelu_grad1)(x[j]);
+        break;
+    case FNN_SOFTMAX: { /* dx := y * (dy - <dy, y>) */
+        T dot = 0;
+        for (j = 0; j < m; j++) dot += dy[j] * y[j];
+        for (j = 0; j < m; j++) dx[j] = y[j] * (dy[j] - dot);
+        break;
+    }
+    }
+}
+
+/* Rows are split across OpenMP threads only when there is enough work per call. */
+#define FNN_PAR_ROWS(n, m) ((n) > 1 && (n) * (m) >= FNN_OMP_MIN_ELEMS)
+
+void FN(fnn_act_forward)(T *y, const T *x, int64_t n, int64_t m, int act, T alpha) {
+    int64_t i;
+#pragma omp parallel for schedule(static) if (FNN_PAR_ROWS(n, m))
+    for (i = 0; i < n; i++) LOCAL(act_row)(y + i * m, x + i * m, NULL, m, act, alpha);
+}
+
+void FN(fnn_act_backward)(T *dx, const T *dy, const T *y, const T *x, int64_t n, int64_t m,
+                          int act, T alpha) {
+    int64_t i;
+#pragma omp parallel for schedule(static) if (FNN_PAR_ROWS(n, m))
+    for (i = 0; i < n; i++)
+        LOCAL(act_grad_row)(dx + i * m, dy + i * m, y + i * m, x ? x + i * m : NULL, m, act,
+                            alpha);
+}
+
+/* ---- dense layer ----------------------------------------------------------------------- */
+
+void FN(fnn_dense_forward)(T *y, T *z, const T *x, const T *w, const T *b, int64_t n,
+                           int64_t in, int64_t out, int act, T alpha) {
+    int64_t i;
+    T *acc = z ? z : y; /* the GEMM writes the pre-activation here */
+    GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)n, (blasint)out, (blasint)in,
+         (T)1, x, (blasint)in, w, (blasint)out, (T)0, acc, (blasint)out);
+    /* epilogue, one pass: (z := acc + b), y := act(acc + b) */
+#pragma omp parallel for schedule(static) if (FNN_PAR_ROWS(n, out))
+    for (i = 0; i < n; i++) {
+        T *zr = acc + i * out;
+        if (z && b) {
+            for (int64_t j = 0; j < out; j++) zr[j] += b[j];
+            LOCAL(act_row)(y + i * out, zr, NULL, out, act, alpha);
+        } else {
+            LOCAL(act_row)(y + i * out, zr, b, out, act, alpha);
+        }
+    }
+}
+
+void FN(fnn_dense_backward)(T *dw, T *db, T *dx, T *dz, const T *dy, const T *x, const T *w,
+                            const T *y, const T *z, int64_t n, int64_t in, int64_t out,
+                            int act, T alpha) {
+    int64_t i, j;
+#pragma omp parallel for schedule(static) if (FNN_PAR_ROWS(n, out))
+    for (i = 0; i < n; i++)
+        LOCAL(act_grad_row)(dz + i * out, dy + i * out, y + i * out, z ? z + i * out : NULL,
+                            out, act, alpha);
+    /* dw (in, out) := x.T (in, n) @ dz (n, out) */
+    GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)in, (blasint)out, (blasint)n,
+         (T)1, x, (blasint)in, dz, (blasint)out, (T)0, dw, (blasint)out);
+    if (db) {
+        for (j = 0; j < out; j++) db[j] = 0;
+        for (i = 0; i < n; i++)
+            for (j = 0; j < out; j++) db[j] += dz[i * out + j];
+    }
+    /* dx (n, in) := dz (n, out) @ w.T (out, in) */
+    if (dx)
+        GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)n, (blasint)in, (blasint)out,
+             (T)1, dz, (blasint)out, w, (blasint)out, (T)0, dx, (blasint)in);
+}
+
+/* ---- losses ------------------------------------------------------------------------------ */
+
+#define EPS_CLIP ((T)1e-7)
+
+/* One row of categorical crossentropy from probabilities p against targets t (or a label,
+   when t == NULL).  Returns the row loss; writes dp (may be NULL) := d loss / d p. */
+static double LOCAL(cce_row)(T *dp, const T *p, const T *t, int64_t label, int64_t k) {
+    int64_t j;
+    T s = 0;
+    for (j = 0; j < k; j++) s += p[j];
+    T inv = (T)1 / s;
+    double loss = 0;
+    T gq_dot_q = 0; /* sum_j dl/dq_j q_j, for the gradient through q = p / s */
+    for (j = 0; j < k; j++) {
+        T tj = t ? t[j] : (T)(j == label);
+        if (tj == 0) {
+            if (dp) dp[j] = 0;
+            continue;
+        }
+        T q = p[j] * inv;
+        T c = q < EPS_CLIP ? EPS_CLIP : (q > (T)1 - EPS_CLIP ? (T)1 - EPS_CLIP : q);
+        loss -= (double)tj * (double)M(log)(c);
+        if (dp) {
+            /* clip passes the gradient only inside [eps, 1 - eps] */
+            T gq = (q >= EPS_CLIP && q <= (T)1 - EPS_CLIP) ? -tj / c : 0;
+            dp[j] = gq;
+            gq_dot_q += gq * q;
+        }
+    }
+    if (dp) /* dl/dp_j = (dl/dq_j - sum_i dl/dq_i q_i) / s */
+        for (j = 0; j < k; j++) dp[j] = (dp[j] - gq_dot_q) * inv;
+    return loss;
+}
+
+static double LOCAL(cce)(T *dp, const T *p, const T *t, const int64_t *labels, int64_t n,
+                         int64_t k) {
+    double loss = 0;
+    T scale = (T)1 / (T)n;
+    for (int64_t i = 0; i < n; i++) {
+        T *dpr = dp ? dp + i * k : NULL;
+        loss += LOCAL(cce_row)(dpr, p + i * k, t ? t + i * k : NULL, labels ? labels[i] : -1, k);
+        if (dpr)
+            for (int64_t j = 0; j < k; j++) dpr[j] *= scale;
+    }
+    return loss / (double)n;
+}
+
+double FN(fnn_categorical_crossentropy_backward)(T *dp, const T *p, const T *t, int64_t n,
+                                                 int64_t k) {
+    return LOCAL(cce)(dp, p, t, NULL, n, k);
+}
+double FN(fnn_sparse_categorical_crossentropy_backward)(T *dp, const T *p,
+                                                        const int64_t *labels, int64_t n,
+                                                        int64_t k) {
+    return LOCAL(cce)(dp, p, NULL, labels, n, k);
+}
+
+double FN(fnn_softmax_crossentropy_backward)(T *dz, const T *p, const T *t, int64_t n,
+                                             int64_t k) {
+    double loss = LOCAL(cce)(NULL, p, t, NULL, n, k);
+    T scale = (T)1 / (T)n;
+    for (int64_t i = 0; i < n; i++) {
+        const T *pr = p + i * k, *tr = t + i * k;
+        T st = 0;
+        for (int64_t j = 0; j < k; j++) st += tr[j];
+        for (int64_t j = 0; j < k; j++) dz[i * k + j] = (pr[j] * st - tr[j]) * scale;
+    }
+    return loss;
+}
+
+double FN(fnn_sparse_softmax_crossentropy_backward)(T *dz, const T *p, const int64_t *labels,
+                                                    int64_t n, int64_t k) {
+    double loss = LOCAL(cce)(NULL, p, NULL, labels, n, k);
+    T scale = (T)1 / (T)n;
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t j = 0; j < k; j++) dz[i * k + j] = p[i * k + j] * scale;
+        dz[i * k + labels[i]] -= scale;
+    }
+    return loss;
+}
+
+static double LOCAL(bce)(T *dp, const T *p, const T *t, int64_t n, int64_t k) {
+    double loss = 0;
+    T scale = (T)1 / ((T)n * (T)k);
+    for (int64_t i = 0; i < n * k; i++) {
+        T q = p[i], c = q < EPS_CLIP ? EPS_CLIP : (q > (T)1 - EPS_CLIP ? (T)1 - EPS_CLIP : q);
+        loss -= (double)t[i] * M(log)(c) + (double)((T)1 - t[i]) * M(log)((T)1 - c);
+        if (dp)
+            dp[i] = (q >= EPS_CLIP && q <= (T)1 - EPS_CLIP)
+                        ? (-t[i] / c + ((T)1 - t[i]) / ((T)1 - c)) * scale
+                        : 0;
+    }
+    return loss / ((double)n * (double)k);
+}
+
+double FN(fnn_binary_crossentropy_backward)(T *dp, const T *p, const T *t, int64_t n,
+                                            int64_t k) {
+    return LOCAL(bce)(dp, p, t, n, k);
+}
+
+static double LOCAL(mse)(T *dp, const T *p, const T *t, int64_t n, int64_t k) {
+    double loss = 0;
+    T scale = (T)2 / ((T)n * (T)k);
+    for (int64_t i = 0; i < n * k; i++) {
+        T d = p[i] - t[i];
+        loss += (double)d * (double)d;
+        if (dp) dp[i] = d * scale;
+    }
+    return loss / ((double)n * (double)k);
+}
+
+double FN(fnn_mean_squared_error_backward)(T *dp, const T *p, const T *t, int64_t n,
+                                           int64_t k) {
+    return LOCAL(mse)(dp, p, t, n, k);
+}
+
+/* ---- optimizer steps: one pass over p, g and the state --------------------------------- */
+
+FNN_VEC void FN(fnn_sgd_step)(T *restrict p, T *restrict m, const T *restrict g, int64_t n,
+                              T lr, T mu, int nesterov, T wd) {
+    const T keep = (T)1 - lr * wd; /* weight decay factor; 1 when wd == 0 */
+    FNN_STEP_BEGIN(n)
+    if (!m) {
+#pragma omp for simd schedule(static)
+        for (int64_t i = 0; i < n; i++) p[i] = p[i] * keep - lr * g[i];
+    } else if (!nesterov) {
+#pragma omp for simd schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            T mi = mu * m[i] - lr * g[i];
+            m[i] = mi;
+            p[i] = p[i] * keep + mi;
+        }
+    } else {
+#pragma omp for simd schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            T mi = mu * m[i] - lr * g[i];
+            m[i] = mi;
+            p[i] = p[i] * keep + (mu * mi - lr * g[i]);
+        }
+    }
+    FNN_STEP_END
+}
+
+FNN_VEC void FN(fnn_adagrad_step)(T *restrict p, T *restrict a, const T *restrict g, int64_t n,
+                                  T lr, T eps, T wd) {
+    const T keep = (T)1 - lr * wd;
+    FNN_STEP_BEGIN(n)
+#pragma omp for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        T ai = a[i] + g[i] * g[i];
+        a[i] = ai;
+        p[i] = p[i] * keep - lr * g[i] / M(sqrt)(ai + eps);
+    }
+    FNN_STEP_END
+}
+
+FNN_VEC void FN(fnn_rmsprop_step)(T *restrict p, T *restrict v, T *restrict mom,
+                                  T *restrict mg, const T *restrict g, int64_t n, T lr, T rho,
+                                  T mu, T eps, T wd) {
+    const T keep = (T)1 - lr * wd, one_m_rho = (T)1 - rho;
+    FNN_STEP_BEGIN(n)
+    if (!mom && !mg) { /* the common case, kept branch-free for the vectorizer */
+#pragma omp for simd schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            T gi = g[i], vi = rho * v[i] + one_m_rho * gi * gi;
+            v[i] = vi;
+            p[i] = p[i] * keep - lr * gi / M(sqrt)(vi + eps);
+        }
+    } else {
+#pragma omp for simd schedule(static)
+        for (int64_t i = 0; i < n; i++) {
+            T gi = g[i], vi = rho * v[i] + one_m_rho * gi * gi, d;
+            v[i] = vi;
+            if (mg) {
+                T mgi = rho * mg[i] + one_m_rho * gi;
+                mg[i] = mgi;
+                d = vi - mgi * mgi + eps;
+            } else {
+                d = vi + eps;
+            }
+            T inc = lr * gi / M(sqrt)(d);
+            if (mom) {
+                inc = mu * mom[i] + inc;
+                mom[i] = inc;
+            }
+            p[i] = p[i] * keep - inc;
+        }
+    }
+    FNN_STEP_END
+}
+
+FNN_VEC void FN(fnn_adam_step)(T *restrict p, T *restrict m, T *restrict v, T *restrict vhat,
+                               const T *restrict g, int64_t n, T lr, T b1, T b2, T eps, T wd,
+                               int64_t t) {
+    const T keep = (T)1 - lr * wd;
+    const T a = (T)((double)lr * sqrt(1.0 - pow((double)b2, (double)t)) /
+                    (1.0 - pow((double)b1, (double)t)));
+    const T one_m_b1 = (T)1 - b1, one_m_b2 = (T)1 - b2;
+    FNN_STEP_BEGIN(n)
+#pragma omp for simd schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        T gi = g[i];
+        T mi = m[i] + (gi - m[i]) * one_m_b1;
+        T vi = v[i] + (gi * gi - v[i]) * one_m_b2;
+        m[i] = mi;
+        v[i] = vi;
+        if (vhat) {
+            vi = vhat[i] > vi ? vhat[i] : vi;
+            vhat[i] = vi;
+        }
+        p[i] = p[i] * keep - a * mi / (M(sqrt)(vi) + eps);
+    }
+    FNN_STEP_END
+}
+
+#undef EPS_CLIP
+#undef FNN_PAR_ROWS
+#undef FN
+#undef LOCAL
+#undef CAT
+#undef CAT_
