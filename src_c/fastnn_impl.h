@@ -56,10 +56,11 @@ static void LOCAL(act_row)(T *y, const T *x, const T *b, int64_t m, int act, T a
         break;
     case FNN_SOFTMAX: {
         /* y := exp(v - max v) / sum exp(v - max v) */
-        T mx = b ? x[0] + b[0] : x[0], s = 0;
+        T mx = b ? x[0] + b[0] : x[0];
+        double s = 0; /* row sums accumulate in double: a long float row loses digits */
         for (j = 1; j < m; j++) { T v = b ? x[j] + b[j] : x[j]; if (v > mx) mx = v; }
         for (j = 0; j < m; j++) { T e = M(exp)((b ? x[j] + b[j] : x[j]) - mx); y[j] = e; s += e; }
-        T inv = (T)1 / s;
+        T inv = (T)(1.0 / s);
         for (j = 0; j < m; j++) y[j] *= inv;
         break;
     }
@@ -93,8 +94,9 @@ static void LOCAL(act_grad_row)(T *dx, const T *dy, const T *y, const T *x, int6
         for (j = 0; j < m; j++) dx[j] = dy[j] * LOCAL(gelu_grad1)(x[j]);
         break;
     case FNN_SOFTMAX: { /* dx := y * (dy - <dy, y>) */
-        T dot = 0;
-        for (j = 0; j < m; j++) dot += dy[j] * y[j];
+        double acc = 0;
+        for (j = 0; j < m; j++) acc += (double)dy[j] * y[j];
+        T dot = (T)acc;
         for (j = 0; j < m; j++) dx[j] = y[j] * (dy[j] - dot);
         break;
     }
@@ -170,9 +172,9 @@ void FN(fnn_dense_backward)(T *dw, T *db, T *dx, T *dz, const T *dy, const T *x,
    when t == NULL).  Returns the row loss; writes dp (may be NULL) := d loss / d p. */
 static double LOCAL(cce_row)(T *dp, const T *p, const T *t, int64_t label, int64_t k) {
     int64_t j;
-    T s = 0;
+    double s = 0;
     for (j = 0; j < k; j++) s += p[j];
-    T inv = (T)1 / s;
+    T inv = (T)(1.0 / s);
     double loss = 0;
     T gq_dot_q = 0; /* sum_j dl/dq_j q_j, for the gradient through q = p / s */
     for (j = 0; j < k; j++) {

@@ -1,0 +1,135 @@
+"""Bad input at the kernel boundary: a clear TypeError/ValueError naming the operand, the
+expectation and what was received; never a crash, never a half-written output."""
+import os
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import _kernels as C
+
+RELU = C.ACT_CODES["relu"]
+
+
+def dense_args(n=4, i=3, o=2, dtype=np.float32):
+    return dict(y=np.zeros((n, o), dtype), z=None, x=np.ones((n, i), dtype),
+                w=np.ones((i, o), dtype), b=np.ones(o, dtype), act=RELU, alpha=0.0)
+
+
+def test_compiled_backend_is_the_one_in_use():
+    # CI must fail when the extension did not build: the default backend is the C one.
+    if os.environ.get("FASTNN_BACKEND") != "numpy":
+        assert fastnn.get_backend() == "compiled"
+        assert fastnn.backend.K is C
+
+
+@pytest.mark.parametrize("field, value, exc, words", [
+    ("w", np.ones((3, 2), np.float64), TypeError, ["w", "float32", "<f8"]),
+    ("w", np.ones((4, 2), np.float32), ValueError, ["w", "(3, 2)", "(4, 2)"]),
+    ("b", np.ones(3, np.float32), ValueError, ["b", "(2,)", "(3,)"]),
+    ("y", np.zeros((4, 3), np.float32), ValueError, ["y", "(4, 2)", "(4, 3)"]),
+    ("y", np.zeros((2, 4), np.float32).T, ValueError, ["y", "C-contiguous"]),
+    ("x", np.ones((4, 3), np.int64), TypeError, ["x", "float32 or float64", "int64"]),
+    ("x", [[1.0, 2.0, 3.0]], TypeError, ["x", "numpy.ndarray", "list"]),
+    ("w", np.ones((3, 2), ">f4"), TypeError, ["w", "native byte order", ">f4"]),
+    ("act", 99, ValueError, ["act", "99"]),
+])
+def test_dense_forward_rejects_bad_operands(field, value, exc, words):
+    args = dense_args()
+    args[field] = value
+    with pytest.raises(exc) as info:
+        C.dense_forward(**args)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_read_only_output_is_refused_and_untouched():
+    args = dense_args()
+    args["y"].flags.writeable = False
+    with pytest.raises(ValueError, match="y to be writeable"):
+        C.dense_forward(**args)
+    assert np.all(args["y"] == 0)
+
+
+def test_read_only_inputs_are_accepted():
+    args = dense_args()
+    for k in ("x", "w", "b"):
+        args[k].flags.writeable = False
+    C.dense_forward(**args)
+    np.testing.assert_array_equal(args["y"], np.full((4, 2), 4.0, np.float32))
+
+
+@pytest.mark.parametrize("alias", ["x", "w"])
+def test_output_overlapping_an_input_is_refused(alias):
+    buf = np.ones((4, 4), np.float32)
+    args = dense_args(n=4, i=4, o=4)
+    args[alias] = buf
+    args["y"] = buf
+    with pytest.raises(ValueError, match=f"y not to share memory with {alias}"):
+        C.dense_forward(**args)
+
+
+def test_empty_batch_is_refused():
+    args = dense_args(n=0)
+    with pytest.raises(ValueError, match="non-empty"):
+        C.dense_forward(**args)
+
+
+def test_dense_backward_gelu_needs_the_preactivation():
+    x, w = np.ones((2, 3)), np.ones((3, 2))
+    y, dy = np.ones((2, 2)), np.ones((2, 2))
+    with pytest.raises(ValueError, match="z .the pre-activation. for act=gelu"):
+        C.dense_backward(np.empty((3, 2)), None, None, np.empty((2, 2)), dy, x, w, y, None,
+                         C.ACT_CODES["gelu"], 0.0)
+
+
+def test_dense_backward_dz_may_be_dy_but_dw_may_not():
+    x, w, y, dy = np.ones((2, 3)), np.ones((3, 2)), np.ones((2, 2)), np.ones((2, 2))
+    C.dense_backward(np.empty((3, 2)), None, None, dy, dy, x, w, y, None, RELU, 0.0)
+    big = np.ones((6, 2))
+    with pytest.raises(ValueError, match="dw not to share memory with dy"):
+        C.dense_backward(big[:3], None, None, np.empty((2, 2)), big[2:4], x, w, y, None, RELU, 0.0)
+
+
+def test_sparse_labels_out_of_range():
+    p = np.full((3, 4), 0.25, np.float32)
+    with pytest.raises(ValueError, match=r"labels in \[0, 4\). Received: labels\[2\]=4"):
+        C.sparse_categorical_crossentropy_forward(p, np.array([0, 1, 4]))
+    with pytest.raises(ValueError, match=r"labels\[0\]=-1"):
+        C.sparse_softmax_crossentropy_backward(np.empty_like(p), p, np.array([-1, 1, 2]))
+    with pytest.raises(TypeError, match="labels with dtype int64"):
+        C.sparse_categorical_crossentropy_forward(p, np.array([0, 1, 2], np.int32))
+
+
+def test_loss_target_shape_mismatch():
+    p = np.full((3, 4), 0.25, np.float32)
+    with pytest.raises(ValueError, match=r"y_true with shape \(3, 4\). Received: y_true.shape=\(3, 5\)"):
+        C.categorical_crossentropy_forward(p, np.zeros((3, 5), np.float32))
+
+
+def test_optimizer_operands_checked():
+    p, g = np.ones(10, np.float32), np.ones(10, np.float32)
+    with pytest.raises(ValueError, match=r"g with 10 elements. Received: g.shape=\(9,\)"):
+        C.sgd_step(p, None, np.ones(9, np.float32), 0.1, 0.0, False, 0.0)
+    with pytest.raises(TypeError, match=r"v with dtype float32"):
+        C.rmsprop_step(p, np.zeros(10), None, None, g, 0.1, 0.9, 0.0, 1e-7, 0.0)
+    with pytest.raises(ValueError, match="g not to share memory with p"):
+        C.sgd_step(p, None, p, 0.1, 0.0, False, 0.0)
+    with pytest.raises(ValueError, match="momentum buffer m"):
+        C.sgd_step(p, None, g, 0.1, 0.9, False, 0.0)
+    with pytest.raises(ValueError, match="t >= 1"):
+        C.adam_step(p, np.zeros(10, np.float32), np.zeros(10, np.float32), None, g,
+                    0.1, 0.9, 0.999, 1e-7, 0.0, 0)
+    np.testing.assert_array_equal(p, np.ones(10, np.float32))  # nothing half-applied
+
+
+def test_set_num_threads_validates_and_applies():
+    before = fastnn.get_num_threads()
+    try:
+        fastnn.set_num_threads(1)
+        assert fastnn.get_num_threads() == 1
+        assert C.get_num_threads() == {"openmp": 1, "blas": 1}
+    finally:
+        fastnn.set_num_threads(before)
+    with pytest.raises(ValueError, match="positive int"):
+        fastnn.set_num_threads(0)

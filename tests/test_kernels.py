@@ -1,0 +1,181 @@
+"""Every C kernel against its NumPy twin: one registry of cases, one parametrized test.
+
+A case builds its inputs from a seed, runs one backend, and returns everything the kernel
+wrote (outputs, updated state, returned loss).  The same case runs on both backends and
+the results must agree within the dtype's tolerance.
+"""
+import numpy as np
+import pytest
+
+from fastnn import _kernels as C
+from fastnn import _reference as R
+from tolerances import TOL
+
+ACTS = list(R.ACT_CODES)
+ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
+
+
+def _rand(rng, shape, dtype, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(dtype)
+
+
+# ---- the cases -----------------------------------------------------------------------------
+
+def dense_forward_case(act, n, i, o, bias, keep_z):
+    def run(K, dtype, rng):
+        x, w = _rand(rng, (n, i), dtype), _rand(rng, (i, o), dtype, 1 / np.sqrt(i))
+        b = _rand(rng, (o,), dtype) if bias else None
+        y = np.full((n, o), np.nan, dtype)
+        z = np.full((n, o), np.nan, dtype) if keep_z else None
+        K.dense_forward(y, z, x, w, b, R.ACT_CODES[act], ALPHA.get(act, 0.0))
+        return [y] + ([z] if keep_z else [])
+    return run
+
+
+def dense_backward_case(act, n, i, o, bias, want_dx, dz_is_dy):
+    def run(K, dtype, rng):
+        code, alpha = R.ACT_CODES[act], ALPHA.get(act, 0.0)
+        x, w = _rand(rng, (n, i), dtype), _rand(rng, (i, o), dtype, 1 / np.sqrt(i))
+        z = _rand(rng, (n, o), dtype)
+        y = np.empty_like(z)
+        R.act_forward(y, z, code, alpha)  # the same forward output for both backends
+        dy = _rand(rng, (n, o), dtype)
+        dz = dy if dz_is_dy else np.full_like(dy, np.nan)
+        dw = np.full((i, o), np.nan, dtype)
+        db = np.full((o,), np.nan, dtype) if bias else None
+        dx = np.full((n, i), np.nan, dtype) if want_dx else None
+        K.dense_backward(dw, db, dx, dz, dy, x, w, y, z, code, alpha)
+        return [a for a in (dw, db, dx, dz) if a is not None]
+    return run
+
+
+def act_case(act, n, m, backward):
+    def run(K, dtype, rng):
+        code, alpha = R.ACT_CODES[act], ALPHA.get(act, 0.0)
+        x = _rand(rng, (n, m), dtype, 3.0)
+        y = np.full_like(x, np.nan)
+        K.act_forward(y, x, code, alpha)
+        if not backward:
+            return [y]
+        dy, dx = _rand(rng, (n, m), dtype), np.full_like(x, np.nan)
+        R.act_forward(y, x, code, alpha)
+        K.act_backward(dx, dy, y, x, code, alpha)
+        return [dx]
+    return run
+
+
+def loss_case(name, n, k):
+    sparse = "sparse" in name
+    fused = "softmax" in name
+
+    def run(K, dtype, rng):
+        logits = _rand(rng, (n, k), dtype, 2.0)
+        if fused or "categorical" in name:
+            p = np.empty_like(logits)
+            R.act_forward(p, logits, R.SOFTMAX, 0.0)
+            if not fused:  # unnormalised probabilities exercise the normalisation
+                p *= dtype(1.5)
+        elif name == "binary_crossentropy":
+            p = np.empty_like(logits)
+            R.act_forward(p, logits, R.SIGMOID, 0.0)
+        else:
+            p = logits
+        labels = rng.integers(0, k, n)
+        if sparse:
+            t = labels
+        elif name == "binary_crossentropy":
+            t = rng.integers(0, 2, (n, k)).astype(dtype)
+        elif name == "mean_squared_error":
+            t = _rand(rng, (n, k), dtype)
+        else:
+            t = np.eye(k, dtype=dtype)[labels]
+            t[0] = rng.random(k).astype(dtype)  # one soft-label row
+            t[0] /= t[0].sum()
+        dp = np.full((n, k), np.nan, dtype)
+        out = [np.array(getattr(K, name + "_backward")(dp, p, t)), dp]
+        if not fused:
+            out.append(np.array(getattr(K, name + "_forward")(p, t)))
+        return out
+    return run
+
+
+def optimizer_case(name, size, steps=3, centered=False, amsgrad=False, **hyper):
+    def run(K, dtype, rng):
+        p = _rand(rng, size, dtype)
+        if name == "sgd":
+            state = [np.zeros(size, dtype) if hyper.get("momentum") else None]
+        elif name == "adagrad":
+            state = [np.full(size, 0.1, dtype)]
+        elif name == "rmsprop":
+            state = [np.zeros(size, dtype),
+                     np.zeros(size, dtype) if hyper.get("momentum") else None,
+                     np.zeros(size, dtype) if centered else None]
+        else:
+            state = [np.zeros(size, dtype), np.zeros(size, dtype),
+                     np.zeros(size, dtype) if amsgrad else None]
+        for step in range(1, steps + 1):
+            g = _rand(rng, size, dtype)
+            if name == "sgd":
+                K.sgd_step(p, *state, g, hyper.get("lr", 0.1), hyper.get("momentum", 0.0),
+                           hyper.get("nesterov", False), hyper.get("wd", 0.0))
+            elif name == "adagrad":
+                K.adagrad_step(p, *state, g, 0.1, 1e-7, hyper.get("wd", 0.0))
+            elif name == "rmsprop":
+                K.rmsprop_step(p, *state, g, 0.01, 0.9, hyper.get("momentum", 0.0), 1e-7,
+                               hyper.get("wd", 0.0))
+            else:
+                K.adam_step(p, *state, g, 0.01, 0.9, 0.999, 1e-7, hyper.get("wd", 0.0), step)
+        return [p] + [s for s in state if s is not None]
+    return run
+
+
+def _registry():
+    cases = {}
+    dense_shapes = [(1, 1, 1), (1, 7, 3), (5, 17, 33), (3, 16, 129), (64, 100, 10)]
+    for act in ACTS:
+        for n, i, o in dense_shapes:
+            for bias in (True, False):
+                b = "b" if bias else "nob"
+                cases[f"dense_forward-{act}-{n}x{i}x{o}-{b}"] = dense_forward_case(
+                    act, n, i, o, bias, keep_z=(act == "gelu"))
+                cases[f"dense_backward-{act}-{n}x{i}x{o}-{b}"] = dense_backward_case(
+                    act, n, i, o, bias, want_dx=bias, dz_is_dy=not bias)
+        cases[f"dense_forward-{act}-5x17x33-b-keepz"] = dense_forward_case(act, 5, 17, 33, True, True)
+        for n, m in [(1, 1), (3, 17), (64, 100), (2, 70000)]:
+            cases[f"act_forward-{act}-{n}x{m}"] = act_case(act, n, m, False)
+            cases[f"act_backward-{act}-{n}x{m}"] = act_case(act, n, m, True)
+    losses = ["categorical_crossentropy", "sparse_categorical_crossentropy",
+              "softmax_crossentropy", "sparse_softmax_crossentropy",
+              "binary_crossentropy", "mean_squared_error"]
+    for name in losses:
+        for n, k in [(1, 1), (1, 3), (7, 10), (33, 5)]:
+            cases[f"{name}-{n}x{k}"] = loss_case(name, n, k)
+    opts = {
+        "sgd": dict(), "sgd_momentum": dict(momentum=0.9), "sgd_wd": dict(wd=0.01),
+        "sgd_nesterov": dict(momentum=0.9, nesterov=True, wd=0.004),
+        "adagrad": dict(), "adagrad_wd": dict(wd=0.01),
+        "rmsprop": dict(), "rmsprop_momentum": dict(momentum=0.5),
+        "rmsprop_centered": dict(centered=True), "rmsprop_all": dict(centered=True, momentum=0.5, wd=0.01),
+        "adam": dict(), "adam_amsgrad": dict(amsgrad=True), "adam_wd": dict(wd=0.004),
+    }
+    for label, hyper in opts.items():
+        for size in [(1,), (17,), (31, 33), (300001,)]:
+            shape = "x".join(map(str, size))
+            cases[f"{label}_step-{shape}"] = optimizer_case(label.split("_")[0], size, **dict(hyper))
+    return cases
+
+
+CASES = _registry()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_kernel_matches_reference(case, dtype):
+    run = CASES[case]
+    got = run(C, dtype, np.random.default_rng(0))
+    want = run(R, dtype, np.random.default_rng(0))
+    assert len(got) == len(want)
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        assert np.all(np.isfinite(g)), "a kernel left its output (partly) unwritten"
+        np.testing.assert_allclose(g, w, **TOL[dtype])

@@ -1,0 +1,87 @@
+"""Property-based checks (hypothesis): drawn shapes and values, including magnitudes that
+overflow a naive softmax or sigmoid.  The default run draws a few dozen examples per
+property; `pytest -m slow` runs the long fuzzing pass."""
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+from fastnn import _kernels as C
+from fastnn import _reference as R
+from tolerances import TOL
+
+ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
+dtypes = st.sampled_from([np.float32, np.float64])
+acts = st.sampled_from(list(R.ACT_CODES))
+
+
+@st.composite
+def matrices(draw, max_side=40, magnitude=1e4):
+    dtype = draw(dtypes)
+    shape = draw(st.tuples(st.integers(1, max_side), st.integers(1, max_side)))
+    elems = st.floats(-magnitude, magnitude, allow_nan=False, width=32)
+    return draw(hnp.arrays(dtype, shape, elements=elems))
+
+
+def check_activation(x, act):
+    code, alpha = R.ACT_CODES[act], ALPHA.get(act, 0.0)
+    got, want = np.empty_like(x), np.empty_like(x)
+    C.act_forward(got, x, code, alpha)
+    R.act_forward(want, x, code, alpha)
+    assert np.all(np.isfinite(got)), f"{act} overflowed"
+    np.testing.assert_allclose(got, want, **TOL[x.dtype.type])
+    dy = np.ones_like(x)
+    dgot, dwant = np.empty_like(x), np.empty_like(x)
+    C.act_backward(dgot, dy, want, x, code, alpha)
+    R.act_backward(dwant, dy, want, x, code, alpha)
+    assert np.all(np.isfinite(dgot))
+    np.testing.assert_allclose(dgot, dwant, **TOL[x.dtype.type])
+
+
+@settings(max_examples=60, deadline=None)
+@given(matrices(), acts)
+def test_activations_stay_finite_and_match(x, act):
+    check_activation(x, act)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 9), st.integers(1, 70), st.integers(1, 40), acts, dtypes, st.booleans(),
+       st.integers(0, 2**32 - 1))
+def test_dense_round_trip_matches(n, i, o, act, dtype, bias, seed):
+    rng = np.random.default_rng(seed)
+    code, alpha = R.ACT_CODES[act], ALPHA.get(act, 0.0)
+    x = rng.standard_normal((n, i)).astype(dtype)
+    w = (rng.standard_normal((i, o)) / np.sqrt(i)).astype(dtype)
+    b = rng.standard_normal(o).astype(dtype) if bias else None
+    outs = []
+    for K in (C, R):
+        y, z = np.empty((n, o), dtype), np.empty((n, o), dtype)
+        K.dense_forward(y, z, x, w, b, code, alpha)
+        dw, dx, dz = np.empty((i, o), dtype), np.empty((n, i), dtype), np.empty((n, o), dtype)
+        db = np.empty(o, dtype) if bias else None
+        K.dense_backward(dw, db, dx, dz, np.ones((n, o), dtype), x, w, y, z, code, alpha)
+        outs.append([a for a in (y, z, dw, db, dx) if a is not None])
+    for got, want in zip(*outs):
+        np.testing.assert_allclose(got, want, **TOL[dtype])
+
+
+@settings(max_examples=40, deadline=None)
+@given(matrices(max_side=20), st.integers(0, 2**32 - 1))
+def test_softmax_crossentropy_on_extreme_logits(z, seed):
+    labels = np.random.default_rng(seed).integers(0, z.shape[1], z.shape[0])
+    p = np.empty_like(z)
+    C.act_forward(p, z, C.ACT_CODES["softmax"], 0.0)
+    got, want = np.empty_like(z), np.empty_like(z)
+    lg = C.sparse_softmax_crossentropy_backward(got, p, labels)
+    lw = R.sparse_softmax_crossentropy_backward(want, p, labels)
+    assert np.isfinite(lg) and lg <= -np.log(1e-7) + 1e-3  # clipped, never infinite
+    assert lg == pytest.approx(lw, rel=1e-5)
+    np.testing.assert_allclose(got, want, **TOL[z.dtype.type])
+
+
+@pytest.mark.slow
+@settings(max_examples=3000, deadline=None)
+@given(matrices(max_side=200), acts)
+def test_activations_long_fuzz(x, act):
+    check_activation(x, act)

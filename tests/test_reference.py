@@ -1,0 +1,229 @@
+"""The oracle itself: backward kernels and loss gradients against central finite
+differences in float64; optimizer steps against hand computations and an independent
+scalar loop over several steps."""
+import math
+
+import numpy as np
+import pytest
+
+from fastnn import _reference as R
+
+ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
+
+
+def numgrad(f, a, h=1e-6):
+    """Central differences of the scalar f() with respect to every entry of a (in place)."""
+    g = np.zeros_like(a)
+    for idx in np.ndindex(a.shape):
+        old = a[idx]
+        a[idx] = old + h
+        up = f()
+        a[idx] = old - h
+        down = f()
+        a[idx] = old
+        g[idx] = (up - down) / (2 * h)
+    return g
+
+
+def assert_grad(analytic, numeric):
+    np.testing.assert_allclose(analytic, numeric, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("act", list(R.ACT_CODES))
+def test_dense_backward_matches_finite_differences(act):
+    rng = np.random.default_rng(1)
+    code, alpha = R.ACT_CODES[act], ALPHA.get(act, 0.0)
+    n, i, o = 4, 5, 3
+    x, w, b = rng.standard_normal((n, i)), rng.standard_normal((i, o)), rng.standard_normal(o)
+    r = rng.standard_normal((n, o))  # loss = sum(r * y), so dy = r
+
+    def loss():
+        y = np.empty((n, o))
+        R.dense_forward(y, None, x, w, b, code, alpha)
+        return float((r * y).sum())
+
+    y, z = np.empty((n, o)), np.empty((n, o))
+    R.dense_forward(y, z, x, w, b, code, alpha)
+    dw, db, dx, dz = np.empty((i, o)), np.empty(o), np.empty((n, i)), np.empty((n, o))
+    R.dense_backward(dw, db, dx, dz, r, x, w, y, z, code, alpha)
+    assert_grad(dw, numgrad(loss, w))
+    assert_grad(db, numgrad(loss, b))
+    assert_grad(dx, numgrad(loss, x))
+
+
+@pytest.mark.parametrize("act", list(R.ACT_CODES))
+def test_act_backward_matches_finite_differences(act):
+    rng = np.random.default_rng(2)
+    code, alpha = R.ACT_CODES[act], ALPHA.get(act, 0.0)
+    x, r = rng.standard_normal((3, 6)) * 2, rng.standard_normal((3, 6))
+
+    def loss():
+        y = np.empty_like(x)
+        R.act_forward(y, x, code, alpha)
+        return float((r * y).sum())
+
+    y, dx = np.empty_like(x), np.empty_like(x)
+    R.act_forward(y, x, code, alpha)
+    R.act_backward(dx, r, y, x, code, alpha)
+    assert_grad(dx, numgrad(loss, x))
+
+
+def _targets(name, rng, n, k):
+    labels = rng.integers(0, k, n)
+    if "sparse" in name:
+        return labels
+    if name == "binary_crossentropy":
+        return rng.random((n, k))
+    if name == "mean_squared_error":
+        return rng.standard_normal((n, k))
+    t = rng.random((n, k))
+    return t / t.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("name", ["categorical_crossentropy", "sparse_categorical_crossentropy",
+                                  "binary_crossentropy", "mean_squared_error"])
+def test_loss_gradient_matches_finite_differences(name):
+    rng = np.random.default_rng(3)
+    n, k = 4, 5
+    p = rng.uniform(0.05, 0.9, (n, k))  # inside the clip range; unnormalised rows
+    t = _targets(name, rng, n, k)
+    forward, backward = getattr(R, name + "_forward"), getattr(R, name + "_backward")
+    dp = np.empty_like(p)
+    value = backward(dp, p, t)
+    assert value == pytest.approx(forward(p, t), rel=1e-15)
+    assert_grad(dp, numgrad(lambda: forward(p, t), p))
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_fused_softmax_crossentropy_is_the_gradient_through_softmax(sparse):
+    rng = np.random.default_rng(4)
+    n, k = 5, 4
+    z = rng.standard_normal((n, k)) * 3
+    t = _targets("sparse" if sparse else "categorical", rng, n, k)
+    loss_name = "sparse_categorical_crossentropy" if sparse else "categorical_crossentropy"
+
+    def loss():
+        p = np.empty_like(z)
+        R.act_forward(p, z, R.SOFTMAX, 0.0)
+        return getattr(R, loss_name + "_forward")(p, t)
+
+    p, dz = np.empty_like(z), np.empty_like(z)
+    R.act_forward(p, z, R.SOFTMAX, 0.0)
+    fused = R.sparse_softmax_crossentropy_backward if sparse else R.softmax_crossentropy_backward
+    value = fused(dz, p, t)
+    assert value == pytest.approx(loss(), rel=1e-14)
+    assert_grad(dz, numgrad(loss, z))
+
+
+def test_categorical_crossentropy_by_hand():
+    # one sample, p = (0.2, 0.3, 0.5) (already normalised), target class 2: loss = -log 0.5
+    p = np.array([[0.2, 0.3, 0.5]])
+    assert R.categorical_crossentropy_forward(p, np.array([[0.0, 0.0, 1.0]])) == pytest.approx(math.log(2))
+    assert R.sparse_categorical_crossentropy_forward(p, np.array([2])) == pytest.approx(math.log(2))
+    # clipping as Keras: a zero probability costs -log(1e-7), not infinity
+    q = np.array([[1.0, 0.0]])
+    assert R.categorical_crossentropy_forward(q, np.array([[0.0, 1.0]])) == pytest.approx(-math.log(1e-7))
+
+
+def test_softmax_and_sigmoid_by_hand():
+    y = np.empty((1, 3))
+    R.act_forward(y, np.array([[1.0, 2.0, 3.0]]), R.SOFTMAX, 0.0)
+    e = np.exp([1.0, 2.0, 3.0])
+    np.testing.assert_allclose(y[0], e / e.sum(), rtol=1e-15)
+    s = np.empty((1, 2))
+    R.act_forward(s, np.array([[0.0, math.log(3)]]), R.SIGMOID, 0.0)
+    np.testing.assert_allclose(s[0], [0.5, 0.75], rtol=1e-15)
+
+
+# ---- optimizers: first step by hand --------------------------------------------------------
+
+def test_rmsprop_first_step_matches_keras_docstring():
+    # Keras' RMSprop docstring: lr=0.1, var=10, loss=var**2/2 (gradient = var) -> 9.683772
+    p, v = np.array([10.0], np.float32), np.zeros(1, np.float32)
+    R.rmsprop_step(p, v, None, None, p.copy(), 0.1, 0.9, 0.0, 1e-7, 0.0)
+    assert p[0] == pytest.approx(9.683772, abs=1e-6)
+
+
+def test_sgd_first_steps_by_hand():
+    p, g = np.array([1.0]), np.array([0.5])
+    R.sgd_step(p, None, g, 0.1, 0.0, False, 0.0)
+    assert p[0] == pytest.approx(1.0 - 0.1 * 0.5)
+    # momentum 0.9: m1 = -lr g = -0.05, p = 1 - 0.05;  m2 = 0.9*(-0.05) - 0.05 = -0.095
+    p, m = np.array([1.0]), np.zeros(1)
+    R.sgd_step(p, m, g, 0.1, 0.9, False, 0.0)
+    assert (p[0], m[0]) == (pytest.approx(0.95), pytest.approx(-0.05))
+    R.sgd_step(p, m, g, 0.1, 0.9, False, 0.0)
+    assert (p[0], m[0]) == (pytest.approx(0.855), pytest.approx(-0.095))
+    # nesterov: p = 1 + 0.9*(-0.05) - 0.05 = 0.905
+    p, m = np.array([1.0]), np.zeros(1)
+    R.sgd_step(p, m, g, 0.1, 0.9, True, 0.0)
+    assert p[0] == pytest.approx(0.905)
+
+
+def test_adagrad_and_adam_first_step_by_hand():
+    p, a, g = np.array([1.0]), np.array([0.1]), np.array([0.5])
+    R.adagrad_step(p, a, g, 0.001, 1e-7, 0.0)
+    assert a[0] == pytest.approx(0.35)
+    assert p[0] == pytest.approx(1 - 0.001 * 0.5 / math.sqrt(0.35 + 1e-7), rel=1e-15)
+    # adam step 1: m = 0.1 g, v = 0.001 g^2, alpha = lr sqrt(0.001) / 0.1
+    p, m, v = np.array([1.0]), np.zeros(1), np.zeros(1)
+    R.adam_step(p, m, v, None, g, 0.001, 0.9, 0.999, 1e-7, 0.0, 1)
+    alpha = 0.001 * math.sqrt(1 - 0.999) / (1 - 0.9)
+    assert p[0] == pytest.approx(1 - alpha * 0.05 / (math.sqrt(0.001 * 0.25) + 1e-7), rel=1e-14)
+
+
+def test_weight_decay_is_decoupled_and_applied_first():
+    # Keras: p := p - p * wd * lr, then the rule with the gradient
+    p, g = np.array([2.0]), np.array([0.5])
+    R.sgd_step(p, None, g, 0.1, 0.0, False, 0.01)
+    assert p[0] == pytest.approx(2.0 - 2.0 * 0.01 * 0.1 - 0.1 * 0.5, rel=1e-15)
+
+
+# ---- optimizers: a trajectory against a scalar loop written from the formulas --------------
+
+def _scalar_trajectory(rule, p0, grads, **h):
+    p, s1, s2, s3 = p0, h.get("init", 0.0), 0.0, 0.0
+    out = []
+    for t, g in enumerate(grads, 1):
+        p = p - p * h.get("wd", 0.0) * h["lr"]
+        if rule == "sgd":
+            s1 = h["mu"] * s1 - h["lr"] * g
+            p = p + (h["mu"] * s1 - h["lr"] * g if h["nesterov"] else s1)
+        elif rule == "adagrad":
+            s1 += g * g
+            p -= h["lr"] * g / math.sqrt(s1 + 1e-7)
+        elif rule == "rmsprop":
+            s1 = 0.9 * s1 + 0.1 * g * g
+            s2 = 0.9 * s2 + 0.1 * g
+            s3 = h["mu"] * s3 + h["lr"] * g / math.sqrt(s1 - s2 * s2 + 1e-7)
+            p -= s3
+        else:  # adam with amsgrad
+            s1 += (g - s1) * 0.1
+            s2 += (g * g - s2) * 0.001
+            s3 = max(s3, s2)
+            p -= h["lr"] * math.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t) * s1 / (math.sqrt(s3) + 1e-7)
+        out.append(p)
+    return out
+
+
+@pytest.mark.parametrize("rule", ["sgd", "sgd_nesterov", "adagrad", "rmsprop", "adam"])
+def test_optimizer_trajectory_matches_scalar_loop(rule):
+    rng = np.random.default_rng(5)
+    grads = rng.standard_normal(20)
+    h = dict(lr=0.05, wd=0.01, mu=0.8, nesterov=rule == "sgd_nesterov", init=0.1 if rule == "adagrad" else 0.0)
+    want = _scalar_trajectory(rule.split("_")[0], 1.5, grads, **h)
+    p = np.array([1.5])
+    s = [np.array([h["init"]]), np.zeros(1), np.zeros(1)]
+    got = []
+    for t, g in enumerate(grads, 1):
+        g = np.array([g])
+        if rule.startswith("sgd"):
+            R.sgd_step(p, s[0], g, h["lr"], h["mu"], h["nesterov"], h["wd"])
+        elif rule == "adagrad":
+            R.adagrad_step(p, s[0], g, h["lr"], 1e-7, h["wd"])
+        elif rule == "rmsprop":
+            R.rmsprop_step(p, s[0], s[2], s[1], g, h["lr"], 0.9, h["mu"], 1e-7, h["wd"])
+        else:
+            R.adam_step(p, s[0], s[1], s[2], g, h["lr"], 0.9, 0.999, 1e-7, h["wd"], t)
+        got.append(p[0])
+    np.testing.assert_allclose(got, want, rtol=1e-12)
