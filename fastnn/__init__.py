@@ -8,6 +8,8 @@ import scipy_openblas32 as _blas  # noqa: F401  (loads the BLAS the compiled ker
 
 from fastnn import backend
 from fastnn.backend import get_backend, set_backend
+from fastnn import (activations, callbacks, config, datasets, initializers, layers,  # noqa: E402
+                    losses, metrics, models, optimizers, utils)
 
 __version__ = "0.1.0"
 

@@ -1,0 +1,28 @@
+"""Global settings, named as in `keras.config`: the float type and the fuzz factor."""
+import numpy as np
+
+_FLOATX = "float32"
+_EPSILON = 1e-7
+
+
+def floatx():
+    """The default float type of weights and computations: "float32" (default) or "float64"."""
+    return _FLOATX
+
+
+def set_floatx(value):
+    """Set the default float type, "float32" or "float64", for models built afterwards."""
+    global _FLOATX
+    if value not in ("float32", "float64"):
+        raise ValueError(f"Expected floatx to be 'float32' or 'float64'. Received: {value!r}")
+    _FLOATX = value
+
+
+def epsilon():
+    """The fuzz factor used by losses (probabilities are clipped to [eps, 1 - eps])."""
+    return _EPSILON
+
+
+def dtype(value=None):
+    """The NumPy dtype for value (a dtype name) or for floatx()."""
+    return np.dtype(value or _FLOATX)

@@ -1,0 +1,2 @@
+"""Datasets, named as in keras.datasets."""
+from fastnn.datasets import mnist  # noqa: F401

@@ -1,0 +1,243 @@
+"""Layers, named as in `keras.layers`: Input, Dense, Activation, Flatten, Dropout.
+
+A layer is config + build + call, as in Keras: `__init__` validates and stores its
+config, `build(input_shape)` creates the weights, `call(x, training)` only dispatches to a
+kernel.  `backward(dy, need_dx)` is fastnn's: it writes the weight gradients into
+`layer.grads` (same order as `layer.weights`) and returns dx (or None).
+
+Buffers are owned by the layer and reused: one set per batch size, so a training loop
+allocates nothing per step once every batch size has been seen.
+"""
+import numpy as np
+
+from fastnn import activations, backend, config, initializers
+
+
+def _shape_tuple(name, shape):
+    if isinstance(shape, int):
+        shape = (shape,)
+    try:
+        shape = tuple(int(d) for d in shape)
+    except TypeError:
+        raise TypeError(f"Expected {name} to be a tuple of positive ints. Received: {shape!r}")
+    if not shape or any(d < 1 for d in shape):
+        raise ValueError(f"Expected {name} to be a tuple of positive ints. Received: {shape!r}")
+    return shape
+
+
+class Layer:
+    """Base class: name, dtype, build state and per-batch-size buffers."""
+
+    _count = {}
+
+    def __init__(self, name=None, input_shape=None, dtype=None):
+        kind = type(self).__name__.lower()
+        Layer._count[kind] = Layer._count.get(kind, 0) + 1
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"Expected name to be a str. Received: {name!r}")
+        self.name = name or (kind if Layer._count[kind] == 1 else f"{kind}_{Layer._count[kind] - 1}")
+        self.input_shape = None if input_shape is None else _shape_tuple("input_shape", input_shape)
+        self.dtype = config.dtype(dtype)
+        self.built = False
+        self.weights = []  # parameter arrays, updated in place by the optimizer
+        self.grads = []    # their gradients, same order and shapes
+        self._bufs = {}
+
+    def build(self, input_shape):
+        self.input_shape = tuple(input_shape)
+        self.built = True
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape)
+
+    @property
+    def output_shape(self):
+        return self.compute_output_shape(self.input_shape)
+
+    def count_params(self):
+        return int(sum(w.size for w in self.weights))
+
+    def _buf(self, key, shape):
+        """The layer's reusable buffer `key` for this shape (allocated on first use)."""
+        b = self._bufs.get((key, shape))
+        if b is None:
+            b = self._bufs[(key, shape)] = np.empty(shape, self.dtype)
+        return b
+
+    def get_config(self):
+        return {"name": self.name, "dtype": self.dtype.name}
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(**cfg)
+
+    def __repr__(self):
+        return f"<{type(self).__name__} name={self.name}>"
+
+
+class InputLayer(Layer):
+    """The model's input: shape without the batch dimension."""
+
+    def __init__(self, shape=None, name=None, dtype=None):
+        super().__init__(name=name, input_shape=shape, dtype=dtype)
+        if shape is None:
+            raise ValueError("Expected Input(shape=...) with the shape of one sample. Received: None")
+
+    def get_config(self):
+        return {**super().get_config(), "shape": list(self.input_shape)}
+
+
+def Input(shape=None, name=None, dtype=None):
+    """Declare the input shape of a Sequential model (without the batch dimension)."""
+    return InputLayer(shape=shape, name=name, dtype=dtype)
+
+
+class Dense(Layer):
+    """y = activation(x @ kernel + bias): the matmul, bias and activation run as one fused
+    kernel.
+
+    Args:
+        units: positive int, the output width.
+        activation: a name from `fastnn.activations` (e.g. "relu", "softmax") or None.
+        use_bias: whether to add a bias vector.
+        kernel_initializer, bias_initializer: names from `fastnn.initializers`.
+        input_shape: the shape of one sample, when this is the first layer.
+    """
+
+    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", input_shape=None, name=None, dtype=None, **kwargs):
+        if kwargs:
+            raise TypeError(f"Dense got unexpected keyword arguments: {sorted(kwargs)}")
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype)
+        if not isinstance(units, (int, np.integer)) or isinstance(units, bool) or units < 1:
+            raise ValueError(f"Expected units to be a positive int. Received: units={units!r}")
+        self.units = int(units)
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = kernel_initializer
+        self.bias_initializer = bias_initializer
+        self._kernel_init = initializers.get(kernel_initializer)
+        self._bias_init = initializers.get(bias_initializer)
+
+    def build(self, input_shape, rng=None):
+        if len(input_shape) != 1:
+            raise ValueError(f"Expected Dense {self.name!r} input of rank 2 (batch, features). "
+                             f"Received: input_shape={(None, *input_shape)}; add a Flatten layer first.")
+        super().build(input_shape)
+        rng = rng if rng is not None else np.random.default_rng()
+        self.kernel = self._kernel_init((input_shape[0], self.units), self.dtype, rng)
+        self.weights = [self.kernel]
+        if self.use_bias:
+            self.bias = self._bias_init((self.units,), self.dtype, rng)
+            self.weights.append(self.bias)
+        else:
+            self.bias = None
+        self.grads = [np.zeros_like(w) for w in self.weights]
+
+    def compute_output_shape(self, input_shape):
+        return (self.units,)
+
+    def call(self, x, training=False):
+        n = x.shape[0]
+        y = self._buf("y", (n, self.units))
+        z = self._buf("z", (n, self.units)) if self.activation.needs_preactivation else None
+        backend.K.dense_forward(y, z, x, self.kernel, self.bias, self.activation.code,
+                                self.activation.alpha)
+        self._x, self._y, self._z = x, y, z
+        return y
+
+    def backward(self, dy, need_dx, skip_activation=False):
+        """dy is consumed (used as the dz scratch).  skip_activation: dy is already the
+        gradient of the pre-activation (the fused softmax + crossentropy path)."""
+        act = activations.Spec("linear") if skip_activation else self.activation
+        dx = self._buf("dx", self._x.shape) if need_dx else None
+        backend.K.dense_backward(self.grads[0], self.grads[1] if self.use_bias else None, dx, dy,
+                                 dy, self._x, self.kernel, self._y, self._z, act.code, act.alpha)
+        return dx
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units,
+                "activation": self.activation.name, "use_bias": self.use_bias,
+                "kernel_initializer": _init_name(self.kernel_initializer),
+                "bias_initializer": _init_name(self.bias_initializer)}
+
+
+def _init_name(init):
+    return init if isinstance(init, str) else getattr(init, "__name__", "glorot_uniform")
+
+
+class Activation(Layer):
+    """Applies an activation function to its input (softmax over the last axis)."""
+
+    def __init__(self, activation, input_shape=None, name=None, dtype=None):
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype)
+        self.activation = activations.get(activation)
+
+    def call(self, x, training=False):
+        x2 = x.reshape(-1, x.shape[-1])
+        y = self._buf("y", x2.shape)
+        backend.K.act_forward(y, x2, self.activation.code, self.activation.alpha)
+        self._x, self._y = x2, y
+        return y.reshape(x.shape)
+
+    def backward(self, dy, need_dx, skip_activation=False):
+        if skip_activation:
+            return dy
+        dy2 = dy.reshape(self._y.shape)
+        backend.K.act_backward(dy2, dy2, self._y, self._x, self.activation.code,
+                               self.activation.alpha)
+        return dy
+
+    def get_config(self):
+        return {**super().get_config(), "activation": self.activation.name}
+
+
+class Flatten(Layer):
+    """Flattens each sample to one axis: (batch, d1, d2, ...) -> (batch, d1 * d2 * ...)."""
+
+    def compute_output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+    def call(self, x, training=False):
+        self._in_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, dy, need_dx, skip_activation=False):
+        return dy.reshape(self._in_shape) if need_dx else None
+
+
+class Dropout(Layer):
+    """Sets a fraction `rate` of inputs to 0 during training and scales the rest by
+    1 / (1 - rate); the identity at inference."""
+
+    def __init__(self, rate, seed=None, input_shape=None, name=None, dtype=None):
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype)
+        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate < 1:
+            raise ValueError(f"Expected rate in [0, 1). Received: rate={rate!r}")
+        self.rate = float(rate)
+        self.seed = seed
+        self.rng = np.random.default_rng(seed)
+
+    def call(self, x, training=False):
+        self._training = training and self.rate > 0
+        if not self._training:
+            return x
+        mask = self._buf("mask", x.shape)
+        self.rng.random(dtype=self.dtype, out=mask)
+        # mask := (u >= rate) / (1 - rate)
+        np.greater_equal(mask, self.rate, out=mask)
+        mask *= self.dtype.type(1.0 / (1.0 - self.rate))
+        y = self._buf("y", x.shape)
+        np.multiply(x, mask, out=y)
+        return y
+
+    def backward(self, dy, need_dx, skip_activation=False):
+        if self._training:
+            dy *= self._buf("mask", dy.shape)
+        return dy
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+LAYERS = {c.__name__: c for c in (InputLayer, Dense, Activation, Flatten, Dropout)}

@@ -1,0 +1,166 @@
+"""Losses, named as in `keras.losses`; each is the batch mean of a per-sample loss.
+
+    categorical_crossentropy:         q = p / sum(p), -sum t log clip(q, eps, 1 - eps)
+    sparse_categorical_crossentropy:  the same with integer labels
+    binary_crossentropy:              mean -(t log c + (1 - t) log(1 - c)), c = clip(p)
+    mean_squared_error ("mse"):       mean (p - t)^2
+
+Each loss computes its value and its gradient in one kernel call.  When the model's last
+layer is a softmax, the crossentropies instead give the gradient with respect to the
+softmax input directly, (p - t) / batch (the fused path).
+"""
+import numpy as np
+
+from fastnn import backend
+from fastnn._reference import SOFTMAX
+
+
+class Loss:
+    """Base class.  `__call__(y_true, y_pred)` returns the loss value as a float."""
+
+    name = None
+    kernel = None      # kernel prefix in the backends
+    sparse = False     # targets are integer labels (batch,)
+    fusable = False    # a softmax before it can be fused into the gradient
+
+    def __init__(self, from_logits=False, name=None):
+        if from_logits and not self.fusable:
+            raise ValueError(f"{type(self).__name__} does not take from_logits=True")
+        self.from_logits = bool(from_logits)
+        if name:
+            self.name = name
+
+    def prepare_targets(self, y, n_out, dtype):
+        """Convert the targets once per fit: float (batch, n_out), or int64 labels."""
+        if self.sparse:
+            y = np.asarray(y)
+            if y.ndim == 2 and y.shape[1] == 1:
+                y = y[:, 0]
+            if y.ndim != 1:
+                raise ValueError(f"Expected y of integer class labels, shape (batch,). "
+                                 f"Received: y.shape={y.shape}")
+            if y.size and not np.issubdtype(y.dtype, np.integer):
+                if not np.issubdtype(y.dtype, np.floating) or np.any(np.mod(y, 1) != 0):
+                    raise ValueError(f"Expected integer class labels for {self.name}. "
+                                     f"Received: y.dtype={y.dtype}")
+            labels = y.astype(np.int64)
+            if labels.size and (labels.min() < 0 or labels.max() >= n_out):
+                bad = labels[(labels < 0) | (labels >= n_out)][0]
+                raise ValueError(f"Expected labels in [0, {n_out}) for {self.name} (the model "
+                                 f"has {n_out} outputs). Received: a label {bad}")
+            return np.ascontiguousarray(labels)
+        y = _as_float(y, "y", dtype)
+        if y.ndim == 1 and n_out == 1:
+            y = y.reshape(-1, 1)
+        if y.ndim != 2 or y.shape[1] != n_out:
+            hint = (" Integer labels need loss='sparse_categorical_crossentropy' or "
+                    "fastnn.utils.to_categorical(y)." if y.ndim == 1 else "")
+            raise ValueError(f"Expected y with shape (batch, {n_out}) to match the model output "
+                             f"for {self.name}. Received: y.shape={y.shape}.{hint}")
+        return y
+
+    def value_and_grad(self, dp, p, t):
+        """Loss value; writes dp := d loss / d p."""
+        return getattr(backend.K, self.kernel + "_backward")(dp, p, t)
+
+    def value(self, p, t):
+        return getattr(backend.K, self.kernel + "_forward")(p, t)
+
+    def fused_value_and_grad(self, dz, p, t):
+        """p = softmax(z): loss value; writes dz := d loss / d z."""
+        fused = "sparse_softmax_crossentropy" if self.sparse else "softmax_crossentropy"
+        return getattr(backend.K, fused + "_backward")(dz, p, t)
+
+    def __call__(self, y_true, y_pred):
+        p = _as_float(y_pred, "y_pred", None)
+        if p.ndim == 1:
+            p = p.reshape(-1, 1)
+        t = self.prepare_targets(y_true, p.shape[1], p.dtype)
+        if self.from_logits:
+            logits, p = p, np.empty_like(p)
+            backend.K.act_forward(p, logits, SOFTMAX, 0.0)
+        return float(self.value(p, t))
+
+    def get_config(self):
+        return {"name": self.name, "from_logits": self.from_logits}
+
+
+def _as_float(a, name, dtype):
+    a = np.asarray(a)
+    if a.dtype.kind not in "fiub":
+        raise TypeError(f"Expected {name} to hold numbers. Received: {name}.dtype={a.dtype}")
+    dtype = dtype or (a.dtype if a.dtype in (np.float32, np.float64) else np.float32)
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+class CategoricalCrossentropy(Loss):
+    """Crossentropy between one-hot (or soft) targets and predicted probabilities.
+    from_logits=True: the predictions are logits and a softmax is applied first."""
+    name = "categorical_crossentropy"
+    kernel = "categorical_crossentropy"
+    fusable = True
+
+
+class SparseCategoricalCrossentropy(Loss):
+    """Crossentropy between integer class labels and predicted probabilities."""
+    name = "sparse_categorical_crossentropy"
+    kernel = "sparse_categorical_crossentropy"
+    sparse = True
+    fusable = True
+
+
+class BinaryCrossentropy(Loss):
+    """Crossentropy between 0/1 targets and predicted probabilities, per output."""
+    name = "binary_crossentropy"
+    kernel = "binary_crossentropy"
+
+
+class MeanSquaredError(Loss):
+    """Mean of (y_pred - y_true)^2 over the outputs and the batch."""
+    name = "mean_squared_error"
+    kernel = "mean_squared_error"
+
+
+_BY_NAME = {
+    "categorical_crossentropy": CategoricalCrossentropy,
+    "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
+    "binary_crossentropy": BinaryCrossentropy,
+    "mean_squared_error": MeanSquaredError,
+    "mse": MeanSquaredError,
+}
+
+
+def categorical_crossentropy(y_true, y_pred, from_logits=False):
+    return CategoricalCrossentropy(from_logits)(y_true, y_pred)
+
+
+def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False):
+    return SparseCategoricalCrossentropy(from_logits)(y_true, y_pred)
+
+
+def binary_crossentropy(y_true, y_pred):
+    return BinaryCrossentropy()(y_true, y_pred)
+
+
+def mean_squared_error(y_true, y_pred):
+    return MeanSquaredError()(y_true, y_pred)
+
+
+mse = mean_squared_error
+
+
+def get(identifier):
+    """Resolve a name, a Loss instance or class, or one of this module's functions."""
+    if isinstance(identifier, Loss):
+        return identifier
+    if isinstance(identifier, type) and issubclass(identifier, Loss):
+        return identifier()
+    name = getattr(identifier, "__name__", identifier)
+    if isinstance(name, str) and name in _BY_NAME:
+        return _BY_NAME[name]()
+    raise ValueError(f"Expected loss to be one of {sorted(_BY_NAME)} or a fastnn.losses.Loss. "
+                     f"Received: loss={identifier!r}")
+
+
+def from_config(cfg):
+    return _BY_NAME[cfg["name"]](from_logits=cfg.get("from_logits", False))

@@ -1,0 +1,521 @@
+"""Models, named as in `keras.models`: Sequential, and load_model.
+
+A training step is: gather the batch into a reused buffer, each layer's fused forward
+kernel, one loss kernel (value and gradient; fused with a final softmax), each layer's
+fused backward kernel in reverse, and one fused optimizer kernel per parameter array.
+Every buffer is owned by a layer or the model and reused, so a warmed-up loop allocates
+nothing per step.
+
+The file format of `save`/`load_model` is documented in `fastnn/saving.py`.
+"""
+import math
+import time
+
+import numpy as np
+
+from fastnn import callbacks as callbacks_module
+from fastnn import backend, config, losses, metrics as metrics_module, optimizers, saving, utils
+from fastnn._reference import SOFTMAX
+from fastnn.layers import LAYERS, Dense, InputLayer, Layer
+
+
+class Sequential:
+    """A linear stack of layers.
+
+        model = Sequential([layers.Dense(512, activation="relu", input_shape=(784,)),
+                            layers.Dense(10, activation="softmax")])
+        model.compile(optimizer="rmsprop", loss="categorical_crossentropy",
+                      metrics=["accuracy"])
+        model.fit(x, y, epochs=5, batch_size=128)
+
+    Args:
+        layers: optional list of layers to add.
+        name: the model's name.
+        seed: int or None.  Seeds this model's weight initialisation, shuffling and dropout;
+            None draws one from fastnn's seed source (see `fastnn.utils.set_random_seed`).
+    """
+
+    def __init__(self, layers=None, name=None, seed=None):
+        self.name = name or "sequential"
+        self.layers = []
+        self.seed = seed
+        self._rng = utils.new_rng(seed)
+        self._input_shape = None
+        self.built = False
+        self.optimizer = self.loss = None
+        self.compiled = False
+        self.metrics = []
+        self.stop_training = False
+        self.history = None
+        self._loss_buf = {}
+        for layer in layers or []:
+            self.add(layer)
+
+    # ---- structure --------------------------------------------------------------------------
+
+    def add(self, layer):
+        """Append a layer (or set the input shape with `layers.Input(shape=...)`)."""
+        if isinstance(layer, InputLayer):
+            if self.layers or self._input_shape is not None:
+                raise ValueError("Expected Input(...) only as the first entry of a Sequential model. "
+                                 f"Received it after {len(self.layers)} layers.")
+            self._input_shape = layer.input_shape
+            return
+        if not isinstance(layer, Layer):
+            raise TypeError(f"Expected a fastnn layer. Received: {layer!r} ({type(layer).__name__})")
+        if any(l is layer for l in self.layers):
+            raise ValueError(f"Layer {layer.name!r} is already in the model.")
+        if not self.layers and self._input_shape is None and layer.input_shape is not None:
+            self._input_shape = layer.input_shape
+        self.layers.append(layer)
+        self.built = False
+        if self._input_shape is not None:
+            self.build()
+
+    def build(self, input_shape=None):
+        """Create the weights.  input_shape includes the batch dimension, as in Keras:
+        `model.build((None, 784))`."""
+        if input_shape is not None:
+            input_shape = tuple(input_shape)[1:]
+            if self._input_shape is not None and input_shape != self._input_shape:
+                raise ValueError(f"Expected input_shape {(None, *self._input_shape)}. "
+                                 f"Received: {(None, *input_shape)}")
+            self._input_shape = input_shape
+        if self._input_shape is None:
+            raise ValueError("The model has no input shape yet: give input_shape= to the first "
+                             "layer, add layers.Input(shape=...), or call fit/build with data.")
+        shape = self._input_shape
+        for layer in self.layers:
+            if not layer.built:
+                if isinstance(layer, Dense):
+                    layer.build(shape, rng=self._rng)
+                else:
+                    layer.build(shape)
+                    if hasattr(layer, "rng") and layer.seed is None:
+                        layer.rng = np.random.default_rng(self._rng.integers(2**63))
+            elif layer.input_shape != shape:
+                raise ValueError(f"Layer {layer.name!r} was built for input {layer.input_shape}, "
+                                 f"but receives {shape}.")
+            shape = layer.output_shape
+        self.built = True
+        self._params = [w for l in self.layers for w in l.weights]
+        self._grads = [g for l in self.layers for g in l.grads]
+        # layers before the first one with weights need no input gradient
+        with_weights = [i for i, l in enumerate(self.layers) if l.weights]
+        self._first_trainable = with_weights[0] if with_weights else len(self.layers)
+
+    @property
+    def input_shape(self):
+        return None if self._input_shape is None else (None, *self._input_shape)
+
+    @property
+    def output_shape(self):
+        return (None, *self.layers[-1].output_shape) if self.built else None
+
+    @property
+    def weights(self):
+        return list(self._params) if self.built else []
+
+    def count_params(self):
+        return int(sum(w.size for w in self.weights))
+
+    def get_weights(self):
+        """Copies of every weight array, layer by layer."""
+        return [w.copy() for w in self.weights]
+
+    def set_weights(self, weights):
+        """Assign weights (as from get_weights) in place; shapes must match."""
+        if not self.built:
+            raise ValueError("Expected a built model before set_weights. Build it first.")
+        mine = self.weights
+        if len(weights) != len(mine):
+            raise ValueError(f"Expected {len(mine)} weight arrays. Received: {len(weights)}")
+        new = []
+        for i, (w, v) in enumerate(zip(mine, weights)):
+            v = np.asarray(v)
+            if v.shape != w.shape:
+                raise ValueError(f"Expected weights[{i}] with shape {w.shape}. Received: {v.shape}")
+            new.append(v)
+        for w, v in zip(mine, new):  # checked first, so nothing is half-assigned
+            w[...] = v
+
+    def summary(self, print_fn=print):
+        """Print the layers, their output shapes and parameter counts."""
+        rows = [(f"{l.name} ({type(l).__name__})",
+                 str((None, *l.output_shape)) if l.built else "?", f"{l.count_params():,}")
+                for l in self.layers]
+        w = [max([len(h)] + [len(r[i]) for r in rows]) + 2
+             for i, h in enumerate(("Layer (type)", "Output Shape", "Param #"))]
+        total = self.count_params()
+        size = total * config.dtype().itemsize
+        lines = [f'Model: "{self.name}"', "┏" + "┳".join("━" * x for x in w) + "┓",
+                 "┃" + "┃".join(h.ljust(x) if i < 2 else h.rjust(x) for i, (h, x) in
+                                enumerate(zip(("Layer (type)", "Output Shape", "Param #"), w))) + "┃",
+                 "┡" + "╇".join("━" * x for x in w) + "┩"]
+        for r in rows:
+            lines.append("│" + "│".join(c.ljust(x) if i < 2 else c.rjust(x)
+                                        for i, (c, x) in enumerate(zip(r, w))) + "│")
+        lines.append("└" + "┴".join("─" * x for x in w) + "┘")
+        lines += [f" Total params: {total:,} ({_bytes(size)})",
+                  f" Trainable params: {total:,} ({_bytes(size)})",
+                  " Non-trainable params: 0 (0.00 B)"]
+        print_fn("\n".join(lines))
+
+    # ---- compile ----------------------------------------------------------------------------
+
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None):
+        """Set the optimizer (name or instance), loss (name or instance) and metrics."""
+        self.optimizer = optimizers.get(optimizer)
+        if loss is None:
+            raise ValueError("Expected a loss, e.g. loss='categorical_crossentropy'. Received: None")
+        self.loss = losses.get(loss)
+        if metrics is None:
+            metrics = []
+        if isinstance(metrics, (str, metrics_module.Metric)):
+            raise TypeError(f"Expected metrics to be a list. Received: metrics={metrics!r}; "
+                            f"write metrics=[{metrics!r}]")
+        self._metric_ids = list(metrics)
+        for m in self._metric_ids:  # validate names now, resolve against shapes at fit time
+            metrics_module.get(m, self.loss, None)
+        self.compiled = True
+        self.metrics = []
+
+    def _resolve_metrics(self):
+        n_out = self.layers[-1].output_shape[-1]
+        self.metrics = [metrics_module.get(m, self.loss, n_out) for m in self._metric_ids]
+
+    def _fused_softmax(self):
+        """The last layer ends in softmax and the loss is a crossentropy on probabilities."""
+        last = self.layers[-1]
+        act = getattr(last, "activation", None)
+        return (self.loss.fusable and not self.loss.from_logits and act is not None
+                and act.name == "softmax")
+
+    # ---- data checks ------------------------------------------------------------------------
+
+    def _prepare_x(self, x, name="x"):
+        """Validate and convert inputs once: a C-contiguous float array of the model's dtype."""
+        if isinstance(x, (list, tuple)):
+            x = np.asarray(x)
+        if not isinstance(x, np.ndarray):
+            raise TypeError(f"Expected {name} to be a NumPy array. Received: {type(x).__name__}")
+        if x.dtype.kind not in "fiub":
+            raise TypeError(f"Expected {name} to hold real numbers (float, int or bool). "
+                            f"Received: {name}.dtype={x.dtype}")
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise ValueError(f"Expected {name} of shape (batch, ...) with at least one sample. "
+                             f"Received: {name}.shape={x.shape}")
+        if not self.built:
+            if self._input_shape is None:
+                self._input_shape = tuple(x.shape[1:])
+            self.build()
+        if tuple(x.shape[1:]) != self._input_shape:
+            raise ValueError(f"Expected {name} with shape (batch, {', '.join(map(str, self._input_shape))})"
+                             f"{',' if len(self._input_shape) == 1 else ''} as the model's input. "
+                             f"Received: {name}.shape={x.shape}")
+        dtype = self.layers[0].dtype if self.layers else config.dtype()
+        x = np.ascontiguousarray(x, dtype=dtype)
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            bad = int(np.argwhere(~np.isfinite(x.reshape(len(x), -1)))[0, 0])
+            raise ValueError(f"Expected finite values in {name}. Received: NaN or Inf in sample {bad}")
+        return x
+
+    def _prepare_xy(self, x, y, name="x"):
+        x = self._prepare_x(x, name)
+        if y is None:
+            raise ValueError(f"Expected targets y for {name}. Received: None")
+        y = np.asarray(y)
+        if y.dtype.kind not in "fiub":
+            raise TypeError(f"Expected y to hold real numbers. Received: y.dtype={y.dtype}")
+        if len(y) != len(x):
+            raise ValueError(f"Expected x and y with the same number of samples. "
+                             f"Received: len(x)={len(x)}, len(y)={len(y)}")
+        n_out = self.layers[-1].output_shape[-1]
+        t = self.loss.prepare_targets(y, n_out, x.dtype)
+        if t.dtype.kind == "f" and not np.isfinite(t).all():
+            raise ValueError("Expected finite values in y. Received: NaN or Inf")
+        return x, t
+
+    def _require_compiled(self, what):
+        if not self.compiled:
+            raise RuntimeError(f"You must call compile() before {what}().")
+
+    # ---- one step ---------------------------------------------------------------------------
+
+    def _forward(self, x, training):
+        for layer in self.layers:
+            x = layer.call(x, training=training)
+        return x
+
+    def _buffer(self, key, shape, dtype):
+        b = self._loss_buf.get((key, shape))
+        if b is None:
+            b = self._loss_buf[(key, shape)] = np.empty(shape, dtype)
+        return b
+
+    def _train_step(self, xb, tb):
+        """One optimizer step on a batch; returns (loss value, predictions)."""
+        p = self._forward(xb, training=True)
+        grad = self._buffer("grad", p.shape, p.dtype)
+        fused = self._fused
+        if fused:
+            value = self.loss.fused_value_and_grad(grad, p, tb)
+        elif self.loss.from_logits:  # the model outputs logits: softmax here, fused gradient
+            probs = self._buffer("probs", p.shape, p.dtype)
+            backend.K.act_forward(probs, p, SOFTMAX, 0.0)
+            value = self.loss.fused_value_and_grad(grad, probs, tb)
+        else:
+            value = self.loss.value_and_grad(grad, p, tb)
+        d = grad
+        last = len(self.layers) - 1
+        for i in range(last, self._first_trainable - 1, -1):
+            d = self.layers[i].backward(d, need_dx=i > self._first_trainable,
+                                        skip_activation=fused and i == last)
+        self.optimizer.apply(self._params, self._grads)
+        return value, p
+
+    def _loss_value(self, p, tb):
+        if self.loss.from_logits:
+            probs = self._buffer("probs", p.shape, p.dtype)
+            backend.K.act_forward(probs, p, SOFTMAX, 0.0)
+            p = probs
+        return self.loss.value(p, tb)
+
+    def train_on_batch(self, x, y, return_dict=False):
+        """One optimizer step on (x, y); returns the loss (and metrics) on that batch."""
+        self._require_compiled("train_on_batch")
+        x, t = self._prepare_xy(x, y)
+        self._begin_training()
+        value, p = self._train_step(x, t)
+        logs = {"loss": float(value)}
+        for m in self.metrics:
+            m.reset_state()
+            m.update(p, m.prepare_targets(t) if m.sparse_targets and t.ndim == 2 else t)
+            logs[m.name] = m.result()
+        return _format_logs(logs, return_dict)
+
+    def _begin_training(self):
+        self._fused = self._fused_softmax()
+        if not self.metrics and self._metric_ids:
+            self._resolve_metrics()
+
+    # ---- fit / evaluate / predict -------------------------------------------------------------
+
+    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
+            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0):
+        """Train for `epochs` epochs of mini-batch steps; returns a History.
+
+        batch_size=1 is true SGD, batch_size=len(x) full-batch gradient descent.
+        validation_split takes the last fraction of the samples (before shuffling);
+        validation_data=(x_val, y_val) overrides it.  Ctrl-C stops between steps: the
+        weights are those of the last completed step and History holds the finished epochs.
+        """
+        self._require_compiled("fit")
+        batch_size = 32 if batch_size is None else batch_size
+        _check_int("epochs", epochs, 0)
+        _check_int("initial_epoch", initial_epoch, 0)
+        _check_int("batch_size", batch_size, 1)
+        verbose = _check_verbose(verbose)
+        if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
+            raise ValueError(f"Expected validation_split in [0, 1). Received: {validation_split!r}")
+        x, t = self._prepare_xy(x, y)
+        val = None
+        if validation_data is not None:
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                raise ValueError("Expected validation_data=(x_val, y_val). "
+                                 f"Received: {type(validation_data).__name__}")
+            val = self._prepare_xy(*validation_data, name="x_val")
+        elif validation_split:
+            split = int(len(x) * (1.0 - validation_split))
+            if split == 0 or split == len(x):
+                raise ValueError(f"validation_split={validation_split} leaves "
+                                 f"{split} training and {len(x) - split} validation samples.")
+            x, t, val = x[:split], t[:split], (x[split:], t[split:])
+        n = len(x)
+        if batch_size > n:
+            raise ValueError(f"Expected batch_size <= the number of training samples ({n}). "
+                             f"Received: batch_size={batch_size}. For full-batch gradient "
+                             f"descent use batch_size={n}.")
+        self._begin_training()
+        self._resolve_metrics()
+        metric_t = [m.prepare_targets(t) if m.sparse_targets and t.ndim == 2 else t for m in self.metrics]
+        steps = math.ceil(n / batch_size)
+        history = callbacks_module.History()
+        cbs = callbacks_module.CallbackList(
+            [history] + list(callbacks or []), self,
+            {"verbose": verbose, "epochs": epochs, "steps": steps})
+        self.history = history
+        self.stop_training = False
+        xbuf, tbuf, mbuf = {}, {}, {}
+        cbs.on_train_begin()
+        logs = {}
+        try:
+            for epoch in range(initial_epoch, epochs):
+                cbs.on_epoch_begin(epoch)
+                if verbose:
+                    print(f"Epoch {epoch + 1}/{epochs}")
+                bar = callbacks_module.Progbar(steps, verbose)
+                perm = self._rng.permutation(n) if shuffle else None
+                for m in self.metrics:
+                    m.reset_state()
+                loss_sum, seen = 0.0, 0
+                for step in range(steps):
+                    s, e = step * batch_size, min(n, (step + 1) * batch_size)
+                    if cbs.batch_callbacks:
+                        cbs.on_train_batch_begin(step)
+                    if perm is None:
+                        xb, tb, mts = x[s:e], t[s:e], [mt[s:e] for mt in metric_t]
+                    else:
+                        idx = perm[s:e]
+                        xb = _gather(xbuf, x, idx)
+                        tb = _gather(tbuf, t, idx)
+                        mts = [tb if mt is t else _gather(mbuf, mt, idx) for mt in metric_t]
+                    value, p = self._train_step(xb, tb)
+                    loss_sum += float(value) * (e - s)
+                    seen += e - s
+                    for m, mt in zip(self.metrics, mts):
+                        m.update(p, mt)
+                    running = lambda: {"loss": loss_sum / seen, **{m.name: m.result() for m in self.metrics}}  # noqa: E731
+                    if cbs.batch_callbacks:
+                        cbs.on_train_batch_end(step, {**running(), "loss": float(value)})
+                    bar.update(step + 1, running)
+                    if self.stop_training:
+                        break
+                logs = running()
+                if val is not None:
+                    val_logs = self._evaluate_prepared(*val, batch_size)
+                    logs.update({"val_" + k: v for k, v in val_logs.items()})
+                bar.update(step + 1, lambda: logs, final=True)
+                cbs.on_epoch_end(epoch, logs)
+                if self.stop_training:
+                    break
+        except KeyboardInterrupt:
+            # stop between steps: weights are those of the last finished optimizer step
+            if verbose:
+                print("\nInterrupted: training stopped; the model keeps the weights of the "
+                      "last completed step.")
+            self.stop_training = True
+        cbs.on_train_end(logs)
+        return history
+
+    def _evaluate_prepared(self, x, t, batch_size):
+        metric_t = [m.prepare_targets(t) if m.sparse_targets and t.ndim == 2 else t for m in self.metrics]
+        for m in self.metrics:
+            m.reset_state()
+        total = 0.0
+        for s in range(0, len(x), batch_size):
+            e = min(len(x), s + batch_size)
+            p = self._forward(x[s:e], training=False)
+            total += float(self._loss_value(p, t[s:e])) * (e - s)
+            for m, mt in zip(self.metrics, metric_t):
+                m.update(p, mt[s:e])
+        return {"loss": total / len(x), **{m.name: m.result() for m in self.metrics}}
+
+    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False):
+        """The loss (and metrics) on (x, y): a float without metrics, else
+        [loss, *metrics]; a dict with return_dict=True."""
+        self._require_compiled("evaluate")
+        batch_size = 32 if batch_size is None else batch_size
+        _check_int("batch_size", batch_size, 1)
+        verbose = _check_verbose(verbose)
+        x, t = self._prepare_xy(x, y)
+        if not self.metrics and self._metric_ids:
+            self._resolve_metrics()
+        start = time.perf_counter()
+        logs = self._evaluate_prepared(x, t, batch_size)
+        if verbose:
+            steps = math.ceil(len(x) / batch_size)
+            bar = callbacks_module.Progbar(steps, verbose)
+            bar.start = start
+            bar.update(steps, lambda: logs, final=True)
+        return _format_logs(logs, return_dict)
+
+    def predict(self, x, batch_size=None, verbose="auto"):
+        """The model's outputs for x, computed batch by batch; a new array."""
+        batch_size = 32 if batch_size is None else batch_size
+        _check_int("batch_size", batch_size, 1)
+        x = self._prepare_x(x)
+        out = np.empty((len(x), *self.layers[-1].output_shape), x.dtype)
+        for s in range(0, len(x), batch_size):
+            e = min(len(x), s + batch_size)
+            out[s:e] = self._forward(x[s:e], training=False)
+        return out
+
+    def __call__(self, x, training=False):
+        return self.predict(x, batch_size=max(len(x), 1)) if not training else \
+            self._forward(self._prepare_x(x), True).copy()
+
+    # ---- saving -----------------------------------------------------------------------------
+
+    def get_config(self):
+        return {"name": self.name, "seed": self.seed,
+                "input_shape": list(self._input_shape) if self._input_shape else None,
+                "layers": [{"class": type(l).__name__, "config": l.get_config()} for l in self.layers]}
+
+    @classmethod
+    def from_config(cls, cfg):
+        model = cls(name=cfg.get("name"), seed=cfg.get("seed"))
+        if cfg.get("input_shape"):
+            model._input_shape = tuple(cfg["input_shape"])
+        for entry in cfg["layers"]:
+            if entry.get("class") not in LAYERS:
+                raise ValueError(f"Unknown layer class {entry.get('class')!r} in the saved model")
+            model.add(LAYERS[entry["class"]].from_config(entry["config"]))
+        return model
+
+    def save(self, filepath):
+        """Save architecture, weights, compile settings and optimizer state to one file,
+        atomically (see fastnn/saving.py for the format)."""
+        saving.save_model(self, filepath)
+
+    def save_weights(self, filepath):
+        """Save only the weight arrays (atomically)."""
+        saving.save_weights(self, filepath)
+
+    def load_weights(self, filepath):
+        """Load weights saved by save_weights (or save) into this built model."""
+        saving.load_weights(self, filepath)
+
+
+def load_model(filepath):
+    """Load a model written by `model.save(filepath)`; never executes code from the file."""
+    return saving.load_model(filepath, Sequential)
+
+
+def _gather(cache, a, idx):
+    """a[idx] written into a reused buffer (one per batch size)."""
+    shape = (len(idx), *a.shape[1:])
+    buf = cache.get(shape)
+    if buf is None:
+        buf = cache[shape] = np.empty(shape, a.dtype)
+    np.take(a, idx, axis=0, out=buf)
+    return buf
+
+
+def _format_logs(logs, return_dict):
+    logs = {k: float(v) for k, v in logs.items()}
+    if return_dict:
+        return logs
+    if len(logs) == 1:
+        return logs["loss"]
+    return list(logs.values())
+
+
+def _bytes(n):
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.2f} {unit}"
+        n /= 1024
+
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"Expected {name} to be an int >= {low}. Received: {name}={value!r}")
+
+
+def _check_verbose(verbose):
+    if verbose == "auto":
+        return 1
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"Expected verbose in ('auto', 0, 1, 2). Received: verbose={verbose!r}")
+    return verbose

@@ -1,0 +1,335 @@
+"""Optimizers, named as in `keras.optimizers`, with Keras 3's update rules and defaults.
+
+Every step is one fused kernel call per parameter array: it reads the parameter, its
+gradient and the optimizer state once and writes the parameter and the state once.
+With `weight_decay=wd`, every rule first applies decoupled weight decay
+`p := p - lr * wd * p` (as Keras does).
+
+| optimizer | state | update (g = gradient, t = step number from 1) |
+| --- | --- | --- |
+| SGD | - | p := p - lr g |
+| SGD(momentum=mu) | m = 0 | m := mu m - lr g;  p := p + m |
+| SGD(momentum=mu, nesterov=True) | m = 0 | m := mu m - lr g;  p := p + mu m - lr g |
+| Adagrad | a = 0.1 | a := a + g^2;  p := p - lr g / sqrt(a + eps) |
+| RMSprop | v = 0 | v := rho v + (1 - rho) g^2;  p := p - lr g / sqrt(v + eps) |
+| Adam | m = v = 0 | m += (g - m)(1 - b1);  v += (g^2 - v)(1 - b2); p := p - lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps) |
+
+Learning rates may be a float or a schedule from `optimizers.schedules`.
+"""
+import math
+import types
+
+import numpy as np
+
+from fastnn import backend
+
+
+# ---- learning-rate schedules ---------------------------------------------------------------
+
+class LearningRateSchedule:
+    """A learning rate as a function of the optimizer's step counter (from 0)."""
+
+    def __call__(self, step):
+        raise NotImplementedError
+
+    def get_config(self):
+        return dict(vars(self))
+
+
+class ExponentialDecay(LearningRateSchedule):
+    """lr(step) = initial_learning_rate * decay_rate ** (step / decay_steps);
+    staircase=True floors the exponent (a step decay)."""
+
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
+        if decay_steps <= 0:
+            raise ValueError(f"Expected decay_steps > 0. Received: decay_steps={decay_steps}")
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.decay_steps = decay_steps
+        self.decay_rate = float(decay_rate)
+        self.staircase = bool(staircase)
+
+    def __call__(self, step):
+        e = step / self.decay_steps
+        return self.initial_learning_rate * self.decay_rate ** (math.floor(e) if self.staircase else e)
+
+
+class PiecewiseConstantDecay(LearningRateSchedule):
+    """lr = values[i] for boundaries[i-1] < step <= boundaries[i] (a step schedule)."""
+
+    def __init__(self, boundaries, values):
+        if len(values) != len(boundaries) + 1:
+            raise ValueError(f"Expected len(values) == len(boundaries) + 1. Received: "
+                             f"{len(boundaries)} boundaries and {len(values)} values")
+        self.boundaries = list(boundaries)
+        self.values = [float(v) for v in values]
+
+    def __call__(self, step):
+        for b, v in zip(self.boundaries, self.values):
+            if step <= b:
+                return v
+        return self.values[-1]
+
+
+class InverseTimeDecay(LearningRateSchedule):
+    """lr = initial_learning_rate / (1 + decay_rate * step / decay_steps)."""
+
+    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.decay_steps = decay_steps
+        self.decay_rate = float(decay_rate)
+        self.staircase = bool(staircase)
+
+    def __call__(self, step):
+        e = step / self.decay_steps
+        return self.initial_learning_rate / (1 + self.decay_rate * (math.floor(e) if self.staircase else e))
+
+
+schedules = types.SimpleNamespace(
+    LearningRateSchedule=LearningRateSchedule, ExponentialDecay=ExponentialDecay,
+    PiecewiseConstantDecay=PiecewiseConstantDecay, InverseTimeDecay=InverseTimeDecay)
+_SCHEDULES = {c.__name__: c for c in (ExponentialDecay, PiecewiseConstantDecay, InverseTimeDecay)}
+
+
+# ---- optimizers ------------------------------------------------------------------------------
+
+class Optimizer:
+    """Base class: learning rate (float or schedule), weight decay, step counter, state.
+
+    `apply(params, grads)` performs one step on every parameter array in place.
+    `variables` lists the state arrays (for saving); `iterations` counts steps."""
+
+    name = "optimizer"
+    slots = ()  # names of the per-parameter state arrays
+
+    def __init__(self, learning_rate=0.001, weight_decay=None, name=None):
+        if isinstance(learning_rate, LearningRateSchedule) or callable(learning_rate):
+            self._schedule = learning_rate
+            self._lr = None
+        else:
+            _positive("learning_rate", learning_rate, allow_zero=True)
+            self._schedule = None
+            self._lr = float(learning_rate)
+        if weight_decay is not None:
+            _positive("weight_decay", weight_decay, allow_zero=True)
+        self.weight_decay = weight_decay
+        self.name = name or self.name
+        self.iterations = 0
+        self.state = None  # per parameter: dict slot -> array
+
+    @property
+    def learning_rate(self):
+        """The learning rate for the next step."""
+        if self._schedule is None:
+            return self._lr
+        if isinstance(self._schedule, LearningRateSchedule):
+            return float(self._schedule(self.iterations))
+        return float(self._schedule())
+
+    @learning_rate.setter
+    def learning_rate(self, value):
+        _positive("learning_rate", value, allow_zero=True)
+        self._schedule, self._lr = None, float(value)
+
+    def build(self, params):
+        self.state = [{s: self._init_slot(s, p) for s in self._active_slots()} for p in params]
+
+    def _active_slots(self):
+        return self.slots
+
+    def _init_slot(self, slot, p):
+        return np.zeros_like(p)
+
+    @property
+    def variables(self):
+        return [st[s] for st in (self.state or []) for s in self._active_slots()]
+
+    def apply(self, params, grads):
+        if self.state is None:
+            self.build(params)
+        lr, wd = self.learning_rate, self.weight_decay or 0.0
+        self.iterations += 1
+        for p, g, st in zip(params, grads, self.state):
+            self._step(p, g, st, lr, wd)
+
+    def get_config(self):
+        lr = self._lr
+        if self._schedule is not None:
+            if not isinstance(self._schedule, LearningRateSchedule):
+                raise ValueError("Cannot save an optimizer whose learning rate is a plain "
+                                 "callable; use a fastnn.optimizers.schedules class.")
+            lr = {"schedule": type(self._schedule).__name__, "config": self._schedule.get_config()}
+        return {"learning_rate": lr, "weight_decay": self.weight_decay, "name": self.name}
+
+
+def _positive(name, value, allow_zero=False):
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"Expected {name} to be a {'non-negative' if allow_zero else 'positive'} "
+                         f"float. Received: {name}={value!r}")
+
+
+class SGD(Optimizer):
+    """Gradient descent, optionally with momentum (Keras 3 rule):
+
+        m := momentum * m - lr * g
+        p := p + m                              (nesterov=False)
+        p := p + momentum * m - lr * g          (nesterov=True)
+
+    With momentum 0: p := p - lr * g.  Defaults: learning_rate=0.01, momentum=0.0.
+
+    The momentum pseudo-code on some lecture slides reads
+    `velocity = past_velocity * momentum + learning_rate * gradient;
+    w = w + momentum * velocity - learning_rate * gradient`: the `+ learning_rate * gradient`
+    is a sign misprint.  Corrected (velocity := momentum * velocity - lr * g), it is exactly
+    `SGD(momentum=m, nesterov=True)`.
+    """
+
+    name = "SGD"
+
+    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=None,
+                 name=None):
+        super().__init__(learning_rate, weight_decay, name)
+        if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
+            raise ValueError(f"Expected momentum to be a float in [0, 1]. Received: momentum={momentum!r}")
+        self.momentum = float(momentum)
+        self.nesterov = bool(nesterov)
+
+    def _active_slots(self):
+        return ("momentum",) if self.momentum != 0 else ()
+
+    def _step(self, p, g, st, lr, wd):
+        backend.K.sgd_step(p, st.get("momentum"), g, lr, self.momentum, self.nesterov, wd)
+
+    def get_config(self):
+        return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
+
+
+class Adagrad(Optimizer):
+    """Adagrad (Keras 3 rule): a := a + g^2;  p := p - lr * g / sqrt(a + epsilon).
+
+    The accumulator a starts at initial_accumulator_value (0.1).  Defaults:
+    learning_rate=0.001, epsilon=1e-7."""
+
+    name = "adagrad"
+    slots = ("accumulator",)
+
+    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7,
+                 weight_decay=None, name=None):
+        super().__init__(learning_rate, weight_decay, name)
+        _positive("initial_accumulator_value", initial_accumulator_value, allow_zero=True)
+        _positive("epsilon", epsilon)
+        self.initial_accumulator_value = float(initial_accumulator_value)
+        self.epsilon = float(epsilon)
+
+    def _init_slot(self, slot, p):
+        return np.full_like(p, self.initial_accumulator_value)
+
+    def _step(self, p, g, st, lr, wd):
+        backend.K.adagrad_step(p, st["accumulator"], g, lr, self.epsilon, wd)
+
+    def get_config(self):
+        return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,
+                "epsilon": self.epsilon}
+
+
+class RMSprop(Optimizer):
+    """RMSprop (Keras 3 rule):
+
+        v := rho * v + (1 - rho) * g^2
+        centered:  mg := rho * mg + (1 - rho) * g;  d := v - mg^2 + epsilon
+        else:      d := v + epsilon
+        inc := lr * g / sqrt(d)
+        momentum > 0:  mom := momentum * mom + inc;  p := p - mom
+        else:          p := p - inc
+
+    Defaults: learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False."""
+
+    name = "rmsprop"
+
+    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
+                 weight_decay=None, name=None):
+        super().__init__(learning_rate, weight_decay, name)
+        if not 0 <= rho <= 1:
+            raise ValueError(f"Expected rho in [0, 1]. Received: rho={rho!r}")
+        _positive("momentum", momentum, allow_zero=True)
+        _positive("epsilon", epsilon)
+        self.rho, self.momentum, self.epsilon = float(rho), float(momentum), float(epsilon)
+        self.centered = bool(centered)
+
+    def _active_slots(self):
+        return ("velocity",) + (("momentum",) if self.momentum > 0 else ()) + \
+            (("average_gradient",) if self.centered else ())
+
+    def _step(self, p, g, st, lr, wd):
+        backend.K.rmsprop_step(p, st["velocity"], st.get("momentum"), st.get("average_gradient"),
+                               g, lr, self.rho, self.momentum, self.epsilon, wd)
+
+    def get_config(self):
+        return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,
+                "epsilon": self.epsilon, "centered": self.centered}
+
+
+class Adam(Optimizer):
+    """Adam (Keras 3 rule, epsilon-hat form), at step t = 1, 2, ...:
+
+        alpha := lr * sqrt(1 - beta_2^t) / (1 - beta_1^t)
+        m := m + (g - m) * (1 - beta_1);  v := v + (g^2 - v) * (1 - beta_2)
+        amsgrad:  vhat := max(vhat, v), used in place of v
+        p := p - alpha * m / (sqrt(v) + epsilon)
+
+    Defaults: learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False."""
+
+    name = "adam"
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 amsgrad=False, weight_decay=None, name=None):
+        super().__init__(learning_rate, weight_decay, name)
+        for k, v in (("beta_1", beta_1), ("beta_2", beta_2)):
+            if not 0 <= v < 1:
+                raise ValueError(f"Expected {k} in [0, 1). Received: {k}={v!r}")
+        _positive("epsilon", epsilon)
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        self.amsgrad = bool(amsgrad)
+
+    def _active_slots(self):
+        return ("m", "v") + (("vhat",) if self.amsgrad else ())
+
+    def _step(self, p, g, st, lr, wd):
+        backend.K.adam_step(p, st["m"], st["v"], st.get("vhat"), g, lr, self.beta_1, self.beta_2,
+                            self.epsilon, wd, self.iterations)
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
+                "epsilon": self.epsilon, "amsgrad": self.amsgrad}
+
+
+_BY_NAME = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam}
+
+
+def get(identifier):
+    """Resolve a name ('sgd', 'adagrad', 'rmsprop', 'adam') or an Optimizer instance."""
+    if isinstance(identifier, Optimizer):
+        return identifier
+    if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
+        return _BY_NAME[identifier.lower()]()
+    raise ValueError(f"Expected optimizer to be one of {sorted(_BY_NAME)} or a "
+                     f"fastnn.optimizers.Optimizer. Received: optimizer={identifier!r}")
+
+
+def serialize(opt):
+    return {"class": type(opt).__name__, "config": opt.get_config(), "iterations": opt.iterations}
+
+
+def deserialize(d):
+    classes = {c.__name__: c for c in (SGD, Adagrad, RMSprop, Adam)}
+    if d.get("class") not in classes:
+        raise ValueError(f"Unknown optimizer class {d.get('class')!r} in the saved file")
+    cfg = dict(d["config"])
+    lr = cfg.get("learning_rate")
+    if isinstance(lr, dict):
+        if lr.get("schedule") not in _SCHEDULES:
+            raise ValueError(f"Unknown learning-rate schedule {lr.get('schedule')!r} in the saved file")
+        cfg["learning_rate"] = _SCHEDULES[lr["schedule"]](**lr["config"])
+    opt = classes[d["class"]](**cfg)
+    opt.iterations = int(d.get("iterations", 0))
+    return opt
