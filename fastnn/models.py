@@ -210,9 +210,9 @@ class Sequential:
                 self._input_shape = tuple(x.shape[1:])
             self.build()
         if tuple(x.shape[1:]) != self._input_shape:
-            raise ValueError(f"Expected {name} with shape (batch, {', '.join(map(str, self._input_shape))})"
-                             f"{',' if len(self._input_shape) == 1 else ''} as the model's input. "
-                             f"Received: {name}.shape={x.shape}")
+            want = (f"{self._input_shape[0]} features" if len(self._input_shape) == 1
+                    else f"samples of shape {self._input_shape}")
+            raise ValueError(f"Expected {name} with {want}. Received: {name}.shape={x.shape}")
         dtype = self.layers[0].dtype if self.layers else config.dtype()
         x = np.ascontiguousarray(x, dtype=dtype)
         if x.dtype.kind == "f" and not np.isfinite(x).all():
@@ -342,7 +342,7 @@ class Sequential:
         steps = math.ceil(n / batch_size)
         history = callbacks_module.History()
         cbs = callbacks_module.CallbackList(
-            [history] + list(callbacks or []), self,
+            list(callbacks or []) + [history], self,  # History last, as in Keras: it sees every key
             {"verbose": verbose, "epochs": epochs, "steps": steps})
         self.history = history
         self.stop_training = False
