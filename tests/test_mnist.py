@@ -1,4 +1,5 @@
 """The book's first example, end to end, on the real MNIST data."""
+import os
 import subprocess
 import sys
 
@@ -36,18 +37,26 @@ def test_book_example_every_seed(seed):
     assert book_example(seed)[1] >= 0.975
 
 
-def test_cli_runs_the_main_job():
-    out = subprocess.run([sys.executable, "-m", "fastnn", "mnist", "--epochs", "1", "--verbose", "0",
-                          "--seed", "0"], capture_output=True, text=True, timeout=300)
+def fastnn_command():
+    """The installed console script (beside this interpreter), as the README runs it."""
+    script = os.path.join(os.path.dirname(sys.executable), "fastnn")
+    return [script] if os.path.exists(script) else [sys.executable, "-m", "fastnn"]
+
+
+def test_cli_runs_the_main_job(tmp_path):
+    # run outside the source tree, where only the installed package can be imported
+    out = subprocess.run(fastnn_command() + ["mnist", "--epochs", "1", "--verbose", "0", "--seed", "0"],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     acc = float(out.stdout.split("test_acc:")[1].split()[0])
     assert acc > 0.94
     assert "time per epoch:" in out.stdout
 
 
-def test_cli_info_and_bad_option():
-    out = subprocess.run([sys.executable, "-m", "fastnn", "info"], capture_output=True, text=True)
-    assert out.returncode == 0 and "BLAS: scipy-openblas32" in out.stdout
-    bad = subprocess.run([sys.executable, "-m", "fastnn", "mnist", "--optimizer", "adamw"],
-                         capture_output=True, text=True)
+def test_cli_info_and_bad_option(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "fastnn", "info"], capture_output=True, text=True,
+                         cwd=tmp_path)
+    assert out.returncode == 0 and "BLAS: scipy-openblas32" in out.stdout, out.stderr
+    bad = subprocess.run(fastnn_command() + ["mnist", "--optimizer", "adamw"],
+                         capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and "invalid choice: 'adamw'" in bad.stderr
