@@ -25,7 +25,7 @@ static inline T LOCAL(gelu_grad1)(T x) {
 }
 
 /* y := act(x + b) for one row of m; b may be NULL; y may be x. */
-static void LOCAL(act_row)(T *y, const T *x, const T *b, int64_t m, int act, T alpha) {
+FNN_VEC static void LOCAL(act_row)(T *y, const T *x, const T *b, int64_t m, int act, T alpha) {
     int64_t j;
     switch (act) {
     case FNN_LINEAR:
@@ -68,15 +68,15 @@ static void LOCAL(act_row)(T *y, const T *x, const T *b, int64_t m, int act, T a
 }
 
 /* dx := dy * act'(.) for one row, from y = act(x) (x read only for gelu); dx may be dy. */
-static void LOCAL(act_grad_row)(T *dx, const T *dy, const T *y, const T *x, int64_t m, int act,
+FNN_VEC static void LOCAL(act_grad_row)(T *dx, const T *dy, const T *y, const T *x, int64_t m, int act,
                                 T alpha) {
     int64_t j;
     switch (act) {
     case FNN_LINEAR:
         if (dx != dy) for (j = 0; j < m; j++) dx[j] = dy[j];
         break;
-    case FNN_RELU:
-        for (j = 0; j < m; j++) dx[j] = y[j] > 0 ? dy[j] : 0;
+    case FNN_RELU: /* loads stay unconditional so the select vectorizes */
+        for (j = 0; j < m; j++) { T d = dy[j]; dx[j] = y[j] > 0 ? d : 0; }
         break;
     case FNN_SIGMOID:
         for (j = 0; j < m; j++) dx[j] = dy[j] * y[j] * ((T)1 - y[j]);
@@ -85,10 +85,10 @@ static void LOCAL(act_grad_row)(T *dx, const T *dy, const T *y, const T *x, int6
         for (j = 0; j < m; j++) dx[j] = dy[j] * ((T)1 - y[j] * y[j]);
         break;
     case FNN_LEAKY_RELU:
-        for (j = 0; j < m; j++) dx[j] = y[j] > 0 ? dy[j] : alpha * dy[j];
+        for (j = 0; j < m; j++) { T d = dy[j]; dx[j] = y[j] > 0 ? d : alpha * d; }
         break;
     case FNN_ELU: /* x <= 0: d/dx alpha (e^x - 1) = alpha e^x = y + alpha */
-        for (j = 0; j < m; j++) dx[j] = y[j] > 0 ? dy[j] : dy[j] * (y[j] + alpha);
+        for (j = 0; j < m; j++) { T d = dy[j], v = y[j]; dx[j] = v > 0 ? d : d * (v + alpha); }
         break;
     case FNN_GELU:
         for (j = 0; j < m; j++) dx[j] = dy[j] * LOCAL(gelu_grad1)(x[j]);
