@@ -36,9 +36,15 @@ def show_config(file=None):
 
     import numpy as np
 
+    cpu = platform.processor() or "unknown cpu"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), cpu)
+    except OSError:
+        pass
     lines = [f"fastnn {__version__}", f"backend: {get_backend()}",
              f"python: {sys.version.split()[0]}  numpy: {np.__version__}  "
-             f"machine: {platform.machine()} ({platform.processor() or 'unknown cpu'})"]
+             f"machine: {platform.machine()} ({cpu})"]
     if backend._kernels is None:
         lines.append(f"compiled module: NOT AVAILABLE ({backend._IMPORT_ERROR})")
     else:

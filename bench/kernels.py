@@ -1,0 +1,262 @@
+"""Kernel benchmarks: each fastnn kernel against the best plain-NumPy formulation.
+
+Verify first (every kernel here matches the NumPy reference at the benchmark shapes),
+then time: median and min over repeats, GFLOP/s for products, GB/s for memory-bound
+kernels, and the ratio NumPy time / fastnn time measured in the same run.
+"""
+import numpy as np
+
+from common import timeit
+
+from fastnn import _kernels as C
+from fastnn import _reference as R
+
+F32 = np.float32
+ACT = R.ACT_CODES
+ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
+
+
+def _rand(rng, shape, scale=1.0):
+    return (rng.standard_normal(shape) * scale).astype(F32)
+
+
+# ---- the NumPy way: in place, with out= wherever NumPy allows -----------------------------
+
+def np_act_inplace(y, act):
+    if act == "relu":
+        np.maximum(y, 0, out=y)
+    elif act == "sigmoid":
+        np.negative(y, out=y)
+        np.exp(y, out=y)
+        y += 1
+        np.reciprocal(y, out=y)
+    elif act == "tanh":
+        np.tanh(y, out=y)
+    elif act == "softmax":
+        y -= y.max(axis=1, keepdims=True)
+        np.exp(y, out=y)
+        y /= y.sum(axis=1, keepdims=True)
+    elif act == "leaky_relu":
+        np.multiply(y, np.where(y > 0, F32(1), F32(0.2)), out=y)
+    elif act == "elu":
+        neg = y < 0
+        y[neg] = np.expm1(y[neg])
+
+
+def np_act_grad(dx, dy, y, act):
+    if act == "relu":
+        np.multiply(dy, y > 0, out=dx)
+    elif act == "sigmoid":
+        np.multiply(dy, y * (1 - y), out=dx)
+    elif act == "tanh":
+        np.multiply(dy, 1 - y * y, out=dx)
+    elif act == "softmax":
+        np.multiply(y, dy - (dy * y).sum(axis=1, keepdims=True), out=dx)
+    elif act == "leaky_relu":
+        np.multiply(dy, np.where(y > 0, F32(1), F32(0.2)), out=dx)
+    elif act == "elu":
+        np.multiply(dy, np.where(y > 0, F32(1), y + 1), out=dx)
+    else:
+        dx[...] = dy
+
+
+def np_rmsprop(p, v, g, lr=1e-3, rho=0.9, eps=1e-7, tmp=None):
+    """The best in-place NumPy rmsprop: no allocation, five passes."""
+    v *= rho
+    np.multiply(g, g, out=tmp)
+    tmp *= 1 - rho
+    v += tmp
+    np.add(v, eps, out=tmp)
+    np.sqrt(tmp, out=tmp)
+    np.divide(g, tmp, out=tmp)
+    tmp *= lr
+    p -= tmp
+
+
+def np_sgd_momentum(p, m, g, lr=0.01, mu=0.9, tmp=None):
+    m *= mu
+    np.multiply(g, lr, out=tmp)
+    m -= tmp
+    p += m
+
+
+def np_adagrad(p, a, g, lr=1e-3, eps=1e-7, tmp=None):
+    np.multiply(g, g, out=tmp)
+    a += tmp
+    np.add(a, eps, out=tmp)
+    np.sqrt(tmp, out=tmp)
+    np.divide(g, tmp, out=tmp)
+    tmp *= lr
+    p -= tmp
+
+
+def np_adam(p, m, v, g, t=1, lr=1e-3, b1=0.9, b2=0.999, eps=1e-7, tmp=None):
+    a = lr * np.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+    np.subtract(g, m, out=tmp)
+    tmp *= 1 - b1
+    m += tmp
+    np.multiply(g, g, out=tmp)
+    tmp -= v
+    tmp *= 1 - b2
+    v += tmp
+    np.sqrt(v, out=tmp)
+    tmp += eps
+    np.divide(m, tmp, out=tmp)
+    tmp *= a
+    p -= tmp
+
+
+# ---- benchmarks ------------------------------------------------------------------------------
+
+def row(group, case, ours, theirs, work=None, unit=None):
+    r = {"group": group, "case": case, "fastnn_ms": ours[0] * 1e3, "fastnn_min_ms": ours[1] * 1e3,
+         "numpy_ms": theirs[0] * 1e3 if theirs else None,
+         "speedup": theirs[0] / ours[0] if theirs else None, "rate": None, "unit": unit}
+    if work:
+        r["rate"] = work / ours[0] / 1e9
+    return r
+
+
+def verify(rng):
+    """Every kernel benchmarked here against the reference, at the benchmark shapes."""
+    x, w, b = _rand(rng, (128, 784)), _rand(rng, (784, 512), 0.05), _rand(rng, (512,))
+    for act in ACT:
+        got, want = np.empty((128, 512), F32), np.empty((128, 512), F32)
+        z = np.empty_like(got) if act == "gelu" else None
+        C.dense_forward(got, z, x, w, b, ACT[act], ALPHA.get(act, 0.0))
+        R.dense_forward(want, None, x, w, b, ACT[act], ALPHA.get(act, 0.0))
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    g = _rand(rng, (407050,), 1e-3)
+    for name in ("rmsprop", "adam"):
+        outs = []
+        for K in (C, R):
+            p, s1, s2 = np.ones_like(g), np.zeros_like(g), np.zeros_like(g)
+            if name == "rmsprop":
+                K.rmsprop_step(p, s1, None, None, g, 1e-3, 0.9, 0.0, 1e-7, 0.0)
+            else:
+                K.adam_step(p, s1, s2, None, g, 1e-3, 0.9, 0.999, 1e-7, 0.0, 1)
+            outs.append(p)
+        np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-7)
+    return "all benchmarked kernels match the NumPy reference"
+
+
+def dense_forward_rows(rng, quick=False):
+    rows = []
+    shapes = [(128, 784, 512, "relu"), (128, 512, 10, "softmax"), (1, 784, 512, "relu")]
+    if not quick:
+        shapes += [(128, 784, 512, a) for a in ACT if a not in ("relu",)]
+        shapes += [(1024, 1024, 1024, "relu")]
+    for n, i, o, act in shapes:
+        x, w, b = _rand(rng, (n, i)), _rand(rng, (i, o), 0.05), _rand(rng, (o,))
+        y = np.empty((n, o), F32)
+        z = np.empty_like(y) if act == "gelu" else None
+        mt = 0.02 if n * i * o < 1e6 else 0.0
+        ours = timeit(lambda: C.dense_forward(y, z, x, w, b, ACT[act], ALPHA.get(act, 0.0)), min_time=mt)
+
+        def numpy_way():
+            np.matmul(x, w, out=y)
+            np.add(y, b, out=y)
+            np_act_inplace(y, act)
+        theirs = None if act == "gelu" else timeit(numpy_way, min_time=mt)
+        flops = 2.0 * n * i * o
+        rows.append(row("dense forward", f"{n}x{i}x{o} +bias {act}", ours, theirs, flops, "GFLOP/s"))
+        if act == "relu" and n == 128:
+            bare = timeit(lambda: np.matmul(x, w, out=y), min_time=mt)
+            rows.append(row("dense forward", f"{n}x{i}x{o} bare GEMM (np.matmul)", bare, None, flops, "GFLOP/s"))
+    return rows
+
+
+def dense_backward_rows(rng):
+    rows = []
+    for n, i, o, act, need_dx in [(128, 784, 512, "relu", False), (128, 512, 10, "linear", True)]:
+        x, w = _rand(rng, (n, i)), _rand(rng, (i, o), 0.05)
+        y = np.maximum(_rand(rng, (n, o)), 0)
+        dy0 = _rand(rng, (n, o))
+        dz, dw, db = np.empty_like(dy0), np.empty_like(w), np.empty(o, F32)
+        dx = np.empty_like(x) if need_dx else None
+        ours = timeit(lambda: C.dense_backward(dw, db, dx, dz, dy0, x, w, y, None, ACT[act], 0.0), min_time=0.02)
+
+        def numpy_way():
+            np_act_grad(dz, dy0, y, act)
+            np.matmul(x.T, dz, out=dw)
+            np.sum(dz, axis=0, out=db)
+            if need_dx:
+                np.matmul(dz, w.T, out=dx)
+        theirs = timeit(numpy_way, min_time=0.02)
+        flops = 2.0 * n * i * o * (2 if need_dx else 1)
+        rows.append(row("dense backward", f"{n}x{i}x{o} {act}{' +dx' if need_dx else ''}", ours, theirs,
+                        flops, "GFLOP/s"))
+    return rows
+
+
+def activation_backward_rows(rng):
+    rows = []
+    n, m = 128, 512
+    x = _rand(rng, (n, m))
+    for act in ("relu", "sigmoid", "tanh", "softmax", "leaky_relu", "elu"):
+        y = np.empty_like(x)
+        R.act_forward(y, x, ACT[act], ALPHA.get(act, 0.0))
+        dy, dx = _rand(rng, (n, m)), np.empty_like(x)
+        ours = timeit(lambda: C.act_backward(dx, dy, y, None, ACT[act], ALPHA.get(act, 0.0)), min_time=0.02)
+        theirs = timeit(lambda: np_act_grad(dx, dy, y, act), min_time=0.02)
+        rows.append(row("activation backward", f"{n}x{m} {act}", ours, theirs, 3 * n * m * 4, "GB/s"))
+    return rows
+
+
+def loss_rows(rng):
+    rows = []
+    n, k = 128, 10
+    z = _rand(rng, (n, k), 2)
+    p = np.empty_like(z)
+    R.act_forward(p, z, ACT["softmax"], 0.0)
+    t = np.eye(k, dtype=F32)[rng.integers(0, k, n)]
+    d = np.empty_like(p)
+    ours = timeit(lambda: C.softmax_crossentropy_backward(d, p, t), min_time=0.02)
+
+    def numpy_fused():
+        loss = -np.mean(np.sum(t * np.log(np.clip(p, 1e-7, 1 - 1e-7)), axis=1))
+        np.subtract(p, t, out=d)
+        np.divide(d, n, out=d)
+        return loss
+    rows.append(row("loss", f"{n}x{k} softmax+crossentropy (value+grad)", ours, timeit(numpy_fused, min_time=0.02)))
+    ours = timeit(lambda: C.mean_squared_error_backward(d, p, t), min_time=0.02)
+
+    def numpy_mse():
+        np.subtract(p, t, out=d)
+        loss = float(np.mean(d * d))
+        np.multiply(d, 2 / d.size, out=d)
+        return loss
+    rows.append(row("loss", f"{n}x{k} mse (value+grad)", ours, timeit(numpy_mse, min_time=0.02)))
+    return rows
+
+
+def optimizer_rows(rng, sizes=(1000, 100_000, 407_050, 10_000_000)):
+    rows = []
+    for size in sizes:
+        g = _rand(rng, (size,), 1e-3)
+        p, s1, s2, tmp = np.ones_like(g), np.zeros_like(g), np.zeros_like(g), np.empty_like(g)
+        mt = 0.02 if size < 1e6 else 0.0
+        rep = 21 if size < 1e6 else 9
+        cases = [
+            ("sgd momentum", 4, lambda: C.sgd_step(p, s1, g, 0.01, 0.9, False, 0.0),
+             lambda: np_sgd_momentum(p, s1, g, tmp=tmp)),
+            ("adagrad", 4, lambda: C.adagrad_step(p, s1, g, 1e-3, 1e-7, 0.0),
+             lambda: np_adagrad(p, s1, g, tmp=tmp)),
+            ("rmsprop", 5, lambda: C.rmsprop_step(p, s1, None, None, g, 1e-3, 0.9, 0.0, 1e-7, 0.0),
+             lambda: np_rmsprop(p, s1, g, tmp=tmp)),
+            ("adam", 7, lambda: C.adam_step(p, s1, s2, None, g, 1e-3, 0.9, 0.999, 1e-7, 0.0, 1),
+             lambda: np_adam(p, s1, s2, g, tmp=tmp)),
+        ]
+        for name, streams, ours_fn, np_fn in cases:
+            ours = timeit(ours_fn, repeat=rep, min_time=mt)
+            theirs = timeit(np_fn, repeat=rep, min_time=mt)
+            rows.append(row("optimizer step", f"{name} {size:,} params", ours, theirs,
+                            streams * 4.0 * size, "GB/s"))
+    return rows
+
+
+def copy_bandwidth(size=10_000_000):
+    """The machine's copy bandwidth (read + write bytes per second) at this size."""
+    a, b = np.ones(size, F32), np.empty(size, F32)
+    med, _ = timeit(lambda: np.copyto(b, a), repeat=9)
+    return 2 * 4 * size / med / 1e9

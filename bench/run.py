@@ -1,0 +1,195 @@
+"""fastnn benchmarks: verify, then time; writes bench/results/latest.{md,json,png}.
+
+    pip install ".[bench]"
+    python bench/run.py [--threads 2] [--quick]
+
+1. kernels against the best plain-NumPy formulation (bench/kernels.py);
+2. the book's MNIST example end to end: fastnn, fastnn on its NumPy backend, a plain NumPy
+   script (bench/plain_numpy.py) and PyTorch eager when importable, each in its own process
+   (time per epoch = median of epochs 2-5, total time, peak memory, test accuracy);
+3. the same at batch size 1 (a fixed number of steps) and at full batch;
+4. the roofline: the bare BLAS products of one epoch, and fastnn's epoch as a multiple.
+Threads are pinned equal on every side.  If OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set,
+the script restarts itself without them (they slow a current NumPy) and says so.
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+_BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+if any(v in os.environ for v in _BLAS_VARS) and "FASTNN_BENCH_CHILD" not in os.environ:
+    removed = {v: os.environ[v] for v in _BLAS_VARS if v in os.environ}
+    env = {k: v for k, v in os.environ.items() if k not in _BLAS_VARS}
+    env["FASTNN_BENCH_CHILD"] = json.dumps(removed)
+    os.execve(sys.executable, [sys.executable] + sys.argv, env)
+
+import numpy as np  # noqa: E402
+
+import kernels  # noqa: E402
+from common import environment, pin_threads, timeit  # noqa: E402
+
+
+def e2e(impl, threads, batch_size, epochs=5, steps=0):
+    cmd = [sys.executable, os.path.join(HERE, "e2e.py"), "--impl", impl, "--threads", str(threads),
+           "--batch-size", str(batch_size), "--epochs", str(epochs)]
+    if steps:
+        cmd += ["--steps", str(steps)]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=HERE)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def blas_floor(threads, batch_size=128, n=60000):
+    """Seconds for the matrix products of one epoch alone (np.matmul into preallocated
+    outputs): x@w1, h@w2, h.T@dz, dz@w2.T, x.T@dh per step."""
+    rng = np.random.default_rng(0)
+    f = np.float32
+    x = rng.random((batch_size, 784), dtype=f)
+    w1, w2 = rng.random((784, 512), dtype=f), rng.random((512, 10), dtype=f)
+    h, z, dz, dh = (np.empty((batch_size, 512), f), np.empty((batch_size, 10), f),
+                    rng.random((batch_size, 10), dtype=f), np.empty((batch_size, 512), f))
+    dw1, dw2 = np.empty_like(w1), np.empty_like(w2)
+    steps = math.ceil(n / batch_size)
+
+    def epoch():
+        for _ in range(steps):
+            np.matmul(x, w1, out=h)
+            np.matmul(h, w2, out=z)
+            np.matmul(h.T, dz, out=dw2)
+            np.matmul(dz, w2.T, out=dh)
+            np.matmul(x.T, dh, out=dw1)
+    return timeit(epoch, repeat=5, warmup=1)[0]
+
+
+def have_torch():
+    try:
+        import torch  # noqa: F401
+        return True
+    except ImportError:
+        return False
+
+
+def fmt(v, digits=3):
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="fewer cases and epochs (a smoke run)")
+    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    args = ap.parse_args()
+    pin_threads(args.threads)
+    env_lines = environment(args.threads)
+    if "FASTNN_BENCH_CHILD" in os.environ:
+        env_lines.append(f"unset for this run: {json.loads(os.environ['FASTNN_BENCH_CHILD'])}")
+    print("\n".join(env_lines))
+    rng = np.random.default_rng(0)
+    print(kernels.verify(rng) + "; timing")
+
+    rows = kernels.dense_forward_rows(rng, args.quick) + kernels.dense_backward_rows(rng)
+    rows += kernels.activation_backward_rows(rng) + kernels.loss_rows(rng)
+    rows += kernels.optimizer_rows(rng, (1000, 407_050) if args.quick else (1000, 100_000, 407_050, 10_000_000))
+    copy_bw = kernels.copy_bandwidth()
+    for r in rows:
+        print(f"{r['group']:20s} {r['case']:44s} fastnn {r['fastnn_ms']:9.4f} ms  numpy "
+              f"{fmt(r['numpy_ms'], 4):>9s} ms  x{fmt(r['speedup'], 2):>6s}  "
+              f"{fmt(r['rate'], 1)} {r['unit'] or ''}")
+    print(f"copy bandwidth (np.copyto, 10M floats): {copy_bw:.1f} GB/s")
+
+    impls = ["fastnn", "fastnn-numpy", "numpy"] + (["torch"] if have_torch() else [])
+    epochs = 2 if args.quick else 5
+    book, sgd1, full = {}, {}, {}
+    for impl in impls:
+        print(f"end to end: {impl} ...", flush=True)
+        book[impl] = e2e(impl, args.threads, 128, epochs)
+        sgd1[impl] = e2e(impl, args.threads, 1, steps=300 if args.quick else 2000)
+        full[impl] = e2e(impl, args.threads, 60000, epochs=2 if args.quick else 4)
+    floor = blas_floor(args.threads)
+
+    def epoch_time(res):
+        t = res["epoch_times"]
+        return statistics.median(t[1:] if len(t) > 1 else t)
+
+    md = [f"# fastnn benchmarks ({datetime.date.today().isoformat()})", "",
+          "Command: `python bench/run.py" + (" --quick" if args.quick else "") + f" --threads {args.threads}`", "",
+          "```", *env_lines, "```", "", "Verified first: " + kernels.verify(rng) + ".", "",
+          "## The book's MNIST example (784-512-10, rmsprop, batch 128)", "",
+          "| implementation | s / epoch (median of epochs 2+) | vs plain NumPy | total s | peak MB | test acc |",
+          "| --- | --- | --- | --- | --- | --- |"]
+    base = epoch_time(book["numpy"])
+    for impl in impls:
+        r = book[impl]
+        md.append(f"| {impl} | {epoch_time(r):.3f} | {epoch_time(r) / base:.2f} x | {r['total']:.2f} | "
+                  f"{r['peak_mb']:.0f} | {r['test_acc']:.4f} |")
+    md += ["", f"Bare BLAS products of one epoch (np.matmul, same threads): **{floor:.3f} s**; "
+               f"fastnn's epoch is **{epoch_time(book['fastnn']) / floor:.2f} x** that floor.", ""]
+    if "torch" in book:
+        md.append(f"fastnn / PyTorch eager: {epoch_time(book['fastnn']) / epoch_time(book['torch']):.2f} x")
+    else:
+        md.append("PyTorch: not importable in this environment, not measured.")
+    md += ["", "## Batch size 1 (true SGD) and full batch", "",
+           "| implementation | batch 1: us / step | batch 1: s / 60k-sample epoch (extrapolated) | full batch: s / step |",
+           "| --- | --- | --- | --- |"]
+    for impl in impls:
+        per_step = sgd1[impl]["epoch_times"][0] / sgd1[impl]["steps"]
+        md.append(f"| {impl} | {per_step * 1e6:.0f} | {per_step * 60000:.1f} | {epoch_time(full[impl]):.3f} |")
+    md += ["", "## Kernels (float32) against the best plain-NumPy formulation", "",
+           f"Copy bandwidth of this machine (np.copyto, 10M floats): {copy_bw:.1f} GB/s.", "",
+           "| group | case | fastnn ms (median) | fastnn ms (min) | NumPy ms (median) | speed-up | fastnn rate |",
+           "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        md.append(f"| {r['group']} | {r['case']} | {r['fastnn_ms']:.4f} | {r['fastnn_min_ms']:.4f} | "
+                  f"{fmt(r['numpy_ms'], 4)} | {fmt(r['speedup'], 2)} x | "
+                  f"{fmt(r['rate'], 1)} {r['unit'] or ''} |")
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "latest.md"), "w") as f:
+        f.write("\n".join(md) + "\n")
+    with open(os.path.join(args.out, "latest.json"), "w") as f:
+        json.dump({"env": env_lines, "kernels": rows, "copy_bandwidth_gbs": copy_bw, "book": book,
+                   "batch1": sgd1, "full_batch": full, "blas_floor_s": floor}, f, indent=1)
+    chart(os.path.join(args.out, "latest.png"), impls, book, epoch_time, floor, rows)
+    print("\n".join(md))
+
+
+def chart(path, impls, book, epoch_time, floor, rows):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib not installed: no chart (pip install '.[bench]')")
+        return
+    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.8))
+    names = impls + ["bare BLAS floor"]
+    vals = [epoch_time(book[i]) for i in impls] + [floor]
+    a.barh(names, vals, color=["C2", "C1", "C0", "C3"][:len(impls)] + ["grey"])
+    for i, v in enumerate(vals):
+        a.text(v, i, f" {v:.2f}s", va="center")
+    a.set_xlabel("seconds per epoch (lower is better)")
+    a.set_title("MNIST 784-512-10, rmsprop, batch 128")
+    sel = [r for r in rows if r["speedup"]]
+    b.barh([f"{r['group']}: {r['case']}" for r in sel], [r["speedup"] for r in sel], color="C2")
+    b.axvline(1, color="k", lw=0.8)
+    b.set_xscale("log")
+    b.set_xlabel("speed-up over the best plain-NumPy formulation (log)")
+    b.tick_params(axis="y", labelsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    t0 = time.perf_counter()
+    main()
+    print(f"bench finished in {time.perf_counter() - t0:.0f} s")
