@@ -54,6 +54,8 @@
 
 #define cblas_sgemm scipy_cblas_sgemm
 #define cblas_dgemm scipy_cblas_dgemm
+#define cblas_sgemv scipy_cblas_sgemv
+#define cblas_dgemv scipy_cblas_dgemv
 extern void scipy_openblas_set_num_threads(int);
 extern int scipy_openblas_get_num_threads(void);
 extern char *scipy_openblas_get_config(void);
@@ -91,19 +93,23 @@ const char *fnn_blas_config(void) { return scipy_openblas_get_config(); }
 #define T float
 #define S f32
 #define GEMM cblas_sgemm
+#define GEMV cblas_sgemv
 #define M(fn) fn##f
 #include "fastnn_impl.h"
 #undef T
 #undef S
 #undef GEMM
+#undef GEMV
 #undef M
 
 #define T double
 #define S f64
 #define GEMM cblas_dgemm
+#define GEMV cblas_dgemv
 #define M(fn) fn
 #include "fastnn_impl.h"
 #undef T
 #undef S
 #undef GEMM
+#undef GEMV
 #undef M

@@ -58,7 +58,8 @@ FNN_VEC static void LOCAL(act_row)(T *y, const T *x, const T *b, int64_t m, int 
         /* y := exp(v - max v) / sum exp(v - max v) */
         T mx = b ? x[0] + b[0] : x[0];
         double s = 0; /* row sums accumulate in double: a long float row loses digits */
-        for (j = 1; j < m; j++) { T v = b ? x[j] + b[j] : x[j]; if (v > mx) mx = v; }
+#pragma omp simd reduction(max : mx)
+        for (j = 1; j < m; j++) { T v = b ? x[j] + b[j] : x[j]; mx = v > mx ? v : mx; }
         for (j = 0; j < m; j++) { T e = M(exp)((b ? x[j] + b[j] : x[j]) - mx); y[j] = e; s += e; }
         T inv = (T)(1.0 / s);
         for (j = 0; j < m; j++) y[j] *= inv;
@@ -95,6 +96,7 @@ FNN_VEC static void LOCAL(act_grad_row)(T *dx, const T *dy, const T *y, const T 
         break;
     case FNN_SOFTMAX: { /* dx := y * (dy - <dy, y>) */
         double acc = 0;
+#pragma omp simd reduction(+ : acc)
         for (j = 0; j < m; j++) acc += (double)dy[j] * y[j];
         T dot = (T)acc;
         for (j = 0; j < m; j++) dx[j] = y[j] * (dy[j] - dot);
@@ -127,8 +129,12 @@ void FN(fnn_dense_forward)(T *y, T *z, const T *x, const T *w, const T *b, int64
                            int64_t in, int64_t out, int act, T alpha) {
     int64_t i;
     T *acc = z ? z : y; /* the GEMM writes the pre-activation here */
-    GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)n, (blasint)out, (blasint)in,
-         (T)1, x, (blasint)in, w, (blasint)out, (T)0, acc, (blasint)out);
+    if (n == 1) /* one sample: acc (out) := w.T (out, in) @ x (in), a GEMV */
+        GEMV(CblasRowMajor, CblasTrans, (blasint)in, (blasint)out, (T)1, w, (blasint)out, x, 1,
+             (T)0, acc, 1);
+    else
+        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)n, (blasint)out, (blasint)in,
+             (T)1, x, (blasint)in, w, (blasint)out, (T)0, acc, (blasint)out);
     /* epilogue, one pass: (z := acc + b), y := act(acc + b) */
 #pragma omp parallel for schedule(static) if (FNN_PAR_ROWS(n, out))
     for (i = 0; i < n; i++) {
@@ -150,16 +156,24 @@ void FN(fnn_dense_backward)(T *dw, T *db, T *dx, T *dz, const T *dy, const T *x,
     for (i = 0; i < n; i++)
         LOCAL(act_grad_row)(dz + i * out, dy + i * out, y + i * out, z ? z + i * out : NULL,
                             out, act, alpha);
-    /* dw (in, out) := x.T (in, n) @ dz (n, out) */
-    GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)in, (blasint)out, (blasint)n,
-         (T)1, x, (blasint)in, dz, (blasint)out, (T)0, dw, (blasint)out);
+    /* dw (in, out) := x.T (in, n) @ dz (n, out); for one sample the outer product x dz.T */
+    if (n == 1) {
+        for (i = 0; i < in; i++)
+            for (j = 0; j < out; j++) dw[i * out + j] = x[i] * dz[j];
+    } else {
+        GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)in, (blasint)out, (blasint)n,
+             (T)1, x, (blasint)in, dz, (blasint)out, (T)0, dw, (blasint)out);
+    }
     if (db) {
         for (j = 0; j < out; j++) db[j] = 0;
         for (i = 0; i < n; i++)
             for (j = 0; j < out; j++) db[j] += dz[i * out + j];
     }
     /* dx (n, in) := dz (n, out) @ w.T (out, in) */
-    if (dx)
+    if (dx && n == 1) /* dx (in) := w (in, out) @ dz (out) */
+        GEMV(CblasRowMajor, CblasNoTrans, (blasint)in, (blasint)out, (T)1, w, (blasint)out, dz, 1,
+             (T)0, dx, 1);
+    else if (dx)
         GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)n, (blasint)in, (blasint)out,
              (T)1, dz, (blasint)out, w, (blasint)out, (T)0, dx, (blasint)in);
 }
