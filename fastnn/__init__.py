@@ -11,6 +11,8 @@ from fastnn.backend import get_backend, set_backend
 from fastnn import (activations, callbacks, config, datasets, initializers, layers,  # noqa: E402
                     losses, metrics, models, optimizers, utils)
 
+from fastnn.gradcheck import gradcheck, gradcheck_function  # noqa: E402
+
 __version__ = "0.1.0"
 
 

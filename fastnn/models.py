@@ -255,7 +255,13 @@ class Sequential:
 
     def _train_step(self, xb, tb):
         """One optimizer step on a batch; returns (loss value, predictions)."""
-        p = self._forward(xb, training=True)
+        value, p = self._compute_gradients(xb, tb, training=True)
+        self.optimizer.apply(self._params, self._grads)
+        return value, p
+
+    def _compute_gradients(self, xb, tb, training):
+        """Forward, loss and backward: fills every layer's grads; returns (loss, predictions)."""
+        p = self._forward(xb, training=training)
         grad = self._buffer("grad", p.shape, p.dtype)
         fused = self._fused
         if fused:
@@ -271,7 +277,6 @@ class Sequential:
         for i in range(last, self._first_trainable - 1, -1):
             d = self.layers[i].backward(d, need_dx=i > self._first_trainable,
                                         skip_activation=fused and i == last)
-        self.optimizer.apply(self._params, self._grads)
         return value, p
 
     def _loss_value(self, p, tb):

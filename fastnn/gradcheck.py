@@ -1,0 +1,85 @@
+"""Trusting a backward pass: analytic gradients against central finite differences.
+
+    worst = fastnn.gradcheck(model, x, y)          # {"dense/kernel": 3e-9, ...}
+    err = fastnn.gradcheck_function(f, grad_f, w)  # one function of one array
+
+Both work in float64, where the central difference (f(w + h) - f(w - h)) / 2h is accurate
+to about h^2, and report the worst relative error |a - n| / (|a| + |n|) (see _rel_err).  Errors
+of 1e-5 or less mean the analytic gradient is right; a wrong one gives 1e-2 to 1.
+"""
+import numpy as np
+
+from fastnn import config
+
+
+def _rel_err(a, n):
+    """max |a - n| / (|a| + |n|), the denominator floored at 1e-3 of the largest entry: an
+    entry a thousand times smaller than the rest is compared at that scale, where the
+    differences' roundoff (~1e-10 of the loss) would otherwise dominate it."""
+    scale = max(float(np.max(np.abs(a), initial=0.0)), float(np.max(np.abs(n), initial=0.0)))
+    floor = max(1e-3 * scale, 1e-12)
+    return float(np.max(np.abs(a - n) / np.maximum(np.abs(a) + np.abs(n), floor)))
+
+
+def gradcheck_function(f, grad, w, eps=1e-6, max_entries=None, seed=0):
+    """Worst relative error between grad(w) and central differences of the scalar f at w.
+
+    f(w) -> float and grad(w) -> array shaped like w.  w is perturbed in place and
+    restored.  max_entries: check a random subset of that many entries (None: all)."""
+    w = np.asarray(w)
+    if w.dtype != np.float64:
+        raise TypeError(f"Expected w in float64 (finite differences need it). Received: {w.dtype}")
+    analytic = np.array(grad(w), dtype=np.float64)
+    if analytic.shape != w.shape:
+        raise ValueError(f"Expected grad(w) with shape {w.shape}. Received: {analytic.shape}")
+    flat = w.reshape(-1)
+    idx = np.arange(flat.size)
+    if max_entries is not None and flat.size > max_entries:
+        idx = np.random.default_rng(seed).choice(flat.size, max_entries, replace=False)
+    numeric = np.empty(len(idx))
+    for k, i in enumerate(idx):
+        old = flat[i]
+        flat[i] = old + eps
+        up = f(w)
+        flat[i] = old - eps
+        down = f(w)
+        flat[i] = old
+        numeric[k] = (up - down) / (2 * eps)
+    return _rel_err(analytic.reshape(-1)[idx], numeric)
+
+
+def gradcheck(model, x, y, eps=1e-6, max_entries=64, seed=0):
+    """Worst relative error of every parameter's analytic gradient, per parameter.
+
+    A float64 copy of the compiled model computes the gradients fastnn's backward pass
+    gives and the central differences of the loss, on (x, y) as one batch; the model
+    itself is not changed.  Dropout is off (as at inference).  Returns {"layer/weight": err}.
+    """
+    from fastnn.models import Sequential
+
+    if not model.compiled:
+        raise RuntimeError("You must call compile() before gradcheck().")
+    before = config.floatx()
+    config.set_floatx("float64")
+    try:
+        twin = Sequential.from_config({**model.get_config(), "layers": [
+            {"class": e["class"], "config": {**e["config"], "dtype": "float64"}}
+            for e in model.get_config()["layers"]]})
+        twin._input_shape = model._input_shape
+        twin.build()
+    finally:
+        config.set_floatx(before)
+    twin.set_weights([w.astype(np.float64) for w in model.get_weights()])
+    twin.compile(optimizer="sgd", loss=model.loss)
+    twin._begin_training()
+    xb, tb = twin._prepare_xy(x, y)
+
+    def loss():
+        return twin._loss_value(twin._forward(xb, training=False), tb)
+
+    twin._compute_gradients(xb, tb, training=False)
+    grads = [g.copy() for g in twin._grads]
+    names = [f"{layer.name}/{'kernel' if i == 0 else 'bias'}"
+             for layer in twin.layers for i in range(len(layer.weights))]
+    return {name: gradcheck_function(lambda _: loss(), lambda _: g, w, eps, max_entries, seed)
+            for name, w, g in zip(names, twin._params, grads)}
