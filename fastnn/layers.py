@@ -6,8 +6,11 @@ kernel.  `backward(dy, need_dx)` is fastnn's: it writes the weight gradients int
 `layer.grads` (same order as `layer.weights`) and returns dx (or None).
 
 Buffers are owned by the layer and reused: one set per batch size, so a training loop
-allocates nothing per step once every batch size has been seen.
+allocates nothing per step once every batch size has been seen.  Inference (training=False)
+uses a separate set per thread, so several threads may predict with one model at once.
 """
+import threading
+
 import numpy as np
 
 from fastnn import activations, backend, config, initializers
@@ -41,7 +44,8 @@ class Layer:
         self.built = False
         self.weights = []  # parameter arrays, updated in place by the optimizer
         self.grads = []    # their gradients, same order and shapes
-        self._bufs = {}
+        self._bufs = {}                  # training buffers
+        self._local = threading.local()  # inference buffers, one set per thread
 
     def build(self, input_shape):
         self.input_shape = tuple(input_shape)
@@ -57,11 +61,16 @@ class Layer:
     def count_params(self):
         return int(sum(w.size for w in self.weights))
 
-    def _buf(self, key, shape):
+    def _buf(self, key, shape, training=True):
         """The layer's reusable buffer `key` for this shape (allocated on first use)."""
-        b = self._bufs.get((key, shape))
+        bufs = self._bufs
+        if not training:
+            bufs = getattr(self._local, "bufs", None)
+            if bufs is None:
+                bufs = self._local.bufs = {}
+        b = bufs.get((key, shape))
         if b is None:
-            b = self._bufs[(key, shape)] = np.empty(shape, self.dtype)
+            b = bufs[(key, shape)] = np.empty(shape, self.dtype)
         return b
 
     def get_config(self):
@@ -139,11 +148,12 @@ class Dense(Layer):
 
     def call(self, x, training=False):
         n = x.shape[0]
-        y = self._buf("y", (n, self.units))
-        z = self._buf("z", (n, self.units)) if self.activation.needs_preactivation else None
+        y = self._buf("y", (n, self.units), training)
+        z = self._buf("z", (n, self.units), training) if self.activation.needs_preactivation else None
         backend.K.dense_forward(y, z, x, self.kernel, self.bias, self.activation.code,
                                 self.activation.alpha)
-        self._x, self._y, self._z = x, y, z
+        if training:  # what backward needs
+            self._x, self._y, self._z = x, y, z
         return y
 
     def backward(self, dy, need_dx, skip_activation=False):
@@ -175,9 +185,10 @@ class Activation(Layer):
 
     def call(self, x, training=False):
         x2 = x.reshape(-1, x.shape[-1])
-        y = self._buf("y", x2.shape)
+        y = self._buf("y", x2.shape, training)
         backend.K.act_forward(y, x2, self.activation.code, self.activation.alpha)
-        self._x, self._y = x2, y
+        if training:
+            self._x, self._y = x2, y
         return y.reshape(x.shape)
 
     def backward(self, dy, need_dx, skip_activation=False):
@@ -199,7 +210,8 @@ class Flatten(Layer):
         return (int(np.prod(input_shape)),)
 
     def call(self, x, training=False):
-        self._in_shape = x.shape
+        if training:
+            self._in_shape = x.shape
         return x.reshape(x.shape[0], -1)
 
     def backward(self, dy, need_dx, skip_activation=False):
@@ -219,7 +231,9 @@ class Dropout(Layer):
         self.rng = np.random.default_rng(seed)
 
     def call(self, x, training=False):
-        self._training = training and self.rate > 0
+        if not training:
+            return x
+        self._training = self.rate > 0
         if not self._training:
             return x
         mask = self._buf("mask", x.shape)

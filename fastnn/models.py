@@ -9,6 +9,8 @@ nothing per step.
 The file format of `save`/`load_model` is documented in `fastnn/saving.py`.
 """
 import math
+import signal
+import threading
 import time
 
 import numpy as np
@@ -48,6 +50,7 @@ class Sequential:
         self.stop_training = False
         self.history = None
         self._loss_buf = {}
+        self._local = threading.local()
         for layer in layers or []:
             self.add(layer)
 
@@ -247,10 +250,17 @@ class Sequential:
             x = layer.call(x, training=training)
         return x
 
-    def _buffer(self, key, shape, dtype):
-        b = self._loss_buf.get((key, shape))
+    def _buffer(self, key, shape, dtype, training=True):
+        """A reusable model-level buffer (loss gradient, probabilities); per thread for
+        inference, like the layers' buffers."""
+        bufs = self._loss_buf
+        if not training:
+            bufs = getattr(self._local, "bufs", None)
+            if bufs is None:
+                bufs = self._local.bufs = {}
+        b = bufs.get((key, shape))
         if b is None:
-            b = self._loss_buf[(key, shape)] = np.empty(shape, dtype)
+            b = bufs[(key, shape)] = np.empty(shape, dtype)
         return b
 
     def _train_step(self, xb, tb):
@@ -281,7 +291,7 @@ class Sequential:
 
     def _loss_value(self, p, tb):
         if self.loss.from_logits:
-            probs = self._buffer("probs", p.shape, p.dtype)
+            probs = self._buffer("probs", p.shape, p.dtype, training=False)
             backend.K.act_forward(probs, p, SOFTMAX, 0.0)
             p = probs
         return self.loss.value(p, tb)
@@ -354,6 +364,7 @@ class Sequential:
         xbuf, tbuf, mbuf = {}, {}, {}
         cbs.on_train_begin()
         logs = {}
+        interrupted = _defer_sigint()
         try:
             for epoch in range(initial_epoch, epochs):
                 cbs.on_epoch_begin(epoch)
@@ -384,6 +395,8 @@ class Sequential:
                     if cbs.batch_callbacks:
                         cbs.on_train_batch_end(step, {**running(), "loss": float(value)})
                     bar.update(step + 1, running)
+                    if interrupted():
+                        raise KeyboardInterrupt
                     if self.stop_training:
                         break
                 logs = running()
@@ -400,21 +413,24 @@ class Sequential:
                 print("\nInterrupted: training stopped; the model keeps the weights of the "
                       "last completed step.")
             self.stop_training = True
+        finally:
+            interrupted.restore()
         cbs.on_train_end(logs)
         return history
 
     def _evaluate_prepared(self, x, t, batch_size):
-        metric_t = [m.prepare_targets(t) if m.sparse_targets and t.ndim == 2 else t for m in self.metrics]
-        for m in self.metrics:
-            m.reset_state()
+        # fresh metric objects: evaluate may run in several threads at once
+        n_out = self.layers[-1].output_shape[-1]
+        metrics = [metrics_module.get(m, self.loss, n_out) for m in self._metric_ids]
+        metric_t = [m.prepare_targets(t) if m.sparse_targets and t.ndim == 2 else t for m in metrics]
         total = 0.0
         for s in range(0, len(x), batch_size):
             e = min(len(x), s + batch_size)
             p = self._forward(x[s:e], training=False)
             total += float(self._loss_value(p, t[s:e])) * (e - s)
-            for m, mt in zip(self.metrics, metric_t):
+            for m, mt in zip(metrics, metric_t):
                 m.update(p, mt[s:e])
-        return {"loss": total / len(x), **{m.name: m.result() for m in self.metrics}}
+        return {"loss": total / len(x), **{m.name: m.result() for m in metrics}}
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False):
         """The loss (and metrics) on (x, y): a float without metrics, else
@@ -424,8 +440,6 @@ class Sequential:
         _check_int("batch_size", batch_size, 1)
         verbose = _check_verbose(verbose)
         x, t = self._prepare_xy(x, y)
-        if not self.metrics and self._metric_ids:
-            self._resolve_metrics()
         start = time.perf_counter()
         logs = self._evaluate_prepared(x, t, batch_size)
         if verbose:
@@ -485,6 +499,32 @@ class Sequential:
 def load_model(filepath):
     """Load a model written by `model.save(filepath)`; never executes code from the file."""
     return saving.load_model(filepath, Sequential)
+
+
+class _defer_sigint:
+    """While fit runs (in the main thread, with Python's default Ctrl-C handler), Ctrl-C
+    only sets a flag that fit checks between steps, so a step is never cut in half: the
+    weights stay those of the last completed step.  A second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.pending = False
+        self.previous = None
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+
+    def _handler(self, signum, frame):
+        if self.pending:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def __call__(self):
+        return self.pending
+
+    def restore(self):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
 
 
 def _gather(cache, a, idx):
