@@ -260,3 +260,30 @@ def copy_bandwidth(size=10_000_000):
     a, b = np.ones(size, F32), np.empty(size, F32)
     med, _ = timeit(lambda: np.copyto(b, a), repeat=9)
     return 2 * 4 * size / med / 1e9
+
+
+def denormal_rows(rng):
+    """The same kernels on subnormal inputs (|v| < 1.2e-38) versus normal ones: fastnn's
+    optimizer steps flush subnormals inside the kernel (FTZ/DAZ); the rest of the work runs on
+    the hardware as it is.  A ratio near 1 means no slowdown."""
+    rows = []
+    size = 407_050
+    tiny = F32(1e-40)
+    cases = []
+    g_zero, p = np.zeros(size, F32), np.ones(size, F32)
+    v_norm, v_sub = np.full(size, F32(1e-3)), np.full(size, tiny)
+    cases.append(("rmsprop step, decaying velocity", lambda v: (lambda: C.rmsprop_step(
+        p, v, None, None, g_zero, 1e-3, 0.9, 0.0, 1e-7, 0.0)), v_norm, v_sub))
+    x_norm, x_sub = _rand(rng, (128, 784)), np.full((128, 784), tiny)
+    w, b, y = _rand(rng, (784, 512), 0.05), np.zeros(512, F32), np.empty((128, 512), F32)
+    cases.append(("dense forward 128x784x512 relu", lambda xx: (lambda: C.dense_forward(
+        y, None, xx, w, b, ACT["relu"], 0.0)), x_norm, x_sub))
+    a_norm, a_sub, out = _rand(rng, (128, 512)), np.full((128, 512), tiny), np.empty((128, 512), F32)
+    cases.append(("activation forward 128x512 sigmoid", lambda a: (lambda: C.act_forward(
+        out, a, ACT["sigmoid"], 0.0)), a_norm, a_sub))
+    for name, make, normal, sub in cases:
+        t_norm = timeit(make(normal.copy()), min_time=0.02)
+        t_sub = timeit(make(sub.copy()) if name.startswith("rmsprop") else make(sub), min_time=0.02)
+        rows.append({"case": name, "normal_ms": t_norm[0] * 1e3, "subnormal_ms": t_sub[0] * 1e3,
+                     "slowdown": t_sub[0] / t_norm[0]})
+    return rows

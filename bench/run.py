@@ -101,11 +101,15 @@ def main():
     rows += kernels.activation_backward_rows(rng) + kernels.loss_rows(rng)
     rows += kernels.optimizer_rows(rng, (1000, 407_050) if args.quick else (1000, 100_000, 407_050, 10_000_000))
     copy_bw = kernels.copy_bandwidth()
+    denormal = kernels.denormal_rows(rng)
     for r in rows:
         print(f"{r['group']:20s} {r['case']:44s} fastnn {r['fastnn_ms']:9.4f} ms  numpy "
               f"{fmt(r['numpy_ms'], 4):>9s} ms  x{fmt(r['speedup'], 2):>6s}  "
               f"{fmt(r['rate'], 1)} {r['unit'] or ''}")
     print(f"copy bandwidth (np.copyto, 10M floats): {copy_bw:.1f} GB/s")
+    for r in denormal:
+        print(f"subnormal inputs: {r['case']:40s} {r['normal_ms']:.4f} ms normal, "
+              f"{r['subnormal_ms']:.4f} ms subnormal (x{r['slowdown']:.2f})")
 
     impls = ["fastnn", "fastnn-numpy", "numpy"] + (["torch"] if have_torch() else [])
     epochs = 2 if args.quick else 5
@@ -152,12 +156,18 @@ def main():
         md.append(f"| {r['group']} | {r['case']} | {r['fastnn_ms']:.4f} | {r['fastnn_min_ms']:.4f} | "
                   f"{fmt(r['numpy_ms'], 4)} | {fmt(r['speedup'], 2)} x | "
                   f"{fmt(r['rate'], 1)} {r['unit'] or ''} |")
+    md += ["", "## Subnormal inputs", "",
+           "Each kernel timed on normal values and on values of 1e-40 (subnormal in float32).", "",
+           "| kernel | normal ms | subnormal ms | slowdown |", "| --- | --- | --- | --- |"]
+    md += [f"| {r['case']} | {r['normal_ms']:.4f} | {r['subnormal_ms']:.4f} | {r['slowdown']:.2f} x |"
+           for r in denormal]
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "latest.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     with open(os.path.join(args.out, "latest.json"), "w") as f:
         json.dump({"env": env_lines, "kernels": rows, "copy_bandwidth_gbs": copy_bw, "book": book,
-                   "batch1": sgd1, "full_batch": full, "blas_floor_s": floor}, f, indent=1)
+                   "batch1": sgd1, "full_batch": full, "blas_floor_s": floor,
+                   "subnormal": denormal}, f, indent=1)
     chart(os.path.join(args.out, "latest.png"), impls, book, epoch_time, floor, rows)
     print("\n".join(md))
 

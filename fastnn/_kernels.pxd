@@ -6,12 +6,14 @@ cdef extern from "fastnn.h" nogil:
         FNN_LINEAR, FNN_RELU, FNN_SIGMOID, FNN_TANH, FNN_SOFTMAX, FNN_LEAKY_RELU, FNN_ELU,
         FNN_GELU, FNN_N_ACT
 
+    void fnn_init() noexcept
     int fnn_have_openmp() noexcept
     const char *fnn_simd_targets() noexcept
     void fnn_set_num_threads(int n) noexcept
     int fnn_get_num_threads() noexcept
     int fnn_blas_get_num_threads() noexcept
     const char *fnn_blas_config() noexcept
+    void fnn_gather_forward_u8(void *out, const void *x, const int64_t *idx, int64_t n, int64_t row_bytes) noexcept
 
     void fnn_dense_forward_f32(float *y, float *z, const float *x, const float *w, const float *b, int64_t n, int64_t i, int64_t o, int act, float alpha) noexcept
     void fnn_dense_forward_f64(double *y, double *z, const double *x, const double *w, const double *b, int64_t n, int64_t i, int64_t o, int act, double alpha) noexcept

@@ -13,6 +13,7 @@ from libc.stdint cimport int64_t, uintptr_t
 import numpy as np
 
 cnp.import_array()
+fnn_init()
 
 ACT_CODES = {
     "linear": FNN_LINEAR, "relu": FNN_RELU, "sigmoid": FNN_SIGMOID, "tanh": FNN_TANH,
@@ -425,6 +426,36 @@ def adam_step(p, m, v, vhat, g, double lr, double beta_1, double beta_2, double 
             fnn_adam_step_f64(<double *>ptr[0], <double *>ptr[1], <double *>ptr[2],
                               <double *>ptr[3], <double *>ptr[4], n, lr, beta_1, beta_2,
                               epsilon, weight_decay, t)
+
+
+# ---- batch gather ------------------------------------------------------------------------------
+
+def gather_rows(out, x, idx):
+    """out := x[idx] along the first axis (any dtype; the rows are copied as bytes)."""
+    for name, a in (("out", out), ("x", x)):
+        if not cnp.PyArray_Check(a):
+            raise TypeError(f"Expected {name} to be a numpy.ndarray. Received: {type(a).__name__}")
+        if not cnp.PyArray_IS_C_CONTIGUOUS(<cnp.ndarray>a):
+            raise ValueError(f"Expected {name} to be C-contiguous.")
+    if cnp.PyArray_NDIM(<cnp.ndarray>x) < 1 or x.shape[0] == 0:
+        raise ValueError(f"Expected x with at least one row. Received: x.shape={x.shape}")
+    cdef int64_t n = len(idx) if cnp.PyArray_Check(idx) else 0
+    cdef const int64_t *pi = <const int64_t *>_ptr(idx, "idx", cnp.NPY_INT64, 1, n, 0, False, None)
+    if out.dtype != x.dtype or out.shape != (n,) + x.shape[1:]:
+        raise ValueError(f"Expected out with dtype {x.dtype} and shape {(n,) + x.shape[1:]}. "
+                         f"Received: out.dtype={out.dtype}, out.shape={out.shape}")
+    if not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out):
+        raise ValueError("Expected out to be writeable. Received a read-only array.")
+    _disjoint("out", out, "x", x)
+    cdef int64_t rows = x.shape[0], i
+    for i in range(n):
+        if pi[i] < 0 or pi[i] >= rows:
+            raise ValueError(f"Expected idx in [0, {rows}). Received: idx[{i}]={pi[i]}")
+    cdef int64_t row_bytes = x.dtype.itemsize * (cnp.PyArray_SIZE(<cnp.ndarray>x) // rows)
+    cdef void *po = cnp.PyArray_DATA(<cnp.ndarray>out)
+    cdef const void *px = cnp.PyArray_DATA(<cnp.ndarray>x)
+    with nogil:
+        fnn_gather_forward_u8(po, px, pi, n, row_bytes)
 
 
 # ---- build facts and threads ---------------------------------------------------------------

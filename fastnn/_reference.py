@@ -97,6 +97,11 @@ def act_backward(dx, dy, y, x, act, alpha):
     dx[...] = _act_grad(dy, y, x, act, alpha)
 
 
+def gather_rows(out, x, idx):
+    """out := x[idx] along the first axis."""
+    np.take(x, idx, axis=0, out=out)
+
+
 # ---- losses: value (batch mean) and, when dp is given, its gradient -----------------------
 
 def _clip_and_mask(q):

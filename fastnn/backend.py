@@ -9,12 +9,6 @@ import os
 
 from fastnn import _reference
 
-# fastnn's OpenMP threads alternate with OpenBLAS's own threads on the same cores; GNU
-# OpenMP's default spin-waiting after each parallel region would steal those cores from the
-# BLAS (measured: 4.0 s vs 0.8 s per MNIST epoch on 2 cores).  Sleep instead, unless the
-# user chose otherwise.  Read by libgomp when it loads, i.e. at the import below.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 try:
     from fastnn import _kernels
     _IMPORT_ERROR = None

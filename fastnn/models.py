@@ -533,7 +533,7 @@ def _gather(cache, a, idx):
     buf = cache.get(shape)
     if buf is None:
         buf = cache[shape] = np.empty(shape, a.dtype)
-    np.take(a, idx, axis=0, out=buf)
+    backend.K.gather_rows(buf, a, idx)
     return buf
 
 

@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stddef.h>
+#include <string.h>
 
 #include "cblas.h" /* scipy-openblas32: every symbol carries the scipy_ prefix */
 
@@ -60,6 +61,30 @@ extern void scipy_openblas_set_num_threads(int);
 extern int scipy_openblas_get_num_threads(void);
 extern char *scipy_openblas_get_config(void);
 
+#ifdef _OPENMP
+/* OpenBLAS runs its parallel jobs on fastnn's OpenMP team instead of its own pthreads:
+   one owner of threads (no OpenMP and BLAS pools competing for the cores), and each job
+   runs with subnormals flushed (FTZ|DAZ; a GEMM on subnormal inputs is ~150x slower).
+   OpenBLAS's jobs may wait on each other, so each one gets a thread of its own. */
+static void fnn_blas_threads(int sync, openblas_dojob_callback dojob, int numjobs,
+                             size_t jobdata_elsize, void *jobdata, int dojob_data) {
+    (void)sync;
+#pragma omp parallel num_threads(numjobs)
+    {
+        FNN_CSR_SAVE
+        for (int i = omp_get_thread_num(); i < numjobs; i += omp_get_num_threads())
+            dojob(i, (char *)jobdata + (size_t)i * jobdata_elsize, dojob_data);
+        FNN_CSR_RESTORE
+    }
+}
+#endif
+
+void fnn_init(void) {
+#ifdef _OPENMP
+    scipy_openblas_set_threads_callback_function(fnn_blas_threads);
+#endif
+}
+
 int fnn_have_openmp(void) {
 #ifdef _OPENMP
     return _OPENMP;
@@ -89,6 +114,17 @@ int fnn_get_num_threads(void) {
 int fnn_blas_get_num_threads(void) { return scipy_openblas_get_num_threads(); }
 
 const char *fnn_blas_config(void) { return scipy_openblas_get_config(); }
+
+/* Rows are copied by the whole team: a random row misses the caches and the TLB, so two
+   threads halve the wait (measured on MNIST batches: 79 -> 23 us). */
+void fnn_gather_forward_u8(void *out, const void *x, const int64_t *idx, int64_t n,
+                           int64_t row_bytes) {
+    char *o = (char *)out;
+    const char *src = (const char *)x;
+#pragma omp parallel for schedule(static) if (n * row_bytes >= (1 << 16))
+    for (int64_t i = 0; i < n; i++)
+        memcpy(o + i * row_bytes, src + idx[i] * row_bytes, (size_t)row_bytes);
+}
 
 #define T float
 #define S f32

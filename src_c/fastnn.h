@@ -28,6 +28,9 @@ enum fnn_act {
     FNN_N_ACT = 8
 };
 
+/* Once, before any kernel: route the BLAS's threads through fastnn's OpenMP team. */
+void fnn_init(void);
+
 /* Build facts for show_config(). */
 int fnn_have_openmp(void);
 const char *fnn_simd_targets(void);
@@ -35,6 +38,11 @@ void fnn_set_num_threads(int n);  /* OpenMP loops and the BLAS */
 int fnn_get_num_threads(void);
 int fnn_blas_get_num_threads(void);
 const char *fnn_blas_config(void);
+
+/* out[i, :] := x[idx[i], :] for i < n; rows of row_bytes bytes, so any dtype.  Every idx
+   must lie in [0, rows of x).  Overwrites out. */
+void fnn_gather_forward_u8(void *out, const void *x, const int64_t *idx, int64_t n,
+                           int64_t row_bytes);
 
 #define FNN_DECLARE(T, S)                                                                   \
     /* y := act(x @ w + b).  x (n, in), w (in, out), b (out) or NULL, y (n, out);          \

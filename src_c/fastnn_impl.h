@@ -129,6 +129,7 @@ void FN(fnn_dense_forward)(T *y, T *z, const T *x, const T *w, const T *b, int64
                            int64_t in, int64_t out, int act, T alpha) {
     int64_t i;
     T *acc = z ? z : y; /* the GEMM writes the pre-activation here */
+    FNN_CSR_SAVE
     if (n == 1) /* one sample: acc (out) := w.T (out, in) @ x (in), a GEMV */
         GEMV(CblasRowMajor, CblasTrans, (blasint)in, (blasint)out, (T)1, w, (blasint)out, x, 1,
              (T)0, acc, 1);
@@ -146,6 +147,7 @@ void FN(fnn_dense_forward)(T *y, T *z, const T *x, const T *w, const T *b, int64
             LOCAL(act_row)(y + i * out, zr, b, out, act, alpha);
         }
     }
+    FNN_CSR_RESTORE
 }
 
 void FN(fnn_dense_backward)(T *dw, T *db, T *dx, T *dz, const T *dy, const T *x, const T *w,

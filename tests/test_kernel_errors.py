@@ -133,3 +133,14 @@ def test_set_num_threads_validates_and_applies():
         fastnn.set_num_threads(before)
     with pytest.raises(ValueError, match="positive int"):
         fastnn.set_num_threads(0)
+
+
+def test_gather_rows_checks_indices_and_shapes():
+    x = np.arange(12, dtype=np.float32).reshape(4, 3)
+    out = np.empty((2, 3), np.float32)
+    with pytest.raises(ValueError, match=r"idx in \[0, 4\). Received: idx\[1\]=4"):
+        C.gather_rows(out, x, np.array([0, 4]))
+    with pytest.raises(ValueError, match=r"out with dtype float32 and shape \(2, 3\)"):
+        C.gather_rows(np.empty((2, 4), np.float32), x, np.array([0, 1]))
+    with pytest.raises(TypeError, match="idx with dtype int64"):
+        C.gather_rows(out, x, np.array([0, 1], np.int32))

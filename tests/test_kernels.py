@@ -129,6 +129,17 @@ def optimizer_case(name, size, steps=3, centered=False, amsgrad=False, **hyper):
     return run
 
 
+def gather_case(shape, dtype_override=None):
+    def run(K, dtype, rng):
+        dt = dtype_override or dtype
+        x = (rng.standard_normal(shape) * 10).astype(dt)
+        idx = rng.integers(0, shape[0], 2 * shape[0] + 1)
+        out = np.zeros((len(idx),) + shape[1:], dt)
+        K.gather_rows(out, x, idx)
+        return [out.astype(dtype)]
+    return run
+
+
 def _registry():
     cases = {}
     dense_shapes = [(1, 1, 1), (1, 7, 3), (5, 17, 33), (3, 16, 129), (64, 100, 10)]
@@ -162,6 +173,9 @@ def _registry():
         for size in [(1,), (17,), (31, 33), (300001,)]:
             shape = "x".join(map(str, size))
             cases[f"{label}_step-{shape}"] = optimizer_case(label.split("_")[0], size, **dict(hyper))
+    for shape in [(1, 1), (7, 13), (300, 784), (5, 4, 3)]:
+        cases[f"gather-{'x'.join(map(str, shape))}"] = gather_case(shape)
+    cases["gather-int64-labels"] = gather_case((50,), np.int64)
     return cases
 
 

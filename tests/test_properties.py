@@ -85,3 +85,21 @@ def test_softmax_crossentropy_on_extreme_logits(z, seed):
 @given(matrices(max_side=200), acts)
 def test_activations_long_fuzz(x, act):
     check_activation(x, act)
+
+
+@pytest.mark.slow
+@settings(max_examples=1500, deadline=None)
+@given(matrices(max_side=60, magnitude=1e4), acts, st.integers(1, 3), st.booleans())
+def test_public_api_long_fuzz_over_strides_and_dtypes(x, act, step, fortran):
+    """Strided, Fortran-ordered, float32/float64 inputs through the public activation
+    functions give exactly what a contiguous copy gives, and stay finite."""
+    from fastnn import activations
+    big = np.zeros((x.shape[0], x.shape[1] * step), x.dtype)
+    big[:, ::step] = x
+    view = big[:, ::step]
+    if fortran:
+        view = np.asfortranarray(view)
+    got = getattr(activations, act)(view)
+    want = getattr(activations, act)(np.ascontiguousarray(x))
+    assert np.all(np.isfinite(got))
+    np.testing.assert_array_equal(got, want)
