@@ -4,7 +4,9 @@
    - name: fnn_<op>_<forward|backward|step>_<f32|f64>;
    - arguments: outputs (or in/out state) first, then const inputs, then sizes, then scalars;
    - all arrays are C-contiguous, row-major; the caller owns every buffer;
-   - kernels never allocate, print or exit; each says whether it overwrites or accumulates.
+   - kernels never allocate, print or exit; each says whether it overwrites or accumulates;
+   - dense kernels and optimizer steps flush subnormals to zero (FTZ/DAZ) while they run and
+     restore the caller's floating-point mode: subnormal operands otherwise cost ~100x.
    Matrix products go through the BLAS (scipy-openblas32, cblas with a `scipy_` prefix). */
 #ifndef FASTNN_H
 #define FASTNN_H

@@ -154,6 +154,7 @@ void FN(fnn_dense_backward)(T *dw, T *db, T *dx, T *dz, const T *dy, const T *x,
                             const T *y, const T *z, int64_t n, int64_t in, int64_t out,
                             int act, T alpha) {
     int64_t i, j;
+    FNN_CSR_SAVE
 #pragma omp parallel for schedule(static) if (FNN_PAR_ROWS(n, out))
     for (i = 0; i < n; i++)
         LOCAL(act_grad_row)(dz + i * out, dy + i * out, y + i * out, z ? z + i * out : NULL,
@@ -178,6 +179,7 @@ void FN(fnn_dense_backward)(T *dw, T *db, T *dx, T *dz, const T *dy, const T *x,
     else if (dx)
         GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)n, (blasint)in, (blasint)out,
              (T)1, dz, (blasint)out, w, (blasint)out, (T)0, dx, (blasint)in);
+    FNN_CSR_RESTORE
 }
 
 /* ---- losses ------------------------------------------------------------------------------ */
