@@ -41,7 +41,7 @@ def run_fastnn(args, x, y, xt, yt):
         model.fit(x[:n], y[:n], epochs=1, batch_size=args.batch_size, verbose=0, callbacks=[cb])
     else:
         model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, verbose=0, callbacks=[cb])
-    acc = float(np.mean(model.predict(xt, batch_size=1000).argmax(1) == yt))
+    acc = float(np.mean(model.predict(xt, batch_size=1000, verbose=0).argmax(1) == yt))
     return times, acc
 
 

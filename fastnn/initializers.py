@@ -5,9 +5,8 @@ import numpy as np
 
 
 def _fans(shape):
-    fan_in = shape[0] if len(shape) > 1 else shape[0]
-    fan_out = shape[1] if len(shape) > 1 else shape[0]
-    return fan_in, fan_out
+    """(fan_in, fan_out) of a kernel (in, out); a vector counts as both."""
+    return (shape[0], shape[1]) if len(shape) > 1 else (shape[0], shape[0])
 
 
 def zeros(shape, dtype, rng):

@@ -453,16 +453,23 @@ class Sequential:
         """The model's outputs for x, computed batch by batch; a new array."""
         batch_size = 32 if batch_size is None else batch_size
         _check_int("batch_size", batch_size, 1)
+        verbose = _check_verbose(verbose)
         x = self._prepare_x(x)
+        start = time.perf_counter()
         out = np.empty((len(x), *self.layers[-1].output_shape), x.dtype)
         for s in range(0, len(x), batch_size):
             e = min(len(x), s + batch_size)
             out[s:e] = self._forward(x[s:e], training=False)
+        if verbose:
+            steps = math.ceil(len(x) / batch_size)
+            bar = callbacks_module.Progbar(steps, verbose)
+            bar.start = start
+            bar.update(steps, dict, final=True)
         return out
 
     def __call__(self, x, training=False):
-        return self.predict(x, batch_size=max(len(x), 1)) if not training else \
-            self._forward(self._prepare_x(x), True).copy()
+        """The outputs for x in one batch; training=True applies dropout."""
+        return self._forward(self._prepare_x(x), training=bool(training)).copy()
 
     # ---- saving -----------------------------------------------------------------------------
 

@@ -92,3 +92,14 @@ def test_keyboard_interrupt_stops_between_steps_and_training_can_continue():
         np.testing.assert_array_equal(a, b)
     m.fit(x, y, epochs=1, batch_size=8, verbose=0)
     assert m.optimizer.iterations == 12
+
+
+def test_predict_and_evaluate_print_one_progress_line(capsys):
+    x, y, _ = blobs(n=40)
+    m = tiny_model(seed=0)
+    m.predict(x, batch_size=8)
+    m.evaluate(x, y, batch_size=8)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 2 and all(line.startswith("5/5 ━") for line in out)
+    assert " - loss: " in out[1]
+    np.testing.assert_allclose(m(x), m.predict(x, verbose=0))
