@@ -218,7 +218,7 @@ class Sequential:
             raise ValueError(f"Expected {name} with {want}. Received: {name}.shape={x.shape}")
         dtype = self.layers[0].dtype if self.layers else config.dtype()
         x = np.ascontiguousarray(x, dtype=dtype)
-        if x.dtype.kind == "f" and not np.isfinite(x).all():
+        if x.dtype.kind == "f" and not _all_finite(x):
             bad = int(np.argwhere(~np.isfinite(x.reshape(len(x), -1)))[0, 0])
             raise ValueError(f"Expected finite values in {name}. Received: NaN or Inf in sample {bad}")
         return x
@@ -235,7 +235,7 @@ class Sequential:
                              f"Received: len(x)={len(x)}, len(y)={len(y)}")
         n_out = self.layers[-1].output_shape[-1]
         t = self.loss.prepare_targets(y, n_out, x.dtype)
-        if t.dtype.kind == "f" and not np.isfinite(t).all():
+        if t.dtype.kind == "f" and not _all_finite(t):
             raise ValueError("Expected finite values in y. Received: NaN or Inf")
         return x, t
 
@@ -258,9 +258,9 @@ class Sequential:
             bufs = getattr(self._local, "bufs", None)
             if bufs is None:
                 bufs = self._local.bufs = {}
-        b = bufs.get((key, shape))
+        b = bufs.get((key, shape, dtype))
         if b is None:
-            b = bufs[(key, shape)] = np.empty(shape, dtype)
+            b = bufs[(key, shape, dtype)] = np.empty(shape, dtype)
         return b
 
     def _train_step(self, xb, tb):
@@ -288,6 +288,12 @@ class Sequential:
             d = self.layers[i].backward(d, need_dx=i > self._first_trainable,
                                         skip_activation=fused and i == last)
         return value, p
+
+    def _gather(self, key, a, idx):
+        """a[idx] written into the model's reused batch buffer `key` (one per shape)."""
+        buf = self._buffer(key, (len(idx), *a.shape[1:]), a.dtype)
+        backend.K.gather_rows(buf, a, idx)
+        return buf
 
     def _loss_value(self, p, tb):
         if self.loss.from_logits:
@@ -361,9 +367,12 @@ class Sequential:
             {"verbose": verbose, "epochs": epochs, "steps": steps})
         self.history = history
         self.stop_training = False
-        xbuf, tbuf, mbuf = {}, {}, {}
         cbs.on_train_begin()
         logs = {}
+        loss_sum, seen = 0.0, 0
+
+        def running():  # the epoch's running means, as Keras logs them
+            return {"loss": loss_sum / max(seen, 1), **{m.name: m.result() for m in self.metrics}}
         interrupted = _defer_sigint()
         try:
             for epoch in range(initial_epoch, epochs):
@@ -383,15 +392,15 @@ class Sequential:
                         xb, tb, mts = x[s:e], t[s:e], [mt[s:e] for mt in metric_t]
                     else:
                         idx = perm[s:e]
-                        xb = _gather(xbuf, x, idx)
-                        tb = _gather(tbuf, t, idx)
-                        mts = [tb if mt is t else _gather(mbuf, mt, idx) for mt in metric_t]
+                        xb = self._gather("x", x, idx)
+                        tb = self._gather("t", t, idx)
+                        mts = [tb if mt is t else self._gather(("m", i), mt, idx)
+                               for i, mt in enumerate(metric_t)]
                     value, p = self._train_step(xb, tb)
                     loss_sum += float(value) * (e - s)
                     seen += e - s
                     for m, mt in zip(self.metrics, mts):
                         m.update(p, mt)
-                    running = lambda: {"loss": loss_sum / seen, **{m.name: m.result() for m in self.metrics}}  # noqa: E731
                     if cbs.batch_callbacks:
                         cbs.on_train_batch_end(step, {**running(), "loss": float(value)})
                     bar.update(step + 1, running)
@@ -534,14 +543,10 @@ class _defer_sigint:
             self.previous = None
 
 
-def _gather(cache, a, idx):
-    """a[idx] written into a reused buffer (one per batch size)."""
-    shape = (len(idx), *a.shape[1:])
-    buf = cache.get(shape)
-    if buf is None:
-        buf = cache[shape] = np.empty(shape, a.dtype)
-    backend.K.gather_rows(buf, a, idx)
-    return buf
+def _all_finite(a):
+    """No NaN or Inf in a, without a temporary the size of a: min and max propagate NaN,
+    and an infinity is an extreme."""
+    return bool(np.isfinite(np.min(a)) and np.isfinite(np.max(a)))
 
 
 def _format_logs(logs, return_dict):

@@ -266,3 +266,24 @@ def test_integer_and_bool_inputs_are_converted_like_keras():
         m.predict(x.astype(np.complex64))
     with pytest.raises(TypeError, match="real numbers.*<U"):
         m.predict(np.array([["a"] * 5]))
+
+
+def test_training_steps_allocate_no_arrays_once_warmed_up():
+    import tracemalloc
+    rng = np.random.default_rng(0)
+    x = rng.random((2048, 1024), dtype=np.float32)  # one batch of 256 is 1 MB
+    y = np.eye(3, dtype=np.float32)[rng.integers(0, 3, 2048)]
+    m = models.Sequential([layers.Dense(64, activation="relu", input_shape=(1024,)),
+                           layers.Dense(3, activation="softmax")], seed=0)
+    m.compile("rmsprop", "categorical_crossentropy", metrics=["accuracy"])
+    m.fit(x, y, epochs=1, batch_size=256, verbose=0)  # warm-up: buffers are created here
+    tracemalloc.start()
+    try:
+        start, _ = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        m.fit(x, y, epochs=3, batch_size=256, verbose=0)  # 24 steps
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # a per-step batch copy or gradient temporary would add at least 1 MB at the peak
+    assert peak - start < 256 * 1024, f"{(peak - start) / 1024:.0f} KiB allocated during fit"
