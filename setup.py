@@ -34,7 +34,7 @@ def compiles_with(flags):
         shutil.rmtree(d, ignore_errors=True)
 
 
-compile_args = ["-O3", "-fno-math-errno", "-fopenmp-simd", "-Wno-unknown-pragmas"]
+compile_args = ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd", "-Wno-unknown-pragmas"]
 link_args = []
 if os.environ.get("FASTNN_NO_OPENMP") != "1" and compiles_with(["-fopenmp"]):
     compile_args.append("-fopenmp")

@@ -126,26 +126,76 @@ void fnn_gather_forward_u8(void *out, const void *x, const int64_t *idx, int64_t
         memcpy(o + i * row_bytes, src + idx[i] * row_bytes, (size_t)row_bytes);
 }
 
+/* exp and tanh for float, written so that the compiler vectorizes them (libm's expf/tanhf
+   are scalar calls, 5-15 ns each).  Cephes' single-precision algorithms: exp(x) = 2^k e^r,
+   k = round(x / ln2), r = x - k ln2 (ln2 in two parts), e^r by a degree-6 polynomial,
+   relative error ~1 ulp; tanh by an odd polynomial for |x| < 0.625, else 1 - 2 / (e^2|x| + 1).
+   Results overflow to inf above 88.72 and reach subnormals and 0 below -87.3, as expf. */
+static inline float fnn_pow2i(int k) { /* 2^k for k in [-126, 127] */
+    int32_t bits = (int32_t)(k + 127) << 23;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline float fnn_expf(float x) {
+    float xc = x > 88.72283905f ? 88.72283905f : (x < -103.972684f ? -103.972684f : x);
+    float k = rintf(xc * 1.44269504088896341f);
+    float r = xc - k * 0.693359375f + k * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float e = p * r * r + r + 1.0f;
+    int ki = (int)k, k1 = ki / 2; /* 2^k as 2^k1 2^(k-k1): both factors stay normal */
+    float y = e * fnn_pow2i(k1) * fnn_pow2i(ki - k1);
+    return x > 88.72283905f ? INFINITY : y;
+}
+
+static inline float fnn_tanhf(float x) {
+    float a = fabsf(x);
+    float z = x * x;
+    float p = -5.70498872745e-3f;
+    p = p * z + 2.06390887954e-2f;
+    p = p * z - 5.37397155531e-2f;
+    p = p * z + 1.33314422036e-1f;
+    p = p * z - 3.33332819422e-1f;
+    float small = x + x * z * p;
+    float big = 1.0f - 2.0f / (fnn_expf(2.0f * a) + 1.0f);
+    big = x < 0 ? -big : big;
+    return a < 0.625f ? small : big;
+}
+
 #define T float
 #define S f32
 #define GEMM cblas_sgemm
 #define GEMV cblas_sgemv
 #define M(fn) fn##f
+#define VEXP fnn_expf
+#define VTANH fnn_tanhf
 #include "fastnn_impl.h"
 #undef T
 #undef S
 #undef GEMM
 #undef GEMV
 #undef M
+#undef VEXP
+#undef VTANH
 
 #define T double
 #define S f64
 #define GEMM cblas_dgemm
 #define GEMV cblas_dgemv
 #define M(fn) fn
+#define VEXP exp
+#define VTANH tanh
 #include "fastnn_impl.h"
 #undef T
 #undef S
 #undef GEMM
 #undef GEMV
 #undef M
+#undef VEXP
+#undef VTANH

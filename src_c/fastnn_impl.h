@@ -10,10 +10,10 @@
 /* ---- activations, one element or one row -------------------------------------------- */
 
 static inline T LOCAL(sigmoid1)(T x) {
-    /* 1 / (1 + e^-x), evaluated so that exp never overflows. */
-    if (x >= 0) return (T)1 / ((T)1 + M(exp)(-x));
-    T e = M(exp)(x);
-    return e / ((T)1 + e);
+    /* 1 / (1 + e^-x) = e / (1 + e) with e = e^-|x| <= 1: never overflows; branch-free */
+    T e = VEXP(-M(fabs)(x));
+    T s = (T)1 / ((T)1 + e);
+    return x >= 0 ? s : e * s;
 }
 
 static inline T LOCAL(gelu1)(T x) { return (T)0.5 * x * ((T)1 + M(erf)(x * (T)M_SQRT1_2)); }
@@ -24,43 +24,45 @@ static inline T LOCAL(gelu_grad1)(T x) {
     return cdf + x * M(exp)((T)-0.5 * x * x) * (T)(0.5 * M_2_SQRTPI * M_SQRT1_2);
 }
 
-/* y := act(x + b) for one row of m; b may be NULL; y may be x. */
+/* y := act(x + b) for one row of m; b may be NULL; y may be x.  The bias goes in first
+   (the row is in L1), so each activation loop reads one array and vectorizes. */
 FNN_VEC static void LOCAL(act_row)(T *y, const T *x, const T *b, int64_t m, int act, T alpha) {
     int64_t j;
+    const T *v = x;
+    if (b) {
+        for (j = 0; j < m; j++) y[j] = x[j] + b[j];
+        v = y;
+    }
     switch (act) {
     case FNN_LINEAR:
-        if (b) for (j = 0; j < m; j++) y[j] = x[j] + b[j];
-        else if (y != x) for (j = 0; j < m; j++) y[j] = x[j];
+        if (y != v) for (j = 0; j < m; j++) y[j] = v[j];
         break;
     case FNN_RELU:
-        if (b) for (j = 0; j < m; j++) { T v = x[j] + b[j]; y[j] = v > 0 ? v : 0; }
-        else for (j = 0; j < m; j++) y[j] = x[j] > 0 ? x[j] : 0;
+        for (j = 0; j < m; j++) { T t = v[j]; y[j] = t > 0 ? t : 0; }
         break;
     case FNN_SIGMOID:
-        for (j = 0; j < m; j++) y[j] = LOCAL(sigmoid1)(b ? x[j] + b[j] : x[j]);
+        for (j = 0; j < m; j++) y[j] = LOCAL(sigmoid1)(v[j]);
         break;
     case FNN_TANH:
-        for (j = 0; j < m; j++) y[j] = M(tanh)(b ? x[j] + b[j] : x[j]);
+        for (j = 0; j < m; j++) y[j] = VTANH(v[j]);
         break;
     case FNN_LEAKY_RELU:
-        for (j = 0; j < m; j++) { T v = b ? x[j] + b[j] : x[j]; y[j] = v > 0 ? v : alpha * v; }
+        for (j = 0; j < m; j++) { T t = v[j]; y[j] = t > 0 ? t : alpha * t; }
         break;
     case FNN_ELU:
-        for (j = 0; j < m; j++) {
-            T v = b ? x[j] + b[j] : x[j];
-            y[j] = v > 0 ? v : alpha * M(expm1)(v);
-        }
+        for (j = 0; j < m; j++) { T t = v[j]; y[j] = t > 0 ? t : alpha * M(expm1)(t); }
         break;
     case FNN_GELU:
-        for (j = 0; j < m; j++) y[j] = LOCAL(gelu1)(b ? x[j] + b[j] : x[j]);
+        for (j = 0; j < m; j++) y[j] = LOCAL(gelu1)(v[j]);
         break;
     case FNN_SOFTMAX: {
         /* y := exp(v - max v) / sum exp(v - max v) */
-        T mx = b ? x[0] + b[0] : x[0];
+        T mx = v[0];
         double s = 0; /* row sums accumulate in double: a long float row loses digits */
 #pragma omp simd reduction(max : mx)
-        for (j = 1; j < m; j++) { T v = b ? x[j] + b[j] : x[j]; mx = v > mx ? v : mx; }
-        for (j = 0; j < m; j++) { T e = M(exp)((b ? x[j] + b[j] : x[j]) - mx); y[j] = e; s += e; }
+        for (j = 1; j < m; j++) mx = v[j] > mx ? v[j] : mx;
+#pragma omp simd reduction(+ : s)
+        for (j = 0; j < m; j++) { T e = VEXP(v[j] - mx); y[j] = e; s += e; }
         T inv = (T)(1.0 / s);
         for (j = 0; j < m; j++) y[j] *= inv;
         break;

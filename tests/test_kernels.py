@@ -193,3 +193,24 @@ def test_kernel_matches_reference(case, dtype):
         assert g.dtype == w.dtype and g.shape == w.shape
         assert np.all(np.isfinite(g)), "a kernel left its output (partly) unwritten"
         np.testing.assert_allclose(g, w, **TOL[dtype])
+
+
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "softmax", "elu", "gelu"])
+def test_exp_based_activations_over_their_whole_range(act):
+    """The vectorised float32 exp/tanh against NumPy on a dense sweep, including the
+    overflow and subnormal edges (exp(88.7) ~ FLT_MAX, exp(-103) is subnormal)."""
+    v = np.concatenate([np.linspace(-110, 110, 200_000), [-0.625, 0.625, -1e-30, 0.0, 1e-30]])
+    x = v.astype(np.float32).reshape(-1, 5) if act == "softmax" else v.astype(np.float32).reshape(1, -1)
+    got, want = np.empty_like(x), np.empty_like(x)
+    C.act_forward(got, x, R.ACT_CODES[act], ALPHA.get(act, 0.0))
+    R.act_forward(want, x, R.ACT_CODES[act], ALPHA.get(act, 0.0))
+    np.testing.assert_allclose(got, want, **TOL[np.float32])
+    if act == "softmax":  # exp itself, where the results span every exponent: relative error
+        z = np.stack([v, np.zeros_like(v)], 1).astype(np.float32)
+        p = np.empty_like(z)
+        C.act_forward(p, z, R.ACT_CODES["softmax"], 0.0)
+        e = np.exp(-np.abs(z[:, 0].astype(np.float64)))
+        small = e / (1 + e)  # the smaller of the two probabilities
+        mine = np.minimum(p[:, 0], p[:, 1]).astype(np.float64)
+        ok = small > 1e-37  # normal range: relative accuracy of a few ulp
+        np.testing.assert_allclose(mine[ok], small[ok], rtol=1e-6)
