@@ -64,4 +64,7 @@ ext = Extension(
     depends=["src_c/fastnn.h", "src_c/fastnn_impl.h", "fastnn/_kernels.pxd"],
 )
 
-setup(ext_modules=cythonize([ext], compiler_directives={"language_level": 3}))
+# A knob changes the flags but not the sources: rebuild rather than reuse build/.
+knobs = any(os.environ.get(k) == "1" for k in ("FASTNN_NO_OPENMP", "FASTNN_SANITIZE"))
+setup(ext_modules=cythonize([ext], compiler_directives={"language_level": 3}, force=knobs),
+      options={"build_ext": {"force": knobs}})

@@ -25,10 +25,11 @@ def set_num_threads(n):
 
 
 def get_num_threads():
-    """Threads of fastnn's OpenMP loops (the BLAS is kept at the same count)."""
+    """Threads fastnn uses: its OpenMP team and the BLAS's jobs (set_num_threads keeps
+    them equal; without OpenMP only the BLAS is threaded)."""
     if backend._kernels is None:
         return 1
-    return backend._kernels.get_num_threads()["openmp"]
+    return max(backend._kernels.get_num_threads().values())
 
 
 def show_config(file=None):
