@@ -64,7 +64,17 @@ ext = Extension(
     depends=["src_c/fastnn.h", "src_c/fastnn_impl.h", "fastnn/_kernels.pxd"],
 )
 
-# A knob changes the flags but not the sources: rebuild rather than reuse build/.
-knobs = any(os.environ.get(k) == "1" for k in ("FASTNN_NO_OPENMP", "FASTNN_SANITIZE"))
-setup(ext_modules=cythonize([ext], compiler_directives={"language_level": 3}, force=knobs),
-      options={"build_ext": {"force": knobs}})
+# A knob changes the flags but not the sources: rebuild whenever the flags differ from
+# those of the object files left in build/ (a stamp records them).
+flags = " ".join(compile_args + link_args)
+stamp = os.path.join("build", "fastnn-build-flags.txt")
+try:
+    with open(stamp) as f:
+        force = f.read() != flags
+except OSError:
+    force = True
+os.makedirs("build", exist_ok=True)
+with open(stamp, "w") as f:
+    f.write(flags)
+setup(ext_modules=cythonize([ext], compiler_directives={"language_level": 3}, force=force),
+      options={"build_ext": {"force": force}})
