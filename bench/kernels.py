@@ -287,3 +287,31 @@ def denormal_rows(rng):
         rows.append({"case": name, "normal_ms": t_norm[0] * 1e3, "subnormal_ms": t_sub[0] * 1e3,
                      "slowdown": t_sub[0] / t_norm[0]})
     return rows
+
+
+def batch1_kernel_time(rng):
+    """Seconds the kernels of one batch-size-1 training step of the book's network take on
+    their own (each timed in a loop, warm caches): gather, two dense forwards, the fused
+    loss, two dense backwards, four rmsprop steps.  fit's measured step minus this is the
+    per-step overhead (Python and cold caches)."""
+    x, t = _rand(rng, (60000, 784)), np.eye(10, dtype=F32)[rng.integers(0, 10, 60000)]
+    idx = np.array([123])
+    xb, tb = np.empty((1, 784), F32), np.empty((1, 10), F32)
+    w1, b1, w2, b2 = _rand(rng, (784, 512), 0.05), np.zeros(512, F32), _rand(rng, (512, 10), 0.05), np.zeros(10, F32)
+    h, p, dz, dh = np.empty((1, 512), F32), np.empty((1, 10), F32), np.empty((1, 10), F32), np.empty((1, 512), F32)
+    g = [np.zeros_like(a) for a in (w1, b1, w2, b2)]
+    v = [np.zeros_like(a) for a in (w1, b1, w2, b2)]
+    C.gather_rows(xb, x, idx)
+    C.dense_forward(h, None, xb, w1, b1, ACT["relu"], 0.0)
+    C.dense_forward(p, None, h, w2, b2, ACT["softmax"], 0.0)
+    parts = {
+        "gather": lambda: (C.gather_rows(xb, x, idx), C.gather_rows(tb, t, idx)),
+        "dense forward 784x512 relu": lambda: C.dense_forward(h, None, xb, w1, b1, ACT["relu"], 0.0),
+        "dense forward 512x10 softmax": lambda: C.dense_forward(p, None, h, w2, b2, ACT["softmax"], 0.0),
+        "softmax+crossentropy": lambda: C.softmax_crossentropy_backward(dz, p, tb),
+        "dense backward 512x10 +dx": lambda: C.dense_backward(g[2], g[3], dh, dz, dz.copy(), h, w2, p, None, ACT["linear"], 0.0),
+        "dense backward 784x512 relu": lambda: C.dense_backward(g[0], g[1], None, dh, dh, xb, w1, h, None, ACT["relu"], 0.0),
+        "rmsprop x4": lambda: [C.rmsprop_step(a, s, None, None, gg, 1e-3, 0.9, 0.0, 1e-7, 0.0)
+                               for a, s, gg in zip((w1, b1, w2, b2), v, g)],
+    }
+    return {name: timeit(fn, min_time=0.01)[0] for name, fn in parts.items()}

@@ -120,6 +120,7 @@ def main():
         sgd1[impl] = e2e(impl, args.threads, 1, steps=300 if args.quick else 2000)
         full[impl] = e2e(impl, args.threads, 60000, epochs=2 if args.quick else 4)
     floor = blas_floor(args.threads)
+    b1_kernels = kernels.batch1_kernel_time(rng)
 
     def epoch_time(res):
         t = res["epoch_times"]
@@ -148,6 +149,12 @@ def main():
     for impl in impls:
         per_step = sgd1[impl]["epoch_times"][0] / sgd1[impl]["steps"]
         md.append(f"| {impl} | {per_step * 1e6:.0f} | {per_step * 60000:.1f} | {epoch_time(full[impl]):.3f} |")
+    k_total = sum(b1_kernels.values())
+    step = sgd1["fastnn"]["epoch_times"][0] / sgd1["fastnn"]["steps"]
+    md += ["", f"fastnn at batch size 1: the step's kernels alone take {k_total * 1e6:.0f} us "
+               f"(warm caches: " + ", ".join(f"{k} {v * 1e6:.0f}" for k, v in b1_kernels.items()) +
+           f"); fit's measured step is {step * 1e6:.0f} us, so the per-step overhead (Python, "
+           f"callbacks, cold caches) is {(step - k_total) * 1e6:.0f} us."]
     md += ["", "## Kernels (float32) against the best plain-NumPy formulation", "",
            f"Copy bandwidth of this machine (np.copyto, 10M floats): {copy_bw:.1f} GB/s.", "",
            "| group | case | fastnn ms (median) | fastnn ms (min) | NumPy ms (median) | speed-up | fastnn rate |",
@@ -166,7 +173,7 @@ def main():
         f.write("\n".join(md) + "\n")
     with open(os.path.join(args.out, "latest.json"), "w") as f:
         json.dump({"env": env_lines, "kernels": rows, "copy_bandwidth_gbs": copy_bw, "book": book,
-                   "batch1": sgd1, "full_batch": full, "blas_floor_s": floor,
+                   "batch1": sgd1, "batch1_kernels_s": b1_kernels, "full_batch": full, "blas_floor_s": floor,
                    "subnormal": denormal}, f, indent=1)
     chart(os.path.join(args.out, "latest.png"), impls, book, epoch_time, floor, rows)
     print("\n".join(md))
