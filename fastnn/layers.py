@@ -54,6 +54,10 @@ class Layer:
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
+    def bind_weights(self, weights, grads):
+        """Use these arrays (same shapes, same values) as the weights and gradients."""
+        self.weights, self.grads = list(weights), list(grads)
+
     @property
     def output_shape(self):
         return self.compute_output_shape(self.input_shape)
@@ -145,6 +149,11 @@ class Dense(Layer):
 
     def compute_output_shape(self, input_shape):
         return (self.units,)
+
+    def bind_weights(self, weights, grads):
+        super().bind_weights(weights, grads)
+        self.kernel = self.weights[0]
+        self.bias = self.weights[1] if self.use_bias else None
 
     def call(self, x, training=False):
         n = x.shape[0]

@@ -101,11 +101,36 @@ class Sequential:
                                  f"but receives {shape}.")
             shape = layer.output_shape
         self.built = True
-        self._params = [w for l in self.layers for w in l.weights]
-        self._grads = [g for l in self.layers for g in l.grads]
+        self._pack_weights()
         # layers before the first one with weights need no input gradient
         with_weights = [i for i, l in enumerate(self.layers) if l.weights]
         self._first_trainable = with_weights[0] if with_weights else len(self.layers)
+
+    def _pack_weights(self):
+        """Move every layer's weights (and gradients) into one flat array, the layers keeping
+        views: the optimizer then updates all parameters in one kernel call, one pass."""
+        weights = [w for l in self.layers for w in l.weights]
+        self._params = self._grads = []
+        if not weights:
+            return
+        if len({w.dtype for w in weights}) > 1:  # mixed precision: one array each
+            self._params = weights
+            self._grads = [g for l in self.layers for g in l.grads]
+            return
+        flat = np.empty(sum(w.size for w in weights), weights[0].dtype)
+        gflat = np.zeros_like(flat)
+        offset = 0
+        for layer in self.layers:
+            views, gviews = [], []
+            for w in layer.weights:
+                views.append(flat[offset:offset + w.size].reshape(w.shape))
+                gviews.append(gflat[offset:offset + w.size].reshape(w.shape))
+                views[-1][...] = w
+                offset += w.size
+            layer.bind_weights(views, gviews)
+        self._params, self._grads = [flat], [gflat]
+        if self.optimizer is not None:
+            self.optimizer.state = None  # the parameters moved: state starts afresh
 
     @property
     def input_shape(self):
@@ -117,7 +142,8 @@ class Sequential:
 
     @property
     def weights(self):
-        return list(self._params) if self.built else []
+        """The weight arrays, layer by layer (views into the model's parameter buffer)."""
+        return [w for l in self.layers for w in l.weights] if self.built else []
 
     def count_params(self):
         return int(sum(w.size for w in self.weights))

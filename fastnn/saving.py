@@ -147,7 +147,7 @@ def load_model(filepath, model_cls):
             opt = model.optimizer
             variables = r.arrays("optimizer", meta.get("n_optimizer", 0))
             if variables:
-                opt.build(model.weights)
+                opt.build(model._params)
                 mine = opt.variables
                 if len(mine) != len(variables) or any(a.shape != b.shape for a, b in zip(mine, variables)):
                     raise ValueError(f"{r.path!r}: optimizer state does not match the model")
