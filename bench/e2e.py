@@ -59,6 +59,7 @@ def run_numpy(args, x, y, xt, yt):
 
 def run_torch(args, x, y, xt, yt):
     import torch
+    pin_threads(args.threads)
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Linear(784, 512), torch.nn.ReLU(), torch.nn.Linear(512, 10))
     opt = torch.optim.RMSprop(net.parameters(), lr=0.001, alpha=0.9, eps=1e-7)

@@ -72,11 +72,10 @@ def blas_floor(threads, batch_size=128, n=60000):
 
 
 def have_torch():
-    try:
-        import torch  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    """Whether torch is importable, asked of a child process (importing it here would
+    load a second OpenMP runtime into the benchmark process)."""
+    out = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True)
+    return out.returncode == 0
 
 
 def fmt(v, digits=3):
