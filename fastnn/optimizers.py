@@ -36,9 +36,9 @@ class LearningRateSchedule:
         return dict(vars(self))
 
 
-class ExponentialDecay(LearningRateSchedule):
-    """lr(step) = initial_learning_rate * decay_rate ** (step / decay_steps);
-    staircase=True floors the exponent (a step decay)."""
+class _DecaySchedule(LearningRateSchedule):
+    """Shared by the decays of the form f(initial_learning_rate, decay_rate, step / decay_steps);
+    staircase=True floors step / decay_steps (a step decay)."""
 
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
         if decay_steps <= 0:
@@ -48,9 +48,16 @@ class ExponentialDecay(LearningRateSchedule):
         self.decay_rate = float(decay_rate)
         self.staircase = bool(staircase)
 
-    def __call__(self, step):
+    def _progress(self, step):
         e = step / self.decay_steps
-        return self.initial_learning_rate * self.decay_rate ** (math.floor(e) if self.staircase else e)
+        return math.floor(e) if self.staircase else e
+
+
+class ExponentialDecay(_DecaySchedule):
+    """lr(step) = initial_learning_rate * decay_rate ** (step / decay_steps)."""
+
+    def __call__(self, step):
+        return self.initial_learning_rate * self.decay_rate ** self._progress(step)
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):
@@ -70,18 +77,11 @@ class PiecewiseConstantDecay(LearningRateSchedule):
         return self.values[-1]
 
 
-class InverseTimeDecay(LearningRateSchedule):
-    """lr = initial_learning_rate / (1 + decay_rate * step / decay_steps)."""
-
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
-        self.initial_learning_rate = float(initial_learning_rate)
-        self.decay_steps = decay_steps
-        self.decay_rate = float(decay_rate)
-        self.staircase = bool(staircase)
+class InverseTimeDecay(_DecaySchedule):
+    """lr(step) = initial_learning_rate / (1 + decay_rate * step / decay_steps)."""
 
     def __call__(self, step):
-        e = step / self.decay_steps
-        return self.initial_learning_rate / (1 + self.decay_rate * (math.floor(e) if self.staircase else e))
+        return self.initial_learning_rate / (1 + self.decay_rate * self._progress(step))
 
 
 schedules = types.SimpleNamespace(

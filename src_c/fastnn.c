@@ -176,13 +176,6 @@ static inline float fnn_tanhf(float x) {
 #define VEXP fnn_expf
 #define VTANH fnn_tanhf
 #include "fastnn_impl.h"
-#undef T
-#undef S
-#undef GEMM
-#undef GEMV
-#undef M
-#undef VEXP
-#undef VTANH
 
 #define T double
 #define S f64
@@ -192,10 +185,3 @@ static inline float fnn_tanhf(float x) {
 #define VEXP exp
 #define VTANH tanh
 #include "fastnn_impl.h"
-#undef T
-#undef S
-#undef GEMM
-#undef GEMV
-#undef M
-#undef VEXP
-#undef VTANH

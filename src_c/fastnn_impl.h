@@ -1,6 +1,7 @@
-/* The kernels, written once for a real type T.  fastnn.c includes this file twice:
-   T=float, S=f32, GEMM=cblas_sgemm and T=double, S=f64, GEMM=cblas_dgemm.
-   M(name) is the libm function for T (expf / exp ...). */
+/* The kernels, written once for a real type T.  fastnn.c includes this file twice, defining
+   T (float / double), S (f32 / f64), GEMM, GEMV (cblas_s... / cblas_d...), M(name) (the libm
+   function for T: expf / exp ...), VEXP and VTANH (vectorisable exp and tanh for T);
+   the end of this file undefines them all. */
 
 #define CAT_(a, b) a##_##b
 #define CAT(a, b) CAT_(a, b)
@@ -426,3 +427,10 @@ FNN_VEC void FN(fnn_adam_step)(T *restrict p, T *restrict m, T *restrict v, T *r
 #undef LOCAL
 #undef CAT
 #undef CAT_
+#undef T
+#undef S
+#undef GEMM
+#undef GEMV
+#undef M
+#undef VEXP
+#undef VTANH
