@@ -54,6 +54,8 @@ def test_learning_rate_scheduler_and_schedules():
     assert [s(0), s(9), s(10), s(25)] == pytest.approx([0.1, 0.1, 0.05, 0.025])
     s2 = optimizers.schedules.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5)
     assert s2(5) == pytest.approx(0.1 * 0.5 ** 0.5)
+    inv = optimizers.schedules.InverseTimeDecay(0.1, decay_steps=10, decay_rate=1.0)
+    assert [inv(0), inv(10), inv(30)] == pytest.approx([0.1, 0.05, 0.025])
     p = optimizers.schedules.PiecewiseConstantDecay([10, 20], [1.0, 0.5, 0.1])
     assert [p(0), p(10), p(11), p(21)] == [1.0, 1.0, 0.5, 0.1]
     opt = optimizers.SGD(learning_rate=s)

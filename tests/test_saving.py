@@ -116,3 +116,17 @@ def test_unknown_layer_class_is_refused(tmp_path):
     _rewrite(path, tmp_path / "bad", edit)
     with pytest.raises(ValueError, match="Unknown layer class 'os.system'"):
         models.load_model(tmp_path / "bad")
+
+
+def test_learning_rate_schedule_survives_save_and_load(tmp_path):
+    x, y, _ = blobs(n=16)
+    sched = optimizers.schedules.ExponentialDecay(0.1, decay_steps=3, decay_rate=0.5, staircase=True)
+    m = tiny_model(seed=0, optimizer=optimizers.SGD(learning_rate=sched, momentum=0.9))
+    m.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    m.save(tmp_path / "s.fastnn")
+    m2 = models.load_model(tmp_path / "s.fastnn")
+    assert m2.optimizer.learning_rate == m.optimizer.learning_rate == pytest.approx(0.1 * 0.5 ** 2)
+    m.train_on_batch(x[:4], y[:4])
+    m2.train_on_batch(x[:4], y[:4])
+    for a, b in zip(m.get_weights(), m2.get_weights()):
+        np.testing.assert_array_equal(a, b)
