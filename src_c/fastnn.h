@@ -5,8 +5,8 @@
    - arguments: outputs (or in/out state) first, then const inputs, then sizes, then scalars;
    - all arrays are C-contiguous, row-major; the caller owns every buffer;
    - kernels never allocate, print or exit; each says whether it overwrites or accumulates;
-   - dense kernels and optimizer steps flush subnormals to zero (FTZ/DAZ) while they run and
-     restore the caller's floating-point mode: subnormal operands otherwise cost ~100x.
+   - every kernel flushes subnormals to zero (FTZ/DAZ) while it runs and restores the
+     caller's floating-point mode: subnormal operands otherwise cost ~100 cycles each.
    Matrix products go through the BLAS (scipy-openblas32, cblas with a `scipy_` prefix). */
 #ifndef FASTNN_H
 #define FASTNN_H

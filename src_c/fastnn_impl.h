@@ -133,18 +133,20 @@ FNN_VEC static void LOCAL(act_grad_row)(T *dx, const T *dy, const T *y, const T 
 #define FNN_PAR_ROWS(n, m) ((n) > 1 && (n) * (m) >= FNN_OMP_MIN_ELEMS)
 
 void FN(fnn_act_forward)(T *y, const T *x, int64_t n, int64_t m, int act, T alpha) {
-    int64_t i;
-#pragma omp parallel for schedule(static) if (FNN_PAR_ROWS(n, m))
-    for (i = 0; i < n; i++) LOCAL(act_row)(y + i * m, x + i * m, NULL, m, act, alpha);
+    FNN_PARALLEL_BEGIN(FNN_PAR_ROWS(n, m))
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < n; i++) LOCAL(act_row)(y + i * m, x + i * m, NULL, m, act, alpha);
+    FNN_PARALLEL_END
 }
 
 void FN(fnn_act_backward)(T *dx, const T *dy, const T *y, const T *x, int64_t n, int64_t m,
                           int act, T alpha) {
-    int64_t i;
-#pragma omp parallel for schedule(static) if (FNN_PAR_ROWS(n, m))
-    for (i = 0; i < n; i++)
+    FNN_PARALLEL_BEGIN(FNN_PAR_ROWS(n, m))
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < n; i++)
         LOCAL(act_grad_row)(dx + i * m, dy + i * m, y + i * m, x ? x + i * m : NULL, m, act,
                             alpha);
+    FNN_PARALLEL_END
 }
 
 /* ---- dense layer ----------------------------------------------------------------------- */
@@ -160,8 +162,10 @@ void FN(fnn_dense_forward)(T *y, T *z, const T *x, const T *w, const T *b, int64
     else
         GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)n, (blasint)out, (blasint)in,
              (T)1, x, (blasint)in, w, (blasint)out, (T)0, acc, (blasint)out);
+    FNN_CSR_RESTORE
     /* epilogue, one pass: (z := acc + b), y := act(acc + b) */
-#pragma omp parallel for schedule(static) if (FNN_PAR_ROWS(n, out))
+    FNN_PARALLEL_BEGIN(FNN_PAR_ROWS(n, out))
+#pragma omp for schedule(static)
     for (i = 0; i < n; i++) {
         T *zr = acc + i * out;
         if (z && b) {
@@ -171,18 +175,20 @@ void FN(fnn_dense_forward)(T *y, T *z, const T *x, const T *w, const T *b, int64
             LOCAL(act_row)(y + i * out, zr, b, out, act, alpha);
         }
     }
-    FNN_CSR_RESTORE
+    FNN_PARALLEL_END
 }
 
 void FN(fnn_dense_backward)(T *dw, T *db, T *dx, T *dz, const T *dy, const T *x, const T *w,
                             const T *y, const T *z, int64_t n, int64_t in, int64_t out,
                             int act, T alpha) {
     int64_t i, j;
-    FNN_CSR_SAVE
-#pragma omp parallel for schedule(static) if (FNN_PAR_ROWS(n, out))
+    FNN_PARALLEL_BEGIN(FNN_PAR_ROWS(n, out))
+#pragma omp for schedule(static)
     for (i = 0; i < n; i++)
         LOCAL(act_grad_row)(dz + i * out, dy + i * out, y + i * out, z ? z + i * out : NULL,
                             out, act, alpha);
+    FNN_PARALLEL_END
+    FNN_CSR_SAVE
     /* dw (in, out) := x.T (in, n) @ dz (n, out); for one sample the outer product x dz.T */
     if (n == 1) {
         for (i = 0; i < in; i++)
@@ -244,12 +250,14 @@ static double LOCAL(cce)(T *dp, const T *p, const T *t, const int64_t *labels, i
                          int64_t k) {
     double loss = 0;
     T scale = (T)1 / (T)n;
+    FNN_CSR_SAVE
     for (int64_t i = 0; i < n; i++) {
         T *dpr = dp ? dp + i * k : NULL;
         loss += LOCAL(cce_row)(dpr, p + i * k, t ? t + i * k : NULL, labels ? labels[i] : -1, k);
         if (dpr)
             for (int64_t j = 0; j < k; j++) dpr[j] *= scale;
     }
+    FNN_CSR_RESTORE
     return loss / (double)n;
 }
 
@@ -267,12 +275,14 @@ double FN(fnn_softmax_crossentropy_backward)(T *dz, const T *p, const T *t, int6
                                              int64_t k) {
     double loss = LOCAL(cce)(NULL, p, t, NULL, n, k);
     T scale = (T)1 / (T)n;
+    FNN_CSR_SAVE
     for (int64_t i = 0; i < n; i++) {
         const T *pr = p + i * k, *tr = t + i * k;
         T st = 0;
         for (int64_t j = 0; j < k; j++) st += tr[j];
         for (int64_t j = 0; j < k; j++) dz[i * k + j] = (pr[j] * st - tr[j]) * scale;
     }
+    FNN_CSR_RESTORE
     return loss;
 }
 
@@ -280,14 +290,17 @@ double FN(fnn_sparse_softmax_crossentropy_backward)(T *dz, const T *p, const int
                                                     int64_t n, int64_t k) {
     double loss = LOCAL(cce)(NULL, p, NULL, labels, n, k);
     T scale = (T)1 / (T)n;
+    FNN_CSR_SAVE
     for (int64_t i = 0; i < n; i++) {
         for (int64_t j = 0; j < k; j++) dz[i * k + j] = p[i * k + j] * scale;
         dz[i * k + labels[i]] -= scale;
     }
+    FNN_CSR_RESTORE
     return loss;
 }
 
 static double LOCAL(bce)(T *dp, const T *p, const T *t, int64_t n, int64_t k) {
+    FNN_CSR_SAVE
     double loss = 0;
     T scale = (T)1 / ((T)n * (T)k);
     for (int64_t i = 0; i < n * k; i++) {
@@ -298,6 +311,7 @@ static double LOCAL(bce)(T *dp, const T *p, const T *t, int64_t n, int64_t k) {
                         ? (-t[i] / c + ((T)1 - t[i]) / ((T)1 - c)) * scale
                         : 0;
     }
+    FNN_CSR_RESTORE
     return loss / ((double)n * (double)k);
 }
 
@@ -307,6 +321,7 @@ double FN(fnn_binary_crossentropy_backward)(T *dp, const T *p, const T *t, int64
 }
 
 static double LOCAL(mse)(T *dp, const T *p, const T *t, int64_t n, int64_t k) {
+    FNN_CSR_SAVE
     double loss = 0;
     T scale = (T)2 / ((T)n * (T)k);
     for (int64_t i = 0; i < n * k; i++) {
@@ -314,6 +329,7 @@ static double LOCAL(mse)(T *dp, const T *p, const T *t, int64_t n, int64_t k) {
         loss += (double)d * (double)d;
         if (dp) dp[i] = d * scale;
     }
+    FNN_CSR_RESTORE
     return loss / ((double)n * (double)k);
 }
 
@@ -327,7 +343,7 @@ double FN(fnn_mean_squared_error_backward)(T *dp, const T *p, const T *t, int64_
 FNN_VEC void FN(fnn_sgd_step)(T *restrict p, T *restrict m, const T *restrict g, int64_t n,
                               T lr, T mu, int nesterov, T wd) {
     const T keep = (T)1 - lr * wd; /* weight decay factor; 1 when wd == 0 */
-    FNN_STEP_BEGIN(n)
+    FNN_PARALLEL_BEGIN(n >= FNN_OMP_MIN_ELEMS)
     if (!m) {
 #pragma omp for simd schedule(static)
         for (int64_t i = 0; i < n; i++) p[i] = p[i] * keep - lr * g[i];
@@ -346,27 +362,27 @@ FNN_VEC void FN(fnn_sgd_step)(T *restrict p, T *restrict m, const T *restrict g,
             p[i] = p[i] * keep + (mu * mi - lr * g[i]);
         }
     }
-    FNN_STEP_END
+    FNN_PARALLEL_END
 }
 
 FNN_VEC void FN(fnn_adagrad_step)(T *restrict p, T *restrict a, const T *restrict g, int64_t n,
                                   T lr, T eps, T wd) {
     const T keep = (T)1 - lr * wd;
-    FNN_STEP_BEGIN(n)
+    FNN_PARALLEL_BEGIN(n >= FNN_OMP_MIN_ELEMS)
 #pragma omp for simd schedule(static)
     for (int64_t i = 0; i < n; i++) {
         T ai = a[i] + g[i] * g[i];
         a[i] = ai;
         p[i] = p[i] * keep - lr * g[i] / M(sqrt)(ai + eps);
     }
-    FNN_STEP_END
+    FNN_PARALLEL_END
 }
 
 FNN_VEC void FN(fnn_rmsprop_step)(T *restrict p, T *restrict v, T *restrict mom,
                                   T *restrict mg, const T *restrict g, int64_t n, T lr, T rho,
                                   T mu, T eps, T wd) {
     const T keep = (T)1 - lr * wd, one_m_rho = (T)1 - rho;
-    FNN_STEP_BEGIN(n)
+    FNN_PARALLEL_BEGIN(n >= FNN_OMP_MIN_ELEMS)
     if (!mom && !mg) { /* the common case, kept branch-free for the vectorizer */
 #pragma omp for simd schedule(static)
         for (int64_t i = 0; i < n; i++) {
@@ -394,7 +410,7 @@ FNN_VEC void FN(fnn_rmsprop_step)(T *restrict p, T *restrict v, T *restrict mom,
             p[i] = p[i] * keep - inc;
         }
     }
-    FNN_STEP_END
+    FNN_PARALLEL_END
 }
 
 FNN_VEC void FN(fnn_adam_step)(T *restrict p, T *restrict m, T *restrict v, T *restrict vhat,
@@ -404,7 +420,7 @@ FNN_VEC void FN(fnn_adam_step)(T *restrict p, T *restrict m, T *restrict v, T *r
     const T a = (T)((double)lr * sqrt(1.0 - pow((double)b2, (double)t)) /
                     (1.0 - pow((double)b1, (double)t)));
     const T one_m_b1 = (T)1 - b1, one_m_b2 = (T)1 - b2;
-    FNN_STEP_BEGIN(n)
+    FNN_PARALLEL_BEGIN(n >= FNN_OMP_MIN_ELEMS)
 #pragma omp for simd schedule(static)
     for (int64_t i = 0; i < n; i++) {
         T gi = g[i];
@@ -418,7 +434,7 @@ FNN_VEC void FN(fnn_adam_step)(T *restrict p, T *restrict m, T *restrict v, T *r
         }
         p[i] = p[i] * keep - a * mi / (M(sqrt)(vi) + eps);
     }
-    FNN_STEP_END
+    FNN_PARALLEL_END
 }
 
 #undef EPS_CLIP

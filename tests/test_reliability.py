@@ -146,3 +146,17 @@ def test_extreme_inputs_stay_finite(act):
     assert np.all(np.isfinite(p))
     loss = m.evaluate(x, np.eye(3, dtype="float32")[[0, 1]], verbose=0)
     assert np.isfinite(loss)
+
+
+def test_kernels_restore_the_callers_floating_point_mode():
+    """Kernels flush subnormals while they run (FTZ/DAZ) and must restore the caller's mode:
+    NumPy arithmetic afterwards still produces subnormal numbers."""
+    from fastnn import _kernels as C
+    tiny = np.array([1e-38], np.float32)
+    x, y, _ = blobs(n=40)
+    m = tiny_model(seed=0, optimizer="rmsprop")
+    m.fit(x, y, epochs=1, batch_size=8, verbose=0)  # dense, loss and optimizer kernels
+    a = np.full((2, 3), 1e-40, np.float32)
+    C.act_forward(np.empty_like(a), a, C.ACT_CODES["sigmoid"], 0.0)
+    assert (tiny * np.float32(0.01))[0] > 0  # still a subnormal, not flushed to zero
+    assert np.float32(1e-40) * np.float32(1) > 0
