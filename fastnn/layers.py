@@ -16,6 +16,26 @@ import numpy as np
 from fastnn import activations, backend, config, initializers
 
 
+class Buffers:
+    """Reusable arrays keyed by (name, shape, dtype): one set for training, and one per
+    thread for inference (training=False), so several threads may predict at once."""
+
+    def __init__(self):
+        self._train = {}
+        self._local = threading.local()
+
+    def get(self, key, shape, dtype, training=True):
+        bufs = self._train
+        if not training:
+            bufs = getattr(self._local, "bufs", None)
+            if bufs is None:
+                bufs = self._local.bufs = {}
+        b = bufs.get((key, shape, dtype))
+        if b is None:
+            b = bufs[(key, shape, dtype)] = np.empty(shape, dtype)
+        return b
+
+
 def _shape_tuple(name, shape):
     if isinstance(shape, int):
         shape = (shape,)
@@ -44,8 +64,7 @@ class Layer:
         self.built = False
         self.weights = []  # parameter arrays, updated in place by the optimizer
         self.grads = []    # their gradients, same order and shapes
-        self._bufs = {}                  # training buffers
-        self._local = threading.local()  # inference buffers, one set per thread
+        self._buffers = Buffers()
 
     def build(self, input_shape):
         self.input_shape = tuple(input_shape)
@@ -67,15 +86,7 @@ class Layer:
 
     def _buf(self, key, shape, training=True):
         """The layer's reusable buffer `key` for this shape (allocated on first use)."""
-        bufs = self._bufs
-        if not training:
-            bufs = getattr(self._local, "bufs", None)
-            if bufs is None:
-                bufs = self._local.bufs = {}
-        b = bufs.get((key, shape))
-        if b is None:
-            b = bufs[(key, shape)] = np.empty(shape, self.dtype)
-        return b
+        return self._buffers.get(key, shape, self.dtype, training)
 
     def get_config(self):
         return {"name": self.name, "dtype": self.dtype.name}

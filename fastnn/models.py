@@ -2,7 +2,8 @@
 
 A training step is: gather the batch into a reused buffer, each layer's fused forward
 kernel, one loss kernel (value and gradient; fused with a final softmax), each layer's
-fused backward kernel in reverse, and one fused optimizer kernel per parameter array.
+fused backward kernel in reverse, and one fused optimizer kernel over all parameters (they
+live in one flat buffer, see _pack_weights).
 Every buffer is owned by a layer or the model and reused, so a warmed-up loop allocates
 nothing per step.
 
@@ -18,7 +19,7 @@ import numpy as np
 from fastnn import callbacks as callbacks_module
 from fastnn import backend, config, losses, metrics as metrics_module, optimizers, saving, utils
 from fastnn._reference import SOFTMAX
-from fastnn.layers import LAYERS, Dense, InputLayer, Layer
+from fastnn.layers import LAYERS, Buffers, Dense, InputLayer, Layer
 
 
 class Sequential:
@@ -49,8 +50,7 @@ class Sequential:
         self.metrics = []
         self.stop_training = False
         self.history = None
-        self._loss_buf = {}
-        self._local = threading.local()
+        self._buffers = Buffers()  # batch copies, loss gradient, probabilities
         for layer in layers or []:
             self.add(layer)
 
@@ -276,19 +276,6 @@ class Sequential:
             x = layer.call(x, training=training)
         return x
 
-    def _buffer(self, key, shape, dtype, training=True):
-        """A reusable model-level buffer (loss gradient, probabilities); per thread for
-        inference, like the layers' buffers."""
-        bufs = self._loss_buf
-        if not training:
-            bufs = getattr(self._local, "bufs", None)
-            if bufs is None:
-                bufs = self._local.bufs = {}
-        b = bufs.get((key, shape, dtype))
-        if b is None:
-            b = bufs[(key, shape, dtype)] = np.empty(shape, dtype)
-        return b
-
     def _train_step(self, xb, tb):
         """One optimizer step on a batch; returns (loss value, predictions)."""
         value, p = self._compute_gradients(xb, tb, training=True)
@@ -298,12 +285,12 @@ class Sequential:
     def _compute_gradients(self, xb, tb, training):
         """Forward, loss and backward: fills every layer's grads; returns (loss, predictions)."""
         p = self._forward(xb, training=training)
-        grad = self._buffer("grad", p.shape, p.dtype)
+        grad = self._buffers.get("grad", p.shape, p.dtype)
         fused = self._fused
         if fused:
             value = self.loss.fused_value_and_grad(grad, p, tb)
         elif self.loss.from_logits:  # the model outputs logits: softmax here, fused gradient
-            probs = self._buffer("probs", p.shape, p.dtype)
+            probs = self._buffers.get("probs", p.shape, p.dtype)
             backend.K.act_forward(probs, p, SOFTMAX, 0.0)
             value = self.loss.fused_value_and_grad(grad, probs, tb)
         else:
@@ -317,13 +304,13 @@ class Sequential:
 
     def _gather(self, key, a, idx):
         """a[idx] written into the model's reused batch buffer `key` (one per shape)."""
-        buf = self._buffer(key, (len(idx), *a.shape[1:]), a.dtype)
+        buf = self._buffers.get(key, (len(idx), *a.shape[1:]), a.dtype)
         backend.K.gather_rows(buf, a, idx)
         return buf
 
     def _loss_value(self, p, tb):
         if self.loss.from_logits:
-            probs = self._buffer("probs", p.shape, p.dtype, training=False)
+            probs = self._buffers.get("probs", p.shape, p.dtype, training=False)
             backend.K.act_forward(probs, p, SOFTMAX, 0.0)
             p = probs
         return self.loss.value(p, tb)
