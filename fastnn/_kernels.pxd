@@ -45,3 +45,11 @@ cdef extern from "fastnn.h" nogil:
     void fnn_rmsprop_step_f64(double *p, double *v, double *mom, double *mg, const double *g, int64_t n, double lr, double rho, double mu, double eps, double wd) noexcept
     void fnn_adam_step_f32(float *p, float *m, float *v, float *vhat, const float *g, int64_t n, float lr, float b1, float b2, float eps, float wd, int64_t t) noexcept
     void fnn_adam_step_f64(double *p, double *m, double *v, double *vhat, const double *g, int64_t n, double lr, double b1, double b2, double eps, double wd, int64_t t) noexcept
+    void fnn_sgd_outer_step_f32(float *p, float *m, const float *a, const float *b, int64_t rows, int64_t cols, float lr, float mu, int nesterov, float wd) noexcept
+    void fnn_sgd_outer_step_f64(double *p, double *m, const double *a, const double *b, int64_t rows, int64_t cols, double lr, double mu, int nesterov, double wd) noexcept
+    void fnn_adagrad_outer_step_f32(float *p, float *acc, const float *a, const float *b, int64_t rows, int64_t cols, float lr, float eps, float wd) noexcept
+    void fnn_adagrad_outer_step_f64(double *p, double *acc, const double *a, const double *b, int64_t rows, int64_t cols, double lr, double eps, double wd) noexcept
+    void fnn_rmsprop_outer_step_f32(float *p, float *v, float *mom, float *mg, const float *a, const float *b, int64_t rows, int64_t cols, float lr, float rho, float mu, float eps, float wd) noexcept
+    void fnn_rmsprop_outer_step_f64(double *p, double *v, double *mom, double *mg, const double *a, const double *b, int64_t rows, int64_t cols, double lr, double rho, double mu, double eps, double wd) noexcept
+    void fnn_adam_outer_step_f32(float *p, float *m, float *v, float *vhat, const float *a, const float *b, int64_t rows, int64_t cols, float lr, float b1, float b2, float eps, float wd, int64_t t) noexcept
+    void fnn_adam_outer_step_f64(double *p, double *m, double *v, double *vhat, const double *a, const double *b, int64_t rows, int64_t cols, double lr, double b1, double b2, double eps, double wd, int64_t t) noexcept

@@ -138,7 +138,7 @@ def dense_forward(y, z, x, w, b, int act, double alpha):
 
 
 def dense_backward(dw, db, dx, dz, dy, x, w, y, z, int act, double alpha):
-    """dz := dy * act'(.), dw := x.T @ dz, db := sum(dz), dx := dz @ w.T (db, dx may be None).
+    """dz := dy * act'(.), dw := x.T @ dz, db := sum(dz), dx := dz @ w.T (dw, db, dx may be None).
 
     dz is scratch of dy's shape and may be dy itself; z (pre-activation) is needed for gelu."""
     cdef int t = _dtype_of(x, "x")
@@ -158,7 +158,9 @@ def dense_backward(dw, db, dx, dz, dy, x, w, y, z, int act, double alpha):
     if z is not None:
         pz = _ptr(z, "z", t, 2, n, o, False, "x")
     cdef void *pdz = _ptr(dz, "dz", t, 2, n, o, True, "x")
-    cdef void *pdw = _ptr(dw, "dw", t, 2, i, o, True, "x")
+    cdef void *pdw = NULL
+    if dw is not None:
+        pdw = _ptr(dw, "dw", t, 2, i, o, True, "x")
     cdef void *pdb = NULL
     cdef void *pdx = NULL
     if db is not None:
@@ -426,6 +428,112 @@ def adam_step(p, m, v, vhat, g, double lr, double beta_1, double beta_2, double 
             fnn_adam_step_f64(<double *>ptr[0], <double *>ptr[1], <double *>ptr[2],
                               <double *>ptr[3], <double *>ptr[4], n, lr, beta_1, beta_2,
                               epsilon, weight_decay, t)
+
+
+# ---- optimizer steps with a rank-1 gradient a b.T (a dense kernel's, for one sample) --------
+
+cdef int _outer_operands(list names, list arrays, object a, object b, void **ptrs,
+                         int64_t *rows, int64_t *cols) except -1:
+    """Check p = arrays[0] and its state (written, rows * cols elements each, pairwise
+    disjoint; None stays NULL) and the gradient's factors a (rows,), b (cols,); ptrs gets
+    p, the state arrays, then a and b.  Returns the dtype."""
+    cdef int t = _dtype_of(arrays[0], names[0])
+    for name, f in (("a", a), ("b", b)):
+        if not cnp.PyArray_Check(f):
+            raise TypeError(f"Expected {name} to be a numpy.ndarray. Received: {type(f).__name__}")
+    rows[0], cols[0] = cnp.PyArray_SIZE(<cnp.ndarray>a), cnp.PyArray_SIZE(<cnp.ndarray>b)
+    if rows[0] < 1 or cols[0] < 1:
+        raise ValueError(f"Expected non-empty a and b. Received: a.shape={a.shape}, b.shape={b.shape}")
+    cdef int64_t n = rows[0] * cols[0]
+    cdef int i, j, count = len(arrays)
+    for i in range(count):
+        ptrs[i] = NULL
+        if arrays[i] is not None:
+            ptrs[i] = _ptr(arrays[i], names[i], t, 0, n, 0, True, names[0] if i else None)
+            for j in range(i):
+                _disjoint(names[i], arrays[i], names[j], arrays[j])
+    ptrs[count] = _ptr(a, "a", t, 1, rows[0], 0, False, names[0])
+    ptrs[count + 1] = _ptr(b, "b", t, 1, cols[0], 0, False, names[0])
+    for i in range(count):
+        _disjoint(names[i], arrays[i], "a", a)
+        _disjoint(names[i], arrays[i], "b", b)
+    return t
+
+
+def sgd_outer_step(p, m, a, b, double lr, double momentum, bint nesterov, double weight_decay):
+    """sgd_step with the gradient g = outer(a, b)."""
+    cdef void *ptr[4]
+    cdef int64_t rows, cols
+    if m is None and momentum != 0:
+        raise ValueError(f"Expected a momentum buffer m for momentum={momentum}. Received: m=None")
+    t = _outer_operands(["p", "m"], [p, m], a, b, ptr, &rows, &cols)
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            fnn_sgd_outer_step_f32(<float *>ptr[0], <float *>ptr[1], <float *>ptr[2], <float *>ptr[3],
+                                   rows, cols, <float>lr, <float>momentum, nesterov, <float>weight_decay)
+    else:
+        with nogil:
+            fnn_sgd_outer_step_f64(<double *>ptr[0], <double *>ptr[1], <double *>ptr[2], <double *>ptr[3],
+                                   rows, cols, lr, momentum, nesterov, weight_decay)
+
+
+def adagrad_outer_step(p, acc, a, b, double lr, double epsilon, double weight_decay):
+    """adagrad_step with the gradient g = outer(a, b)."""
+    cdef void *ptr[4]
+    cdef int64_t rows, cols
+    if acc is None:
+        raise ValueError("Expected the accumulator acc. Received: acc=None")
+    t = _outer_operands(["p", "acc"], [p, acc], a, b, ptr, &rows, &cols)
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            fnn_adagrad_outer_step_f32(<float *>ptr[0], <float *>ptr[1], <float *>ptr[2], <float *>ptr[3],
+                                       rows, cols, <float>lr, <float>epsilon, <float>weight_decay)
+    else:
+        with nogil:
+            fnn_adagrad_outer_step_f64(<double *>ptr[0], <double *>ptr[1], <double *>ptr[2], <double *>ptr[3],
+                                       rows, cols, lr, epsilon, weight_decay)
+
+
+def rmsprop_outer_step(p, v, mom, mg, a, b, double lr, double rho, double momentum,
+                       double epsilon, double weight_decay):
+    """rmsprop_step with the gradient g = outer(a, b)."""
+    cdef void *ptr[6]
+    cdef int64_t rows, cols
+    if v is None:
+        raise ValueError("Expected the velocity v. Received: v=None")
+    t = _outer_operands(["p", "v", "mom", "mg"], [p, v, mom, mg], a, b, ptr, &rows, &cols)
+    if t == cnp.NPY_FLOAT32:
+        with nogil:
+            fnn_rmsprop_outer_step_f32(<float *>ptr[0], <float *>ptr[1], <float *>ptr[2], <float *>ptr[3],
+                                       <float *>ptr[4], <float *>ptr[5], rows, cols, <float>lr, <float>rho,
+                                       <float>momentum, <float>epsilon, <float>weight_decay)
+    else:
+        with nogil:
+            fnn_rmsprop_outer_step_f64(<double *>ptr[0], <double *>ptr[1], <double *>ptr[2], <double *>ptr[3],
+                                       <double *>ptr[4], <double *>ptr[5], rows, cols, lr, rho, momentum,
+                                       epsilon, weight_decay)
+
+
+def adam_outer_step(p, m, v, vhat, a, b, double lr, double beta_1, double beta_2, double epsilon,
+                    double weight_decay, int64_t t):
+    """adam_step with the gradient g = outer(a, b)."""
+    cdef void *ptr[6]
+    cdef int64_t rows, cols
+    if m is None or v is None:
+        raise ValueError("Expected the moment buffers m and v. Received: None")
+    if t < 1:
+        raise ValueError(f"Expected the step count t >= 1. Received: t={t}")
+    ty = _outer_operands(["p", "m", "v", "vhat"], [p, m, v, vhat], a, b, ptr, &rows, &cols)
+    if ty == cnp.NPY_FLOAT32:
+        with nogil:
+            fnn_adam_outer_step_f32(<float *>ptr[0], <float *>ptr[1], <float *>ptr[2], <float *>ptr[3],
+                                    <float *>ptr[4], <float *>ptr[5], rows, cols, <float>lr, <float>beta_1,
+                                    <float>beta_2, <float>epsilon, <float>weight_decay, t)
+    else:
+        with nogil:
+            fnn_adam_outer_step_f64(<double *>ptr[0], <double *>ptr[1], <double *>ptr[2], <double *>ptr[3],
+                                    <double *>ptr[4], <double *>ptr[5], rows, cols, lr, beta_1, beta_2,
+                                    epsilon, weight_decay, t)
 
 
 # ---- batch gather ------------------------------------------------------------------------------

@@ -82,7 +82,8 @@ def dense_forward(y, z, x, w, b, act, alpha):
 def dense_backward(dw, db, dx, dz, dy, x, w, y, z, act, alpha):
     """dz := dy * act'(.), dw := x.T @ dz, db := sum(dz), dx := dz @ w.T."""
     dz[...] = _act_grad(dy, y, z, act, alpha)
-    dw[...] = x.T @ dz
+    if dw is not None:
+        dw[...] = x.T @ dz
     if db is not None:
         db[...] = dz.sum(axis=0)
     if dx is not None:
@@ -229,3 +230,23 @@ def adam_step(p, m, v, vhat, g, lr, beta_1, beta_2, epsilon, weight_decay, t):
         np.maximum(vhat, v, out=vhat)
         vv = vhat
     p -= a * m / (np.sqrt(vv) + eps)
+
+
+# ---- the same steps with the rank-1 gradient outer(a, b) (one sample's dense kernel) -------
+
+def sgd_outer_step(p, m, a, b, lr, momentum, nesterov, weight_decay):
+    sgd_step(p, m, np.outer(a, b).reshape(p.shape), lr, momentum, nesterov, weight_decay)
+
+
+def adagrad_outer_step(p, acc, a, b, lr, epsilon, weight_decay):
+    adagrad_step(p, acc, np.outer(a, b).reshape(p.shape), lr, epsilon, weight_decay)
+
+
+def rmsprop_outer_step(p, v, mom, mg, a, b, lr, rho, momentum, epsilon, weight_decay):
+    rmsprop_step(p, v, mom, mg, np.outer(a, b).reshape(p.shape), lr, rho, momentum, epsilon,
+                 weight_decay)
+
+
+def adam_outer_step(p, m, v, vhat, a, b, lr, beta_1, beta_2, epsilon, weight_decay, t):
+    adam_step(p, m, v, vhat, np.outer(a, b).reshape(p.shape), lr, beta_1, beta_2, epsilon,
+              weight_decay, t)

@@ -79,7 +79,7 @@ def gradcheck(model, x, y, eps=1e-6, max_entries=64, seed=0):
     def loss():
         return twin._loss_value(twin._forward(xb, training=False), tb)
 
-    twin._compute_gradients(xb, tb, training=True)
+    twin._compute_gradients(xb, tb, training=True)  # full gradients (rank1_ok=False)
     checks = [(f"{layer.name}/{'kernel' if i == 0 else 'bias'}", w, g.copy())
               for layer in twin.layers for i, (w, g) in enumerate(zip(layer.weights, layer.grads))]
     return {name: gradcheck_function(lambda _: loss(), lambda _: g, w, eps, max_entries, seed)

@@ -176,13 +176,15 @@ class Dense(Layer):
             self._x, self._y, self._z = x, y, z
         return y
 
-    def backward(self, dy, need_dx, skip_activation=False):
-        """dy is consumed (used as the dz scratch).  skip_activation: dy is already the
-        gradient of the pre-activation (the fused softmax + crossentropy path)."""
-        act = activations.Spec("linear") if skip_activation else self.activation
+    def backward(self, dy, need_dx, skip_activation=False, need_dw=True):
+        """dy is consumed: it becomes dz, the gradient of the pre-activation.
+        skip_activation: dy already is that (the fused softmax + crossentropy path).
+        need_dw=False leaves the kernel gradient x.T @ dz to the caller (a rank-1 step)."""
+        act = _LINEAR if skip_activation else self.activation
         dx = self._buf("dx", self._x.shape) if need_dx else None
-        backend.K.dense_backward(self.grads[0], self.grads[1] if self.use_bias else None, dx, dy,
-                                 dy, self._x, self.kernel, self._y, self._z, act.code, act.alpha)
+        backend.K.dense_backward(self.grads[0] if need_dw else None,
+                                 self.grads[1] if self.use_bias else None, dx, dy, dy, self._x,
+                                 self.kernel, self._y, self._z, act.code, act.alpha)
         return dx
 
     def get_config(self):
@@ -190,6 +192,9 @@ class Dense(Layer):
                 "activation": self.activation.name, "use_bias": self.use_bias,
                 "kernel_initializer": _init_name(self.kernel_initializer),
                 "bias_initializer": _init_name(self.bias_initializer)}
+
+
+_LINEAR = activations.Spec("linear")
 
 
 def _init_name(init):

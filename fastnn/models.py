@@ -278,12 +278,23 @@ class Sequential:
 
     def _train_step(self, xb, tb):
         """One optimizer step on a batch; returns (loss value, predictions)."""
-        value, p = self._compute_gradients(xb, tb, training=True)
-        self.optimizer.apply(self._params, self._grads)
+        value, p, rank1 = self._compute_gradients(xb, tb, training=True, rank1_ok=True)
+        self.optimizer.apply(self._params, self._grads, rank1)
         return value, p
 
-    def _compute_gradients(self, xb, tb, training):
-        """Forward, loss and backward: fills every layer's grads; returns (loss, predictions)."""
+    def _rank1_layer(self):
+        """The first layer with weights, when its kernel gradient for a single sample can go to
+        the optimizer as the factors (x, dz) of x dz.T: a Dense layer whose kernel opens the
+        flat parameter buffer.  Saves writing and re-reading the largest gradient at batch 1."""
+        if self._first_trainable >= len(self.layers) or len(self._params) != 1:
+            return None
+        layer = self.layers[self._first_trainable]
+        return layer if isinstance(layer, Dense) and np.shares_memory(layer.kernel, self._params[0][:1]) else None
+
+    def _compute_gradients(self, xb, tb, training, rank1_ok=False):
+        """Forward, loss and backward: fills every layer's grads and returns (loss, predictions,
+        rank1).  With rank1_ok and a single sample, the first dense kernel's gradient is left
+        as rank1 = (x, dz) for the optimizer instead (see _rank1_layer); else rank1 is None."""
         p = self._forward(xb, training=training)
         grad = self._buffers.get("grad", p.shape, p.dtype)
         fused = self._fused
@@ -296,11 +307,19 @@ class Sequential:
         else:
             value = self.loss.value_and_grad(grad, p, tb)
         d = grad
-        last = len(self.layers) - 1
-        for i in range(last, self._first_trainable - 1, -1):
-            d = self.layers[i].backward(d, need_dx=i > self._first_trainable,
-                                        skip_activation=fused and i == last)
-        return value, p
+        last, first = len(self.layers) - 1, self._first_trainable
+        for i in range(last, first, -1):
+            d = self.layers[i].backward(d, need_dx=True, skip_activation=fused and i == last)
+        rank1 = None
+        if first <= last:
+            layer = self.layers[first]
+            if rank1_ok and len(xb) == 1 and layer is self._rank1:
+                layer.backward(d, need_dx=False, skip_activation=fused and first == last,
+                               need_dw=False)
+                rank1 = (layer._x.reshape(-1), d.reshape(-1))  # d now holds dz
+            else:
+                layer.backward(d, need_dx=False, skip_activation=fused and first == last)
+        return value, p, rank1
 
     def _gather(self, key, a, idx):
         """a[idx] written into the model's reused batch buffer `key` (one per shape)."""
@@ -330,6 +349,7 @@ class Sequential:
 
     def _begin_training(self):
         self._fused = self._fused_softmax()
+        self._rank1 = self._rank1_layer()
         if not self.metrics and self._metric_ids:
             self._resolve_metrics()
 

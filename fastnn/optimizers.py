@@ -143,13 +143,25 @@ class Optimizer:
     def variables(self):
         return [st[s] for st in (self.state or []) for s in self._active_slots()]
 
-    def apply(self, params, grads):
+    def apply(self, params, grads, rank1=None):
+        """One step on every parameter array.  rank1=(a, b): the gradient of the first
+        a.size * b.size elements of params[0] is outer(a, b) (a dense kernel's, for one
+        sample) and is applied without being formed; grads[0] is not read there."""
         if self.state is None:
             self.build(params)
         lr, wd = self.learning_rate, self.weight_decay or 0.0
         self.iterations += 1
-        for p, g, st in zip(params, grads, self.state):
-            self._step(p, g, st, lr, wd)
+        states = self.state
+        if rank1 is not None:
+            a, b = rank1
+            k = a.size * b.size
+            self._step_outer(params[0][:k], a, b, {s: v[:k] for s, v in states[0].items()}, lr, wd)
+            params = [params[0][k:]] + list(params[1:])
+            grads = [grads[0][k:]] + list(grads[1:])
+            states = [{s: v[k:] for s, v in states[0].items()}] + list(states[1:])
+        for p, g, st in zip(params, grads, states):
+            if p.size:
+                self._step(p, g, st, lr, wd)
 
     def get_config(self):
         lr = self._lr
@@ -200,6 +212,9 @@ class SGD(Optimizer):
     def _step(self, p, g, st, lr, wd):
         backend.K.sgd_step(p, st.get("momentum"), g, lr, self.momentum, self.nesterov, wd)
 
+    def _step_outer(self, p, a, b, st, lr, wd):
+        backend.K.sgd_outer_step(p, st.get("momentum"), a, b, lr, self.momentum, self.nesterov, wd)
+
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
@@ -226,6 +241,9 @@ class Adagrad(Optimizer):
 
     def _step(self, p, g, st, lr, wd):
         backend.K.adagrad_step(p, st["accumulator"], g, lr, self.epsilon, wd)
+
+    def _step_outer(self, p, a, b, st, lr, wd):
+        backend.K.adagrad_outer_step(p, st["accumulator"], a, b, lr, self.epsilon, wd)
 
     def get_config(self):
         return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,
@@ -264,6 +282,11 @@ class RMSprop(Optimizer):
         backend.K.rmsprop_step(p, st["velocity"], st.get("momentum"), st.get("average_gradient"),
                                g, lr, self.rho, self.momentum, self.epsilon, wd)
 
+    def _step_outer(self, p, a, b, st, lr, wd):
+        backend.K.rmsprop_outer_step(p, st["velocity"], st.get("momentum"),
+                                     st.get("average_gradient"), a, b, lr, self.rho,
+                                     self.momentum, self.epsilon, wd)
+
     def get_config(self):
         return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,
                 "epsilon": self.epsilon, "centered": self.centered}
@@ -297,6 +320,10 @@ class Adam(Optimizer):
     def _step(self, p, g, st, lr, wd):
         backend.K.adam_step(p, st["m"], st["v"], st.get("vhat"), g, lr, self.beta_1, self.beta_2,
                             self.epsilon, wd, self.iterations)
+
+    def _step_outer(self, p, a, b, st, lr, wd):
+        backend.K.adam_outer_step(p, st["m"], st["v"], st.get("vhat"), a, b, lr, self.beta_1,
+                                  self.beta_2, self.epsilon, wd, self.iterations)
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,

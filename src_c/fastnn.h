@@ -52,7 +52,7 @@ void fnn_gather_forward_u8(void *out, const void *x, const int64_t *idx, int64_t
     void fnn_dense_forward_##S(T *y, T *z, const T *x, const T *w, const T *b,              \
                                int64_t n, int64_t in, int64_t out, int act, T alpha);      \
     /* dz := dy * act'(.), dw := x.T @ dz, db := sum_rows(dz), dx := dz @ w.T.             \
-       dz (n, out) is scratch and may be the same buffer as dy; db, dx may be NULL;         \
+       dz (n, out) is scratch and may be the same buffer as dy; dw, db, dx may be NULL;     \
        y is the forward output, z the pre-activation (read only for gelu, else NULL ok).   \
        Overwrites dw, db, dx, dz. */                                                        \
     void fnn_dense_backward_##S(T *dw, T *db, T *dx, T *dz, const T *dy, const T *x,        \
@@ -93,8 +93,8 @@ void fnn_gather_forward_u8(void *out, const void *x, const int64_t *idx, int64_t
                 else m := mu m - lr g;  p := p + m  (nesterov: p := p + mu m - lr g). */    \
     void fnn_sgd_step_##S(T *p, T *m, const T *g, int64_t n, T lr, T mu, int nesterov,      \
                           T wd);                                                            \
-    /* adagrad: a := a + g^2;  p := p - lr g / sqrt(a + eps). */                            \
-    void fnn_adagrad_step_##S(T *p, T *a, const T *g, int64_t n, T lr, T eps, T wd);        \
+    /* adagrad: acc := acc + g^2;  p := p - lr g / sqrt(acc + eps). */                            \
+    void fnn_adagrad_step_##S(T *p, T *acc, const T *g, int64_t n, T lr, T eps, T wd);        \
     /* rmsprop: v := rho v + (1-rho) g^2;  centered (mg != NULL): mg := rho mg + (1-rho) g, \
        d := v - mg^2 + eps, else d := v + eps;  inc := lr g / sqrt(d);                      \
        mom != NULL: mom := mu mom + inc, p := p - mom;  else p := p - inc. */               \
@@ -105,7 +105,20 @@ void fnn_gather_forward_u8(void *out, const void *x, const int64_t *idx, int64_t
        vhat != NULL (amsgrad): vhat := max(vhat, v), v' = vhat, else v' = v;                \
        p := p - a m / (sqrt(v') + eps). */                                                  \
     void fnn_adam_step_##S(T *p, T *m, T *v, T *vhat, const T *g, int64_t n, T lr, T b1,    \
-                           T b2, T eps, T wd, int64_t t);
+                           T b2, T eps, T wd, int64_t t);                                   \
+    /* The same four steps with the rank-1 gradient g := a b.T, a (rows), b (cols),          \
+       p and the state (rows, cols): a dense kernel's gradient for one sample, computed      \
+       on the fly instead of being written and read back. */                                 \
+    void fnn_sgd_outer_step_##S(T *p, T *m, const T *a, const T *b, int64_t rows,            \
+                                int64_t cols, T lr, T mu, int nesterov, T wd);              \
+    void fnn_adagrad_outer_step_##S(T *p, T *acc, const T *a, const T *b, int64_t rows,      \
+                                    int64_t cols, T lr, T eps, T wd);                       \
+    void fnn_rmsprop_outer_step_##S(T *p, T *v, T *mom, T *mg, const T *a, const T *b,       \
+                                    int64_t rows, int64_t cols, T lr, T rho, T mu, T eps,  \
+                                    T wd);                                                  \
+    void fnn_adam_outer_step_##S(T *p, T *m, T *v, T *vhat, const T *a, const T *b,          \
+                                 int64_t rows, int64_t cols, T lr, T b1, T b2, T eps, T wd, \
+                                 int64_t t);
 
 FNN_DECLARE(float, f32)
 FNN_DECLARE(double, f64)

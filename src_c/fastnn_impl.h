@@ -190,7 +190,9 @@ void FN(fnn_dense_backward)(T *dw, T *db, T *dx, T *dz, const T *dy, const T *x,
     FNN_PARALLEL_END
     FNN_CSR_SAVE
     /* dw (in, out) := x.T (in, n) @ dz (n, out); for one sample the outer product x dz.T */
-    if (n == 1) {
+    if (!dw) {
+        /* not wanted: the caller applies x dz.T itself (an _outer_step) */
+    } else if (n == 1) {
         for (i = 0; i < in; i++)
             for (j = 0; j < out; j++) dw[i * out + j] = x[i] * dz[j];
     } else {
@@ -340,61 +342,65 @@ double FN(fnn_mean_squared_error_backward)(T *dp, const T *p, const T *t, int64_
 
 /* ---- optimizer steps: one pass over p, g and the state --------------------------------- */
 
-FNN_VEC void FN(fnn_sgd_step)(T *restrict p, T *restrict m, const T *restrict g, int64_t n,
-                              T lr, T mu, int nesterov, T wd) {
+/* Each rule is written once, as UPDATE: a statement that updates element i from its gradient
+   gi.  FNN_STEP_LOOPS runs it over n elements, either from a gradient array g, or, when ga is
+   not NULL, from the rank-1 gradient g = ga gb.T (rows = n / cols, cols) that a dense kernel
+   has for a single sample, computed on the fly so it is never written to memory. */
+#define FNN_STEP_LOOPS(...)                                                          \
+    FNN_PARALLEL_BEGIN(n >= FNN_OMP_MIN_ELEMS)                                      \
+    if (!ga) {                                                                       \
+        _Pragma("omp for simd schedule(static)")                                     \
+        for (int64_t i = 0; i < n; i++) {                                            \
+            const T gi = g[i];                                                       \
+            __VA_ARGS__                                                              \
+        }                                                                            \
+    } else {                                                                         \
+        _Pragma("omp for schedule(static)")                                          \
+        for (int64_t r = 0; r < n / cols; r++) {                                     \
+            const T ar = ga[r];                                                      \
+            const int64_t base = r * cols;                                           \
+            _Pragma("omp simd")                                                      \
+            for (int64_t i = base; i < base + cols; i++) {                           \
+                const T gi = ar * gb[i - base];                                      \
+                __VA_ARGS__                                                          \
+            }                                                                        \
+        }                                                                            \
+    }                                                                                \
+    FNN_PARALLEL_END
+
+FNN_VEC static void LOCAL(sgd)(T *restrict p, T *restrict m, const T *restrict g,
+                               const T *restrict ga, const T *restrict gb, int64_t n,
+                               int64_t cols, T lr, T mu, int nesterov, T wd) {
     const T keep = (T)1 - lr * wd; /* weight decay factor; 1 when wd == 0 */
-    FNN_PARALLEL_BEGIN(n >= FNN_OMP_MIN_ELEMS)
     if (!m) {
-#pragma omp for simd schedule(static)
-        for (int64_t i = 0; i < n; i++) p[i] = p[i] * keep - lr * g[i];
+        FNN_STEP_LOOPS(p[i] = p[i] * keep - lr * gi;)
     } else if (!nesterov) {
-#pragma omp for simd schedule(static)
-        for (int64_t i = 0; i < n; i++) {
-            T mi = mu * m[i] - lr * g[i];
-            m[i] = mi;
-            p[i] = p[i] * keep + mi;
-        }
+        FNN_STEP_LOOPS(T mi = mu * m[i] - lr * gi; m[i] = mi; p[i] = p[i] * keep + mi;)
     } else {
-#pragma omp for simd schedule(static)
-        for (int64_t i = 0; i < n; i++) {
-            T mi = mu * m[i] - lr * g[i];
-            m[i] = mi;
-            p[i] = p[i] * keep + (mu * mi - lr * g[i]);
-        }
+        FNN_STEP_LOOPS(T mi = mu * m[i] - lr * gi; m[i] = mi;
+                       p[i] = p[i] * keep + (mu * mi - lr * gi);)
     }
-    FNN_PARALLEL_END
 }
 
-FNN_VEC void FN(fnn_adagrad_step)(T *restrict p, T *restrict a, const T *restrict g, int64_t n,
-                                  T lr, T eps, T wd) {
+FNN_VEC static void LOCAL(adagrad)(T *restrict p, T *restrict a, const T *restrict g,
+                                   const T *restrict ga, const T *restrict gb, int64_t n,
+                                   int64_t cols, T lr, T eps, T wd) {
     const T keep = (T)1 - lr * wd;
-    FNN_PARALLEL_BEGIN(n >= FNN_OMP_MIN_ELEMS)
-#pragma omp for simd schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        T ai = a[i] + g[i] * g[i];
-        a[i] = ai;
-        p[i] = p[i] * keep - lr * g[i] / M(sqrt)(ai + eps);
-    }
-    FNN_PARALLEL_END
+    FNN_STEP_LOOPS(T ai = a[i] + gi * gi; a[i] = ai;
+                   p[i] = p[i] * keep - lr * gi / M(sqrt)(ai + eps);)
 }
 
-FNN_VEC void FN(fnn_rmsprop_step)(T *restrict p, T *restrict v, T *restrict mom,
-                                  T *restrict mg, const T *restrict g, int64_t n, T lr, T rho,
-                                  T mu, T eps, T wd) {
+FNN_VEC static void LOCAL(rmsprop)(T *restrict p, T *restrict v, T *restrict mom,
+                                   T *restrict mg, const T *restrict g, const T *restrict ga,
+                                   const T *restrict gb, int64_t n, int64_t cols, T lr, T rho,
+                                   T mu, T eps, T wd) {
     const T keep = (T)1 - lr * wd, one_m_rho = (T)1 - rho;
-    FNN_PARALLEL_BEGIN(n >= FNN_OMP_MIN_ELEMS)
     if (!mom && !mg) { /* the common case, kept branch-free for the vectorizer */
-#pragma omp for simd schedule(static)
-        for (int64_t i = 0; i < n; i++) {
-            T gi = g[i], vi = rho * v[i] + one_m_rho * gi * gi;
-            v[i] = vi;
-            p[i] = p[i] * keep - lr * gi / M(sqrt)(vi + eps);
-        }
+        FNN_STEP_LOOPS(T vi = rho * v[i] + one_m_rho * gi * gi; v[i] = vi;
+                       p[i] = p[i] * keep - lr * gi / M(sqrt)(vi + eps);)
     } else {
-#pragma omp for simd schedule(static)
-        for (int64_t i = 0; i < n; i++) {
-            T gi = g[i], vi = rho * v[i] + one_m_rho * gi * gi, d;
-            v[i] = vi;
+        FNN_STEP_LOOPS(
+            T vi = rho * v[i] + one_m_rho * gi * gi, d; v[i] = vi;
             if (mg) {
                 T mgi = rho * mg[i] + one_m_rho * gi;
                 mg[i] = mgi;
@@ -407,23 +413,19 @@ FNN_VEC void FN(fnn_rmsprop_step)(T *restrict p, T *restrict v, T *restrict mom,
                 inc = mu * mom[i] + inc;
                 mom[i] = inc;
             }
-            p[i] = p[i] * keep - inc;
-        }
+            p[i] = p[i] * keep - inc;)
     }
-    FNN_PARALLEL_END
 }
 
-FNN_VEC void FN(fnn_adam_step)(T *restrict p, T *restrict m, T *restrict v, T *restrict vhat,
-                               const T *restrict g, int64_t n, T lr, T b1, T b2, T eps, T wd,
-                               int64_t t) {
+FNN_VEC static void LOCAL(adam)(T *restrict p, T *restrict m, T *restrict v, T *restrict vhat,
+                                const T *restrict g, const T *restrict ga, const T *restrict gb,
+                                int64_t n, int64_t cols, T lr, T b1, T b2, T eps, T wd,
+                                int64_t t) {
     const T keep = (T)1 - lr * wd;
     const T a = (T)((double)lr * sqrt(1.0 - pow((double)b2, (double)t)) /
                     (1.0 - pow((double)b1, (double)t)));
     const T one_m_b1 = (T)1 - b1, one_m_b2 = (T)1 - b2;
-    FNN_PARALLEL_BEGIN(n >= FNN_OMP_MIN_ELEMS)
-#pragma omp for simd schedule(static)
-    for (int64_t i = 0; i < n; i++) {
-        T gi = g[i];
+    FNN_STEP_LOOPS(
         T mi = m[i] + (gi - m[i]) * one_m_b1;
         T vi = v[i] + (gi * gi - v[i]) * one_m_b2;
         m[i] = mi;
@@ -432,11 +434,43 @@ FNN_VEC void FN(fnn_adam_step)(T *restrict p, T *restrict m, T *restrict v, T *r
             vi = vhat[i] > vi ? vhat[i] : vi;
             vhat[i] = vi;
         }
-        p[i] = p[i] * keep - a * mi / (M(sqrt)(vi) + eps);
-    }
-    FNN_PARALLEL_END
+        p[i] = p[i] * keep - a * mi / (M(sqrt)(vi) + eps);)
 }
 
+/* The public steps: from a gradient array g (n), or (_outer_) from the rank-1 gradient
+   a b.T with a (rows), b (cols), n = rows * cols. */
+void FN(fnn_sgd_step)(T *p, T *m, const T *g, int64_t n, T lr, T mu, int nesterov, T wd) {
+    LOCAL(sgd)(p, m, g, NULL, NULL, n, 1, lr, mu, nesterov, wd);
+}
+void FN(fnn_sgd_outer_step)(T *p, T *m, const T *a, const T *b, int64_t rows, int64_t cols,
+                            T lr, T mu, int nesterov, T wd) {
+    LOCAL(sgd)(p, m, NULL, a, b, rows * cols, cols, lr, mu, nesterov, wd);
+}
+void FN(fnn_adagrad_step)(T *p, T *acc, const T *g, int64_t n, T lr, T eps, T wd) {
+    LOCAL(adagrad)(p, acc, g, NULL, NULL, n, 1, lr, eps, wd);
+}
+void FN(fnn_adagrad_outer_step)(T *p, T *acc, const T *a, const T *b, int64_t rows,
+                                int64_t cols, T lr, T eps, T wd) {
+    LOCAL(adagrad)(p, acc, NULL, a, b, rows * cols, cols, lr, eps, wd);
+}
+void FN(fnn_rmsprop_step)(T *p, T *v, T *mom, T *mg, const T *g, int64_t n, T lr, T rho, T mu,
+                          T eps, T wd) {
+    LOCAL(rmsprop)(p, v, mom, mg, g, NULL, NULL, n, 1, lr, rho, mu, eps, wd);
+}
+void FN(fnn_rmsprop_outer_step)(T *p, T *v, T *mom, T *mg, const T *a, const T *b,
+                                int64_t rows, int64_t cols, T lr, T rho, T mu, T eps, T wd) {
+    LOCAL(rmsprop)(p, v, mom, mg, NULL, a, b, rows * cols, cols, lr, rho, mu, eps, wd);
+}
+void FN(fnn_adam_step)(T *p, T *m, T *v, T *vhat, const T *g, int64_t n, T lr, T b1, T b2,
+                       T eps, T wd, int64_t t) {
+    LOCAL(adam)(p, m, v, vhat, g, NULL, NULL, n, 1, lr, b1, b2, eps, wd, t);
+}
+void FN(fnn_adam_outer_step)(T *p, T *m, T *v, T *vhat, const T *a, const T *b, int64_t rows,
+                             int64_t cols, T lr, T b1, T b2, T eps, T wd, int64_t t) {
+    LOCAL(adam)(p, m, v, vhat, NULL, a, b, rows * cols, cols, lr, b1, b2, eps, wd, t);
+}
+
+#undef FNN_STEP_LOOPS
 #undef EPS_CLIP
 #undef FNN_PAR_ROWS
 #undef FN

@@ -144,3 +144,16 @@ def test_gather_rows_checks_indices_and_shapes():
         C.gather_rows(np.empty((2, 4), np.float32), x, np.array([0, 1]))
     with pytest.raises(TypeError, match="idx with dtype int64"):
         C.gather_rows(out, x, np.array([0, 1], np.int32))
+
+
+def test_outer_step_checks_the_factors():
+    p, v = np.ones((4, 3), np.float32), np.zeros((4, 3), np.float32)
+    a, b = np.ones(4, np.float32), np.ones(3, np.float32)
+    with pytest.raises(ValueError, match=r"p with 8 elements. Received: p.shape=\(4, 3\)"):
+        C.rmsprop_outer_step(p, v, None, None, np.ones(4, np.float32), np.ones(2, np.float32),
+                             0.1, 0.9, 0.0, 1e-7, 0.0)
+    with pytest.raises(TypeError, match="b with dtype float32"):
+        C.sgd_outer_step(p, None, a, b.astype(np.float64), 0.1, 0.0, False, 0.0)
+    with pytest.raises(ValueError, match="p not to share memory with a"):
+        C.adagrad_outer_step(p, v, p.reshape(-1)[:4], b, 0.1, 1e-7, 0.0)
+    np.testing.assert_array_equal(p, 1)

@@ -129,6 +129,31 @@ def optimizer_case(name, size, steps=3, centered=False, amsgrad=False, **hyper):
     return run
 
 
+def outer_step_case(name, rows, cols, **hyper):
+    """The rank-1 step against the same rule given the explicit gradient outer(a, b): the
+    reference computes the latter, the compiled kernel never forms it."""
+    def run(K, dtype, rng):
+        p = _rand(rng, (rows, cols), dtype)
+        s = [np.zeros((rows, cols), dtype) for _ in range(3)]
+        if name == "adagrad":
+            s[0][...] = 0.1
+        for step in range(1, 4):
+            a, b = _rand(rng, (rows,), dtype), _rand(rng, (cols,), dtype)
+            if name == "sgd":
+                K.sgd_outer_step(p, s[0], a, b, 0.1, 0.9, hyper.get("nesterov", False), 0.01)
+            elif name == "adagrad":
+                K.adagrad_outer_step(p, s[0], a, b, 0.1, 1e-7, 0.0)
+            elif name == "rmsprop":
+                K.rmsprop_outer_step(p, s[0], s[1] if hyper.get("momentum") else None,
+                                     s[2] if hyper.get("centered") else None, a, b, 0.01, 0.9,
+                                     hyper.get("momentum", 0.0), 1e-7, 0.004)
+            else:
+                K.adam_outer_step(p, s[0], s[1], s[2] if hyper.get("amsgrad") else None, a, b,
+                                  0.01, 0.9, 0.999, 1e-7, 0.0, step)
+        return [p] + s
+    return run
+
+
 def gather_case(shape, dtype_override=None):
     def run(K, dtype, rng):
         dt = dtype_override or dtype
@@ -173,6 +198,11 @@ def _registry():
         for size in [(1,), (17,), (31, 33), (300001,)]:
             shape = "x".join(map(str, size))
             cases[f"{label}_step-{shape}"] = optimizer_case(label.split("_")[0], size, **dict(hyper))
+    outer = {"sgd": {}, "sgd_nesterov": dict(nesterov=True), "adagrad": {}, "rmsprop": {},
+             "rmsprop_all": dict(momentum=0.5, centered=True), "adam": {}, "adam_amsgrad": dict(amsgrad=True)}
+    for label, hyper in outer.items():
+        for rows, cols in [(1, 1), (3, 17), (784, 512)]:
+            cases[f"{label}_outer_step-{rows}x{cols}"] = outer_step_case(label.split("_")[0], rows, cols, **hyper)
     for shape in [(1, 1), (7, 13), (300, 784), (5, 4, 3)]:
         cases[f"gather-{'x'.join(map(str, shape))}"] = gather_case(shape)
     cases["gather-int64-labels"] = gather_case((50,), np.int64)

@@ -287,3 +287,22 @@ def test_training_steps_allocate_no_arrays_once_warmed_up():
         tracemalloc.stop()
     # a per-step batch copy or gradient temporary would add at least 1 MB at the peak
     assert peak - start < 256 * 1024, f"{(peak - start) / 1024:.0f} KiB allocated during fit"
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adagrad", "rmsprop", "adam",
+                                       optimizers.SGD(momentum=0.9, nesterov=True)])
+def test_batch_one_rank1_update_matches_the_explicit_gradient(optimizer, monkeypatch):
+    """At batch size 1 the first Dense kernel's gradient goes to the optimizer as the
+    factors of x dz.T; the weights after training equal those of the explicit path."""
+    x, y, _ = blobs(n=30, d=5, k=3)
+    runs = []
+    for rank1 in (True, False):
+        if not rank1:
+            monkeypatch.setattr(models.Sequential, "_rank1_layer", lambda self: None)
+        opt = optimizers.get(optimizer) if isinstance(optimizer, str) else \
+            optimizers.SGD(momentum=0.9, nesterov=True)
+        m = tiny_model(seed=0, optimizer=opt)
+        m.fit(x, y, epochs=2, batch_size=1, verbose=0)
+        runs.append(m.get_weights())
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
