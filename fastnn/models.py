@@ -341,9 +341,9 @@ class Sequential:
         self._begin_training()
         value, p = self._train_step(x, t)
         logs = {"loss": float(value)}
-        for m in self.metrics:
+        for m, mt in zip(self.metrics, _metric_targets(self.metrics, t)):
             m.reset_state()
-            m.update(p, m.prepare_targets(t) if m.sparse_targets and t.ndim == 2 else t)
+            m.update(p, mt)
             logs[m.name] = m.result()
         return _format_logs(logs, return_dict)
 
@@ -392,7 +392,7 @@ class Sequential:
                              f"descent use batch_size={n}.")
         self._begin_training()
         self._resolve_metrics()
-        metric_t = [m.prepare_targets(t) if m.sparse_targets and t.ndim == 2 else t for m in self.metrics]
+        metric_t = _metric_targets(self.metrics, t)
         steps = math.ceil(n / batch_size)
         history = callbacks_module.History()
         cbs = callbacks_module.CallbackList(
@@ -464,7 +464,7 @@ class Sequential:
         # fresh metric objects: evaluate may run in several threads at once
         n_out = self.layers[-1].output_shape[-1]
         metrics = [metrics_module.get(m, self.loss, n_out) for m in self._metric_ids]
-        metric_t = [m.prepare_targets(t) if m.sparse_targets and t.ndim == 2 else t for m in metrics]
+        metric_t = _metric_targets(metrics, t)
         total = 0.0
         for s in range(0, len(x), batch_size):
             e = min(len(x), s + batch_size)
@@ -574,6 +574,11 @@ class _defer_sigint:
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
             self.previous = None
+
+
+def _metric_targets(metrics, t):
+    """Each metric's targets, prepared once per call (class indices for the accuracies)."""
+    return [m.prepare_targets(t) if m.sparse_targets and t.ndim == 2 else t for m in metrics]
 
 
 def _all_finite(a):

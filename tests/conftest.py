@@ -1,7 +1,13 @@
 import numpy as np
 import pytest
+from hypothesis import settings
 
 import fastnn
+
+# The default run draws the same examples every time (CI must not depend on luck); the
+# long fuzzing tests (pytest -m slow) set derandomize=False to explore new ones.
+settings.register_profile("fastnn", derandomize=True, deadline=None)
+settings.load_profile("fastnn")
 
 
 @pytest.fixture

@@ -24,17 +24,23 @@ def matrices(draw, max_side=40, magnitude=1e4):
     return draw(hnp.arrays(dtype, shape, elements=elems))
 
 
+def flushed(a):
+    """a with subnormal numbers replaced by zero: the kernels run with FTZ/DAZ (documented
+    in src_c/fastnn.h), so this is what they compute with.  Elsewhere they equal NumPy."""
+    return np.where(np.abs(a) < np.finfo(a.dtype).tiny, a.dtype.type(0), a)
+
+
 def check_activation(x, act):
     code, alpha = R.ACT_CODES[act], ALPHA.get(act, 0.0)
     got, want = np.empty_like(x), np.empty_like(x)
     C.act_forward(got, x, code, alpha)
-    R.act_forward(want, x, code, alpha)
+    R.act_forward(want, flushed(x), code, alpha)
     assert np.all(np.isfinite(got)), f"{act} overflowed"
     np.testing.assert_allclose(got, want, **TOL[x.dtype.type])
     dy = np.ones_like(x)
     dgot, dwant = np.empty_like(x), np.empty_like(x)
     C.act_backward(dgot, dy, want, x, code, alpha)
-    R.act_backward(dwant, dy, want, x, code, alpha)
+    R.act_backward(dwant, dy, flushed(want), flushed(x), code, alpha)
     assert np.all(np.isfinite(dgot))
     np.testing.assert_allclose(dgot, dwant, **TOL[x.dtype.type])
 
@@ -81,14 +87,14 @@ def test_softmax_crossentropy_on_extreme_logits(z, seed):
 
 
 @pytest.mark.slow
-@settings(max_examples=3000, deadline=None)
+@settings(max_examples=3000, deadline=None, derandomize=False)
 @given(matrices(max_side=200), acts)
 def test_activations_long_fuzz(x, act):
     check_activation(x, act)
 
 
 @pytest.mark.slow
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=1500, deadline=None, derandomize=False)
 @given(matrices(max_side=60, magnitude=1e4), acts, st.integers(1, 3), st.booleans())
 def test_public_api_long_fuzz_over_strides_and_dtypes(x, act, step, fortran):
     """Strided, Fortran-ordered, float32/float64 inputs through the public activation
@@ -100,6 +106,6 @@ def test_public_api_long_fuzz_over_strides_and_dtypes(x, act, step, fortran):
     if fortran:
         view = np.asfortranarray(view)
     got = getattr(activations, act)(view)
-    want = getattr(activations, act)(np.ascontiguousarray(x))
+    want = getattr(activations, act)(np.ascontiguousarray(x))  # both through the kernels
     assert np.all(np.isfinite(got))
     np.testing.assert_array_equal(got, want)
