@@ -219,6 +219,38 @@ def loss_rows(rng):
         np.divide(d, n, out=d)
         return loss
     rows.append(row("loss", f"{n}x{k} softmax+crossentropy (value+grad)", ours, timeit(numpy_fused, min_time=0.02)))
+    labels = t.argmax(axis=1)
+    ours = timeit(lambda: C.sparse_softmax_crossentropy_backward(d, p, labels), min_time=0.02)
+
+    def numpy_sparse():
+        loss = -np.mean(np.log(np.clip(p[np.arange(n), labels], 1e-7, 1 - 1e-7)))
+        np.divide(p, n, out=d)
+        d[np.arange(n), labels] -= 1 / n
+        return loss
+    rows.append(row("loss", f"{n}x{k} softmax+sparse crossentropy (value+grad)", ours,
+                    timeit(numpy_sparse, min_time=0.02)))
+    ours = timeit(lambda: C.categorical_crossentropy_backward(d, p, t), min_time=0.02)
+
+    def numpy_cce():
+        s = p.sum(axis=1, keepdims=True)
+        q = np.clip(p / s, 1e-7, 1 - 1e-7)
+        loss = -np.mean(np.sum(t * np.log(q), axis=1))
+        g = -t / q
+        np.subtract(g, (g * (p / s)).sum(axis=1, keepdims=True), out=d)
+        np.divide(d, s * n, out=d)
+        return loss
+    rows.append(row("loss", f"{n}x{k} crossentropy from probabilities (value+grad)", ours,
+                    timeit(numpy_cce, min_time=0.02)))
+    pb = np.clip(p, 0.01, 0.99)
+    ours = timeit(lambda: C.binary_crossentropy_backward(d, pb, t), min_time=0.02)
+
+    def numpy_bce():
+        c = np.clip(pb, 1e-7, 1 - 1e-7)
+        loss = -np.mean(t * np.log(c) + (1 - t) * np.log(1 - c))
+        np.divide((1 - t) / (1 - c) - t / c, pb.size, out=d)
+        return loss
+    rows.append(row("loss", f"{n}x{k} binary crossentropy (value+grad)", ours,
+                    timeit(numpy_bce, min_time=0.02)))
     ours = timeit(lambda: C.mean_squared_error_backward(d, p, t), min_time=0.02)
 
     def numpy_mse():

@@ -60,3 +60,12 @@ def test_cli_info_and_bad_option(tmp_path):
     bad = subprocess.run(fastnn_command() + ["mnist", "--optimizer", "adamw"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert bad.returncode == 2 and "invalid choice: 'adamw'" in bad.stderr
+
+
+def test_cli_plot_writes_training_curves(tmp_path):
+    out = subprocess.run(fastnn_command() + ["mnist", "--epochs", "1", "--verbose", "0", "--seed", "1",
+                                             "--plot", str(tmp_path / "curves.png")],
+                         capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "training curves written to" in out.stdout
