@@ -11,6 +11,7 @@
 
 #ifdef _OPENMP
 #include <omp.h>
+#include <pthread.h>
 #endif
 #if defined(__SSE2__)
 #include <xmmintrin.h>
@@ -68,9 +69,45 @@ extern char *scipy_openblas_get_config(void);
    one owner of threads (no OpenMP and BLAS pools competing for the cores), and each job
    runs with subnormals flushed (FTZ|DAZ; a GEMM on subnormal inputs is ~150x slower).
    OpenBLAS's jobs may wait on each other, so each one gets a thread of its own. */
+struct fnn_blas_job {
+    openblas_dojob_callback dojob;
+    int i, dojob_data;
+    void *data;
+};
+
+static void *fnn_blas_job_run(void *arg) {
+    struct fnn_blas_job *job = (struct fnn_blas_job *)arg;
+    FNN_CSR_SAVE
+    job->dojob(job->i, job->data, job->dojob_data);
+    FNN_CSR_RESTORE
+    return NULL;
+}
+
 static void fnn_blas_threads(int sync, openblas_dojob_callback dojob, int numjobs,
                              size_t jobdata_elsize, void *jobdata, int dojob_data) {
     (void)sync;
+    if (numjobs <= 64 && (numjobs > omp_get_thread_limit() ||
+                          omp_get_active_level() >= omp_get_max_active_levels())) {
+        /* Called from inside a parallel region (or past the thread limit), OpenMP would hand
+           us fewer threads than jobs, and jobs waiting on each other in one thread would
+           never finish: give each job a thread of its own instead (slow, but correct). */
+        pthread_t tid[64];
+        struct fnn_blas_job job[64];
+        int started[64] = {0};
+        for (int i = 0; i < numjobs; i++)
+            job[i] = (struct fnn_blas_job){dojob, i, dojob_data,
+                                           (char *)jobdata + (size_t)i * jobdata_elsize};
+        for (int i = 1; i < numjobs; i++)
+            started[i] = pthread_create(&tid[i], NULL, fnn_blas_job_run, &job[i]) == 0;
+        fnn_blas_job_run(&job[0]);
+        for (int i = 1; i < numjobs; i++) {
+            if (started[i])
+                pthread_join(tid[i], NULL);
+            else
+                fnn_blas_job_run(&job[i]); /* could not start a thread: last resort */
+        }
+        return;
+    }
 #pragma omp parallel num_threads(numjobs)
     {
         FNN_CSR_SAVE
@@ -83,7 +120,10 @@ static void fnn_blas_threads(int sync, openblas_dojob_callback dojob, int numjob
 
 void fnn_init(void) {
 #ifdef _OPENMP
-    scipy_openblas_set_threads_callback_function(fnn_blas_threads);
+    /* Only where OpenMP promises full teams: with OMP_DYNAMIC or a thread limit below the
+       core count the BLAS keeps its own threads. */
+    if (!omp_get_dynamic() && omp_get_thread_limit() >= omp_get_num_procs())
+        scipy_openblas_set_threads_callback_function(fnn_blas_threads);
 #endif
 }
 

@@ -157,3 +157,22 @@ def test_outer_step_checks_the_factors():
     with pytest.raises(ValueError, match="p not to share memory with a"):
         C.adagrad_outer_step(p, v, p.reshape(-1)[:4], b, 0.1, 1e-7, 0.0)
     np.testing.assert_array_equal(p, 1)
+
+
+@pytest.mark.parametrize("env", [{"OMP_DYNAMIC": "true"}, {"OMP_THREAD_LIMIT": "1"}])
+def test_unusual_openmp_settings_neither_hang_nor_change_results(env, tmp_path):
+    """The BLAS runs its jobs on fastnn's OpenMP team only where OpenMP promises full teams;
+    elsewhere it keeps its own threads.  Either way a threaded GEMM finishes and is right."""
+    import subprocess
+    import sys
+    code = ("import numpy as np, fastnn\n"
+            "from fastnn import _kernels as C\n"
+            "rng = np.random.default_rng(0)\n"
+            "x, w = rng.random((256, 784), 'float32'), rng.random((784, 512), 'float32')\n"
+            "y = np.empty((256, 512), 'float32')\n"
+            "C.dense_forward(y, None, x, w, None, 0, 0.0)\n"
+            "print(np.allclose(y, x.astype('float64') @ w, rtol=1e-4))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=tmp_path, env={**os.environ, **env})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "True"
