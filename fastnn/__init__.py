@@ -12,6 +12,8 @@ from fastnn import (activations, callbacks, config, datasets, initializers, laye
                     losses, metrics, models, optimizers, utils)
 
 from fastnn.gradcheck import gradcheck, gradcheck_function  # noqa: E402
+from fastnn.layers import Input  # noqa: E402  (keras.Input)
+from fastnn.models import Sequential  # noqa: E402  (keras.Sequential)
 
 __version__ = "0.1.0"
 

@@ -306,3 +306,8 @@ def test_batch_one_rank1_update_matches_the_explicit_gradient(optimizer, monkeyp
         runs.append(m.get_weights())
     for a, b in zip(*runs):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+
+
+def test_top_level_names_as_in_keras():
+    model = fastnn.Sequential([fastnn.Input(shape=(3,)), fastnn.layers.Dense(2)])
+    assert isinstance(model, models.Sequential) and model.output_shape == (None, 2)
