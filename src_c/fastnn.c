@@ -174,14 +174,17 @@ void fnn_gather_forward_u8(void *out, const void *x, const int64_t *idx, int64_t
    relative error ~1 ulp; tanh by an odd polynomial for |x| < 0.625, else 1 - 2 / (e^2|x| + 1).
    Results overflow to inf above 88.72 and reach subnormals and 0 below -87.3, as expf. */
 static inline float fnn_pow2i(int k) { /* 2^k for k in [-126, 127] */
-    int32_t bits = (int32_t)(k + 127) << 23;
+    uint32_t bits = (uint32_t)(k + 127) << 23;
     float f;
     memcpy(&f, &bits, sizeof f);
     return f;
 }
 
 static inline float fnn_expf(float x) {
+    /* clamp to the range where the result is finite and nonzero; NaN computes exp(0) and is
+       passed through at the end, so no NaN ever reaches the integer conversion */
     float xc = x > 88.72283905f ? 88.72283905f : (x < -103.972684f ? -103.972684f : x);
+    xc = xc == xc ? xc : 0.0f;
     float k = rintf(xc * 1.44269504088896341f);
     float r = xc - k * 0.693359375f + k * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -193,7 +196,8 @@ static inline float fnn_expf(float x) {
     float e = p * r * r + r + 1.0f;
     int ki = (int)k, k1 = ki / 2; /* 2^k as 2^k1 2^(k-k1): both factors stay normal */
     float y = e * fnn_pow2i(k1) * fnn_pow2i(ki - k1);
-    return x > 88.72283905f ? INFINITY : y;
+    y = x > 88.72283905f ? INFINITY : y;
+    return x == x ? y : x;
 }
 
 static inline float fnn_tanhf(float x) {

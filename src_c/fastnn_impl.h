@@ -61,8 +61,8 @@ FNN_VEC static void LOCAL(act_row)(T *y, const T *x, const T *b, int64_t m, int 
     case FNN_LINEAR:
         if (y != v) for (j = 0; j < m; j++) y[j] = v[j];
         break;
-    case FNN_RELU:
-        for (j = 0; j < m; j++) { T t = v[j]; y[j] = t > 0 ? t : 0; }
+    case FNN_RELU: /* written so that NaN passes through, as np.maximum(x, 0) */
+        for (j = 0; j < m; j++) { T t = v[j]; y[j] = t <= 0 ? 0 : t; }
         break;
     case FNN_SIGMOID:
         for (j = 0; j < m; j++) y[j] = LOCAL(sigmoid1)(v[j]);

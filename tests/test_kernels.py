@@ -244,3 +244,20 @@ def test_exp_based_activations_over_their_whole_range(act):
         mine = np.minimum(p[:, 0], p[:, 1]).astype(np.float64)
         ok = small > 1e-37  # normal range: relative accuracy of a few ulp
         np.testing.assert_allclose(mine[ok], small[ok], rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("act", ACTS)
+def test_nan_and_inf_propagate_like_numpy(act, dtype):
+    """A diverged network feeds NaN and +-inf to the kernels: they pass them on as NumPy does
+    (softmax rows containing NaN become NaN), never turning them into finite numbers."""
+    x = np.array([[np.nan, 1.0, -2.0], [np.inf, 0.5, 0.0], [-np.inf, 3.0, 1.0]], dtype)
+    code, alpha = R.ACT_CODES[act], ALPHA.get(act, 0.0)
+    got, want = np.empty_like(x), np.empty_like(x)
+    C.act_forward(got, x, code, alpha)
+    with np.errstate(all="ignore"):
+        R.act_forward(want, x, code, alpha)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    finite = np.isfinite(want)
+    np.testing.assert_allclose(got[finite], want[finite], **TOL[dtype])
+    np.testing.assert_array_equal(got[np.isinf(want)], want[np.isinf(want)])
