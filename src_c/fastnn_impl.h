@@ -151,66 +151,118 @@ void FN(fnn_act_backward)(T *dx, const T *dy, const T *y, const T *x, int64_t n,
 
 /* ---- dense layer ----------------------------------------------------------------------- */
 
+/* Rows [r0, r1) of C (m, n) := op(A) @ op(B), row-major; ta: A is stored transposed (k, m),
+   tb: B is stored transposed (n, k). */
+static void LOCAL(gemm_rows)(T *c, const T *a, const T *b, int ta, int tb, int64_t r0, int64_t r1,
+                             int64_t m, int64_t n, int64_t k) {
+    GEMM(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+         (blasint)(r1 - r0), (blasint)n, (blasint)k, (T)1, ta ? a + r0 : a + r0 * k,
+         (blasint)(ta ? m : k), b, (blasint)(tb ? k : n), (T)0, c + r0 * n, (blasint)n);
+}
+
+/* Block `blk` of `blocks` row blocks of m rows: [*r0, *r1). */
+static inline void LOCAL(block_rows)(int64_t blk, int64_t blocks, int64_t m, int64_t *r0,
+                                     int64_t *r1) {
+    *r0 = m * blk / blocks;
+    *r1 = m * (blk + 1) / blocks;
+}
+
+/* The forward epilogue for row i: (z := acc + b), y := act(acc + b); acc is z or y. */
+static inline void LOCAL(dense_epilogue_row)(T *y, T *z, T *acc, const T *b, int64_t i,
+                                             int64_t out, int act, T alpha) {
+    T *zr = acc + i * out;
+    if (z && b) {
+        for (int64_t j = 0; j < out; j++) zr[j] += b[j];
+        LOCAL(act_row)(y + i * out, zr, NULL, out, act, alpha);
+    } else {
+        LOCAL(act_row)(y + i * out, zr, b, out, act, alpha);
+    }
+}
+
 void FN(fnn_dense_forward)(T *y, T *z, const T *x, const T *w, const T *b, int64_t n,
                            int64_t in, int64_t out, int act, T alpha) {
-    int64_t i;
     T *acc = z ? z : y; /* the GEMM writes the pre-activation here */
+    const int64_t blocks = n > 1 ? fnn_row_blocks(n, out, in) : 0;
     FNN_CSR_SAVE
     if (n == 1) /* one sample: acc (out) := w.T (out, in) @ x (in), a GEMV */
         GEMV(CblasRowMajor, CblasTrans, (blasint)in, (blasint)out, (T)1, w, (blasint)out, x, 1,
              (T)0, acc, 1);
-    else
-        GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)n, (blasint)out, (blasint)in,
-             (T)1, x, (blasint)in, w, (blasint)out, (T)0, acc, (blasint)out);
+    else if (!blocks)
+        LOCAL(gemm_rows)(acc, x, w, 0, 0, 0, n, n, out, in);
     FNN_CSR_RESTORE
-    /* epilogue, one pass: (z := acc + b), y := act(acc + b) */
-    FNN_PARALLEL_BEGIN(FNN_PAR_ROWS(n, out))
+    FNN_PARALLEL_BEGIN(blocks || FNN_PAR_ROWS(n, out))
+    if (blocks) { /* each thread: its rows' product, then their epilogue while in cache */
 #pragma omp for schedule(static)
-    for (i = 0; i < n; i++) {
-        T *zr = acc + i * out;
-        if (z && b) {
-            for (int64_t j = 0; j < out; j++) zr[j] += b[j];
-            LOCAL(act_row)(y + i * out, zr, NULL, out, act, alpha);
-        } else {
-            LOCAL(act_row)(y + i * out, zr, b, out, act, alpha);
+        for (int64_t blk = 0; blk < blocks; blk++) {
+            int64_t r0, r1;
+            LOCAL(block_rows)(blk, blocks, n, &r0, &r1);
+            LOCAL(gemm_rows)(acc, x, w, 0, 0, r0, r1, n, out, in);
+            for (int64_t i = r0; i < r1; i++)
+                LOCAL(dense_epilogue_row)(y, z, acc, b, i, out, act, alpha);
         }
+    } else {
+#pragma omp for schedule(static)
+        for (int64_t i = 0; i < n; i++) LOCAL(dense_epilogue_row)(y, z, acc, b, i, out, act, alpha);
     }
     FNN_PARALLEL_END
 }
 
+/* Columns of db are summed in chunks of this many, one chunk per thread at a time. */
+#define FNN_DB_CHUNK 64
+
 void FN(fnn_dense_backward)(T *dw, T *db, T *dx, T *dz, const T *dy, const T *x, const T *w,
                             const T *y, const T *z, int64_t n, int64_t in, int64_t out,
                             int act, T alpha) {
-    int64_t i, j;
-    FNN_PARALLEL_BEGIN(FNN_PAR_ROWS(n, out))
+    /* dw (in, out) := x.T (in, n) @ dz (n, out);  dx (n, in) := dz (n, out) @ w.T (out, in) */
+    const int64_t bw = dw && n > 1 ? fnn_row_blocks(in, out, n) : 0;
+    const int64_t bx = dx && n > 1 ? fnn_row_blocks(n, in, out) : 0;
+    FNN_PARALLEL_BEGIN(bw || bx || FNN_PAR_ROWS(n, out))
 #pragma omp for schedule(static)
-    for (i = 0; i < n; i++)
+    for (int64_t i = 0; i < n; i++)
         LOCAL(act_grad_row)(dz + i * out, dy + i * out, y + i * out, z ? z + i * out : NULL,
                             out, act, alpha);
+    if (db) { /* db := sum_rows(dz) */
+#pragma omp for schedule(static) nowait
+        for (int64_t c0 = 0; c0 < out; c0 += FNN_DB_CHUNK) {
+            const int64_t c1 = c0 + FNN_DB_CHUNK < out ? c0 + FNN_DB_CHUNK : out;
+            for (int64_t j = c0; j < c1; j++) db[j] = 0;
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t j = c0; j < c1; j++) db[j] += dz[i * out + j];
+        }
+    }
+    if (bw) {
+#pragma omp for schedule(static) nowait
+        for (int64_t blk = 0; blk < bw; blk++) {
+            int64_t r0, r1;
+            LOCAL(block_rows)(blk, bw, in, &r0, &r1);
+            LOCAL(gemm_rows)(dw, x, dz, 1, 0, r0, r1, in, out, n);
+        }
+    }
+    if (bx) {
+#pragma omp for schedule(static) nowait
+        for (int64_t blk = 0; blk < bx; blk++) {
+            int64_t r0, r1;
+            LOCAL(block_rows)(blk, bx, n, &r0, &r1);
+            LOCAL(gemm_rows)(dx, dz, w, 0, 1, r0, r1, n, in, out);
+        }
+    }
     FNN_PARALLEL_END
     FNN_CSR_SAVE
-    /* dw (in, out) := x.T (in, n) @ dz (n, out); for one sample the outer product x dz.T */
-    if (!dw) {
-        /* not wanted: the caller applies x dz.T itself (an _outer_step) */
-    } else if (n == 1) {
-        for (i = 0; i < in; i++)
-            for (j = 0; j < out; j++) dw[i * out + j] = x[i] * dz[j];
+    if (!dw || bw) {
+        /* not wanted (the caller applies x dz.T itself, an _outer_step), or done above */
+    } else if (n == 1) { /* the outer product x dz.T */
+        for (int64_t i = 0; i < in; i++)
+            for (int64_t j = 0; j < out; j++) dw[i * out + j] = x[i] * dz[j];
     } else {
-        GEMM(CblasRowMajor, CblasTrans, CblasNoTrans, (blasint)in, (blasint)out, (blasint)n,
-             (T)1, x, (blasint)in, dz, (blasint)out, (T)0, dw, (blasint)out);
+        LOCAL(gemm_rows)(dw, x, dz, 1, 0, 0, in, in, out, n);
     }
-    if (db) {
-        for (j = 0; j < out; j++) db[j] = 0;
-        for (i = 0; i < n; i++)
-            for (j = 0; j < out; j++) db[j] += dz[i * out + j];
-    }
-    /* dx (n, in) := dz (n, out) @ w.T (out, in) */
-    if (dx && n == 1) /* dx (in) := w (in, out) @ dz (out) */
+    if (!dx || bx) {
+    } else if (n == 1) { /* dx (in) := w (in, out) @ dz (out) */
         GEMV(CblasRowMajor, CblasNoTrans, (blasint)in, (blasint)out, (T)1, w, (blasint)out, dz, 1,
              (T)0, dx, 1);
-    else if (dx)
-        GEMM(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)n, (blasint)in, (blasint)out,
-             (T)1, dz, (blasint)out, w, (blasint)out, (T)0, dx, (blasint)in);
+    } else {
+        LOCAL(gemm_rows)(dx, dz, w, 0, 1, 0, n, n, in, out);
+    }
     FNN_CSR_RESTORE
 }
 
@@ -471,6 +523,7 @@ void FN(fnn_adam_outer_step)(T *p, T *m, T *v, T *vhat, const T *a, const T *b, 
 }
 
 #undef FNN_STEP_LOOPS
+#undef FNN_DB_CHUNK
 #undef EPS_CLIP
 #undef FNN_PAR_ROWS
 #undef FN

@@ -7,6 +7,7 @@ the results must agree within the dtype's tolerance.
 import numpy as np
 import pytest
 
+import fastnn
 from fastnn import _kernels as C
 from fastnn import _reference as R
 from tolerances import TOL
@@ -39,7 +40,9 @@ def dense_backward_case(act, n, i, o, bias, want_dx, dz_is_dy):
         z = _rand(rng, (n, o), dtype)
         y = np.empty_like(z)
         R.act_forward(y, z, code, alpha)  # the same forward output for both backends
-        dy = _rand(rng, (n, o), dtype)
+        # dy at the scale of a batch-mean loss's gradient, 1/n, as in training: at O(1) the
+        # float32 rounding of a 131-term sum near zero reaches the absolute tolerance
+        dy = _rand(rng, (n, o), dtype, 1.0 / n)
         dz = dy if dz_is_dy else np.full_like(dy, np.nan)
         dw = np.full((i, o), np.nan, dtype)
         db = np.full((o,), np.nan, dtype) if bias else None
@@ -167,7 +170,9 @@ def gather_case(shape, dtype_override=None):
 
 def _registry():
     cases = {}
-    dense_shapes = [(1, 1, 1), (1, 7, 3), (5, 17, 33), (3, 16, 129), (64, 100, 10)]
+    # (64, 100, 10) and (131, 515, 11) are small products that the kernels split into row
+    # blocks across threads (2 and 4 blocks at two threads); the others go to the BLAS whole
+    dense_shapes = [(1, 1, 1), (1, 7, 3), (5, 17, 33), (3, 16, 129), (64, 100, 10), (131, 515, 11)]
     for act in ACTS:
         for n, i, o in dense_shapes:
             for bias in (True, False):
@@ -223,6 +228,23 @@ def test_kernel_matches_reference(case, dtype):
         assert g.dtype == w.dtype and g.shape == w.shape
         assert np.all(np.isfinite(g)), "a kernel left its output (partly) unwritten"
         np.testing.assert_allclose(g, w, **TOL[dtype])
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+@pytest.mark.parametrize("case", ["dense_forward-softmax-131x515x11-b", "dense_forward-relu-64x100x10-nob",
+                                  "dense_backward-relu-131x515x11-b", "dense_backward-tanh-64x100x10-nob"])
+def test_dense_kernels_at_other_thread_counts(case, threads):
+    """The row-block split of small products at one thread (no split) and at three (blocks
+    shared unevenly) gives the reference's results too."""
+    before = fastnn.get_num_threads()
+    try:
+        fastnn.set_num_threads(threads)
+        got = CASES[case](C, np.float32, np.random.default_rng(1))
+    finally:
+        fastnn.set_num_threads(before)
+    want = CASES[case](R, np.float32, np.random.default_rng(1))
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, **TOL[np.float32])
 
 
 @pytest.mark.parametrize("act", ["sigmoid", "tanh", "softmax", "elu", "gelu"])
