@@ -30,7 +30,7 @@
 
 /* Below this many elements a kernel stays on one thread: spawning costs more than it saves. */
 #ifndef FNN_OMP_MIN_ELEMS
-#define FNN_OMP_MIN_ELEMS (1 << 17)
+#define FNN_OMP_MIN_ELEMS (1 << 15)
 #endif
 
 /* Every kernel runs with subnormals flushed to zero (FTZ|DAZ) and restores the caller's
