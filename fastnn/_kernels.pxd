@@ -6,6 +6,47 @@ cdef extern from "fastnn.h" nogil:
         FNN_LINEAR, FNN_RELU, FNN_SIGMOID, FNN_TANH, FNN_SOFTMAX, FNN_LEAKY_RELU, FNN_ELU,
         FNN_GELU, FNN_N_ACT
 
+    enum fnn_loss_code:
+        FNN_LOSS_CCE, FNN_LOSS_SCCE, FNN_LOSS_SOFTMAX_CCE, FNN_LOSS_SOFTMAX_SCCE, FNN_LOSS_BCE,
+        FNN_LOSS_MSE
+    enum fnn_opt_code:
+        FNN_OPT_SGD, FNN_OPT_ADAGRAD, FNN_OPT_RMSPROP, FNN_OPT_ADAM
+
+    struct fnn_dense_layer:
+        int64_t in_ "in"
+        int64_t out
+        const void *w
+        const void *b
+        void *dw
+        void *db
+        void *y
+        void *z
+        void *dx
+        int act
+        double alpha
+
+    struct fnn_dense_stack:
+        int64_t n_layers
+        const fnn_dense_layer *layer
+        const void *x
+        const void *t
+        int64_t x_row_bytes, t_row_bytes
+        void *xb
+        void *tb
+        void *grad
+        int loss, opt
+        void *p
+        void *g
+        void *state[3]
+        int64_t n_params
+        double hyper[3]
+        int flag
+        double wd
+        int rank1
+
+    double fnn_dense_stack_step_f32(const fnn_dense_stack *s, const int64_t *idx, int64_t n, double lr, int64_t t) noexcept
+    double fnn_dense_stack_step_f64(const fnn_dense_stack *s, const int64_t *idx, int64_t n, double lr, int64_t t) noexcept
+
     void fnn_init() noexcept
     int fnn_have_openmp() noexcept
     const char *fnn_simd_targets() noexcept

@@ -9,6 +9,7 @@ shapes; the dtype (float32 -> *_f32, float64 -> *_f64) from the first array oper
 """
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uintptr_t
+from libc.stdlib cimport free, malloc
 
 import numpy as np
 
@@ -564,6 +565,119 @@ def gather_rows(out, x, idx):
     cdef const void *px = cnp.PyArray_DATA(<cnp.ndarray>x)
     with nogil:
         fnn_gather_forward_u8(po, px, pi, n, row_bytes)
+
+
+# ---- a whole training step for a stack of dense layers -------------------------------------
+
+LOSS_CODES = {"categorical_crossentropy": FNN_LOSS_CCE,
+              "sparse_categorical_crossentropy": FNN_LOSS_SCCE,
+              "softmax_crossentropy": FNN_LOSS_SOFTMAX_CCE,
+              "sparse_softmax_crossentropy": FNN_LOSS_SOFTMAX_SCCE,
+              "binary_crossentropy": FNN_LOSS_BCE, "mean_squared_error": FNN_LOSS_MSE}
+OPT_CODES = {"sgd": FNN_OPT_SGD, "adagrad": FNN_OPT_ADAGRAD, "rmsprop": FNN_OPT_RMSPROP,
+             "adam": FNN_OPT_ADAM}
+
+
+cdef class DenseStack:
+    """fit's training step for a Sequential of Dense layers as one call into C (the GIL
+    released): gather, forward, loss, backward and the optimizer step, with the same kernel
+    calls in the same order as the Python step, so the results are bit-identical.
+
+    Built by Sequential for one batch size from the arrays it owns (this object keeps them
+    alive); every size is checked here, so run() only checks the batch's indices.
+      layers: [(w, b, dw, db, y, z, dx, act, alpha)] with None for absent arrays;
+      state: up to 3 optimizer arrays in the step kernel's order; hyper: up to 3 scalars."""
+    cdef fnn_dense_stack s
+    cdef fnn_dense_layer *layer
+    cdef object keep
+    cdef int dtype
+    cdef readonly int64_t batch_size
+    cdef int64_t rows
+    cdef public object predictions  # the last layer's output buffer, for fit's metrics
+
+    def __cinit__(self, x, t, xb, tb, grad, list layers, str loss, str opt, p, g, list state,
+                  list hyper, bint flag, double weight_decay, bint rank1):
+        self.layer = NULL
+        self.keep = (x, t, xb, tb, grad, layers, p, g, state)
+        cdef int dt = _dtype_of(p, "p")
+        self.dtype = dt
+        if not layers or len(state) > 3 or len(hyper) > 3:
+            raise ValueError("Expected 1+ layers, at most 3 state arrays and 3 scalars.")
+        if loss not in LOSS_CODES or opt not in OPT_CODES:
+            raise ValueError(f"Unknown loss {loss!r} or optimizer {opt!r}")
+        cdef int64_t n = xb.shape[0], L = len(layers), i, nparams = cnp.PyArray_SIZE(<cnp.ndarray>p)
+        self.batch_size = n
+        self.rows = x.shape[0]
+        self.layer = <fnn_dense_layer *>malloc(L * sizeof(fnn_dense_layer))
+        if self.layer == NULL:
+            raise MemoryError()
+        cdef int64_t width = cnp.PyArray_SIZE(<cnp.ndarray>xb) // n if n else 0
+        for i in range(L):
+            w, b, dw, db, y, z, dx, act, alpha = layers[i]
+            _check_act(act, alpha)
+            fi, fo = w.shape[0], w.shape[1]
+            if fi != width:
+                raise ValueError(f"Expected layer {i} to take {width} inputs. Received: w.shape={w.shape}")
+            self.layer[i].in_, self.layer[i].out = fi, fo
+            self.layer[i].w = _ptr(w, "w", dt, 2, fi, fo, False, "p")
+            self.layer[i].b = _ptr(b, "b", dt, 1, fo, 0, False, "p") if b is not None else NULL
+            self.layer[i].dw = _ptr(dw, "dw", dt, 2, fi, fo, True, "p")
+            self.layer[i].db = _ptr(db, "db", dt, 1, fo, 0, True, "p") if db is not None else NULL
+            self.layer[i].y = _ptr(y, "y", dt, 2, n, fo, True, "p")
+            self.layer[i].z = _ptr(z, "z", dt, 2, n, fo, True, "p") if z is not None else NULL
+            self.layer[i].dx = _ptr(dx, "dx", dt, 2, n, fi, True, "p") if dx is not None else NULL
+            if i and dx is None:
+                raise ValueError(f"Expected dx for layer {i}")
+            self.layer[i].act, self.layer[i].alpha = act, alpha
+            width = fo
+        self.s.n_layers = L
+        self.s.layer = self.layer
+        cdef int64_t k = width, x_elems = cnp.PyArray_SIZE(<cnp.ndarray>x) // self.rows
+        self.s.x = _ptr(x, "x", dt, 0, self.rows * x_elems, 0, False, "p")
+        self.s.xb = _ptr(xb, "xb", dt, 0, n * x_elems, 0, True, "p")
+        self.s.x_row_bytes = x_elems * x.dtype.itemsize
+        if x_elems != self.layer[0].in_:
+            raise ValueError(f"Expected samples of {self.layer[0].in_} values. Received: x.shape={x.shape}")
+        cdef bint sparse = loss in ("sparse_categorical_crossentropy", "sparse_softmax_crossentropy")
+        if len(t) != self.rows:
+            raise ValueError(f"Expected {self.rows} targets. Received: {len(t)}")
+        self.s.t = _ptr(t, "t", cnp.NPY_INT64 if sparse else dt, 0, self.rows * (1 if sparse else k), 0, False, None)
+        self.s.tb = _ptr(tb, "tb", cnp.NPY_INT64 if sparse else dt, 0, n * (1 if sparse else k), 0, True, None)
+        self.s.t_row_bytes = 8 if sparse else k * x.dtype.itemsize
+        self.s.grad = _ptr(grad, "grad", dt, 2, n, k, True, "p")
+        self.s.loss, self.s.opt = LOSS_CODES[loss], OPT_CODES[opt]
+        self.s.p = _ptr(p, "p", dt, 0, nparams, 0, True, None)
+        self.s.g = _ptr(g, "g", dt, 0, nparams, 0, True, "p")
+        for i in range(3):
+            self.s.state[i] = NULL
+            self.s.hyper[i] = 0.0
+            if i < len(state) and state[i] is not None:
+                self.s.state[i] = _ptr(state[i], "state", dt, 0, nparams, 0, True, "p")
+            if i < len(hyper):
+                self.s.hyper[i] = hyper[i]
+        self.s.n_params = nparams
+        self.s.flag, self.s.wd = flag, weight_decay
+        self.s.rank1 = rank1
+
+    def __dealloc__(self):
+        free(self.layer)
+
+    def run(self, idx, double lr, int64_t t):
+        """One step on the samples idx (int64, batch_size of them); returns the loss."""
+        cdef const int64_t *pi = <const int64_t *>_ptr(idx, "idx", cnp.NPY_INT64, 1,
+                                                       self.batch_size, 0, False, None)
+        cdef int64_t i
+        for i in range(self.batch_size):
+            if pi[i] < 0 or pi[i] >= self.rows:
+                raise ValueError(f"Expected idx in [0, {self.rows}). Received: idx[{i}]={pi[i]}")
+        cdef double loss
+        if self.dtype == cnp.NPY_FLOAT32:
+            with nogil:
+                loss = fnn_dense_stack_step_f32(&self.s, pi, self.batch_size, lr, t)
+        else:
+            with nogil:
+                loss = fnn_dense_stack_step_f64(&self.s, pi, self.batch_size, lr, t)
+        return loss
 
 
 # ---- build facts and threads ---------------------------------------------------------------

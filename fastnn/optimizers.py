@@ -143,6 +143,12 @@ class Optimizer:
     def variables(self):
         return [st[s] for st in (self.state or []) for s in self._active_slots()]
 
+    def _stack_args(self, st):
+        """(kernel name, state arrays, scalars, flag) in the order the compiled training step
+        (`_kernels.DenseStack`) passes them to this optimizer's step kernel; the same
+        arguments as `_step`, which the tests check bit for bit."""
+        raise NotImplementedError
+
     def apply(self, params, grads, rank1=None):
         """One step on every parameter array.  rank1=(a, b): the gradient of the first
         a.size * b.size elements of params[0] is outer(a, b) (a dense kernel's, for one
@@ -215,6 +221,9 @@ class SGD(Optimizer):
     def _step_outer(self, p, a, b, st, lr, wd):
         backend.K.sgd_outer_step(p, st.get("momentum"), a, b, lr, self.momentum, self.nesterov, wd)
 
+    def _stack_args(self, st):
+        return "sgd", [st.get("momentum")], [self.momentum], self.nesterov
+
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
@@ -244,6 +253,9 @@ class Adagrad(Optimizer):
 
     def _step_outer(self, p, a, b, st, lr, wd):
         backend.K.adagrad_outer_step(p, st["accumulator"], a, b, lr, self.epsilon, wd)
+
+    def _stack_args(self, st):
+        return "adagrad", [st["accumulator"]], [self.epsilon], False
 
     def get_config(self):
         return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,
@@ -287,6 +299,10 @@ class RMSprop(Optimizer):
                                      st.get("average_gradient"), a, b, lr, self.rho,
                                      self.momentum, self.epsilon, wd)
 
+    def _stack_args(self, st):
+        return ("rmsprop", [st["velocity"], st.get("momentum"), st.get("average_gradient")],
+                [self.rho, self.momentum, self.epsilon], False)
+
     def get_config(self):
         return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,
                 "epsilon": self.epsilon, "centered": self.centered}
@@ -324,6 +340,9 @@ class Adam(Optimizer):
     def _step_outer(self, p, a, b, st, lr, wd):
         backend.K.adam_outer_step(p, st["m"], st["v"], st.get("vhat"), a, b, lr, self.beta_1,
                                   self.beta_2, self.epsilon, wd, self.iterations)
+
+    def _stack_args(self, st):
+        return "adam", [st["m"], st["v"], st.get("vhat")], [self.beta_1, self.beta_2, self.epsilon], False
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,

@@ -46,6 +46,44 @@ const char *fnn_blas_config(void);
 void fnn_gather_forward_u8(void *out, const void *x, const int64_t *idx, int64_t n,
                            int64_t row_bytes);
 
+/* A whole training step of a stack of dense layers in one call (fit's inner loop without
+   the interpreter between kernels): gather the batch, forward, loss, backward, one optimizer
+   step over the flat parameter buffer.  Arrays are void * of the stack's real type; the caller
+   (fastnn/_kernels.pyx, DenseStack) checks every size and keeps every array alive. */
+enum fnn_loss_code {
+    FNN_LOSS_CCE = 0, FNN_LOSS_SCCE = 1,           /* from probabilities */
+    FNN_LOSS_SOFTMAX_CCE = 2, FNN_LOSS_SOFTMAX_SCCE = 3, /* fused with the last softmax */
+    FNN_LOSS_BCE = 4, FNN_LOSS_MSE = 5
+};
+enum fnn_opt_code { FNN_OPT_SGD = 0, FNN_OPT_ADAGRAD = 1, FNN_OPT_RMSPROP = 2, FNN_OPT_ADAM = 3 };
+
+struct fnn_dense_layer {
+    int64_t in, out;
+    const void *w, *b;  /* kernel (in, out), bias (out) or NULL: views into the flat p */
+    void *dw, *db;      /* their gradients: views into the flat g; dw unused when rank1 */
+    void *y, *z, *dx;   /* output (n, out); pre-activation (n, out) or NULL; dx (n, in) or NULL */
+    int act;            /* the layer's activation; the last layer's is skipped when fused */
+    double alpha;
+};
+
+struct fnn_dense_stack {
+    int64_t n_layers;
+    const struct fnn_dense_layer *layer;
+    const void *x, *t;        /* training inputs (rows of x_row_bytes), targets (rows or int64) */
+    int64_t x_row_bytes, t_row_bytes;
+    void *xb, *tb, *grad;     /* batch buffers: inputs, targets, d loss / d output (n, k) */
+    int loss;                 /* enum fnn_loss_code */
+    int opt;                  /* enum fnn_opt_code */
+    void *p;                  /* flat parameters, gradients and optimizer state (n_params) */
+    void *g;
+    void *state[3];           /* in the step kernel's argument order; NULL when unused */
+    int64_t n_params;
+    double hyper[3];          /* sgd: mu; adagrad: eps; rmsprop: rho, mu, eps; adam: b1, b2, eps */
+    int flag;                 /* sgd: nesterov */
+    double wd;
+    int rank1;                /* at n == 1, layer 0's kernel (first in p) steps from x dz.T */
+};
+
 #define FNN_DECLARE(T, S)                                                                   \
     /* y := act(x @ w + b).  x (n, in), w (in, out), b (out) or NULL, y (n, out);          \
        z (n, out) or NULL receives the pre-activation x @ w + b.  Overwrites y and z. */   \
@@ -118,7 +156,11 @@ void fnn_gather_forward_u8(void *out, const void *x, const int64_t *idx, int64_t
                                     T wd);                                                  \
     void fnn_adam_outer_step_##S(T *p, T *m, T *v, T *vhat, const T *a, const T *b,          \
                                  int64_t rows, int64_t cols, T lr, T b1, T b2, T eps, T wd, \
-                                 int64_t t);
+                                 int64_t t);                                                \
+    /* One training step on the rows idx (n) of the stack's x and t: returns the batch loss. \
+       lr is this step's learning rate, t the optimizer's step count (1, 2, ...). */         \
+    double fnn_dense_stack_step_##S(const struct fnn_dense_stack *s, const int64_t *idx,     \
+                                    int64_t n, double lr, int64_t t);
 
 FNN_DECLARE(float, f32)
 FNN_DECLARE(double, f64)

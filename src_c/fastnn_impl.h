@@ -522,6 +522,82 @@ void FN(fnn_adam_outer_step)(T *p, T *m, T *v, T *vhat, const T *a, const T *b, 
     LOCAL(adam)(p, m, v, vhat, NULL, a, b, rows * cols, cols, lr, b1, b2, eps, wd, t);
 }
 
+/* ---- a whole training step for a stack of dense layers ------------------------------- */
+
+/* The optimizer step on n parameters from offset `off` of the flat buffers; with a and b
+   (rank-1), the gradient of those parameters is a b.T, a (rows), b (n / rows). */
+static void LOCAL(stack_opt)(const struct fnn_dense_stack *s, int64_t off, int64_t n,
+                             const T *a, const T *b, int64_t rows, T lr, int64_t t) {
+    T *p = (T *)s->p + off, *g = (T *)s->g + off, *st[3];
+    for (int k = 0; k < 3; k++) st[k] = s->state[k] ? (T *)s->state[k] + off : NULL;
+    const T h0 = (T)s->hyper[0], h1 = (T)s->hyper[1], h2 = (T)s->hyper[2], wd = (T)s->wd;
+    const int64_t cols = a ? n / rows : 0;
+    switch (s->opt) {
+    case FNN_OPT_SGD:
+        if (a) FN(fnn_sgd_outer_step)(p, st[0], a, b, rows, cols, lr, h0, s->flag, wd);
+        else FN(fnn_sgd_step)(p, st[0], g, n, lr, h0, s->flag, wd);
+        break;
+    case FNN_OPT_ADAGRAD:
+        if (a) FN(fnn_adagrad_outer_step)(p, st[0], a, b, rows, cols, lr, h0, wd);
+        else FN(fnn_adagrad_step)(p, st[0], g, n, lr, h0, wd);
+        break;
+    case FNN_OPT_RMSPROP:
+        if (a) FN(fnn_rmsprop_outer_step)(p, st[0], st[1], st[2], a, b, rows, cols, lr, h0, h1, h2, wd);
+        else FN(fnn_rmsprop_step)(p, st[0], st[1], st[2], g, n, lr, h0, h1, h2, wd);
+        break;
+    case FNN_OPT_ADAM:
+        if (a) FN(fnn_adam_outer_step)(p, st[0], st[1], st[2], a, b, rows, cols, lr, h0, h1, h2, wd, t);
+        else FN(fnn_adam_step)(p, st[0], st[1], st[2], g, n, lr, h0, h1, h2, wd, t);
+        break;
+    }
+}
+
+/* The same kernel calls, in the same order, as Sequential's step in Python (models.py), so
+   both give bit-identical results (tested in tests/test_train_step.py). */
+double FN(fnn_dense_stack_step)(const struct fnn_dense_stack *s, const int64_t *idx, int64_t n,
+                                double lr, int64_t t) {
+    const struct fnn_dense_layer *L = s->layer;
+    const int64_t last = s->n_layers - 1, k = L[last].out;
+    const int fused = s->loss == FNN_LOSS_SOFTMAX_CCE || s->loss == FNN_LOSS_SOFTMAX_SCCE;
+    const int rank1 = s->rank1 && n == 1;
+    fnn_gather_forward_u8(s->xb, s->x, idx, n, s->x_row_bytes);
+    fnn_gather_forward_u8(s->tb, s->t, idx, n, s->t_row_bytes);
+    const T *in = (const T *)s->xb;
+    for (int64_t l = 0; l <= last; l++) {
+        FN(fnn_dense_forward)((T *)L[l].y, (T *)L[l].z, in, (const T *)L[l].w, (const T *)L[l].b,
+                              n, L[l].in, L[l].out, L[l].act, (T)L[l].alpha);
+        in = (const T *)L[l].y;
+    }
+    const T *p = (const T *)L[last].y, *tf = (const T *)s->tb;
+    const int64_t *lab = (const int64_t *)s->tb;
+    T *d = (T *)s->grad; /* d loss / d (this layer's output), then its dz */
+    double loss = 0;
+    switch (s->loss) {
+    case FNN_LOSS_CCE: loss = FN(fnn_categorical_crossentropy_backward)(d, p, tf, n, k); break;
+    case FNN_LOSS_SCCE: loss = FN(fnn_sparse_categorical_crossentropy_backward)(d, p, lab, n, k); break;
+    case FNN_LOSS_SOFTMAX_CCE: loss = FN(fnn_softmax_crossentropy_backward)(d, p, tf, n, k); break;
+    case FNN_LOSS_SOFTMAX_SCCE: loss = FN(fnn_sparse_softmax_crossentropy_backward)(d, p, lab, n, k); break;
+    case FNN_LOSS_BCE: loss = FN(fnn_binary_crossentropy_backward)(d, p, tf, n, k); break;
+    case FNN_LOSS_MSE: loss = FN(fnn_mean_squared_error_backward)(d, p, tf, n, k); break;
+    }
+    for (int64_t l = last; l >= 0; l--) { /* fused: the loss gave dz of the last layer */
+        const int skip = fused && l == last;
+        FN(fnn_dense_backward)(rank1 && l == 0 ? NULL : (T *)L[l].dw, (T *)L[l].db,
+                               l ? (T *)L[l].dx : NULL, d, d, l ? (const T *)L[l - 1].y : (const T *)s->xb,
+                               (const T *)L[l].w, (const T *)L[l].y, (const T *)L[l].z, n, L[l].in,
+                               L[l].out, skip ? FNN_LINEAR : L[l].act, skip ? (T)0 : (T)L[l].alpha);
+        if (l) d = (T *)L[l].dx;
+    }
+    if (rank1) { /* layer 0's kernel steps from the gradient x dz.T, never written */
+        const int64_t nk = L[0].in * L[0].out;
+        LOCAL(stack_opt)(s, 0, nk, (const T *)s->xb, d, L[0].in, (T)lr, t);
+        if (s->n_params > nk) LOCAL(stack_opt)(s, nk, s->n_params - nk, NULL, NULL, 0, (T)lr, t);
+    } else {
+        LOCAL(stack_opt)(s, 0, s->n_params, NULL, NULL, 0, (T)lr, t);
+    }
+    return loss;
+}
+
 #undef FNN_STEP_LOOPS
 #undef FNN_DB_CHUNK
 #undef EPS_CLIP

@@ -1,0 +1,156 @@
+"""fit's compiled training step (`_kernels.DenseStack`, one call into C per step) against
+the Python step that calls the same kernels one by one: the weights, optimizer state and
+logged losses must be bit-identical, for every optimizer, loss and activation it takes."""
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import callbacks, layers, losses, models, optimizers
+from conftest import blobs
+
+
+def _model(hidden_act="relu", out_act="softmax", use_bias=True, flatten=False, seed=3,
+           dtype=None):
+    first = [layers.Flatten(input_shape=(2, 3)),
+             layers.Dense(7, activation=hidden_act, use_bias=use_bias, dtype=dtype)] if flatten \
+        else [layers.Dense(7, activation=hidden_act, use_bias=use_bias, input_shape=(6,), dtype=dtype)]
+    return models.Sequential(first + [layers.Dense(5, activation="tanh", dtype=dtype),
+                                      layers.Dense(3, activation=out_act, dtype=dtype)], seed=seed)
+
+
+def _train(compiled_step, make_opt, loss, x, y, batch_size, monkeypatch, **model_kw):
+    """Train a fresh model; compiled_step=False forces the Python step."""
+    with monkeypatch.context() as mp:
+        if not compiled_step:
+            mp.setattr(models.Sequential, "_dense_stack", lambda self, x, t, n: None)
+        m = _model(**model_kw)
+        m.compile(make_opt(), loss, metrics=["accuracy"])
+        logged = []
+        cb = callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: logged.append(logs["loss"]))
+        m.fit(x, y, epochs=2, batch_size=batch_size, verbose=0, callbacks=[cb])
+        used = [s for s, *_ in m._stacks.values()]
+        state = [a.copy() for a in m.optimizer.variables]
+        return m.get_weights(), state, logged, used
+
+
+OPTIMIZERS = {
+    "sgd": lambda: optimizers.SGD(0.05),
+    "sgd_nesterov_wd": lambda: optimizers.SGD(0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
+    "adagrad": lambda: optimizers.Adagrad(0.05),
+    "rmsprop": lambda: optimizers.RMSprop(),
+    "rmsprop_centered_momentum": lambda: optimizers.RMSprop(momentum=0.5, centered=True, weight_decay=0.004),
+    "adam": lambda: optimizers.Adam(0.01),
+    "adam_amsgrad_schedule": lambda: optimizers.Adam(
+        optimizers.schedules.ExponentialDecay(0.01, decay_steps=3, decay_rate=0.5), amsgrad=True),
+}
+
+
+def _assert_same(a, b):
+    (wa, sa, la, used_a), (wb, sb, lb, used_b) = a, b
+    assert used_a and all(s is not None for s in used_a), "the compiled step did not run"
+    assert used_b == [None] * len(used_b)
+    for u, v in zip(wa + sa, wb + sb):
+        assert np.array_equal(u, v)
+    assert la == lb
+
+
+@pytest.mark.parametrize("opt", list(OPTIMIZERS))
+@pytest.mark.parametrize("batch_size", [1, 7, 16])  # 7: a last partial batch; 1: the rank-1 step
+def test_compiled_step_is_the_python_step_for_every_optimizer(opt, batch_size, monkeypatch):
+    x, y, _ = blobs(n=30, d=6, k=3)
+    runs = [_train(c, OPTIMIZERS[opt], "categorical_crossentropy", x, y, batch_size, monkeypatch)
+            for c in (True, False)]
+    _assert_same(*runs)
+
+
+@pytest.mark.parametrize("loss, out_act, target", [
+    ("categorical_crossentropy", "softmax", "onehot"),
+    ("sparse_categorical_crossentropy", "softmax", "labels"),
+    ("categorical_crossentropy", "sigmoid", "onehot"),  # not fused: the loss's own gradient
+    ("sparse_categorical_crossentropy", "sigmoid", "labels"),
+    ("binary_crossentropy", "sigmoid", "onehot"),
+    ("mse", "linear", "onehot"),
+])
+def test_compiled_step_is_the_python_step_for_every_loss(loss, out_act, target, monkeypatch):
+    x, y, labels = blobs(n=30, d=6, k=3)
+    t = labels if target == "labels" else y
+    runs = [_train(c, OPTIMIZERS["rmsprop"], loss, x, t, 8, monkeypatch, out_act=out_act)
+            for c in (True, False)]
+    _assert_same(*runs)
+
+
+@pytest.mark.parametrize("act", ["linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu",
+                                 "elu", "gelu"])
+def test_compiled_step_is_the_python_step_for_every_activation(act, monkeypatch):
+    x, y, _ = blobs(n=30, d=6, k=3)
+    runs = [_train(c, OPTIMIZERS["adam"], "categorical_crossentropy", x, y, 8, monkeypatch,
+                   hidden_act=act, use_bias=act != "tanh") for c in (True, False)]
+    _assert_same(*runs)
+
+
+def test_compiled_step_takes_flatten_and_float64(monkeypatch):
+    x, y, _ = blobs(n=30, d=6, k=3)
+    images = x.reshape(30, 2, 3)
+    _assert_same(*[_train(c, OPTIMIZERS["sgd"], "categorical_crossentropy", images, y, 8,
+                          monkeypatch, flatten=True) for c in (True, False)])
+    _assert_same(*[_train(c, OPTIMIZERS["rmsprop"], "categorical_crossentropy", x.astype(np.float64),
+                          y, 8, monkeypatch, dtype="float64") for c in (True, False)])
+
+
+def test_python_step_where_the_compiled_one_does_not_apply():
+    x, y, _ = blobs(n=30, d=6, k=3)
+    cases = {
+        "dropout": models.Sequential([layers.Dense(4, input_shape=(6,)), layers.Dropout(0.5),
+                                      layers.Dense(3, activation="softmax")], seed=0),
+        "activation layer": models.Sequential([layers.Dense(4, input_shape=(6,)),
+                                               layers.Activation("relu"),
+                                               layers.Dense(3, activation="softmax")], seed=0),
+    }
+    for name, m in cases.items():
+        m.compile("sgd", "categorical_crossentropy")
+        m.fit(x, y, epochs=1, batch_size=10, verbose=0)
+        assert [s for s, *_ in m._stacks.values()] == [None], name
+    m = _model(out_act="linear")
+    m.compile("sgd", losses.CategoricalCrossentropy(from_logits=True))
+    m.fit(x, y, epochs=1, batch_size=10, verbose=0)
+    assert [s for s, *_ in m._stacks.values()] == [None]
+    fastnn.set_backend("numpy")
+    try:
+        m = _model()
+        m.compile("sgd", "categorical_crossentropy")
+        m.fit(x, y, epochs=1, batch_size=10, verbose=0)
+        assert [s for s, *_ in m._stacks.values()] == [None]
+    finally:
+        fastnn.set_backend("compiled")
+
+
+def test_compiled_step_follows_a_rebuilt_optimizer_state():
+    """A callback that swaps the optimizer mid-fit brings new state: the step must use it."""
+    x, y, _ = blobs(n=40, d=6, k=3)
+    m = _model()
+    m.compile("adam", "categorical_crossentropy")
+    after_first = []
+
+    def swap(epoch, logs):
+        if epoch == 0:
+            after_first.extend(m.get_weights())
+            m.optimizer = optimizers.SGD(0.0)  # learning rate 0: the weights must not move
+    m.fit(x, y, epochs=2, batch_size=8, verbose=0,
+          callbacks=[callbacks.LambdaCallback(on_epoch_end=swap)])
+    assert m.optimizer.iterations == 5
+    for a, b in zip(after_first, m.get_weights()):
+        assert np.array_equal(a, b)
+
+
+def test_compiled_step_refuses_bad_indices():
+    x, y, _ = blobs(n=30, d=6, k=3)
+    m = _model()
+    m.compile("sgd", "categorical_crossentropy")
+    m.fit(x, y, epochs=1, batch_size=10, verbose=0)
+    stack = m._dense_stack(x, y, 10)
+    with pytest.raises(ValueError, match=r"Expected idx in \[0, 30\)"):
+        stack.run(np.arange(25, 35, dtype=np.int64), 0.01, 1)
+    with pytest.raises(ValueError, match="shape"):
+        stack.run(np.arange(5, dtype=np.int64), 0.01, 1)
+    with pytest.raises(TypeError, match="int64"):
+        stack.run(np.arange(10, dtype=np.int32), 0.01, 1)
