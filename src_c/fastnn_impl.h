@@ -167,6 +167,18 @@ static inline void LOCAL(block_rows)(int64_t blk, int64_t blocks, int64_t m, int
     *r1 = m * (blk + 1) / blocks;
 }
 
+/* Inside a parallel region: C (m, n) := op(A) @ op(B) in `blocks` row blocks shared by the
+   team (no barrier at the end). */
+static void LOCAL(gemm_blocks)(T *c, const T *a, const T *b, int ta, int tb, int64_t blocks,
+                               int64_t m, int64_t n, int64_t k) {
+#pragma omp for schedule(static) nowait
+    for (int64_t blk = 0; blk < blocks; blk++) {
+        int64_t r0, r1;
+        LOCAL(block_rows)(blk, blocks, m, &r0, &r1);
+        LOCAL(gemm_rows)(c, a, b, ta, tb, r0, r1, m, n, k);
+    }
+}
+
 /* The forward epilogue for row i: (z := acc + b), y := act(acc + b); acc is z or y. */
 static inline void LOCAL(dense_epilogue_row)(T *y, T *z, T *acc, const T *b, int64_t i,
                                              int64_t out, int act, T alpha) {
@@ -230,22 +242,8 @@ void FN(fnn_dense_backward)(T *dw, T *db, T *dx, T *dz, const T *dy, const T *x,
                 for (int64_t j = c0; j < c1; j++) db[j] += dz[i * out + j];
         }
     }
-    if (bw) {
-#pragma omp for schedule(static) nowait
-        for (int64_t blk = 0; blk < bw; blk++) {
-            int64_t r0, r1;
-            LOCAL(block_rows)(blk, bw, in, &r0, &r1);
-            LOCAL(gemm_rows)(dw, x, dz, 1, 0, r0, r1, in, out, n);
-        }
-    }
-    if (bx) {
-#pragma omp for schedule(static) nowait
-        for (int64_t blk = 0; blk < bx; blk++) {
-            int64_t r0, r1;
-            LOCAL(block_rows)(blk, bx, n, &r0, &r1);
-            LOCAL(gemm_rows)(dx, dz, w, 0, 1, r0, r1, n, in, out);
-        }
-    }
+    if (bw) LOCAL(gemm_blocks)(dw, x, dz, 1, 0, bw, in, out, n);
+    if (bx) LOCAL(gemm_blocks)(dx, dz, w, 0, 1, bx, n, in, out);
     FNN_PARALLEL_END
     FNN_CSR_SAVE
     if (!dw || bw) {
