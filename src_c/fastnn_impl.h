@@ -1,6 +1,7 @@
 /* The kernels, written once for a real type T.  fastnn.c includes this file twice, defining
    T (float / double), S (f32 / f64), GEMM, GEMV (cblas_s... / cblas_d...), M(name) (the libm
-   function for T: expf / exp ...), VEXP and VTANH (vectorisable exp and tanh for T);
+   function for T: expf / exp ...), VEXP, VTANH and VRSQRT (vectorisable exp, tanh and
+   1 / sqrt for T);
    the end of this file undefines them all. */
 
 #define CAT_(a, b) a##_##b
@@ -437,7 +438,7 @@ FNN_VEC static void LOCAL(adagrad)(T *restrict p, T *restrict a, const T *restri
                                    int64_t cols, T lr, T eps, T wd) {
     const T keep = (T)1 - lr * wd;
     FNN_STEP_LOOPS(T ai = a[i] + gi * gi; a[i] = ai;
-                   p[i] = p[i] * keep - lr * gi / M(sqrt)(ai + eps);)
+                   p[i] = p[i] * keep - lr * gi * VRSQRT(ai + eps);)
 }
 
 FNN_VEC static void LOCAL(rmsprop)(T *restrict p, T *restrict v, T *restrict mom,
@@ -447,7 +448,7 @@ FNN_VEC static void LOCAL(rmsprop)(T *restrict p, T *restrict v, T *restrict mom
     const T keep = (T)1 - lr * wd, one_m_rho = (T)1 - rho;
     if (!mom && !mg) { /* the common case, kept branch-free for the vectorizer */
         FNN_STEP_LOOPS(T vi = rho * v[i] + one_m_rho * gi * gi; v[i] = vi;
-                       p[i] = p[i] * keep - lr * gi / M(sqrt)(vi + eps);)
+                       p[i] = p[i] * keep - lr * gi * VRSQRT(vi + eps);)
     } else {
         FNN_STEP_LOOPS(
             T vi = rho * v[i] + one_m_rho * gi * gi, d; v[i] = vi;
@@ -458,7 +459,7 @@ FNN_VEC static void LOCAL(rmsprop)(T *restrict p, T *restrict v, T *restrict mom
             } else {
                 d = vi + eps;
             }
-            T inc = lr * gi / M(sqrt)(d);
+            T inc = lr * gi * VRSQRT(d);
             if (mom) {
                 inc = mu * mom[i] + inc;
                 mom[i] = inc;
@@ -611,3 +612,4 @@ double FN(fnn_dense_stack_step)(const struct fnn_dense_stack *s, const int64_t *
 #undef M
 #undef VEXP
 #undef VTANH
+#undef VRSQRT
