@@ -196,13 +196,31 @@ void FN(fnn_dense_forward)(T *y, T *z, const T *x, const T *w, const T *b, int64
                            int64_t in, int64_t out, int act, T alpha) {
     T *acc = z ? z : y; /* the GEMM writes the pre-activation here */
     const int64_t blocks = n > 1 ? fnn_row_blocks(n, out, in) : 0;
-    FNN_CSR_SAVE
-    if (n == 1) /* one sample: acc (out) := w.T (out, in) @ x (in), a GEMV */
-        GEMV(CblasRowMajor, CblasTrans, (blasint)in, (blasint)out, (T)1, w, (blasint)out, x, 1,
-             (T)0, acc, 1);
-    else if (!blocks)
+    if (n == 1) { /* one sample: acc (out) := w.T (out, in) @ x (in), a GEMV split by rows */
+        FNN_PARALLEL_BEGIN(in * out >= FNN_OMP_MIN_ELEMS && out <= FNN_GEMV_SPLIT_OUT &&
+                           in * out <= (int64_t)FNN_GEMV_SERIAL * fnn_get_num_threads())
+        T part[FNN_GEMV_SPLIT_OUT];
+        int64_t r0 = in, r1 = 0;
+#pragma omp for schedule(static) nowait
+        for (int64_t r = 0; r < in; r++) { /* this thread's rows: the rank-1 step's split */
+            r0 = r < r0 ? r : r0;
+            r1 = r + 1;
+        }
+        const int first = r0 == 0; /* writes acc; the others add their partial sums to it */
+        if (r1 > r0)
+            GEMV(CblasRowMajor, CblasTrans, (blasint)(r1 - r0), (blasint)out, (T)1, w + r0 * out,
+                 (blasint)out, x + r0, 1, (T)0, first ? acc : part, 1);
+#pragma omp barrier
+        if (!first && r1 > r0) {
+#pragma omp critical(fnn_gemv_sum)
+            for (int64_t j = 0; j < out; j++) acc[j] += part[j];
+        }
+        FNN_PARALLEL_END
+    } else if (!blocks) {
+        FNN_CSR_SAVE
         LOCAL(gemm_rows)(acc, x, w, 0, 0, 0, n, n, out, in);
-    FNN_CSR_RESTORE
+        FNN_CSR_RESTORE
+    }
     FNN_PARALLEL_BEGIN(blocks || FNN_PAR_ROWS(n, out))
     if (blocks) { /* each thread: its rows' product, then their epilogue while in cache */
 #pragma omp for schedule(static)

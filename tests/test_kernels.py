@@ -171,8 +171,10 @@ def gather_case(shape, dtype_override=None):
 def _registry():
     cases = {}
     # (64, 100, 10) and (131, 515, 11) are small products that the kernels split into row
-    # blocks across threads (2 and 4 blocks at two threads); the others go to the BLAS whole
-    dense_shapes = [(1, 1, 1), (1, 7, 3), (5, 17, 33), (3, 16, 129), (64, 100, 10), (131, 515, 11)]
+    # blocks across threads (2 and 4 blocks at two threads), (1, 301, 200) a GEMV split by rows
+    # of w with the partial sums added; the others go to the BLAS whole
+    dense_shapes = [(1, 1, 1), (1, 7, 3), (5, 17, 33), (3, 16, 129), (64, 100, 10), (131, 515, 11),
+                    (1, 301, 200)]
     for act in ACTS:
         for n, i, o in dense_shapes:
             for bias in (True, False):
@@ -232,10 +234,11 @@ def test_kernel_matches_reference(case, dtype):
 
 @pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("case", ["dense_forward-softmax-131x515x11-b", "dense_forward-relu-64x100x10-nob",
+                                  "dense_forward-tanh-1x301x200-b", "dense_forward-softmax-1x301x200-nob",
                                   "dense_backward-relu-131x515x11-b", "dense_backward-tanh-64x100x10-nob"])
 def test_dense_kernels_at_other_thread_counts(case, threads):
-    """The row-block split of small products at one thread (no split) and at three (blocks
-    shared unevenly) gives the reference's results too."""
+    """The row-block split of small products, and the batch-1 GEMV split, at one thread (no
+    split) and at three (shared unevenly) give the reference's results too."""
     before = fastnn.get_num_threads()
     try:
         fastnn.set_num_threads(threads)
