@@ -244,28 +244,6 @@ static inline float fnn_tanhf(float x) {
     return a < 0.625f ? small : big;
 }
 
-/* 1 / sqrt(x) for float in plain arithmetic that vectorizes: the square root and the division
-   it replaces share one unit taking ~20 cycles per 16 floats, which bounds rmsprop's and
-   adagrad's steps (measured at batch 1, the 784x512 rank-1 step: rmsprop 98 -> 81 us, adagrad
-   96 -> 73 us; momentum SGD over the same memory takes 45 us).  A first guess from the bits
-   (Lomont's constant, relative error < 3.5%) and three Newton steps y := y (3/2 - x/2 y^2)
-   give 1 / sqrt(x) within 2 ulp (1.8 at most over the whole float range, tested); 0 gives
-   inf, inf gives 0, negatives and NaN give NaN, as 1 / sqrtf does. */
-static inline float fnn_rsqrtf(float x) {
-    uint32_t bits;
-    memcpy(&bits, &x, sizeof bits);
-    bits = 0x5f375a86u - (bits >> 1);
-    float y;
-    memcpy(&y, &bits, sizeof y);
-    /* x y first: x / 2 and x y^2 can be subnormal (flushed to 0) where x y is not */
-    y = y * (1.5f - 0.5f * (x * y) * y);
-    y = y * (1.5f - 0.5f * (x * y) * y);
-    y = y * (1.5f - 0.5f * (x * y) * y);
-    y = x == INFINITY ? 0.0f : y;
-    y = x == 0.0f ? INFINITY : y;
-    return x >= 0.0f ? y : NAN;
-}
-
 #define T float
 #define S f32
 #define GEMM cblas_sgemm
@@ -273,7 +251,6 @@ static inline float fnn_rsqrtf(float x) {
 #define M(fn) fn##f
 #define VEXP fnn_expf
 #define VTANH fnn_tanhf
-#define VRSQRT fnn_rsqrtf
 #include "fastnn_impl.h"
 
 #define T double
@@ -283,5 +260,4 @@ static inline float fnn_rsqrtf(float x) {
 #define M(fn) fn
 #define VEXP exp
 #define VTANH tanh
-#define VRSQRT(x) (1.0 / sqrt(x))
 #include "fastnn_impl.h"

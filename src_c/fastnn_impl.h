@@ -1,7 +1,6 @@
 /* The kernels, written once for a real type T.  fastnn.c includes this file twice, defining
    T (float / double), S (f32 / f64), GEMM, GEMV (cblas_s... / cblas_d...), M(name) (the libm
-   function for T: expf / exp ...), VEXP, VTANH and VRSQRT (vectorisable exp, tanh and
-   1 / sqrt for T);
+   function for T: expf / exp ...), VEXP and VTANH (vectorisable exp and tanh for T);
    the end of this file undefines them all. */
 
 #define CAT_(a, b) a##_##b
@@ -456,7 +455,7 @@ FNN_VEC static void LOCAL(adagrad)(T *restrict p, T *restrict a, const T *restri
                                    int64_t cols, T lr, T eps, T wd) {
     const T keep = (T)1 - lr * wd;
     FNN_STEP_LOOPS(T ai = a[i] + gi * gi; a[i] = ai;
-                   p[i] = p[i] * keep - lr * gi * VRSQRT(ai + eps);)
+                   p[i] = p[i] * keep - lr * gi / M(sqrt)(ai + eps);)
 }
 
 FNN_VEC static void LOCAL(rmsprop)(T *restrict p, T *restrict v, T *restrict mom,
@@ -466,7 +465,7 @@ FNN_VEC static void LOCAL(rmsprop)(T *restrict p, T *restrict v, T *restrict mom
     const T keep = (T)1 - lr * wd, one_m_rho = (T)1 - rho;
     if (!mom && !mg) { /* the common case, kept branch-free for the vectorizer */
         FNN_STEP_LOOPS(T vi = rho * v[i] + one_m_rho * gi * gi; v[i] = vi;
-                       p[i] = p[i] * keep - lr * gi * VRSQRT(vi + eps);)
+                       p[i] = p[i] * keep - lr * gi / M(sqrt)(vi + eps);)
     } else {
         FNN_STEP_LOOPS(
             T vi = rho * v[i] + one_m_rho * gi * gi, d; v[i] = vi;
@@ -477,7 +476,7 @@ FNN_VEC static void LOCAL(rmsprop)(T *restrict p, T *restrict v, T *restrict mom
             } else {
                 d = vi + eps;
             }
-            T inc = lr * gi * VRSQRT(d);
+            T inc = lr * gi / M(sqrt)(d);
             if (mom) {
                 inc = mu * mom[i] + inc;
                 mom[i] = inc;
@@ -630,4 +629,3 @@ double FN(fnn_dense_stack_step)(const struct fnn_dense_stack *s, const int64_t *
 #undef M
 #undef VEXP
 #undef VTANH
-#undef VRSQRT
