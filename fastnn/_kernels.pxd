@@ -43,7 +43,10 @@ cdef extern from "fastnn.h" nogil:
         int flag
         double wd
         int rank1
+        void *part
+        int64_t part_threads
 
+    int fnn_dense_stack_owns(const fnn_dense_stack *s, int64_t n) noexcept
     double fnn_dense_stack_step_f32(const fnn_dense_stack *s, const int64_t *idx, int64_t n, double lr, int64_t t) noexcept
     double fnn_dense_stack_step_f64(const fnn_dense_stack *s, const int64_t *idx, int64_t n, double lr, int64_t t) noexcept
 

@@ -586,7 +586,8 @@ cdef class DenseStack:
     Built by Sequential for one batch size from the arrays it owns (this object keeps them
     alive); every size is checked here, so run() only checks the batch's indices.
       layers: [(w, b, dw, db, y, z, dx, act, alpha)] with None for absent arrays;
-      state: up to 3 optimizer arrays in the step kernel's order; hyper: up to 3 scalars."""
+      state: up to 3 optimizer arrays in the step kernel's order; hyper: up to 3 scalars;
+      part: scratch of (part_threads - 1) x n x (layer 0's width) for the row-owned layer 0."""
     cdef fnn_dense_stack s
     cdef fnn_dense_layer *layer
     cdef object keep
@@ -596,9 +597,10 @@ cdef class DenseStack:
     cdef public object predictions  # the last layer's output buffer, for fit's metrics
 
     def __cinit__(self, x, t, xb, tb, grad, list layers, str loss, str opt, p, g, list state,
-                  list hyper, bint flag, double weight_decay, bint rank1):
+                  list hyper, bint flag, double weight_decay, bint rank1, part=None,
+                  int64_t part_threads=0):
         self.layer = NULL
-        self.keep = (x, t, xb, tb, grad, layers, p, g, state)
+        self.keep = (x, t, xb, tb, grad, layers, p, g, state, part)
         cdef int dt = _dtype_of(p, "p")
         self.dtype = dt
         if not layers or len(state) > 3 or len(hyper) > 3:
@@ -658,9 +660,19 @@ cdef class DenseStack:
         self.s.n_params = nparams
         self.s.flag, self.s.wd = flag, weight_decay
         self.s.rank1 = rank1
+        self.s.part, self.s.part_threads = NULL, 0
+        if part is not None and part_threads > 1:  # layer 0 owned by rows: see fastnn.h
+            self.s.part = _ptr(part, "part", dt, 0, (part_threads - 1) * n * self.layer[0].out,
+                               0, True, "p")
+            self.s.part_threads = part_threads
 
     def __dealloc__(self):
         free(self.layer)
+
+    @property
+    def owns_first_layer(self):
+        """Whether run() now computes layer 0 with each thread owning rows of its kernel."""
+        return bool(fnn_dense_stack_owns(&self.s, self.batch_size))
 
     def run(self, idx, double lr, int64_t t):
         """One step on the samples idx (int64, batch_size of them); returns the loss."""

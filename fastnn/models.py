@@ -367,11 +367,14 @@ class Sequential:
                               l.activation.code, l.activation.alpha))
                 width = l.units
             name, state, hyper, flag = opt._stack_args(opt.state[0])
+            threads = backend.K.get_num_threads()["openmp"]
+            part = (self._buffers.get("part", (threads - 1, n, dense[0].units), x.dtype)
+                    if threads > 1 and n > 1 else None)
             stack = make(x, t, self._buffers.get("x", (n, *x.shape[1:]), x.dtype),
                          self._buffers.get("t", (n, *t.shape[1:]), t.dtype),
                          self._buffers.get("grad", (n, width), x.dtype), specs, loss, name,
                          self._params[0], self._grads[0], state, hyper, flag,
-                         opt.weight_decay or 0.0, self._rank1 is dense[0])
+                         opt.weight_decay or 0.0, self._rank1 is dense[0], part, threads)
             stack.predictions = specs[-1][4]
         self._stacks[n] = (stack, opt, opt.state, x, t)
         return stack

@@ -75,6 +75,30 @@
 #define FNN_GEMV_SPLIT_OUT 2048
 #define FNN_GEMV_SERIAL (784 * 512)
 
+/* This thread's number and its team's size (0 and 1 outside a parallel region), and whether
+   it runs inside one (a kernel called there stays on its thread). */
+static inline int64_t fnn_thread_num(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+static inline int64_t fnn_team_size(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+static inline int fnn_in_parallel(void) {
+#ifdef _OPENMP
+    return omp_in_parallel();
+#else
+    return 0;
+#endif
+}
+
 /* Row blocks for C (m, n) := A (m, k) @ B (k, n): 0 to call the BLAS once for the whole
    product, else a multiple of the thread count, each block at least one row. */
 static int64_t fnn_row_blocks(int64_t m, int64_t n, int64_t k) {
@@ -242,6 +266,13 @@ static inline float fnn_tanhf(float x) {
     float big = 1.0f - 2.0f / (fnn_expf(2.0f * a) + 1.0f);
     big = x < 0 ? -big : big;
     return a < 0.625f ? small : big;
+}
+
+int fnn_dense_stack_owns(const struct fnn_dense_stack *s, int64_t n) {
+    const struct fnn_dense_layer *L = s->layer;
+    return s->part && n > 1 && s->part_threads > 1 && !fnn_in_parallel() &&
+           fnn_get_num_threads() == s->part_threads && L[0].in >= 16 * s->part_threads &&
+           (double)n * (double)L[0].in * (double)L[0].out > FNN_SPLIT_MAX_MNK;
 }
 
 #define T float

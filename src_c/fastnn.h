@@ -82,7 +82,18 @@ struct fnn_dense_stack {
     int flag;                 /* sgd: nesterov */
     double wd;
     int rank1;                /* at n == 1, layer 0's kernel (first in p) steps from x dz.T */
+    /* Scratch for layer 0 when each thread owns a block of its kernel's rows (n > 1, a product
+       too big to split in row blocks of the batch, and as many threads as part_threads): the
+       forward adds up per-thread partial products x[:, rows] @ w[rows, :], and the backward
+       computes dw[rows] and steps the optimizer on those rows at once, so each core keeps its
+       rows of w, dw and the optimizer state in its own cache.  (part_threads - 1) x n x out
+       of layer 0, or NULL. */
+    void *part;
+    int64_t part_threads;
 };
+
+/* Whether a step of n samples owns layer 0 by rows (see part above) with the current threads. */
+int fnn_dense_stack_owns(const struct fnn_dense_stack *s, int64_t n);
 
 #define FNN_DECLARE(T, S)                                                                   \
     /* y := act(x @ w + b).  x (n, in), w (in, out), b (out) or NULL, y (n, out);          \

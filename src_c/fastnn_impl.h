@@ -415,7 +415,7 @@ double FN(fnn_mean_squared_error_backward)(T *dp, const T *p, const T *t, int64_
    not NULL, from the rank-1 gradient g = ga gb.T (rows = n / cols, cols) that a dense kernel
    has for a single sample, computed on the fly so it is never written to memory. */
 #define FNN_STEP_LOOPS(...)                                                          \
-    FNN_PARALLEL_BEGIN(n >= FNN_OMP_MIN_ELEMS)                                      \
+    FNN_PARALLEL_BEGIN(n >= FNN_OMP_MIN_ELEMS && !fnn_in_parallel())                \
     if (!ga) {                                                                       \
         _Pragma("omp for simd schedule(static)")                                     \
         for (int64_t i = 0; i < n; i++) {                                            \
@@ -568,20 +568,73 @@ static void LOCAL(stack_opt)(const struct fnn_dense_stack *s, int64_t off, int64
     }
 }
 
+/* Layer 0 forward with each thread owning rows [r0, r1) of w (struct fnn_dense_stack, part):
+   acc := x[:, r0:r1] @ w[r0:r1, :] summed over the threads, then the epilogue.  The BLAS runs
+   single-threaded inside the team (and is set back after). */
+static void LOCAL(owned_forward)(const struct fnn_dense_stack *s, int64_t n) {
+    const struct fnn_dense_layer *L = s->layer;
+    const int64_t in = L->in, out = L->out;
+    T *acc = L->z ? (T *)L->z : (T *)L->y;
+    const int blas = scipy_openblas_get_num_threads();
+    scipy_openblas_set_num_threads(1);
+    FNN_PARALLEL_BEGIN(1)
+    const int64_t th = fnn_thread_num(), nt = fnn_team_size();
+    int64_t r0, r1;
+    LOCAL(block_rows)(th, nt, in, &r0, &r1);
+    GEMM(CblasRowMajor, CblasNoTrans, CblasNoTrans, (blasint)n, (blasint)out, (blasint)(r1 - r0),
+         (T)1, (const T *)s->xb + r0, (blasint)in, (const T *)L->w + r0 * out, (blasint)out, (T)0,
+         th ? (T *)s->part + (th - 1) * n * out : acc, (blasint)out);
+#pragma omp barrier
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t u = 1; u < nt; u++) {
+            const T *pr = (const T *)s->part + (u - 1) * n * out + i * out;
+            for (int64_t j = 0; j < out; j++) acc[i * out + j] += pr[j];
+        }
+        LOCAL(dense_epilogue_row)((T *)L->y, (T *)L->z, acc, (const T *)L->b, i, out, L->act,
+                                  (T)L->alpha);
+    }
+    FNN_PARALLEL_END
+    scipy_openblas_set_num_threads(blas);
+}
+
+/* Layer 0's kernel gradient and optimizer step, each thread on the rows it owns: dw[r0:r1] :=
+   x[:, r0:r1].T @ dz, then the step on those rows while they are in its cache. */
+static void LOCAL(owned_dw_step)(const struct fnn_dense_stack *s, const T *dz, int64_t n, T lr,
+                                 int64_t t) {
+    const struct fnn_dense_layer *L = s->layer;
+    const int64_t in = L->in, out = L->out;
+    const int blas = scipy_openblas_get_num_threads();
+    scipy_openblas_set_num_threads(1);
+    FNN_PARALLEL_BEGIN(1)
+    int64_t r0, r1;
+    LOCAL(block_rows)(fnn_thread_num(), fnn_team_size(), in, &r0, &r1);
+    LOCAL(gemm_rows)((T *)L->dw, (const T *)s->xb, dz, 1, 0, r0, r1, in, out, n);
+    LOCAL(stack_opt)(s, r0 * out, (r1 - r0) * out, NULL, NULL, 0, lr, t); /* on this thread */
+    FNN_PARALLEL_END
+    scipy_openblas_set_num_threads(blas);
+}
+
 /* The same kernel calls, in the same order, as Sequential's step in Python (models.py), so
-   both give bit-identical results (tested in tests/test_train_step.py). */
+   both give bit-identical results (tested in tests/test_train_step.py); except where layer 0
+   is owned by rows (see struct fnn_dense_stack, part): its forward then sums the product in
+   per-thread parts, which rounds differently. */
 double FN(fnn_dense_stack_step)(const struct fnn_dense_stack *s, const int64_t *idx, int64_t n,
                                 double lr, int64_t t) {
     const struct fnn_dense_layer *L = s->layer;
     const int64_t last = s->n_layers - 1, k = L[last].out;
     const int fused = s->loss == FNN_LOSS_SOFTMAX_CCE || s->loss == FNN_LOSS_SOFTMAX_SCCE;
     const int rank1 = s->rank1 && n == 1;
+    const int own = fnn_dense_stack_owns(s, n);
     fnn_gather_forward_u8(s->xb, s->x, idx, n, s->x_row_bytes);
     fnn_gather_forward_u8(s->tb, s->t, idx, n, s->t_row_bytes);
     const T *in = (const T *)s->xb;
     for (int64_t l = 0; l <= last; l++) {
-        FN(fnn_dense_forward)((T *)L[l].y, (T *)L[l].z, in, (const T *)L[l].w, (const T *)L[l].b,
-                              n, L[l].in, L[l].out, L[l].act, (T)L[l].alpha);
+        if (l == 0 && own)
+            LOCAL(owned_forward)(s, n);
+        else
+            FN(fnn_dense_forward)((T *)L[l].y, (T *)L[l].z, in, (const T *)L[l].w,
+                                  (const T *)L[l].b, n, L[l].in, L[l].out, L[l].act, (T)L[l].alpha);
         in = (const T *)L[l].y;
     }
     const T *p = (const T *)L[last].y, *tf = (const T *)s->tb;
@@ -598,13 +651,17 @@ double FN(fnn_dense_stack_step)(const struct fnn_dense_stack *s, const int64_t *
     }
     for (int64_t l = last; l >= 0; l--) { /* fused: the loss gave dz of the last layer */
         const int skip = fused && l == last;
-        FN(fnn_dense_backward)(rank1 && l == 0 ? NULL : (T *)L[l].dw, (T *)L[l].db,
+        FN(fnn_dense_backward)((rank1 || own) && l == 0 ? NULL : (T *)L[l].dw, (T *)L[l].db,
                                l ? (T *)L[l].dx : NULL, d, d, l ? (const T *)L[l - 1].y : (const T *)s->xb,
                                (const T *)L[l].w, (const T *)L[l].y, (const T *)L[l].z, n, L[l].in,
                                L[l].out, skip ? FNN_LINEAR : L[l].act, skip ? (T)0 : (T)L[l].alpha);
         if (l) d = (T *)L[l].dx;
     }
-    if (rank1) { /* layer 0's kernel steps from the gradient x dz.T, never written */
+    if (own) { /* layer 0's kernel: dw and the step by rows, each thread its own */
+        const int64_t nk = L[0].in * L[0].out;
+        LOCAL(owned_dw_step)(s, d, n, (T)lr, t);
+        if (s->n_params > nk) LOCAL(stack_opt)(s, nk, s->n_params - nk, NULL, NULL, 0, (T)lr, t);
+    } else if (rank1) { /* layer 0's kernel steps from the gradient x dz.T, never written */
         const int64_t nk = L[0].in * L[0].out;
         LOCAL(stack_opt)(s, 0, nk, (const T *)s->xb, d, L[0].in, (T)lr, t);
         if (s->n_params > nk) LOCAL(stack_opt)(s, nk, s->n_params - nk, NULL, NULL, 0, (T)lr, t);

@@ -154,3 +154,37 @@ def test_compiled_step_refuses_bad_indices():
         stack.run(np.arange(5, dtype=np.int64), 0.01, 1)
     with pytest.raises(TypeError, match="int64"):
         stack.run(np.arange(10, dtype=np.int32), 0.01, 1)
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_row_owned_first_layer_trains_as_the_python_step(threads, monkeypatch):
+    """A first layer big enough (batch x inputs x units > 2**21) is computed with each thread
+    owning a block of its kernel's rows: the forward product is summed in per-thread parts,
+    which rounds differently from one BLAS call, so the weights agree with the Python step to
+    float32 rounding rather than bit for bit (one thread: no split, bit for bit)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((192, 300)).astype(np.float32)
+    y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 192)]
+    before = fastnn.get_num_threads()
+    runs = []
+    try:
+        fastnn.set_num_threads(threads)
+        for compiled_step in (True, False):
+            with monkeypatch.context() as mp:
+                if not compiled_step:
+                    mp.setattr(models.Sequential, "_dense_stack", lambda self, x, t, n: None)
+                m = models.Sequential([layers.Dense(256, activation="relu", input_shape=(300,)),
+                                       layers.Dense(4, activation="softmax")], seed=1)
+                m.compile("rmsprop", "categorical_crossentropy")
+                m.fit(x, y, epochs=2, batch_size=32, verbose=0)
+                if compiled_step:
+                    stack = m._dense_stack(x, y, 32)
+                    assert stack.owns_first_layer == (threads > 1)
+                runs.append(m.get_weights() + [a.copy() for a in m.optimizer.variables])
+    finally:
+        fastnn.set_num_threads(before)
+    for a, b in zip(*runs):
+        if threads == 1:
+            assert np.array_equal(a, b)
+        else:
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
