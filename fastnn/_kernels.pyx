@@ -581,7 +581,9 @@ OPT_CODES = {"sgd": FNN_OPT_SGD, "adagrad": FNN_OPT_ADAGRAD, "rmsprop": FNN_OPT_
 cdef class DenseStack:
     """fit's training step for a Sequential of Dense layers as one call into C (the GIL
     released): gather, forward, loss, backward and the optimizer step, with the same kernel
-    calls in the same order as the Python step, so the results are bit-identical.
+    calls in the same order as the Python step, so the results are bit-identical; except where
+    layer 0 is owned by rows per thread (`owns_first_layer`, see fastnn.h): its forward product
+    is then summed in per-thread parts, which rounds differently.
 
     Built by Sequential for one batch size from the arrays it owns (this object keeps them
     alive); every size is checked here, so run() only checks the batch's indices.

@@ -6,8 +6,9 @@ fused backward kernel in reverse, and one fused optimizer kernel over all parame
 live in one flat buffer, see _pack_weights).
 Every buffer is owned by a layer or the model and reused, so a warmed-up loop allocates
 nothing per step.  For a stack of Dense layers on the compiled backend, fit runs that step as
-one call into C (`_kernels.DenseStack`: the same kernels, bit-identical results), which saves
-the interpreter's time between kernels (~60 us per step on the book's example).
+one call into C (`_kernels.DenseStack`: the same kernels, bit-identical results but where its
+first layer is owned by rows per thread, see src_c/fastnn.h), which saves the interpreter's
+time between kernels (~60 us per step on the book's example).
 
 The file format of `save`/`load_model` is documented in `fastnn/saving.py`.
 """
