@@ -52,16 +52,22 @@ if os.environ.get("FASTNN_SANITIZE") == "1":
 # plain dlopen too.  No rpath points into pip's temporary build environment.
 link_args.append("-Wl,-rpath,$ORIGIN/../scipy_openblas32/lib")
 
+# src_c/: the runtime, and one file per kind of kernel, each a template (.inc) made for float
+# and double by each_real.h.
+C_FILES = ("runtime", "layers", "losses", "optimizers", "step")
+C_HEADERS = ("fastnn.h", "runtime.h", "each_real.h", "layers.inc", "losses.inc", "optimizers.inc",
+             "step.inc")
+
 ext = Extension(
     "fastnn._kernels",
-    sources=["fastnn/_kernels.pyx", "src_c/fastnn.c"],
+    sources=["fastnn/_kernels.pyx"] + [f"src_c/{f}.c" for f in C_FILES],
     include_dirs=["src_c", numpy.get_include(), scipy_openblas32.get_include_dir()],
     library_dirs=[scipy_openblas32.get_lib_dir()],
     libraries=[scipy_openblas32.get_library()],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     extra_compile_args=compile_args,
     extra_link_args=link_args,
-    depends=["src_c/fastnn.h", "src_c/fastnn_impl.h", "fastnn/_kernels.pxd"],
+    depends=[f"src_c/{f}" for f in C_HEADERS] + ["fastnn/_kernels.pxd"],
 )
 
 # A knob changes the flags but not the sources: rebuild whenever the flags differ from

@@ -8,9 +8,23 @@ cdef extern from "fastnn.h" nogil:
 
     enum fnn_loss_code:
         FNN_LOSS_CCE, FNN_LOSS_SCCE, FNN_LOSS_SOFTMAX_CCE, FNN_LOSS_SOFTMAX_SCCE, FNN_LOSS_BCE,
-        FNN_LOSS_MSE
-    enum fnn_opt_code:
-        FNN_OPT_SGD, FNN_OPT_ADAGRAD, FNN_OPT_RMSPROP, FNN_OPT_ADAM
+        FNN_LOSS_MSE, FNN_N_LOSS
+    enum fnn_opt_rule:
+        FNN_OPT_SGD, FNN_OPT_ADAGRAD, FNN_OPT_RMSPROP, FNN_OPT_ADAM, FNN_OPT_NADAM, FNN_N_OPT
+    double FNN_EPSILON
+
+    struct fnn_optimizer:
+        int rule
+        double momentum
+        int nesterov
+        double rho, epsilon, beta_1, beta_2, weight_decay, learning_rate
+        int64_t iterations
+        double u_product
+        void *momentums
+        void *velocities
+        void *velocity_hats
+        void *average_gradients
+        void *accumulators
 
     struct fnn_dense_layer:
         int64_t in_ "in"
@@ -34,21 +48,18 @@ cdef extern from "fastnn.h" nogil:
         void *xb
         void *tb
         void *grad
-        int loss, opt
+        int loss
         void *p
         void *g
-        void *state[3]
         int64_t n_params
-        double hyper[3]
-        int flag
-        double wd
+        const fnn_optimizer *opt
         int rank1
         void *part
         int64_t part_threads
 
     int fnn_dense_stack_owns(const fnn_dense_stack *s, int64_t n) noexcept
-    double fnn_dense_stack_step_f32(const fnn_dense_stack *s, const int64_t *idx, int64_t n, double lr, int64_t t) noexcept
-    double fnn_dense_stack_step_f64(const fnn_dense_stack *s, const int64_t *idx, int64_t n, double lr, int64_t t) noexcept
+    double fnn_dense_stack_step_f32(const fnn_dense_stack *s, const int64_t *idx, int64_t n) noexcept
+    double fnn_dense_stack_step_f64(const fnn_dense_stack *s, const int64_t *idx, int64_t n) noexcept
 
     void fnn_init() noexcept
     int fnn_have_openmp() noexcept
@@ -68,32 +79,72 @@ cdef extern from "fastnn.h" nogil:
     void fnn_act_backward_f32(float *dx, const float *dy, const float *y, const float *x, int64_t n, int64_t m, int act, float alpha) noexcept
     void fnn_act_backward_f64(double *dx, const double *dy, const double *y, const double *x, int64_t n, int64_t m, int act, double alpha) noexcept
 
-    double fnn_categorical_crossentropy_backward_f32(float *dp, const float *p, const float *t, int64_t n, int64_t k) noexcept
-    double fnn_categorical_crossentropy_backward_f64(double *dp, const double *p, const double *t, int64_t n, int64_t k) noexcept
-    double fnn_sparse_categorical_crossentropy_backward_f32(float *dp, const float *p, const int64_t *labels, int64_t n, int64_t k) noexcept
-    double fnn_sparse_categorical_crossentropy_backward_f64(double *dp, const double *p, const int64_t *labels, int64_t n, int64_t k) noexcept
-    double fnn_softmax_crossentropy_backward_f32(float *dz, const float *p, const float *t, int64_t n, int64_t k) noexcept
-    double fnn_softmax_crossentropy_backward_f64(double *dz, const double *p, const double *t, int64_t n, int64_t k) noexcept
-    double fnn_sparse_softmax_crossentropy_backward_f32(float *dz, const float *p, const int64_t *labels, int64_t n, int64_t k) noexcept
-    double fnn_sparse_softmax_crossentropy_backward_f64(double *dz, const double *p, const int64_t *labels, int64_t n, int64_t k) noexcept
-    double fnn_binary_crossentropy_backward_f32(float *dp, const float *p, const float *t, int64_t n, int64_t k) noexcept
-    double fnn_binary_crossentropy_backward_f64(double *dp, const double *p, const double *t, int64_t n, int64_t k) noexcept
-    double fnn_mean_squared_error_backward_f32(float *dp, const float *p, const float *t, int64_t n, int64_t k) noexcept
-    double fnn_mean_squared_error_backward_f64(double *dp, const double *p, const double *t, int64_t n, int64_t k) noexcept
+    double fnn_loss_backward_f32(float *dp, const float *p, const void *t, int64_t n, int64_t k, int loss) noexcept
+    double fnn_loss_backward_f64(double *dp, const double *p, const void *t, int64_t n, int64_t k, int loss) noexcept
+    void fnn_optimizer_step_f32(float *p, const float *g, int64_t off, int64_t n, const fnn_optimizer *o) noexcept
+    void fnn_optimizer_step_f64(double *p, const double *g, int64_t off, int64_t n, const fnn_optimizer *o) noexcept
+    void fnn_optimizer_outer_step_f32(float *p, const float *a, const float *b, int64_t rows, int64_t cols, const fnn_optimizer *o) noexcept
+    void fnn_optimizer_outer_step_f64(double *p, const double *a, const double *b, int64_t rows, int64_t cols, const fnn_optimizer *o) noexcept
 
-    void fnn_sgd_step_f32(float *p, float *m, const float *g, int64_t n, float lr, float mu, int nesterov, float wd) noexcept
-    void fnn_sgd_step_f64(double *p, double *m, const double *g, int64_t n, double lr, double mu, int nesterov, double wd) noexcept
-    void fnn_adagrad_step_f32(float *p, float *a, const float *g, int64_t n, float lr, float eps, float wd) noexcept
-    void fnn_adagrad_step_f64(double *p, double *a, const double *g, int64_t n, double lr, double eps, double wd) noexcept
-    void fnn_rmsprop_step_f32(float *p, float *v, float *mom, float *mg, const float *g, int64_t n, float lr, float rho, float mu, float eps, float wd) noexcept
-    void fnn_rmsprop_step_f64(double *p, double *v, double *mom, double *mg, const double *g, int64_t n, double lr, double rho, double mu, double eps, double wd) noexcept
-    void fnn_adam_step_f32(float *p, float *m, float *v, float *vhat, const float *g, int64_t n, float lr, float b1, float b2, float eps, float wd, int64_t t) noexcept
-    void fnn_adam_step_f64(double *p, double *m, double *v, double *vhat, const double *g, int64_t n, double lr, double b1, double b2, double eps, double wd, int64_t t) noexcept
-    void fnn_sgd_outer_step_f32(float *p, float *m, const float *a, const float *b, int64_t rows, int64_t cols, float lr, float mu, int nesterov, float wd) noexcept
-    void fnn_sgd_outer_step_f64(double *p, double *m, const double *a, const double *b, int64_t rows, int64_t cols, double lr, double mu, int nesterov, double wd) noexcept
-    void fnn_adagrad_outer_step_f32(float *p, float *acc, const float *a, const float *b, int64_t rows, int64_t cols, float lr, float eps, float wd) noexcept
-    void fnn_adagrad_outer_step_f64(double *p, double *acc, const double *a, const double *b, int64_t rows, int64_t cols, double lr, double eps, double wd) noexcept
-    void fnn_rmsprop_outer_step_f32(float *p, float *v, float *mom, float *mg, const float *a, const float *b, int64_t rows, int64_t cols, float lr, float rho, float mu, float eps, float wd) noexcept
-    void fnn_rmsprop_outer_step_f64(double *p, double *v, double *mom, double *mg, const double *a, const double *b, int64_t rows, int64_t cols, double lr, double rho, double mu, double eps, double wd) noexcept
-    void fnn_adam_outer_step_f32(float *p, float *m, float *v, float *vhat, const float *a, const float *b, int64_t rows, int64_t cols, float lr, float b1, float b2, float eps, float wd, int64_t t) noexcept
-    void fnn_adam_outer_step_f64(double *p, double *m, double *v, double *vhat, const double *a, const double *b, int64_t rows, int64_t cols, double lr, double b1, double b2, double eps, double wd, int64_t t) noexcept
+
+# Each kernel once for both real types (scikit-learn's `floating` pattern): the wrappers in
+# _kernels.pyx are written once over `real` and call these.
+ctypedef fused real:
+    float
+    double
+
+
+cdef inline void dense_forward_k(real *y, real *z, const real *x, const real *w, const real *b, int64_t n, int64_t i, int64_t o, int act, double alpha) noexcept nogil:
+    if real is float:
+        fnn_dense_forward_f32(y, z, x, w, b, n, i, o, act, <float>alpha)
+    else:
+        fnn_dense_forward_f64(y, z, x, w, b, n, i, o, act, alpha)
+
+
+cdef inline void dense_backward_k(real *dw, real *db, real *dx, real *dz, const real *dy, const real *x, const real *w, const real *y, const real *z, int64_t n, int64_t i, int64_t o, int act, double alpha) noexcept nogil:
+    if real is float:
+        fnn_dense_backward_f32(dw, db, dx, dz, dy, x, w, y, z, n, i, o, act, <float>alpha)
+    else:
+        fnn_dense_backward_f64(dw, db, dx, dz, dy, x, w, y, z, n, i, o, act, alpha)
+
+
+cdef inline void act_forward_k(real *y, const real *x, int64_t n, int64_t m, int act, double alpha) noexcept nogil:
+    if real is float:
+        fnn_act_forward_f32(y, x, n, m, act, <float>alpha)
+    else:
+        fnn_act_forward_f64(y, x, n, m, act, alpha)
+
+
+cdef inline void act_backward_k(real *dx, const real *dy, const real *y, const real *x, int64_t n, int64_t m, int act, double alpha) noexcept nogil:
+    if real is float:
+        fnn_act_backward_f32(dx, dy, y, x, n, m, act, <float>alpha)
+    else:
+        fnn_act_backward_f64(dx, dy, y, x, n, m, act, alpha)
+
+
+cdef inline double loss_backward_k(real *dp, const real *p, const void *t, int64_t n, int64_t k, int loss) noexcept nogil:
+    if real is float:
+        return fnn_loss_backward_f32(dp, p, t, n, k, loss)
+    else:
+        return fnn_loss_backward_f64(dp, p, t, n, k, loss)
+
+
+cdef inline void optimizer_step_k(real *p, const real *g, int64_t off, int64_t n, const fnn_optimizer *o) noexcept nogil:
+    if real is float:
+        fnn_optimizer_step_f32(p, g, off, n, o)
+    else:
+        fnn_optimizer_step_f64(p, g, off, n, o)
+
+
+cdef inline void optimizer_outer_step_k(real *p, const real *a, const real *b, int64_t rows, int64_t cols, const fnn_optimizer *o) noexcept nogil:
+    if real is float:
+        fnn_optimizer_outer_step_f32(p, a, b, rows, cols, o)
+    else:
+        fnn_optimizer_outer_step_f64(p, a, b, rows, cols, o)
+
+
+cdef inline double dense_stack_step_k(real *kind, const fnn_dense_stack *s, const int64_t *idx, int64_t n) noexcept nogil:
+    if real is float:
+        return fnn_dense_stack_step_f32(s, idx, n)
+    else:
+        return fnn_dense_stack_step_f64(s, idx, n)

@@ -1,11 +1,12 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """Compiled backend: thin checked wrappers around the C kernels in src_c/.
 
-Every function here has a twin of the same name and argument order in
+Every function and class here has a twin of the same name and arguments in
 `fastnn/_reference.py`.  The decision: the public layers convert inputs
 (`np.ascontiguousarray(x, dtype)`); this module refuses what a kernel cannot take,
 with a TypeError/ValueError naming the operand, and never copies.  Sizes come from the
-shapes; the dtype (float32 -> *_f32, float64 -> *_f64) from the first array operand.
+shapes; the real type (float32 or float64) from the first array operand: each wrapper is
+written once over the fused type `real` (see _kernels.pxd) and called for that type.
 """
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uintptr_t
@@ -13,15 +14,44 @@ from libc.stdlib cimport free, malloc
 
 import numpy as np
 
+from fastnn import _codes
+
 cnp.import_array()
 fnn_init()
 
-ACT_CODES = {
-    "linear": FNN_LINEAR, "relu": FNN_RELU, "sigmoid": FNN_SIGMOID, "tanh": FNN_TANH,
-    "softmax": FNN_SOFTMAX, "leaky_relu": FNN_LEAKY_RELU, "elu": FNN_ELU, "gelu": FNN_GELU,
-}
+ACT_CODES = _codes.ACTIVATIONS
 NAME = "compiled"
 cdef int64_t _BLAS_MAX = 2147483647  # scipy-openblas32 takes 32-bit sizes
+
+
+def codes():
+    """The codes and constants this build was compiled with (tests/test_codes.py compares
+    them with fastnn/_codes.py)."""
+    return {
+        "activations": {"linear": FNN_LINEAR, "relu": FNN_RELU, "sigmoid": FNN_SIGMOID,
+                        "tanh": FNN_TANH, "softmax": FNN_SOFTMAX, "leaky_relu": FNN_LEAKY_RELU,
+                        "elu": FNN_ELU, "gelu": FNN_GELU},
+        "n_activations": FNN_N_ACT,
+        "losses": {"categorical_crossentropy": FNN_LOSS_CCE,
+                   "sparse_categorical_crossentropy": FNN_LOSS_SCCE,
+                   "softmax_crossentropy": FNN_LOSS_SOFTMAX_CCE,
+                   "sparse_softmax_crossentropy": FNN_LOSS_SOFTMAX_SCCE,
+                   "binary_crossentropy": FNN_LOSS_BCE, "mean_squared_error": FNN_LOSS_MSE},
+        "n_losses": FNN_N_LOSS,
+        "optimizer_rules": {"sgd": FNN_OPT_SGD, "adagrad": FNN_OPT_ADAGRAD,
+                            "rmsprop": FNN_OPT_RMSPROP, "adam": FNN_OPT_ADAM,
+                            "nadam": FNN_OPT_NADAM},
+        "n_optimizer_rules": FNN_N_OPT,
+        "epsilon": FNN_EPSILON,
+    }
+
+
+cdef inline int _typenum(real *kind) noexcept:
+    return cnp.NPY_FLOAT32 if real is float else cnp.NPY_FLOAT64
+
+
+cdef bint _is_f32(object a, str name) except -1:
+    return _dtype_of(a, name) == cnp.NPY_FLOAT32
 
 
 # ---- operand checks ----------------------------------------------------------------------
@@ -80,7 +110,7 @@ cdef int _disjoint(str out_name, object out, str in_name, object other) except -
 
 cdef int _check_act(int act, double alpha) except -1:
     if act < 0 or act >= FNN_N_ACT:
-        raise ValueError(f"Expected act to be an activation code in {sorted(ACT_CODES.values())}. "
+        raise ValueError(f"Expected act to be an activation code in {sorted(_codes.ACTIVATIONS.values())}. "
                          f"Received: act={act}")
     if (act == FNN_LEAKY_RELU and alpha < 0) or (act == FNN_ELU and alpha <= 0):
         raise ValueError(f"Expected alpha >= 0 for leaky_relu and > 0 for elu (the backward "
@@ -109,41 +139,51 @@ cdef int _check_labels(const int64_t *lab, int64_t n, int64_t k) except -1:
 
 def dense_forward(y, z, x, w, b, int act, double alpha):
     """y := act(x @ w + b); z (or None) receives x @ w + b.  x (n, in), w (in, out)."""
-    cdef int t = _dtype_of(x, "x")
-    if cnp.PyArray_NDIM(<cnp.ndarray>x) != 2 or cnp.PyArray_NDIM(<cnp.ndarray>w) != 2:
+    if _is_f32(x, "x"):
+        _dense_forward(<float *>NULL, y, z, x, w, b, act, alpha)
+    else:
+        _dense_forward(<double *>NULL, y, z, x, w, b, act, alpha)
+
+
+cdef int _dense_forward(real *kind, y, z, x, w, b, int act, double alpha) except -1:
+    cdef int t = _typenum(kind)
+    if cnp.PyArray_NDIM(<cnp.ndarray>x) != 2 or not cnp.PyArray_Check(w) or cnp.PyArray_NDIM(<cnp.ndarray>w) != 2:
         raise ValueError(f"Expected 2-D x and w. Received: x.shape={np.shape(x)}, "
                          f"w.shape={np.shape(w)}")
     cdef int64_t n = x.shape[0], i = x.shape[1], o = w.shape[1]
     _check_sizes(n, i, o)
     _check_act(act, alpha)
-    cdef void *px = _ptr(x, "x", t, 2, n, i, False, None)
-    cdef void *pw = _ptr(w, "w", t, 2, i, o, False, "x")
-    cdef void *pb = NULL
-    cdef void *pz = NULL
+    cdef real *px = <real *>_ptr(x, "x", t, 2, n, i, False, None)
+    cdef real *pw = <real *>_ptr(w, "w", t, 2, i, o, False, "x")
+    cdef real *pb = NULL
+    cdef real *pz = NULL
     if b is not None:
-        pb = _ptr(b, "b", t, 1, o, 0, False, "x")
-    cdef void *py = _ptr(y, "y", t, 2, n, o, True, "x")
+        pb = <real *>_ptr(b, "b", t, 1, o, 0, False, "x")
+    cdef real *py = <real *>_ptr(y, "y", t, 2, n, o, True, "x")
     if z is not None:
-        pz = _ptr(z, "z", t, 2, n, o, True, "x")
+        pz = <real *>_ptr(z, "z", t, 2, n, o, True, "x")
     for oname, out in (("y", y), ("z", z)):
         _disjoint(oname, out, "x", x); _disjoint(oname, out, "w", w); _disjoint(oname, out, "b", b)
     _disjoint("y", y, "z", z)
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            fnn_dense_forward_f32(<float *>py, <float *>pz, <float *>px, <float *>pw,
-                                  <float *>pb, n, i, o, act, <float>alpha)
-    else:
-        with nogil:
-            fnn_dense_forward_f64(<double *>py, <double *>pz, <double *>px, <double *>pw,
-                                  <double *>pb, n, i, o, act, alpha)
+    with nogil:
+        dense_forward_k(py, pz, px, pw, pb, n, i, o, act, alpha)
+    return 0
 
 
 def dense_backward(dw, db, dx, dz, dy, x, w, y, z, int act, double alpha):
     """dz := dy * act'(.), dw := x.T @ dz, db := sum(dz), dx := dz @ w.T (dw, db, dx may be None).
 
     dz is scratch of dy's shape and may be dy itself; z (pre-activation) is needed for gelu."""
-    cdef int t = _dtype_of(x, "x")
-    if cnp.PyArray_NDIM(<cnp.ndarray>x) != 2 or cnp.PyArray_NDIM(<cnp.ndarray>w) != 2:
+    if _is_f32(x, "x"):
+        _dense_backward(<float *>NULL, dw, db, dx, dz, dy, x, w, y, z, act, alpha)
+    else:
+        _dense_backward(<double *>NULL, dw, db, dx, dz, dy, x, w, y, z, act, alpha)
+
+
+cdef int _dense_backward(real *kind, dw, db, dx, dz, dy, x, w, y, z, int act,
+                         double alpha) except -1:
+    cdef int t = _typenum(kind)
+    if cnp.PyArray_NDIM(<cnp.ndarray>x) != 2 or not cnp.PyArray_Check(w) or cnp.PyArray_NDIM(<cnp.ndarray>w) != 2:
         raise ValueError(f"Expected 2-D x and w. Received: x.shape={np.shape(x)}, "
                          f"w.shape={np.shape(w)}")
     cdef int64_t n = x.shape[0], i = x.shape[1], o = w.shape[1]
@@ -151,23 +191,23 @@ def dense_backward(dw, db, dx, dz, dy, x, w, y, z, int act, double alpha):
     _check_act(act, alpha)
     if act == FNN_GELU and z is None:
         raise ValueError("Expected z (the pre-activation) for act=gelu. Received: z=None")
-    cdef void *px = _ptr(x, "x", t, 2, n, i, False, None)
-    cdef void *pw = _ptr(w, "w", t, 2, i, o, False, "x")
-    cdef void *pdy = _ptr(dy, "dy", t, 2, n, o, False, "x")
-    cdef void *py = _ptr(y, "y", t, 2, n, o, False, "x")
-    cdef void *pz = NULL
+    cdef real *px = <real *>_ptr(x, "x", t, 2, n, i, False, None)
+    cdef real *pw = <real *>_ptr(w, "w", t, 2, i, o, False, "x")
+    cdef real *pdy = <real *>_ptr(dy, "dy", t, 2, n, o, False, "x")
+    cdef real *py = <real *>_ptr(y, "y", t, 2, n, o, False, "x")
+    cdef real *pz = NULL
     if z is not None:
-        pz = _ptr(z, "z", t, 2, n, o, False, "x")
-    cdef void *pdz = _ptr(dz, "dz", t, 2, n, o, True, "x")
-    cdef void *pdw = NULL
+        pz = <real *>_ptr(z, "z", t, 2, n, o, False, "x")
+    cdef real *pdz = <real *>_ptr(dz, "dz", t, 2, n, o, True, "x")
+    cdef real *pdw = NULL
+    cdef real *pdb = NULL
+    cdef real *pdx = NULL
     if dw is not None:
-        pdw = _ptr(dw, "dw", t, 2, i, o, True, "x")
-    cdef void *pdb = NULL
-    cdef void *pdx = NULL
+        pdw = <real *>_ptr(dw, "dw", t, 2, i, o, True, "x")
     if db is not None:
-        pdb = _ptr(db, "db", t, 1, o, 0, True, "x")
+        pdb = <real *>_ptr(db, "db", t, 1, o, 0, True, "x")
     if dx is not None:
-        pdx = _ptr(dx, "dx", t, 2, n, i, True, "x")
+        pdx = <real *>_ptr(dx, "dx", t, 2, n, i, True, "x")
     ins = (("x", x), ("w", w), ("y", y), ("z", z))
     outs = (("dw", dw), ("db", db), ("dx", dx), ("dz", dz))
     for k, (oname, out) in enumerate(outs):
@@ -177,41 +217,45 @@ def dense_backward(dw, db, dx, dz, dy, x, w, y, z, int act, double alpha):
             _disjoint(oname, out, oname2, out2)
         if pdz != pdy or oname != "dz":  # dz may be exactly dy, nothing else may touch dy
             _disjoint(oname, out, "dy", dy)
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            fnn_dense_backward_f32(<float *>pdw, <float *>pdb, <float *>pdx, <float *>pdz,
-                                   <float *>pdy, <float *>px, <float *>pw, <float *>py,
-                                   <float *>pz, n, i, o, act, <float>alpha)
-    else:
-        with nogil:
-            fnn_dense_backward_f64(<double *>pdw, <double *>pdb, <double *>pdx, <double *>pdz,
-                                   <double *>pdy, <double *>px, <double *>pw, <double *>py,
-                                   <double *>pz, n, i, o, act, alpha)
+    with nogil:
+        dense_backward_k(pdw, pdb, pdx, pdz, pdy, px, pw, py, pz, n, i, o, act, alpha)
+    return 0
 
 
 def act_forward(y, x, int act, double alpha):
     """y := act(x), row-wise over the last axis for softmax.  x, y (n, m); y may be x."""
-    cdef int t = _dtype_of(x, "x")
+    if _is_f32(x, "x"):
+        _act_forward(<float *>NULL, y, x, act, alpha)
+    else:
+        _act_forward(<double *>NULL, y, x, act, alpha)
+
+
+cdef int _act_forward(real *kind, y, x, int act, double alpha) except -1:
+    cdef int t = _typenum(kind)
     if cnp.PyArray_NDIM(<cnp.ndarray>x) != 2:
         raise ValueError(f"Expected 2-D x. Received: x.shape={np.shape(x)}")
     cdef int64_t n = x.shape[0], m = x.shape[1]
     _check_sizes(n, m, 1)
     _check_act(act, alpha)
-    cdef void *px = _ptr(x, "x", t, 2, n, m, False, None)
-    cdef void *py = _ptr(y, "y", t, 2, n, m, True, "x")
+    cdef real *px = <real *>_ptr(x, "x", t, 2, n, m, False, None)
+    cdef real *py = <real *>_ptr(y, "y", t, 2, n, m, True, "x")
     if py != px:
         _disjoint("y", y, "x", x)
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            fnn_act_forward_f32(<float *>py, <float *>px, n, m, act, <float>alpha)
-    else:
-        with nogil:
-            fnn_act_forward_f64(<double *>py, <double *>px, n, m, act, alpha)
+    with nogil:
+        act_forward_k(py, px, n, m, act, alpha)
+    return 0
 
 
 def act_backward(dx, dy, y, x, int act, double alpha):
     """dx := dy * act'(x) from y = act(x) (x is read only for gelu and may be None otherwise)."""
-    cdef int t = _dtype_of(dy, "dy")
+    if _is_f32(dy, "dy"):
+        _act_backward(<float *>NULL, dx, dy, y, x, act, alpha)
+    else:
+        _act_backward(<double *>NULL, dx, dy, y, x, act, alpha)
+
+
+cdef int _act_backward(real *kind, dx, dy, y, x, int act, double alpha) except -1:
+    cdef int t = _typenum(kind)
     if cnp.PyArray_NDIM(<cnp.ndarray>dy) != 2:
         raise ValueError(f"Expected 2-D dy. Received: dy.shape={np.shape(dy)}")
     cdef int64_t n = dy.shape[0], m = dy.shape[1]
@@ -219,322 +263,184 @@ def act_backward(dx, dy, y, x, int act, double alpha):
     _check_act(act, alpha)
     if act == FNN_GELU and x is None:
         raise ValueError("Expected x (the pre-activation) for act=gelu. Received: x=None")
-    cdef void *pdy = _ptr(dy, "dy", t, 2, n, m, False, None)
-    cdef void *py = _ptr(y, "y", t, 2, n, m, False, "dy")
-    cdef void *px = NULL
+    cdef real *pdy = <real *>_ptr(dy, "dy", t, 2, n, m, False, None)
+    cdef real *py = <real *>_ptr(y, "y", t, 2, n, m, False, "dy")
+    cdef real *px = NULL
     if x is not None:
-        px = _ptr(x, "x", t, 2, n, m, False, "dy")
-    cdef void *pdx = _ptr(dx, "dx", t, 2, n, m, True, "dy")
+        px = <real *>_ptr(x, "x", t, 2, n, m, False, "dy")
+    cdef real *pdx = <real *>_ptr(dx, "dx", t, 2, n, m, True, "dy")
     if pdx != pdy:
         _disjoint("dx", dx, "dy", dy)
     _disjoint("dx", dx, "y", y)
     _disjoint("dx", dx, "x", x)
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            fnn_act_backward_f32(<float *>pdx, <float *>pdy, <float *>py, <float *>px, n, m,
-                                 act, <float>alpha)
-    else:
-        with nogil:
-            fnn_act_backward_f64(<double *>pdx, <double *>pdy, <double *>py, <double *>px,
-                                 n, m, act, alpha)
+    with nogil:
+        act_backward_k(pdx, pdy, py, px, n, m, act, alpha)
+    return 0
 
 
 # ---- losses ------------------------------------------------------------------------------
-# One dispatcher serves every loss: `which` picks the kernel pair, `sparse` says whether the
-# targets are int64 labels (n,) rather than an array shaped like p.
+# Every loss kernel by its code (fastnn/_codes.py LOSSES): the targets are int64 labels (n,)
+# for the sparse ones, else an array shaped like p.  dp None: the value only.
 
-cdef enum _Loss:
-    CCE, SCCE, SOFTMAX_CCE, SOFTMAX_SCCE, BCE, MSE
+def loss_backward(dp, p, t, int loss):
+    """The batch-mean loss `loss` (a code) of p against t; writes dp := d loss / d p unless dp
+    is None (the fused softmax ones: dp := d loss / d logits, required)."""
+    if _is_f32(p, "y_pred"):
+        return _loss(<float *>NULL, dp, p, t, loss)
+    return _loss(<double *>NULL, dp, p, t, loss)
 
 
-cdef double _loss(int which, object dp, object p, object t, bint sparse) except? -1:
-    cdef int ty = _dtype_of(p, "y_pred")
+cdef double _loss(real *kind, dp, p, t, int loss) except? -1:
+    cdef int ty = _typenum(kind)
+    if loss < 0 or loss >= FNN_N_LOSS:
+        raise ValueError(f"Expected loss to be a loss code in {sorted(_codes.LOSSES.values())}. "
+                         f"Received: loss={loss}")
+    cdef bint sparse = loss == FNN_LOSS_SCCE or loss == FNN_LOSS_SOFTMAX_SCCE
+    if dp is None and (loss == FNN_LOSS_SOFTMAX_CCE or loss == FNN_LOSS_SOFTMAX_SCCE):
+        raise ValueError("Expected dz, the gradient buffer. Received: None")
     if cnp.PyArray_NDIM(<cnp.ndarray>p) != 2:
         raise ValueError(f"Expected 2-D y_pred (batch, classes). Received: y_pred.shape={np.shape(p)}")
     cdef int64_t n = p.shape[0], k = p.shape[1]
     _check_sizes(n, k, 1)
-    cdef void *pp = _ptr(p, "y_pred", ty, 2, n, k, False, None)
+    cdef real *pp = <real *>_ptr(p, "y_pred", ty, 2, n, k, False, None)
     cdef void *pt
     if sparse:
         pt = _ptr(t, "labels", cnp.NPY_INT64, 1, n, 0, False, None)
         _check_labels(<int64_t *>pt, n, k)
     else:
         pt = _ptr(t, "y_true", ty, 2, n, k, False, "y_pred")
-    cdef void *pdp = NULL
+    cdef real *pdp = NULL
     if dp is not None:
-        pdp = _ptr(dp, "grad", ty, 2, n, k, True, "y_pred")
+        pdp = <real *>_ptr(dp, "grad", ty, 2, n, k, True, "y_pred")
         _disjoint("grad", dp, "y_pred", p)
         _disjoint("grad", dp, "y_true", t)
     cdef double r
-    if ty == cnp.NPY_FLOAT32:
-        with nogil:
-            if which == CCE:
-                r = fnn_categorical_crossentropy_backward_f32(<float *>pdp, <float *>pp, <float *>pt, n, k)
-            elif which == SCCE:
-                r = fnn_sparse_categorical_crossentropy_backward_f32(<float *>pdp, <float *>pp, <int64_t *>pt, n, k)
-            elif which == SOFTMAX_CCE:
-                r = fnn_softmax_crossentropy_backward_f32(<float *>pdp, <float *>pp, <float *>pt, n, k)
-            elif which == SOFTMAX_SCCE:
-                r = fnn_sparse_softmax_crossentropy_backward_f32(<float *>pdp, <float *>pp, <int64_t *>pt, n, k)
-            elif which == BCE:
-                r = fnn_binary_crossentropy_backward_f32(<float *>pdp, <float *>pp, <float *>pt, n, k)
-            else:
-                r = fnn_mean_squared_error_backward_f32(<float *>pdp, <float *>pp, <float *>pt, n, k)
-    else:
-        with nogil:
-            if which == CCE:
-                r = fnn_categorical_crossentropy_backward_f64(<double *>pdp, <double *>pp, <double *>pt, n, k)
-            elif which == SCCE:
-                r = fnn_sparse_categorical_crossentropy_backward_f64(<double *>pdp, <double *>pp, <int64_t *>pt, n, k)
-            elif which == SOFTMAX_CCE:
-                r = fnn_softmax_crossentropy_backward_f64(<double *>pdp, <double *>pp, <double *>pt, n, k)
-            elif which == SOFTMAX_SCCE:
-                r = fnn_sparse_softmax_crossentropy_backward_f64(<double *>pdp, <double *>pp, <int64_t *>pt, n, k)
-            elif which == BCE:
-                r = fnn_binary_crossentropy_backward_f64(<double *>pdp, <double *>pp, <double *>pt, n, k)
-            else:
-                r = fnn_mean_squared_error_backward_f64(<double *>pdp, <double *>pp, <double *>pt, n, k)
+    with nogil:
+        r = loss_backward_k(pdp, pp, pt, n, k, loss)
     return r
 
 
-# The *_forward kernels are the *_backward ones with dp = NULL (one C code path for both).
-def categorical_crossentropy_forward(p, t):
-    return _loss(CCE, None, p, t, False)
+# ---- optimizers --------------------------------------------------------------------------
 
-def categorical_crossentropy_backward(dp, p, t):
-    return _loss(CCE, dp, p, t, False)
+cdef class OptimizerStep:
+    """One optimizer's C description (struct fnn_optimizer, see src_c/fastnn.h) for a parameter
+    array p of n elements: its rule, hyper-parameters and state arrays, set once; each step
+    then sets its scalars (begin) and runs on p (step, outer_step).
 
-def sparse_categorical_crossentropy_forward(p, labels):
-    return _loss(SCCE, None, p, labels, True)
+      rule: a name of fastnn/_codes.py OPTIMIZER_RULES;  hyper: {name: value} of
+      OPTIMIZER_HYPER and "weight_decay";  slots: {name: array or None} of OPTIMIZER_SLOTS,
+      each array of p's dtype and size, kept alive here."""
+    cdef fnn_optimizer o
+    cdef readonly int64_t size
+    cdef readonly object dtype
+    cdef object slots
 
-def sparse_categorical_crossentropy_backward(dp, p, labels):
-    return _loss(SCCE, dp, p, labels, True)
+    def __cinit__(self, p, str rule, dict hyper, dict slots):
+        cdef int t = _dtype_of(p, "p")
+        self.size = cnp.PyArray_SIZE(<cnp.ndarray>p)
+        self.dtype = p.dtype
+        if rule not in _codes.OPTIMIZER_RULES:
+            raise ValueError(f"Expected rule in {sorted(_codes.OPTIMIZER_RULES)}. Received: {rule!r}")
+        for name in hyper:
+            if name not in _codes.OPTIMIZER_HYPER and name != "weight_decay":
+                raise ValueError(f"Unknown optimizer hyper-parameter {name!r}")
+        for name in slots:
+            if name not in _codes.OPTIMIZER_SLOTS:
+                raise ValueError(f"Unknown optimizer state {name!r}")
+        for name in _codes.OPTIMIZER_REQUIRED[rule]:
+            if slots.get(name) is None:
+                raise ValueError(f"Expected the {rule} state array {name!r}. Received: None")
+        if rule == "sgd" and hyper.get("momentum", 0.0) != 0 and slots.get("momentums") is None:
+            raise ValueError(f"Expected a momentum buffer 'momentums' for momentum="
+                             f"{hyper['momentum']}. Received: None")
+        self.o.rule = _codes.OPTIMIZER_RULES[rule]
+        self.o.momentum = hyper.get("momentum", 0.0)
+        self.o.nesterov = bool(hyper.get("nesterov", False))
+        self.o.rho = hyper.get("rho", 0.0)
+        self.o.epsilon = hyper.get("epsilon", 0.0)
+        self.o.beta_1 = hyper.get("beta_1", 0.0)
+        self.o.beta_2 = hyper.get("beta_2", 0.0)
+        self.o.weight_decay = hyper.get("weight_decay", 0.0) or 0.0
+        self.o.learning_rate, self.o.iterations, self.o.u_product = 0.0, 0, 1.0
+        names = [n for n in _codes.OPTIMIZER_SLOTS if slots.get(n) is not None]
+        cdef void *ptr[5]
+        for k, name in enumerate(names):
+            ptr[k] = _ptr(slots[name], name, t, 0, self.size, 0, True, "p")
+            _disjoint(name, slots[name], "p", p)
+            for other in names[:k]:
+                _disjoint(name, slots[name], other, slots[other])
+        self.o.momentums = self.o.velocities = self.o.velocity_hats = NULL
+        self.o.average_gradients = self.o.accumulators = NULL
+        for k, name in enumerate(names):
+            if name == "momentums": self.o.momentums = ptr[k]
+            elif name == "velocities": self.o.velocities = ptr[k]
+            elif name == "velocity_hats": self.o.velocity_hats = ptr[k]
+            elif name == "average_gradients": self.o.average_gradients = ptr[k]
+            else: self.o.accumulators = ptr[k]
+        self.slots = {n: slots[n] for n in names}
 
-def softmax_crossentropy_backward(dz, p, t):
-    if dz is None:
-        raise ValueError("Expected dz, the gradient buffer. Received: None")
-    return _loss(SOFTMAX_CCE, dz, p, t, False)
+    def begin(self, double learning_rate, int64_t iterations, double u_product=1.0):
+        """This step's scalars: its learning rate, its number t (from 1) and, for nadam, the
+        product u_1 ... u_t."""
+        if iterations < 1:
+            raise ValueError(f"Expected the step count t >= 1. Received: t={iterations}")
+        self.o.learning_rate, self.o.iterations, self.o.u_product = learning_rate, iterations, u_product
 
-def sparse_softmax_crossentropy_backward(dz, p, labels):
-    if dz is None:
-        raise ValueError("Expected dz, the gradient buffer. Received: None")
-    return _loss(SOFTMAX_SCCE, dz, p, labels, True)
+    cdef int _check_p(self, p, int t) except -1:
+        _ptr(p, "p", t, 0, self.size, 0, True, None)
+        for name, a in self.slots.items():
+            _disjoint(name, a, "p", p)
+        return 0
 
-def binary_crossentropy_forward(p, t):
-    return _loss(BCE, None, p, t, False)
+    def step(self, p, g, int64_t start=0):
+        """The step on elements [start, size) of p (flat view), g and the state."""
+        if _is_f32(p, "p"):
+            self._step(<float *>NULL, p, g, start)
+        else:
+            self._step(<double *>NULL, p, g, start)
 
-def binary_crossentropy_backward(dp, p, t):
-    return _loss(BCE, dp, p, t, False)
+    cdef int _step(self, real *kind, p, g, int64_t start) except -1:
+        cdef int t = _typenum(kind)
+        self._check_p(p, t)
+        cdef real *pg = <real *>_ptr(g, "g", t, 0, self.size, 0, False, "p")
+        _disjoint("g", g, "p", p)
+        for name, a in self.slots.items():
+            _disjoint(name, a, "g", g)
+        if start < 0 or start > self.size:
+            raise ValueError(f"Expected start in [0, {self.size}]. Received: start={start}")
+        cdef real *pp = <real *>cnp.PyArray_DATA(<cnp.ndarray>p)
+        if start < self.size:
+            with nogil:
+                optimizer_step_k(pp, pg, start, self.size - start, &self.o)
+        return 0
 
-def mean_squared_error_forward(p, t):
-    return _loss(MSE, None, p, t, False)
+    def outer_step(self, p, a, b):
+        """The step on elements [0, a.size * b.size) of p and the state, with the rank-1
+        gradient outer(a, b) (a dense kernel's for one sample), never formed."""
+        if _is_f32(p, "p"):
+            self._outer_step(<float *>NULL, p, a, b)
+        else:
+            self._outer_step(<double *>NULL, p, a, b)
 
-def mean_squared_error_backward(dp, p, t):
-    return _loss(MSE, dp, p, t, False)
-
-
-# ---- optimizer steps ---------------------------------------------------------------------
-
-cdef int64_t _step_operands(list names, list arrays, void **ptrs) except -1:
-    """Check p (first) and its state/gradient arrays: same dtype and size, contiguous,
-    pairwise disjoint; None entries stay NULL.  Returns the element count."""
-    p = arrays[0]
-    cdef int t = _dtype_of(p, names[0])
-    cdef int64_t n = cnp.PyArray_SIZE(<cnp.ndarray>p)
-    if n < 1:
-        raise ValueError(f"Expected a non-empty {names[0]}. Received: {names[0]}.shape={p.shape}")
-    cdef int k, j
-    for k in range(len(arrays)):
-        a = arrays[k]
-        ptrs[k] = NULL
-        if a is None:
-            continue
-        # the gradient (last) is read-only input; everything else is written
-        ptrs[k] = _ptr(a, names[k], t, 0, n, 0, k < len(arrays) - 1, names[0] if k else None)
-        for j in range(k):
-            _disjoint(names[k], a, names[j], arrays[j])
-    return n
-
-
-def sgd_step(p, m, g, double lr, double momentum, bint nesterov, double weight_decay):
-    """p := p - lr*wd*p; then m is None: p := p - lr g; else m := mu m - lr g,
-    p := p + m (nesterov: p := p + mu m - lr g)."""
-    cdef void *ptr[3]
-    if m is None and momentum != 0:
-        raise ValueError(f"Expected a momentum buffer m for momentum={momentum}. Received: m=None")
-    cdef int64_t n = _step_operands(["p", "m", "g"], [p, m, g], ptr)
-    if p.dtype == np.float32:
+    cdef int _outer_step(self, real *kind, p, a, b) except -1:
+        cdef int t = _typenum(kind)
+        for name, f in (("a", a), ("b", b)):
+            if not cnp.PyArray_Check(f):
+                raise TypeError(f"Expected {name} to be a numpy.ndarray. Received: {type(f).__name__}")
+        cdef int64_t rows = cnp.PyArray_SIZE(<cnp.ndarray>a), cols = cnp.PyArray_SIZE(<cnp.ndarray>b)
+        if rows < 1 or cols < 1 or rows * cols > self.size:
+            raise ValueError(f"Expected a and b with a.size * b.size in [1, {self.size}]. "
+                             f"Received: a.shape={a.shape}, b.shape={b.shape}")
+        self._check_p(p, t)
+        cdef real *pa = <real *>_ptr(a, "a", t, 1, rows, 0, False, "p")
+        cdef real *pb = <real *>_ptr(b, "b", t, 1, cols, 0, False, "p")
+        for name, arr in [("p", p)] + list(self.slots.items()):
+            _disjoint(name, arr, "a", a)
+            _disjoint(name, arr, "b", b)
+        cdef real *pp = <real *>cnp.PyArray_DATA(<cnp.ndarray>p)
         with nogil:
-            fnn_sgd_step_f32(<float *>ptr[0], <float *>ptr[1], <float *>ptr[2], n, <float>lr,
-                             <float>momentum, nesterov, <float>weight_decay)
-    else:
-        with nogil:
-            fnn_sgd_step_f64(<double *>ptr[0], <double *>ptr[1], <double *>ptr[2], n, lr,
-                             momentum, nesterov, weight_decay)
-
-
-def adagrad_step(p, a, g, double lr, double epsilon, double weight_decay):
-    """a := a + g^2;  p := p - lr g / sqrt(a + eps)  (after decoupled weight decay)."""
-    cdef void *ptr[3]
-    if a is None:
-        raise ValueError("Expected the accumulator a. Received: a=None")
-    cdef int64_t n = _step_operands(["p", "a", "g"], [p, a, g], ptr)
-    if p.dtype == np.float32:
-        with nogil:
-            fnn_adagrad_step_f32(<float *>ptr[0], <float *>ptr[1], <float *>ptr[2], n,
-                                 <float>lr, <float>epsilon, <float>weight_decay)
-    else:
-        with nogil:
-            fnn_adagrad_step_f64(<double *>ptr[0], <double *>ptr[1], <double *>ptr[2], n, lr,
-                                 epsilon, weight_decay)
-
-
-def rmsprop_step(p, v, mom, mg, g, double lr, double rho, double momentum, double epsilon,
-                 double weight_decay):
-    """v := rho v + (1-rho) g^2; centered: mg := rho mg + (1-rho) g, d := v - mg^2 + eps,
-    else d := v + eps; inc := lr g / sqrt(d); mom: mom := mu mom + inc, p -= mom, else p -= inc."""
-    cdef void *ptr[5]
-    if v is None:
-        raise ValueError("Expected the velocity v. Received: v=None")
-    cdef int64_t n = _step_operands(["p", "v", "mom", "mg", "g"], [p, v, mom, mg, g], ptr)
-    if p.dtype == np.float32:
-        with nogil:
-            fnn_rmsprop_step_f32(<float *>ptr[0], <float *>ptr[1], <float *>ptr[2],
-                                 <float *>ptr[3], <float *>ptr[4], n, <float>lr, <float>rho,
-                                 <float>momentum, <float>epsilon, <float>weight_decay)
-    else:
-        with nogil:
-            fnn_rmsprop_step_f64(<double *>ptr[0], <double *>ptr[1], <double *>ptr[2],
-                                 <double *>ptr[3], <double *>ptr[4], n, lr, rho, momentum,
-                                 epsilon, weight_decay)
-
-
-def adam_step(p, m, v, vhat, g, double lr, double beta_1, double beta_2, double epsilon,
-              double weight_decay, int64_t t):
-    """a := lr sqrt(1 - b2^t) / (1 - b1^t); m += (g - m)(1 - b1); v += (g^2 - v)(1 - b2);
-    amsgrad: vhat := max(vhat, v) used for v; p := p - a m / (sqrt(v) + eps)."""
-    cdef void *ptr[5]
-    if m is None or v is None:
-        raise ValueError("Expected the moment buffers m and v. Received: None")
-    if t < 1:
-        raise ValueError(f"Expected the step count t >= 1. Received: t={t}")
-    cdef int64_t n = _step_operands(["p", "m", "v", "vhat", "g"], [p, m, v, vhat, g], ptr)
-    if p.dtype == np.float32:
-        with nogil:
-            fnn_adam_step_f32(<float *>ptr[0], <float *>ptr[1], <float *>ptr[2],
-                              <float *>ptr[3], <float *>ptr[4], n, <float>lr, <float>beta_1,
-                              <float>beta_2, <float>epsilon, <float>weight_decay, t)
-    else:
-        with nogil:
-            fnn_adam_step_f64(<double *>ptr[0], <double *>ptr[1], <double *>ptr[2],
-                              <double *>ptr[3], <double *>ptr[4], n, lr, beta_1, beta_2,
-                              epsilon, weight_decay, t)
-
-
-# ---- optimizer steps with a rank-1 gradient a b.T (a dense kernel's, for one sample) --------
-
-cdef int _outer_operands(list names, list arrays, object a, object b, void **ptrs,
-                         int64_t *rows, int64_t *cols) except -1:
-    """Check p = arrays[0] and its state (written, rows * cols elements each, pairwise
-    disjoint; None stays NULL) and the gradient's factors a (rows,), b (cols,); ptrs gets
-    p, the state arrays, then a and b.  Returns the dtype."""
-    cdef int t = _dtype_of(arrays[0], names[0])
-    for name, f in (("a", a), ("b", b)):
-        if not cnp.PyArray_Check(f):
-            raise TypeError(f"Expected {name} to be a numpy.ndarray. Received: {type(f).__name__}")
-    rows[0], cols[0] = cnp.PyArray_SIZE(<cnp.ndarray>a), cnp.PyArray_SIZE(<cnp.ndarray>b)
-    if rows[0] < 1 or cols[0] < 1:
-        raise ValueError(f"Expected non-empty a and b. Received: a.shape={a.shape}, b.shape={b.shape}")
-    cdef int64_t n = rows[0] * cols[0]
-    cdef int i, j, count = len(arrays)
-    for i in range(count):
-        ptrs[i] = NULL
-        if arrays[i] is not None:
-            ptrs[i] = _ptr(arrays[i], names[i], t, 0, n, 0, True, names[0] if i else None)
-            for j in range(i):
-                _disjoint(names[i], arrays[i], names[j], arrays[j])
-    ptrs[count] = _ptr(a, "a", t, 1, rows[0], 0, False, names[0])
-    ptrs[count + 1] = _ptr(b, "b", t, 1, cols[0], 0, False, names[0])
-    for i in range(count):
-        _disjoint(names[i], arrays[i], "a", a)
-        _disjoint(names[i], arrays[i], "b", b)
-    return t
-
-
-def sgd_outer_step(p, m, a, b, double lr, double momentum, bint nesterov, double weight_decay):
-    """sgd_step with the gradient g = outer(a, b)."""
-    cdef void *ptr[4]
-    cdef int64_t rows, cols
-    if m is None and momentum != 0:
-        raise ValueError(f"Expected a momentum buffer m for momentum={momentum}. Received: m=None")
-    t = _outer_operands(["p", "m"], [p, m], a, b, ptr, &rows, &cols)
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            fnn_sgd_outer_step_f32(<float *>ptr[0], <float *>ptr[1], <float *>ptr[2], <float *>ptr[3],
-                                   rows, cols, <float>lr, <float>momentum, nesterov, <float>weight_decay)
-    else:
-        with nogil:
-            fnn_sgd_outer_step_f64(<double *>ptr[0], <double *>ptr[1], <double *>ptr[2], <double *>ptr[3],
-                                   rows, cols, lr, momentum, nesterov, weight_decay)
-
-
-def adagrad_outer_step(p, acc, a, b, double lr, double epsilon, double weight_decay):
-    """adagrad_step with the gradient g = outer(a, b)."""
-    cdef void *ptr[4]
-    cdef int64_t rows, cols
-    if acc is None:
-        raise ValueError("Expected the accumulator acc. Received: acc=None")
-    t = _outer_operands(["p", "acc"], [p, acc], a, b, ptr, &rows, &cols)
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            fnn_adagrad_outer_step_f32(<float *>ptr[0], <float *>ptr[1], <float *>ptr[2], <float *>ptr[3],
-                                       rows, cols, <float>lr, <float>epsilon, <float>weight_decay)
-    else:
-        with nogil:
-            fnn_adagrad_outer_step_f64(<double *>ptr[0], <double *>ptr[1], <double *>ptr[2], <double *>ptr[3],
-                                       rows, cols, lr, epsilon, weight_decay)
-
-
-def rmsprop_outer_step(p, v, mom, mg, a, b, double lr, double rho, double momentum,
-                       double epsilon, double weight_decay):
-    """rmsprop_step with the gradient g = outer(a, b)."""
-    cdef void *ptr[6]
-    cdef int64_t rows, cols
-    if v is None:
-        raise ValueError("Expected the velocity v. Received: v=None")
-    t = _outer_operands(["p", "v", "mom", "mg"], [p, v, mom, mg], a, b, ptr, &rows, &cols)
-    if t == cnp.NPY_FLOAT32:
-        with nogil:
-            fnn_rmsprop_outer_step_f32(<float *>ptr[0], <float *>ptr[1], <float *>ptr[2], <float *>ptr[3],
-                                       <float *>ptr[4], <float *>ptr[5], rows, cols, <float>lr, <float>rho,
-                                       <float>momentum, <float>epsilon, <float>weight_decay)
-    else:
-        with nogil:
-            fnn_rmsprop_outer_step_f64(<double *>ptr[0], <double *>ptr[1], <double *>ptr[2], <double *>ptr[3],
-                                       <double *>ptr[4], <double *>ptr[5], rows, cols, lr, rho, momentum,
-                                       epsilon, weight_decay)
-
-
-def adam_outer_step(p, m, v, vhat, a, b, double lr, double beta_1, double beta_2, double epsilon,
-                    double weight_decay, int64_t t):
-    """adam_step with the gradient g = outer(a, b)."""
-    cdef void *ptr[6]
-    cdef int64_t rows, cols
-    if m is None or v is None:
-        raise ValueError("Expected the moment buffers m and v. Received: None")
-    if t < 1:
-        raise ValueError(f"Expected the step count t >= 1. Received: t={t}")
-    ty = _outer_operands(["p", "m", "v", "vhat"], [p, m, v, vhat], a, b, ptr, &rows, &cols)
-    if ty == cnp.NPY_FLOAT32:
-        with nogil:
-            fnn_adam_outer_step_f32(<float *>ptr[0], <float *>ptr[1], <float *>ptr[2], <float *>ptr[3],
-                                    <float *>ptr[4], <float *>ptr[5], rows, cols, <float>lr, <float>beta_1,
-                                    <float>beta_2, <float>epsilon, <float>weight_decay, t)
-    else:
-        with nogil:
-            fnn_adam_outer_step_f64(<double *>ptr[0], <double *>ptr[1], <double *>ptr[2], <double *>ptr[3],
-                                    <double *>ptr[4], <double *>ptr[5], rows, cols, lr, beta_1, beta_2,
-                                    epsilon, weight_decay, t)
+            optimizer_outer_step_k(pp, pa, pb, rows, cols, &self.o)
+        return 0
 
 
 # ---- batch gather ------------------------------------------------------------------------------
@@ -569,47 +475,41 @@ def gather_rows(out, x, idx):
 
 # ---- a whole training step for a stack of dense layers -------------------------------------
 
-LOSS_CODES = {"categorical_crossentropy": FNN_LOSS_CCE,
-              "sparse_categorical_crossentropy": FNN_LOSS_SCCE,
-              "softmax_crossentropy": FNN_LOSS_SOFTMAX_CCE,
-              "sparse_softmax_crossentropy": FNN_LOSS_SOFTMAX_SCCE,
-              "binary_crossentropy": FNN_LOSS_BCE, "mean_squared_error": FNN_LOSS_MSE}
-OPT_CODES = {"sgd": FNN_OPT_SGD, "adagrad": FNN_OPT_ADAGRAD, "rmsprop": FNN_OPT_RMSPROP,
-             "adam": FNN_OPT_ADAM}
-
-
 cdef class DenseStack:
-    """fit's training step for a Sequential of Dense layers as one call into C (the GIL
-    released): gather, forward, loss, backward and the optimizer step, with the same kernel
-    calls in the same order as the Python step, so the results are bit-identical; except where
-    layer 0 is owned by rows per thread (`owns_first_layer`, see fastnn.h): its forward product
-    is then summed in per-thread parts, which rounds differently.
+    """A training step for a stack of Dense layers as one call into C (the GIL released):
+    gather, forward, loss, backward and the optimizer step, with the same kernel calls in the
+    same order as the layer-by-layer step (fastnn/_step.py), so the results are bit-identical;
+    except where layer 0 is owned by rows per thread (`owns_first_layer`, see fastnn.h): its
+    forward product is then summed in per-thread parts, which rounds differently.
 
-    Built by Sequential for one batch size from the arrays it owns (this object keeps them
+    Built by fastnn/_step.py for one batch size from arrays it owns (this object keeps them
     alive); every size is checked here, so run() only checks the batch's indices.
       layers: [(w, b, dw, db, y, z, dx, act, alpha)] with None for absent arrays;
-      state: up to 3 optimizer arrays in the step kernel's order; hyper: up to 3 scalars;
-      part: scratch of (part_threads - 1) x n x (layer 0's width) for the row-owned layer 0."""
+      loss: a code of fastnn/_codes.py LOSSES;  opt: the OptimizerStep of p (its scalars set
+      by begin() before each run);  part: scratch of (part_threads - 1) x n x (layer 0's
+      width) for the row-owned layer 0."""
     cdef fnn_dense_stack s
     cdef fnn_dense_layer *layer
     cdef object keep
     cdef int dtype
     cdef readonly int64_t batch_size
     cdef int64_t rows
-    cdef public object predictions  # the last layer's output buffer, for fit's metrics
+    cdef readonly object predictions  # the last layer's output buffer
 
-    def __cinit__(self, x, t, xb, tb, grad, list layers, str loss, str opt, p, g, list state,
-                  list hyper, bint flag, double weight_decay, bint rank1, part=None,
-                  int64_t part_threads=0):
+    def __cinit__(self, x, t, xb, tb, grad, list layers, int loss, p, g, OptimizerStep opt,
+                  bint rank1, part=None, int64_t part_threads=0):
         self.layer = NULL
-        self.keep = (x, t, xb, tb, grad, layers, p, g, state, part)
+        self.keep = (x, t, xb, tb, grad, layers, p, g, opt, part)
         cdef int dt = _dtype_of(p, "p")
         self.dtype = dt
-        if not layers or len(state) > 3 or len(hyper) > 3:
-            raise ValueError("Expected 1+ layers, at most 3 state arrays and 3 scalars.")
-        if loss not in LOSS_CODES or opt not in OPT_CODES:
-            raise ValueError(f"Unknown loss {loss!r} or optimizer {opt!r}")
+        if not layers:
+            raise ValueError("Expected 1+ layers.")
+        if loss < 0 or loss >= FNN_N_LOSS:
+            raise ValueError(f"Unknown loss code {loss}")
         cdef int64_t n = xb.shape[0], L = len(layers), i, nparams = cnp.PyArray_SIZE(<cnp.ndarray>p)
+        if opt.size != nparams or opt.dtype != p.dtype:
+            raise ValueError(f"Expected an optimizer for {nparams} parameters of {p.dtype}. "
+                             f"Received one for {opt.size} of {opt.dtype}")
         self.batch_size = n
         self.rows = x.shape[0]
         self.layer = <fnn_dense_layer *>malloc(L * sizeof(fnn_dense_layer))
@@ -634,6 +534,7 @@ cdef class DenseStack:
                 raise ValueError(f"Expected dx for layer {i}")
             self.layer[i].act, self.layer[i].alpha = act, alpha
             width = fo
+        self.predictions = layers[L - 1][4]
         self.s.n_layers = L
         self.s.layer = self.layer
         cdef int64_t k = width, x_elems = cnp.PyArray_SIZE(<cnp.ndarray>x) // self.rows
@@ -642,25 +543,18 @@ cdef class DenseStack:
         self.s.x_row_bytes = x_elems * x.dtype.itemsize
         if x_elems != self.layer[0].in_:
             raise ValueError(f"Expected samples of {self.layer[0].in_} values. Received: x.shape={x.shape}")
-        cdef bint sparse = loss in ("sparse_categorical_crossentropy", "sparse_softmax_crossentropy")
+        cdef bint sparse = loss == FNN_LOSS_SCCE or loss == FNN_LOSS_SOFTMAX_SCCE
         if len(t) != self.rows:
             raise ValueError(f"Expected {self.rows} targets. Received: {len(t)}")
         self.s.t = _ptr(t, "t", cnp.NPY_INT64 if sparse else dt, 0, self.rows * (1 if sparse else k), 0, False, None)
         self.s.tb = _ptr(tb, "tb", cnp.NPY_INT64 if sparse else dt, 0, n * (1 if sparse else k), 0, True, None)
         self.s.t_row_bytes = 8 if sparse else k * x.dtype.itemsize
         self.s.grad = _ptr(grad, "grad", dt, 2, n, k, True, "p")
-        self.s.loss, self.s.opt = LOSS_CODES[loss], OPT_CODES[opt]
+        self.s.loss = loss
         self.s.p = _ptr(p, "p", dt, 0, nparams, 0, True, None)
         self.s.g = _ptr(g, "g", dt, 0, nparams, 0, True, "p")
-        for i in range(3):
-            self.s.state[i] = NULL
-            self.s.hyper[i] = 0.0
-            if i < len(state) and state[i] is not None:
-                self.s.state[i] = _ptr(state[i], "state", dt, 0, nparams, 0, True, "p")
-            if i < len(hyper):
-                self.s.hyper[i] = hyper[i]
         self.s.n_params = nparams
-        self.s.flag, self.s.wd = flag, weight_decay
+        self.s.opt = &opt.o
         self.s.rank1 = rank1
         self.s.part, self.s.part_threads = NULL, 0
         if part is not None and part_threads > 1:  # layer 0 owned by rows: see fastnn.h
@@ -676,8 +570,9 @@ cdef class DenseStack:
         """Whether run() now computes layer 0 with each thread owning rows of its kernel."""
         return bool(fnn_dense_stack_owns(&self.s, self.batch_size))
 
-    def run(self, idx, double lr, int64_t t):
-        """One step on the samples idx (int64, batch_size of them); returns the loss."""
+    def run(self, idx):
+        """One step on the samples idx (int64, batch_size of them), the optimizer's scalars
+        for this step already set; returns the loss."""
         cdef const int64_t *pi = <const int64_t *>_ptr(idx, "idx", cnp.NPY_INT64, 1,
                                                        self.batch_size, 0, False, None)
         cdef int64_t i
@@ -685,12 +580,11 @@ cdef class DenseStack:
             if pi[i] < 0 or pi[i] >= self.rows:
                 raise ValueError(f"Expected idx in [0, {self.rows}). Received: idx[{i}]={pi[i]}")
         cdef double loss
-        if self.dtype == cnp.NPY_FLOAT32:
-            with nogil:
-                loss = fnn_dense_stack_step_f32(&self.s, pi, self.batch_size, lr, t)
-        else:
-            with nogil:
-                loss = fnn_dense_stack_step_f64(&self.s, pi, self.batch_size, lr, t)
+        with nogil:
+            if self.dtype == cnp.NPY_FLOAT32:
+                loss = dense_stack_step_k(<float *>NULL, &self.s, pi, self.batch_size)
+            else:
+                loss = dense_stack_step_k(<double *>NULL, &self.s, pi, self.batch_size)
         return loss
 
 

@@ -9,14 +9,15 @@ import math
 
 import numpy as np
 
+from fastnn import _codes
+
 NAME = "numpy"
 
-LINEAR, RELU, SIGMOID, TANH, SOFTMAX, LEAKY_RELU, ELU, GELU = range(8)
-ACT_CODES = {
-    "linear": LINEAR, "relu": RELU, "sigmoid": SIGMOID, "tanh": TANH,
-    "softmax": SOFTMAX, "leaky_relu": LEAKY_RELU, "elu": ELU, "gelu": GELU,
-}
-_CLIP = 1e-7
+ACT_CODES = _codes.ACTIVATIONS
+LINEAR, RELU, SIGMOID, TANH, SOFTMAX, LEAKY_RELU, ELU, GELU = (
+    ACT_CODES[a] for a in ("linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "elu",
+                           "gelu"))
+_CLIP = _codes.EPSILON
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 
@@ -129,37 +130,13 @@ def _one_hot(labels, p):
     return t
 
 
-def categorical_crossentropy_forward(p, t):
-    return _cce(None, p, t)
-
-
-def categorical_crossentropy_backward(dp, p, t):
-    return _cce(dp, p, t)
-
-
-def sparse_categorical_crossentropy_forward(p, labels):
-    return _cce(None, p, _one_hot(labels, p))
-
-
-def sparse_categorical_crossentropy_backward(dp, p, labels):
-    return _cce(dp, p, _one_hot(labels, p))
-
-
-def softmax_crossentropy_backward(dz, p, t):
+def _softmax_cce(dz, p, t):
     """p = softmax(logits); dz := (p * sum(t) - t) / n, the gradient w.r.t. the logits."""
     dz[...] = (p * t.sum(axis=1, keepdims=True) - t) / p.shape[0]
     return _cce(None, p, t)
 
 
-def sparse_softmax_crossentropy_backward(dz, p, labels):
-    return softmax_crossentropy_backward(dz, p, _one_hot(labels, p))
-
-
-def binary_crossentropy_forward(p, t):
-    return binary_crossentropy_backward(None, p, t)
-
-
-def binary_crossentropy_backward(dp, p, t):
+def _bce(dp, p, t):
     """l = mean -(t log c + (1 - t) log(1 - c)), c = clip(p)."""
     c, inside = _clip_and_mask(p)
     loss = float(-(t * np.log(c) + (1 - t) * np.log(1 - c)).mean(dtype=np.float64))
@@ -168,11 +145,7 @@ def binary_crossentropy_backward(dp, p, t):
     return loss
 
 
-def mean_squared_error_forward(p, t):
-    return mean_squared_error_backward(None, p, t)
-
-
-def mean_squared_error_backward(dp, p, t):
+def _mse(dp, p, t):
     """l = mean (p - t)^2."""
     d = p - t
     if dp is not None:
@@ -180,31 +153,52 @@ def mean_squared_error_backward(dp, p, t):
     return float((d.astype(np.float64) ** 2).mean())
 
 
-# ---- optimizer steps (Keras 3 rules; weight decay first: p := p (1 - lr wd)) ---------------
+_LOSSES = {"categorical_crossentropy": _cce, "softmax_crossentropy": _softmax_cce,
+           "binary_crossentropy": _bce, "mean_squared_error": _mse}
+_LOSS_NAMES = {code: name for name, code in _codes.LOSSES.items()}
+
+
+def loss_backward(dp, p, t, loss):
+    """The batch-mean loss `loss` (a code of fastnn/_codes.py LOSSES) of p against t (int64
+    labels for the sparse ones); writes dp := d loss / d p unless dp is None."""
+    name = _LOSS_NAMES.get(loss)
+    if name is None:
+        raise ValueError(f"Expected loss to be a loss code in {sorted(_LOSS_NAMES)}. "
+                         f"Received: loss={loss}")
+    if name in _codes.SPARSE_LOSSES:
+        t, name = _one_hot(t, p), name.replace("sparse_", "")
+    return _LOSSES[name](dp, p, t)
+
+
+# ---- optimizers (Keras 3 rules, see struct fnn_optimizer in src_c/fastnn.h) ---------------
 
 def _scalars(p, *values):
     return [p.dtype.type(v) for v in values]
 
 
-def sgd_step(p, m, g, lr, momentum, nesterov, weight_decay):
-    lr, mu, wd = _scalars(p, lr, momentum, weight_decay)
+def _sgd(p, g, s, o):
+    lr, mu, wd = _scalars(p, o.learning_rate, o.momentum, o.weight_decay)
     p *= 1 - lr * wd
+    m = s.get("momentums")
     if m is None:
         p -= lr * g
         return
     m[...] = mu * m - lr * g
-    p += (mu * m - lr * g) if nesterov else m
+    p += (mu * m - lr * g) if o.nesterov else m
 
 
-def adagrad_step(p, a, g, lr, epsilon, weight_decay):
-    lr, eps, wd = _scalars(p, lr, epsilon, weight_decay)
+def _adagrad(p, g, s, o):
+    lr, eps, wd = _scalars(p, o.learning_rate, o.epsilon, o.weight_decay)
+    a = s["accumulators"]
     p *= 1 - lr * wd
     a += g * g
     p -= lr * g / np.sqrt(a + eps)
 
 
-def rmsprop_step(p, v, mom, mg, g, lr, rho, momentum, epsilon, weight_decay):
-    lr, rho, mu, eps, wd = _scalars(p, lr, rho, momentum, epsilon, weight_decay)
+def _rmsprop(p, g, s, o):
+    lr, rho, mu, eps, wd = _scalars(p, o.learning_rate, o.rho, o.momentum, o.epsilon,
+                                    o.weight_decay)
+    v, mom, mg = s["velocities"], s.get("momentums"), s.get("average_gradients")
     p *= 1 - lr * wd
     v[...] = rho * v + (1 - rho) * g * g
     if mg is not None:
@@ -219,9 +213,12 @@ def rmsprop_step(p, v, mom, mg, g, lr, rho, momentum, epsilon, weight_decay):
     p -= increment
 
 
-def adam_step(p, m, v, vhat, g, lr, beta_1, beta_2, epsilon, weight_decay, t):
-    a = lr * math.sqrt(1 - beta_2 ** t) / (1 - beta_1 ** t)
-    lr, b1, b2, eps, wd, a = _scalars(p, lr, beta_1, beta_2, epsilon, weight_decay, a)
+def _adam(p, g, s, o):
+    t = o.iterations
+    a = o.learning_rate * math.sqrt(1 - o.beta_2 ** t) / (1 - o.beta_1 ** t)
+    lr, b1, b2, eps, wd, a = _scalars(p, o.learning_rate, o.beta_1, o.beta_2, o.epsilon,
+                                      o.weight_decay, a)
+    m, v, vhat = s["momentums"], s["velocities"], s.get("velocity_hats")
     p *= 1 - lr * wd
     m += (g - m) * (1 - b1)
     v += (g * g - v) * (1 - b2)
@@ -232,21 +229,52 @@ def adam_step(p, m, v, vhat, g, lr, beta_1, beta_2, epsilon, weight_decay, t):
     p -= a * m / (np.sqrt(vv) + eps)
 
 
-# ---- the same steps with the rank-1 gradient outer(a, b) (one sample's dense kernel) -------
+def _nadam(p, g, s, o):
+    t, b1 = o.iterations, o.beta_1
+    u_t, u_t1 = b1 * (1 - 0.5 * 0.96 ** t), b1 * (1 - 0.5 * 0.96 ** (t + 1))
+    pt, pt1 = o.u_product, o.u_product * u_t1
+    lr, b1, b2, eps, wd, cm, cg, cv = _scalars(
+        p, o.learning_rate, b1, o.beta_2, o.epsilon, o.weight_decay, u_t1 / (1 - pt1),
+        (1 - u_t) / (1 - pt), 1 / (1 - o.beta_2 ** t))
+    m, v = s["momentums"], s["velocities"]
+    p *= 1 - lr * wd
+    m += (g - m) * (1 - b1)
+    v += (g * g - v) * (1 - b2)
+    p -= lr * (cm * m + cg * g) / (np.sqrt(cv * v) + eps)
 
-def sgd_outer_step(p, m, a, b, lr, momentum, nesterov, weight_decay):
-    sgd_step(p, m, np.outer(a, b).reshape(p.shape), lr, momentum, nesterov, weight_decay)
+
+_RULES = {"sgd": _sgd, "adagrad": _adagrad, "rmsprop": _rmsprop, "adam": _adam, "nadam": _nadam}
 
 
-def adagrad_outer_step(p, acc, a, b, lr, epsilon, weight_decay):
-    adagrad_step(p, acc, np.outer(a, b).reshape(p.shape), lr, epsilon, weight_decay)
+class OptimizerStep:
+    """One optimizer for a parameter array p: its rule, hyper-parameters and state (set once),
+    this step's scalars (begin), and the step on p (step, outer_step); the NumPy twin of
+    `_kernels.OptimizerStep` (struct fnn_optimizer in src_c/fastnn.h)."""
 
+    def __init__(self, p, rule, hyper, slots):
+        if rule not in _RULES:
+            raise ValueError(f"Expected rule in {sorted(_RULES)}. Received: {rule!r}")
+        for name in _codes.OPTIMIZER_REQUIRED[rule]:
+            if slots.get(name) is None:
+                raise ValueError(f"Expected the {rule} state array {name!r}. Received: None")
+        self.rule, self.size, self.dtype = rule, p.size, p.dtype
+        for name in _codes.OPTIMIZER_HYPER:
+            setattr(self, name, hyper.get(name, 0.0))
+        self.weight_decay = hyper.get("weight_decay") or 0.0
+        self.slots = {n: a.reshape(-1) for n, a in slots.items() if a is not None}
+        self.learning_rate, self.iterations, self.u_product = 0.0, 0, 1.0
 
-def rmsprop_outer_step(p, v, mom, mg, a, b, lr, rho, momentum, epsilon, weight_decay):
-    rmsprop_step(p, v, mom, mg, np.outer(a, b).reshape(p.shape), lr, rho, momentum, epsilon,
-                 weight_decay)
+    def begin(self, learning_rate, iterations, u_product=1.0):
+        """This step's scalars: its learning rate, its number t (from 1), nadam's product."""
+        self.learning_rate, self.iterations, self.u_product = learning_rate, iterations, u_product
 
+    def step(self, p, g, start=0):
+        """The step on elements [start, size) of p, g and the state."""
+        views = {n: a[start:] for n, a in self.slots.items()}
+        _RULES[self.rule](p.reshape(-1)[start:], g.reshape(-1)[start:], views, self)
 
-def adam_outer_step(p, m, v, vhat, a, b, lr, beta_1, beta_2, epsilon, weight_decay, t):
-    adam_step(p, m, v, vhat, np.outer(a, b).reshape(p.shape), lr, beta_1, beta_2, epsilon,
-              weight_decay, t)
+    def outer_step(self, p, a, b):
+        """The step on elements [0, a.size * b.size) with the gradient outer(a, b)."""
+        k = a.size * b.size
+        views = {n: v[:k] for n, v in self.slots.items()}
+        _RULES[self.rule](p.reshape(-1)[:k], np.outer(a, b).reshape(-1), views, self)

@@ -6,7 +6,7 @@ Activation layer on its own.  The functions below apply one to an array.
 import numpy as np
 
 from fastnn import backend
-from fastnn._reference import ACT_CODES
+from fastnn._codes import ACTIVATIONS as ACT_CODES
 
 # Keras' default parameter of the two parametrised activations.
 DEFAULT_ALPHA = {"leaky_relu": 0.2, "elu": 1.0}

@@ -1,8 +1,9 @@
 """Global settings, named as in `keras.config`: the float type and the fuzz factor."""
 import numpy as np
 
+from fastnn import _codes
+
 _FLOATX = "float32"
-_EPSILON = 1e-7
 
 
 def floatx():
@@ -19,8 +20,9 @@ def set_floatx(value):
 
 
 def epsilon():
-    """The fuzz factor used by losses (probabilities are clipped to [eps, 1 - eps])."""
-    return _EPSILON
+    """The fuzz factor of the losses: they clip probabilities to [eps, 1 - eps].  Fixed at
+    1e-7 (Keras' default), compiled into the kernels (FNN_EPSILON in src_c/fastnn.h)."""
+    return _codes.EPSILON
 
 
 def dtype(value=None):

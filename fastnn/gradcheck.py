@@ -55,6 +55,7 @@ def gradcheck(model, x, y, eps=1e-6, max_entries=64, seed=0):
     gives and the central differences of the loss, on (x, y) as one batch; the model
     itself is not changed.  Dropout is off (rate 0 in the copy).  Returns {"layer/weight": err}.
     """
+    from fastnn import _step
     from fastnn.models import Sequential
 
     if not model.compiled:
@@ -67,19 +68,19 @@ def gradcheck(model, x, y, eps=1e-6, max_entries=64, seed=0):
             {"class": e["class"], "config": {**e["config"], "dtype": "float64",
                                              **({"rate": 0.0} if e["class"] == "Dropout" else {})}}
             for e in model.get_config()["layers"]]})
-        twin._input_shape = model._input_shape
-        twin.build()
+        twin.build(model.input_shape)
     finally:
         config.set_floatx(before)
     twin.set_weights([w.astype(np.float64) for w in model.get_weights()])
     twin.compile(optimizer="sgd", loss=model.loss)
-    twin._begin_training()
-    xb, tb = twin._prepare_xy(x, y)
+    xb = np.ascontiguousarray(x, dtype=np.float64)
+    tb = twin.loss.prepare_targets(y, twin.output_shape[-1], np.float64)
+    step = twin.trainer
 
     def loss():
-        return twin._loss_value(twin._forward(xb, training=False), tb)
+        return step.loss_value(_step.forward(twin.layers, xb, training=False), tb)
 
-    twin._compute_gradients(xb, tb, training=True)  # full gradients (rank1_ok=False)
+    step.gradients(xb, tb)  # every layer's full gradients
     checks = [(f"{layer.name}/{'kernel' if i == 0 else 'bias'}", w, g.copy())
               for layer in twin.layers for i, (w, g) in enumerate(zip(layer.weights, layer.grads))]
     return {name: gradcheck_function(lambda _: loss(), lambda _: g, w, eps, max_entries, seed)

@@ -49,9 +49,13 @@ def _shape_tuple(name, shape):
 
 
 class Layer:
-    """Base class: name, dtype, build state and per-batch-size buffers."""
+    """Base class: name, dtype, build state and per-batch-size buffers.
+
+    Every layer is built the same way, `build(input_shape, rng)`: the shape of one sample and
+    the model's random generator (for initializers and noise; None: a fresh one)."""
 
     _count = {}
+    activation = None  # the activation a layer ends in (Dense, Activation), else None
 
     def __init__(self, name=None, input_shape=None, dtype=None):
         kind = type(self).__name__.lower()
@@ -66,7 +70,7 @@ class Layer:
         self.grads = []    # their gradients, same order and shapes
         self._buffers = Buffers()
 
-    def build(self, input_shape):
+    def build(self, input_shape, rng=None):
         self.input_shape = tuple(input_shape)
         self.built = True
 
@@ -147,7 +151,7 @@ class Dense(Layer):
         if len(input_shape) != 1:
             raise ValueError(f"Expected Dense {self.name!r} input of rank 2 (batch, features). "
                              f"Received: input_shape={(None, *input_shape)}; add a Flatten layer first.")
-        super().build(input_shape)
+        super().build(input_shape, rng)
         rng = rng if rng is not None else np.random.default_rng()
         self.kernel = self._kernel_init((input_shape[0], self.units), self.dtype, rng)
         self.weights = [self.kernel]
@@ -254,6 +258,11 @@ class Dropout(Layer):
         self.rate = float(rate)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
+
+    def build(self, input_shape, rng=None):
+        super().build(input_shape, rng)
+        if self.seed is None and rng is not None:  # the model's seed decides the masks
+            self.rng = np.random.default_rng(rng.integers(2**63))
 
     def call(self, x, training=False):
         if not training:

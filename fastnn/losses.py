@@ -11,44 +11,31 @@ softmax input directly, (p - t) / batch (the fused path).
 """
 import numpy as np
 
-from fastnn import backend
-from fastnn._reference import SOFTMAX
+from fastnn import _codes, backend
+
+_SOFTMAX = _codes.ACTIVATIONS["softmax"]
 
 
 class Loss:
-    """Base class.  `__call__(y_true, y_pred)` returns the loss value as a float."""
+    """Base class.  `__call__(y_true, y_pred)` returns the loss value as a float.
+
+    A loss is declared by its kernel codes (fastnn/_codes.py LOSSES): `code`, and
+    `fused_code` where a softmax before it fuses into the gradient (else None)."""
 
     name = None
-    kernel = None      # kernel prefix in the backends
+    code = None
+    fused_code = None
     sparse = False     # targets are integer labels (batch,)
-    fusable = False    # a softmax before it can be fused into the gradient
 
     def __init__(self, from_logits=False, name=None):
-        if from_logits and not self.fusable:
+        if from_logits and self.fused_code is None:
             raise ValueError(f"{type(self).__name__} does not take from_logits=True")
         self.from_logits = bool(from_logits)
         if name:
             self.name = name
 
     def prepare_targets(self, y, n_out, dtype):
-        """Convert the targets once per fit: float (batch, n_out), or int64 labels."""
-        if self.sparse:
-            y = np.asarray(y)
-            if y.ndim == 2 and y.shape[1] == 1:
-                y = y[:, 0]
-            if y.ndim != 1:
-                raise ValueError(f"Expected y of integer class labels, shape (batch,). "
-                                 f"Received: y.shape={y.shape}")
-            if y.size and not np.issubdtype(y.dtype, np.integer):
-                if not np.issubdtype(y.dtype, np.floating) or np.any(np.mod(y, 1) != 0):
-                    raise ValueError(f"Expected integer class labels for {self.name}. "
-                                     f"Received: y.dtype={y.dtype}")
-            labels = y.astype(np.int64)
-            if labels.size and (labels.min() < 0 or labels.max() >= n_out):
-                bad = labels[(labels < 0) | (labels >= n_out)][0]
-                raise ValueError(f"Expected labels in [0, {n_out}) for {self.name} (the model "
-                                 f"has {n_out} outputs). Received: a label {bad}")
-            return np.ascontiguousarray(labels)
+        """Convert the targets once per fit: float (batch, n_out) of the model's dtype."""
         y = _as_float(y, "y", dtype)
         if y.ndim == 1 and n_out == 1:
             y = y.reshape(-1, 1)
@@ -61,15 +48,14 @@ class Loss:
 
     def value_and_grad(self, dp, p, t):
         """Loss value; writes dp := d loss / d p."""
-        return getattr(backend.K, self.kernel + "_backward")(dp, p, t)
+        return backend.K.loss_backward(dp, p, t, self.code)
 
     def value(self, p, t):
-        return getattr(backend.K, self.kernel + "_forward")(p, t)
+        return backend.K.loss_backward(None, p, t, self.code)
 
     def fused_value_and_grad(self, dz, p, t):
         """p = softmax(z): loss value; writes dz := d loss / d z."""
-        fused = "sparse_softmax_crossentropy" if self.sparse else "softmax_crossentropy"
-        return getattr(backend.K, fused + "_backward")(dz, p, t)
+        return backend.K.loss_backward(dz, p, t, self.fused_code)
 
     def __call__(self, y_true, y_pred):
         p = _as_float(y_pred, "y_pred", None)
@@ -78,7 +64,7 @@ class Loss:
         t = self.prepare_targets(y_true, p.shape[1], p.dtype)
         if self.from_logits:
             logits, p = p, np.empty_like(p)
-            backend.K.act_forward(p, logits, SOFTMAX, 0.0)
+            backend.K.act_forward(p, logits, _SOFTMAX, 0.0)
         return float(self.value(p, t))
 
     def get_config(self):
@@ -97,28 +83,47 @@ class CategoricalCrossentropy(Loss):
     """Crossentropy between one-hot (or soft) targets and predicted probabilities.
     from_logits=True: the predictions are logits and a softmax is applied first."""
     name = "categorical_crossentropy"
-    kernel = "categorical_crossentropy"
-    fusable = True
+    code = _codes.LOSSES["categorical_crossentropy"]
+    fused_code = _codes.LOSSES["softmax_crossentropy"]
 
 
 class SparseCategoricalCrossentropy(Loss):
     """Crossentropy between integer class labels and predicted probabilities."""
     name = "sparse_categorical_crossentropy"
-    kernel = "sparse_categorical_crossentropy"
+    code = _codes.LOSSES["sparse_categorical_crossentropy"]
+    fused_code = _codes.LOSSES["sparse_softmax_crossentropy"]
     sparse = True
-    fusable = True
+
+    def prepare_targets(self, y, n_out, dtype):
+        """Integer class labels (batch,) as int64, checked against the model's outputs."""
+        y = np.asarray(y)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y[:, 0]
+        if y.ndim != 1:
+            raise ValueError(f"Expected y of integer class labels, shape (batch,). "
+                             f"Received: y.shape={y.shape}")
+        if y.size and not np.issubdtype(y.dtype, np.integer):
+            if not np.issubdtype(y.dtype, np.floating) or np.any(np.mod(y, 1) != 0):
+                raise ValueError(f"Expected integer class labels for {self.name}. "
+                                 f"Received: y.dtype={y.dtype}")
+        labels = y.astype(np.int64)
+        if labels.size and (labels.min() < 0 or labels.max() >= n_out):
+            bad = labels[(labels < 0) | (labels >= n_out)][0]
+            raise ValueError(f"Expected labels in [0, {n_out}) for {self.name} (the model "
+                             f"has {n_out} outputs). Received: a label {bad}")
+        return np.ascontiguousarray(labels)
 
 
 class BinaryCrossentropy(Loss):
     """Crossentropy between 0/1 targets and predicted probabilities, per output."""
     name = "binary_crossentropy"
-    kernel = "binary_crossentropy"
+    code = _codes.LOSSES["binary_crossentropy"]
 
 
 class MeanSquaredError(Loss):
     """Mean of (y_pred - y_true)^2 over the outputs and the batch."""
     name = "mean_squared_error"
-    kernel = "mean_squared_error"
+    code = _codes.LOSSES["mean_squared_error"]
 
 
 _BY_NAME = {

@@ -1,28 +1,18 @@
 """Models, named as in `keras.models`: Sequential, and load_model.
 
-A training step is: gather the batch into a reused buffer, each layer's fused forward
-kernel, one loss kernel (value and gradient; fused with a final softmax), each layer's
-fused backward kernel in reverse, and one fused optimizer kernel over all parameters (they
-live in one flat buffer, see _pack_weights).
-Every buffer is owned by a layer or the model and reused, so a warmed-up loop allocates
-nothing per step.  For a stack of Dense layers on the compiled backend, fit runs that step as
-one call into C (`_kernels.DenseStack`: the same kernels, bit-identical results but where its
-first layer is owned by rows per thread, see src_c/fastnn.h), which saves the interpreter's
-time between kernels (~60 us per step on the book's example).
-
-The file format of `save`/`load_model` is documented in `fastnn/saving.py`.
+Sequential is the Keras API: structure, compile, fit / evaluate / predict, saving.  What a
+training step does, and which step runs (one compiled call into C for a stack of Dense layers,
+else layer by layer), is fastnn/_step.py's; the file format is fastnn/saving.py's.
 """
 import math
-import signal
-import threading
 import time
 
 import numpy as np
 
+from fastnn import _step
 from fastnn import callbacks as callbacks_module
-from fastnn import backend, config, losses, metrics as metrics_module, optimizers, saving, utils
-from fastnn._reference import SOFTMAX
-from fastnn.layers import LAYERS, Buffers, Dense, Flatten, InputLayer, Layer
+from fastnn import config, losses, metrics as metrics_module, optimizers, saving, utils
+from fastnn.layers import LAYERS, InputLayer, Layer
 
 
 class Sequential:
@@ -53,7 +43,9 @@ class Sequential:
         self.metrics = []
         self.stop_training = False
         self.history = None
-        self._buffers = Buffers()  # batch copies, loss gradient, probabilities
+        self.jit_compile = "auto"
+        self._params = self._grads = []
+        self._trainer = None
         for layer in layers or []:
             self.add(layer)
 
@@ -93,45 +85,15 @@ class Sequential:
         shape = self._input_shape
         for layer in self.layers:
             if not layer.built:
-                if isinstance(layer, Dense):
-                    layer.build(shape, rng=self._rng)
-                else:
-                    layer.build(shape)
-                    if hasattr(layer, "rng") and layer.seed is None:
-                        layer.rng = np.random.default_rng(self._rng.integers(2**63))
+                layer.build(shape, self._rng)
             elif layer.input_shape != shape:
                 raise ValueError(f"Layer {layer.name!r} was built for input {layer.input_shape}, "
                                  f"but receives {shape}.")
             shape = layer.output_shape
         self.built = True
-        self._pack_weights()
-        # layers before the first one with weights need no input gradient
-        with_weights = [i for i, l in enumerate(self.layers) if l.weights]
-        self._first_trainable = with_weights[0] if with_weights else len(self.layers)
-
-    def _pack_weights(self):
-        """Move every layer's weights (and gradients) into one flat array, the layers keeping
-        views: the optimizer then updates all parameters in one kernel call, one pass."""
-        weights = [w for l in self.layers for w in l.weights]
-        self._params = self._grads = []
-        if not weights:
-            return
-        if len({w.dtype for w in weights}) > 1:  # mixed precision: one array each
-            self._params = weights
-            self._grads = [g for l in self.layers for g in l.grads]
-            return
-        flat = np.empty(sum(w.size for w in weights), weights[0].dtype)
-        gflat = np.zeros_like(flat)
-        offset = 0
-        for layer in self.layers:
-            views, gviews = [], []
-            for w in layer.weights:
-                views.append(flat[offset:offset + w.size].reshape(w.shape))
-                gviews.append(gflat[offset:offset + w.size].reshape(w.shape))
-                views[-1][...] = w
-                offset += w.size
-            layer.bind_weights(views, gviews)
-        self._params, self._grads = [flat], [gflat]
+        # one flat parameter buffer, the layers keep views (see _step.pack_parameters)
+        self._params, self._grads = _step.pack_parameters(self.layers)
+        self._trainer = None
         if self.optimizer is not None:
             self.optimizer.state = None  # the parameters moved: state starts afresh
 
@@ -173,30 +135,15 @@ class Sequential:
 
     def summary(self, print_fn=print):
         """Print the layers, their output shapes and parameter counts."""
-        rows = [(f"{l.name} ({type(l).__name__})",
-                 str((None, *l.output_shape)) if l.built else "?", f"{l.count_params():,}")
-                for l in self.layers]
-        w = [max([len(h)] + [len(r[i]) for r in rows]) + 2
-             for i, h in enumerate(("Layer (type)", "Output Shape", "Param #"))]
-        total = self.count_params()
-        size = total * config.dtype().itemsize
-        lines = [f'Model: "{self.name}"', "┏" + "┳".join("━" * x for x in w) + "┓",
-                 "┃" + "┃".join(h.ljust(x) if i < 2 else h.rjust(x) for i, (h, x) in
-                                enumerate(zip(("Layer (type)", "Output Shape", "Param #"), w))) + "┃",
-                 "┡" + "╇".join("━" * x for x in w) + "┩"]
-        for r in rows:
-            lines.append("│" + "│".join(c.ljust(x) if i < 2 else c.rjust(x)
-                                        for i, (c, x) in enumerate(zip(r, w))) + "│")
-        lines.append("└" + "┴".join("─" * x for x in w) + "┘")
-        lines += [f" Total params: {total:,} ({_bytes(size)})",
-                  f" Trainable params: {total:,} ({_bytes(size)})",
-                  " Non-trainable params: 0 (0.00 B)"]
-        print_fn("\n".join(lines))
+        utils.print_summary(self, print_fn)
 
     # ---- compile ----------------------------------------------------------------------------
 
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None):
-        """Set the optimizer (name or instance), loss (name or instance) and metrics."""
+    def compile(self, optimizer="rmsprop", loss=None, metrics=None, jit_compile="auto"):
+        """Set the optimizer (name or instance), loss (name or instance) and metrics.
+
+        jit_compile: "auto" or True runs a stack of Dense layers as one compiled call per step
+        (see fastnn/_step.py); False runs every step layer by layer."""
         self.optimizer = optimizers.get(optimizer)
         if loss is None:
             raise ValueError("Expected a loss, e.g. loss='categorical_crossentropy'. Received: None")
@@ -209,19 +156,46 @@ class Sequential:
         self._metric_ids = list(metrics)
         for m in self._metric_ids:  # validate names now, resolve against shapes at fit time
             metrics_module.get(m, self.loss, None)
+        if jit_compile not in ("auto", True, False):
+            raise ValueError(f"Expected jit_compile in ('auto', True, False). "
+                             f"Received: jit_compile={jit_compile!r}")
+        self.jit_compile = jit_compile
         self.compiled = True
         self.metrics = []
+        self._trainer = None
+
+    def get_compile_config(self):
+        """The compile() arguments as plain data (loss config, metric names), or None."""
+        if not self.compiled:
+            return None
+        return {"loss": self.loss.get_config(),
+                "metrics": [m if isinstance(m, str) else m.name for m in self._metric_ids]}
+
+    def build_optimizer(self):
+        """Create the optimizer's state for this model's parameters now (the first training
+        step does it otherwise), e.g. to load saved optimizer variables into it.  Returns
+        `optimizer.variables`."""
+        self._require_compiled("build_optimizer")
+        if not self.built:
+            raise ValueError("Expected a built model before build_optimizer. Build it first.")
+        self.optimizer.build(self._params)
+        return self.optimizer.variables
+
+    @property
+    def trainer(self):
+        """fastnn's training step for this model (fastnn/_step.py `TrainStep`), e.g.
+        `model.trainer.compiled_step(model.optimizer, x, y, batch_size)`."""
+        self._require_compiled("trainer")
+        if self._trainer is None:
+            if not self.built:
+                self.build()
+            self._trainer = _step.TrainStep(self.layers, self.loss, self._params, self._grads,
+                                            self.jit_compile)
+        return self._trainer
 
     def _resolve_metrics(self):
         n_out = self.layers[-1].output_shape[-1]
         self.metrics = [metrics_module.get(m, self.loss, n_out) for m in self._metric_ids]
-
-    def _fused_softmax(self):
-        """The last layer ends in softmax and the loss is a crossentropy on probabilities."""
-        last = self.layers[-1]
-        act = getattr(last, "activation", None)
-        return (self.loss.fusable and not self.loss.from_logits and act is not None
-                and act.name == "softmax")
 
     # ---- data checks ------------------------------------------------------------------------
 
@@ -272,133 +246,12 @@ class Sequential:
         if not self.compiled:
             raise RuntimeError(f"You must call compile() before {what}().")
 
-    # ---- one step ---------------------------------------------------------------------------
-
-    def _forward(self, x, training):
-        for layer in self.layers:
-            x = layer.call(x, training=training)
-        return x
-
-    def _train_step(self, xb, tb):
-        """One optimizer step on a batch; returns (loss value, predictions)."""
-        value, p, rank1 = self._compute_gradients(xb, tb, training=True, rank1_ok=True)
-        self.optimizer.apply(self._params, self._grads, rank1)
-        return value, p
-
-    def _rank1_layer(self):
-        """The first layer with weights, when its kernel gradient for a single sample can go to
-        the optimizer as the factors (x, dz) of x dz.T: a Dense layer whose kernel opens the
-        flat parameter buffer.  Saves writing and re-reading the largest gradient at batch 1."""
-        if self._first_trainable >= len(self.layers) or len(self._params) != 1:
-            return None
-        layer = self.layers[self._first_trainable]
-        return layer if isinstance(layer, Dense) and np.shares_memory(layer.kernel, self._params[0][:1]) else None
-
-    def _compute_gradients(self, xb, tb, training, rank1_ok=False):
-        """Forward, loss and backward: fills every layer's grads and returns (loss, predictions,
-        rank1).  With rank1_ok and a single sample, the first dense kernel's gradient is left
-        as rank1 = (x, dz) for the optimizer instead (see _rank1_layer); else rank1 is None."""
-        p = self._forward(xb, training=training)
-        grad = self._buffers.get("grad", p.shape, p.dtype)
-        fused = self._fused
-        if fused:
-            value = self.loss.fused_value_and_grad(grad, p, tb)
-        elif self.loss.from_logits:  # the model outputs logits: softmax here, fused gradient
-            probs = self._buffers.get("probs", p.shape, p.dtype)
-            backend.K.act_forward(probs, p, SOFTMAX, 0.0)
-            value = self.loss.fused_value_and_grad(grad, probs, tb)
-        else:
-            value = self.loss.value_and_grad(grad, p, tb)
-        d = grad
-        last, first = len(self.layers) - 1, self._first_trainable
-        for i in range(last, first, -1):
-            d = self.layers[i].backward(d, need_dx=True, skip_activation=fused and i == last)
-        rank1 = None
-        if first <= last:
-            layer = self.layers[first]
-            if rank1_ok and len(xb) == 1 and layer is self._rank1:
-                layer.backward(d, need_dx=False, skip_activation=fused and first == last,
-                               need_dw=False)
-                rank1 = (layer._x.reshape(-1), d.reshape(-1))  # d now holds dz
-            else:
-                layer.backward(d, need_dx=False, skip_activation=fused and first == last)
-        return value, p, rank1
-
-    def _train_rows(self, x, t, idx):
-        """One optimizer step on the samples idx of (x, t): fit's step.  Returns (loss value,
-        predictions).  Runs as one compiled call where it can (see _dense_stack)."""
-        stack = self._dense_stack(x, t, len(idx))
-        if stack is None:
-            return self._train_step(self._gather("x", x, idx), self._gather("t", t, idx))
-        opt = self.optimizer
-        lr = opt.learning_rate  # as Optimizer.apply: the rate for this step, then count it
-        opt.iterations += 1
-        return stack.run(idx, lr, opt.iterations), stack.predictions
-
-    def _dense_stack(self, x, t, n):
-        """The compiled training step (`_kernels.DenseStack`) for batches of n samples of
-        (x, t): the same kernels as _train_step in one call, without the interpreter between
-        them.  None where the Python step is needed: the NumPy backend, layers other than
-        Dense (after leading Flattens), several parameter arrays (mixed dtypes), a loss on
-        logits, or an optimizer or layer subclass."""
-        hit = self._stacks.get(n)
-        opt = self.optimizer
-        if opt.state is None:
-            opt.build(self._params)
-        if hit is not None and hit[1] is opt and hit[2] is opt.state and hit[3] is x and hit[4] is t:
-            return hit[0]
-        stack, first = None, self._first_trainable
-        make = getattr(backend.K, "DenseStack", None)
-        dense = self.layers[first:]
-        if (make is not None and dense and len(self._params) == 1
-                and type(opt) in (optimizers.SGD, optimizers.Adagrad, optimizers.RMSprop, optimizers.Adam)
-                and all(type(l) is Flatten for l in self.layers[:first])
-                and all(type(l) is Dense for l in dense)
-                and (self._fused or not self.loss.from_logits)):
-            if self._fused:
-                loss = "sparse_softmax_crossentropy" if self.loss.sparse else "softmax_crossentropy"
-            else:
-                loss = self.loss.kernel
-            specs, width = [], dense[0].input_shape[0]
-            for i, l in enumerate(dense):
-                specs.append((l.kernel, l.bias, l.grads[0], l.grads[1] if l.use_bias else None,
-                              l._buf("y", (n, l.units)),
-                              l._buf("z", (n, l.units)) if l.activation.needs_preactivation else None,
-                              l._buf("dx", (n, width)) if i else None,
-                              l.activation.code, l.activation.alpha))
-                width = l.units
-            name, state, hyper, flag = opt._stack_args(opt.state[0])
-            threads = backend.K.get_num_threads()["openmp"]
-            part = (self._buffers.get("part", (threads - 1, n, dense[0].units), x.dtype)
-                    if threads > 1 and n > 1 else None)
-            stack = make(x, t, self._buffers.get("x", (n, *x.shape[1:]), x.dtype),
-                         self._buffers.get("t", (n, *t.shape[1:]), t.dtype),
-                         self._buffers.get("grad", (n, width), x.dtype), specs, loss, name,
-                         self._params[0], self._grads[0], state, hyper, flag,
-                         opt.weight_decay or 0.0, self._rank1 is dense[0], part, threads)
-            stack.predictions = specs[-1][4]
-        self._stacks[n] = (stack, opt, opt.state, x, t)
-        return stack
-
-    def _gather(self, key, a, idx):
-        """a[idx] written into the model's reused batch buffer `key` (one per shape)."""
-        buf = self._buffers.get(key, (len(idx), *a.shape[1:]), a.dtype)
-        backend.K.gather_rows(buf, a, idx)
-        return buf
-
-    def _loss_value(self, p, tb):
-        if self.loss.from_logits:
-            probs = self._buffers.get("probs", p.shape, p.dtype, training=False)
-            backend.K.act_forward(probs, p, SOFTMAX, 0.0)
-            p = probs
-        return self.loss.value(p, tb)
-
     def train_on_batch(self, x, y, return_dict=False):
         """One optimizer step on (x, y); returns the loss (and metrics) on that batch."""
         self._require_compiled("train_on_batch")
         x, t = self._prepare_xy(x, y)
         self._begin_training()
-        value, p = self._train_step(x, t)
+        value, p = self.trainer.run_batch(self.optimizer, x, t)
         logs = {"loss": float(value)}
         for m, mt in zip(self.metrics, _metric_targets(self.metrics, t)):
             m.reset_state()
@@ -407,9 +260,6 @@ class Sequential:
         return _format_logs(logs, return_dict)
 
     def _begin_training(self):
-        self._fused = self._fused_softmax()
-        self._rank1 = self._rank1_layer()
-        self._stacks = {}  # batch size -> compiled step (built on first use)
         if not self.metrics and self._metric_ids:
             self._resolve_metrics()
 
@@ -452,6 +302,7 @@ class Sequential:
                              f"descent use batch_size={n}.")
         self._begin_training()
         self._resolve_metrics()
+        trainer = self.trainer
         metric_t = _metric_targets(self.metrics, t)
         steps = math.ceil(n / batch_size)
         history = callbacks_module.History()
@@ -466,7 +317,7 @@ class Sequential:
 
         def running():  # the epoch's running means, as Keras logs them
             return {"loss": loss_sum / max(seen, 1), **{m.name: m.result() for m in self.metrics}}
-        interrupted = _defer_sigint()
+        interrupted = utils.defer_sigint()
         try:
             for epoch in range(initial_epoch, epochs):
                 cbs.on_epoch_begin(epoch)
@@ -482,8 +333,8 @@ class Sequential:
                     if cbs.batch_callbacks:
                         cbs.on_train_batch_begin(step)
                     idx = order[s:e]
-                    value, p = self._train_rows(x, t, idx)
-                    mts = [self._gather(("m", i), mt, idx) for i, mt in enumerate(metric_t)]
+                    value, p = trainer.run(self.optimizer, x, t, idx)
+                    mts = [trainer.gather(("m", i), mt, idx) for i, mt in enumerate(metric_t)]
                     loss_sum += float(value) * (e - s)
                     seen += e - s
                     for m, mt in zip(self.metrics, mts):
@@ -522,8 +373,8 @@ class Sequential:
         total = 0.0
         for s in range(0, len(x), batch_size):
             e = min(len(x), s + batch_size)
-            p = self._forward(x[s:e], training=False)
-            total += float(self._loss_value(p, t[s:e])) * (e - s)
+            p = _step.forward(self.layers, x[s:e], training=False)
+            total += float(self.trainer.loss_value(p, t[s:e])) * (e - s)
             for m, mt in zip(metrics, metric_t):
                 m.update(p, mt[s:e])
         return {"loss": total / len(x), **{m.name: m.result() for m in metrics}}
@@ -555,7 +406,7 @@ class Sequential:
         out = np.empty((len(x), *self.layers[-1].output_shape), x.dtype)
         for s in range(0, len(x), batch_size):
             e = min(len(x), s + batch_size)
-            out[s:e] = self._forward(x[s:e], training=False)
+            out[s:e] = _step.forward(self.layers, x[s:e], training=False)
         if verbose:
             steps = math.ceil(len(x) / batch_size)
             bar = callbacks_module.Progbar(steps, verbose)
@@ -565,7 +416,7 @@ class Sequential:
 
     def __call__(self, x, training=False):
         """The outputs for x in one batch; training=True applies dropout."""
-        return self._forward(self._prepare_x(x), training=bool(training)).copy()
+        return _step.forward(self.layers, self._prepare_x(x), training=bool(training)).copy()
 
     # ---- saving -----------------------------------------------------------------------------
 
@@ -604,32 +455,6 @@ def load_model(filepath):
     return saving.load_model(filepath, Sequential)
 
 
-class _defer_sigint:
-    """While fit runs (in the main thread, with Python's default Ctrl-C handler), Ctrl-C
-    only sets a flag that fit checks between steps, so a step is never cut in half: the
-    weights stay those of the last completed step.  A second Ctrl-C interrupts at once."""
-
-    def __init__(self):
-        self.pending = False
-        self.previous = None
-        if (threading.current_thread() is threading.main_thread()
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
-            self.previous = signal.signal(signal.SIGINT, self._handler)
-
-    def _handler(self, signum, frame):
-        if self.pending:
-            raise KeyboardInterrupt
-        self.pending = True
-
-    def __call__(self):
-        return self.pending
-
-    def restore(self):
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-            self.previous = None
-
-
 def _metric_targets(metrics, t):
     """Each metric's targets, prepared once per call (class indices for the accuracies)."""
     return [m.prepare_targets(t) if m.sparse_targets and t.ndim == 2 else t for m in metrics]
@@ -648,13 +473,6 @@ def _format_logs(logs, return_dict):
     if len(logs) == 1:
         return logs["loss"]
     return list(logs.values())
-
-
-def _bytes(n):
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.2f} {unit}"
-        n /= 1024
 
 
 def _check_int(name, value, low):

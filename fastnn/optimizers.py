@@ -95,11 +95,17 @@ _SCHEDULES = {c.__name__: c for c in (ExponentialDecay, PiecewiseConstantDecay, 
 class Optimizer:
     """Base class: learning rate (float or schedule), weight decay, step counter, state.
 
-    `apply(params, grads)` performs one step on every parameter array in place.
+    An optimizer is declared once, by its subclass: `rule` (the kernel rule, see
+    struct fnn_optimizer in src_c/fastnn.h and fastnn/_codes.py), `_slots()` (its state arrays,
+    by Keras' names, in saving order) and `_hyper()` (its hyper-parameters by the kernel's
+    names).  Everything else derives from that here: the state, the kernel objects of either
+    backend (`kernels`), the plain and the rank-1 step (`apply`), and the compiled training
+    step, which runs `kernels(params)[0]` after `begin_step()`.
+
     `variables` lists the state arrays (for saving); `iterations` counts steps."""
 
     name = "optimizer"
-    slots = ()  # names of the per-parameter state arrays
+    rule = None
 
     def __init__(self, learning_rate=0.001, weight_decay=None, name=None):
         if isinstance(learning_rate, LearningRateSchedule) or callable(learning_rate):
@@ -114,7 +120,23 @@ class Optimizer:
         self.weight_decay = weight_decay
         self.name = name or self.name
         self.iterations = 0
-        self.state = None  # per parameter: dict slot -> array
+        self.state = None  # per parameter array: dict slot -> array
+        self._kernels = self._built_for = None
+
+    def _slots(self):
+        """The state arrays this optimizer keeps (names of fastnn/_codes.py OPTIMIZER_SLOTS)."""
+        return ()
+
+    def _hyper(self):
+        """The rule's hyper-parameters (names of fastnn/_codes.py OPTIMIZER_HYPER)."""
+        return {}
+
+    def _init_slot(self, slot, p):
+        return np.zeros_like(p)
+
+    def _u_product(self, t):
+        """The product the nadam rule reads at step t (1 for every other rule)."""
+        return 1.0
 
     @property
     def learning_rate(self):
@@ -131,43 +153,49 @@ class Optimizer:
         self._schedule, self._lr = None, float(value)
 
     def build(self, params):
-        self.state = [{s: self._init_slot(s, p) for s in self._active_slots()} for p in params]
-
-    def _active_slots(self):
-        return self.slots
-
-    def _init_slot(self, slot, p):
-        return np.zeros_like(p)
+        """Create the state for these parameter arrays (zeros, or the rule's initial value)."""
+        self.state = [{s: self._init_slot(s, p) for s in self._slots()} for p in params]
+        self._kernels = None
 
     @property
     def variables(self):
-        return [st[s] for st in (self.state or []) for s in self._active_slots()]
+        return [st[s] for st in (self.state or []) for s in self._slots()]
 
-    def _stack_args(self, st):
-        """(kernel name, state arrays, scalars, flag) in the order the compiled training step
-        (`_kernels.DenseStack`) passes them to this optimizer's step kernel; the same
-        arguments as `_step`, which the tests check bit for bit."""
-        raise NotImplementedError
+    def kernels(self, params):
+        """The active backend's kernel object of each parameter array (`OptimizerStep`: the
+        rule, hyper-parameters and state in one struct), built once per state and backend."""
+        if self.state is None:
+            self.build(params)
+        if self._kernels is None or self._built_for is not backend.K:
+            hyper = {**self._hyper(), "weight_decay": self.weight_decay or 0.0}
+            self._kernels = [backend.K.OptimizerStep(p, self.rule, hyper, st)
+                             for p, st in zip(params, self.state)]
+            self._built_for = backend.K
+        return self._kernels
+
+    def begin_step(self, params):
+        """Count the step and give its scalars (learning rate, number) to every kernel object;
+        returns them.  The learning rate is the one for this step (before counting it)."""
+        kernels = self.kernels(params)
+        lr = self.learning_rate
+        self.iterations += 1
+        u = self._u_product(self.iterations)
+        for k in kernels:
+            k.begin(lr, self.iterations, u)
+        return kernels
 
     def apply(self, params, grads, rank1=None):
         """One step on every parameter array.  rank1=(a, b): the gradient of the first
         a.size * b.size elements of params[0] is outer(a, b) (a dense kernel's, for one
-        sample) and is applied without being formed; grads[0] is not read there."""
-        if self.state is None:
-            self.build(params)
-        lr, wd = self.learning_rate, self.weight_decay or 0.0
-        self.iterations += 1
-        states = self.state
-        if rank1 is not None:
-            a, b = rank1
-            k = a.size * b.size
-            self._step_outer(params[0][:k], a, b, {s: v[:k] for s, v in states[0].items()}, lr, wd)
-            params = [params[0][k:]] + list(params[1:])
-            grads = [grads[0][k:]] + list(grads[1:])
-            states = [{s: v[k:] for s, v in states[0].items()}] + list(states[1:])
-        for p, g, st in zip(params, grads, states):
-            if p.size:
-                self._step(p, g, st, lr, wd)
+        sample) and is applied without being formed; those elements of grads[0] are not read."""
+        kernels = self.begin_step(params)
+        for i, (k, p, g) in enumerate(zip(kernels, params, grads)):
+            start = 0
+            if rank1 is not None and i == 0:
+                k.outer_step(p, *rank1)
+                start = rank1[0].size * rank1[1].size
+            if p.size > start:
+                k.step(p, g, start)
 
     def get_config(self):
         lr = self._lr
@@ -212,17 +240,13 @@ class SGD(Optimizer):
         self.momentum = float(momentum)
         self.nesterov = bool(nesterov)
 
-    def _active_slots(self):
-        return ("momentum",) if self.momentum != 0 else ()
+    rule = "sgd"
 
-    def _step(self, p, g, st, lr, wd):
-        backend.K.sgd_step(p, st.get("momentum"), g, lr, self.momentum, self.nesterov, wd)
+    def _slots(self):
+        return ("momentums",) if self.momentum != 0 else ()
 
-    def _step_outer(self, p, a, b, st, lr, wd):
-        backend.K.sgd_outer_step(p, st.get("momentum"), a, b, lr, self.momentum, self.nesterov, wd)
-
-    def _stack_args(self, st):
-        return "sgd", [st.get("momentum")], [self.momentum], self.nesterov
+    def _hyper(self):
+        return {"momentum": self.momentum, "nesterov": self.nesterov}
 
     def get_config(self):
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
@@ -235,7 +259,6 @@ class Adagrad(Optimizer):
     learning_rate=0.001, epsilon=1e-7."""
 
     name = "adagrad"
-    slots = ("accumulator",)
 
     def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7,
                  weight_decay=None, name=None):
@@ -245,17 +268,16 @@ class Adagrad(Optimizer):
         self.initial_accumulator_value = float(initial_accumulator_value)
         self.epsilon = float(epsilon)
 
+    rule = "adagrad"
+
+    def _slots(self):
+        return ("accumulators",)
+
+    def _hyper(self):
+        return {"epsilon": self.epsilon}
+
     def _init_slot(self, slot, p):
         return np.full_like(p, self.initial_accumulator_value)
-
-    def _step(self, p, g, st, lr, wd):
-        backend.K.adagrad_step(p, st["accumulator"], g, lr, self.epsilon, wd)
-
-    def _step_outer(self, p, a, b, st, lr, wd):
-        backend.K.adagrad_outer_step(p, st["accumulator"], a, b, lr, self.epsilon, wd)
-
-    def _stack_args(self, st):
-        return "adagrad", [st["accumulator"]], [self.epsilon], False
 
     def get_config(self):
         return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,
@@ -286,22 +308,14 @@ class RMSprop(Optimizer):
         self.rho, self.momentum, self.epsilon = float(rho), float(momentum), float(epsilon)
         self.centered = bool(centered)
 
-    def _active_slots(self):
-        return ("velocity",) + (("momentum",) if self.momentum > 0 else ()) + \
-            (("average_gradient",) if self.centered else ())
+    rule = "rmsprop"
 
-    def _step(self, p, g, st, lr, wd):
-        backend.K.rmsprop_step(p, st["velocity"], st.get("momentum"), st.get("average_gradient"),
-                               g, lr, self.rho, self.momentum, self.epsilon, wd)
+    def _slots(self):
+        return ("velocities",) + (("momentums",) if self.momentum > 0 else ()) + \
+            (("average_gradients",) if self.centered else ())
 
-    def _step_outer(self, p, a, b, st, lr, wd):
-        backend.K.rmsprop_outer_step(p, st["velocity"], st.get("momentum"),
-                                     st.get("average_gradient"), a, b, lr, self.rho,
-                                     self.momentum, self.epsilon, wd)
-
-    def _stack_args(self, st):
-        return ("rmsprop", [st["velocity"], st.get("momentum"), st.get("average_gradient")],
-                [self.rho, self.momentum, self.epsilon], False)
+    def _hyper(self):
+        return {"rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon}
 
     def get_config(self):
         return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,
@@ -330,30 +344,84 @@ class Adam(Optimizer):
         self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
         self.amsgrad = bool(amsgrad)
 
-    def _active_slots(self):
-        return ("m", "v") + (("vhat",) if self.amsgrad else ())
+    rule = "adam"
 
-    def _step(self, p, g, st, lr, wd):
-        backend.K.adam_step(p, st["m"], st["v"], st.get("vhat"), g, lr, self.beta_1, self.beta_2,
-                            self.epsilon, wd, self.iterations)
+    def _slots(self):
+        return ("momentums", "velocities") + (("velocity_hats",) if self.amsgrad else ())
 
-    def _step_outer(self, p, a, b, st, lr, wd):
-        backend.K.adam_outer_step(p, st["m"], st["v"], st.get("vhat"), a, b, lr, self.beta_1,
-                                  self.beta_2, self.epsilon, wd, self.iterations)
-
-    def _stack_args(self, st):
-        return "adam", [st["m"], st["v"], st.get("vhat")], [self.beta_1, self.beta_2, self.epsilon], False
+    def _hyper(self):
+        return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
 
     def get_config(self):
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
                 "epsilon": self.epsilon, "amsgrad": self.amsgrad}
 
 
-_BY_NAME = {"sgd": SGD, "adagrad": Adagrad, "rmsprop": RMSprop, "adam": Adam}
+class AdamW(Adam):
+    """Adam with decoupled weight decay, on by default (Keras 3's AdamW): first
+    p := p - lr * weight_decay * p, then the Adam rule.  Defaults: learning_rate=0.001,
+    weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False."""
+
+    name = "adamw"
+
+    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999,
+                 epsilon=1e-7, amsgrad=False, name=None):
+        if weight_decay is None:
+            raise ValueError("Argument `weight_decay` must be a float. Received: weight_decay=None")
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay, name)
+
+
+class Nadam(Optimizer):
+    """Nadam, Adam with Nesterov momentum (Keras 3 rule), at step t = 1, 2, ...:
+
+        u_s := beta_1 * (1 - 0.5 * 0.96^s);  P_t := u_1 * ... * u_t
+        m := m + (g - m) * (1 - beta_1);  v := v + (g^2 - v) * (1 - beta_2)
+        m_hat := u_{t+1} m / (1 - P_t u_{t+1}) + (1 - u_t) g / (1 - P_t)
+        p := p - lr * m_hat / (sqrt(v / (1 - beta_2^t)) + epsilon)
+
+    Defaults: learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7."""
+
+    name = "nadam"
+    rule = "nadam"
+
+    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+                 weight_decay=None, name=None):
+        super().__init__(learning_rate, weight_decay, name)
+        for k, v in (("beta_1", beta_1), ("beta_2", beta_2)):
+            if not 0 <= v < 1:
+                raise ValueError(f"Expected {k} in [0, 1). Received: {k}={v!r}")
+        _positive("epsilon", epsilon)
+        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        self._product = (0, 1.0)  # (t, P_t)
+
+    def _slots(self):
+        return ("momentums", "velocities")
+
+    def _hyper(self):
+        return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+
+    def _u_product(self, t):
+        """P_t, kept from step to step (recomputed after a jump, e.g. a loaded optimizer)."""
+        t0, product = self._product
+        if t0 > t:
+            t0, product = 0, 1.0
+        for s in range(t0 + 1, t + 1):
+            product *= self.beta_1 * (1.0 - 0.5 * 0.96 ** s)
+        self._product = (t, product)
+        return product
+
+    def get_config(self):
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
+                "epsilon": self.epsilon}
+
+
+_CLASSES = (SGD, Adagrad, RMSprop, Adam, AdamW, Nadam)
+_BY_NAME = {c.__name__.lower(): c for c in _CLASSES}
 
 
 def get(identifier):
-    """Resolve a name ('sgd', 'adagrad', 'rmsprop', 'adam') or an Optimizer instance."""
+    """Resolve a name (any case: 'sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'nadam') or an
+    Optimizer instance."""
     if isinstance(identifier, Optimizer):
         return identifier
     if isinstance(identifier, str) and identifier.lower() in _BY_NAME:
@@ -367,7 +435,7 @@ def serialize(opt):
 
 
 def deserialize(d):
-    classes = {c.__name__: c for c in (SGD, Adagrad, RMSprop, Adam)}
+    classes = {c.__name__: c for c in _CLASSES}
     if d.get("class") not in classes:
         raise ValueError(f"Unknown optimizer class {d.get('class')!r} in the saved file")
     cfg = dict(d["config"])

@@ -69,8 +69,7 @@ def save_model(model, filepath):
             "compile": None, "optimizer": None}
     opt_vars = []
     if model.compiled:
-        meta["compile"] = {"loss": model.loss.get_config(),
-                           "metrics": [m if isinstance(m, str) else m.name for m in model._metric_ids]}
+        meta["compile"] = model.get_compile_config()
         meta["optimizer"] = optimizers.serialize(model.optimizer)
         opt_vars = model.optimizer.variables
     meta["n_weights"], meta["n_optimizer"] = len(model.weights), len(opt_vars)
@@ -144,11 +143,9 @@ def load_model(filepath, model_cls):
             model.compile(optimizer=optimizers.deserialize(meta["optimizer"]),
                           loss=losses.from_config(meta["compile"]["loss"]),
                           metrics=meta["compile"]["metrics"])
-            opt = model.optimizer
             variables = r.arrays("optimizer", meta.get("n_optimizer", 0))
             if variables:
-                opt.build(model._params)
-                mine = opt.variables
+                mine = model.build_optimizer()
                 if len(mine) != len(variables) or any(a.shape != b.shape for a, b in zip(mine, variables)):
                     raise ValueError(f"{r.path!r}: optimizer state does not match the model")
                 for a, b in zip(mine, variables):

@@ -1,7 +1,12 @@
-"""Helpers named as in `keras.utils`: one-hot labels and seeding."""
+"""Helpers named as in `keras.utils`: one-hot labels and seeding; the model summary table and
+fit's Ctrl-C handling."""
 import random
+import signal
+import threading
 
 import numpy as np
+
+from fastnn import config as _config
 
 _seed_source = np.random.default_rng()
 
@@ -47,3 +52,59 @@ def new_rng(seed=None):
     if seed is None:
         seed = int(_seed_source.integers(0, 2**63 - 1))
     return np.random.default_rng(seed)
+
+
+def print_summary(model, print_fn=print):
+    """Print a model's layers, their output shapes and parameter counts (`model.summary()`)."""
+    rows = [(f"{l.name} ({type(l).__name__})",
+             str((None, *l.output_shape)) if l.built else "?", f"{l.count_params():,}")
+            for l in model.layers]
+    w = [max([len(h)] + [len(r[i]) for r in rows]) + 2
+         for i, h in enumerate(("Layer (type)", "Output Shape", "Param #"))]
+    total = model.count_params()
+    size = total * _config.dtype().itemsize
+    lines = [f'Model: "{model.name}"', "┏" + "┳".join("━" * x for x in w) + "┓",
+             "┃" + "┃".join(h.ljust(x) if i < 2 else h.rjust(x) for i, (h, x) in
+                            enumerate(zip(("Layer (type)", "Output Shape", "Param #"), w))) + "┃",
+             "┡" + "╇".join("━" * x for x in w) + "┩"]
+    for r in rows:
+        lines.append("│" + "│".join(c.ljust(x) if i < 2 else c.rjust(x)
+                                    for i, (c, x) in enumerate(zip(r, w))) + "│")
+    lines.append("└" + "┴".join("─" * x for x in w) + "┘")
+    lines += [f" Total params: {total:,} ({_bytes(size)})",
+              f" Trainable params: {total:,} ({_bytes(size)})",
+              " Non-trainable params: 0 (0.00 B)"]
+    print_fn("\n".join(lines))
+
+
+def _bytes(n):
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.2f} {unit}"
+        n /= 1024
+
+
+class defer_sigint:
+    """While fit runs (in the main thread, with Python's default Ctrl-C handler), Ctrl-C
+    only sets a flag that fit checks between steps, so a step is never cut in half: the
+    weights stay those of the last completed step.  A second Ctrl-C interrupts at once."""
+
+    def __init__(self):
+        self.pending = False
+        self.previous = None
+        if (threading.current_thread() is threading.main_thread()
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
+            self.previous = signal.signal(signal.SIGINT, self._handler)
+
+    def _handler(self, signum, frame):
+        if self.pending:
+            raise KeyboardInterrupt
+        self.pending = True
+
+    def __call__(self):
+        return self.pending
+
+    def restore(self):
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None

@@ -7,7 +7,10 @@
    - kernels never allocate, print or exit; each says whether it overwrites or accumulates;
    - every kernel flushes subnormals to zero (FTZ/DAZ) while it runs and restores the
      caller's floating-point mode: subnormal operands otherwise cost ~100 cycles each.
-   Matrix products go through the BLAS (scipy-openblas32, cblas with a `scipy_` prefix). */
+   Matrix products go through the BLAS (scipy-openblas32, cblas with a `scipy_` prefix).
+   Where each lives: layers.inc (dense, activations), losses.inc, optimizers.inc, step.inc (a
+   whole training step), each written once for a real type and instantiated for float and
+   double by layers.c, losses.c, optimizers.c, step.c; runtime.c (threads, BLAS, gather). */
 #ifndef FASTNN_H
 #define FASTNN_H
 
@@ -17,7 +20,12 @@
 extern "C" {
 #endif
 
-/* Activation codes, shared by the dense and activation kernels. */
+/* The fuzz factor of the losses: probabilities are clipped to [FNN_EPSILON, 1 - FNN_EPSILON]
+   (Keras' backend.epsilon()). */
+#define FNN_EPSILON 1e-7
+
+/* Activation codes, shared by the dense and activation kernels.  fastnn/_codes.py mirrors every
+   code and constant of this header (tests/test_codes.py checks it against the build). */
 enum fnn_act {
     FNN_LINEAR = 0,
     FNN_RELU = 1,
@@ -46,17 +54,56 @@ const char *fnn_blas_config(void);
 void fnn_gather_forward_u8(void *out, const void *x, const int64_t *idx, int64_t n,
                            int64_t row_bytes);
 
+/* Loss codes (fnn_loss_backward, struct fnn_dense_stack). */
+enum fnn_loss_code {
+    FNN_LOSS_CCE = 0, FNN_LOSS_SCCE = 1,                 /* from probabilities */
+    FNN_LOSS_SOFTMAX_CCE = 2, FNN_LOSS_SOFTMAX_SCCE = 3, /* fused with the last softmax */
+    FNN_LOSS_BCE = 4, FNN_LOSS_MSE = 5,
+    FNN_N_LOSS = 6
+};
+
+/* Optimizer rules (Keras 3's), the rule of struct fnn_optimizer. */
+enum fnn_opt_rule {
+    FNN_OPT_SGD = 0, FNN_OPT_ADAGRAD = 1, FNN_OPT_RMSPROP = 2, FNN_OPT_ADAM = 3,
+    FNN_OPT_NADAM = 4,
+    FNN_N_OPT = 5
+};
+
+/* One optimizer: its rule, hyper-parameters and state, and this step's scalars (set before
+   each step).  Every state array is as long as the parameters, NULL where the rule (or its
+   options) does not use it; names and rules are Keras 3's.  At step t = iterations (from 1),
+   with lr = learning_rate and g the gradient, first p := p - lr * weight_decay * p, then:
+   sgd:      momentums NULL: p := p - lr g;  else m := momentum m - lr g, p := p + m
+             (nesterov: p := p + momentum m - lr g)
+   adagrad:  acc := acc + g^2;  p := p - lr g / sqrt(acc + epsilon)      (acc: accumulators)
+   rmsprop:  v := rho v + (1 - rho) g^2;  average_gradients mg: mg := rho mg + (1 - rho) g,
+             d := v - mg^2 + epsilon, else d := v + epsilon;  inc := lr g / sqrt(d);
+             momentums mom: mom := momentum mom + inc, p := p - mom;  else p := p - inc
+   adam:     m := m + (g - m)(1 - beta_1);  v := v + (g^2 - v)(1 - beta_2);
+             velocity_hats vhat (amsgrad): vhat := max(vhat, v), used for v;
+             p := p - lr sqrt(1 - beta_2^t) / (1 - beta_1^t) m / (sqrt(v) + epsilon)
+   nadam:    u_s := beta_1 (1 - 0.5 * 0.96^s), P_t := u_1 ... u_t (u_product);  m, v as adam;
+             m_hat := u_{t+1} m / (1 - P_t u_{t+1}) + (1 - u_t) g / (1 - P_t);
+             v_hat := v / (1 - beta_2^t);  p := p - lr m_hat / (sqrt(v_hat) + epsilon)
+   (m: momentums, v: velocities.) */
+struct fnn_optimizer {
+    int rule;                /* enum fnn_opt_rule */
+    double momentum;         /* sgd, rmsprop */
+    int nesterov;            /* sgd */
+    double rho;              /* rmsprop */
+    double epsilon;          /* adagrad, rmsprop, adam, nadam */
+    double beta_1, beta_2;   /* adam, nadam */
+    double weight_decay;     /* decoupled; 0: none */
+    double learning_rate;    /* this step's */
+    int64_t iterations;      /* this step's number t, from 1 */
+    double u_product;        /* nadam: P_t */
+    void *momentums, *velocities, *velocity_hats, *average_gradients, *accumulators;
+};
+
 /* A whole training step of a stack of dense layers in one call (fit's inner loop without
    the interpreter between kernels): gather the batch, forward, loss, backward, one optimizer
    step over the flat parameter buffer.  Arrays are void * of the stack's real type; the caller
    (fastnn/_kernels.pyx, DenseStack) checks every size and keeps every array alive. */
-enum fnn_loss_code {
-    FNN_LOSS_CCE = 0, FNN_LOSS_SCCE = 1,           /* from probabilities */
-    FNN_LOSS_SOFTMAX_CCE = 2, FNN_LOSS_SOFTMAX_SCCE = 3, /* fused with the last softmax */
-    FNN_LOSS_BCE = 4, FNN_LOSS_MSE = 5
-};
-enum fnn_opt_code { FNN_OPT_SGD = 0, FNN_OPT_ADAGRAD = 1, FNN_OPT_RMSPROP = 2, FNN_OPT_ADAM = 3 };
-
 struct fnn_dense_layer {
     int64_t in, out;
     const void *w, *b;  /* kernel (in, out), bias (out) or NULL: views into the flat p */
@@ -73,14 +120,10 @@ struct fnn_dense_stack {
     int64_t x_row_bytes, t_row_bytes;
     void *xb, *tb, *grad;     /* batch buffers: inputs, targets, d loss / d output (n, k) */
     int loss;                 /* enum fnn_loss_code */
-    int opt;                  /* enum fnn_opt_code */
-    void *p;                  /* flat parameters, gradients and optimizer state (n_params) */
+    void *p;                  /* flat parameters and gradients (n_params) */
     void *g;
-    void *state[3];           /* in the step kernel's argument order; NULL when unused */
     int64_t n_params;
-    double hyper[3];          /* sgd: mu; adagrad: eps; rmsprop: rho, mu, eps; adam: b1, b2, eps */
-    int flag;                 /* sgd: nesterov */
-    double wd;
+    const struct fnn_optimizer *opt; /* its state as long as p; this step's scalars set */
     int rank1;                /* at n == 1, layer 0's kernel (first in p) steps from x dz.T */
     /* Scratch for layer 0 when each thread owns a block of its kernel's rows (n > 1, a product
        too big to split in row blocks of the batch, and as many threads as part_threads): the
@@ -136,42 +179,23 @@ int fnn_dense_stack_owns(const struct fnn_dense_stack *s, int64_t n);
     /* mse: l = mean_k (p - t)^2. */                                                         \
     double fnn_mean_squared_error_backward_##S(T *dp, const T *p, const T *t,               \
                                                int64_t n, int64_t k);                       \
-    /* Optimizer steps: in place, one pass; p, state, g (n).  First, when wd > 0,           \
-       p := p - lr * wd * p (decoupled weight decay).  Then, Keras 3 rules:                 \
-       sgd:     m == NULL: p := p - lr g;                                                   \
-                else m := mu m - lr g;  p := p + m  (nesterov: p := p + mu m - lr g). */    \
-    void fnn_sgd_step_##S(T *p, T *m, const T *g, int64_t n, T lr, T mu, int nesterov,      \
-                          T wd);                                                            \
-    /* adagrad: acc := acc + g^2;  p := p - lr g / sqrt(acc + eps). */                            \
-    void fnn_adagrad_step_##S(T *p, T *acc, const T *g, int64_t n, T lr, T eps, T wd);        \
-    /* rmsprop: v := rho v + (1-rho) g^2;  centered (mg != NULL): mg := rho mg + (1-rho) g, \
-       d := v - mg^2 + eps, else d := v + eps;  inc := lr g / sqrt(d);                      \
-       mom != NULL: mom := mu mom + inc, p := p - mom;  else p := p - inc. */               \
-    void fnn_rmsprop_step_##S(T *p, T *v, T *mom, T *mg, const T *g, int64_t n, T lr,       \
-                              T rho, T mu, T eps, T wd);                                    \
-    /* adam (step t >= 1): a := lr sqrt(1 - b2^t) / (1 - b1^t);                             \
-       m := m + (g - m)(1 - b1);  v := v + (g^2 - v)(1 - b2);                               \
-       vhat != NULL (amsgrad): vhat := max(vhat, v), v' = vhat, else v' = v;                \
-       p := p - a m / (sqrt(v') + eps). */                                                  \
-    void fnn_adam_step_##S(T *p, T *m, T *v, T *vhat, const T *g, int64_t n, T lr, T b1,    \
-                           T b2, T eps, T wd, int64_t t);                                   \
-    /* The same four steps with the rank-1 gradient g := a b.T, a (rows), b (cols),          \
-       p and the state (rows, cols): a dense kernel's gradient for one sample, computed      \
-       on the fly instead of being written and read back. */                                 \
-    void fnn_sgd_outer_step_##S(T *p, T *m, const T *a, const T *b, int64_t rows,            \
-                                int64_t cols, T lr, T mu, int nesterov, T wd);              \
-    void fnn_adagrad_outer_step_##S(T *p, T *acc, const T *a, const T *b, int64_t rows,      \
-                                    int64_t cols, T lr, T eps, T wd);                       \
-    void fnn_rmsprop_outer_step_##S(T *p, T *v, T *mom, T *mg, const T *a, const T *b,       \
-                                    int64_t rows, int64_t cols, T lr, T rho, T mu, T eps,  \
-                                    T wd);                                                  \
-    void fnn_adam_outer_step_##S(T *p, T *m, T *v, T *vhat, const T *a, const T *b,          \
-                                 int64_t rows, int64_t cols, T lr, T b1, T b2, T eps, T wd, \
-                                 int64_t t);                                                \
-    /* One training step on the rows idx (n) of the stack's x and t: returns the batch loss. \
-       lr is this step's learning rate, t the optimizer's step count (1, 2, ...). */         \
+    /* Any loss by its code (enum fnn_loss_code), as the kernels above: t is T (n, k), or   \
+       int64 labels (n) for the sparse ones; dp may be NULL but for the fused ones. */      \
+    double fnn_loss_backward_##S(T *dp, const T *p, const void *t, int64_t n, int64_t k,     \
+                                 int loss);                                                 \
+    /* The optimizer step o (its rule: see struct fnn_optimizer) on elements [off, off + n)  \
+       of p, g and o's state arrays, in place, one pass.  Overwrites those elements. */      \
+    void fnn_optimizer_step_##S(T *p, const T *g, int64_t off, int64_t n,                    \
+                                const struct fnn_optimizer *o);                             \
+    /* The same on elements [0, rows cols) with the rank-1 gradient g := a b.T, a (rows),    \
+       b (cols): a dense kernel's gradient for one sample, computed on the fly instead of    \
+       being written and read back. */                                                      \
+    void fnn_optimizer_outer_step_##S(T *p, const T *a, const T *b, int64_t rows,            \
+                                      int64_t cols, const struct fnn_optimizer *o);         \
+    /* One training step on the rows idx (n) of the stack's x and t, with the optimizer's    \
+       scalars for this step already set: returns the batch loss. */                        \
     double fnn_dense_stack_step_##S(const struct fnn_dense_stack *s, const int64_t *idx,     \
-                                    int64_t n, double lr, int64_t t);
+                                    int64_t n);
 
 FNN_DECLARE(float, f32)
 FNN_DECLARE(double, f64)

@@ -7,6 +7,7 @@ import pytest
 
 import fastnn
 from fastnn import _kernels as C
+from fastnn._codes import LOSSES
 
 RELU = C.ACT_CODES["relu"]
 
@@ -93,33 +94,50 @@ def test_dense_backward_dz_may_be_dy_but_dw_may_not():
 
 def test_sparse_labels_out_of_range():
     p = np.full((3, 4), 0.25, np.float32)
+    scce, fused = LOSSES["sparse_categorical_crossentropy"], LOSSES["sparse_softmax_crossentropy"]
     with pytest.raises(ValueError, match=r"labels in \[0, 4\). Received: labels\[2\]=4"):
-        C.sparse_categorical_crossentropy_forward(p, np.array([0, 1, 4]))
+        C.loss_backward(None, p, np.array([0, 1, 4]), scce)
     with pytest.raises(ValueError, match=r"labels\[0\]=-1"):
-        C.sparse_softmax_crossentropy_backward(np.empty_like(p), p, np.array([-1, 1, 2]))
+        C.loss_backward(np.empty_like(p), p, np.array([-1, 1, 2]), fused)
     with pytest.raises(TypeError, match="labels with dtype int64"):
-        C.sparse_categorical_crossentropy_forward(p, np.array([0, 1, 2], np.int32))
+        C.loss_backward(None, p, np.array([0, 1, 2], np.int32), scce)
+    with pytest.raises(ValueError, match="dz, the gradient buffer"):
+        C.loss_backward(None, p, np.array([0, 1, 2]), fused)
+    with pytest.raises(ValueError, match="loss code"):
+        C.loss_backward(None, p, np.array([0, 1, 2]), 99)
 
 
 def test_loss_target_shape_mismatch():
     p = np.full((3, 4), 0.25, np.float32)
     with pytest.raises(ValueError, match=r"y_true with shape \(3, 4\). Received: y_true.shape=\(3, 5\)"):
-        C.categorical_crossentropy_forward(p, np.zeros((3, 5), np.float32))
+        C.loss_backward(None, p, np.zeros((3, 5), np.float32), LOSSES["categorical_crossentropy"])
+
+
+def _opt(p, rule, hyper=None, **slots):
+    return C.OptimizerStep(p, rule, hyper or {}, slots)
 
 
 def test_optimizer_operands_checked():
     p, g = np.ones(10, np.float32), np.ones(10, np.float32)
     with pytest.raises(ValueError, match=r"g with 10 elements. Received: g.shape=\(9,\)"):
-        C.sgd_step(p, None, np.ones(9, np.float32), 0.1, 0.0, False, 0.0)
-    with pytest.raises(TypeError, match=r"v with dtype float32"):
-        C.rmsprop_step(p, np.zeros(10), None, None, g, 0.1, 0.9, 0.0, 1e-7, 0.0)
+        _opt(p, "sgd").step(p, np.ones(9, np.float32))
+    with pytest.raises(TypeError, match=r"velocities with dtype float32"):
+        _opt(p, "rmsprop", velocities=np.zeros(10))
     with pytest.raises(ValueError, match="g not to share memory with p"):
-        C.sgd_step(p, None, p, 0.1, 0.0, False, 0.0)
-    with pytest.raises(ValueError, match="momentum buffer m"):
-        C.sgd_step(p, None, g, 0.1, 0.9, False, 0.0)
+        _opt(p, "sgd").step(p, p)
+    with pytest.raises(ValueError, match="momentum buffer 'momentums'"):
+        _opt(p, "sgd", {"momentum": 0.9})
+    with pytest.raises(ValueError, match="adam state array 'velocities'"):
+        _opt(p, "adam", momentums=np.zeros(10, np.float32))
+    with pytest.raises(ValueError, match="momentums not to share memory with p"):
+        _opt(p, "adam", momentums=p, velocities=np.zeros(10, np.float32))
     with pytest.raises(ValueError, match="t >= 1"):
-        C.adam_step(p, np.zeros(10, np.float32), np.zeros(10, np.float32), None, g,
-                    0.1, 0.9, 0.999, 1e-7, 0.0, 0)
+        _opt(p, "adam", momentums=np.zeros(10, np.float32),
+             velocities=np.zeros(10, np.float32)).begin(0.1, 0)
+    with pytest.raises(ValueError, match="rule in"):
+        _opt(p, "adadelta")
+    with pytest.raises(ValueError, match=r"p with 10 elements. Received: p.shape=\(4,\)"):
+        _opt(p, "sgd").step(np.ones(4, np.float32), g)
     np.testing.assert_array_equal(p, np.ones(10, np.float32))  # nothing half-applied
 
 
@@ -147,15 +165,14 @@ def test_gather_rows_checks_indices_and_shapes():
 
 
 def test_outer_step_checks_the_factors():
-    p, v = np.ones((4, 3), np.float32), np.zeros((4, 3), np.float32)
+    p, v = np.ones(12, np.float32), np.zeros(12, np.float32)
     a, b = np.ones(4, np.float32), np.ones(3, np.float32)
-    with pytest.raises(ValueError, match=r"p with 8 elements. Received: p.shape=\(4, 3\)"):
-        C.rmsprop_outer_step(p, v, None, None, np.ones(4, np.float32), np.ones(2, np.float32),
-                             0.1, 0.9, 0.0, 1e-7, 0.0)
+    with pytest.raises(ValueError, match=r"a.size \* b.size in \[1, 12\]"):
+        _opt(p, "rmsprop", velocities=v).outer_step(p, np.ones(5, np.float32), b)
     with pytest.raises(TypeError, match="b with dtype float32"):
-        C.sgd_outer_step(p, None, a, b.astype(np.float64), 0.1, 0.0, False, 0.0)
+        _opt(p, "sgd").outer_step(p, a, b.astype(np.float64))
     with pytest.raises(ValueError, match="p not to share memory with a"):
-        C.adagrad_outer_step(p, v, p.reshape(-1)[:4], b, 0.1, 1e-7, 0.0)
+        _opt(p, "adagrad", accumulators=v).outer_step(p, p[:4], b)
     np.testing.assert_array_equal(p, 1)
 
 

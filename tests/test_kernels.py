@@ -10,6 +10,8 @@ import pytest
 import fastnn
 from fastnn import _kernels as C
 from fastnn import _reference as R
+from fastnn import optimizers
+from fastnn._codes import LOSSES
 from tolerances import TOL
 
 ACTS = list(R.ACT_CODES)
@@ -95,66 +97,68 @@ def loss_case(name, n, k):
             t[0] = rng.random(k).astype(dtype)  # one soft-label row
             t[0] /= t[0].sum()
         dp = np.full((n, k), np.nan, dtype)
-        out = [np.array(getattr(K, name + "_backward")(dp, p, t)), dp]
+        code = LOSSES[name]
+        out = [np.array(K.loss_backward(dp, p, t, code)), dp]
         if not fused:
-            out.append(np.array(getattr(K, name + "_forward")(p, t)))
+            out.append(np.array(K.loss_backward(None, p, t, code)))
         return out
     return run
 
 
-def optimizer_case(name, size, steps=3, centered=False, amsgrad=False, **hyper):
+def _on_backend(K, fn):
+    before = fastnn.get_backend()
+    fastnn.set_backend(K.NAME)
+    try:
+        return fn()
+    finally:
+        fastnn.set_backend(before)
+
+
+def optimizer_case(make, size, steps=3):
+    """`steps` steps of the optimizer make() on one parameter array, through its one
+    declaration (Optimizer.apply -> the backend's OptimizerStep)."""
     def run(K, dtype, rng):
-        p = _rand(rng, size, dtype)
-        if name == "sgd":
-            state = [np.zeros(size, dtype) if hyper.get("momentum") else None]
-        elif name == "adagrad":
-            state = [np.full(size, 0.1, dtype)]
-        elif name == "rmsprop":
-            state = [np.zeros(size, dtype),
-                     np.zeros(size, dtype) if hyper.get("momentum") else None,
-                     np.zeros(size, dtype) if centered else None]
-        else:
-            state = [np.zeros(size, dtype), np.zeros(size, dtype),
-                     np.zeros(size, dtype) if amsgrad else None]
-        for step in range(1, steps + 1):
-            g = _rand(rng, size, dtype)
-            if name == "sgd":
-                K.sgd_step(p, *state, g, hyper.get("lr", 0.1), hyper.get("momentum", 0.0),
-                           hyper.get("nesterov", False), hyper.get("wd", 0.0))
-            elif name == "adagrad":
-                K.adagrad_step(p, *state, g, 0.1, 1e-7, hyper.get("wd", 0.0))
-            elif name == "rmsprop":
-                K.rmsprop_step(p, *state, g, 0.01, 0.9, hyper.get("momentum", 0.0), 1e-7,
-                               hyper.get("wd", 0.0))
-            else:
-                K.adam_step(p, *state, g, 0.01, 0.9, 0.999, 1e-7, hyper.get("wd", 0.0), step)
-        return [p] + [s for s in state if s is not None]
+        def steps_():
+            opt, p = make(), _rand(rng, size, dtype)
+            for _ in range(steps):
+                opt.apply([p], [_rand(rng, size, dtype)])
+            return [p] + opt.variables
+        return _on_backend(K, steps_)
     return run
 
 
-def outer_step_case(name, rows, cols, **hyper):
+def outer_step_case(make, rows, cols, tail=5):
     """The rank-1 step against the same rule given the explicit gradient outer(a, b): the
-    reference computes the latter, the compiled kernel never forms it."""
+    reference forms it, the compiled kernel never does; `tail` more parameters after the
+    rows x cols block take the plain step, as a dense layer's bias does."""
     def run(K, dtype, rng):
-        p = _rand(rng, (rows, cols), dtype)
-        s = [np.zeros((rows, cols), dtype) for _ in range(3)]
-        if name == "adagrad":
-            s[0][...] = 0.1
-        for step in range(1, 4):
-            a, b = _rand(rng, (rows,), dtype), _rand(rng, (cols,), dtype)
-            if name == "sgd":
-                K.sgd_outer_step(p, s[0], a, b, 0.1, 0.9, hyper.get("nesterov", False), 0.01)
-            elif name == "adagrad":
-                K.adagrad_outer_step(p, s[0], a, b, 0.1, 1e-7, 0.0)
-            elif name == "rmsprop":
-                K.rmsprop_outer_step(p, s[0], s[1] if hyper.get("momentum") else None,
-                                     s[2] if hyper.get("centered") else None, a, b, 0.01, 0.9,
-                                     hyper.get("momentum", 0.0), 1e-7, 0.004)
-            else:
-                K.adam_outer_step(p, s[0], s[1], s[2] if hyper.get("amsgrad") else None, a, b,
-                                  0.01, 0.9, 0.999, 1e-7, 0.0, step)
-        return [p] + s
+        def steps_():
+            opt, p = make(), _rand(rng, rows * cols + tail, dtype)
+            for _ in range(3):
+                a, b = _rand(rng, (rows,), dtype), _rand(rng, (cols,), dtype)
+                g = np.concatenate([np.full(rows * cols, np.nan, dtype), _rand(rng, tail, dtype)])
+                opt.apply([p], [g], rank1=(a, b))
+            return [p] + opt.variables
+        return _on_backend(K, steps_)
     return run
+
+
+OPTIMIZERS = {
+    "sgd": lambda: optimizers.SGD(0.1), "sgd_momentum": lambda: optimizers.SGD(0.1, momentum=0.9),
+    "sgd_wd": lambda: optimizers.SGD(0.1, weight_decay=0.01),
+    "sgd_nesterov": lambda: optimizers.SGD(0.1, momentum=0.9, nesterov=True, weight_decay=0.004),
+    "adagrad": lambda: optimizers.Adagrad(0.1),
+    "adagrad_wd": lambda: optimizers.Adagrad(0.1, weight_decay=0.01),
+    "rmsprop": lambda: optimizers.RMSprop(0.01),
+    "rmsprop_momentum": lambda: optimizers.RMSprop(0.01, momentum=0.5),
+    "rmsprop_centered": lambda: optimizers.RMSprop(0.01, centered=True),
+    "rmsprop_all": lambda: optimizers.RMSprop(0.01, centered=True, momentum=0.5, weight_decay=0.01),
+    "adam": lambda: optimizers.Adam(0.01), "adam_amsgrad": lambda: optimizers.Adam(0.01, amsgrad=True),
+    "adam_wd": lambda: optimizers.Adam(0.01, weight_decay=0.004),
+    "adamw": lambda: optimizers.AdamW(0.01),
+    "nadam": lambda: optimizers.Nadam(0.01),
+    "nadam_wd": lambda: optimizers.Nadam(0.01, beta_1=0.5, weight_decay=0.004),
+}
 
 
 def gather_case(shape, dtype_override=None):
@@ -193,23 +197,11 @@ def _registry():
     for name in losses:
         for n, k in [(1, 1), (1, 3), (7, 10), (33, 5)]:
             cases[f"{name}-{n}x{k}"] = loss_case(name, n, k)
-    opts = {
-        "sgd": dict(), "sgd_momentum": dict(momentum=0.9), "sgd_wd": dict(wd=0.01),
-        "sgd_nesterov": dict(momentum=0.9, nesterov=True, wd=0.004),
-        "adagrad": dict(), "adagrad_wd": dict(wd=0.01),
-        "rmsprop": dict(), "rmsprop_momentum": dict(momentum=0.5),
-        "rmsprop_centered": dict(centered=True), "rmsprop_all": dict(centered=True, momentum=0.5, wd=0.01),
-        "adam": dict(), "adam_amsgrad": dict(amsgrad=True), "adam_wd": dict(wd=0.004),
-    }
-    for label, hyper in opts.items():
+    for label, make in OPTIMIZERS.items():
         for size in [(1,), (17,), (31, 33), (300001,)]:
-            shape = "x".join(map(str, size))
-            cases[f"{label}_step-{shape}"] = optimizer_case(label.split("_")[0], size, **dict(hyper))
-    outer = {"sgd": {}, "sgd_nesterov": dict(nesterov=True), "adagrad": {}, "rmsprop": {},
-             "rmsprop_all": dict(momentum=0.5, centered=True), "adam": {}, "adam_amsgrad": dict(amsgrad=True)}
-    for label, hyper in outer.items():
+            cases[f"{label}_step-{'x'.join(map(str, size))}"] = optimizer_case(make, size)
         for rows, cols in [(1, 1), (3, 17), (784, 512)]:
-            cases[f"{label}_outer_step-{rows}x{cols}"] = outer_step_case(label.split("_")[0], rows, cols, **hyper)
+            cases[f"{label}_outer_step-{rows}x{cols}"] = outer_step_case(make, rows, cols)
     for shape in [(1, 1), (7, 13), (300, 784), (5, 4, 3)]:
         cases[f"gather-{'x'.join(map(str, shape))}"] = gather_case(shape)
     cases["gather-int64-labels"] = gather_case((50,), np.int64)

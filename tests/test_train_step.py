@@ -19,19 +19,24 @@ def _model(hidden_act="relu", out_act="softmax", use_bias=True, flatten=False, s
                                       layers.Dense(3, activation=out_act, dtype=dtype)], seed=seed)
 
 
-def _train(compiled_step, make_opt, loss, x, y, batch_size, monkeypatch, **model_kw):
-    """Train a fresh model; compiled_step=False forces the Python step."""
-    with monkeypatch.context() as mp:
-        if not compiled_step:
-            mp.setattr(models.Sequential, "_dense_stack", lambda self, x, t, n: None)
-        m = _model(**model_kw)
-        m.compile(make_opt(), loss, metrics=["accuracy"])
-        logged = []
-        cb = callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: logged.append(logs["loss"]))
-        m.fit(x, y, epochs=2, batch_size=batch_size, verbose=0, callbacks=[cb])
-        used = [s for s, *_ in m._stacks.values()]
-        state = [a.copy() for a in m.optimizer.variables]
-        return m.get_weights(), state, logged, used
+def _compiled_steps(m, x, y, *batch_sizes):
+    """The compiled step each batch size runs with (None: layer by layer)."""
+    xp = np.ascontiguousarray(x, m.layers[0].dtype)
+    t = m.loss.prepare_targets(y, m.output_shape[-1], xp.dtype)
+    return [m.trainer.compiled_step(m.optimizer, xp, t, n) for n in batch_sizes]
+
+
+def _train(compiled_step, make_opt, loss, x, y, batch_size, **model_kw):
+    """Train a fresh model; compiled_step=False runs it layer by layer (jit_compile=False)."""
+    m = _model(**model_kw)
+    m.compile(make_opt(), loss, metrics=["accuracy"], jit_compile="auto" if compiled_step else False)
+    logged = []
+    cb = callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: logged.append(logs["loss"]))
+    m.fit(x, y, epochs=2, batch_size=batch_size, verbose=0, callbacks=[cb])
+    last = len(x) % batch_size or batch_size
+    used = _compiled_steps(m, x, y, batch_size, last)
+    state = [a.copy() for a in m.optimizer.variables]
+    return m.get_weights(), state, logged, used
 
 
 OPTIMIZERS = {
@@ -43,6 +48,8 @@ OPTIMIZERS = {
     "adam": lambda: optimizers.Adam(0.01),
     "adam_amsgrad_schedule": lambda: optimizers.Adam(
         optimizers.schedules.ExponentialDecay(0.01, decay_steps=3, decay_rate=0.5), amsgrad=True),
+    "adamw": lambda: optimizers.AdamW(0.01),
+    "nadam_wd": lambda: optimizers.Nadam(0.01, weight_decay=0.004),
 }
 
 
@@ -57,9 +64,9 @@ def _assert_same(a, b):
 
 @pytest.mark.parametrize("opt", list(OPTIMIZERS))
 @pytest.mark.parametrize("batch_size", [1, 7, 16])  # 7: a last partial batch; 1: the rank-1 step
-def test_compiled_step_is_the_python_step_for_every_optimizer(opt, batch_size, monkeypatch):
+def test_compiled_step_is_the_python_step_for_every_optimizer(opt, batch_size):
     x, y, _ = blobs(n=30, d=6, k=3)
-    runs = [_train(c, OPTIMIZERS[opt], "categorical_crossentropy", x, y, batch_size, monkeypatch)
+    runs = [_train(c, OPTIMIZERS[opt], "categorical_crossentropy", x, y, batch_size)
             for c in (True, False)]
     _assert_same(*runs)
 
@@ -72,30 +79,30 @@ def test_compiled_step_is_the_python_step_for_every_optimizer(opt, batch_size, m
     ("binary_crossentropy", "sigmoid", "onehot"),
     ("mse", "linear", "onehot"),
 ])
-def test_compiled_step_is_the_python_step_for_every_loss(loss, out_act, target, monkeypatch):
+def test_compiled_step_is_the_python_step_for_every_loss(loss, out_act, target):
     x, y, labels = blobs(n=30, d=6, k=3)
     t = labels if target == "labels" else y
-    runs = [_train(c, OPTIMIZERS["rmsprop"], loss, x, t, 8, monkeypatch, out_act=out_act)
+    runs = [_train(c, OPTIMIZERS["rmsprop"], loss, x, t, 8, out_act=out_act)
             for c in (True, False)]
     _assert_same(*runs)
 
 
 @pytest.mark.parametrize("act", ["linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu",
                                  "elu", "gelu"])
-def test_compiled_step_is_the_python_step_for_every_activation(act, monkeypatch):
+def test_compiled_step_is_the_python_step_for_every_activation(act):
     x, y, _ = blobs(n=30, d=6, k=3)
-    runs = [_train(c, OPTIMIZERS["adam"], "categorical_crossentropy", x, y, 8, monkeypatch,
+    runs = [_train(c, OPTIMIZERS["adam"], "categorical_crossentropy", x, y, 8,
                    hidden_act=act, use_bias=act != "tanh") for c in (True, False)]
     _assert_same(*runs)
 
 
-def test_compiled_step_takes_flatten_and_float64(monkeypatch):
+def test_compiled_step_takes_flatten_and_float64():
     x, y, _ = blobs(n=30, d=6, k=3)
     images = x.reshape(30, 2, 3)
     _assert_same(*[_train(c, OPTIMIZERS["sgd"], "categorical_crossentropy", images, y, 8,
-                          monkeypatch, flatten=True) for c in (True, False)])
+                          flatten=True) for c in (True, False)])
     _assert_same(*[_train(c, OPTIMIZERS["rmsprop"], "categorical_crossentropy", x.astype(np.float64),
-                          y, 8, monkeypatch, dtype="float64") for c in (True, False)])
+                          y, 8, dtype="float64") for c in (True, False)])
 
 
 def test_python_step_where_the_compiled_one_does_not_apply():
@@ -110,19 +117,59 @@ def test_python_step_where_the_compiled_one_does_not_apply():
     for name, m in cases.items():
         m.compile("sgd", "categorical_crossentropy")
         m.fit(x, y, epochs=1, batch_size=10, verbose=0)
-        assert [s for s, *_ in m._stacks.values()] == [None], name
+        assert _compiled_steps(m, x, y, 10) == [None], name
     m = _model(out_act="linear")
     m.compile("sgd", losses.CategoricalCrossentropy(from_logits=True))
     m.fit(x, y, epochs=1, batch_size=10, verbose=0)
-    assert [s for s, *_ in m._stacks.values()] == [None]
+    assert _compiled_steps(m, x, y, 10) == [None]
+    m = _model()
+    m.compile("sgd", "categorical_crossentropy", jit_compile=False)
+    assert _compiled_steps(m, x, y, 10) == [None]
     fastnn.set_backend("numpy")
     try:
         m = _model()
         m.compile("sgd", "categorical_crossentropy")
         m.fit(x, y, epochs=1, batch_size=10, verbose=0)
-        assert [s for s, *_ in m._stacks.values()] == [None]
+        assert _compiled_steps(m, x, y, 10) == [None]
     finally:
         fastnn.set_backend("compiled")
+
+
+@pytest.mark.parametrize("opt", ["rmsprop", "adam_amsgrad_schedule", "nadam_wd"])
+def test_compiled_step_matches_the_numpy_reference_step(opt):
+    """The compiled step against its oracle: the same model trained on the NumPy backend
+    (the layer-by-layer step on the reference kernels), to float64 rounding."""
+    x, y, _ = blobs(n=30, d=6, k=3)
+    runs = []
+    for name in ("compiled", "numpy"):
+        fastnn.set_backend(name)
+        try:
+            m = _model(dtype="float64")
+            m.compile(OPTIMIZERS[opt](), "categorical_crossentropy")
+            m.fit(x.astype(np.float64), y, epochs=2, batch_size=8, verbose=0)
+            if name == "compiled":
+                assert all(s is not None for s in _compiled_steps(m, x, y, 8, 6))
+            runs.append(m.get_weights() + [a.copy() for a in m.optimizer.variables])
+        finally:
+            fastnn.set_backend("compiled")
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_train_on_batch_runs_the_compiled_step():
+    """Where the compiled step runs, it is the only step: train_on_batch takes it too, and
+    gives what the layer-by-layer step gives."""
+    x, y, _ = blobs(n=16, d=6, k=3)
+    out = []
+    for jit in ("auto", False):
+        m = _model()
+        m.compile("adam", "categorical_crossentropy", jit_compile=jit)
+        losses_ = [m.train_on_batch(x, y) for _ in range(3)]
+        out.append((losses_, m.get_weights()))
+        assert (_compiled_steps(m, x, y, 16)[0] is not None) == (jit == "auto")
+    assert out[0][0] == out[1][0]
+    for a, b in zip(out[0][1], out[1][1]):
+        assert np.array_equal(a, b)
 
 
 def test_compiled_step_follows_a_rebuilt_optimizer_state():
@@ -148,17 +195,17 @@ def test_compiled_step_refuses_bad_indices():
     m = _model()
     m.compile("sgd", "categorical_crossentropy")
     m.fit(x, y, epochs=1, batch_size=10, verbose=0)
-    stack = m._dense_stack(x, y, 10)
+    stack = _compiled_steps(m, x, y, 10)[0]
     with pytest.raises(ValueError, match=r"Expected idx in \[0, 30\)"):
-        stack.run(np.arange(25, 35, dtype=np.int64), 0.01, 1)
+        stack.run(np.arange(25, 35, dtype=np.int64))
     with pytest.raises(ValueError, match="shape"):
-        stack.run(np.arange(5, dtype=np.int64), 0.01, 1)
+        stack.run(np.arange(5, dtype=np.int64))
     with pytest.raises(TypeError, match="int64"):
-        stack.run(np.arange(10, dtype=np.int32), 0.01, 1)
+        stack.run(np.arange(10, dtype=np.int32))
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
-def test_row_owned_first_layer_trains_as_the_python_step(threads, monkeypatch):
+def test_row_owned_first_layer_trains_as_the_python_step(threads):
     """A first layer big enough (batch x inputs x units > 2**21) is computed with each thread
     owning a block of its kernel's rows: the forward product is summed in per-thread parts,
     which rounds differently from one BLAS call, so the weights agree with the Python step to
@@ -171,18 +218,16 @@ def test_row_owned_first_layer_trains_as_the_python_step(threads, monkeypatch):
     try:
         fastnn.set_num_threads(threads)
         for compiled_step in (True, False):
-            with monkeypatch.context() as mp:
-                if not compiled_step:
-                    mp.setattr(models.Sequential, "_dense_stack", lambda self, x, t, n: None)
-                m = models.Sequential([layers.Dense(256, activation="relu", input_shape=(300,)),
-                                       layers.Dense(4, activation="softmax")], seed=1)
-                m.compile("rmsprop", "categorical_crossentropy")
-                m.fit(x, y, epochs=2, batch_size=32, verbose=0)
-                if compiled_step:
-                    stack = m._dense_stack(x, y, 32)
-                    openmp = bool(_kernels.build_info()["openmp"])  # else one thread only
-                    assert stack.owns_first_layer == (threads > 1 and openmp)
-                runs.append(m.get_weights() + [a.copy() for a in m.optimizer.variables])
+            m = models.Sequential([layers.Dense(256, activation="relu", input_shape=(300,)),
+                                   layers.Dense(4, activation="softmax")], seed=1)
+            m.compile("rmsprop", "categorical_crossentropy", jit_compile="auto" if compiled_step else False)
+            m.fit(x, y, epochs=2, batch_size=32, verbose=0)
+            if compiled_step:
+                stack = _compiled_steps(m, x, y, 32)[0]
+                openmp = bool(_kernels.build_info()["openmp"])  # else one thread only
+                assert stack.owns_first_layer == (threads > 1 and openmp)
+                assert _kernels.get_num_threads()["blas"] == threads  # set back after the step
+            runs.append(m.get_weights() + [a.copy() for a in m.optimizer.variables])
     finally:
         fastnn.set_num_threads(before)
     for a, b in zip(*runs):

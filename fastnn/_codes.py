@@ -1,0 +1,33 @@
+"""The codes and constants the C kernels and Python share, mirrored from src_c/fastnn.h
+(enum fnn_act, enum fnn_loss_code, enum fnn_opt_rule, FNN_EPSILON).  One place on the
+Python side: the layers, losses, optimizers and both backends read them from here, and
+tests/test_codes.py checks them against the compiled module."""
+
+# enum fnn_act
+ACTIVATIONS = {
+    "linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4, "leaky_relu": 5, "elu": 6,
+    "gelu": 7,
+}
+
+# enum fnn_loss_code: the loss kernels by code (the fused ones take the softmax's logits)
+LOSSES = {
+    "categorical_crossentropy": 0, "sparse_categorical_crossentropy": 1,
+    "softmax_crossentropy": 2, "sparse_softmax_crossentropy": 3,
+    "binary_crossentropy": 4, "mean_squared_error": 5,
+}
+SPARSE_LOSSES = ("sparse_categorical_crossentropy", "sparse_softmax_crossentropy")
+
+# enum fnn_opt_rule
+OPTIMIZER_RULES = {"sgd": 0, "adagrad": 1, "rmsprop": 2, "adam": 3, "nadam": 4}
+
+# struct fnn_optimizer: its hyper-parameters and state arrays, by Keras' names
+OPTIMIZER_HYPER = ("momentum", "nesterov", "rho", "epsilon", "beta_1", "beta_2")
+OPTIMIZER_SLOTS = ("momentums", "velocities", "velocity_hats", "average_gradients",
+                   "accumulators")
+
+# FNN_EPSILON: losses clip probabilities to [EPSILON, 1 - EPSILON]
+EPSILON = 1e-7
+
+# the state arrays each rule reads whatever its options (the C step dereferences them)
+OPTIMIZER_REQUIRED = {"sgd": (), "adagrad": ("accumulators",), "rmsprop": ("velocities",),
+                      "adam": ("momentums", "velocities"), "nadam": ("momentums", "velocities")}

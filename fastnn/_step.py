@@ -1,0 +1,199 @@
+"""The training step: one concept, one definition per backend.
+
+A step is: gather the batch, each layer's forward kernel, one loss kernel (value and
+gradient; fused with a final softmax), each layer's backward kernel in reverse, and one
+optimizer kernel over all parameters (they live in one flat buffer, see `pack_parameters`).
+`TrainStep` owns everything a step needs besides the layers' weights: the batch buffers, the
+fused-softmax decision, the fast paths and the choice of the step that runs:
+
+- **compiled** (the compiled backend, a stack of Dense layers after optional Flattens, an
+  optimizer declared by its rule): the whole step is one call into C, `_kernels.DenseStack`
+  (`fnn_dense_stack_step` in src_c/step.inc), with its fast paths: at batch size 1 the first
+  kernel's gradient goes to the optimizer as the factors of x dz.T (never written); with
+  several threads the first layer is owned by rows.  It is the only step such a model runs
+  (fit, train_on_batch).
+- **layer by layer** (every other model, the NumPy backend, and `jit_compile=False`): the
+  same kernels called from Python, one layer at a time (`Layer.call` / `Layer.backward`),
+  with the same rank-1 fast path.  On the NumPy backend this is the reference step, the
+  oracle of the compiled one; on the compiled backend it makes the same kernel calls in the
+  same order, so the two agree bit for bit (except where the first layer is owned by rows,
+  which rounds its sum differently; tests/test_train_step.py).
+
+Entry points (used by models.py, gradcheck.py and the tests): `pack_parameters`,
+`forward`, and `TrainStep.run`, `run_batch`, `gradients`, `loss_value`, `gather`,
+`compiled_step`.  This module never imports models.py.
+"""
+import numpy as np
+
+from fastnn import _codes, backend
+from fastnn.layers import Buffers, Dense, Flatten
+from fastnn.optimizers import Optimizer
+
+_SOFTMAX = _codes.ACTIVATIONS["softmax"]
+
+
+def pack_parameters(layers):
+    """Move every layer's weights (and gradients) into one flat array, the layers keeping
+    views (`Layer.bind_weights`): the optimizer then updates all parameters in one kernel call,
+    one pass.  Returns (params, grads): one array each, or one per weight where the dtypes
+    differ."""
+    weights = [w for l in layers for w in l.weights]
+    if not weights:
+        return [], []
+    if len({w.dtype for w in weights}) > 1:
+        return weights, [g for l in layers for g in l.grads]
+    flat = np.empty(sum(w.size for w in weights), weights[0].dtype)
+    gflat = np.zeros_like(flat)
+    offset = 0
+    for layer in layers:
+        views, gviews = [], []
+        for w in layer.weights:
+            views.append(flat[offset:offset + w.size].reshape(w.shape))
+            gviews.append(gflat[offset:offset + w.size].reshape(w.shape))
+            views[-1][...] = w
+            offset += w.size
+        layer.bind_weights(views, gviews)
+    return [flat], [gflat]
+
+
+def forward(layers, x, training):
+    """The layers' outputs for the batch x (a layer's reused buffer: copy to keep it)."""
+    for layer in layers:
+        x = layer.call(x, training=training)
+    return x
+
+
+class TrainStep:
+    """The training step of `layers` under `loss`, over the parameter buffers (params, grads)
+    of `pack_parameters`.  jit_compile=False: always the layer-by-layer step."""
+
+    def __init__(self, layers, loss, params, grads, jit_compile=True):
+        self.layers, self.loss = list(layers), loss
+        self.params, self.grads = params, grads
+        self.jit_compile = jit_compile
+        self.buffers = Buffers()  # batch copies, loss gradient, probabilities, compiled step's
+        with_weights = [i for i, l in enumerate(self.layers) if l.weights]
+        # layers before the first one with weights need no input gradient
+        self.first = with_weights[0] if with_weights else len(self.layers)
+        act = self.layers[-1].activation
+        self.fused = (loss.fused_code is not None and not loss.from_logits and act is not None
+                      and act.name == "softmax")
+        first = self.layers[self.first] if self.first < len(self.layers) else None
+        # at batch size 1 the first kernel's gradient goes to the optimizer as x dz.T
+        self.rank1 = type(first) is Dense and len(params) == 1
+        self._stacks = {}  # batch size -> (compiled step or None, what it was built for)
+
+    # ---- the step ---------------------------------------------------------------------------
+
+    def run(self, optimizer, x, t, idx):
+        """One optimizer step on the samples idx of (x, t), prepared arrays: fit's step.
+        Returns (loss value, predictions: a reused buffer)."""
+        stack = self.compiled_step(optimizer, x, t, len(idx))
+        if stack is None:
+            return self._python_step(optimizer, self.gather("x", x, idx), self.gather("t", t, idx))
+        optimizer.begin_step(self.params)
+        return stack.run(idx), stack.predictions
+
+    def run_batch(self, optimizer, xb, tb):
+        """One optimizer step on the whole batch (xb, tb): train_on_batch's step, the same one
+        fit runs."""
+        return self.run(optimizer, xb, tb, np.arange(len(xb), dtype=np.int64))
+
+    def gradients(self, xb, tb):
+        """Forward, loss and backward on the batch, layer by layer: fills every layer's grads
+        (nothing is stepped).  Returns the loss value."""
+        return self._gradients(xb, tb, rank1_ok=False)[0]
+
+    def loss_value(self, p, tb):
+        """The loss of the outputs p (probabilities, or logits for a from_logits loss)."""
+        if self.loss.from_logits:
+            probs = self.buffers.get("probs", p.shape, p.dtype, training=False)
+            backend.K.act_forward(probs, p, _SOFTMAX, 0.0)
+            p = probs
+        return self.loss.value(p, tb)
+
+    def gather(self, key, a, idx):
+        """a[idx] written into the step's reused batch buffer `key` (one per shape)."""
+        buf = self.buffers.get(key, (len(idx), *a.shape[1:]), a.dtype)
+        backend.K.gather_rows(buf, a, idx)
+        return buf
+
+    # ---- layer by layer -----------------------------------------------------------------------
+
+    def _python_step(self, optimizer, xb, tb):
+        value, p, rank1 = self._gradients(xb, tb, rank1_ok=True)
+        optimizer.apply(self.params, self.grads, rank1)
+        return value, p
+
+    def _gradients(self, xb, tb, rank1_ok):
+        """Forward, loss and backward: fills every layer's grads and returns (loss, predictions,
+        rank1).  With rank1_ok and a single sample, the first dense kernel's gradient is left
+        as rank1 = (x, dz) for the optimizer instead; else rank1 is None."""
+        inputs = []
+        p = xb
+        for layer in self.layers:
+            inputs.append(p)
+            p = layer.call(p, training=True)
+        grad = self.buffers.get("grad", p.shape, p.dtype)
+        if self.fused:
+            value = self.loss.fused_value_and_grad(grad, p, tb)
+        elif self.loss.from_logits:  # the model outputs logits: softmax here, fused gradient
+            probs = self.buffers.get("probs", p.shape, p.dtype)
+            backend.K.act_forward(probs, p, _SOFTMAX, 0.0)
+            value = self.loss.fused_value_and_grad(grad, probs, tb)
+        else:
+            value = self.loss.value_and_grad(grad, p, tb)
+        d = grad
+        last, first = len(self.layers) - 1, self.first
+        for i in range(last, first, -1):
+            d = self.layers[i].backward(d, need_dx=True, skip_activation=self.fused and i == last)
+        rank1 = None
+        if first <= last:
+            layer, skip = self.layers[first], self.fused and first == last
+            if rank1_ok and len(xb) == 1 and self.rank1:
+                layer.backward(d, need_dx=False, skip_activation=skip, need_dw=False)
+                rank1 = (inputs[first].reshape(-1), d.reshape(-1))  # d now holds dz
+            else:
+                layer.backward(d, need_dx=False, skip_activation=skip)
+        return value, p, rank1
+
+    # ---- compiled -------------------------------------------------------------------------------
+
+    def compiled_step(self, optimizer, x, t, n):
+        """The compiled step (`_kernels.DenseStack`) that runs batches of n samples of the
+        prepared (x, t) under this optimizer, built on first use; None where the layer-by-layer
+        step runs (see the module docstring)."""
+        kernels = optimizer.kernels(self.params) if self.params else None
+        built_for = (optimizer, kernels, x, t)
+        hit = self._stacks.get(n)
+        if hit is not None and all(a is b for a, b in zip(hit[1], built_for)):
+            return hit[0]
+        stack = None
+        make = getattr(backend.K, "DenseStack", None)
+        dense = self.layers[self.first:]
+        if (make is not None and self.jit_compile is not False and dense and len(self.params) == 1
+                and type(optimizer).apply is Optimizer.apply
+                and all(type(l) is Flatten for l in self.layers[:self.first])
+                and all(type(l) is Dense for l in dense)
+                and (self.fused or not self.loss.from_logits)):
+            stack = self._build_stack(make, kernels[0], x, t, n, dense)
+        self._stacks[n] = (stack, built_for)
+        return stack
+
+    def _build_stack(self, make, opt_kernel, x, t, n, dense):
+        loss = self.loss.fused_code if self.fused else self.loss.code
+        buf = self.buffers.get
+        specs, width = [], dense[0].kernel.shape[0]
+        for i, l in enumerate(dense):
+            act = l.activation
+            specs.append((l.kernel, l.bias, l.grads[0], l.grads[1] if l.use_bias else None,
+                          buf(("y", i), (n, l.units), x.dtype),
+                          buf(("z", i), (n, l.units), x.dtype) if act.needs_preactivation else None,
+                          buf(("dx", i), (n, width), x.dtype) if i else None, act.code, act.alpha))
+            width = l.units
+        threads = backend.K.get_num_threads()["openmp"]
+        part = (buf("part", (threads - 1, n, dense[0].units), x.dtype)
+                if threads > 1 and n > 1 else None)
+        return make(x, t, buf("x", (n, *x.shape[1:]), x.dtype), buf("t", (n, *t.shape[1:]), t.dtype),
+                    buf("grad", (n, width), x.dtype), specs, loss, self.params[0], self.grads[0],
+                    opt_kernel, self.rank1, part, threads)

@@ -1,0 +1,190 @@
+/* fastnn's runtime, shared by every kernel file (not part of the public header): SIMD
+   clones, the floating-point mode, OpenMP regions, thread queries, when to split a product,
+   the BLAS, and vectorisable exp and tanh for float.  runtime.c defines the rest. */
+#ifndef FASTNN_RUNTIME_H
+#define FASTNN_RUNTIME_H
+
+#include "fastnn.h"
+
+#include <math.h>
+#include <stddef.h>
+#include <string.h>
+
+#include "cblas.h" /* scipy-openblas32: every symbol carries the scipy_ prefix */
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
+
+/* Portable default build: the elementwise loops get AVX-512 / AVX2 clones chosen at run time
+   (GCC's function multiversioning), with the baseline x86-64 path as fallback. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
+    !defined(FNN_NO_CLONES)
+#define FNN_VEC __attribute__((target_clones("avx512f", "avx2", "default")))
+#define FNN_SIMD_TARGETS "x86-64 baseline + avx2/avx512f clones (runtime dispatch)"
+#else
+#define FNN_VEC
+#define FNN_SIMD_TARGETS "compiler baseline"
+#endif
+
+/* Below this many elements a kernel stays on one thread: spawning costs more than it saves. */
+#ifndef FNN_OMP_MIN_ELEMS
+#define FNN_OMP_MIN_ELEMS (1 << 15)
+#endif
+
+/* Every kernel runs with subnormals flushed to zero (FTZ|DAZ) and restores the caller's
+   MXCSR before returning: a subnormal operand otherwise costs ~100 cycles (measured: an
+   MNIST-sized GEMM 150x, a sigmoid row 40x slower).  MXCSR is per thread, so a parallel region
+   sets it in each thread: FNN_PARALLEL_BEGIN(cond) opens a region (parallel only when cond
+   holds) with the flush on, FNN_PARALLEL_END closes it; `#pragma omp for` loops go between. */
+#if defined(__SSE2__)
+#define FNN_CSR_SAVE unsigned int fnn_csr_ = _mm_getcsr(); _mm_setcsr(fnn_csr_ | 0x8040u);
+#define FNN_CSR_RESTORE _mm_setcsr(fnn_csr_);
+#else
+#define FNN_CSR_SAVE
+#define FNN_CSR_RESTORE
+#endif
+#define FNN_PARALLEL_BEGIN(cond)                    \
+    {                                               \
+        const int fnn_par_ = (cond);                \
+        (void)fnn_par_;                             \
+        _Pragma("omp parallel if (fnn_par_)") {    \
+            FNN_CSR_SAVE
+#define FNN_PARALLEL_END \
+    FNN_CSR_RESTORE      \
+    }                    \
+    }
+
+/* Rows are split across OpenMP threads only when there is enough work per call. */
+#define FNN_PAR_ROWS(n, m) ((n) > 1 && (n) * (m) >= FNN_OMP_MIN_ELEMS)
+
+/* Small products go to the BLAS in row blocks, one share per OpenMP thread.  OpenBLAS runs a
+   product with m n k <= 65536 * 4 (its SMP threshold) on the calling thread, and those of the
+   book's second layer (128 x 512 x 10) on one thread too: split, they take half the time
+   (measured: 16 -> 10 us forward, 23 -> 12 us for dx).  Each block stays under the threshold,
+   so a block never starts BLAS threads of its own inside the team.  Bigger products go whole:
+   the BLAS's own threads do as well as any split of ours (measured at 128 x 784 x 512). */
+#define FNN_BLAS_SERIAL_MNK 262144.0
+#define FNN_SPLIT_MIN_MNK 32768.0
+#define FNN_SPLIT_MAX_MNK 2097152.0
+
+/* At batch size 1 the dense forward is a GEMV, y (out) := w.T @ x.  Split by rows of w over
+   the team (partial sums added), each thread reads the rows of w that the rank-1 optimizer
+   step then updates on the same thread, so a core finds its half of the kernel in its own
+   cache.  Only up to FNN_GEMV_SPLIT_OUT outputs (the partial sums live on the stack) and
+   FNN_GEMV_SERIAL elements per thread: OpenBLAS 0.3.34 runs a GEMV of 784 x 512 on the
+   calling thread (checked with a counting threads callback; 784 x 4096 it splits itself). */
+#define FNN_GEMV_SPLIT_OUT 2048
+#define FNN_GEMV_SERIAL (784 * 512)
+
+#define cblas_sgemm scipy_cblas_sgemm
+#define cblas_dgemm scipy_cblas_dgemm
+#define cblas_sgemv scipy_cblas_sgemv
+#define cblas_dgemv scipy_cblas_dgemv
+
+/* This thread's number and its team's size (0 and 1 outside a parallel region), and whether
+   it runs inside one (a kernel called there stays on its thread). */
+static inline int64_t fnn_thread_num(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+static inline int64_t fnn_team_size(void) {
+#ifdef _OPENMP
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+static inline int fnn_in_parallel(void) {
+#ifdef _OPENMP
+    return omp_in_parallel();
+#else
+    return 0;
+#endif
+}
+
+/* Rows [*r0, *r1) of block `blk` of `blocks` row blocks of m rows. */
+static inline void fnn_block_rows(int64_t blk, int64_t blocks, int64_t m, int64_t *r0,
+                                  int64_t *r1) {
+    *r0 = m * blk / blocks;
+    *r1 = m * (blk + 1) / blocks;
+}
+
+/* Row blocks for C (m, n) := A (m, k) @ B (k, n): 0 to call the BLAS once for the whole
+   product, else a multiple of the thread count, each block at least one row. */
+int64_t fnn_row_blocks(int64_t m, int64_t n, int64_t k);
+
+/* A section whose BLAS calls run on the calling thread (each OpenMP thread computing its own
+   product): the BLAS is held at one thread from the first begin to the last end, across every
+   thread that is inside such a section, and set back to the count of fnn_set_num_threads
+   after (never to a count some section saw). */
+void fnn_blas_serial_begin(void);
+void fnn_blas_serial_end(void);
+
+/* Shared by the dense kernels (layers.inc) and the step driver (step.inc).
+   fnn_gemm_rows: rows [r0, r1) of C (m, n) := op(A) @ op(B), row-major; ta: A is stored
+   transposed (k, m), tb: B is stored transposed (n, k).
+   fnn_dense_epilogue_row: row i of the forward epilogue, (z := acc + b), y := act(acc + b);
+   acc is z or y and holds x @ w.  Overwrites y (and z). */
+#define FNN_DECLARE_SHARED(T, S)                                                              \
+    void fnn_gemm_rows_##S(T *c, const T *a, const T *b, int ta, int tb, int64_t r0,           \
+                           int64_t r1, int64_t m, int64_t n, int64_t k);                      \
+    void fnn_dense_epilogue_row_##S(T *y, T *z, T *acc, const T *b, int64_t i, int64_t out,    \
+                                    int act, T alpha);
+FNN_DECLARE_SHARED(float, f32)
+FNN_DECLARE_SHARED(double, f64)
+#undef FNN_DECLARE_SHARED
+
+/* exp and tanh for float, written so that the compiler vectorizes them (libm's expf/tanhf
+   are scalar calls, 5-15 ns each).  Cephes' single-precision algorithms: exp(x) = 2^k e^r,
+   k = round(x / ln2), r = x - k ln2 (ln2 in two parts), e^r by a degree-6 polynomial,
+   relative error ~1 ulp; tanh by an odd polynomial for |x| < 0.625, else 1 - 2 / (e^2|x| + 1).
+   Results overflow to inf above 88.72 and reach subnormals and 0 below -87.3, as expf. */
+static inline float fnn_pow2i(int k) { /* 2^k for k in [-126, 127] */
+    uint32_t bits = (uint32_t)(k + 127) << 23;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline float fnn_expf(float x) {
+    /* clamp to the range where the result is finite and nonzero; NaN computes exp(0) and is
+       passed through at the end, so no NaN ever reaches the integer conversion */
+    float xc = x > 88.72283905f ? 88.72283905f : (x < -103.972684f ? -103.972684f : x);
+    xc = xc == xc ? xc : 0.0f;
+    float k = rintf(xc * 1.44269504088896341f);
+    float r = xc - k * 0.693359375f + k * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float e = p * r * r + r + 1.0f;
+    int ki = (int)k, k1 = ki / 2; /* 2^k as 2^k1 2^(k-k1): both factors stay normal */
+    float y = e * fnn_pow2i(k1) * fnn_pow2i(ki - k1);
+    y = x > 88.72283905f ? INFINITY : y;
+    return x == x ? y : x;
+}
+
+static inline float fnn_tanhf(float x) {
+    float a = fabsf(x);
+    float z = x * x;
+    float p = -5.70498872745e-3f;
+    p = p * z + 2.06390887954e-2f;
+    p = p * z - 5.37397155531e-2f;
+    p = p * z + 1.33314422036e-1f;
+    p = p * z - 3.33332819422e-1f;
+    float small = x + x * z * p;
+    float big = 1.0f - 2.0f / (fnn_expf(2.0f * a) + 1.0f);
+    big = x < 0 ? -big : big;
+    return a < 0.625f ? small : big;
+}
+
+#endif
