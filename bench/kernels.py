@@ -8,16 +8,31 @@ import numpy as np
 
 from common import timeit
 
+from fastnn import _codes
 from fastnn import _kernels as C
 from fastnn import _reference as R
 
 F32 = np.float32
 ACT = R.ACT_CODES
+LOSS = _codes.LOSSES
 ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
+# the benchmarked optimizers' hyper-parameters (the values the old per-rule calls passed; no weight decay)
+SGD_MOMENTUM = {"momentum": 0.9, "nesterov": False, "weight_decay": 0.0}
+ADAGRAD = {"epsilon": 1e-7, "weight_decay": 0.0}
+RMSPROP = {"rho": 0.9, "momentum": 0.0, "epsilon": 1e-7, "weight_decay": 0.0}
+ADAM = {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7, "weight_decay": 0.0}
 
 
 def _rand(rng, shape, scale=1.0):
     return (rng.standard_normal(shape) * scale).astype(F32)
+
+
+def optimizer_step(K, p, rule, hyper, slots, learning_rate, t=1):
+    """Backend K's optimizer object for p, built once (not timed) with this step's scalars
+    set (learning rate, step number t); time its .step(p, g) / .outer_step(p, a, b)."""
+    k = K.OptimizerStep(p, rule, hyper, slots)
+    k.begin(learning_rate, t)
+    return k
 
 
 # ---- the NumPy way: in place, with out= wherever NumPy allows -----------------------------
@@ -133,9 +148,10 @@ def verify(rng):
         for K in (C, R):
             p, s1, s2 = np.ones_like(g), np.zeros_like(g), np.zeros_like(g)
             if name == "rmsprop":
-                K.rmsprop_step(p, s1, None, None, g, 1e-3, 0.9, 0.0, 1e-7, 0.0)
+                k = optimizer_step(K, p, "rmsprop", RMSPROP, {"velocities": s1}, 1e-3)
             else:
-                K.adam_step(p, s1, s2, None, g, 1e-3, 0.9, 0.999, 1e-7, 0.0, 1)
+                k = optimizer_step(K, p, "adam", ADAM, {"momentums": s1, "velocities": s2}, 1e-3, t=1)
+            k.step(p, g)
             outs.append(p)
         np.testing.assert_allclose(outs[0], outs[1], rtol=1e-5, atol=1e-7)
     return "all benchmarked kernels match the NumPy reference"
@@ -212,7 +228,7 @@ def loss_rows(rng):
     R.act_forward(p, z, ACT["softmax"], 0.0)
     t = np.eye(k, dtype=F32)[rng.integers(0, k, n)]
     d = np.empty_like(p)
-    ours = timeit(lambda: C.softmax_crossentropy_backward(d, p, t), min_time=0.02)
+    ours = timeit(lambda: C.loss_backward(d, p, t, LOSS["softmax_crossentropy"]), min_time=0.02)
 
     def numpy_fused():
         loss = -np.mean(np.sum(t * np.log(np.clip(p, 1e-7, 1 - 1e-7)), axis=1))
@@ -221,7 +237,7 @@ def loss_rows(rng):
         return loss
     rows.append(row("loss", f"{n}x{k} softmax+crossentropy (value+grad)", ours, timeit(numpy_fused, min_time=0.02)))
     labels = t.argmax(axis=1)
-    ours = timeit(lambda: C.sparse_softmax_crossentropy_backward(d, p, labels), min_time=0.02)
+    ours = timeit(lambda: C.loss_backward(d, p, labels, LOSS["sparse_softmax_crossentropy"]), min_time=0.02)
 
     def numpy_sparse():
         loss = -np.mean(np.log(np.clip(p[np.arange(n), labels], 1e-7, 1 - 1e-7)))
@@ -230,7 +246,7 @@ def loss_rows(rng):
         return loss
     rows.append(row("loss", f"{n}x{k} softmax+sparse crossentropy (value+grad)", ours,
                     timeit(numpy_sparse, min_time=0.02)))
-    ours = timeit(lambda: C.categorical_crossentropy_backward(d, p, t), min_time=0.02)
+    ours = timeit(lambda: C.loss_backward(d, p, t, LOSS["categorical_crossentropy"]), min_time=0.02)
 
     def numpy_cce():
         s = p.sum(axis=1, keepdims=True)
@@ -243,7 +259,7 @@ def loss_rows(rng):
     rows.append(row("loss", f"{n}x{k} crossentropy from probabilities (value+grad)", ours,
                     timeit(numpy_cce, min_time=0.02)))
     pb = np.clip(p, 0.01, 0.99)
-    ours = timeit(lambda: C.binary_crossentropy_backward(d, pb, t), min_time=0.02)
+    ours = timeit(lambda: C.loss_backward(d, pb, t, LOSS["binary_crossentropy"]), min_time=0.02)
 
     def numpy_bce():
         c = np.clip(pb, 1e-7, 1 - 1e-7)
@@ -252,7 +268,7 @@ def loss_rows(rng):
         return loss
     rows.append(row("loss", f"{n}x{k} binary crossentropy (value+grad)", ours,
                     timeit(numpy_bce, min_time=0.02)))
-    ours = timeit(lambda: C.mean_squared_error_backward(d, p, t), min_time=0.02)
+    ours = timeit(lambda: C.loss_backward(d, p, t, LOSS["mean_squared_error"]), min_time=0.02)
 
     def numpy_mse():
         np.subtract(p, t, out=d)
@@ -270,14 +286,19 @@ def optimizer_rows(rng, sizes=(1000, 100_000, 407_050, 10_000_000)):
         p, s1, s2, tmp = np.ones_like(g), np.empty_like(g), np.empty_like(g), np.empty_like(g)
         mt = 0.02 if size < 1e6 else 0.0
         rep = 21 if size < 1e6 else 9
+        # the optimizer objects are built once, outside the timed calls (s1, s2 are reset in place)
+        k_sgd = optimizer_step(C, p, "sgd", SGD_MOMENTUM, {"momentums": s1}, 0.01)
+        k_adagrad = optimizer_step(C, p, "adagrad", ADAGRAD, {"accumulators": s1}, 1e-3)
+        k_rmsprop = optimizer_step(C, p, "rmsprop", RMSPROP, {"velocities": s1}, 1e-3)
+        k_adam = optimizer_step(C, p, "adam", ADAM, {"momentums": s1, "velocities": s2}, 1e-3, t=1)
         cases = [  # name, arrays streamed, the state's start value (Keras'), ours, NumPy's
-            ("sgd momentum", 4, 0.0, lambda: C.sgd_step(p, s1, g, 0.01, 0.9, False, 0.0),
+            ("sgd momentum", 4, 0.0, lambda: k_sgd.step(p, g),
              lambda: np_sgd_momentum(p, s1, g, tmp=tmp)),
-            ("adagrad", 4, 0.1, lambda: C.adagrad_step(p, s1, g, 1e-3, 1e-7, 0.0),
+            ("adagrad", 4, 0.1, lambda: k_adagrad.step(p, g),
              lambda: np_adagrad(p, s1, g, tmp=tmp)),
-            ("rmsprop", 5, 0.0, lambda: C.rmsprop_step(p, s1, None, None, g, 1e-3, 0.9, 0.0, 1e-7, 0.0),
+            ("rmsprop", 5, 0.0, lambda: k_rmsprop.step(p, g),
              lambda: np_rmsprop(p, s1, g, tmp=tmp)),
-            ("adam", 7, 0.0, lambda: C.adam_step(p, s1, s2, None, g, 1e-3, 0.9, 0.999, 1e-7, 0.0, 1),
+            ("adam", 7, 0.0, lambda: k_adam.step(p, g),
              lambda: np_adam(p, s1, s2, g, tmp=tmp)),
         ]
         for name, streams, start, ours_fn, np_fn in cases:
@@ -307,8 +328,11 @@ def denormal_rows(rng):
     cases = []
     g_zero, p = np.zeros(size, F32), np.ones(size, F32)
     v_norm, v_sub = np.full(size, F32(1e-3)), np.full(size, tiny)
-    cases.append(("rmsprop step, decaying velocity", lambda v: (lambda: C.rmsprop_step(
-        p, v, None, None, g_zero, 1e-3, 0.9, 0.0, 1e-7, 0.0)), v_norm, v_sub))
+
+    def rmsprop_on(v):  # the optimizer object for velocity v, built before the timing
+        k = optimizer_step(C, p, "rmsprop", RMSPROP, {"velocities": v}, 1e-3)
+        return lambda: k.step(p, g_zero)
+    cases.append(("rmsprop step, decaying velocity", rmsprop_on, v_norm, v_sub))
     x_norm, x_sub = _rand(rng, (128, 784)), np.full((128, 784), tiny)
     w, b, y = _rand(rng, (784, 512), 0.05), np.zeros(512, F32), np.empty((128, 512), F32)
     cases.append(("dense forward 128x784x512 relu", lambda xx: (lambda: C.dense_forward(
@@ -337,6 +361,8 @@ def batch1_kernel_time(rng):
     h, p, dz, dh = np.empty((1, 512), F32), np.empty((1, 10), F32), np.empty((1, 10), F32), np.empty((1, 512), F32)
     rest, g_rest, v_rest = np.zeros(5642, F32), np.zeros(5642, F32), np.zeros(5642, F32)
     v1, db1, dw2, db2 = np.zeros_like(w1), np.zeros_like(b1), np.zeros_like(w2), np.zeros_like(b2)
+    k1 = optimizer_step(C, w1, "rmsprop", RMSPROP, {"velocities": v1}, 1e-3)
+    k_rest = optimizer_step(C, rest, "rmsprop", RMSPROP, {"velocities": v_rest}, 1e-3)
     C.gather_rows(xb, x, idx)
     C.dense_forward(h, None, xb, w1, b1, ACT["relu"], 0.0)
     C.dense_forward(p, None, h, w2, b2, ACT["softmax"], 0.0)
@@ -344,10 +370,10 @@ def batch1_kernel_time(rng):
         "gather": lambda: (C.gather_rows(xb, x, idx), C.gather_rows(tb, t, idx)),
         "dense forward 784x512 relu": lambda: C.dense_forward(h, None, xb, w1, b1, ACT["relu"], 0.0),
         "dense forward 512x10 softmax": lambda: C.dense_forward(p, None, h, w2, b2, ACT["softmax"], 0.0),
-        "softmax+crossentropy": lambda: C.softmax_crossentropy_backward(dz, p, tb),
+        "softmax+crossentropy": lambda: C.loss_backward(dz, p, tb, LOSS["softmax_crossentropy"]),
         "dense backward 512x10 +dx": lambda: C.dense_backward(dw2, db2, dh, dz, dz.copy(), h, w2, p, None, ACT["linear"], 0.0),
         "dense backward 784x512 relu (no dw)": lambda: C.dense_backward(None, db1, None, dh, dh, xb, w1, h, None, ACT["relu"], 0.0),
-        "rmsprop rank-1 784x512": lambda: C.rmsprop_outer_step(w1, v1, None, None, xb[0], dh[0], 1e-3, 0.9, 0.0, 1e-7, 0.0),
-        "rmsprop 5,642": lambda: C.rmsprop_step(rest, v_rest, None, None, g_rest, 1e-3, 0.9, 0.0, 1e-7, 0.0),
+        "rmsprop rank-1 784x512": lambda: k1.outer_step(w1, xb[0], dh[0]),
+        "rmsprop 5,642": lambda: k_rest.step(rest, g_rest),
     }
     return {name: timeit(fn, min_time=0.01)[0] for name, fn in parts.items()}

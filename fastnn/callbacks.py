@@ -287,6 +287,14 @@ class Progbar:
         self.dynamic = getattr(self.file, "isatty", lambda: False)()
         self.start = self.last = time.perf_counter()
 
+    @classmethod
+    def report(cls, steps, verbose, start, logs):
+        """The final line of work of `steps` steps begun at `start` (perf_counter)."""
+        if verbose:
+            bar = cls(steps, verbose)
+            bar.start = start
+            bar.update(steps, lambda: logs, final=True)
+
     def update(self, step, logs_fn, final=False):
         """step: steps done; logs_fn: called only when a line is drawn."""
         if self.verbose == 0:

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from fastnn import _step
+from fastnn import _data, _step
 from fastnn import callbacks as callbacks_module
 from fastnn import config, losses, metrics as metrics_module, optimizers, saving, utils
 from fastnn.layers import LAYERS, InputLayer, Layer
@@ -49,7 +49,6 @@ class Sequential:
         for layer in layers or []:
             self.add(layer)
 
-    # ---- structure --------------------------------------------------------------------------
 
     def add(self, layer):
         """Append a layer (or set the input shape with `layers.Input(shape=...)`)."""
@@ -124,12 +123,10 @@ class Sequential:
         mine = self.weights
         if len(weights) != len(mine):
             raise ValueError(f"Expected {len(mine)} weight arrays. Received: {len(weights)}")
-        new = []
-        for i, (w, v) in enumerate(zip(mine, weights)):
-            v = np.asarray(v)
+        new = [np.asarray(v) for v in weights]
+        for i, (w, v) in enumerate(zip(mine, new)):
             if v.shape != w.shape:
                 raise ValueError(f"Expected weights[{i}] with shape {w.shape}. Received: {v.shape}")
-            new.append(v)
         for w, v in zip(mine, new):  # checked first, so nothing is half-assigned
             w[...] = v
 
@@ -137,7 +134,6 @@ class Sequential:
         """Print the layers, their output shapes and parameter counts."""
         utils.print_summary(self, print_fn)
 
-    # ---- compile ----------------------------------------------------------------------------
 
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, jit_compile="auto"):
         """Set the optimizer (name or instance), loss (name or instance) and metrics.
@@ -197,50 +193,21 @@ class Sequential:
         n_out = self.layers[-1].output_shape[-1]
         self.metrics = [metrics_module.get(m, self.loss, n_out) for m in self._metric_ids]
 
-    # ---- data checks ------------------------------------------------------------------------
 
     def _prepare_x(self, x, name="x"):
-        """Validate and convert inputs once: a C-contiguous float array of the model's dtype."""
-        if isinstance(x, (list, tuple)):
-            x = np.asarray(x)
-        if not isinstance(x, np.ndarray):
-            raise TypeError(f"Expected {name} to be a NumPy array. Received: {type(x).__name__}")
-        if x.dtype.kind not in "fiub":
-            raise TypeError(f"Expected {name} to hold real numbers (float, int or bool). "
-                            f"Received: {name}.dtype={x.dtype}")
-        if x.ndim < 2 or x.shape[0] == 0:
-            raise ValueError(f"Expected {name} of shape (batch, ...) with at least one sample. "
-                             f"Received: {name}.shape={x.shape}")
+        """Validate and convert inputs once: a C-contiguous float array of the model's dtype
+        (an unbuilt model is built for their shape)."""
+        x = _data.as_samples(x, name)
         if not self.built:
             if self._input_shape is None:
                 self._input_shape = tuple(x.shape[1:])
             self.build()
-        if tuple(x.shape[1:]) != self._input_shape:
-            want = (f"{self._input_shape[0]} features" if len(self._input_shape) == 1
-                    else f"samples of shape {self._input_shape}")
-            raise ValueError(f"Expected {name} with {want}. Received: {name}.shape={x.shape}")
         dtype = self.layers[0].dtype if self.layers else config.dtype()
-        x = np.ascontiguousarray(x, dtype=dtype)
-        if x.dtype.kind == "f" and not _all_finite(x):
-            bad = int(np.argwhere(~np.isfinite(x.reshape(len(x), -1)))[0, 0])
-            raise ValueError(f"Expected finite values in {name}. Received: NaN or Inf in sample {bad}")
-        return x
+        return _data.conform_samples(x, self._input_shape, dtype, name)
 
     def _prepare_xy(self, x, y, name="x"):
         x = self._prepare_x(x, name)
-        if y is None:
-            raise ValueError(f"Expected targets y for {name}. Received: None")
-        y = np.asarray(y)
-        if y.dtype.kind not in "fiub":
-            raise TypeError(f"Expected y to hold real numbers. Received: y.dtype={y.dtype}")
-        if len(y) != len(x):
-            raise ValueError(f"Expected x and y with the same number of samples. "
-                             f"Received: len(x)={len(x)}, len(y)={len(y)}")
-        n_out = self.layers[-1].output_shape[-1]
-        t = self.loss.prepare_targets(y, n_out, x.dtype)
-        if t.dtype.kind == "f" and not _all_finite(t):
-            raise ValueError("Expected finite values in y. Received: NaN or Inf")
-        return x, t
+        return x, _data.as_targets(y, len(x), self.loss, self.output_shape[-1], x.dtype, name)
 
     def _require_compiled(self, what):
         if not self.compiled:
@@ -250,20 +217,16 @@ class Sequential:
         """One optimizer step on (x, y); returns the loss (and metrics) on that batch."""
         self._require_compiled("train_on_batch")
         x, t = self._prepare_xy(x, y)
-        self._begin_training()
+        if not self.metrics:
+            self._resolve_metrics()
         value, p = self.trainer.run_batch(self.optimizer, x, t)
         logs = {"loss": float(value)}
-        for m, mt in zip(self.metrics, _metric_targets(self.metrics, t)):
+        for m, mt in zip(self.metrics, _data.metric_targets(self.metrics, t)):
             m.reset_state()
             m.update(p, mt)
             logs[m.name] = m.result()
-        return _format_logs(logs, return_dict)
+        return _data.format_logs(logs, return_dict)
 
-    def _begin_training(self):
-        if not self.metrics and self._metric_ids:
-            self._resolve_metrics()
-
-    # ---- fit / evaluate / predict -------------------------------------------------------------
 
     def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
             validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0):
@@ -276,34 +239,24 @@ class Sequential:
         """
         self._require_compiled("fit")
         batch_size = 32 if batch_size is None else batch_size
-        _check_int("epochs", epochs, 0)
-        _check_int("initial_epoch", initial_epoch, 0)
-        _check_int("batch_size", batch_size, 1)
-        verbose = _check_verbose(verbose)
-        if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
-            raise ValueError(f"Expected validation_split in [0, 1). Received: {validation_split!r}")
+        _data.check_int("epochs", epochs, 0)
+        _data.check_int("initial_epoch", initial_epoch, 0)
+        _data.check_int("batch_size", batch_size, 1)
+        verbose = _data.check_verbose(verbose)
+        _data.check_validation(validation_split, validation_data)
         x, t = self._prepare_xy(x, y)
-        val = None
         if validation_data is not None:
-            if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-                raise ValueError("Expected validation_data=(x_val, y_val). "
-                                 f"Received: {type(validation_data).__name__}")
             val = self._prepare_xy(*validation_data, name="x_val")
-        elif validation_split:
-            split = int(len(x) * (1.0 - validation_split))
-            if split == 0 or split == len(x):
-                raise ValueError(f"validation_split={validation_split} leaves "
-                                 f"{split} training and {len(x) - split} validation samples.")
-            x, t, val = x[:split], t[:split], (x[split:], t[split:])
+        else:
+            x, t, val = _data.split_validation(x, t, validation_split)
         n = len(x)
         if batch_size > n:
             raise ValueError(f"Expected batch_size <= the number of training samples ({n}). "
                              f"Received: batch_size={batch_size}. For full-batch gradient "
                              f"descent use batch_size={n}.")
-        self._begin_training()
         self._resolve_metrics()
         trainer = self.trainer
-        metric_t = _metric_targets(self.metrics, t)
+        metric_t = _data.metric_targets(self.metrics, t)
         steps = math.ceil(n / batch_size)
         history = callbacks_module.History()
         cbs = callbacks_module.CallbackList(
@@ -369,7 +322,7 @@ class Sequential:
         # fresh metric objects: evaluate may run in several threads at once
         n_out = self.layers[-1].output_shape[-1]
         metrics = [metrics_module.get(m, self.loss, n_out) for m in self._metric_ids]
-        metric_t = _metric_targets(metrics, t)
+        metric_t = _data.metric_targets(metrics, t)
         total = 0.0
         for s in range(0, len(x), batch_size):
             e = min(len(x), s + batch_size)
@@ -384,41 +337,32 @@ class Sequential:
         [loss, *metrics]; a dict with return_dict=True."""
         self._require_compiled("evaluate")
         batch_size = 32 if batch_size is None else batch_size
-        _check_int("batch_size", batch_size, 1)
-        verbose = _check_verbose(verbose)
+        _data.check_int("batch_size", batch_size, 1)
+        verbose = _data.check_verbose(verbose)
         x, t = self._prepare_xy(x, y)
         start = time.perf_counter()
         logs = self._evaluate_prepared(x, t, batch_size)
-        if verbose:
-            steps = math.ceil(len(x) / batch_size)
-            bar = callbacks_module.Progbar(steps, verbose)
-            bar.start = start
-            bar.update(steps, lambda: logs, final=True)
-        return _format_logs(logs, return_dict)
+        callbacks_module.Progbar.report(math.ceil(len(x) / batch_size), verbose, start, logs)
+        return _data.format_logs(logs, return_dict)
 
     def predict(self, x, batch_size=None, verbose="auto"):
         """The model's outputs for x, computed batch by batch; a new array."""
         batch_size = 32 if batch_size is None else batch_size
-        _check_int("batch_size", batch_size, 1)
-        verbose = _check_verbose(verbose)
+        _data.check_int("batch_size", batch_size, 1)
+        verbose = _data.check_verbose(verbose)
         x = self._prepare_x(x)
         start = time.perf_counter()
         out = np.empty((len(x), *self.layers[-1].output_shape), x.dtype)
         for s in range(0, len(x), batch_size):
             e = min(len(x), s + batch_size)
             out[s:e] = _step.forward(self.layers, x[s:e], training=False)
-        if verbose:
-            steps = math.ceil(len(x) / batch_size)
-            bar = callbacks_module.Progbar(steps, verbose)
-            bar.start = start
-            bar.update(steps, dict, final=True)
+        callbacks_module.Progbar.report(math.ceil(len(x) / batch_size), verbose, start, {})
         return out
 
     def __call__(self, x, training=False):
         """The outputs for x in one batch; training=True applies dropout."""
         return _step.forward(self.layers, self._prepare_x(x), training=bool(training)).copy()
 
-    # ---- saving -----------------------------------------------------------------------------
 
     def get_config(self):
         return {"name": self.name, "seed": self.seed,
@@ -453,36 +397,3 @@ class Sequential:
 def load_model(filepath):
     """Load a model written by `model.save(filepath)`; never executes code from the file."""
     return saving.load_model(filepath, Sequential)
-
-
-def _metric_targets(metrics, t):
-    """Each metric's targets, prepared once per call (class indices for the accuracies)."""
-    return [m.prepare_targets(t) if m.sparse_targets and t.ndim == 2 else t for m in metrics]
-
-
-def _all_finite(a):
-    """No NaN or Inf in a, without a temporary the size of a: min and max propagate NaN,
-    and an infinity is an extreme."""
-    return bool(np.isfinite(np.min(a)) and np.isfinite(np.max(a)))
-
-
-def _format_logs(logs, return_dict):
-    logs = {k: float(v) for k, v in logs.items()}
-    if return_dict:
-        return logs
-    if len(logs) == 1:
-        return logs["loss"]
-    return list(logs.values())
-
-
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"Expected {name} to be an int >= {low}. Received: {name}={value!r}")
-
-
-def _check_verbose(verbose):
-    if verbose == "auto":
-        return 1
-    if verbose not in (0, 1, 2):
-        raise ValueError(f"Expected verbose in ('auto', 0, 1, 2). Received: verbose={verbose!r}")
-    return verbose

@@ -1,0 +1,103 @@
+"""Checks and conversions of what users pass to fit / evaluate / predict / train_on_batch:
+arrays of samples and targets (validated and converted once per call), ints, verbosity, and
+the shape of returned logs (as Keras returns them)."""
+import numpy as np
+
+
+def as_samples(x, name="x"):
+    """x as a NumPy array of real numbers of shape (batch, ...) with a sample at least."""
+    if isinstance(x, (list, tuple)):
+        x = np.asarray(x)
+    if not isinstance(x, np.ndarray):
+        raise TypeError(f"Expected {name} to be a NumPy array. Received: {type(x).__name__}")
+    if x.dtype.kind not in "fiub":
+        raise TypeError(f"Expected {name} to hold real numbers (float, int or bool). "
+                        f"Received: {name}.dtype={x.dtype}")
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ValueError(f"Expected {name} of shape (batch, ...) with at least one sample. "
+                         f"Received: {name}.shape={x.shape}")
+    return x
+
+
+def conform_samples(x, sample_shape, dtype, name="x"):
+    """x (from as_samples) as a C-contiguous, finite array of dtype with samples of sample_shape."""
+    if tuple(x.shape[1:]) != sample_shape:
+        want = (f"{sample_shape[0]} features" if len(sample_shape) == 1
+                else f"samples of shape {sample_shape}")
+        raise ValueError(f"Expected {name} with {want}. Received: {name}.shape={x.shape}")
+    x = np.ascontiguousarray(x, dtype=dtype)
+    if x.dtype.kind == "f" and not all_finite(x):
+        bad = int(np.argwhere(~np.isfinite(x.reshape(len(x), -1)))[0, 0])
+        raise ValueError(f"Expected finite values in {name}. Received: NaN or Inf in sample {bad}")
+    return x
+
+
+def as_targets(y, n, loss, n_out, dtype, name="x"):
+    """y as the loss's targets (loss.prepare_targets) for n samples, checked finite."""
+    if y is None:
+        raise ValueError(f"Expected targets y for {name}. Received: None")
+    y = np.asarray(y)
+    if y.dtype.kind not in "fiub":
+        raise TypeError(f"Expected y to hold real numbers. Received: y.dtype={y.dtype}")
+    if len(y) != n:
+        raise ValueError(f"Expected x and y with the same number of samples. "
+                         f"Received: len(x)={n}, len(y)={len(y)}")
+    t = loss.prepare_targets(y, n_out, dtype)
+    if t.dtype.kind == "f" and not all_finite(t):
+        raise ValueError("Expected finite values in y. Received: NaN or Inf")
+    return t
+
+
+def check_validation(validation_split, validation_data):
+    if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
+        raise ValueError(f"Expected validation_split in [0, 1). Received: {validation_split!r}")
+    if validation_data is not None and (not isinstance(validation_data, (tuple, list))
+                                        or len(validation_data) != 2):
+        raise ValueError("Expected validation_data=(x_val, y_val). "
+                         f"Received: {type(validation_data).__name__}")
+
+
+def split_validation(x, t, validation_split):
+    """(x, t, (x_val, t_val)): the last validation_split of the samples, as Keras takes them
+    (before shuffling); (x, t, None) for 0."""
+    if not validation_split:
+        return x, t, None
+    split = int(len(x) * (1.0 - validation_split))
+    if split == 0 or split == len(x):
+        raise ValueError(f"validation_split={validation_split} leaves "
+                         f"{split} training and {len(x) - split} validation samples.")
+    return x[:split], t[:split], (x[split:], t[split:])
+
+
+def all_finite(a):
+    """No NaN or Inf in a, without a temporary the size of a: min and max propagate NaN,
+    and an infinity is an extreme."""
+    return bool(np.isfinite(np.min(a)) and np.isfinite(np.max(a)))
+
+
+def metric_targets(metrics, t):
+    """Each metric's targets, prepared once per call (class indices for the accuracies)."""
+    return [m.prepare_targets(t) if m.sparse_targets and t.ndim == 2 else t for m in metrics]
+
+
+def format_logs(logs, return_dict):
+    """As Keras returns them: a dict, the loss alone, or [loss, *metrics]."""
+    logs = {k: float(v) for k, v in logs.items()}
+    if return_dict:
+        return logs
+    if len(logs) == 1:
+        return logs["loss"]
+    return list(logs.values())
+
+
+def check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise ValueError(f"Expected {name} to be an int >= {low}. Received: {name}={value!r}")
+
+
+def check_verbose(verbose):
+    if verbose == "auto":
+        return 1
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"Expected verbose in ('auto', 0, 1, 2). Received: verbose={verbose!r}")
+    return verbose
