@@ -1,0 +1,92 @@
+"""A/B: this tree's training speed against another revision's, in one run.
+
+    python bench/ab.py 54f0401 [--rounds 5] [--threads 2] [--save]
+
+Builds REV in a temporary git worktree (an in-place build: needs the build requirements,
+`pip install cython setuptools scipy-openblas32`), then runs the book's MNIST example
+(batch 128, 3 epochs; the median of epochs 2-3 over all rounds) and the batch-1 step
+(4000 steps) with each tree in turn, `--rounds` times, each run in its own process with
+threads pinned equal (bench/e2e.py of that tree).  Prints medians, the ratios new / old and
+the machine; --save writes bench/results/ab.md.
+"""
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+
+from common import environment
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+def build(tree):
+    out = subprocess.run([sys.executable, "setup.py", "build_ext", "--inplace"], cwd=tree,
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"building {tree} failed:\n{out.stderr[-2000:]}")
+
+
+def e2e(tree, threads, *args):
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
+    env["PYTHONPATH"] = tree
+    out = subprocess.run([sys.executable, "e2e.py", "--impl", "fastnn", "--threads", str(threads),
+                          *args], cwd=os.path.join(tree, "bench"), env=env, capture_output=True,
+                         text=True)
+    if out.returncode != 0:
+        raise SystemExit(f"e2e in {tree} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("rev", help="the revision to compare against (e.g. a commit)")
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--save", action="store_true", help="write bench/results/ab.md")
+    args = p.parse_args()
+    load = os.getloadavg()
+    tmp = tempfile.mkdtemp(prefix="fastnn-ab-")
+    old = os.path.join(tmp, "old")
+    subprocess.run(["git", "worktree", "add", "-q", "--detach", old, args.rev], cwd=ROOT, check=True)
+    try:
+        build(old)
+        build(ROOT)
+        res = {"old": {"book": [], "b1": []}, "new": {"book": [], "b1": []}}
+        for r in range(args.rounds):
+            for name, tree in (("old", old), ("new", ROOT)):
+                book = e2e(tree, args.threads, "--epochs", "3")
+                b1 = e2e(tree, args.threads, "--batch-size", "1", "--steps", "4000")
+                res[name]["book"] += book["epoch_times"][1:]
+                res[name]["b1"].append(b1["epoch_times"][0] / b1["steps"] * 1e6)
+            print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
+    finally:
+        subprocess.run(["git", "worktree", "remove", "--force", old], cwd=ROOT)
+        shutil.rmtree(tmp, ignore_errors=True)
+    med = {n: {k: statistics.median(v) for k, v in d.items()} for n, d in res.items()}
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip()
+    lines = [f"# A/B: {head} (new, this tree) against {args.rev} (old)", "",
+             f"{args.rounds} rounds, trees in turn, {args.threads} threads on every side; "
+             "medians (book: epochs 2-3 of every round).", "",
+             "| | old | new | new / old |", "| --- | --- | --- | --- |",
+             f"| book epoch (batch 128), s | {med['old']['book']:.3f} | {med['new']['book']:.3f} | "
+             f"{med['new']['book'] / med['old']['book']:.3f} |",
+             f"| batch-1 step, us | {med['old']['b1']:.0f} | {med['new']['b1']:.0f} | "
+             f"{med['new']['b1'] / med['old']['b1']:.3f} |", "",
+             "Every run: " + json.dumps({n: {k: [round(x, 4) for x in v] for k, v in d.items()}
+                                         for n, d in res.items()}), "", "```", *environment(args.threads),
+             "load average before: %.2f %.2f %.2f" % load, "```"]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.save:
+        with open(os.path.join(HERE, "results", "ab.md"), "w") as f:
+            f.write(text)
+
+
+if __name__ == "__main__":
+    main()
