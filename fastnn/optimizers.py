@@ -214,6 +214,15 @@ def _positive(name, value, allow_zero=False):
                          f"float. Received: {name}={value!r}")
 
 
+def _moments(beta_1, beta_2, epsilon):
+    """Adam's and Nadam's hyper-parameters, checked: (beta_1, beta_2, epsilon) as floats."""
+    for k, v in (("beta_1", beta_1), ("beta_2", beta_2)):
+        if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 <= v < 1:
+            raise ValueError(f"Expected {k} in [0, 1). Received: {k}={v!r}")
+    _positive("epsilon", epsilon)
+    return float(beta_1), float(beta_2), float(epsilon)
+
+
 class SGD(Optimizer):
     """Gradient descent, optionally with momentum (Keras 3 rule):
 
@@ -337,11 +346,7 @@ class Adam(Optimizer):
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
                  amsgrad=False, weight_decay=None, name=None):
         super().__init__(learning_rate, weight_decay, name)
-        for k, v in (("beta_1", beta_1), ("beta_2", beta_2)):
-            if not 0 <= v < 1:
-                raise ValueError(f"Expected {k} in [0, 1). Received: {k}={v!r}")
-        _positive("epsilon", epsilon)
-        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        self.beta_1, self.beta_2, self.epsilon = _moments(beta_1, beta_2, epsilon)
         self.amsgrad = bool(amsgrad)
 
     rule = "adam"
@@ -387,11 +392,7 @@ class Nadam(Optimizer):
     def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
                  weight_decay=None, name=None):
         super().__init__(learning_rate, weight_decay, name)
-        for k, v in (("beta_1", beta_1), ("beta_2", beta_2)):
-            if not 0 <= v < 1:
-                raise ValueError(f"Expected {k} in [0, 1). Received: {k}={v!r}")
-        _positive("epsilon", epsilon)
-        self.beta_1, self.beta_2, self.epsilon = float(beta_1), float(beta_2), float(epsilon)
+        self.beta_1, self.beta_2, self.epsilon = _moments(beta_1, beta_2, epsilon)
         self._product = (0, 1.0)  # (t, P_t)
 
     def _slots(self):
