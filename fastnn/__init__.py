@@ -22,16 +22,16 @@ def set_num_threads(n):
     """Use n threads in every pool fastnn runs: its OpenMP loops and the BLAS it calls."""
     if not isinstance(n, int) or isinstance(n, bool) or n < 1:
         raise ValueError(f"Expected n to be a positive int. Received: n={n!r}")
-    if backend._kernels is not None:
-        backend._kernels.set_num_threads(n)
+    if backend.compiled is not None:
+        backend.compiled.set_num_threads(n)
 
 
 def get_num_threads():
     """Threads fastnn uses: its OpenMP team and the BLAS's jobs (set_num_threads keeps
     them equal; without OpenMP only the BLAS is threaded)."""
-    if backend._kernels is None:
+    if backend.compiled is None:
         return 1
-    return max(backend._kernels.get_num_threads().values())
+    return max(backend.compiled.get_num_threads().values())
 
 
 def show_config(file=None):
@@ -50,11 +50,11 @@ def show_config(file=None):
     lines = [f"fastnn {__version__}", f"backend: {get_backend()}",
              f"python: {sys.version.split()[0]}  numpy: {np.__version__}  "
              f"machine: {platform.machine()} ({cpu})"]
-    if backend._kernels is None:
-        lines.append(f"compiled module: NOT AVAILABLE ({backend._IMPORT_ERROR})")
+    if backend.compiled is None:
+        lines.append(f"compiled module: NOT AVAILABLE ({backend.compiled_import_error})")
     else:
-        info = backend._kernels.build_info()
-        threads = backend._kernels.get_num_threads()
+        info = backend.compiled.build_info()
+        threads = backend.compiled.get_num_threads()
         lines += [
             f"BLAS: scipy-openblas32 {_blas.__version__}: {info['blas'].strip()}",
             f"OpenMP: {'yes (' + str(info['openmp']) + ')' if info['openmp'] else 'no'}",

@@ -10,11 +10,11 @@ import os
 from fastnn import _reference
 
 try:
-    from fastnn import _kernels
-    _IMPORT_ERROR = None
+    from fastnn import _kernels as compiled  # the compiled module (None: it did not import)
+    compiled_import_error = None
 except ImportError as e:  # a broken build: say so when the compiled backend is asked for
-    _kernels = None
-    _IMPORT_ERROR = e
+    compiled = None
+    compiled_import_error = e
 
 BACKENDS = ("compiled", "numpy")
 K = None  # the active kernels module
@@ -26,13 +26,13 @@ def set_backend(name):
     if name not in BACKENDS:
         raise ValueError(f"Expected backend to be one of {BACKENDS}. Received: backend={name!r}")
     if name == "compiled":
-        if _kernels is None:
+        if compiled is None:
             raise ImportError(
                 "fastnn's compiled module fastnn._kernels could not be imported "
-                f"({_IMPORT_ERROR}). Reinstall with `pip install .` (it needs a C compiler), "
+                f"({compiled_import_error}). Reinstall with `pip install .` (it needs a C compiler), "
                 "or use the NumPy backend: FASTNN_BACKEND=numpy."
             )
-        K = _kernels
+        K = compiled
     else:
         K = _reference
 
