@@ -18,12 +18,18 @@ from fastnn.models import Sequential  # noqa: E402  (keras.Sequential)
 __version__ = "0.1.0"
 
 
+MAX_THREADS = 256
+
+
 def set_num_threads(n):
-    """Use n threads in every pool fastnn runs: its OpenMP loops and the BLAS it calls."""
-    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-        raise ValueError(f"Expected n to be a positive int. Received: n={n!r}")
+    """Use n threads in every pool fastnn runs, for every thread of the process: its OpenMP
+    loops and the BLAS it calls.  n: an int from 1 to MAX_THREADS (256).  In a process
+    forked after fastnn loaded, the loops stay on one thread (the BLAS takes n)."""
+    import numbers
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_THREADS:
+        raise ValueError(f"Expected n to be an int from 1 to {MAX_THREADS}. Received: n={n!r}")
     if backend.compiled is not None:
-        backend.compiled.set_num_threads(n)
+        backend.compiled.set_num_threads(int(n))
 
 
 def get_num_threads():

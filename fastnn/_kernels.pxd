@@ -66,6 +66,7 @@ cdef extern from "fastnn.h" nogil:
     const char *fnn_simd_targets() noexcept
     void fnn_set_num_threads(int n) noexcept
     int fnn_get_num_threads() noexcept
+    int fnn_forked_child() noexcept
     int fnn_blas_get_num_threads() noexcept
     const char *fnn_blas_config() noexcept
     void fnn_gather_forward_u8(void *out, const void *x, const int64_t *idx, int64_t n, int64_t row_bytes) noexcept

@@ -606,3 +606,9 @@ def set_num_threads(int n):
 
 def get_num_threads():
     return {"openmp": fnn_get_num_threads(), "blas": fnn_blas_get_num_threads()}
+
+
+def forked_child():
+    """Whether this process was forked after fastnn loaded (its loops then run on one thread,
+    the BLAS on its own threads)."""
+    return bool(fnn_forked_child())

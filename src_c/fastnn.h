@@ -44,8 +44,9 @@ void fnn_init(void);
 /* Build facts for show_config(). */
 int fnn_have_openmp(void);
 const char *fnn_simd_targets(void);
-void fnn_set_num_threads(int n);  /* OpenMP loops and the BLAS */
-int fnn_get_num_threads(void);
+void fnn_set_num_threads(int n);  /* OpenMP loops and the BLAS, for every thread */
+int fnn_get_num_threads(void);    /* fastnn's team size (1 in a forked child) */
+int fnn_forked_child(void);       /* whether this process was forked after fastnn loaded */
 int fnn_blas_get_num_threads(void);
 const char *fnn_blas_config(void);
 

@@ -87,15 +87,35 @@ static void fnn_blas_threads(int sync, openblas_dojob_callback dojob, int numjob
 }
 #endif
 
+/* fastnn's team size, for every thread of the process (OpenMP's own setting is per thread). */
+static int fnn_threads = 1;
+/* Set in a child process forked after fastnn was loaded: GNU OpenMP's thread pool does not
+   survive fork (the child's first parallel region would wait forever for the parent's
+   threads), so the child runs fastnn's loops on one thread and the BLAS on its own threads. */
+static volatile int fnn_forked = 0;
+
+static void fnn_after_fork_in_child(void) {
+    fnn_forked = 1;
+    fnn_blas_serial_depth = 0; /* a section the parent was in does not go on in the child */
+#ifdef _OPENMP
+    omp_init_lock(&fnn_blas_lock); /* it may have been held by another parent thread */
+    scipy_openblas_set_threads_callback_function(NULL);
+#endif
+}
+
 void fnn_init(void) {
 #ifdef _OPENMP
     omp_init_lock(&fnn_blas_lock);
+    fnn_threads = omp_get_max_threads();
     /* Only where OpenMP promises full teams: with OMP_DYNAMIC or a thread limit below the
        core count the BLAS keeps its own threads. */
     if (!omp_get_dynamic() && omp_get_thread_limit() >= omp_get_num_procs())
         scipy_openblas_set_threads_callback_function(fnn_blas_threads);
+    pthread_atfork(NULL, NULL, fnn_after_fork_in_child);
 #endif
 }
+
+int fnn_forked_child(void) { return fnn_forked; }
 
 int fnn_have_openmp(void) {
 #ifdef _OPENMP
@@ -109,9 +129,7 @@ const char *fnn_simd_targets(void) { return FNN_SIMD_TARGETS; }
 
 void fnn_set_num_threads(int n) {
     if (n < 1) n = 1;
-#ifdef _OPENMP
-    omp_set_num_threads(n);
-#endif
+    fnn_threads = n;
     FNN_BLAS_LOCK;
     fnn_blas_threads_wanted = n;
     if (!fnn_blas_serial_depth) scipy_openblas_set_num_threads(n);
@@ -135,7 +153,7 @@ void fnn_blas_serial_end(void) {
 
 int fnn_get_num_threads(void) {
 #ifdef _OPENMP
-    return omp_get_max_threads();
+    return fnn_forked ? 1 : fnn_threads;
 #else
     return 1;
 #endif
@@ -157,7 +175,9 @@ void fnn_gather_forward_u8(void *out, const void *x, const int64_t *idx, int64_t
                            int64_t row_bytes) {
     char *o = (char *)out;
     const char *src = (const char *)x;
-#pragma omp parallel for schedule(static) if (n * row_bytes >= (1 << 16))
+    const int threads = fnn_get_num_threads();
+    (void)threads;
+#pragma omp parallel for schedule(static) if (n * row_bytes >= (1 << 16)) num_threads(threads)
     for (int64_t i = 0; i < n; i++)
         memcpy(o + i * row_bytes, src + idx[i] * row_bytes, (size_t)row_bytes);
 }

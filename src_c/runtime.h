@@ -39,7 +39,8 @@
    MXCSR before returning: a subnormal operand otherwise costs ~100 cycles (measured: an
    MNIST-sized GEMM 150x, a sigmoid row 40x slower).  MXCSR is per thread, so a parallel region
    sets it in each thread: FNN_PARALLEL_BEGIN(cond) opens a region (parallel only when cond
-   holds) with the flush on, FNN_PARALLEL_END closes it; `#pragma omp for` loops go between. */
+   holds) with the flush on, FNN_PARALLEL_END closes it; `#pragma omp for` loops go between.
+   Every region has fastnn's team size (fnn_set_num_threads), whichever thread opens it. */
 #if defined(__SSE2__)
 #define FNN_CSR_SAVE unsigned int fnn_csr_ = _mm_getcsr(); _mm_setcsr(fnn_csr_ | 0x8040u);
 #define FNN_CSR_RESTORE _mm_setcsr(fnn_csr_);
@@ -47,11 +48,12 @@
 #define FNN_CSR_SAVE
 #define FNN_CSR_RESTORE
 #endif
-#define FNN_PARALLEL_BEGIN(cond)                    \
-    {                                               \
-        const int fnn_par_ = (cond);                \
-        (void)fnn_par_;                             \
-        _Pragma("omp parallel if (fnn_par_)") {    \
+#define FNN_PARALLEL_BEGIN(cond)                                          \
+    {                                                                     \
+        const int fnn_par_ = (cond), fnn_nt_ = fnn_get_num_threads();      \
+        (void)fnn_par_;                                                   \
+        (void)fnn_nt_;                                                    \
+        _Pragma("omp parallel if (fnn_par_) num_threads(fnn_nt_)") {     \
             FNN_CSR_SAVE
 #define FNN_PARALLEL_END \
     FNN_CSR_RESTORE      \

@@ -149,8 +149,32 @@ def test_set_num_threads_validates_and_applies():
         assert C.get_num_threads() == {"openmp": 1, "blas": 1}
     finally:
         fastnn.set_num_threads(before)
-    with pytest.raises(ValueError, match="positive int"):
-        fastnn.set_num_threads(0)
+    for bad in (0, -1, 257, 50000, 2**31, 2.0, True, "2"):
+        with pytest.raises(ValueError, match="an int from 1 to 256"):
+            fastnn.set_num_threads(bad)
+    assert fastnn.get_num_threads() == before
+
+
+def test_set_num_threads_is_process_wide():
+    """Set in one thread, the team size holds in every thread (OpenMP's own setting is per
+    thread), and np.int64 counts are accepted."""
+    import threading
+    before = fastnn.get_num_threads()
+    seen = []
+    try:
+        fastnn.set_num_threads(np.int64(1))
+        t = threading.Thread(target=lambda: seen.append(C.get_num_threads()))
+        t.start()
+        t.join()
+        assert seen == [{"openmp": 1, "blas": 1}] if C.build_info()["openmp"] else seen
+        t = threading.Thread(target=fastnn.set_num_threads, args=(2,))
+        t.start()
+        t.join()
+        assert C.get_num_threads()["blas"] == 2
+        if C.build_info()["openmp"]:
+            assert C.get_num_threads()["openmp"] == 2
+    finally:
+        fastnn.set_num_threads(before)
 
 
 def test_gather_rows_checks_indices_and_shapes():
