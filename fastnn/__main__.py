@@ -2,12 +2,74 @@
 
     fastnn mnist [--epochs 5] [--batch-size 128] [--optimizer rmsprop] [--backend numpy]
                  [--plot curves.png] [--seed 0] [--threads N] [--verbose 1]
+    fastnn --version
+
+Every option is checked before the data is loaded: a bad value (--epochs -1, --batch-size 0,
+--threads 0, --plot into a missing folder) is an argparse error (exit code 2) naming the
+option, not a traceback after training. --epochs 0 trains nothing, as Keras' fit(epochs=0),
+and reports the untrained model's test accuracy.
 """
 import argparse
+import os
 import sys
 import time
 
 import fastnn
+
+
+def int_at_least(minimum):
+    """An argparse type= for ints >= minimum; argparse names the option in its error."""
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer >= {minimum}, received {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, received {value}")
+        return value
+    parse.__name__ = f"int >= {minimum}"
+    return parse
+
+
+def version():
+    """The installed distribution's version, else the package's own (a source checkout)."""
+    from importlib import metadata
+    try:
+        return metadata.version("fastnn")
+    except metadata.PackageNotFoundError:
+        return fastnn.__version__
+
+
+def plot_path_problem(path):
+    """Why the training curves could not be written to path, or None if they can."""
+    if not path:
+        return "expected a file name such as curves.png, received ''"
+    if os.path.isdir(path):
+        return f"{path!r} is a folder, expected a file name such as curves.png"
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return f"cannot write {path!r}: folder {folder!r} does not exist"
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return f"cannot write {path!r}: folder {folder!r} is not writable"
+    if os.path.exists(path) and not os.access(path, os.W_OK):
+        return f"cannot write {path!r}: the file exists and is not writable"
+    return None
+
+
+def check_mnist_args(parser, args):
+    """What argparse's type= cannot see: the checks that must fail before any training."""
+    if args.plot is not None:
+        if args.epochs == 0:
+            parser.error("argument --plot: --epochs 0 trains nothing, so there are no curves "
+                         "to plot; expected --epochs >= 1 with --plot")
+        problem = plot_path_problem(args.plot)
+        if problem:
+            parser.error(f"argument --plot: {problem}")
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            sys.exit(f"{parser.prog}: error: --plot needs matplotlib: pip install 'fastnn[plot]'")
 
 
 def mnist_main(args):
@@ -16,15 +78,12 @@ def mnist_main(args):
     from fastnn.utils import to_categorical
 
     fastnn.set_backend(args.backend)
-    if args.threads:
+    if args.threads is not None:
         fastnn.set_num_threads(args.threads)
     if args.seed is not None:
         fastnn.utils.set_random_seed(args.seed)
     if args.plot:
-        try:
-            import matplotlib
-        except ImportError:
-            sys.exit("--plot needs matplotlib: pip install 'fastnn[plot]'")
+        import matplotlib  # importable: check_mnist_args made sure
         matplotlib.use("Agg")
 
     (train_images, train_labels), (test_images, test_labels) = mnist.load_data()
@@ -52,8 +111,11 @@ def mnist_main(args):
     test_loss, test_acc = network.evaluate(test_images, test_labels, verbose=0)
     print(f"backend: {fastnn.get_backend()}  optimizer: {args.optimizer}  "
           f"batch size: {args.batch_size}  threads: {fastnn.get_num_threads()}")
-    print("time per epoch: " + ", ".join(f"{t:.2f}s" for t in times) +
-          f"  (median {sorted(times)[len(times) // 2]:.2f}s)")
+    if times:
+        print("time per epoch: " + ", ".join(f"{t:.2f}s" for t in times) +
+              f"  (median {sorted(times)[len(times) // 2]:.2f}s)")
+    else:
+        print("time per epoch: none (--epochs 0: the model is untrained)")
     print(f"test_loss: {test_loss:.4f}  test_acc: {test_acc:.4f}")
     if args.plot:
         plot_history(history.history, args.plot, f"MNIST 784-512-10, {args.optimizer}")
@@ -81,21 +143,31 @@ def plot_history(hist, path, title):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastnn", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"fastnn {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser("mnist", help="train Dense(512, relu) + Dense(10, softmax) on MNIST")
-    m.add_argument("--epochs", type=int, default=5)
-    m.add_argument("--batch-size", type=int, default=128)
-    m.add_argument("--optimizer", default="rmsprop", choices=["sgd", "adagrad", "rmsprop", "adam"])
+    m.add_argument("--epochs", type=int_at_least(0), default=5,
+                   help="training epochs, >= 0 (default 5); 0 trains nothing, as Keras' "
+                        "fit(epochs=0), and reports the untrained model's test accuracy")
+    m.add_argument("--batch-size", type=int_at_least(1), default=128,
+                   help="samples per training step, >= 1 (default 128)")
+    m.add_argument("--optimizer", default="rmsprop",
+                   choices=["sgd", "adagrad", "rmsprop", "adam", "adamw", "nadam"])
     m.add_argument("--backend", default=fastnn.get_backend(), choices=list(fastnn.backend.BACKENDS))
-    m.add_argument("--plot", metavar="PNG", help="write training curves to this PNG (matplotlib)")
-    m.add_argument("--seed", type=int, default=None, help="seed for identical runs")
-    m.add_argument("--threads", type=int, default=None, help="threads for kernels and BLAS")
+    m.add_argument("--plot", metavar="PNG",
+                   help="write training curves to this PNG (needs matplotlib and --epochs >= 1; "
+                        "its folder must exist and be writable, checked before training)")
+    m.add_argument("--seed", type=int_at_least(0), default=None,
+                   help="seed for identical runs, >= 0")
+    m.add_argument("--threads", type=int_at_least(1), default=None,
+                   help="threads for kernels and BLAS, >= 1 (default: fastnn's current count)")
     m.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
     sub.add_parser("info", help="show the build (BLAS, OpenMP, SIMD, threads)")
     args = parser.parse_args(argv)
     if args.command == "info":
         fastnn.show_config()
         return 0
+    check_mnist_args(m, args)
     return mnist_main(args)
 
 
