@@ -1,22 +1,37 @@
 """Checks and conversions of what users pass to fit / evaluate / predict / train_on_batch:
 arrays of samples and targets (validated and converted once per call), ints, verbosity, and
 the shape of returned logs (as Keras returns them)."""
+import numbers
+
 import numpy as np
 
 
 def as_samples(x, name="x"):
-    """x as a NumPy array of real numbers of shape (batch, ...) with a sample at least."""
-    if isinstance(x, (list, tuple)):
-        x = np.asarray(x)
+    """x as a NumPy array of real numbers of shape (batch, ...) with a sample at least
+    (nested lists and objects with __array__ are converted)."""
+    if isinstance(x, (list, tuple)) or (hasattr(x, "__array__") and not isinstance(x, np.ndarray)):
+        try:
+            x = np.asarray(x)
+        except ValueError:
+            raise TypeError(f"Expected {name} to be a NumPy array (or nested lists of numbers). "
+                            f"Received a {type(x).__name__} that does not form an array, such "
+                            f"as a list of (x, y) batches: pass x and y as arrays") from None
     if not isinstance(x, np.ndarray):
         raise TypeError(f"Expected {name} to be a NumPy array. Received: {type(x).__name__}")
     if x.dtype.kind not in "fiub":
         raise TypeError(f"Expected {name} to hold real numbers (float, int or bool). "
                         f"Received: {name}.dtype={x.dtype}")
-    if x.ndim < 2 or x.shape[0] == 0:
-        raise ValueError(f"Expected {name} of shape (batch, ...) with at least one sample. "
-                         f"Received: {name}.shape={x.shape}")
+    if x.ndim < 2 or x.shape[0] == 0 or 0 in x.shape[1:]:
+        raise ValueError(f"Expected {name} of shape (batch, ...) with at least one sample of "
+                         f"at least one value. Received: {name}.shape={x.shape}")
     return x
+
+
+def as_list(callbacks):
+    """None, one callback, or a list of them, as a list."""
+    if callbacks is None:
+        return []
+    return list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
 
 
 def conform_samples(x, sample_shape, dtype, name="x"):
@@ -49,7 +64,8 @@ def as_targets(y, n, loss, n_out, dtype, name="x"):
 
 
 def check_validation(validation_split, validation_data):
-    if not isinstance(validation_split, (int, float)) or not 0 <= validation_split < 1:
+    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
+            or not 0 <= validation_split < 1:
         raise ValueError(f"Expected validation_split in [0, 1). Received: {validation_split!r}")
     if validation_data is not None and (not isinstance(validation_data, (tuple, list))
                                         or len(validation_data) != 2):

@@ -12,6 +12,8 @@ cimport numpy as cnp
 from libc.stdint cimport int64_t, uintptr_t
 from libc.stdlib cimport free, malloc
 
+import weakref
+
 import numpy as np
 
 from fastnn import _codes
@@ -491,6 +493,7 @@ cdef class DenseStack:
     cdef fnn_dense_stack s
     cdef fnn_dense_layer *layer
     cdef object keep
+    cdef object pins
     cdef int dtype
     cdef readonly int64_t batch_size
     cdef int64_t rows
@@ -500,6 +503,9 @@ cdef class DenseStack:
                   bint rank1, part=None, int64_t part_threads=0):
         self.layer = NULL
         self.keep = (x, t, xb, tb, grad, layers, p, g, opt, part)
+        # this object holds raw pointers into x and t: a weak reference makes NumPy refuse to
+        # resize them (even with refcheck=False) while it lives, so they cannot move under it
+        self.pins = [weakref.ref(a) for a in (x, t) if isinstance(a, np.ndarray)]
         cdef int dt = _dtype_of(p, "p")
         self.dtype = dt
         if not layers:

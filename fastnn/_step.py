@@ -23,9 +23,12 @@ Entry points (used by models.py, gradcheck.py and the tests): `pack_parameters`,
 `forward`, and `TrainStep.run`, `run_batch`, `gradients`, `loss_value`, `gather`,
 `compiled_step`.  This module never imports models.py.
 """
+import contextlib
+import weakref
+
 import numpy as np
 
-from fastnn import _codes, backend
+from fastnn import _codes, _data, backend
 from fastnn.layers import Buffers, Dense, Flatten
 from fastnn.optimizers import Optimizer
 
@@ -56,6 +59,13 @@ def pack_parameters(layers):
     return [flat], [gflat]
 
 
+def _bases(a):
+    """a and the arrays it views (a view's memory is its base's: pinning a pins that)."""
+    while isinstance(a, np.ndarray):
+        yield a
+        a = a.base
+
+
 def forward(layers, x, training):
     """The layers' outputs for the batch x (a layer's reused buffer: copy to keep it)."""
     for layer in layers:
@@ -82,6 +92,39 @@ class TrainStep:
         # at batch size 1 the first kernel's gradient goes to the optimizer as x dz.T
         self.rank1 = type(first) is Dense and len(params) == 1
         self._stacks = {}  # batch size -> (compiled step or None, what it was built for)
+
+    @contextlib.contextmanager
+    def running(self, lock, *arrays):
+        """fit's (and train_on_batch's) hold on a model: one at a time (a second call in
+        another thread raises RuntimeError instead of racing on the weights), the training
+        arrays pinned for the duration (NumPy refuses to resize an array that has a weak
+        reference, so none can move under a kernel), the compiled steps dropped at the end."""
+        if not lock.acquire(blocking=False):
+            raise RuntimeError("Expected one fit or train_on_batch at a time on a model. "
+                               "Received a call while another runs on it in another thread.")
+        pins = [weakref.ref(b) for a in arrays for b in _bases(a)]
+        try:
+            yield pins
+        finally:
+            self.release()
+            lock.release()
+
+    def evaluate(self, x, t, batch_size, metrics):
+        """The mean loss and the metrics' results on prepared (x, t), batch by batch."""
+        metric_t = _data.metric_targets(metrics, t)
+        total = 0.0
+        for s in range(0, len(x), batch_size):
+            e = min(len(x), s + batch_size)
+            p = forward(self.layers, x[s:e], training=False)
+            total += float(self.loss_value(p, t[s:e])) * (e - s)
+            for m, mt in zip(metrics, metric_t):
+                m.update(p, mt[s:e])
+        return {"loss": total / len(x), **{m.name: m.result() for m in metrics}}
+
+    def release(self):
+        """Drop the compiled steps: they hold the training arrays (fit calls this at its end,
+        so a finished fit keeps no reference to the caller's data)."""
+        self._stacks.clear()
 
     # ---- the step ---------------------------------------------------------------------------
 
@@ -165,8 +208,9 @@ class TrainStep:
         step runs (see the module docstring)."""
         kernels = optimizer.kernels(self.params) if self.params else None
         built_for = (optimizer, kernels, x, t)
-        hit = self._stacks.get(n)
+        hit = self._stacks.pop(n, None)
         if hit is not None and all(a is b for a, b in zip(hit[1], built_for)):
+            self._stacks[n] = hit  # most recently used last
             return hit[0]
         stack = None
         make = getattr(backend.K, "DenseStack", None)
@@ -177,6 +221,8 @@ class TrainStep:
                 and all(type(l) is Dense for l in dense)
                 and (self.fused or not self.loss.from_logits)):
             stack = self._build_stack(make, kernels[0], x, t, n, dense)
+        if len(self._stacks) >= 2:  # an epoch's two batch sizes (full, last); no more
+            del self._stacks[next(iter(self._stacks))]
         self._stacks[n] = (stack, built_for)
         return stack
 

@@ -243,7 +243,11 @@ class CallbackList:
     """Calls a list of callbacks in order."""
 
     def __init__(self, callbacks, model, params):
-        self.callbacks = list(callbacks)
+        self.callbacks = [callbacks] if isinstance(callbacks, Callback) else list(callbacks)
+        for cb in self.callbacks:
+            if not isinstance(cb, Callback):
+                raise TypeError("Expected callbacks to be a list of fastnn.callbacks.Callback. "
+                                f"Received: {cb!r} ({type(cb).__name__})")
         for cb in self.callbacks:
             cb.set_model(model)
             cb.set_params(params)

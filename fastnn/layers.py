@@ -9,6 +9,7 @@ Buffers are owned by the layer and reused: one set per batch size, so a training
 allocates nothing per step once every batch size has been seen.  Inference (training=False)
 uses a separate set per thread, so several threads may predict with one model at once.
 """
+import numbers
 import threading
 
 import numpy as np
@@ -17,8 +18,10 @@ from fastnn import activations, backend, config, initializers
 
 
 class Buffers:
-    """Reusable arrays keyed by (name, shape, dtype): one set for training, and one per
-    thread for inference (training=False), so several threads may predict at once."""
+    """Reusable arrays by name: one set for training, and one per thread for inference
+    (training=False), so several threads may predict at once.  Each name keeps only the array
+    of the shape and dtype last asked for: a loop over batches of one size allocates nothing
+    once warmed up, and a stream of new sizes frees the old arrays (memory stays bounded)."""
 
     def __init__(self):
         self._train = {}
@@ -30,9 +33,9 @@ class Buffers:
             bufs = getattr(self._local, "bufs", None)
             if bufs is None:
                 bufs = self._local.bufs = {}
-        b = bufs.get((key, shape, dtype))
-        if b is None:
-            b = bufs[(key, shape, dtype)] = np.empty(shape, dtype)
+        b = bufs.get(key)
+        if b is None or b.shape != shape or b.dtype != dtype:
+            b = bufs[key] = np.empty(shape, dtype)
         return b
 
 
@@ -253,7 +256,7 @@ class Dropout(Layer):
 
     def __init__(self, rate, seed=None, input_shape=None, name=None, dtype=None):
         super().__init__(name=name, input_shape=input_shape, dtype=dtype)
-        if not isinstance(rate, (int, float)) or isinstance(rate, bool) or not 0 <= rate < 1:
+        if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not 0 <= rate < 1:
             raise ValueError(f"Expected rate in [0, 1). Received: rate={rate!r}")
         self.rate = float(rate)
         self.seed = seed
@@ -286,6 +289,29 @@ class Dropout(Layer):
 
     def get_config(self):
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+
+
+def build_all(layers, input_shape, rng):
+    """Build the layers in order for samples of input_shape (each layer's input the previous
+    one's output), with the random generator rng; all or nothing: if a layer refuses its
+    input, the layers and rng are left as they were and the error propagates.  Returns the
+    output shape."""
+    state, fresh = rng.bit_generator.state, [(l, l.input_shape) for l in layers if not l.built]
+    shape = tuple(input_shape)
+    try:
+        for layer in layers:
+            if not layer.built:
+                layer.build(shape, rng)
+            elif layer.input_shape != shape:
+                raise ValueError(f"Layer {layer.name!r} was built for input {layer.input_shape}, "
+                                 f"but receives {shape}.")
+            shape = layer.output_shape
+    except Exception:
+        rng.bit_generator.state = state
+        for layer, before in fresh:
+            layer.built, layer.input_shape, layer.weights, layer.grads = False, before, [], []
+        raise
+    return shape
 
 
 LAYERS = {c.__name__: c for c in (InputLayer, Dense, Activation, Flatten, Dropout)}

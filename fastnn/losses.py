@@ -106,12 +106,11 @@ class SparseCategoricalCrossentropy(Loss):
             if not np.issubdtype(y.dtype, np.floating) or np.any(np.mod(y, 1) != 0):
                 raise ValueError(f"Expected integer class labels for {self.name}. "
                                  f"Received: y.dtype={y.dtype}")
-        labels = y.astype(np.int64)
-        if labels.size and (labels.min() < 0 or labels.max() >= n_out):
-            bad = labels[(labels < 0) | (labels >= n_out)][0]
+        if y.size and (y.min() < 0 or y.max() >= n_out):  # checked before the cast to int64
+            bad = y[(y < 0) | (y >= n_out)][0]
             raise ValueError(f"Expected labels in [0, {n_out}) for {self.name} (the model "
                              f"has {n_out} outputs). Received: a label {bad}")
-        return np.ascontiguousarray(labels)
+        return np.ascontiguousarray(y.astype(np.int64))
 
 
 class BinaryCrossentropy(Loss):

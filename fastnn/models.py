@@ -5,6 +5,7 @@ training step does, and which step runs (one compiled call into C for a stack of
 else layer by layer), is fastnn/_step.py's; the file format is fastnn/saving.py's.
 """
 import math
+import threading
 import time
 
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from fastnn import _data, _step
 from fastnn import callbacks as callbacks_module
 from fastnn import config, losses, metrics as metrics_module, optimizers, saving, utils
-from fastnn.layers import LAYERS, InputLayer, Layer
+from fastnn.layers import LAYERS, InputLayer, Layer, build_all
 
 
 class Sequential:
@@ -46,6 +47,7 @@ class Sequential:
         self.jit_compile = "auto"
         self._params = self._grads = []
         self._trainer = None
+        self._lock = threading.Lock()  # held by fit and train_on_batch
         for layer in layers or []:
             self.add(layer)
 
@@ -81,14 +83,7 @@ class Sequential:
         if self._input_shape is None:
             raise ValueError("The model has no input shape yet: give input_shape= to the first "
                              "layer, add layers.Input(shape=...), or call fit/build with data.")
-        shape = self._input_shape
-        for layer in self.layers:
-            if not layer.built:
-                layer.build(shape, self._rng)
-            elif layer.input_shape != shape:
-                raise ValueError(f"Layer {layer.name!r} was built for input {layer.input_shape}, "
-                                 f"but receives {shape}.")
-            shape = layer.output_shape
+        build_all(self.layers, self._input_shape, self._rng)  # all or nothing
         self.built = True
         # one flat parameter buffer, the layers keep views (see _step.pack_parameters)
         self._params, self._grads = _step.pack_parameters(self.layers)
@@ -198,10 +193,15 @@ class Sequential:
         """Validate and convert inputs once: a C-contiguous float array of the model's dtype
         (an unbuilt model is built for their shape)."""
         x = _data.as_samples(x, name)
-        if not self.built:
-            if self._input_shape is None:
-                self._input_shape = tuple(x.shape[1:])
-            self.build()
+        if not self.layers:
+            raise ValueError("Expected a model with at least one layer. Received: an empty model")
+        if not self.built:  # built for x's samples; a refused x leaves the model as it was
+            inferred = self._input_shape is None
+            try:
+                self.build((None, *x.shape[1:]) if inferred else None)
+            except Exception:
+                self._input_shape = None if inferred else self._input_shape
+                raise
         dtype = self.layers[0].dtype if self.layers else config.dtype()
         return _data.conform_samples(x, self._input_shape, dtype, name)
 
@@ -219,7 +219,8 @@ class Sequential:
         x, t = self._prepare_xy(x, y)
         if not self.metrics:
             self._resolve_metrics()
-        value, p = self.trainer.run_batch(self.optimizer, x, t)
+        with self.trainer.running(self._lock, x, t):
+            value, p = self.trainer.run_batch(self.optimizer, x, t)
         logs = {"loss": float(value)}
         for m, mt in zip(self.metrics, _data.metric_targets(self.metrics, t)):
             m.reset_state()
@@ -232,7 +233,8 @@ class Sequential:
             validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0):
         """Train for `epochs` epochs of mini-batch steps; returns a History.
 
-        batch_size=1 is true SGD, batch_size=len(x) full-batch gradient descent.
+        batch_size=1 is true SGD, batch_size=len(x) (or more: Keras clamps it) full-batch
+        gradient descent.
         validation_split takes the last fraction of the samples (before shuffling);
         validation_data=(x_val, y_val) overrides it.  Ctrl-C stops between steps: the
         weights are those of the last completed step and History holds the finished epochs.
@@ -249,18 +251,20 @@ class Sequential:
             val = self._prepare_xy(*validation_data, name="x_val")
         else:
             x, t, val = _data.split_validation(x, t, validation_split)
-        n = len(x)
-        if batch_size > n:
-            raise ValueError(f"Expected batch_size <= the number of training samples ({n}). "
-                             f"Received: batch_size={batch_size}. For full-batch gradient "
-                             f"descent use batch_size={n}.")
+        batch_size = min(batch_size, len(x))  # as Keras: one batch of all samples
         self._resolve_metrics()
-        trainer = self.trainer
+        with self.trainer.running(self._lock, x, t):  # one fit at a time; x, t pinned
+            return self._fit_epochs(x, t, val, batch_size, epochs, verbose, callbacks, shuffle,
+                                    initial_epoch)
+
+    def _fit_epochs(self, x, t, val, batch_size, epochs, verbose, callbacks, shuffle,
+                    initial_epoch):
+        trainer, n = self.trainer, len(x)
         metric_t = _data.metric_targets(self.metrics, t)
         steps = math.ceil(n / batch_size)
         history = callbacks_module.History()
         cbs = callbacks_module.CallbackList(
-            list(callbacks or []) + [history], self,  # History last, as in Keras: it sees every key
+            _data.as_list(callbacks) + [history], self,  # History last, as in Keras: it sees every key
             {"verbose": verbose, "epochs": epochs, "steps": steps})
         self.history = history
         self.stop_training = False
@@ -321,16 +325,8 @@ class Sequential:
     def _evaluate_prepared(self, x, t, batch_size):
         # fresh metric objects: evaluate may run in several threads at once
         n_out = self.layers[-1].output_shape[-1]
-        metrics = [metrics_module.get(m, self.loss, n_out) for m in self._metric_ids]
-        metric_t = _data.metric_targets(metrics, t)
-        total = 0.0
-        for s in range(0, len(x), batch_size):
-            e = min(len(x), s + batch_size)
-            p = _step.forward(self.layers, x[s:e], training=False)
-            total += float(self.trainer.loss_value(p, t[s:e])) * (e - s)
-            for m, mt in zip(metrics, metric_t):
-                m.update(p, mt[s:e])
-        return {"loss": total / len(x), **{m.name: m.result() for m in metrics}}
+        return self.trainer.evaluate(x, t, batch_size, [metrics_module.get(m, self.loss, n_out)
+                                                        for m in self._metric_ids])
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False):
         """The loss (and metrics) on (x, y): a float without metrics, else

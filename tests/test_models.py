@@ -253,8 +253,25 @@ def test_batch_size_checks():
     x, y, _ = blobs(n=10)
     with pytest.raises(ValueError, match="batch_size to be an int >= 1. Received: batch_size=0"):
         m.fit(x, y, batch_size=0)
-    with pytest.raises(ValueError, match="batch_size <= the number of training samples"):
-        m.fit(x, y, batch_size=11)
+
+
+
+def test_batch_size_larger_than_the_data_trains_one_batch_of_all_samples():
+    """Keras clamps batch_size to the data: fit(x, y) on 20 samples with the default 32 is
+    full-batch gradient descent, the same steps as batch_size=20."""
+    x, y, _ = blobs(n=20)
+    runs = []
+    for bs in (None, 20, 1000):
+        m = tiny_model(seed=0)
+        seen = []
+        m.fit(x, y, epochs=3, batch_size=bs, verbose=0, shuffle=False,
+              callbacks=[fastnn.callbacks.LambdaCallback(
+                  on_train_batch_end=lambda b, logs: seen.append(b))])
+        assert seen == [0, 0, 0]
+        runs.append(m.get_weights())
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_integer_and_bool_inputs_are_converted_like_keras():
