@@ -85,6 +85,19 @@ def split_validation(x, t, validation_split):
     return x[:split], t[:split], (x[split:], t[split:])
 
 
+def ensure_memory(nbytes, what):
+    """MemoryError, before allocating, if nbytes cannot fit in the memory available now (Linux's
+    MemAvailable): the alternative is the OOM killer ending the process later."""
+    try:
+        with open("/proc/meminfo") as f:
+            avail = next(int(l.split()[1]) * 1024 for l in f if l.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return
+    if nbytes > avail:
+        raise MemoryError(f"Expected {what} to fit in memory. Received: they need "
+                          f"{nbytes / 2**30:.2f} GiB, {avail / 2**30:.2f} GiB is available")
+
+
 def all_finite(a):
     """No NaN or Inf in a, without a temporary the size of a: min and max propagate NaN,
     and an infinity is an extreme."""

@@ -28,35 +28,49 @@ import weakref
 
 import numpy as np
 
-from fastnn import _codes, _data, backend
+from fastnn import _codes, _data, backend, initializers
 from fastnn.layers import Buffers, Dense, Flatten
 from fastnn.optimizers import Optimizer
 
 _SOFTMAX = _codes.ACTIVATIONS["softmax"]
 
 
-def pack_parameters(layers):
-    """Move every layer's weights (and gradients) into one flat array, the layers keeping
-    views (`Layer.bind_weights`): the optimizer then updates all parameters in one kernel call,
-    one pass.  Returns (params, grads): one array each, or one per weight where the dtypes
-    differ."""
-    weights = [w for l in layers for w in l.weights]
-    if not weights:
+def pack_parameters(layers, rng):
+    """Make every layer's weights (and gradients) views of one flat array (`Layer.bind_weights`):
+    the optimizer then updates all parameters in one kernel call, one pass.  Weights a layer
+    already has are copied in; declared ones (`Layer.add_weight`) are initialized in place with
+    rng, so the peak memory is the weights and gradients (checked to fit first).  Returns
+    (params, grads): one array each, or one per weight where the layers' dtypes differ."""
+    specs = [(l, shape, init) for l in layers for _, shape, init in l.weight_specs]
+    if not specs:
         return [], []
-    if len({w.dtype for w in weights}) > 1:
-        return weights, [g for l in layers for g in l.grads]
-    flat = np.empty(sum(w.size for w in weights), weights[0].dtype)
-    gflat = np.zeros_like(flat)
-    offset = 0
+    sizes = [int(np.prod(shape)) for _, shape, _ in specs]
+    _data.ensure_memory(2 * sum(n * l.dtype.itemsize for (l, _, _), n in zip(specs, sizes)),
+                        "the model's weights and their gradients")
+    dtypes, flat = {l.dtype for l, _, _ in specs}, None
+    if len(dtypes) == 1:
+        flat = np.empty(sum(sizes), dtypes.pop())
+        gflat = np.zeros_like(flat)
+        ends = np.cumsum(sizes)
+        cut = [(flat[e - n:e], gflat[e - n:e]) for e, n in zip(ends, sizes)]
+    else:  # mixed precision: one array each
+        cut = [(np.empty(n, l.dtype), np.zeros(n, l.dtype)) for (l, _, _), n in zip(specs, sizes)]
+    k = 0
     for layer in layers:
         views, gviews = [], []
-        for w in layer.weights:
-            views.append(flat[offset:offset + w.size].reshape(w.shape))
-            gviews.append(gflat[offset:offset + w.size].reshape(w.shape))
-            views[-1][...] = w
-            offset += w.size
+        for i, (_, shape, init) in enumerate(layer.weight_specs):
+            w, g = (a.reshape(shape) for a in cut[k])
+            if len(layer.weights) == len(layer.weight_specs):
+                w[...] = layer.weights[i]
+            else:
+                initializers.fill(init, w, rng)
+            views.append(w)
+            gviews.append(g)
+            k += 1
         layer.bind_weights(views, gviews)
-    return [flat], [gflat]
+    if flat is not None:
+        return [flat], [gflat]
+    return [w for w, _ in cut], [g for _, g in cut]
 
 
 def _bases(a):

@@ -1,7 +1,41 @@
-"""Weight initializers, named as in `keras.initializers` (the ones Dense uses most)."""
+"""Weight initializers, named as in `keras.initializers` (the ones Dense uses most).
+
+An initializer is a callable (shape, dtype, rng) -> array.  The built-in ones also take
+out=: they then fill that array in place, in chunks, with no temporary of its size (a model's
+weights are initialized in place in its parameter buffer, see `fill`).
+"""
 import math
 
 import numpy as np
+
+_CHUNK = 1 << 16  # elements drawn at a time (float64 temporaries of 512 KB at most)
+
+
+def _chunks(out):
+    flat = out.reshape(-1)
+    for s in range(0, flat.size, _CHUNK):
+        yield flat[s:s + _CHUNK]
+
+
+def fill(init, out, rng):
+    """Initialize out in place: a built-in initializer fills it chunk by chunk; a custom one's
+    result is copied in."""
+    if getattr(init, "fills_in_place", False):
+        init(out.shape, out.dtype, rng, out=out)
+    else:
+        out[...] = init(out.shape, out.dtype, rng)
+
+
+def _in_place(draw):
+    """A built-in initializer from draw(shape, n, rng) -> n float64 values, taken in order
+    chunk by chunk (the same values as one draw of the whole size for the plain draws)."""
+    def init(shape, dtype, rng, out=None):
+        out = np.empty(shape, dtype) if out is None else out
+        for chunk in _chunks(out):
+            chunk[...] = draw(shape, chunk.size, rng)
+        return out
+    init.__name__, init.__doc__, init.fills_in_place = draw.__name__, draw.__doc__, True
+    return init
 
 
 def _fans(shape):
@@ -9,48 +43,59 @@ def _fans(shape):
     return (shape[0], shape[1]) if len(shape) > 1 else (shape[0], shape[0])
 
 
-def zeros(shape, dtype, rng):
-    return np.zeros(shape, dtype)
+@_in_place
+def zeros(shape, n, rng):
+    return np.zeros(n)
 
 
-def ones(shape, dtype, rng):
-    return np.ones(shape, dtype)
+@_in_place
+def ones(shape, n, rng):
+    return np.ones(n)
 
 
-def glorot_uniform(shape, dtype, rng):
+@_in_place
+def glorot_uniform(shape, n, rng):
     """U(-l, l), l = sqrt(6 / (fan_in + fan_out)) (Keras' default kernel initializer)."""
     fan_in, fan_out = _fans(shape)
     limit = math.sqrt(6.0 / (fan_in + fan_out))
-    return rng.uniform(-limit, limit, shape).astype(dtype)
+    return rng.uniform(-limit, limit, n)
 
 
-def glorot_normal(shape, dtype, rng):
+@_in_place
+def glorot_normal(shape, n, rng):
+    """Truncated normal, stddev sqrt(2 / (fan_in + fan_out))."""
     fan_in, fan_out = _fans(shape)
-    return _truncated_normal(shape, math.sqrt(2.0 / (fan_in + fan_out)), dtype, rng)
+    return _truncated_normal(n, math.sqrt(2.0 / (fan_in + fan_out)), rng)
 
 
-def he_uniform(shape, dtype, rng):
+@_in_place
+def he_uniform(shape, n, rng):
+    """U(-l, l), l = sqrt(6 / fan_in)."""
     limit = math.sqrt(6.0 / _fans(shape)[0])
-    return rng.uniform(-limit, limit, shape).astype(dtype)
+    return rng.uniform(-limit, limit, n)
 
 
-def he_normal(shape, dtype, rng):
-    return _truncated_normal(shape, math.sqrt(2.0 / _fans(shape)[0]), dtype, rng)
+@_in_place
+def he_normal(shape, n, rng):
+    """Truncated normal, stddev sqrt(2 / fan_in)."""
+    return _truncated_normal(n, math.sqrt(2.0 / _fans(shape)[0]), rng)
 
 
-def random_normal(shape, dtype, rng):
-    return (rng.standard_normal(shape) * 0.05).astype(dtype)
+@_in_place
+def random_normal(shape, n, rng):
+    """N(0, 0.05^2)."""
+    return rng.standard_normal(n) * 0.05
 
 
-def _truncated_normal(shape, stddev, dtype, rng):
+def _truncated_normal(n, stddev, rng):
     """Normal draws beyond two standard deviations redrawn; scaled as Keras' variance
     scaling does (stddev / 0.87962566103423978)."""
-    x = rng.standard_normal(shape)
+    x = rng.standard_normal(n)
     bad = np.abs(x) > 2
     while bad.any():
         x[bad] = rng.standard_normal(int(bad.sum()))
         bad = np.abs(x) > 2
-    return (x * stddev / 0.87962566103423978).astype(dtype)
+    return x * stddev / 0.87962566103423978
 
 
 _ALL = {f.__name__: f for f in (zeros, ones, glorot_uniform, glorot_normal, he_uniform,

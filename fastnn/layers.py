@@ -69,6 +69,7 @@ class Layer:
         self.input_shape = None if input_shape is None else _shape_tuple("input_shape", input_shape)
         self.dtype = config.dtype(dtype)
         self.built = False
+        self.weight_specs = []  # (name, shape, initializer) of each weight, declared by build
         self.weights = []  # parameter arrays, updated in place by the optimizer
         self.grads = []    # their gradients, same order and shapes
         self._buffers = Buffers()
@@ -79,6 +80,12 @@ class Layer:
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
+
+    def add_weight(self, shape, initializer, name):
+        """Declare a weight, as Keras' add_weight: its array is made when the model packs its
+        parameters (`_step.pack_parameters`), initialized in place in the model's one buffer,
+        so building needs no memory beyond the weights and their gradients."""
+        self.weight_specs.append((name, tuple(int(d) for d in shape), initializers.get(initializer)))
 
     def bind_weights(self, weights, grads):
         """Use these arrays (same shapes, same values) as the weights and gradients."""
@@ -155,15 +162,10 @@ class Dense(Layer):
             raise ValueError(f"Expected Dense {self.name!r} input of rank 2 (batch, features). "
                              f"Received: input_shape={(None, *input_shape)}; add a Flatten layer first.")
         super().build(input_shape, rng)
-        rng = rng if rng is not None else np.random.default_rng()
-        self.kernel = self._kernel_init((input_shape[0], self.units), self.dtype, rng)
-        self.weights = [self.kernel]
+        self.add_weight((input_shape[0], self.units), self._kernel_init, "kernel")
         if self.use_bias:
-            self.bias = self._bias_init((self.units,), self.dtype, rng)
-            self.weights.append(self.bias)
-        else:
-            self.bias = None
-        self.grads = [np.zeros_like(w) for w in self.weights]
+            self.add_weight((self.units,), self._bias_init, "bias")
+        self.kernel = self.bias = None  # until the model binds the arrays
 
     def compute_output_shape(self, input_shape):
         return (self.units,)
@@ -309,7 +311,7 @@ def build_all(layers, input_shape, rng):
     except Exception:
         rng.bit_generator.state = state
         for layer, before in fresh:
-            layer.built, layer.input_shape, layer.weights, layer.grads = False, before, [], []
+            layer.built, layer.input_shape, layer.weight_specs = False, before, []
         raise
     return shape
 

@@ -49,11 +49,14 @@ class Sequential:
         self._trainer = None
         self._lock = threading.Lock()  # held by fit and train_on_batch
         for layer in layers or []:
-            self.add(layer)
+            self.add(layer, build=False)
+        if self.layers and self._input_shape is not None:
+            self.build()  # once, for all the layers
 
 
-    def add(self, layer):
-        """Append a layer (or set the input shape with `layers.Input(shape=...)`)."""
+    def add(self, layer, build=True):
+        """Append a layer (or set the input shape with `layers.Input(shape=...)`); with a known
+        input shape the model is built again (build=False leaves that for later)."""
         if isinstance(layer, InputLayer):
             if self.layers or self._input_shape is not None:
                 raise ValueError("Expected Input(...) only as the first entry of a Sequential model. "
@@ -68,7 +71,7 @@ class Sequential:
             self._input_shape = layer.input_shape
         self.layers.append(layer)
         self.built = False
-        if self._input_shape is not None:
+        if build and self._input_shape is not None:
             self.build()
 
     def build(self, input_shape=None):
@@ -86,7 +89,7 @@ class Sequential:
         build_all(self.layers, self._input_shape, self._rng)  # all or nothing
         self.built = True
         # one flat parameter buffer, the layers keep views (see _step.pack_parameters)
-        self._params, self._grads = _step.pack_parameters(self.layers)
+        self._params, self._grads = _step.pack_parameters(self.layers, self._rng)
         self._trainer = None
         if self.optimizer is not None:
             self.optimizer.state = None  # the parameters moved: state starts afresh

@@ -191,3 +191,36 @@ def test_a_huge_sparse_label_is_reported_as_it_is():
     m.compile("sgd", "sparse_categorical_crossentropy")
     with pytest.raises(ValueError, match=r"labels in \[0, 3\).*Received: a label 1e\+20"):
         m.fit(np.ones((2, 4), np.float32), np.array([0.0, 1e20]), verbose=0)
+
+
+# ---- building: memory for the weights and gradients only ---------------------------------
+
+def test_building_a_model_needs_only_its_weights_and_gradients():
+    """Before: float64 initializer temporaries and gradients made before the flat copy took
+    3-5x the parameter bytes."""
+    tracemalloc.start()
+    try:
+        m = models.Sequential([layers.Dense(2048, input_shape=(2048,)), layers.Dense(10)], seed=0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    nbytes = m.count_params() * 4
+    assert peak <= 2 * nbytes + (1 << 20), (peak, nbytes)
+    w = m.get_weights()[0]  # and the initializer's distribution is intact
+    limit = np.sqrt(6 / (2048 + 2048))
+    assert abs(w.min() + limit) < 1e-3 and abs(w.max() - limit) < 1e-3 and abs(w.mean()) < 1e-3
+
+
+def test_a_model_larger_than_memory_raises_memoryerror_before_allocating():
+    with pytest.raises(MemoryError, match="weights and their gradients to fit in memory"):
+        models.Sequential([layers.Dense(300_000, input_shape=(300_000,))])
+
+
+def test_seeded_initialization_is_chunk_independent():
+    """Weights are drawn chunk by chunk into the parameter buffer: the same values as one
+    draw of the whole array from the same generator."""
+    m = models.Sequential([layers.Dense(700, input_shape=(300,))], seed=3)
+    rng = fastnn.utils.new_rng(3)
+    limit = np.sqrt(6 / (300 + 700))
+    np.testing.assert_array_equal(m.get_weights()[0],
+                                  rng.uniform(-limit, limit, (300, 700)).astype(np.float32))
