@@ -26,5 +26,12 @@ def epsilon():
 
 
 def dtype(value=None):
-    """The NumPy dtype for value (a dtype name) or for floatx()."""
-    return np.dtype(value or _FLOATX)
+    """The NumPy dtype for value, "float32" or "float64" (or np.float32 / np.float64), or for
+    floatx() when value is None.  fastnn's kernels compute in these two only, so any other
+    dtype (a layer's dtype="int8", a saved file's) is refused here, at construction."""
+    if value is None:
+        return np.dtype(_FLOATX)
+    if isinstance(value, str) and value in ("float32", "float64") or \
+            isinstance(value, (np.dtype, type)) and value in (np.float32, np.float64):
+        return np.dtype(value)
+    raise ValueError(f"Expected dtype to be 'float32' or 'float64'. Received: dtype={value!r}")

@@ -167,4 +167,12 @@ def get(identifier):
 
 
 def from_config(cfg):
-    return _BY_NAME[cfg["name"]](from_logits=cfg.get("from_logits", False))
+    """The loss of `Loss.get_config()`, e.g. from a saved file: every value is checked."""
+    name = cfg.get("name") if isinstance(cfg, dict) else None
+    if not isinstance(name, str) or name not in _BY_NAME:
+        raise ValueError(f"Expected a loss config {{'name': one of {sorted(_BY_NAME)}, "
+                         f"'from_logits': bool}}. Received: {cfg!r}")
+    from_logits = cfg.get("from_logits", False)
+    if not isinstance(from_logits, bool):
+        raise TypeError(f"Expected from_logits to be a bool. Received: from_logits={from_logits!r}")
+    return _BY_NAME[name](from_logits=from_logits)

@@ -41,8 +41,9 @@ class _DecaySchedule(LearningRateSchedule):
     staircase=True floors step / decay_steps (a step decay)."""
 
     def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
-        if decay_steps <= 0:
-            raise ValueError(f"Expected decay_steps > 0. Received: decay_steps={decay_steps}")
+        _positive("initial_learning_rate", initial_learning_rate, allow_zero=True)
+        _positive("decay_steps", decay_steps)
+        _positive("decay_rate", decay_rate, allow_zero=True)
         self.initial_learning_rate = float(initial_learning_rate)
         self.decay_steps = decay_steps
         self.decay_rate = float(decay_rate)
@@ -64,9 +65,19 @@ class PiecewiseConstantDecay(LearningRateSchedule):
     """lr = values[i] for boundaries[i-1] < step <= boundaries[i] (a step schedule)."""
 
     def __init__(self, boundaries, values):
+        for name, seq in (("boundaries", boundaries), ("values", values)):
+            if not isinstance(seq, (list, tuple, np.ndarray)):
+                raise TypeError(f"Expected {name} to be a list. Received: {name}={seq!r}")
         if len(values) != len(boundaries) + 1:
             raise ValueError(f"Expected len(values) == len(boundaries) + 1. Received: "
                              f"{len(boundaries)} boundaries and {len(values)} values")
+        for i, b in enumerate(boundaries):
+            if isinstance(b, bool) or not isinstance(b, (int, float, np.integer, np.floating)) \
+                    or not math.isfinite(b) or (i and b <= boundaries[i - 1]):
+                raise ValueError(f"Expected boundaries to be finite, strictly increasing numbers. "
+                                 f"Received: boundaries={boundaries!r}")
+        for i, v in enumerate(values):
+            _positive(f"values[{i}]", v, allow_zero=True)
         self.boundaries = list(boundaries)
         self.values = [float(v) for v in values]
 
@@ -435,16 +446,42 @@ def serialize(opt):
     return {"class": type(opt).__name__, "config": opt.get_config(), "iterations": opt.iterations}
 
 
+_FLAGS = ("nesterov", "amsgrad", "centered", "staircase")  # the bool arguments of configs
+
+
+def _config(cfg, what):
+    """A config dict (e.g. from a saved file), its bool arguments checked to be bools."""
+    if not isinstance(cfg, dict):
+        raise TypeError(f"Expected the {what} config to be a dict. Received: {cfg!r}")
+    for k in _FLAGS:
+        if k in cfg and not isinstance(cfg[k], bool):
+            raise TypeError(f"Expected {k} to be a bool. Received: {k}={cfg[k]!r}")
+    return dict(cfg)
+
+
 def deserialize(d):
+    """The optimizer `serialize` described, e.g. from a saved file.  The constructors check
+    every hyper-parameter (ValueError/TypeError naming it), so a file is refused exactly as
+    the same call would be."""
+    if not isinstance(d, dict):
+        raise TypeError(f"Expected an optimizer description {{'class', 'config', 'iterations'}}. "
+                        f"Received: {d!r}")
     classes = {c.__name__: c for c in _CLASSES}
-    if d.get("class") not in classes:
+    if not isinstance(d.get("class"), str) or d["class"] not in classes:
         raise ValueError(f"Unknown optimizer class {d.get('class')!r} in the saved file")
-    cfg = dict(d["config"])
+    cfg = _config(d.get("config"), "optimizer")
+    if cfg.get("name") is not None and not isinstance(cfg["name"], str):
+        raise TypeError(f"Expected name to be a str. Received: name={cfg['name']!r}")
     lr = cfg.get("learning_rate")
     if isinstance(lr, dict):
-        if lr.get("schedule") not in _SCHEDULES:
+        if not isinstance(lr.get("schedule"), str) or lr["schedule"] not in _SCHEDULES:
             raise ValueError(f"Unknown learning-rate schedule {lr.get('schedule')!r} in the saved file")
-        cfg["learning_rate"] = _SCHEDULES[lr["schedule"]](**lr["config"])
+        cfg["learning_rate"] = _SCHEDULES[lr["schedule"]](**_config(lr.get("config"), "schedule"))
     opt = classes[d["class"]](**cfg)
-    opt.iterations = int(d.get("iterations", 0))
+    iterations = d.get("iterations", 0)
+    if isinstance(iterations, bool) or not isinstance(iterations, int) \
+            or not 0 <= iterations < 2**63 - 1:  # the kernels count steps in an int64
+        raise ValueError(f"Expected iterations to be an int in [0, 2**63 - 1). "
+                         f"Received: iterations={iterations!r}")
+    opt.iterations = iterations
     return opt

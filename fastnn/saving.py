@@ -1,6 +1,6 @@
 """The fastnn model file: save_model / load_model, save_weights / load_weights.
 
-Format (version 1): a ZIP archive holding
+Format (version 1): a ZIP archive of stored (uncompressed, unencrypted) entries
     fastnn.json       {"format": "fastnn-model" | "fastnn-weights", "version": 1,
                        "model": <Sequential.get_config()>, "compile": {"loss": ...,
                        "metrics": [...]} or null, "optimizer": {"class", "config",
@@ -8,14 +8,35 @@ Format (version 1): a ZIP archive holding
     weights/<i>.npy   the i-th weight array (model.get_weights() order), NumPy .npy
     optimizer/<i>.npy the i-th optimizer state array (optimizer.variables order)
 
-Arrays are read with allow_pickle=False and the JSON holds only plain data, so loading
-a file never runs code from it.  Files are written to a temporary file in the same
-directory and renamed over the target, so a crash mid-save leaves the previous file intact.
+Paths may be str, bytes or os.PathLike.  Saving writes a temporary file in the target's
+directory (through a symlink: in its target's directory) and renames it over the target, so
+a crash mid-save leaves the previous file intact; the temporary file is removed on any
+exception, and on SIGTERM while the main thread writes.  Re-saving keeps the file's
+permission mode.
+
+Loading never runs code from the file (arrays are read without pickle, the JSON holds only
+plain data) and reads only what the architecture implies: fastnn.json at most 16 MiB,
+nested at most 32 deep, every value of the expected type; the architecture at most as many
+parameters as the file can hold; every .npy entry at most its array's size plus a 4 KiB
+header, checked before anything is read; headers read with bounded reads, their shape and
+dtype checked before the data is read.  Hyper-parameters are checked by the optimizer and
+schedule constructors, so a file gets the same refusal as a caller.
+
+Errors: a missing file raises FileNotFoundError; anything wrong with the file itself
+(not a ZIP, truncated, compressed or encrypted entries, oversized entries, malformed JSON,
+wrong types or values in it, .npy headers or arrays that do not fit the model, NaN or Inf in
+the optimizer state) raises `FileFormatError`, a ValueError whose message names the file and
+what is wrong.
 """
+import contextlib
 import io
 import json
+import math
 import os
+import signal
+import stat
 import tempfile
+import threading
 import zipfile
 
 import numpy as np
@@ -23,29 +44,82 @@ import numpy as np
 from fastnn import losses, optimizers
 
 VERSION = 1
-_MAX_JSON = 16 << 20
+_MAX_JSON = 16 << 20      # bytes of fastnn.json
+_MAX_DEPTH = 32           # nesting of fastnn.json (fastnn writes at most 7)
+_NPY_HEADER = 4096        # allowance for a .npy entry's header (fastnn writes 128 bytes)
+_MAX_LAYERS = 10_000      # building a Sequential model takes time quadratic in its layers
+
+
+class FileFormatError(ValueError):
+    """The file is not a valid fastnn file: unreadable, truncated, hostile, or describing a
+    model or optimizer state that fastnn would refuse.  The message names the file and what
+    is wrong with it."""
+
+
+def _path(filepath):
+    """filepath (str, bytes or os.PathLike) as a str."""
+    return os.fsdecode(os.fspath(filepath))
+
+
+# ---- saving --------------------------------------------------------------------------------
+
+class _Terminated(BaseException):
+    """Raised by the temporary SIGTERM handler: unwinds the save so its cleanup runs."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds():
+    """While the body runs in the main thread, SIGTERM raises _Terminated instead of killing
+    the process at once, so `except BaseException` cleanups run; then the previous (default)
+    handler is restored and the signal delivered again, so the process still ends by SIGTERM.
+    Only the default handler is replaced: a program's own Python handler already runs as an
+    ordinary callback (whatever it raises unwinds the save), and an ignored SIGTERM stays
+    ignored."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL):
+        yield
+        return
+    fired = []
+
+    def on_sigterm(signum, frame):
+        if not fired:  # a second SIGTERM must not interrupt the cleanup of the first
+            fired.append(signum)
+            raise _Terminated
+    signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        if fired:
+            signal.raise_signal(signal.SIGTERM)
 
 
 def _write_atomic(filepath, entries):
     """Write {name: bytes} as a ZIP to filepath via a temporary file and rename."""
-    filepath = os.fspath(filepath)
-    directory = os.path.dirname(os.path.abspath(filepath))
-    fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=directory)
+    target = os.path.realpath(_path(filepath))  # through a symlink: replace its target
     try:
-        with os.fdopen(fd, "wb") as f:
-            with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
-                for name, data in entries:
-                    z.writestr(name, data)
-            f.flush()
-            os.fsync(f.fileno())
+        mode = stat.S_IMODE(os.stat(target).st_mode)  # re-saving keeps the file's mode
+    except FileNotFoundError:
         umask = os.umask(0)
         os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
-        os.replace(tmp, filepath)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        mode = 0o666 & ~umask  # a new file gets normal permissions (mkstemp makes 0600)
+    tmp = None
+    with _sigterm_unwinds():
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp",
+                                       dir=os.path.dirname(target))
+            with os.fdopen(fd, "wb") as f:
+                with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
+                    for name, data in entries:
+                        z.writestr(name, data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, mode)
+            os.replace(tmp, target)
+        except BaseException:
+            if tmp is not None and os.path.exists(tmp):
+                os.unlink(tmp)
+            raise
 
 
 def _npy(a):
@@ -84,42 +158,210 @@ def save_weights(model, filepath):
     _write_atomic(filepath, _entries(meta, model.weights, []))
 
 
+# ---- loading -------------------------------------------------------------------------------
+
+# What fastnn.json holds, by kind: a predicate on the parsed JSON value and its description.
+_KINDS = {
+    "int": (lambda v: type(v) is int, "an int"),
+    "count": (lambda v: type(v) is int and v >= 0, "a non-negative int"),
+    "number": (lambda v: type(v) in (int, float), "a number"),
+    "str": (lambda v: type(v) is str, "a string"),
+    "bool": (lambda v: type(v) is bool, "true or false"),
+    "dict": (lambda v: type(v) is dict, "an object"),
+    "list": (lambda v: type(v) is list, "a list"),
+    "shape": (lambda v: type(v) is list and len(v) > 0
+              and all(type(d) is int and d > 0 for d in v), "a list of positive ints"),
+}
+# The layer config keys fastnn writes (a trailing "?": null allowed).  Other keys are left to
+# the layer constructors, which refuse unknown ones, except the input shape, which only
+# model.input_shape gives.
+_LAYER_KEYS = {"name": "str?", "dtype": "str?", "units": "int", "activation": "str",
+               "use_bias": "bool", "kernel_initializer": "str", "bias_initializer": "str",
+               "rate": "number", "seed": "int?"}
+_NOT_LAYER_KEYS = ("input_shape", "shape")
+# Everything loading may raise on a bad file, however it is bad.
+_BAD = (zipfile.BadZipFile, EOFError, OSError, ValueError, TypeError, KeyError, OverflowError,
+        RecursionError, MemoryError, SyntaxError, NotImplementedError, RuntimeError)
+
+
+def _short(value):
+    r = repr(value)
+    return r if len(r) <= 80 else r[:77] + "..."
+
+
+def _depth(value, limit):
+    """The nesting depth of parsed JSON, counted level by level (no recursion), up to limit + 1."""
+    depth, level = 0, [value]
+    while level and depth <= limit:
+        depth += 1
+        level = [v for c in level if isinstance(c, (dict, list))
+                 for v in (c.values() if isinstance(c, dict) else c)]
+    return depth
+
+
+def _parameter_count(model_cfg):
+    """How many parameters a (type-checked) model config describes, from the config alone so
+    that nothing is allocated before the count is checked: only Dense layers have weights,
+    a kernel (inputs, units) and a bias (units,)."""
+    shape, count = model_cfg["input_shape"], 0
+    for entry in model_cfg["layers"]:
+        cfg = entry["config"]
+        if entry["class"] == "Flatten":
+            shape = [math.prod(shape)]
+        elif entry["class"] == "Dense" and type(cfg.get("units")) is int and cfg["units"] > 0:
+            count += (math.prod(shape) + cfg.get("use_bias", True)) * cfg["units"]
+            shape = [cfg["units"]]
+    return count
+
+
 class _Reader:
-    """Checked access to a fastnn file: clear errors for anything that is not one."""
+    """Checked access to a fastnn file: FileFormatError for anything that is not one."""
 
     def __init__(self, filepath):
-        self.path = os.fspath(filepath)
+        self.path = _path(filepath)
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"No fastnn model file at {self.path!r}")
+        self.size = os.path.getsize(self.path)
         try:
             self.zip = zipfile.ZipFile(self.path)
-            info = self.zip.getinfo("fastnn.json")
-            if info.file_size > _MAX_JSON:
-                raise ValueError("its fastnn.json is implausibly large")
-            self.meta = json.loads(self.zip.read(info).decode())
-        except (zipfile.BadZipFile, KeyError, UnicodeDecodeError, json.JSONDecodeError, OSError,
-                EOFError, ValueError) as e:
-            raise ValueError(f"{self.path!r} is not a readable fastnn model file "
-                             f"(truncated, corrupted or another format): {e}") from None
-        if not isinstance(self.meta, dict) or not str(self.meta.get("format", "")).startswith("fastnn-"):
-            raise ValueError(f"{self.path!r} is not a fastnn model file (no fastnn format tag).")
-        if self.meta.get("version") != VERSION:
-            raise ValueError(f"{self.path!r} has fastnn file format version "
-                             f"{self.meta.get('version')!r}; this fastnn reads version {VERSION}.")
+        except _BAD as e:
+            raise FileFormatError(f"{self.path!r} is not a readable fastnn model file "
+                                  f"(truncated, corrupted or another format): {e}") from None
+        try:
+            self._check_entries()
+            self.meta = self._read_json()
+            self._check_header()
+        except BaseException:
+            self.zip.close()
+            raise
 
-    def arrays(self, group, count):
-        out = []
-        for i in range(int(count)):
-            try:
-                with self.zip.open(f"{group}/{i}.npy") as f:
-                    out.append(np.lib.format.read_array(io.BytesIO(f.read()), allow_pickle=False))
-            except (KeyError, ValueError, zipfile.BadZipFile, EOFError, OSError) as e:
-                raise ValueError(f"{self.path!r}: cannot read {group}/{i}.npy safely "
-                                 f"(missing, corrupted or holding Python objects): {e}") from None
-            if out[-1].dtype.kind != "f":
-                raise ValueError(f"{self.path!r}: {group}/{i}.npy holds {out[-1].dtype}, "
-                                 "expected floats")
-        return out
+    def fail(self, message):
+        raise FileFormatError(f"{self.path!r}: {message}")
+
+    def _check_entries(self):
+        """fastnn writes stored entries only; anything else is refused before it is read."""
+        for info in self.zip.infolist():
+            if info.flag_bits & 0x1:
+                self.fail(f"entry {info.filename!r} is encrypted; fastnn files never are.")
+            if info.compress_type != zipfile.ZIP_STORED:
+                self.fail(f"entry {info.filename!r} is compressed (ZIP method "
+                          f"{info.compress_type}); fastnn writes only stored entries.")
+            if info.compress_size != info.file_size:
+                self.fail(f"entry {info.filename!r} declares {info.file_size} bytes but stores "
+                          f"{info.compress_size}.")
+
+    def _entry(self, name, limit):
+        """The ZipInfo of entry name, checked to hold at most limit bytes."""
+        try:
+            info = self.zip.getinfo(name)
+        except KeyError:
+            self.fail(f"{name} is missing (truncated or not a fastnn file).")
+        if info.file_size > limit:
+            self.fail(f"Expected {name} of at most {limit} bytes. Received: {info.file_size} "
+                      "bytes")
+        return info
+
+    def _read_json(self):
+        info = self._entry("fastnn.json", _MAX_JSON)
+        try:
+            with self.zip.open(info) as f:
+                meta = json.loads(f.read(_MAX_JSON + 1).decode())
+        except RecursionError:
+            self.fail("fastnn.json is nested too deeply.")
+        except _BAD as e:
+            raise FileFormatError(f"{self.path!r} is not a readable fastnn model file "
+                                  f"(truncated, corrupted or another format): {e}") from None
+        if _depth(meta, _MAX_DEPTH) > _MAX_DEPTH:
+            self.fail(f"fastnn.json is nested more than {_MAX_DEPTH} deep.")
+        return meta
+
+    def _check_header(self):
+        meta, path = self.meta, self.path
+        if not isinstance(meta, dict) or meta.get("format") not in ("fastnn-model", "fastnn-weights"):
+            raise FileFormatError(f"{path!r} is not a fastnn model file (no fastnn format tag).")
+        if type(meta.get("version")) is not int or meta["version"] != VERSION:
+            raise FileFormatError(f"{path!r} has fastnn file format version "
+                                  f"{_short(meta.get('version'))}; this fastnn reads version "
+                                  f"{VERSION}.")
+        self.check(meta.get("n_weights"), "count", "n_weights")
+        self.check(meta.get("n_optimizer", 0), "count", "n_optimizer")
+
+    def check(self, value, kind, where):
+        """FileFormatError unless value is of kind (see _KINDS; "kind?" also allows null)."""
+        if kind.endswith("?"):
+            if value is None:
+                return value
+            kind = kind[:-1]
+        ok, what = _KINDS[kind]
+        if not ok(value):
+            self.fail(f"Expected {where} to be {what}. Received: {_short(value)}")
+        return value
+
+    def check_model_config(self, cfg):
+        """The types of a Sequential config, and a size the file can back; returns cfg."""
+        self.check(cfg, "dict", "model")
+        self.check(cfg.get("name"), "str?", "model.name")
+        self.check(cfg.get("seed"), "int?", "model.seed")
+        self.check(cfg.get("input_shape"), "shape", "model.input_shape")
+        entries = self.check(cfg.get("layers"), "list", "model.layers")
+        if len(entries) > _MAX_LAYERS:
+            self.fail(f"Expected at most {_MAX_LAYERS} layers. Received: {len(entries)}")
+        for i, entry in enumerate(entries):
+            where = f"model.layers[{i}]"
+            self.check(entry, "dict", where)
+            self.check(entry.get("class"), "str", f"{where}.class")
+            for key, value in self.check(entry.get("config"), "dict", f"{where}.config").items():
+                if key in _LAYER_KEYS:
+                    self.check(value, _LAYER_KEYS[key], f"{where}.config.{key}")
+                elif key in _NOT_LAYER_KEYS:
+                    self.fail(f"{where}.config.{key}: fastnn saves the input shape only as "
+                              "model.input_shape.")
+        count = _parameter_count(cfg)
+        if count * 4 > self.size:  # 4 bytes: the smallest float fastnn uses
+            self.fail(f"its model has {count} parameters, more than its {self.size} bytes "
+                      "can hold.")
+        return cfg
+
+    def check_compile_config(self, cfg):
+        self.check(cfg, "dict", "compile")
+        self.check(cfg.get("loss"), "dict", "compile.loss")
+        for i, m in enumerate(self.check(cfg.get("metrics"), "list", "compile.metrics")):
+            self.check(m, "str", f"compile.metrics[{i}]")
+
+    def arrays(self, group, like):
+        """group/<i>.npy for every array of like, each checked to be a float array of that
+        array's shape and dtype before its data is read."""
+        return [self.array(f"{group}/{i}.npy", a) for i, a in enumerate(like)]
+
+    def array(self, name, like):
+        info = self._entry(name, like.nbytes + _NPY_HEADER)
+        fmt = np.lib.format
+        try:
+            with self.zip.open(info) as f:
+                version = fmt.read_magic(f)
+                if version not in ((1, 0), (2, 0)):
+                    self.fail(f"{name} is a .npy file of version {version}; expected 1.0 or 2.0.")
+                read_header = (fmt.read_array_header_1_0 if version == (1, 0)
+                               else fmt.read_array_header_2_0)
+                shape, fortran, dtype = read_header(f, max_header_size=_NPY_HEADER)
+                if dtype.hasobject:
+                    self.fail(f"{name} holds Python objects; fastnn files hold only float arrays "
+                              "and never run code from a file.")
+                expected = f"Expected {name} to be a {like.dtype} array of shape {like.shape}"
+                if dtype.kind != "f" or dtype.newbyteorder("=") != like.dtype:
+                    self.fail(f"{expected}. Received: dtype {dtype}")
+                if shape != like.shape:
+                    self.fail(f"{expected}. Received: shape {shape}")
+                data = f.read(like.nbytes)
+                if len(data) != like.nbytes:
+                    self.fail(f"{name} is truncated: {len(data)} of {like.nbytes} data bytes.")
+                if f.read(1):  # (reading to the end also checks the entry's CRC)
+                    self.fail(f"{name} has bytes after its {like.nbytes} data bytes.")
+        except FileFormatError:
+            raise
+        except _BAD as e:
+            self.fail(f"cannot read {name} safely (truncated or corrupted): {e}")
+        return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
 
     def close(self):
         self.zip.close()
@@ -130,24 +372,35 @@ def load_model(filepath, model_cls):
     try:
         meta = r.meta
         if meta["format"] != "fastnn-model":
-            raise ValueError(f"{r.path!r} holds only weights; build the model and call "
-                             "model.load_weights() instead.")
+            r.fail("it holds only weights; build the model and call model.load_weights() "
+                   "instead.")
+        cfg = r.check_model_config(meta.get("model"))
         try:
-            model = model_cls.from_config(meta["model"])
-            if not model.built:
-                model.build()
-        except (KeyError, TypeError) as e:
-            raise ValueError(f"{r.path!r}: invalid model description: {e}") from None
-        model.set_weights(r.arrays("weights", meta["n_weights"]))
-        if meta.get("compile"):
-            model.compile(optimizer=optimizers.deserialize(meta["optimizer"]),
-                          loss=losses.from_config(meta["compile"]["loss"]),
-                          metrics=meta["compile"]["metrics"])
-            variables = r.arrays("optimizer", meta.get("n_optimizer", 0))
-            if variables:
+            # built once, at the end: layers added to a model with an input shape build it
+            # each time (as many builds as layers)
+            model = model_cls.from_config({**cfg, "input_shape": None})
+            model.build((None, *cfg["input_shape"]))
+        except _BAD as e:
+            r.fail(f"invalid model description: {e}")
+        model.set_weights(_weights(r, model))
+        if meta.get("compile") is not None:
+            r.check_compile_config(meta["compile"])
+            try:
+                model.compile(optimizer=optimizers.deserialize(meta.get("optimizer")),
+                              loss=losses.from_config(meta["compile"]["loss"]),
+                              metrics=meta["compile"]["metrics"])
+            except _BAD as e:
+                r.fail(f"invalid optimizer or compile settings: {e}")
+            if meta.get("n_optimizer", 0):
                 mine = model.build_optimizer()
-                if len(mine) != len(variables) or any(a.shape != b.shape for a, b in zip(mine, variables)):
-                    raise ValueError(f"{r.path!r}: optimizer state does not match the model")
+                if len(mine) != meta["n_optimizer"]:
+                    r.fail(f"it holds {meta['n_optimizer']} optimizer state arrays; its "
+                           f"optimizer has {len(mine)}.")
+                variables = r.arrays("optimizer", mine)
+                for i, v in enumerate(variables):
+                    if not np.isfinite(v).all():
+                        r.fail(f"optimizer/{i}.npy holds NaN or Inf; training from it would "
+                               "produce NaN.")
                 for a, b in zip(mine, variables):
                     a[...] = b
         return model
@@ -155,9 +408,19 @@ def load_model(filepath, model_cls):
         r.close()
 
 
+def _weights(r, model):
+    """The file's weight arrays for this built model."""
+    if r.meta["n_weights"] != len(model.weights):
+        r.fail(f"it holds {r.meta['n_weights']} weight arrays; the model has "
+               f"{len(model.weights)}.")
+    return r.arrays("weights", model.weights)
+
+
 def load_weights(model, filepath):
+    if not model.built:
+        raise ValueError("Expected a built model before load_weights. Build it first.")
     r = _Reader(filepath)
     try:
-        model.set_weights(r.arrays("weights", r.meta["n_weights"]))
+        model.set_weights(_weights(r, model))
     finally:
         r.close()
