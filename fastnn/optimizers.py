@@ -413,12 +413,14 @@ class Nadam(Optimizer):
         return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
 
     def _u_product(self, t):
-        """P_t, kept from step to step (recomputed after a jump, e.g. a loaded optimizer)."""
+        """P_t, kept from step to step.  After a jump (a loaded optimizer) P_{t-1} is made
+        afresh as beta_1^(t-1) prod (1 - 0.5 * 0.96^s): past s = 1000 the factors are 1 in
+        double precision, so any step count takes at most 1000 multiplications."""
         t0, product = self._product
-        if t0 > t:
-            t0, product = 0, 1.0
-        for s in range(t0 + 1, t + 1):
-            product *= self.beta_1 * (1.0 - 0.5 * 0.96 ** s)
+        if t != t0 + 1:
+            product = self.beta_1 ** (t - 1) * math.prod(
+                1.0 - 0.5 * 0.96 ** s for s in range(1, min(t - 1, 1000) + 1))
+        product *= self.beta_1 * (1.0 - 0.5 * 0.96 ** t)
         self._product = (t, product)
         return product
 

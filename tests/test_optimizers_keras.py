@@ -118,3 +118,25 @@ def test_nadam_and_adamw_train_the_book_network_shape(mnist_small):
         m.compile(opt, "categorical_crossentropy", metrics=["accuracy"])
         m.fit(x, y, epochs=3, batch_size=64, verbose=0)
         assert m.evaluate(xt, yt, verbose=0)[1] > 0.8, opt
+
+
+def test_nadam_after_a_jump_continues_as_the_running_optimizer():
+    """A loaded Nadam rebuilds its running product P_t from the step count (at most 1000
+    factors, for any count): after 1499 steps, a copy made from the saved config and state
+    takes the same next step."""
+    a, xa = optimizers.Nadam(0.01), np.ones(3, np.float32)
+    for _ in range(1499):
+        _apply(a, xa, [0.1, -0.2, 0.3])
+    b = optimizers.deserialize(optimizers.serialize(a))
+    xb = xa.copy()
+    b.build([xb])
+    for va, vb in zip(a.variables, b.variables):
+        vb[...] = va
+    _apply(a, xa, [0.3, 0.2, -0.1])
+    _apply(b, xb, [0.3, 0.2, -0.1])
+    np.testing.assert_allclose(xb, xa, rtol=1e-6)
+    loaded = optimizers.deserialize({"class": "Nadam", "config": optimizers.Nadam().get_config(),
+                                     "iterations": 10**15})
+    x = np.ones(4, np.float32)
+    _apply(loaded, x, [0.1, 0.2, 0.3, 0.4])  # one step, at once
+    assert np.all(np.isfinite(x)) and loaded.iterations == 10**15 + 1
