@@ -21,7 +21,7 @@ import types
 
 import numpy as np
 
-from fastnn import backend
+from fastnn import _data, backend
 
 
 # ---- learning-rate schedules ---------------------------------------------------------------
@@ -164,7 +164,10 @@ class Optimizer:
         self._schedule, self._lr = None, float(value)
 
     def build(self, params):
-        """Create the state for these parameter arrays (zeros, or the rule's initial value)."""
+        """Create the state for these parameter arrays (zeros, or the rule's initial value),
+        checked to fit in memory first."""
+        _data.ensure_memory(len(self._slots()) * sum(p.nbytes for p in params),
+                            f"the {type(self).__name__} state")
         self.state = [{s: self._init_slot(s, p) for s in self._slots()} for p in params]
         self._kernels = None
 

@@ -224,3 +224,10 @@ def test_seeded_initialization_is_chunk_independent():
     limit = np.sqrt(6 / (300 + 700))
     np.testing.assert_array_equal(m.get_weights()[0],
                                   rng.uniform(-limit, limit, (300, 700)).astype(np.float32))
+
+
+def test_optimizer_state_larger_than_memory_raises_memoryerror_before_allocating():
+    from fastnn import optimizers
+    huge = np.lib.stride_tricks.as_strided(np.zeros(1, np.float32), shape=(2**40,), strides=(0,))
+    with pytest.raises(MemoryError, match="the Adam state to fit in memory"):
+        optimizers.Adam().build([huge])
