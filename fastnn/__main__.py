@@ -168,7 +168,11 @@ def main(argv=None):
         fastnn.show_config()
         return 0
     check_mnist_args(m, args)
-    return mnist_main(args)
+    try:
+        return mnist_main(args)
+    except KeyboardInterrupt:  # fit finished its step in progress and let Ctrl-C through
+        print("fastnn mnist: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

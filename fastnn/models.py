@@ -239,8 +239,9 @@ class Sequential:
         batch_size=1 is true SGD, batch_size=len(x) (or more: Keras clamps it) full-batch
         gradient descent.
         validation_split takes the last fraction of the samples (before shuffling);
-        validation_data=(x_val, y_val) overrides it.  Ctrl-C stops between steps: the
-        weights are those of the last completed step and History holds the finished epochs.
+        validation_data=(x_val, y_val) overrides it.  Ctrl-C finishes the step in progress,
+        then KeyboardInterrupt propagates, as in Keras: the model keeps the weights and
+        optimizer state of the last completed step and model.history the finished epochs.
         """
         self._require_compiled("fit")
         batch_size = 32 if batch_size is None else batch_size
@@ -314,12 +315,11 @@ class Sequential:
                 cbs.on_epoch_end(epoch, logs)
                 if self.stop_training:
                     break
-        except KeyboardInterrupt:
-            # stop between steps: weights are those of the last finished optimizer step
+        except KeyboardInterrupt:  # between steps: the weights of the last finished step
             if verbose:
-                print("\nInterrupted: training stopped; the model keeps the weights of the "
-                      "last completed step.")
+                print("\nInterrupted: the model keeps the weights of the last completed step.")
             self.stop_training = True
+            raise  # as Keras: Ctrl-C leaves fit; model.history holds the finished epochs
         finally:
             interrupted.restore()
         cbs.on_train_end(logs)

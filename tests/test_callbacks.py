@@ -87,9 +87,10 @@ def test_keyboard_interrupt_stops_between_steps_and_training_can_continue():
         weights_at[batch] = m.get_weights()
         if m.optimizer.iterations == 7:  # second epoch, third batch
             raise KeyboardInterrupt
-    h = m.fit(x, y, epochs=5, batch_size=8, verbose=0,
+    with pytest.raises(KeyboardInterrupt):  # it propagates, as in Keras
+        m.fit(x, y, epochs=5, batch_size=8, verbose=0,
               callbacks=[callbacks.LambdaCallback(on_batch_end=on_batch_end)])
-    assert h.epoch == [0]  # the finished epoch only
+    assert m.history.epoch == [0]  # the finished epoch only
     for a, b in zip(m.get_weights(), weights_at[1]):
         np.testing.assert_array_equal(a, b)
     m.fit(x, y, epochs=1, batch_size=8, verbose=0)
