@@ -15,6 +15,9 @@ import numpy
 import scipy_openblas32
 from Cython.Build import cythonize
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 CC = os.environ.get("CC") or sysconfig.get_config_var("CC").split()[0]
 
@@ -82,5 +85,25 @@ except OSError:
 os.makedirs("build", exist_ok=True)
 with open(stamp, "w") as f:
     f.write(flags)
+
+
+class build_ext_also_in_tree(build_ext):
+    """Also leaves the built extension in the source tree: Python started in the repository
+    root, where ./fastnn shadows the installed package, then imports a working fastnn too."""
+
+    def run(self):
+        super().run()
+        if self.inplace:
+            return
+        for e in self.extensions:
+            built = self.get_ext_fullpath(e.name)
+            target = os.path.join(HERE, *e.name.split(".")[:-1], os.path.basename(built))
+            try:
+                shutil.copyfile(built, target)
+            except OSError as err:  # a read-only checkout: the installed package still works
+                print(f"fastnn: could not leave {target} in the source tree ({err})",
+                      file=sys.stderr)
+
+
 setup(ext_modules=cythonize([ext], compiler_directives={"language_level": 3}, force=force),
-      options={"build_ext": {"force": force}})
+      cmdclass={"build_ext": build_ext_also_in_tree}, options={"build_ext": {"force": force}})

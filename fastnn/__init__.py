@@ -15,7 +15,16 @@ from fastnn.gradcheck import gradcheck, gradcheck_function  # noqa: E402
 from fastnn.layers import Input  # noqa: E402  (keras.Input)
 from fastnn.models import Sequential  # noqa: E402  (keras.Sequential)
 
-__version__ = "0.1.0"
+def _version():
+    """The installed distribution's version (pyproject.toml), else that of the source tree."""
+    from importlib import metadata
+    try:
+        return metadata.version("fastnn")
+    except metadata.PackageNotFoundError:
+        return "0.1.0+source"
+
+
+__version__ = _version()
 
 
 MAX_THREADS = 256

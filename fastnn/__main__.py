@@ -32,15 +32,6 @@ def int_at_least(minimum):
     return parse
 
 
-def version():
-    """The installed distribution's version, else the package's own (a source checkout)."""
-    from importlib import metadata
-    try:
-        return metadata.version("fastnn")
-    except metadata.PackageNotFoundError:
-        return fastnn.__version__
-
-
 def plot_path_problem(path):
     """Why the training curves could not be written to path, or None if they can."""
     if not path:
@@ -143,7 +134,7 @@ def plot_history(hist, path, title):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastnn", description=__doc__.splitlines()[0])
-    parser.add_argument("--version", action="version", version=f"fastnn {version()}")
+    parser.add_argument("--version", action="version", version=f"fastnn {fastnn.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     m = sub.add_parser("mnist", help="train Dense(512, relu) + Dense(10, softmax) on MNIST")
     m.add_argument("--epochs", type=int_at_least(0), default=5,

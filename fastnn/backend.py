@@ -27,14 +27,24 @@ def set_backend(name):
         raise ValueError(f"Expected backend to be one of {BACKENDS}. Received: backend={name!r}")
     if name == "compiled":
         if compiled is None:
-            raise ImportError(
-                "fastnn's compiled module fastnn._kernels could not be imported "
-                f"({compiled_import_error}). Reinstall with `pip install .` (it needs a C compiler), "
-                "or use the NumPy backend: FASTNN_BACKEND=numpy."
-            )
+            raise ImportError(_missing_compiled_module())
         K = compiled
     else:
         K = _reference
+
+
+def _missing_compiled_module():
+    """What happened when fastnn._kernels did not import, and the one command that fixes it."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if os.path.exists(os.path.join(here, "setup.py")) and os.path.isdir(os.path.join(here, "src_c")):
+        return (f"fastnn was imported from its source tree {here} (a directory on sys.path, "
+                "such as the current one, comes before the installed package), and that tree "
+                f"has no compiled fastnn._kernels ({compiled_import_error}). Fix: run "
+                f"`pip install .` (or `python setup.py build_ext --inplace`) in {here}, or start "
+                "Python from another directory.")
+    return (f"fastnn's compiled module fastnn._kernels could not be imported "
+            f"({compiled_import_error}). Reinstall with `pip install .` (it needs a C compiler), "
+            "or use the NumPy backend: FASTNN_BACKEND=numpy.")
 
 
 def get_backend():

@@ -130,24 +130,9 @@ def test_plot_without_matplotlib_fails_before_training(no_training, capsys, monk
     assert not (tmp_path / "c.png").exists()
 
 
-def expected_version():
-    try:
-        return importlib.metadata.version("fastnn")
-    except importlib.metadata.PackageNotFoundError:
-        return fastnn.__version__
-
-
 def test_version(tmp_path):
+    """The installed distribution's version (pyproject.toml), as fastnn.__version__ says."""
     out = run_cli("--version", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
-    assert out.stdout == f"fastnn {expected_version()}\n"
-
-
-def test_version_falls_back_to_the_package(capsys, monkeypatch):
-    def not_installed(name):
-        raise importlib.metadata.PackageNotFoundError(name)
-    monkeypatch.setattr(importlib.metadata, "version", not_installed)
-    with pytest.raises(SystemExit) as exc:
-        main(["--version"])
-    assert exc.value.code == 0
-    assert capsys.readouterr().out == f"fastnn {fastnn.__version__}\n"
+    assert out.stdout == f"fastnn {importlib.metadata.version('fastnn')}\n"
+    assert fastnn.__version__ == importlib.metadata.version("fastnn")
