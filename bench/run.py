@@ -1,7 +1,7 @@
 """fastnn benchmarks: verify, then time; writes bench/results/latest.{md,json,png}.
 
     pip install ".[bench]"
-    python bench/run.py [--threads 2] [--quick]
+    python bench/run.py [--threads 2] [--quick] [--save]
 
 1. kernels against the best plain-NumPy formulation (bench/kernels.py);
 2. the book's MNIST example end to end: fastnn, fastnn on its NumPy backend, a plain NumPy
@@ -11,6 +11,12 @@
 4. the roofline: the bare BLAS products of one epoch, and fastnn's epoch as a multiple.
 Threads are pinned equal on every side.  If OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE are set,
 the script restarts itself without them (they slow a current NumPy) and says so.
+
+A busy machine makes figures untrustworthy: the run records the load average before and after,
+times the BLAS floor in every round, and flags the run (a "Trust" section, and no figure that
+cannot be: fastnn faster than the bare-GEMM floor, a negative per-step overhead) when the load
+exceeds the cores, the floor varies by more than 15% between rounds, or an impossible figure
+appears.  Results go to a temporary folder unless --save writes bench/results/latest.*.
 """
 import argparse
 import datetime
@@ -20,6 +26,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -86,8 +93,15 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--quick", action="store_true", help="fewer cases and epochs (a smoke run)")
-    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--save", action="store_true",
+                    help="write bench/results/latest.{md,json,png} (the committed results); "
+                         "without it results go to a temporary folder")
+    ap.add_argument("--out", default=None, help="folder for the results (overrides --save)")
     args = ap.parse_args()
+    if args.out is None:
+        args.out = (os.path.join(HERE, "results") if args.save else
+                    os.path.join(tempfile.gettempdir(), "fastnn-bench"))
+    load_before = os.getloadavg()
     pin_threads(args.threads)
     env_lines = environment(args.threads)
     if "FASTNN_BENCH_CHILD" in os.environ:
@@ -117,7 +131,9 @@ def main():
     # `rounds` rounds, each running every implementation once; an implementation's epoch
     # time is the median over all rounds of its epochs after the first of each process.
     rounds = 1 if args.quick else 3
+    floors = []
     for r in range(rounds):
+        floors.append(blas_floor(args.threads))
         for impl in impls:
             print(f"end to end, round {r + 1}/{rounds}: {impl} ...", flush=True)
             res = e2e(impl, args.threads, 128, epochs)
@@ -125,16 +141,26 @@ def main():
             if r == 0:
                 sgd1[impl] = e2e(impl, args.threads, 1, steps=300 if args.quick else 2000)
                 full[impl] = e2e(impl, args.threads, 60000, epochs=2 if args.quick else 4)
-    floor = blas_floor(args.threads)
+    floors.append(blas_floor(args.threads))
+    floor = statistics.median(floors)
     b1_kernels = kernels.batch1_kernel_time(rng)
+    load_after = os.getloadavg()
 
     def epoch_time(res):
         t = res.get("steady") or res["epoch_times"][1:] or res["epoch_times"]
         return statistics.median(t)
 
+    doubts = trust(load_before, load_after, floors, epoch_time(book["fastnn"]),
+                   sgd1["fastnn"]["epoch_times"][0] / sgd1["fastnn"]["steps"], sum(b1_kernels.values()))
     md = [f"# fastnn benchmarks ({datetime.date.today().isoformat()})", "",
           "Command: `python bench/run.py" + (" --quick" if args.quick else "") + f" --threads {args.threads}`", "",
           "```", *env_lines, "```", "", "Verified first: " + kernels.verify(rng) + ".", "",
+          "## Trust", "",
+          f"Load average {load_before[0]:.2f} before, {load_after[0]:.2f} after, on "
+          f"{os.cpu_count()} cores; the BLAS floor of one epoch measured {len(floors)} times: "
+          + ", ".join(f"{f:.3f}" for f in floors) + " s.", "",
+          *(["**This run is not trustworthy:** " + "; ".join(doubts) + ". Rerun on an idle machine.", ""]
+            if doubts else ["The machine was idle and the floor steady: the figures below can be compared.", ""]),
           "## The book's MNIST example (784-512-10, rmsprop, batch 128)", "",
           f"Each implementation ran {rounds} time(s), taking turns; s / epoch is the median over those "
           f"runs of epochs 2-{epochs}. Total time, peak memory and accuracy are from the first run.", "",
@@ -145,8 +171,11 @@ def main():
         r = book[impl]
         md.append(f"| {impl} | {epoch_time(r):.3f} | {epoch_time(r) / base:.2f} x | {r['total']:.2f} | "
                   f"{r['peak_mb']:.0f} | {r['test_acc']:.4f} |")
-    md += ["", f"Bare BLAS products of one epoch (np.matmul, same threads): **{floor:.3f} s**; "
-               f"fastnn's epoch is **{epoch_time(book['fastnn']) / floor:.2f} x** that floor.", ""]
+    ratio = epoch_time(book["fastnn"]) / floor
+    md += ["", f"Bare BLAS products of one epoch (np.matmul, same threads): **{floor:.3f} s** (median "
+               f"of {len(floors)}); fastnn's epoch is "
+               + (f"**{ratio:.2f} x** that floor." if ratio >= 1 else
+                  "below that floor, which cannot be: not reported (see Trust)."), ""]
     if "torch" in book:
         md.append(f"fastnn / PyTorch eager: {epoch_time(book['fastnn']) / epoch_time(book['torch']):.2f} x")
     else:
@@ -162,7 +191,8 @@ def main():
     md += ["", f"fastnn at batch size 1: the step's kernels alone take {k_total * 1e6:.0f} us "
                f"(warm caches: " + ", ".join(f"{k} {v * 1e6:.0f}" for k, v in b1_kernels.items()) +
            f"); fit's measured step is {step * 1e6:.0f} us, so the per-step overhead (Python, "
-           f"callbacks, cold caches) is {(step - k_total) * 1e6:.0f} us."]
+           f"callbacks, cold caches) is " + (f"{(step - k_total) * 1e6:.0f} us." if step >= k_total
+                                             else "not measurable in this run (see Trust).")]
     md += ["", "## Kernels (float32) against the best plain-NumPy formulation", "",
            f"Copy bandwidth of this machine (np.copyto, 10M floats): {copy_bw:.1f} GB/s.", "",
            "| group | case | fastnn ms (median) | fastnn ms (min) | NumPy ms (median) | speed-up | fastnn rate |",
@@ -180,11 +210,32 @@ def main():
     with open(os.path.join(args.out, "latest.md"), "w") as f:
         f.write("\n".join(md) + "\n")
     with open(os.path.join(args.out, "latest.json"), "w") as f:
-        json.dump({"env": env_lines, "kernels": rows, "copy_bandwidth_gbs": copy_bw, "book": book,
+        json.dump({"env": env_lines, "trust": {"doubts": doubts, "load_before": load_before,
+                                                 "load_after": load_after, "floors_s": floors},
+                   "kernels": rows, "copy_bandwidth_gbs": copy_bw, "book": book,
                    "batch1": sgd1, "batch1_kernels_s": b1_kernels, "full_batch": full, "blas_floor_s": floor,
                    "subnormal": denormal}, f, indent=1)
     chart(os.path.join(args.out, "latest.png"), impls, book, epoch_time, floor, rows)
     print("\n".join(md))
+    print(f"results written to {args.out}" + ("" if args.save else " (--save writes bench/results)"))
+    if doubts:
+        print("WARNING: this run is not trustworthy: " + "; ".join(doubts), file=sys.stderr)
+
+
+def trust(load_before, load_after, floors, fastnn_epoch, b1_step, b1_kernels):
+    """Why this run's figures cannot be trusted (empty: they can)."""
+    doubts, cores = [], os.cpu_count() or 1
+    if max(load_before[0], load_after[0]) > cores + 0.5:
+        doubts.append(f"the load average ({load_before[0]:.2f} before, {load_after[0]:.2f} after) "
+                      f"exceeded the {cores} cores: other work shared them")
+    if max(floors) > 1.15 * min(floors):
+        doubts.append(f"the BLAS floor varied from {min(floors):.3f} to {max(floors):.3f} s "
+                      "between rounds")
+    if fastnn_epoch < statistics.median(floors):
+        doubts.append("fastnn's epoch came out faster than its own bare GEMMs")
+    if b1_step < b1_kernels:
+        doubts.append("fit's batch-1 step came out faster than its kernels alone")
+    return doubts
 
 
 def chart(path, impls, book, epoch_time, floor, rows):
@@ -195,20 +246,25 @@ def chart(path, impls, book, epoch_time, floor, rows):
     except ImportError:
         print("matplotlib not installed: no chart (pip install '.[bench]')")
         return
-    fig, (a, b) = plt.subplots(1, 2, figsize=(13, 4.8))
+    sel = [r for r in rows if r["speedup"]]
+    # the epoch bars on top; the kernel speed-ups below, tall enough for labels at normal size
+    fig, (a, b) = plt.subplots(2, 1, figsize=(11, 3 + 0.28 * len(sel)),
+                               gridspec_kw={"height_ratios": [3, 0.28 * len(sel)]})
     names = impls + ["bare BLAS floor"]
     vals = [epoch_time(book[i]) for i in impls] + [floor]
     a.barh(names, vals, color=["C2", "C1", "C0", "C3"][:len(impls)] + ["grey"])
     for i, v in enumerate(vals):
-        a.text(v, i, f" {v:.2f}s", va="center")
+        a.text(v, i, f" {v:.2f} s", va="center")
+    a.set_xlim(0, max(vals) * 1.18)  # room for the value labels inside the frame
+    a.invert_yaxis()
     a.set_xlabel("seconds per epoch (lower is better)")
-    a.set_title("MNIST 784-512-10, rmsprop, batch 128")
-    sel = [r for r in rows if r["speedup"]]
+    a.set_title("The book's MNIST network (784-512-10, rmsprop, batch 128): time per epoch")
     b.barh([f"{r['group']}: {r['case']}" for r in sel], [r["speedup"] for r in sel], color="C2")
     b.axvline(1, color="k", lw=0.8)
     b.set_xscale("log")
-    b.set_xlabel("speed-up over the best plain-NumPy formulation (log)")
-    b.tick_params(axis="y", labelsize=6)
+    b.invert_yaxis()
+    b.set_xlabel("speed-up over the best plain-NumPy formulation (log scale; 1 = as fast)")
+    b.set_title("Kernels (float32): fastnn against NumPy")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

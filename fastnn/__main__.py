@@ -117,6 +117,8 @@ def mnist_main(args):
 def plot_history(hist, path, title):
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     epochs = range(1, len(hist["loss"]) + 1)
     for ax, key in zip(axes, ("loss", "accuracy")):
@@ -124,6 +126,7 @@ def plot_history(hist, path, title):
         if "val_" + key in hist:
             ax.plot(epochs, hist["val_" + key], "s--", label=f"test {key}")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_title(key)
         ax.legend()
     fig.suptitle(title)

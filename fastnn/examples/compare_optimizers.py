@@ -57,15 +57,21 @@ def plot(results, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import MaxNLocator
+
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    markers = "osD^vP*X"  # each optimizer its own marker: lines that overlap stay apart
     for i, (name, r) in enumerate(results.items()):
         h = r["history"]
         ep = range(1, len(h["loss"]) + 1)
         for ax, key in zip(axes, ("loss", "accuracy")):
-            ax.plot(ep, h[key], "-", color=f"C{i}", label=f"{name} (train)")
-            ax.plot(ep, h["val_" + key], "--", color=f"C{i}", label=f"{name} (validation)")
+            ax.plot(ep, h[key], "-", marker=markers[i % len(markers)], color=f"C{i}",
+                    label=f"{name} (train)")
+            ax.plot(ep, h["val_" + key], "--", marker=markers[i % len(markers)], color=f"C{i}",
+                    mfc="none", label=f"{name} (validation)")
     for ax, key in zip(axes, ("loss", "accuracy")):
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.set_title(key)
     axes[0].set_yscale("log")
     axes[1].legend(fontsize=7, loc="lower right")
