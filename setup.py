@@ -2,7 +2,9 @@
 
 Knobs (environment variables, all optional):
   FASTNN_NO_OPENMP=1   build without OpenMP even when the compiler has it;
-  FASTNN_SANITIZE=1    build with -fsanitize=address,undefined (see README, "Sanitizer build").
+  FASTNN_SANITIZE=1    build with -fsanitize=address,undefined (see README, "Sanitizer build");
+  FASTNN_SANITIZE=thread  build with -fsanitize=thread (ThreadSanitizer; use FASTNN_NO_OPENMP=1
+                       with it: GNU OpenMP is not instrumented, so its threads would be reported).
 """
 import os
 import shutil
@@ -45,8 +47,10 @@ if os.environ.get("FASTNN_NO_OPENMP") != "1" and compiles_with(["-fopenmp"]):
     print("fastnn: building with OpenMP", file=sys.stderr)
 else:
     print("fastnn: building without OpenMP", file=sys.stderr)
-if os.environ.get("FASTNN_SANITIZE") == "1":
-    san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-O1", "-g"]
+SANITIZERS = {"1": "address,undefined", "address": "address,undefined", "thread": "thread"}
+if os.environ.get("FASTNN_SANITIZE") in SANITIZERS:
+    san = [f"-fsanitize={SANITIZERS[os.environ['FASTNN_SANITIZE']]}", "-fno-omit-frame-pointer",
+           "-O1", "-g"]
     compile_args += san
     link_args += san
 
