@@ -1,0 +1,380 @@
+"""Export a model for other runtimes, as Keras 3's `model.export(filepath, format=...)`.
+
+    model.export("m.onnx", format="onnx")          # Sequential.export calls export() below
+
+    import onnxruntime as ort
+    session = ort.InferenceSession("m.onnx")
+    y = session.run(["y"], {"x": x.astype("float32")})[0]     # model.predict(x), to rounding
+
+The file is an ONNX model (opset OPSET = 17, IR version 8: onnxruntime supports them from
+1.13 on; checked with 1.15.1 and 1.32.0) with one input "x" of shape [batch, *input_shape]
+and one output "y" of shape [batch, *output_shape]; "batch" is a symbolic dimension, so any
+batch size runs.
+Both have the model's dtype: float32, or float64 for a float64 model.  Each fastnn layer
+becomes a group of nodes named after it ("<layer name>/..."), its weights initializers named
+"<layer name>/kernel" and "<layer name>/bias":
+
+    Dense           MatMul (x @ kernel), Add (bias; none when use_bias=False), the activation
+    Activation      the activation (Identity for linear)
+    Flatten         Flatten(axis=1)
+    Dropout         Identity: dropout is the identity at inference, as in predict
+
+    linear          nothing (Identity in an Activation layer)
+    relu, sigmoid,
+    tanh            Relu, Sigmoid, Tanh
+    softmax         Softmax(axis=-1), over the last axis as fastnn's
+    leaky_relu      LeakyRelu(alpha)                 float64: Where(x > 0, x, alpha * x)
+    elu             Elu(alpha)                       float64: Where(x > 0, x,
+                                                              alpha * (exp(min(x, 0)) - 1))
+    gelu            0.5 * x * (1 + Erf(x / sqrt 2)), the exact gelu (Keras' approximate=False);
+                    float64: x * Phi(x) with Phi from erfc, see _gelu_float64 below
+
+The float64 forms are there because onnxruntime's CPU kernels of Elu and Erf (and of
+LeakyRelu in recent opsets) are float32 only: written with ops it runs in double (Where,
+Greater, Less, Min, Exp, Mul, Add, Sub, Div, Abs), a float64 model computes in float64
+throughout and matches predict to float64 rounding.  Opset 17 is chosen for reach (the Gelu
+op came in opset 20), so gelu is the Erf form, which onnxruntime fuses into its Gelu kernel
+(it matches x / sqrt 2, not x * (1 / sqrt 2)).
+
+Dense is MatMul + Add rather than Gemm: onnxruntime fuses either into its own Gemm kernels
+for float32, and older versions (1.15) fuse Gemm + Relu into a float32-only FusedGemm even in
+a float64 graph, which then fails to load.
+
+The model is checked with `onnx.checker.check_model(..., full_check=True)` (which runs shape
+inference) before it is written.  The file is written atomically: a temporary file in the
+target's directory, renamed over it.  Weights of more than _MAX_INLINE_BYTES (protobuf's limit
+of 2 GiB on one message) go instead to one external data file beside the model,
+"<file name>.data", as ONNX prescribes (runtimes load it from there; that case is written
+in place, not atomically).
+
+Only the built model is exported (its current weights): an unbuilt one is refused, as Keras
+does.  Exporting while `fit` runs in another thread reads the weights as they are at that
+moment (see predict).  Needs the `onnx` package (`pip install onnx`); onnxruntime only to run
+the file.
+"""
+import functools
+import math
+import os
+
+import numpy as np
+
+from fastnn import layers as layers_module
+
+OPSET = 17
+IR_VERSION = 8  # the IR version of opset 17 (onnx 1.12): the oldest runtimes of opset 17 load it
+FORMATS = ("onnx",)
+INPUT_NAME, OUTPUT_NAME = "x", "y"
+_MAX_INLINE_BYTES = (1 << 31) - (1 << 24)  # 2 GiB, less room for the graph itself
+
+
+def export(model, filepath, format="onnx", verbose=False):
+    """Export `model` to `filepath` in `format` (Keras 3's model.export); only "onnx" is
+    supported.  verbose=True prints where the file went."""
+    if not isinstance(format, str) or format not in FORMATS:
+        raise ValueError(f"Expected format to be one of {list(FORMATS)}: fastnn exports ONNX "
+                         f"models only. Received: format={format!r}")
+    export_onnx(model, filepath)
+    if verbose:
+        print(f"Saved artifact at '{os.fsdecode(filepath)}'.")
+
+
+def export_onnx(model, filepath):
+    """Write the built `model` as an ONNX file at `filepath` (str or os.PathLike); see the
+    module docstring for the graph.  Returns None."""
+    filepath = _check_path(filepath)
+    onnx = _import_onnx()
+    proto = to_onnx(model, check=False)
+    if _weight_bytes(proto) <= _MAX_INLINE_BYTES:
+        onnx.checker.check_model(proto, full_check=True)
+        _write_atomic(filepath, proto.SerializeToString())
+        return
+    # too large for one protobuf message: the weights go to "<file name>.data" beside it
+    from onnx import external_data_helper
+    location = os.path.basename(filepath) + ".data"
+    external_data_helper.convert_model_to_external_data(
+        proto, all_tensors_to_one_file=True, location=location, size_threshold=1024)
+    data_path = os.path.join(os.path.dirname(filepath), location)
+    if os.path.lexists(data_path):  # onnx appends to an existing data file
+        os.remove(data_path)
+    onnx.save_model(proto, filepath)
+    onnx.checker.check_model(filepath, full_check=True)
+
+
+def to_onnx(model, check=True):
+    """The built `model` as an onnx.ModelProto (the graph export_onnx writes), e.g. for
+    `onnxruntime.InferenceSession(to_onnx(model).SerializeToString())`.  check=True runs
+    onnx.checker.check_model on it."""
+    onnx = _import_onnx()
+    from onnx import helper
+
+    dtype = _check_model(model)
+    g = _Graph(dtype)
+    t = INPUT_NAME
+    for layer in model.layers:
+        t = g.layer(layer, t)
+    # every layer adds at least one node, so the last node makes the output: name it "y"
+    g.nodes[-1].output[0] = OUTPUT_NAME
+
+    elem = helper.np_dtype_to_tensor_dtype(dtype)
+    batch = ["batch"]
+    graph = helper.make_graph(
+        g.nodes, model.name or "sequential",
+        [helper.make_tensor_value_info(INPUT_NAME, elem, batch + list(model.input_shape[1:]))],
+        [helper.make_tensor_value_info(OUTPUT_NAME, elem, batch + list(model.output_shape[1:]))],
+        initializer=g.initializers)
+    from fastnn import __version__
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
+                              producer_name="fastnn", producer_version=__version__,
+                              doc_string=f"fastnn Sequential model {model.name!r}")
+    proto.ir_version = IR_VERSION
+    if check:
+        onnx.checker.check_model(proto, full_check=True)
+    return proto
+
+
+# ---- checks ---------------------------------------------------------------------------------
+
+def _import_onnx():
+    try:
+        import onnx
+    except ImportError as e:
+        raise ImportError("Exporting to ONNX needs the onnx package: pip install onnx "
+                          "(and onnxruntime to run the exported model)") from e
+    return onnx
+
+
+def _check_path(filepath):
+    """filepath (str, bytes or os.PathLike) as a str."""
+    if not isinstance(filepath, (str, bytes, os.PathLike)):
+        raise TypeError(f"Expected filepath to be a str or os.PathLike. Received: {filepath!r}")
+    filepath = os.fsdecode(os.fspath(filepath))
+    if not filepath:
+        raise ValueError("Expected a filepath to write the model to. Received: ''")
+    if os.path.isdir(filepath):
+        raise ValueError(f"Expected filepath to name a file. Received a directory: {filepath!r}")
+    return filepath
+
+
+_KINDS = (layers_module.Dense, layers_module.Activation, layers_module.Flatten,
+          layers_module.Dropout)
+
+
+def _check_model(model):
+    """The model's dtype, once the model is known to be exportable."""
+    if not getattr(model, "built", False) or not getattr(model, "layers", None):
+        raise ValueError("Expected a built model before export. Build it first: give "
+                         "input_shape= to the first layer (or start with layers.Input(shape=...)), "
+                         "call model.build((None, *input_shape)), or fit/predict on data.")
+    dtype = np.dtype(model.layers[0].dtype)  # what predict converts the inputs to
+    for layer in model.layers:
+        if not isinstance(layer, _KINDS):
+            raise ValueError(f"Expected layers of the types {[k.__name__ for k in _KINDS]} for "
+                             f"ONNX export. Received: layer {layer.name!r} of type "
+                             f"{type(layer).__name__}")
+        if isinstance(layer, (layers_module.Dense, layers_module.Activation)):
+            if np.dtype(layer.dtype) != dtype:
+                raise ValueError(f"Expected every layer in the model's dtype {dtype.name} (the "
+                                 f"first layer's), as predict does. Received: layer "
+                                 f"{layer.name!r} with dtype {np.dtype(layer.dtype).name}")
+            if layer.activation.name not in _ACTIVATIONS:
+                raise ValueError(f"Expected activations in {sorted(_ACTIVATIONS)} for ONNX "
+                                 f"export. Received: {layer.activation.name!r} in layer "
+                                 f"{layer.name!r}")
+    return dtype
+
+
+def _weight_bytes(proto):
+    return sum(len(t.raw_data) for t in proto.graph.initializer)
+
+
+# ---- the graph ------------------------------------------------------------------------------
+
+class _Graph:
+    """Nodes and initializers in the making, every name unique (ONNX's single assignment)."""
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self.nodes, self.initializers = [], []
+        self._names = {INPUT_NAME, OUTPUT_NAME}
+        self._prefixes = set()
+
+    def _unique(self, name):
+        out, k = name, 1
+        while out in self._names:
+            out, k = f"{name}_{k}", k + 1
+        self._names.add(out)
+        return out
+
+    def prefix(self, layer_name):
+        """A name prefix for one layer's nodes and weights (layer names may repeat)."""
+        out, k = layer_name, 1
+        while out in self._prefixes:
+            out, k = f"{layer_name}_{k}", k + 1
+        self._prefixes.add(out)
+        return out
+
+    def weight(self, name, array):
+        """An initializer holding `array` (a copy, in the graph's dtype); returns its name."""
+        from onnx import numpy_helper
+        name = self._unique(name)
+        self.initializers.append(
+            numpy_helper.from_array(np.ascontiguousarray(array, dtype=self.dtype), name))
+        return name
+
+    def const(self, name, value):
+        """A scalar constant in the graph's dtype."""
+        return self.weight(name, np.asarray(value, dtype=self.dtype))
+
+    def node(self, op, inputs, name, **attrs):
+        """Add node `op` on `inputs`; returns the name of its (one) output."""
+        from onnx import helper
+        name = self._unique(name)
+        self.nodes.append(helper.make_node(op, list(inputs), [name], name=name, **attrs))
+        return name
+
+    def layer(self, layer, t):
+        p = self.prefix(layer.name)
+        if isinstance(layer, layers_module.Dense):
+            t = self.node("MatMul", [t, self.weight(f"{p}/kernel", layer.kernel)], f"{p}/MatMul")
+            if layer.use_bias:
+                t = self.node("Add", [t, self.weight(f"{p}/bias", layer.bias)], f"{p}/Add")
+            return self.activation(layer.activation, t, p)
+        if isinstance(layer, layers_module.Activation):
+            out = self.activation(layer.activation, t, p)
+            return self.node("Identity", [t], f"{p}/Identity") if out == t else out
+        if isinstance(layer, layers_module.Flatten):
+            return self.node("Flatten", [t], f"{p}/Flatten", axis=1)
+        if isinstance(layer, layers_module.Dropout):
+            return self.node("Identity", [t], f"{p}/Identity")
+        raise AssertionError(type(layer))  # _check_model refused it
+
+    def activation(self, spec, t, p):
+        return _ACTIVATIONS[spec.name](self, t, p, spec.alpha)
+
+
+def _linear(g, t, p, alpha):
+    return t
+
+
+def _op(op, **attrs):
+    return lambda g, t, p, alpha: g.node(op, [t], f"{p}/{op}", **attrs)
+
+
+def _leaky_relu(g, t, p, alpha):
+    if g.dtype == np.float32:
+        return g.node("LeakyRelu", [t], f"{p}/LeakyRelu", alpha=float(alpha))
+    return _where_positive(g, t, p, g.node("Mul", [t, g.const(f"{p}/alpha", alpha)], f"{p}/Mul"))
+
+
+def _elu(g, t, p, alpha):
+    if g.dtype == np.float32:
+        return g.node("Elu", [t], f"{p}/Elu", alpha=float(alpha))
+    e = g.node("Exp", [g.node("Min", [t, g.const(f"{p}/zero", 0)], f"{p}/Min")], f"{p}/Exp")
+    em1 = g.node("Sub", [e, g.const(f"{p}/one", 1)], f"{p}/Sub")
+    return _where_positive(g, t, p, g.node("Mul", [em1, g.const(f"{p}/alpha", alpha)],
+                                           f"{p}/Mul"))
+
+
+def _where_positive(g, t, p, otherwise):
+    """Where(t > 0, t, otherwise), as fastnn's kernels write leaky_relu and elu."""
+    positive = g.node("Greater", [t, g.const(f"{p}/zero", 0)], f"{p}/Greater")
+    return g.node("Where", [positive, t, otherwise], f"{p}/Where")
+
+
+def _gelu(g, t, p, alpha):
+    if g.dtype == np.float32:  # 0.5 * x * (1 + erf(x / sqrt 2)): onnxruntime fuses this form
+        s = g.node("Div", [t, g.const(f"{p}/sqrt2", math.sqrt(2))], f"{p}/Div")
+        erf1 = g.node("Add", [g.node("Erf", [s], f"{p}/Erf"), g.const(f"{p}/one", 1)],
+                      f"{p}/Add")
+        half_x = g.node("Mul", [t, g.const(f"{p}/half", 0.5)], f"{p}/Mul")
+        return g.node("Mul", [half_x, erf1], f"{p}/Mul")
+    return _gelu_float64(g, t, p)
+
+
+def _gelu_float64(g, t, p):
+    """x * Phi(x) in float64 without Erf: Phi(-|x|) = erfc(z) / 2, z = |x| / sqrt 2, with
+    erfc(z) = exp(-z^2) * R(z) and R the polynomial of _erfc_fit; Phi(x) = 1 - Phi(-x) for x >= 0.
+    (Written from erfc, x * Phi(x) keeps its relative accuracy for negative x, where
+    1 + erf(x / sqrt 2) cancels.)"""
+    c, z_max, tmin, coef = _erfc_fit()
+    z = g.node("Mul", [g.node("Abs", [t], f"{p}/Abs"), g.const(f"{p}/sqrt1_2", math.sqrt(0.5))],
+               f"{p}/Mul")
+    z = g.node("Min", [z, g.const(f"{p}/z_max", z_max)], f"{p}/Min")  # R's fitted range
+    # u = the map of tau = c / (c + z) from [tmin, 1] onto [-1, 1]
+    scale = 2 / (1 - tmin)
+    u = g.node("Div", [g.const(f"{p}/c_scale", c * scale),
+                       g.node("Add", [z, g.const(f"{p}/c", c)], f"{p}/Add")], f"{p}/Div")
+    u = g.node("Add", [u, g.const(f"{p}/shift", -(tmin + 1) / (1 - tmin))], f"{p}/Add")
+    r = g.const(f"{p}/r{len(coef) - 1}", coef[-1])  # Horner
+    for k in range(len(coef) - 2, -1, -1):
+        r = g.node("Add", [g.node("Mul", [r, u], f"{p}/Mul"), g.const(f"{p}/r{k}", coef[k])],
+                   f"{p}/Add")
+    # exp(-z^2) = exp(-x^2 / 2), from x (one rounding fewer than from z)
+    x2 = g.node("Mul", [t, t], f"{p}/Mul")
+    e = g.node("Exp", [g.node("Mul", [x2, g.const(f"{p}/minus_half", -0.5)], f"{p}/Mul")],
+               f"{p}/Exp")
+    q = g.node("Mul", [g.node("Mul", [e, r], f"{p}/Mul"), g.const(f"{p}/half", 0.5)],
+               f"{p}/Mul")  # Phi(-|x|)
+    negative = g.node("Less", [t, g.const(f"{p}/zero", 0)], f"{p}/Less")
+    phi = g.node("Where", [negative, q,
+                           g.node("Sub", [g.const(f"{p}/one", 1), q], f"{p}/Sub")], f"{p}/Where")
+    return g.node("Mul", [t, phi], f"{p}/Mul")
+
+
+# R(z) = erfc(z) exp(z^2) on [0, _ERFC_Z_MAX], as a polynomial in u, the affine map onto [-1, 1]
+# of tau = c / (c + z): R is smooth and slowly varying in tau, so degree 18 reaches the
+# accuracy of math.erfc(z) * exp(z^2) itself (relative error <= 3e-14 over the range, ~1e-15
+# for z < 3).  Past z_max, erfc(z) < 3e-45: the clamp there changes only such tiny values.
+_ERFC_Z_MAX, _ERFC_C, _ERFC_DEGREE = 10.0, 4.0, 18
+
+
+@functools.lru_cache(maxsize=None)
+def _erfc_fit():
+    """(c, z_max, tau_min, power-series coefficients in u): Chebyshev interpolation of R at
+    degree _ERFC_DEGREE, converted to the power basis (its coefficients are all below 1 in
+    magnitude, so Horner's rule in u loses nothing)."""
+    c, z_max = _ERFC_C, _ERFC_Z_MAX
+    tmin = c / (c + z_max)
+
+    def r_of_tau(tau):
+        z = c / np.asarray(tau, dtype=np.float64) - c
+        return np.array([math.erfc(v) * math.exp(v * v) for v in np.ravel(z)]).reshape(z.shape)
+
+    cheb = np.polynomial.Chebyshev.interpolate(r_of_tau, _ERFC_DEGREE, domain=[tmin, 1])
+    coef = np.polynomial.chebyshev.cheb2poly(cheb.coef)
+    return c, z_max, tmin, tuple(float(v) for v in coef)
+
+
+_ACTIVATIONS = {
+    "linear": _linear, "relu": _op("Relu"), "sigmoid": _op("Sigmoid"), "tanh": _op("Tanh"),
+    "softmax": _op("Softmax", axis=-1), "leaky_relu": _leaky_relu, "elu": _elu, "gelu": _gelu,
+}
+
+
+# ---- writing --------------------------------------------------------------------------------
+
+def _write_atomic(filepath, data):
+    """Write data to filepath through a temporary file in its directory (a symlink's target's),
+    renamed over it: a crash mid-write leaves any previous file whole.  A new file gets the
+    mode the umask gives; an existing one keeps its mode."""
+    target = os.path.realpath(filepath)
+    directory = os.path.dirname(target)
+    tmp = os.path.join(directory, f".{os.path.basename(target)}.{os.getpid()}."
+                                  f"{os.urandom(4).hex()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.chmod(tmp, os.stat(target).st_mode & 0o7777)
+        except FileNotFoundError:
+            pass
+        os.replace(tmp, target)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
