@@ -30,6 +30,14 @@ __version__ = _version()
 MAX_THREADS = 256
 
 
+def __getattr__(name):
+    """fastnn.wrappers on first use (it imports scikit-learn, a second's work)."""
+    if name == "wrappers":
+        import importlib
+        return importlib.import_module("fastnn.wrappers")
+    raise AttributeError(f"module 'fastnn' has no attribute {name!r}")
+
+
 def set_num_threads(n):
     """Use n threads in every pool fastnn runs, for every thread of the process: its OpenMP
     loops and the BLAS it calls.  n: an int from 1 to MAX_THREADS (256).  In a process
