@@ -125,8 +125,11 @@ def check_int(name, value, low):
 
 
 def check_verbose(verbose):
+    """verbose as 0, 1 or 2 ("auto": 1); 0 on every rank but the first of a distributed run,
+    so only rank 0 prints progress."""
     if verbose == "auto":
-        return 1
+        verbose = 1
     if verbose not in (0, 1, 2):
         raise ValueError(f"Expected verbose in ('auto', 0, 1, 2). Received: verbose={verbose!r}")
-    return verbose
+    from fastnn import distribution
+    return verbose if distribution.is_primary() else 0

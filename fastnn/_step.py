@@ -28,7 +28,7 @@ import weakref
 
 import numpy as np
 
-from fastnn import _codes, _data, backend, initializers
+from fastnn import _codes, _data, backend, distribution, initializers
 from fastnn.layers import Buffers, Dense, Flatten
 from fastnn.optimizers import Optimizer
 
@@ -124,7 +124,8 @@ class TrainStep:
             lock.release()
 
     def evaluate(self, x, t, batch_size, metrics):
-        """The mean loss and the metrics' results on prepared (x, t), batch by batch."""
+        """The summed loss over prepared (x, t), batch by batch (the metrics take every batch);
+        the mean is that over len(x)."""
         metric_t = _data.metric_targets(metrics, t)
         total = 0.0
         for s in range(0, len(x), batch_size):
@@ -133,7 +134,7 @@ class TrainStep:
             total += float(self.loss_value(p, t[s:e])) * (e - s)
             for m, mt in zip(metrics, metric_t):
                 m.update(p, mt[s:e])
-        return {"loss": total / len(x), **{m.name: m.result() for m in metrics}}
+        return total
 
     def release(self):
         """Drop the compiled steps: they hold the training arrays (fit calls this at its end,
@@ -144,7 +145,11 @@ class TrainStep:
 
     def run(self, optimizer, x, t, idx):
         """One optimizer step on the samples idx of (x, t), prepared arrays: fit's step.
-        Returns (loss value, predictions: a reused buffer)."""
+        Returns (loss value, predictions: a reused buffer).  Under a distribution
+        (fastnn.distribution) this rank's share of idx is stepped: see _distributed."""
+        dist = distribution.active()
+        if dist is not None:
+            return self._distributed(dist, optimizer, x, t, idx)
         stack = self.compiled_step(optimizer, x, t, len(idx))
         if stack is None:
             return self._python_step(optimizer, self.gather("x", x, idx), self.gather("t", t, idx))
@@ -174,6 +179,28 @@ class TrainStep:
         buf = self.buffers.get(key, (len(idx), *a.shape[1:]), a.dtype)
         backend.K.gather_rows(buf, a, idx)
         return buf
+
+    def _distributed(self, dist, optimizer, x, t, idx):
+        """Data parallel: this rank's rows of the global batch idx, their gradient (layer by
+        layer) scaled by their share of the batch, the gradients summed over the ranks in place
+        (one allreduce per parameter buffer), then the same optimizer step on every rank.
+        Returns (this rank's part of the batch loss, its predictions or None)."""
+        s, e = dist.shard(len(idx))
+        value, p = 0.0, None
+        if e > s:
+            value, p, _ = self._gradients(self.gather("x", x, idx[s:e]),
+                                          self.gather("t", t, idx[s:e]), rank1_ok=False)
+            share = (e - s) / len(idx)
+            value *= share
+            for g in self.grads:
+                g *= g.dtype.type(share)
+        else:
+            for g in self.grads:
+                g[...] = 0
+        for g in self.grads:
+            dist.allreduce_(g)
+        optimizer.apply(self.params, self.grads)
+        return value, p
 
     # ---- layer by layer -----------------------------------------------------------------------
 

@@ -161,7 +161,8 @@ class TerminateOnNaN(Callback):
 
 
 class CSVLogger(Callback):
-    """Writes one CSV row per epoch: epoch, then the log keys."""
+    """Writes one CSV row per epoch: epoch, then the log keys (in a distributed fit, rank 0
+    writes; the logs are the same on every rank)."""
 
     def __init__(self, filename, separator=",", append=False):
         super().__init__()
@@ -169,6 +170,11 @@ class CSVLogger(Callback):
         self.keys = None
 
     def on_train_begin(self, logs=None):
+        from fastnn import distribution
+        if not distribution.is_primary():
+            self._file = open(os.devnull, "w", newline="")
+            self._writer, self._header = None, False
+            return
         exists = self.append and os.path.exists(self.filename) and os.path.getsize(self.filename)
         self._file = open(self.filename, "a" if self.append else "w", newline="")
         self._writer = None

@@ -29,6 +29,14 @@ class Metric:
     def result(self):
         return self._total / self._count if self._count else 0.0
 
+    def state(self):
+        """(total, count): what result() divides; sums of states merge metrics (e.g. over
+        the ranks of a distributed fit)."""
+        return self._total, self._count
+
+    def set_state(self, total, count):
+        self._total, self._count = float(total), int(count)
+
     def prepare_targets(self, y):
         return y
 

@@ -41,7 +41,7 @@ import zipfile
 
 import numpy as np
 
-from fastnn import losses, optimizers
+from fastnn import distribution, losses, optimizers
 
 VERSION = 1
 _MAX_JSON = 16 << 20      # bytes of fastnn.json
@@ -137,6 +137,8 @@ def _entries(meta, weights, opt_vars):
 
 
 def save_model(model, filepath):
+    if not distribution.is_primary():  # a distributed fit: rank 0 writes, the others not
+        return
     if not model.built:
         raise ValueError("Expected a built model to save. Build it (or fit it) first.")
     meta = {"format": "fastnn-model", "version": VERSION, "model": model.get_config(),
@@ -151,6 +153,8 @@ def save_model(model, filepath):
 
 
 def save_weights(model, filepath):
+    if not distribution.is_primary():
+        return
     if not model.built:
         raise ValueError("Expected a built model to save weights from.")
     meta = {"format": "fastnn-weights", "version": VERSION, "n_weights": len(model.weights),

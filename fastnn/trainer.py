@@ -11,7 +11,7 @@ import time
 
 import numpy as np
 
-from fastnn import _data, _step
+from fastnn import _data, _step, distribution
 from fastnn import callbacks as callbacks_module
 from fastnn import config, losses, metrics as metrics_module, optimizers, utils
 
@@ -160,6 +160,9 @@ class Trainer:
             x, t, val = _data.split_validation(x, t, validation_split)
         batch_size = min(batch_size, len(x))  # as Keras: one batch of all samples
         self._resolve_metrics()
+        dist = distribution.active()
+        if dist is not None:  # rank 0's weights, optimizer state and shuffle on every rank
+            distribution.sync_replicas(dist, self._params, self.optimizer, self._rng)
         with self.trainer.running(self._lock, x, t):  # one fit at a time; x, t pinned
             return self._fit_epochs(x, t, val, batch_size, epochs, verbose, callbacks, shuffle,
                                     initial_epoch)
@@ -196,13 +199,9 @@ class Trainer:
                     s, e = step * batch_size, min(n, (step + 1) * batch_size)
                     if cbs.batch_callbacks:
                         cbs.on_train_batch_begin(step)
-                    idx = order[s:e]
-                    value, p = trainer.run(self.optimizer, x, t, idx)
-                    mts = [trainer.gather(("m", i), mt, idx) for i, mt in enumerate(metric_t)]
-                    loss_sum += float(value) * (e - s)
+                    value = self._train_batch(trainer, x, t, order[s:e], metric_t)
+                    loss_sum += value * (e - s)
                     seen += e - s
-                    for m, mt in zip(self.metrics, mts):
-                        m.update(p, mt)
                     if cbs.batch_callbacks:
                         cbs.on_train_batch_end(step, {**running(), "loss": float(value)})
                     bar.update(step + 1, running)
@@ -228,11 +227,34 @@ class Trainer:
         cbs.on_train_end(logs)
         return history
 
+    def _train_batch(self, trainer, x, t, idx, metric_t):
+        """One optimizer step on the rows idx of (x, t); the metrics take its predictions.
+        Returns the batch's loss.  Distributed, this rank takes its share of the rows, and the
+        loss and the metrics are summed over the ranks (the same logs on every rank)."""
+        dist = distribution.active()
+        rows = idx if dist is None else idx[slice(*dist.shard(len(idx)))]
+        before = [m.state() for m in self.metrics] if dist is not None else None
+        value, p = trainer.run(self.optimizer, x, t, idx)
+        if len(rows):
+            for i, (m, mt) in enumerate(zip(self.metrics, metric_t)):
+                m.update(p, trainer.gather(("m", i), mt, rows))
+        if dist is not None:
+            value = distribution.allreduce_sums(dist, [value], self.metrics, before)[0]
+        return float(value)
+
     def _evaluate_prepared(self, x, t, batch_size):
+        """The mean loss and metrics on prepared (x, t); distributed, each rank takes its shard
+        and the sums are reduced over the ranks."""
         # fresh metric objects: evaluate may run in several threads at once
         n_out = self.layers[-1].output_shape[-1]
-        return self.trainer.evaluate(x, t, batch_size, [metrics_module.get(m, self.loss, n_out)
-                                                        for m in self._metric_ids])
+        metrics = [metrics_module.get(m, self.loss, n_out) for m in self._metric_ids]
+        dist = distribution.active()
+        if dist is not None:
+            x, t = (a[slice(*dist.shard(len(a)))] for a in (x, t))
+        total, n = self.trainer.evaluate(x, t, batch_size, metrics), len(x)
+        if dist is not None:
+            total, n = distribution.allreduce_sums(dist, [total, n], metrics)
+        return {"loss": total / n, **{m.name: m.result() for m in metrics}}
 
     def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False):
         """The loss (and metrics) on (x, y): a float without metrics, else

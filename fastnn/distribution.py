@@ -1,0 +1,164 @@
+"""Data-parallel training over MPI, named as in `keras.distribution`.
+
+    from fastnn import distribution
+    distribution.set_distribution(distribution.DataParallel())  # run: mpiexec -n N python train.py
+    model.compile(...); model.fit(x, y, batch_size=B, epochs=E)
+
+One process per node (or socket), through mpi4py (`pip install "fastnn[mpi]"`).  Every rank
+passes the same full (x, y); fit takes the same seeded shuffle on every rank and gives each
+rank its share of each global batch of B rows (contiguous parts, as even as they go; a rank
+may get none of a short last batch).  Each rank computes the gradient of its rows, scaled by
+its share of the batch; one in-place allreduce over the flat gradient buffer sums them into the
+gradient of the whole batch, and every rank takes the same optimizer step: all ranks hold the
+same weights, equal to a single process's fit with the same seed and batch size (to float
+rounding).  At the start of fit the weights, the optimizer state and the generator of shuffling
+and dropout are broadcast from rank 0.  Logged losses and metrics are global (one small
+allreduce per step), so callbacks such as EarlyStopping and TerminateOnNaN decide the same on
+every rank; evaluate and validation are sharded and reduced.  Only rank 0 prints progress and
+writes files (save, save_weights, ModelCheckpoint, CSVLogger).  An uncaught exception on any
+rank aborts every rank (MPI_Abort) instead of leaving the others waiting in an allreduce.
+
+Without the `[mpi]` extra, `DataParallel()` in a plain process is a single-process run; under
+mpiexec it raises an ImportError naming the extra.
+"""
+import os
+import sys
+
+import numpy as np
+
+_current = None
+
+# set by the launchers of MPICH (Hydra), Open MPI, Intel MPI and Slurm for every rank
+_LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS")
+
+
+def _launched_size():
+    """The number of ranks the environment says this process was launched with (1: none)."""
+    for var in _LAUNCHER_SIZE_VARS:
+        try:
+            return max(1, int(os.environ[var]))
+        except (KeyError, ValueError):
+            continue
+    return 1
+
+
+class DataParallel:
+    """Data parallelism over the MPI world: a replica of the model on every rank, each global
+    batch split across the ranks, gradients averaged by allreduce (see the module docstring).
+
+    Args:
+        devices: accepted for Keras' signature; fastnn runs one rank per process (None).
+    """
+
+    def __init__(self, devices=None, **kwargs):
+        self.comm = None
+        try:
+            from mpi4py import MPI
+        except ImportError as e:
+            if _launched_size() > 1:
+                raise ImportError(
+                    f"DataParallel: this process was started by mpiexec as one of "
+                    f"{_launched_size()} ranks, but mpi4py cannot be imported ({e}). Install "
+                    "the MPI extra: pip install \"fastnn[mpi]\"") from None
+            MPI = None
+        if MPI is not None:
+            self.comm = MPI.COMM_WORLD
+            self._mpi = MPI
+        self.rank = self.comm.Get_rank() if self.comm else 0
+        self.size = self.comm.Get_size() if self.comm else 1
+        if self.size > 1:
+            _abort_on_uncaught_exceptions(self.comm)
+
+    # ---- collective operations (every rank calls them, in the same order) ----------------------
+
+    def shard(self, n):
+        """[start, end) of this rank's part of n rows: contiguous, as even as they go."""
+        return n * self.rank // self.size, n * (self.rank + 1) // self.size
+
+    def allreduce_(self, buf):
+        """buf := the sum of buf over the ranks, in place (a C-contiguous array)."""
+        if self.size > 1:
+            self.comm.Allreduce(self._mpi.IN_PLACE, buf, op=self._mpi.SUM)
+        return buf
+
+    def broadcast_(self, buf, root=0):
+        """buf := rank root's buf, in place."""
+        if self.size > 1:
+            self.comm.Bcast(buf, root=root)
+        return buf
+
+    def broadcast(self, obj, root=0):
+        """Rank root's obj (any picklable value fastnn itself makes)."""
+        return self.comm.bcast(obj, root=root) if self.size > 1 else obj
+
+    def __repr__(self):
+        return f"<DataParallel rank {self.rank} of {self.size}>"
+
+
+def _abort_on_uncaught_exceptions(comm):
+    """An exception that ends one rank ends them all (MPI_Abort), after its traceback."""
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        previous(kind, value, tb)
+        sys.stderr.flush()
+        comm.Abort(1)
+    sys.excepthook = hook
+
+
+def set_distribution(value):
+    """Use `value` (a DataParallel, or None for a single process) for every fit from now on."""
+    global _current
+    if value is not None and not isinstance(value, DataParallel):
+        raise TypeError(f"Expected a fastnn.distribution.DataParallel or None. "
+                        f"Received: {value!r} ({type(value).__name__})")
+    _current = value
+
+
+def distribution():
+    """The distribution set with set_distribution, or None."""
+    return _current
+
+
+def active():
+    """The distribution when it spans more than one rank, else None (a plain run)."""
+    return _current if _current is not None and _current.size > 1 else None
+
+
+def rank():
+    """This process's rank (0 without a distribution)."""
+    return _current.rank if _current is not None else 0
+
+
+def size():
+    """The number of ranks (1 without a distribution)."""
+    return _current.size if _current is not None else 1
+
+
+def is_primary():
+    """Whether this is rank 0: the one that prints progress and writes files."""
+    return rank() == 0
+
+
+def allreduce_sums(dist, values, metrics=(), since=None):
+    """The sums over the ranks of `values` (floats), returned, and of the metrics' states: each
+    metric's change since the states `since` (all of it when None) is summed and added to
+    `since`, so the metrics hold the global state on every rank.  One small allreduce."""
+    since = since or [(0.0, 0)] * len(metrics)
+    buf = np.array(list(values) + [v - b for m, s in zip(metrics, since)
+                                   for v, b in zip(m.state(), s)], np.float64)
+    dist.allreduce_(buf)
+    for i, (m, (total, count)) in enumerate(zip(metrics, since)):
+        k = len(values) + 2 * i
+        m.set_state(total + buf[k], count + round(buf[k + 1]))
+    return buf[:len(values)]
+
+
+def sync_replicas(dist, params, optimizer, rng):
+    """Rank 0's weights, optimizer state and step count, and generator on every rank (at the
+    start of fit; the optimizer's state built first)."""
+    optimizer.kernels(params)
+    for a in list(params) + list(optimizer.variables):
+        dist.broadcast_(a)
+    optimizer.iterations = dist.broadcast(optimizer.iterations)
+    rng.bit_generator.state = dist.broadcast(rng.bit_generator.state)
