@@ -6,9 +6,11 @@ from Keras' Trainer).  What a training step does, and which step runs (one compi
 C for a stack of Dense layers, else layer by layer), is fastnn/_step.py's; the file format is
 fastnn/saving.py's.
 """
+import os
+
 import numpy as np
 
-from fastnn import _step, export, saving, utils
+from fastnn import _step, export, keras_format, saving, utils
 from fastnn.layers import LAYERS, InputLayer, Layer, build_all
 from fastnn.trainer import Trainer
 
@@ -136,15 +138,22 @@ class Sequential(Trainer):
 
     def save(self, filepath):
         """Save architecture, weights, compile settings and optimizer state to one file,
-        atomically (see fastnn/saving.py for the format)."""
+        atomically: `.keras` in Keras 3's own format (real Keras opens it; needs h5py, see
+        fastnn/keras_format.py), any other name in fastnn's (see fastnn/saving.py)."""
+        if _keras_file(filepath, ".keras"):
+            return keras_format.save_keras(self, filepath)
         saving.save_model(self, filepath)
 
     def save_weights(self, filepath):
-        """Save only the weight arrays (atomically)."""
+        """Save only the weight arrays (atomically); `.weights.h5` in Keras 3's layout."""
+        if _keras_file(filepath, ".weights.h5"):
+            return keras_format.save_weights_h5(self, filepath)
         saving.save_weights(self, filepath)
 
     def load_weights(self, filepath):
         """Load weights saved by save_weights (or save) into this built model."""
+        if _keras_file(filepath, ".weights.h5"):
+            return keras_format.load_weights_h5(self, filepath)
         saving.load_weights(self, filepath)
 
     def export(self, filepath, format="onnx", verbose=False):
@@ -153,6 +162,17 @@ class Sequential(Trainer):
         export.export(self, filepath, format, verbose)
 
 
-def load_model(filepath):
-    """Load a model written by `model.save(filepath)`; never executes code from the file."""
+def load_model(filepath, compile=True):
+    """Load a model written by `model.save(filepath)`, or a `.keras` file written by Keras 3
+    (compile=False leaves it uncompiled); never executes code from the file."""
+    if _keras_file(filepath, ".keras"):
+        return keras_format.load_keras(filepath, compile=compile)
     return saving.load_model(filepath, Sequential)
+
+
+def _keras_file(filepath, suffix):
+    """Whether filepath (str, bytes or os.PathLike) names a file of Keras' format `suffix`."""
+    try:
+        return os.fsdecode(os.fspath(filepath)).endswith(suffix)
+    except TypeError:
+        return False  # not a path: the saving module says what it expects

@@ -1,0 +1,1316 @@
+"""Keras 3's native files: `.keras` models and `.weights.h5` weights (needs h5py).
+
+    save_keras(model, "m.keras")             a fastnn Sequential as a file Keras 3 loads
+    load_keras("m.keras", compile=True)      a .keras file (Keras 3's or save_keras's) as a
+                                             fastnn Sequential with the same weights
+    save_weights_h5(model, "m.weights.h5")   the weights (and optimizer state) in Keras' layout
+    load_weights_h5(model, "m.weights.h5")   the layer weights of such a file into a built model
+
+The layout, as Keras 3 writes and reads it (keras/src/saving/saving_lib.py, serialization_lib.py,
+models/sequential.py, layers/core/{dense,input_layer}.py, layers/reshaping/flatten.py,
+layers/regularization/dropout.py, layers/activations/*.py, optimizers/*.py), checked against the
+files Keras 3.15 writes:
+
+  a ZIP archive of three stored entries, in this order
+    metadata.json     {"keras_version": KERAS_VERSION, "date_saved": "%Y-%m-%d@%H:%M:%S"}; fastnn
+                      adds "saved_by": "fastnn <version>" (Keras never reads this entry)
+    config.json       the model as `keras.saving.serialize_keras_object` gives it:
+                      {"module": "keras", "class_name": "Sequential", "registered_name": null,
+                       "config": {"name", "trainable": true, "dtype": <DTypePolicy>,
+                                  "layers": [<InputLayer>, <layer>...],
+                                  "build_input_shape": [null, d1, ...]},
+                       "build_config": {"input_shape": [null, d1, ...]},
+                       "compile_config": {"optimizer", "loss", "loss_weights", "metrics",
+                                          "weighted_metrics", "run_eagerly",
+                                          "steps_per_execution", "jit_compile"} or {}}
+                      each layer {"module": "keras.layers", "class_name", "config",
+                      "registered_name": null} (+ "build_config": {"input_shape": [null, ...]}
+                      for Dense and Flatten); initializers, optimizers, schedules and losses are
+                      nested objects of the same form (module keras.initializers, ...)
+    model.weights.h5  HDF5:
+                        /vars                    group, attribute name = the model's name
+                        /layers/<key>/vars/<i>   the i-th variable of a layer (Dense: 0 kernel
+                                                 (in, units), 1 bias), attribute name = the
+                                                 layer's name; <key> is the snake_case class
+                                                 name made unique in layer order ("dense",
+                                                 "dense_1", "dropout", "dense_2"...), never the
+                                                 layer's own name; every layer has its group
+                        /optimizer/vars/<i>      optimizer.variables in Keras' order (below)
+
+  A `.weights.h5` file (model.save_weights) is that HDF5 file on its own.
+
+What fastnn writes, in Keras' terms: Sequential of InputLayer (always), Dense, Activation, Flatten
+(channels_last), Dropout; the activations linear, relu, sigmoid, tanh, softmax, gelu (exact, as
+Keras' "gelu"), leaky_relu and elu.  Keras' activation strings carry no parameter: a leaky_relu or
+elu with a parameter other than Keras' default (0.2, 1.0) is written as a LeakyReLU(negative_slope)
+or ELU(alpha) layer (after a linear Dense, for a Dense).  Initializers by Keras class
+(GlorotUniform, GlorotNormal, HeUniform, HeNormal, RandomNormal(0, 0.05), Zeros, Ones).
+Config keys that only recent Keras releases know and that hold their default (Dense's
+quantization_config, InputLayer's ragged and optional, the optimizers' loss_scale_factor and
+gradient_accumulation_steps, the initializers' input_axes and output_axes) are left out, so that
+older Keras 3 releases, which refuse unknown keys, read the file too (checked: Keras 3.3, 3.6,
+3.12 and 3.15 load fastnn's files and predict the same; fastnn reads theirs).
+
+compile_config (a compiled model): the optimizer by Keras class (SGD, Adagrad, RMSprop, Adam,
+AdamW, Nadam) with its hyper-parameters (learning-rate schedules ExponentialDecay,
+PiecewiseConstantDecay, InverseTimeDecay as keras.optimizers.schedules objects), the loss by its
+Keras name (an object when from_logits=True), the metrics by Keras name, jit_compile "auto".
+The optimizer variables are written in full, as Keras 3 builds them: iterations (int64 scalar),
+learning_rate (float32 scalar; none with a schedule), then the state arrays, one per weight:
+SGD momentums (if momentum); Adagrad accumulators; RMSprop all velocities, then all momentums (if
+momentum), then all average_gradients (if centered); Adam/AdamW momentum and velocity
+interleaved weight by weight, then all velocity_hats (if amsgrad); Nadam momentum and velocity
+interleaved, then u_product (float scalar).  A compiled model that has not trained yet gets the
+initial state (zeros; Adagrad's initial_accumulator_value).  Keras reloads all of it, so training
+resumes where it stopped, in Keras or in fastnn.
+
+Reading (load_keras) accepts what Keras 3 writes for those layers, plus Keras' ReLU (relu, or
+leaky_relu when only negative_slope is set), LeakyReLU, ELU and Softmax (last axis) layers, each
+read as a fastnn Activation layer.  Anything fastnn cannot compute the same way raises
+UnsupportedError (a ValueError) naming it and the file (a Conv2D layer, a regularizer, trainable=False, a mixed-precision dtype
+policy, Flatten(channels_first) of a multi-axis input, ...).  A compile_config fastnn does not
+understand (another optimizer, loss or metric, clipping, EMA, loss weights, a lambda) leaves
+the model uncompiled, with a warning naming it; compile=False skips it.
+
+Hostile files: the same guarantees as fastnn's own format (fastnn/saving.py).  Nothing is
+executed: config.json is plain JSON read field by field, never through a class registry, so a
+Lambda layer, a `__lambda__` object or a custom class is refused by name; HDF5 data is read as
+numbers only.  Sizes are bounded before anything is read or allocated: config.json at most
+16 MiB and 32 levels deep; a model of more parameters than the file's bytes can hold is refused
+before it is built; model.weights.h5 at most the bytes the architecture implies (weights and at
+most three optimizer slots of 8-byte floats) plus 1 MiB and 16 KiB per HDF5 object, compressed
+(deflate) or stored; every HDF5 object is reached by hard link only (soft and external links,
+external and virtual datasets refused) and every dataset's shape and dtype are checked against
+the model before its data is read, so a dataset declaring more data than the architecture implies
+is never read, whatever its filters.  Anything wrong with the file raises
+`fastnn.saving.FileFormatError` (a ValueError naming the file and the problem); a missing file
+FileNotFoundError.  The HDF5 bytes themselves are parsed by libhdf5 (through h5py), as in Keras:
+fastnn bounds and checks what it asks of them, but a crafted file that triggers a bug inside
+libhdf5 is beyond what Python code can guard.
+
+Writing is atomic (a temporary file in the target's directory, renamed over it; removed on any
+error), keeps an existing file's permission mode, and writes through a symlink to its target.
+"""
+import datetime
+import io
+import json
+import math
+import os
+import stat
+import tempfile
+import warnings
+import zipfile
+import zlib
+
+import numpy as np
+
+from fastnn import activations, distribution, losses, optimizers
+from fastnn import layers as layers_module
+from fastnn.saving import FileFormatError
+
+__all__ = ["save_keras", "load_keras", "save_weights_h5", "load_weights_h5", "UnsupportedError",
+           "KERAS_VERSION"]
+
+KERAS_VERSION = "3.15.1"  # the Keras release whose files this layout was checked against
+
+_CONFIG = "config.json"
+_METADATA = "metadata.json"
+_WEIGHTS = "model.weights.h5"
+_MAX_JSON = 16 << 20        # bytes of config.json
+_MAX_DEPTH = 32             # its nesting (Keras writes at most 8)
+_MAX_LAYERS = 10_000        # as fastnn's own format
+_MAX_SLOTS = 3              # optimizer state arrays per weight, at most (Adam with amsgrad)
+_H5_BASE = 1 << 20          # HDF5 allowance: superblock, heaps, B-trees...
+_H5_PER_OBJECT = 16 << 10   # ... and per group or dataset (Keras' files take about 1 KiB)
+
+# ---- the Keras names of what fastnn has -----------------------------------------------------
+
+# The key of a layer class in model.weights.h5: its snake_case name (keras.src.utils.naming).
+_KEYS = {"Dense": "dense", "Activation": "activation", "Flatten": "flatten",
+         "Dropout": "dropout", "LeakyReLU": "leaky_re_lu", "ELU": "elu", "ReLU": "re_lu",
+         "Softmax": "softmax"}
+_SUPPORTED = ("InputLayer", "Dense", "Activation", "Flatten", "Dropout", "ReLU", "LeakyReLU",
+              "ELU", "Softmax")
+
+# fastnn initializer name -> Keras class and config
+_INITIALIZERS = {
+    "zeros": ("Zeros", {}), "ones": ("Ones", {}),
+    "glorot_uniform": ("GlorotUniform", {"seed": None}),
+    "glorot_normal": ("GlorotNormal", {"seed": None}),
+    "he_uniform": ("HeUniform", {"seed": None}),
+    "he_normal": ("HeNormal", {"seed": None}),
+    "random_normal": ("RandomNormal", {"mean": 0.0, "stddev": 0.05, "seed": None}),
+}
+_INITIALIZER_BY_CLASS = {cls: name for name, (cls, _) in _INITIALIZERS.items()}
+
+# The optimizers: fastnn class -> Keras class name (the same names)
+_OPTIMIZERS = {c.__name__: c for c in (optimizers.SGD, optimizers.Adagrad, optimizers.RMSprop,
+                                        optimizers.Adam, optimizers.AdamW, optimizers.Nadam)}
+# Keras' base optimizer options, as fastnn writes them (all off)
+_OPTIMIZER_BASE = {"clipnorm": None, "global_clipnorm": None, "clipvalue": None,
+                   "use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency": None}
+# ... and what fastnn accepts reading: the value that means "off" (a type for "any of these")
+_OPTIMIZER_OFF = {"clipnorm": None, "global_clipnorm": None, "clipvalue": None,
+                  "use_ema": False, "ema_momentum": (int, float),
+                  "ema_overwrite_frequency": None, "loss_scale_factor": None,
+                  "gradient_accumulation_steps": None, "decay": (type(None), int, float),
+                  "jit_compile": (bool,), "is_legacy_optimizer": False}
+_OPTIMIZER_KEYS = {  # each class's own hyper-parameters (besides learning_rate, weight_decay)
+    "SGD": ("momentum", "nesterov"), "Adagrad": ("initial_accumulator_value", "epsilon"),
+    "RMSprop": ("rho", "momentum", "epsilon", "centered"),
+    "Adam": ("beta_1", "beta_2", "epsilon", "amsgrad"),
+    "AdamW": ("beta_1", "beta_2", "epsilon", "amsgrad"),
+    "Nadam": ("beta_1", "beta_2", "epsilon")}
+_SCHEDULES = {c.__name__: c for c in (optimizers.ExponentialDecay,
+                                      optimizers.PiecewiseConstantDecay,
+                                      optimizers.InverseTimeDecay)}
+
+_LOSSES = {losses.CategoricalCrossentropy: "CategoricalCrossentropy",
+           losses.SparseCategoricalCrossentropy: "SparseCategoricalCrossentropy",
+           losses.BinaryCrossentropy: "BinaryCrossentropy",
+           losses.MeanSquaredError: "MeanSquaredError"}
+_LOSS_NAMES = {"categorical_crossentropy": "categorical_crossentropy",
+               "sparse_categorical_crossentropy": "sparse_categorical_crossentropy",
+               "binary_crossentropy": "binary_crossentropy",
+               "mean_squared_error": "mean_squared_error", "mse": "mean_squared_error",
+               "CategoricalCrossentropy": "categorical_crossentropy",
+               "SparseCategoricalCrossentropy": "sparse_categorical_crossentropy",
+               "BinaryCrossentropy": "binary_crossentropy",
+               "MeanSquaredError": "mean_squared_error"}
+# metric strings both libraries know, and Keras metric classes by fastnn name
+_METRIC_NAMES = ("accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy",
+                 "binary_accuracy", "mae", "mean_absolute_error", "mse", "mean_squared_error")
+_METRIC_CLASSES = {"CategoricalAccuracy": "categorical_accuracy",
+                   "SparseCategoricalAccuracy": "sparse_categorical_accuracy",
+                   "BinaryAccuracy": "binary_accuracy",
+                   "MeanAbsoluteError": "mean_absolute_error",
+                   "MeanSquaredError": "mean_squared_error"}
+
+
+def _h5py():
+    try:
+        import h5py
+    except ImportError:
+        raise ImportError("Keras' .keras and .weights.h5 files need h5py: pip install h5py") \
+            from None
+    return h5py
+
+
+def _path(filepath):
+    return os.fsdecode(os.fspath(filepath))
+
+
+def _obj(module, class_name, config):
+    """A Keras object reference as serialize_keras_object writes it."""
+    return {"module": module, "class_name": class_name, "config": config,
+            "registered_name": None}
+
+
+def _policy(dtype):
+    return _obj("keras", "DTypePolicy", {"name": np.dtype(dtype).name})
+
+
+def _plain(value):
+    """A config with NumPy scalars and tuples in it as JSON values."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _slot_groups(opt):
+    """The optimizer's state arrays in Keras' order: a list of groups of slot names; within a
+    group the slots are interleaved weight by weight (Keras' add_optimizer_variables with a
+    list of names), one group after the other.  Flattened, it is also fastnn's slot order."""
+    name = type(opt).__name__
+    if name == "SGD":
+        return [("momentums",)] if opt.momentum != 0 else []
+    if name == "Adagrad":
+        return [("accumulators",)]
+    if name == "RMSprop":
+        return ([("velocities",)] + ([("momentums",)] if opt.momentum > 0 else [])
+                + ([("average_gradients",)] if opt.centered else []))
+    if name in ("Adam", "AdamW"):
+        return [("momentums", "velocities")] + ([("velocity_hats",)] if opt.amsgrad else [])
+    return [("momentums", "velocities")]  # Nadam
+
+
+def _nadam_product(beta_1, t):
+    """Keras Nadam's u_product after t steps: prod over s = 1..t of beta_1 (1 - 0.5 * 0.96^s)
+    (past s = 1000 the factor is beta_1 in double precision)."""
+    return beta_1 ** t * math.prod(1.0 - 0.5 * 0.96 ** s for s in range(1, min(t, 1000) + 1))
+
+
+def _has_schedule(opt):
+    return isinstance(opt.get_config()["learning_rate"], dict)
+
+
+# ---- writing ----------------------------------------------------------------------------------
+
+def _write_atomic(filepath, write):
+    """Call write(f) on a temporary file in the target's directory, then rename it over the
+    target (through a symlink: its target), keeping an existing file's permission mode."""
+    target = os.path.realpath(_path(filepath))
+    try:
+        mode = stat.S_IMODE(os.stat(target).st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        mode = 0o666 & ~umask
+    fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=os.path.dirname(target))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _initializer(init, where):
+    name = init if isinstance(init, str) else getattr(init, "__name__", None)
+    if name not in _INITIALIZERS:
+        raise ValueError(f"{where}: the initializer {init!r} has no Keras equivalent; Keras "
+                         f"files take {sorted(_INITIALIZERS)}")
+    cls, cfg = _INITIALIZERS[name]
+    return _obj("keras.initializers", cls, dict(cfg))
+
+
+def _parametrized(spec):
+    """True for a leaky_relu/elu whose parameter differs from Keras' default (no string for it)."""
+    return spec.name in activations.DEFAULT_ALPHA and \
+        spec.alpha != activations.DEFAULT_ALPHA[spec.name]
+
+
+def _activation_layer(spec, name, dtype):
+    base = {"name": name, "trainable": True, "dtype": _policy(dtype)}
+    if not _parametrized(spec):
+        return "Activation", {**base, "activation": spec.name}
+    if spec.name == "leaky_relu":
+        return "LeakyReLU", {**base, "negative_slope": spec.alpha}
+    return "ELU", {**base, "alpha": spec.alpha}
+
+
+def _keras_layers(model):
+    """The model's layers as Keras layers: [(class_name, config, weights, input shape or None)]
+    (a Dense with a parametrized activation becomes two)."""
+    out, shape = [], tuple(model.input_shape[1:])
+    for layer in model.layers:
+        where = f"layer {layer.name!r}"
+        base = {"name": layer.name, "trainable": True, "dtype": _policy(layer.dtype)}
+        kind = type(layer)
+        if kind is layers_module.Dense:
+            act = layer.activation
+            split = _parametrized(act)
+            cfg = {**base, "units": layer.units, "activation": "linear" if split else act.name,
+                   "use_bias": layer.use_bias,
+                   "kernel_initializer": _initializer(layer.kernel_initializer, where),
+                   "bias_initializer": _initializer(layer.bias_initializer, where),
+                   "kernel_regularizer": None, "bias_regularizer": None,
+                   "kernel_constraint": None, "bias_constraint": None}
+            out.append(("Dense", cfg, layer.weights, shape))
+            if split:
+                out.append((*_activation_layer(act, f"{layer.name}_activation", layer.dtype),
+                            [], None))
+        elif kind is layers_module.Activation:
+            out.append((*_activation_layer(layer.activation, layer.name, layer.dtype), [], None))
+        elif kind is layers_module.Flatten:
+            out.append(("Flatten", {**base, "data_format": "channels_last"}, [], shape))
+        elif kind is layers_module.Dropout:
+            seed = layer.seed
+            if seed is not None and not isinstance(seed, (int, np.integer)):
+                raise ValueError(f"{where}: Keras takes an int seed for Dropout. Received: "
+                                 f"{seed!r}")
+            out.append(("Dropout", {**base, "rate": layer.rate,
+                                    "seed": None if seed is None else int(seed),
+                                    "noise_shape": None}, [], None))
+        else:
+            raise ValueError(f"{where}: {kind.__name__} layers cannot be written in Keras "
+                             "format; fastnn writes Dense, Activation, Flatten and Dropout.")
+        shape = tuple(layer.output_shape)
+    names = [cfg["name"] for _, cfg, _, _ in out]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"Keras needs unique layer names; the model has {twice} more than "
+                         "once (give the layers distinct name=...).")
+    return out
+
+
+def _unique_keys(class_names):
+    """The HDF5 group keys of layers of these classes, in order (dense, dense_1, ...)."""
+    used, keys = {}, []
+    for c in class_names:
+        k = _KEYS[c]
+        if k in used:
+            used[k] += 1
+            keys.append(f"{k}_{used[k]}")
+        else:
+            used[k] = 0
+            keys.append(k)
+    return keys
+
+
+def _optimizer_config(opt):
+    name = type(opt).__name__
+    if _OPTIMIZERS.get(name) is not type(opt):
+        raise ValueError(f"The optimizer {type(opt).__name__} has no Keras equivalent; Keras "
+                         f"files take {sorted(_OPTIMIZERS)}")
+    cfg = _plain(opt.get_config())  # a plain-callable learning rate raises here, with reasons
+    lr = cfg.pop("learning_rate")
+    if isinstance(lr, dict):
+        sched = {k: _plain(v) for k, v in lr["config"].items()}
+        lr = _obj("keras.optimizers.schedules", lr["schedule"], {**sched, "name": lr["schedule"]})
+    else:
+        lr = float(lr)
+    wd = cfg.pop("weight_decay")
+    config = {"name": cfg.pop("name"), "learning_rate": lr,
+              "weight_decay": None if wd is None else float(wd), **_OPTIMIZER_BASE}
+    config.update({k: cfg[k] for k in _OPTIMIZER_KEYS[name]})
+    return _obj("keras.optimizers", name, config)
+
+
+def _loss_config(loss):
+    cls = _LOSSES.get(type(loss))
+    if cls is None:
+        raise ValueError(f"The loss {type(loss).__name__} has no Keras equivalent; Keras files "
+                         f"take {sorted(_LOSSES.values())}")
+    name = _LOSS_NAMES[cls]
+    if not loss.from_logits:
+        return name
+    cfg = {"name": name, "reduction": "sum_over_batch_size", "from_logits": True}
+    if cls == "CategoricalCrossentropy":
+        cfg.update(label_smoothing=0.0, axis=-1)
+    return _obj("keras.losses", cls, cfg)
+
+
+def _compile_config(model):
+    if not model.compiled:
+        return {}
+    metrics = model.get_compile_config()["metrics"]
+    for m in metrics:
+        if m not in _METRIC_NAMES:
+            raise ValueError(f"The metric {m!r} has no Keras name; Keras files take "
+                             f"{list(_METRIC_NAMES)}")
+    return {"optimizer": _optimizer_config(model.optimizer), "loss": _loss_config(model.loss),
+            "loss_weights": None, "metrics": list(metrics) or None, "weighted_metrics": None,
+            "run_eagerly": False, "steps_per_execution": 1, "jit_compile": "auto"}
+
+
+def _model_config(model, keras_layers):
+    shape = [None, *model.input_shape[1:]]
+    dtype = model.layers[0].dtype if model.layers else np.dtype("float32")
+    names = {cfg["name"] for _, cfg, _, _ in keras_layers}
+    input_name = "input_layer"
+    k = 0
+    while input_name in names:
+        k += 1
+        input_name = f"input_layer_{k}"
+    entries = [_obj("keras.layers", "InputLayer",
+                    {"batch_shape": shape, "dtype": np.dtype(dtype).name, "sparse": False,
+                     "name": input_name})]
+    for cls, cfg, _, in_shape in keras_layers:
+        entry = _obj("keras.layers", cls, cfg)
+        if in_shape is not None:
+            entry["build_config"] = {"input_shape": [None, *in_shape]}
+        entries.append(entry)
+    config = _obj("keras", "Sequential", {"name": model.name, "trainable": True,
+                                          "dtype": _policy(dtype), "layers": entries,
+                                          "build_input_shape": shape})
+    config["build_config"] = {"input_shape": shape}
+    config["compile_config"] = _compile_config(model)
+    return config
+
+
+def _optimizer_arrays(model):
+    """optimizer.variables as Keras 3 orders them (see the module docstring)."""
+    opt, weights = model.optimizer, model.weights
+    groups = _slot_groups(opt)
+    slots = [s for g in groups for s in g]
+    mine = opt.variables
+    per_slot = {}
+    if mine and slots:  # fastnn: per parameter buffer, each slot (flat)
+        ns = len(slots)
+        if len(mine) % ns:
+            raise RuntimeError(f"{type(opt).__name__} holds {len(mine)} state arrays for "
+                               f"{ns} slots")
+        for j, s in enumerate(slots):
+            flat = np.concatenate([a.reshape(-1) for a in mine[j::ns]])
+            if flat.size != sum(w.size for w in weights):
+                raise RuntimeError("the optimizer state does not match the model's weights")
+            ends = np.cumsum([w.size for w in weights])
+            per_slot[s] = [flat[e - w.size:e].reshape(w.shape) for e, w in zip(ends, weights)]
+    else:  # not trained yet: the state Keras builds
+        init = opt.initial_accumulator_value if type(opt).__name__ == "Adagrad" else 0.0
+        per_slot = {s: [np.full(w.shape, init, w.dtype) for w in weights] for s in slots}
+    arrays = [np.array(opt.iterations, np.int64)]
+    if not _has_schedule(opt):
+        arrays.append(np.array(opt.learning_rate, np.float32))
+    for group in groups:
+        for i in range(len(weights)):
+            arrays.extend(per_slot[s][i] for s in group)
+    if type(opt).__name__ == "Nadam":
+        dtype = weights[0].dtype if weights else np.float32
+        arrays.append(np.array(_nadam_product(opt.beta_1, opt.iterations), dtype))
+    return arrays
+
+
+def _h5_bytes(model, keras_layers):
+    """model.weights.h5 (also a .weights.h5 file) for these Keras layers, as bytes."""
+    h5py = _h5py()
+    buf = io.BytesIO()
+    with h5py.File(buf, "w") as f:
+        f.create_group("vars").attrs["name"] = model.name
+        group = f.create_group("layers")
+        keys = _unique_keys([cls for cls, _, _, _ in keras_layers])
+        for key, (_, cfg, weights, _) in zip(keys, keras_layers):
+            v = group.create_group(key).create_group("vars")
+            v.attrs["name"] = cfg["name"]
+            for i, w in enumerate(weights):
+                v.create_dataset(str(i), data=np.ascontiguousarray(w))
+        if model.compiled:
+            v = f.create_group("optimizer").create_group("vars")
+            v.attrs["name"] = model.optimizer.name
+            for i, a in enumerate(_optimizer_arrays(model)):
+                v.create_dataset(str(i), data=a)
+    return buf.getvalue()
+
+
+def _require_built(model, what):
+    if not getattr(model, "built", False):
+        raise ValueError(f"Expected a built model to {what}. Build it (or fit it) first.")
+
+
+def save_keras(model, filepath):
+    """Write model (a built fastnn Sequential) as a Keras 3 `.keras` file, atomically: Keras 3's
+    `keras.saving.load_model(filepath)` opens it and predicts the same; a compiled model keeps
+    its optimizer, loss, metrics and optimizer state.  Keras itself wants the `.keras` suffix.
+    A ValueError names anything Keras cannot represent (before the file is touched)."""
+    if not distribution.is_primary():  # a distributed fit: rank 0 writes
+        return
+    _require_built(model, "save")
+    keras_layers = _keras_layers(model)
+    config = _model_config(model, keras_layers)
+    import fastnn
+    metadata = {"keras_version": KERAS_VERSION,
+                "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
+                "saved_by": f"fastnn {fastnn.__version__}"}
+    entries = [(_METADATA, json.dumps(metadata).encode()),
+               (_CONFIG, json.dumps(config).encode()),
+               (_WEIGHTS, _h5_bytes(model, keras_layers))]
+
+    def write(f):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
+            for name, data in entries:
+                z.writestr(name, data)
+    _write_atomic(filepath, write)
+
+
+def save_weights_h5(model, filepath):
+    """Write the model's weights in Keras 3's `.weights.h5` layout (what Keras'
+    model.save_weights writes: the layers' variables, and the optimizer's when compiled),
+    atomically.  Keras' load_weights reads it into the same architecture (Keras wants the
+    `.weights.h5` suffix)."""
+    if not distribution.is_primary():  # a distributed fit: rank 0 writes
+        return
+    _require_built(model, "save weights from")
+    data = _h5_bytes(model, _keras_layers(model))
+    _write_atomic(filepath, lambda f: f.write(data))
+
+
+# ---- reading: checked access to the file ----------------------------------------------------
+
+_KINDS = {
+    "str": (lambda v: type(v) is str, "a string"),
+    "int": (lambda v: type(v) is int, "an int"),
+    "number": (lambda v: type(v) in (int, float) and math.isfinite(v), "a finite number"),
+    "bool": (lambda v: type(v) is bool, "true or false"),
+    "dict": (lambda v: type(v) is dict, "an object"),
+    "list": (lambda v: type(v) is list, "a list"),
+}
+
+
+def _short(value):
+    r = repr(value)
+    return r if len(r) <= 80 else r[:77] + "..."
+
+
+class UnsupportedError(ValueError):
+    """The file is a valid Keras file, but uses a layer, option or setting fastnn does not have
+    (the message names it and the file).  In a compile_config it only leaves the model
+    uncompiled, with a warning."""
+
+
+class _File:
+    """Messages and type checks that name the file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def bad(self, message):
+        raise FileFormatError(f"{self.path!r}: {message}")
+
+    def unsupported(self, message):
+        raise UnsupportedError(f"{self.path!r}: {message}")
+
+    def want(self, value, kind, where, null=False):
+        if value is None and null:
+            return None
+        ok, what = _KINDS[kind]
+        if not ok(value):
+            self.bad(f"Expected {where} to be {what}{' or null' if null else ''}. Received: "
+                     f"{_short(value)}")
+        return value
+
+    def shape(self, value, where):
+        """[null or int, d1, d2, ...] with every d a positive int: the sample shape."""
+        self.want(value, "list", where)
+        if len(value) < 2 or (value[0] is not None and type(value[0]) is not int) or \
+                any(type(d) is not int or d < 1 for d in value[1:]):
+            self.bad(f"Expected {where} to be [null, d1, ...] with positive ints. Received: "
+                     f"{_short(value)}")
+        return tuple(value[1:])
+
+
+def _depth(value, limit):
+    """The nesting depth of parsed JSON, level by level (no recursion), up to limit + 1."""
+    depth, level = 0, [value]
+    while level and depth <= limit:
+        depth += 1
+        level = [v for c in level if isinstance(c, (dict, list))
+                 for v in (c.values() if isinstance(c, dict) else c)]
+    return depth
+
+
+def _find_lambda(value):
+    """True if the parsed JSON holds a Python-code object of Keras (`__lambda__`)."""
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, dict):
+            if v.get("class_name") == "__lambda__":
+                return True
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False
+
+
+class _Archive(_File):
+    """A .keras ZIP, each entry read at most to a given size."""
+
+    def __init__(self, filepath):
+        super().__init__(_path(filepath))
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"No Keras model file at {self.path!r}")
+        self.size = os.path.getsize(self.path)
+        try:
+            self.zip = zipfile.ZipFile(self.path)
+        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
+            with open(self.path, "rb") as f:
+                hdf5 = f.read(8) == b"\x89HDF\r\n\x1a\n"
+            if hdf5:
+                self.bad("an HDF5 file, not a .keras archive: Keras 2's legacy .h5 models are "
+                         "not read by fastnn (a .weights.h5 file goes to load_weights_h5).")
+            self.bad(f"not a readable .keras file (a ZIP archive; truncated, corrupted or "
+                     f"another format): {e}")
+        try:
+            for info in self.zip.infolist():
+                if info.flag_bits & 0x1:
+                    self.bad(f"entry {info.filename!r} is encrypted; .keras files never are.")
+                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                    self.bad(f"entry {info.filename!r} uses ZIP method {info.compress_type}; "
+                             "Keras writes stored entries (fastnn also reads deflated ones).")
+        except BaseException:
+            self.zip.close()
+            raise
+
+    def read(self, name, limit):
+        try:
+            info = self.zip.getinfo(name)
+        except KeyError:
+            self.bad(f"{name} is missing (truncated, or not a Keras 3 .keras file).")
+        if info.file_size > limit:
+            self.bad(f"Expected {name} of at most {limit} bytes (what the model implies). "
+                     f"Received: {info.file_size} bytes")
+        try:
+            with self.zip.open(info) as f:
+                data = f.read(limit + 1)  # reading to the end checks the entry's CRC
+        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError,
+                NotImplementedError, RuntimeError) as e:
+            self.bad(f"cannot read {name} (truncated or corrupted): {e}")
+        if len(data) != info.file_size:
+            self.bad(f"{name} holds {len(data)} bytes; its header says {info.file_size}.")
+        return data
+
+    def config(self):
+        data = self.read(_CONFIG, _MAX_JSON)
+        try:
+            config = json.loads(data.decode("utf-8"))
+        except RecursionError:
+            self.bad(f"{_CONFIG} is nested too deeply.")
+        except (UnicodeDecodeError, ValueError) as e:
+            self.bad(f"{_CONFIG} is not valid JSON: {e}")
+        if _depth(config, _MAX_DEPTH) > _MAX_DEPTH:
+            self.bad(f"{_CONFIG} is nested more than {_MAX_DEPTH} deep.")
+        return config
+
+    def close(self):
+        self.zip.close()
+
+
+class _H5(_File):
+    """Checked access to model.weights.h5 / a .weights.h5 file: hard links only, datasets
+    checked for shape and dtype before their data is read."""
+
+    ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError)
+
+    def __init__(self, path, source, what):
+        super().__init__(path)
+        self.h5py = _h5py()
+        self.what = what
+        try:
+            self.file = self.h5py.File(source, "r")
+        except self.ERRORS as e:
+            self.bad(f"{what} is not a readable HDF5 file: {e}")
+
+    def child(self, group, name, where, kind, optional=False):
+        """group[name], a hard link to a group (kind "group") or dataset (kind "dataset")."""
+        h5py = self.h5py
+        try:
+            if name not in group:
+                if optional:
+                    return None
+                self.bad(f"{self.what} has no {where} (the file does not match the model).")
+            link = group.get(name, getlink=True)
+            if not isinstance(link, h5py.HardLink):
+                self.bad(f"{self.what}: {where} is a {type(link).__name__}; only plain "
+                         "groups and datasets are read.")
+            obj = group[name]
+        except FileFormatError:
+            raise
+        except self.ERRORS as e:
+            self.bad(f"{self.what}: cannot read {where}: {e}")
+        expected = h5py.Group if kind == "group" else h5py.Dataset
+        if not isinstance(obj, expected):
+            self.bad(f"{self.what}: Expected {where} to be an HDF5 {kind}. Received: "
+                     f"{type(obj).__name__}")
+        return obj
+
+    def count(self, group, where):
+        try:
+            return len(group)
+        except self.ERRORS as e:
+            self.bad(f"{self.what}: cannot read {where}: {e}")
+
+    def array(self, group, name, where, shape, kinds="f"):
+        """The dataset group[name], checked to have this shape and a dtype of these kinds
+        (f: float32/float64, i: an integer) before its data is read."""
+        ds = self.child(group, name, where, "dataset")
+        try:
+            if ds.external or ds.is_virtual:
+                self.bad(f"{self.what}: {where} keeps its data outside the file; refused.")
+            dtype, got = ds.dtype, ds.shape
+        except FileFormatError:
+            raise
+        except self.ERRORS as e:
+            self.bad(f"{self.what}: cannot read {where}: {e}")
+        ok = (dtype.kind == "f" and dtype.itemsize in (4, 8)) if kinds == "f" else \
+            (dtype.kind in "iu" and dtype.itemsize <= 8)
+        if not ok:
+            self.bad(f"{self.what}: Expected {where} to hold "
+                     f"{'float32 or float64' if kinds == 'f' else 'an integer'}. "
+                     f"Received: dtype {dtype}")
+        if got != tuple(shape):
+            self.bad(f"{self.what}: Expected {where} of shape {tuple(shape)} (what the model "
+                     f"implies). Received: shape {got}")
+        try:
+            return np.asarray(ds[()])
+        except self.ERRORS as e:
+            self.bad(f"{self.what}: cannot read {where} (truncated or corrupted): {e}")
+
+    def close(self):
+        self.file.close()
+
+
+# ---- reading: the model -------------------------------------------------------------------
+
+def _keras_object(f, value, where):
+    """The (class_name, config) of a Keras object reference, checked to name a Keras built-in
+    (never a custom, registered or Python-code object)."""
+    f.want(value, "dict", where)
+    cls = f.want(value.get("class_name"), "str", f"{where}.class_name")
+    module = f.want(value.get("module"), "str", f"{where}.module", null=True)
+    registered = f.want(value.get("registered_name"), "str", f"{where}.registered_name",
+                        null=True)
+    if cls in ("Lambda", "__lambda__"):
+        f.unsupported(f"{where} is a Lambda: fastnn never runs code from a file, and Lambda "
+                      "layers are Python code. Lambda is not supported by fastnn.")
+    # Keras' built-ins have registered_name null (a function: its own name, in config)
+    builtin = registered in (None, cls) or (cls == "function" and registered == value.get("config"))
+    if (module is not None and module.split(".")[0] != "keras") or not builtin:
+        f.unsupported(f"{where} is the custom class {cls!r} (module {module!r}, registered as "
+                      f"{registered!r}); it is not supported by fastnn.")
+    return cls, value.get("config")
+
+
+def _dtype(f, value, where):
+    """A layer's dtype: a DTypePolicy object or a string, float32 or float64."""
+    if value is None:
+        return None
+    name = value
+    if isinstance(value, dict):
+        cls, cfg = _keras_object(f, value, where)
+        f.want(cfg, "dict", f"{where}.config")
+        if cls not in ("DTypePolicy", "FloatDTypePolicy"):
+            f.unsupported(f"{where}: the dtype policy {cls} is not supported by fastnn "
+                          "(float32 or float64 only).")
+        name = cfg.get("name")
+    f.want(name, "str", where)
+    if name not in ("float32", "float64"):
+        f.unsupported(f"{where}: dtype {name!r} is not supported by fastnn (its kernels compute "
+                      "in float32 or float64).")
+    return name
+
+
+def _activation(f, value, where):
+    """An activation (a Keras name or function reference) as a fastnn Spec."""
+    if value is None:
+        return activations.Spec("linear")
+    name = value
+    if isinstance(value, dict):
+        cls, cfg = _keras_object(f, value, where)
+        if cls != "function" or type(cfg) is not str:
+            f.unsupported(f"{where}: the activation object {cls} is not supported by fastnn.")
+        name = cfg
+    f.want(name, "str", where)
+    if name not in activations.NAMES:
+        f.unsupported(f"{where}: the activation {name!r} is not supported by fastnn (it has "
+                      f"{list(activations.NAMES)}).")
+    return activations.Spec(name)
+
+
+def _initializer_name(f, value, where):
+    if type(value) is str:
+        if value in _INITIALIZERS:
+            return value
+        if value in _INITIALIZER_BY_CLASS:
+            return _INITIALIZER_BY_CLASS[value]
+        f.unsupported(f"{where}: the initializer {value!r} is not supported by fastnn (it has "
+                      f"{sorted(_INITIALIZER_BY_CLASS)}).")
+    cls, cfg = _keras_object(f, value, where)
+    cfg = f.want(cfg if cfg is not None else {}, "dict", f"{where}.config")
+    if cls not in _INITIALIZER_BY_CLASS:
+        f.unsupported(f"{where}: the initializer {cls} is not supported by fastnn (it has "
+                      f"{sorted(_INITIALIZER_BY_CLASS)}).")
+    name = _INITIALIZER_BY_CLASS[cls]
+    defaults = {**_INITIALIZERS[name][1], "input_axes": None, "output_axes": None}
+    for key, v in cfg.items():
+        if key == "seed":  # only decides the draws, which the file's weights replace
+            f.want(v, "int", f"{where}.config.seed", null=True)
+        elif key not in defaults or v != defaults[key]:
+            f.unsupported(f"{where}: {cls}({key}={_short(v)}) is not supported by fastnn "
+                          f"(it has {cls}({', '.join(f'{k}={d}' for k, d in defaults.items())})).")
+    return name
+
+
+def _options(f, cfg, allowed, cls, where):
+    """Check that cfg has only the keys in allowed (name -> value meaning "off", or a callable
+    check) plus name/trainable/dtype; returns nothing, raises naming the first other option."""
+    for key, value in cfg.items():
+        if key in ("name", "trainable", "dtype"):
+            continue
+        if key not in allowed:
+            f.unsupported(f"{where}: the {cls} option {key!r} is not supported by fastnn.")
+        check = allowed[key]
+        if callable(check):
+            check(value, f"{where}.config.{key}")
+        elif value != check or type(value) is not type(check):
+            f.unsupported(f"{where}: {cls}({key}={_short(value)}) is not supported by fastnn "
+                          f"(only {key}={check!r}).")
+
+
+def _layer(f, entry, where, shape):
+    """One Keras layer entry as (fastnn layer, class name, output shape, parameter count),
+    for samples of shape; raises naming anything fastnn does not have."""
+    cls, cfg = _keras_object(f, entry, where)
+    if cls not in _SUPPORTED:
+        f.unsupported(f"{where}: {cls} is not supported by fastnn (it reads Sequential models "
+                      f"of {', '.join(_SUPPORTED)}).")
+    if cls == "InputLayer":
+        f.unsupported(f"{where}: an InputLayer is only read as the first layer.")
+    f.want(cfg, "dict", f"{where}.config")
+    name = f.want(cfg.get("name"), "str", f"{where}.config.name", null=True)
+    if cfg.get("trainable", True) is not True:
+        f.unsupported(f"{where}: trainable={_short(cfg.get('trainable'))} (a frozen layer) is "
+                      "not supported by fastnn.")
+    dtype = _dtype(f, cfg.get("dtype"), f"{where}.config.dtype")
+    kw = {"name": name, "dtype": dtype}
+    null = {k: None for k in ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
+                              "kernel_constraint", "bias_constraint", "quantization_config",
+                              "lora_rank", "lora_alpha")}
+
+    def number(lo=0.0):
+        def check(v, w):
+            f.want(v, "number", w)
+            if v < lo:
+                f.bad(f"Expected {w} >= {lo}. Received: {v}")
+        return check
+
+    def build_config_matches():
+        bc = entry.get("build_config")
+        if bc is not None:
+            f.want(bc, "dict", f"{where}.build_config")
+            if "input_shape" in bc and f.shape(bc["input_shape"], f"{where}.build_config."
+                                               "input_shape") != shape:
+                f.bad(f"{where} was built for inputs {bc['input_shape']}, but receives "
+                      f"{[None, *shape]}.")
+
+    if cls == "Dense":
+        _options(f, cfg, {"units": lambda v, w: f.want(v, "int", w),
+                          "activation": lambda v, w: None,
+                          "use_bias": lambda v, w: f.want(v, "bool", w),
+                          "kernel_initializer": lambda v, w: None,
+                          "bias_initializer": lambda v, w: None, **null}, cls, where)
+        units = f.want(cfg.get("units"), "int", f"{where}.config.units")
+        if units < 1:
+            f.bad(f"Expected {where}.config.units to be a positive int. Received: {units}")
+        if len(shape) != 1:
+            f.unsupported(f"{where}: Dense on inputs of shape {[None, *shape]} is not supported "
+                          "by fastnn (its Dense takes (batch, features); add a Flatten).")
+        build_config_matches()
+        use_bias = f.want(cfg.get("use_bias", True), "bool", f"{where}.config.use_bias")
+        layer = layers_module.Dense(
+            units, activation=_activation(f, cfg.get("activation"), f"{where}.config.activation"),
+            use_bias=use_bias,
+            kernel_initializer=_initializer_name(f, cfg.get("kernel_initializer",
+                                                            "glorot_uniform"),
+                                                 f"{where}.config.kernel_initializer"),
+            bias_initializer=_initializer_name(f, cfg.get("bias_initializer", "zeros"),
+                                               f"{where}.config.bias_initializer"), **kw)
+        return layer, cls, (units,), (shape[0] + use_bias) * units
+    if cls == "Flatten":
+        _options(f, cfg, {"data_format": lambda v, w: None}, cls, where)
+        fmt = cfg.get("data_format", "channels_last")
+        if fmt not in (None, "channels_last", "channels_first"):
+            f.bad(f"Expected {where}.config.data_format to be channels_last or channels_first. "
+                  f"Received: {_short(fmt)}")
+        if fmt == "channels_first" and len(shape) > 1:
+            f.unsupported(f"{where}: Flatten(data_format='channels_first') of inputs "
+                          f"{[None, *shape]} is not supported by fastnn (it flattens "
+                          "channels_last).")
+        build_config_matches()
+        return layers_module.Flatten(**kw), cls, (math.prod(shape),), 0
+    if cls == "Dropout":
+        _options(f, cfg, {"rate": number(), "seed": lambda v, w: f.want(v, "int", w, null=True),
+                          "noise_shape": None}, cls, where)
+        rate = f.want(cfg.get("rate"), "number", f"{where}.config.rate")
+        return layers_module.Dropout(rate, seed=cfg.get("seed"), **kw), cls, shape, 0
+    if cls == "Activation":
+        _options(f, cfg, {"activation": lambda v, w: None}, cls, where)
+        spec = _activation(f, cfg.get("activation"), f"{where}.config.activation")
+    elif cls == "LeakyReLU":
+        key = "alpha" if "alpha" in cfg and "negative_slope" not in cfg else "negative_slope"
+        _options(f, cfg, {key: number()}, cls, where)
+        spec = activations.Spec("leaky_relu", cfg.get(key, 0.3))  # Keras' default: 0.3
+    elif cls == "ELU":
+        _options(f, cfg, {"alpha": number(-math.inf)}, cls, where)
+        spec = activations.Spec("elu", cfg.get("alpha", 1.0))
+    elif cls == "ReLU":
+        _options(f, cfg, {"max_value": None, "negative_slope": number(),
+                          "threshold": lambda v, w: f.want(v, "number", w)}, cls, where)
+        if cfg.get("threshold", 0.0) != 0:
+            f.unsupported(f"{where}: ReLU(threshold={cfg['threshold']}) is not supported by "
+                          "fastnn.")
+        slope = cfg.get("negative_slope", 0.0)
+        spec = activations.Spec("leaky_relu", slope) if slope else activations.Spec("relu")
+    else:  # Softmax
+        def axis(v, w):
+            if v not in (-1, len(shape), [-1], [len(shape)]) or type(v) is bool:
+                f.unsupported(f"{where}: Softmax(axis={_short(v)}) is not supported by fastnn "
+                              "(softmax over the last axis only).")
+        _options(f, cfg, {"axis": axis}, cls, where)
+        spec = activations.Spec("softmax")
+    return layers_module.Activation(spec, **kw), cls, shape, 0
+
+
+def _input_shape(f, config, entries):
+    """(the sample shape or None, the layer entries after the InputLayer): from the InputLayer,
+    else from the model's build_input_shape."""
+    if entries:
+        cls, cfg = _keras_object(f, entries[0], "model.layers[0]")
+        if cls == "InputLayer":
+            f.want(cfg, "dict", "model.layers[0].config")
+            for key, value in cfg.items():
+                if key in ("batch_shape", "batch_input_shape", "name"):
+                    continue
+                if key == "dtype":
+                    _dtype(f, value, "model.layers[0].config.dtype")
+                elif key not in ("sparse", "ragged", "optional"):
+                    f.unsupported(f"model.layers[0]: the InputLayer option {key!r} is not "
+                                  "supported by fastnn.")
+                elif value not in (None, False):
+                    f.unsupported(f"model.layers[0]: Input({key}={_short(value)}) is not "
+                                  "supported by fastnn.")
+            key = "batch_shape" if "batch_shape" in cfg else "batch_input_shape"
+            return f.shape(cfg.get(key), f"model.layers[0].config.{key}"), entries[1:]
+    if config.get("build_input_shape") is not None:
+        return f.shape(config["build_input_shape"], "model.config.build_input_shape"), entries
+    return None, entries
+
+
+def _model(f, top):
+    """(the fastnn Sequential that config.json describes, built; the Keras class of each of its
+    layers; its parameter count).  Nothing is allocated before the count is checked against
+    the file's size."""
+    from fastnn.models import Sequential
+
+    f.want(top, "dict", "config.json")
+    if _find_lambda(top.get("config")):  # (one in compile_config only leaves it uncompiled)
+        f.unsupported("it holds a Python lambda (`__lambda__`): fastnn never runs code from a "
+                      "file; Lambda is not supported by fastnn.")
+    cls, config = _keras_object(f, top, "the model")
+    if cls != "Sequential":
+        f.unsupported(f"the model is a {cls}: fastnn reads Sequential models only ({cls} is "
+                      "not supported by fastnn).")
+    f.want(config, "dict", "model.config")
+    name = f.want(config.get("name"), "str", "model.config.name", null=True)
+    if config.get("trainable", True) is not True:
+        f.unsupported("trainable=False (a frozen model) is not supported by fastnn.")
+    _dtype(f, config.get("dtype"), "model.config.dtype")
+    entries = f.want(config.get("layers"), "list", "model.config.layers")
+    if len(entries) > _MAX_LAYERS:
+        f.bad(f"Expected at most {_MAX_LAYERS} layers. Received: {len(entries)}")
+    first = len(entries)
+    shape, entries = _input_shape(f, config, entries)
+    first -= len(entries)  # 1 after an InputLayer: the index of entries[0] in the file
+    if shape is None:
+        bc = top.get("build_config")
+        if isinstance(bc, dict) and bc.get("input_shape") is not None:
+            shape = f.shape(bc["input_shape"], "build_config.input_shape")
+    if shape is None or not entries:
+        f.unsupported("the model has no input shape or no layers (it was saved unbuilt, "
+                      "without weights); fastnn reads built models.")
+    layers, classes, count, s = [], [], 0, shape
+    for i, entry in enumerate(entries):
+        where = f"model.layers[{first + i}]"
+        try:
+            layer, lcls, s, n = _layer(f, entry, where, s)
+        except (UnsupportedError, FileFormatError):
+            raise
+        except (ValueError, TypeError) as e:  # refused by the layer's constructor
+            f.bad(f"invalid {where}: {e}")
+        layers.append(layer)
+        classes.append(lcls)
+        count += n
+    if count * 4 > f.size:  # 4 bytes: the smallest float
+        f.bad(f"its model has {count} parameters, more than its {f.size} bytes can hold.")
+    try:
+        model = Sequential(name=name)
+        for layer in layers:
+            model.add(layer, build=False)
+        model.build((None, *shape))
+    except (ValueError, TypeError) as e:
+        f.bad(f"invalid model description: {e}")
+    return model, classes, count
+
+
+def _h5_limit(count, n_layers, n_weights):
+    """The most bytes a weights file of this architecture takes: its parameters and at most
+    _MAX_SLOTS optimizer arrays of each, 8-byte floats, and the HDF5 structure."""
+    n_objects = 8 + 2 * n_layers + (2 + _MAX_SLOTS) * n_weights
+    return 8 * count * (1 + _MAX_SLOTS) + 64 + _H5_BASE + _H5_PER_OBJECT * n_objects
+
+
+def _read_weights(h5, model, classes):
+    """Read the layers' variables of an open weights file, checked against the model, into it.
+    classes: the Keras class of each layer (their keys in the file)."""
+    keys = _unique_keys(classes)
+    group = h5.child(h5.file, "layers", "the group layers", "group", optional=not model.weights)
+    if group is None:
+        return
+    values = []
+    for key, layer in zip(keys, model.layers):
+        where = f"layers/{key}/vars"
+        sub = h5.child(group, key, f"layers/{key}", "group", optional=not layer.weights)
+        if sub is None:  # a layer without weights may have no group
+            continue
+        v = h5.child(sub, "vars", where, "group", optional=not layer.weights)
+        if v is None:
+            continue
+        n = h5.count(v, where)
+        if n != len(layer.weights):
+            h5.bad(f"{h5.what}: {where} holds {n} variables; layer {layer.name!r} has "
+                   f"{len(layer.weights)}.")
+        values += [h5.array(v, str(i), f"{where}/{i}", w.shape)
+                   for i, w in enumerate(layer.weights)]
+    try:
+        extra = [k for k in group if k not in keys]
+    except h5.ERRORS as e:
+        h5.bad(f"{h5.what}: cannot read the group layers: {e}")
+    for k in extra:  # Keras ignores these; weights there mean another architecture
+        sub = h5.child(group, k, f"layers/{k}", "group")
+        v = h5.child(sub, "vars", f"layers/{k}/vars", "group", optional=True)
+        if v is not None and h5.count(v, f"layers/{k}/vars"):
+            h5.bad(f"{h5.what} holds weights for layers/{k}, a layer the model does not have "
+                   f"(its layers: {keys}).")
+    model.set_weights(values)
+
+
+def _keras_class(layer):
+    """The Keras class a fastnn layer is written as (its key in a weights file)."""
+    kind = type(layer)
+    if kind is layers_module.Activation:
+        return _activation_layer(layer.activation, layer.name, layer.dtype)[0]
+    if kind in (layers_module.Dense, layers_module.Flatten, layers_module.Dropout):
+        return kind.__name__
+    raise ValueError(f"layer {layer.name!r}: {kind.__name__} has no Keras weights layout.")
+
+
+def _check_off(f, cfg, off, what):
+    """Every key of cfg is a known option set to what means "off" in off (a value, or a tuple
+    of accepted types); else UnsupportedError."""
+    for key, value in cfg.items():
+        if key not in off:
+            f.unsupported(f"the {what} option {key!r} is not supported by fastnn.")
+        want = off[key]
+        if isinstance(want, tuple):  # any value of these types (exactly: a bool is no int)
+            ok = type(value) in want
+        else:
+            ok = value == want and type(value) is type(want)
+        if not ok:
+            f.unsupported(f"{what}({key}={_short(value)}) is not supported by fastnn.")
+
+
+def _read_optimizer(f, value):
+    if type(value) is str:
+        if value.lower() not in {k.lower() for k in _OPTIMIZERS}:
+            f.unsupported(f"the optimizer {value!r} is not supported by fastnn.")
+        return optimizers.get(value)
+    if value is None:
+        f.unsupported("a compile_config without an optimizer is not supported by fastnn.")
+    cls, cfg = _keras_object(f, value, "compile_config.optimizer")
+    if cls not in _OPTIMIZERS:
+        f.unsupported(f"the optimizer {cls} is not supported by fastnn (it has "
+                      f"{sorted(_OPTIMIZERS)}).")
+    cfg = dict(f.want(cfg, "dict", "compile_config.optimizer.config"))
+    kwargs = {k: cfg.pop(k) for k in _OPTIMIZER_KEYS[cls] if k in cfg}
+    for flag in ("nesterov", "amsgrad", "centered"):
+        if flag in kwargs:
+            f.want(kwargs[flag], "bool", f"compile_config.optimizer.config.{flag}")
+    name = f.want(cfg.pop("name", None), "str", "compile_config.optimizer.config.name", null=True)
+    lr = cfg.pop("learning_rate", None)
+    wd = cfg.pop("weight_decay", None)
+    _check_off(f, cfg, _OPTIMIZER_OFF, cls)
+    if isinstance(lr, dict):
+        scls, scfg = _keras_object(f, lr, "compile_config.optimizer.config.learning_rate")
+        if scls not in _SCHEDULES:
+            f.unsupported(f"the learning-rate schedule {scls} is not supported by fastnn (it "
+                          f"has {sorted(_SCHEDULES)}).")
+        scfg = dict(f.want(scfg, "dict", "the learning-rate schedule's config"))
+        scfg.pop("name", None)
+        if "staircase" in scfg:
+            f.want(scfg["staircase"], "bool", "the learning-rate schedule's staircase")
+        lr = _SCHEDULES[scls](**scfg)
+    if lr is not None:
+        kwargs["learning_rate"] = lr
+    if wd is not None or cls == "AdamW":
+        kwargs["weight_decay"] = wd
+    return _OPTIMIZERS[cls](name=name, **kwargs)
+
+
+def _read_loss(f, value):
+    cfg = {}
+    if value is None:
+        f.unsupported("a compile_config without a loss is not supported by fastnn.")
+    if type(value) is str:
+        name = value
+    else:
+        cls, cfg = _keras_object(f, value, "compile_config.loss")
+        if cls == "function":
+            name, cfg = cfg, {}
+        else:
+            name, cfg = cls, dict(f.want(cfg, "dict", "compile_config.loss.config"))
+    if type(name) is not str or name not in _LOSS_NAMES:
+        f.unsupported(f"the loss {_short(name)} is not supported by fastnn (it has "
+                      f"{sorted(set(_LOSS_NAMES.values()))}).")
+    name = _LOSS_NAMES[name]
+    from_logits = f.want(cfg.pop("from_logits", False), "bool",
+                         "compile_config.loss.config.from_logits")
+    if from_logits and name not in ("categorical_crossentropy",
+                                    "sparse_categorical_crossentropy"):
+        f.unsupported(f"the loss {name} with from_logits=True is not supported by fastnn.")
+    cfg.pop("name", None)
+    cfg.pop("dtype", None)
+    _check_off(f, cfg, {"reduction": "sum_over_batch_size", "label_smoothing": 0.0, "axis": -1,
+                        "ignore_class": None, "fn": name}, name)
+    return losses.from_config({"name": name, "from_logits": from_logits})
+
+
+def _read_metrics(f, value):
+    if value is None:
+        return []
+    if type(value) is not list:
+        f.unsupported(f"metrics of the form {_short(value)} (several outputs) are not "
+                      "supported by fastnn.")
+    out = []
+    for i, m in enumerate(value):
+        where = f"compile_config.metrics[{i}]"
+        if type(m) is str:
+            name = m
+        elif type(m) is not dict:
+            f.unsupported(f"{where}: metrics of the form {_short(m)} are not supported by "
+                          "fastnn.")
+        else:
+            cls, cfg = _keras_object(f, m, where)
+            if cls == "function":
+                name = cfg
+            else:
+                cfg = f.want(cfg if cfg is not None else {}, "dict", f"{where}.config")
+                extra = {k: v for k, v in cfg.items() if k not in ("name", "dtype")}
+                name = _METRIC_CLASSES.get(cls)
+                if name is None or extra not in ({}, {"threshold": 0.5}):
+                    f.unsupported(f"{where}: the metric {cls}"
+                                  f"{'(' + _short(extra) + ')' if extra else ''} is not "
+                                  "supported by fastnn.")
+        if name not in _METRIC_NAMES:
+            f.unsupported(f"{where}: the metric {_short(name)} is not supported by fastnn (it "
+                          f"has {list(_METRIC_NAMES)}).")
+        out.append(name)
+    return out
+
+
+def _compile(f, model, cc):
+    """Compile model as the compile_config says (UnsupportedError if fastnn lacks any of it)."""
+    f.want(cc, "dict", "compile_config")
+    for key in ("loss_weights", "weighted_metrics"):
+        if cc.get(key) is not None:
+            f.unsupported(f"compile_config.{key} is not supported by fastnn.")
+    try:
+        optimizer = _read_optimizer(f, cc.get("optimizer", "rmsprop"))
+        loss = _read_loss(f, cc.get("loss"))
+        metrics = _read_metrics(f, cc.get("metrics"))
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    except (UnsupportedError, FileFormatError):
+        raise
+    except (ValueError, TypeError) as e:  # refused by a constructor: a poisoned value
+        f.bad(f"invalid compile settings: {e}")
+
+
+def _read_optimizer_state(h5, model):
+    """The optimizer variables (Keras' order) into the compiled model's optimizer: all of them,
+    or only iterations (and learning_rate) when the file's optimizer had not stepped yet."""
+    opt, weights = model.optimizer, model.weights
+    g = h5.child(h5.file, "optimizer", "the group optimizer", "group", optional=True)
+    v = None if g is None else h5.child(g, "vars", "optimizer/vars", "group", optional=True)
+    if v is None:
+        return
+    groups = _slot_groups(opt)
+    slots = [s for grp in groups for s in grp]
+    scalars = 1 + (not _has_schedule(opt))
+    nadam = type(opt).__name__ == "Nadam"
+    full = scalars + len(slots) * len(weights) + nadam
+    n = h5.count(v, "optimizer/vars")
+    if n not in (0, scalars, full):
+        h5.bad(f"{h5.what}: optimizer/vars holds {n} variables; a {type(opt).__name__} for this "
+               f"model has {full} (or {scalars} before its first step).")
+    if n == 0:
+        return
+    it = int(h5.array(v, "0", "optimizer/vars/0 (iterations)", (), kinds="i"))
+    if not 0 <= it < 2**63 - 1:
+        h5.bad(f"{h5.what}: Expected iterations in [0, 2**63 - 1). Received: {it}")
+    lr = None
+    if scalars == 2:
+        lr = float(h5.array(v, "1", "optimizer/vars/1 (learning_rate)", ()))
+        if not math.isfinite(lr) or lr < 0:
+            h5.bad(f"{h5.what}: Expected a finite learning rate >= 0. Received: {lr}")
+    if n == full:
+        per_slot, k = {s: [None] * len(weights) for s in slots}, scalars
+        for grp in groups:
+            for i, w in enumerate(weights):
+                for s in grp:
+                    a = h5.array(v, str(k), f"optimizer/vars/{k} ({s} of weight {i})", w.shape)
+                    if not np.isfinite(a).all():
+                        h5.bad(f"{h5.what}: optimizer/vars/{k} holds NaN or Inf; training from "
+                               "it would produce NaN.")
+                    per_slot[s][i] = a
+                    k += 1
+        if nadam:  # fastnn recomputes u_product from iterations
+            u = h5.array(v, str(k), f"optimizer/vars/{k} (u_product)", ())
+            if not np.isfinite(u):
+                h5.bad(f"{h5.what}: optimizer/vars/{k} holds NaN or Inf.")
+        if slots:  # fastnn's state: per parameter buffer, each slot, flat
+            mine, ns = model.build_optimizer(), len(slots)
+            for j, s in enumerate(slots):
+                flat = np.concatenate([a.reshape(-1) for a in per_slot[s]])
+                start = 0
+                for buf in mine[j::ns]:
+                    buf.reshape(-1)[...] = flat[start:start + buf.size]
+                    start += buf.size
+    opt.iterations = it
+    if lr is not None and np.float32(lr) != np.float32(opt.learning_rate):
+        opt.learning_rate = lr  # changed since the config was written (else keep its digits)
+
+
+def load_keras(filepath, compile=True):
+    """Read a Keras 3 `.keras` file (written by Keras 3 or by save_keras) as a fastnn Sequential
+    with the same weights; compiled, with its optimizer state, when its compile_config is one
+    fastnn understands (else uncompiled, with a warning naming what is not; compile=False skips
+    it).  Raises FileFormatError for a bad file, UnsupportedError (a ValueError) naming a layer
+    or option fastnn does not have; never executes code from the file."""
+    f = _Archive(filepath)
+    try:
+        top = f.config()
+        model, classes, count = _model(f, top)
+        limit = _h5_limit(count, len(model.layers), len(model.weights))
+        h5 = _H5(f.path, io.BytesIO(f.read(_WEIGHTS, limit)), _WEIGHTS)
+        try:
+            _read_weights(h5, model, classes)
+            cc = top.get("compile_config")
+            if compile and cc:
+                try:
+                    _compile(f, model, cc)
+                except UnsupportedError as e:  # raised before model.compile
+                    warnings.warn(f"{e} The model is loaded uncompiled.", stacklevel=2)
+                else:
+                    _read_optimizer_state(h5, model)
+        finally:
+            h5.close()
+        return model
+    finally:
+        f.close()
+
+
+def load_weights_h5(model, filepath):
+    """Read a Keras 3 `.weights.h5` file (Keras' model.save_weights, or save_weights_h5) into
+    this built model: the layers' variables, matched by Keras' layer keys (dense, dense_1, ...)
+    and checked for count, shape and dtype (the optimizer's are not read).  FileFormatError
+    for a file that is bad or does not fit the model; the model is unchanged then."""
+    _require_built(model, "load weights into")
+    path = _path(filepath)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"No weights file at {path!r}")
+    classes = [_keras_class(layer) for layer in model.layers]
+    limit = _h5_limit(sum(w.size for w in model.weights), len(model.layers),
+                      len(model.weights))
+    size = os.path.getsize(path)
+    if size > limit:
+        raise FileFormatError(f"{path!r}: Expected at most {limit} bytes for this model's "
+                              f"weights. Received: {size} bytes")
+    h5 = _H5(path, path, "the weights file")
+    try:
+        try:
+            legacy = "layers" not in h5.file and "layer_names" in h5.file.attrs
+        except h5.ERRORS as e:
+            h5.bad(f"the weights file cannot be read: {e}")
+        if legacy:
+            h5.bad("Keras 2's legacy HDF5 weights layout (layer_names) is not read by fastnn.")
+        _read_weights(h5, model, classes)
+    finally:
+        h5.close()
