@@ -58,6 +58,7 @@ import os
 
 import numpy as np
 
+from fastnn import _files
 from fastnn import layers as layers_module
 
 OPSET = 17
@@ -86,7 +87,8 @@ def export_onnx(model, filepath):
     proto = to_onnx(model, check=False)
     if _weight_bytes(proto) <= _MAX_INLINE_BYTES:
         onnx.checker.check_model(proto, full_check=True)
-        _write_atomic(filepath, proto.SerializeToString())
+        data = proto.SerializeToString()
+        _files.write_atomic(filepath, lambda f: f.write(data))
         return
     # too large for one protobuf message: the weights go to "<file name>.data" beside it
     from onnx import external_data_helper
@@ -349,32 +351,3 @@ _ACTIVATIONS = {
     "linear": _linear, "relu": _op("Relu"), "sigmoid": _op("Sigmoid"), "tanh": _op("Tanh"),
     "softmax": _op("Softmax", axis=-1), "leaky_relu": _leaky_relu, "elu": _elu, "gelu": _gelu,
 }
-
-
-# ---- writing --------------------------------------------------------------------------------
-
-def _write_atomic(filepath, data):
-    """Write data to filepath through a temporary file in its directory (a symlink's target's),
-    renamed over it: a crash mid-write leaves any previous file whole.  A new file gets the
-    mode the umask gives; an existing one keeps its mode."""
-    target = os.path.realpath(filepath)
-    directory = os.path.dirname(target)
-    tmp = os.path.join(directory, f".{os.path.basename(target)}.{os.getpid()}."
-                                  f"{os.urandom(4).hex()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.chmod(tmp, os.stat(target).st_mode & 0o7777)
-        except FileNotFoundError:
-            pass
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise

@@ -96,15 +96,13 @@ import io
 import json
 import math
 import os
-import stat
-import tempfile
 import warnings
 import zipfile
 import zlib
 
 import numpy as np
 
-from fastnn import activations, distribution, losses, optimizers
+from fastnn import _files, activations, distribution, losses, optimizers
 from fastnn import layers as layers_module
 from fastnn.saving import FileFormatError
 
@@ -196,10 +194,6 @@ def _h5py():
     return h5py
 
 
-def _path(filepath):
-    return os.fsdecode(os.fspath(filepath))
-
-
 def _obj(module, class_name, config):
     """A Keras object reference as serialize_keras_object writes it."""
     return {"module": module, "class_name": class_name, "config": config,
@@ -249,30 +243,6 @@ def _has_schedule(opt):
 
 
 # ---- writing ----------------------------------------------------------------------------------
-
-def _write_atomic(filepath, write):
-    """Call write(f) on a temporary file in the target's directory, then rename it over the
-    target (through a symlink: its target), keeping an existing file's permission mode."""
-    target = os.path.realpath(_path(filepath))
-    try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask
-    fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=os.path.dirname(target))
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
 
 def _initializer(init, where):
     name = init if isinstance(init, str) else getattr(init, "__name__", None)
@@ -509,7 +479,7 @@ def save_keras(model, filepath):
         with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
             for name, data in entries:
                 z.writestr(name, data)
-    _write_atomic(filepath, write)
+    _files.write_atomic(filepath, write)
 
 
 def save_weights_h5(model, filepath):
@@ -521,7 +491,7 @@ def save_weights_h5(model, filepath):
         return
     _require_built(model, "save weights from")
     data = _h5_bytes(model, _keras_layers(model))
-    _write_atomic(filepath, lambda f: f.write(data))
+    _files.write_atomic(filepath, lambda f: f.write(data))
 
 
 # ---- reading: checked access to the file ----------------------------------------------------
@@ -534,11 +504,6 @@ _KINDS = {
     "dict": (lambda v: type(v) is dict, "an object"),
     "list": (lambda v: type(v) is list, "a list"),
 }
-
-
-def _short(value):
-    r = repr(value)
-    return r if len(r) <= 80 else r[:77] + "..."
 
 
 class UnsupportedError(ValueError):
@@ -565,7 +530,7 @@ class _File:
         ok, what = _KINDS[kind]
         if not ok(value):
             self.bad(f"Expected {where} to be {what}{' or null' if null else ''}. Received: "
-                     f"{_short(value)}")
+                     f"{_files.short(value)}")
         return value
 
     def shape(self, value, where):
@@ -574,18 +539,8 @@ class _File:
         if len(value) < 2 or (value[0] is not None and type(value[0]) is not int) or \
                 any(type(d) is not int or d < 1 for d in value[1:]):
             self.bad(f"Expected {where} to be [null, d1, ...] with positive ints. Received: "
-                     f"{_short(value)}")
+                     f"{_files.short(value)}")
         return tuple(value[1:])
-
-
-def _depth(value, limit):
-    """The nesting depth of parsed JSON, level by level (no recursion), up to limit + 1."""
-    depth, level = 0, [value]
-    while level and depth <= limit:
-        depth += 1
-        level = [v for c in level if isinstance(c, (dict, list))
-                 for v in (c.values() if isinstance(c, dict) else c)]
-    return depth
 
 
 def _find_lambda(value):
@@ -606,7 +561,7 @@ class _Archive(_File):
     """A .keras ZIP, each entry read at most to a given size."""
 
     def __init__(self, filepath):
-        super().__init__(_path(filepath))
+        super().__init__(_files.path_str(filepath))
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"No Keras model file at {self.path!r}")
         self.size = os.path.getsize(self.path)
@@ -657,7 +612,7 @@ class _Archive(_File):
             self.bad(f"{_CONFIG} is nested too deeply.")
         except (UnicodeDecodeError, ValueError) as e:
             self.bad(f"{_CONFIG} is not valid JSON: {e}")
-        if _depth(config, _MAX_DEPTH) > _MAX_DEPTH:
+        if _files.json_depth(config, _MAX_DEPTH) > _MAX_DEPTH:
             self.bad(f"{_CONFIG} is nested more than {_MAX_DEPTH} deep.")
         return config
 
@@ -815,7 +770,7 @@ def _initializer_name(f, value, where):
         if key == "seed":  # only decides the draws, which the file's weights replace
             f.want(v, "int", f"{where}.config.seed", null=True)
         elif key not in defaults or v != defaults[key]:
-            f.unsupported(f"{where}: {cls}({key}={_short(v)}) is not supported by fastnn "
+            f.unsupported(f"{where}: {cls}({key}={_files.short(v)}) is not supported by fastnn "
                           f"(it has {cls}({', '.join(f'{k}={d}' for k, d in defaults.items())})).")
     return name
 
@@ -832,7 +787,7 @@ def _options(f, cfg, allowed, cls, where):
         if callable(check):
             check(value, f"{where}.config.{key}")
         elif value != check or type(value) is not type(check):
-            f.unsupported(f"{where}: {cls}({key}={_short(value)}) is not supported by fastnn "
+            f.unsupported(f"{where}: {cls}({key}={_files.short(value)}) is not supported by fastnn "
                           f"(only {key}={check!r}).")
 
 
@@ -848,7 +803,7 @@ def _layer(f, entry, where, shape):
     f.want(cfg, "dict", f"{where}.config")
     name = f.want(cfg.get("name"), "str", f"{where}.config.name", null=True)
     if cfg.get("trainable", True) is not True:
-        f.unsupported(f"{where}: trainable={_short(cfg.get('trainable'))} (a frozen layer) is "
+        f.unsupported(f"{where}: trainable={_files.short(cfg.get('trainable'))} (a frozen layer) is "
                       "not supported by fastnn.")
     dtype = _dtype(f, cfg.get("dtype"), f"{where}.config.dtype")
     kw = {"name": name, "dtype": dtype}
@@ -900,7 +855,7 @@ def _layer(f, entry, where, shape):
         fmt = cfg.get("data_format", "channels_last")
         if fmt not in (None, "channels_last", "channels_first"):
             f.bad(f"Expected {where}.config.data_format to be channels_last or channels_first. "
-                  f"Received: {_short(fmt)}")
+                  f"Received: {_files.short(fmt)}")
         if fmt == "channels_first" and len(shape) > 1:
             f.unsupported(f"{where}: Flatten(data_format='channels_first') of inputs "
                           f"{[None, *shape]} is not supported by fastnn (it flattens "
@@ -933,7 +888,7 @@ def _layer(f, entry, where, shape):
     else:  # Softmax
         def axis(v, w):
             if v not in (-1, len(shape), [-1], [len(shape)]) or type(v) is bool:
-                f.unsupported(f"{where}: Softmax(axis={_short(v)}) is not supported by fastnn "
+                f.unsupported(f"{where}: Softmax(axis={_files.short(v)}) is not supported by fastnn "
                               "(softmax over the last axis only).")
         _options(f, cfg, {"axis": axis}, cls, where)
         spec = activations.Spec("softmax")
@@ -956,7 +911,7 @@ def _input_shape(f, config, entries):
                     f.unsupported(f"model.layers[0]: the InputLayer option {key!r} is not "
                                   "supported by fastnn.")
                 elif value not in (None, False):
-                    f.unsupported(f"model.layers[0]: Input({key}={_short(value)}) is not "
+                    f.unsupported(f"model.layers[0]: Input({key}={_files.short(value)}) is not "
                                   "supported by fastnn.")
             key = "batch_shape" if "batch_shape" in cfg else "batch_input_shape"
             return f.shape(cfg.get(key), f"model.layers[0].config.{key}"), entries[1:]
@@ -1085,7 +1040,7 @@ def _check_off(f, cfg, off, what):
         else:
             ok = value == want and type(value) is type(want)
         if not ok:
-            f.unsupported(f"{what}({key}={_short(value)}) is not supported by fastnn.")
+            f.unsupported(f"{what}({key}={_files.short(value)}) is not supported by fastnn.")
 
 
 def _read_optimizer(f, value):
@@ -1138,7 +1093,7 @@ def _read_loss(f, value):
         else:
             name, cfg = cls, dict(f.want(cfg, "dict", "compile_config.loss.config"))
     if type(name) is not str or name not in _LOSS_NAMES:
-        f.unsupported(f"the loss {_short(name)} is not supported by fastnn (it has "
+        f.unsupported(f"the loss {_files.short(name)} is not supported by fastnn (it has "
                       f"{sorted(set(_LOSS_NAMES.values()))}).")
     name = _LOSS_NAMES[name]
     from_logits = f.want(cfg.pop("from_logits", False), "bool",
@@ -1157,7 +1112,7 @@ def _read_metrics(f, value):
     if value is None:
         return []
     if type(value) is not list:
-        f.unsupported(f"metrics of the form {_short(value)} (several outputs) are not "
+        f.unsupported(f"metrics of the form {_files.short(value)} (several outputs) are not "
                       "supported by fastnn.")
     out = []
     for i, m in enumerate(value):
@@ -1165,7 +1120,7 @@ def _read_metrics(f, value):
         if type(m) is str:
             name = m
         elif type(m) is not dict:
-            f.unsupported(f"{where}: metrics of the form {_short(m)} are not supported by "
+            f.unsupported(f"{where}: metrics of the form {_files.short(m)} are not supported by "
                           "fastnn.")
         else:
             cls, cfg = _keras_object(f, m, where)
@@ -1177,10 +1132,10 @@ def _read_metrics(f, value):
                 name = _METRIC_CLASSES.get(cls)
                 if name is None or extra not in ({}, {"threshold": 0.5}):
                     f.unsupported(f"{where}: the metric {cls}"
-                                  f"{'(' + _short(extra) + ')' if extra else ''} is not "
+                                  f"{'(' + _files.short(extra) + ')' if extra else ''} is not "
                                   "supported by fastnn.")
         if name not in _METRIC_NAMES:
-            f.unsupported(f"{where}: the metric {_short(name)} is not supported by fastnn (it "
+            f.unsupported(f"{where}: the metric {_files.short(name)} is not supported by fastnn (it "
                           f"has {list(_METRIC_NAMES)}).")
         out.append(name)
     return out
@@ -1293,7 +1248,7 @@ def load_weights_h5(model, filepath):
     and checked for count, shape and dtype (the optimizer's are not read).  FileFormatError
     for a file that is bad or does not fit the model; the model is unchanged then."""
     _require_built(model, "load weights into")
-    path = _path(filepath)
+    path = _files.path_str(filepath)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No weights file at {path!r}")
     classes = [_keras_class(layer) for layer in model.layers]

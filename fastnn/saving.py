@@ -28,20 +28,15 @@ wrong types or values in it, .npy headers or arrays that do not fit the model, N
 the optimizer state) raises `FileFormatError`, a ValueError whose message names the file and
 what is wrong.
 """
-import contextlib
 import io
 import json
 import math
 import os
-import signal
-import stat
-import tempfile
-import threading
 import zipfile
 
 import numpy as np
 
-from fastnn import distribution, losses, optimizers
+from fastnn import _files, distribution, losses, optimizers
 
 VERSION = 1
 _MAX_JSON = 16 << 20      # bytes of fastnn.json
@@ -56,70 +51,15 @@ class FileFormatError(ValueError):
     is wrong with it."""
 
 
-def _path(filepath):
-    """filepath (str, bytes or os.PathLike) as a str."""
-    return os.fsdecode(os.fspath(filepath))
-
-
 # ---- saving --------------------------------------------------------------------------------
 
-class _Terminated(BaseException):
-    """Raised by the temporary SIGTERM handler: unwinds the save so its cleanup runs."""
-
-
-@contextlib.contextmanager
-def _sigterm_unwinds():
-    """While the body runs in the main thread, SIGTERM raises _Terminated instead of killing
-    the process at once, so `except BaseException` cleanups run; then the previous (default)
-    handler is restored and the signal delivered again, so the process still ends by SIGTERM.
-    Only the default handler is replaced: a program's own Python handler already runs as an
-    ordinary callback (whatever it raises unwinds the save), and an ignored SIGTERM stays
-    ignored."""
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL):
-        yield
-        return
-    fired = []
-
-    def on_sigterm(signum, frame):
-        if not fired:  # a second SIGTERM must not interrupt the cleanup of the first
-            fired.append(signum)
-            raise _Terminated
-    signal.signal(signal.SIGTERM, on_sigterm)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        if fired:
-            signal.raise_signal(signal.SIGTERM)
-
-
-def _write_atomic(filepath, entries):
-    """Write {name: bytes} as a ZIP to filepath via a temporary file and rename."""
-    target = os.path.realpath(_path(filepath))  # through a symlink: replace its target
-    try:
-        mode = stat.S_IMODE(os.stat(target).st_mode)  # re-saving keeps the file's mode
-    except FileNotFoundError:
-        umask = os.umask(0)
-        os.umask(umask)
-        mode = 0o666 & ~umask  # a new file gets normal permissions (mkstemp makes 0600)
-    tmp = None
-    with _sigterm_unwinds():
-        try:
-            fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp",
-                                       dir=os.path.dirname(target))
-            with os.fdopen(fd, "wb") as f:
-                with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
-                    for name, data in entries:
-                        z.writestr(name, data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, mode)
-            os.replace(tmp, target)
-        except BaseException:
-            if tmp is not None and os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+def _write_zip(filepath, entries):
+    """Write (name, bytes) entries as a ZIP of stored entries, atomically (_files.write_atomic)."""
+    def write(f):
+        with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
+            for name, data in entries:
+                z.writestr(name, data)
+    _files.write_atomic(filepath, write)
 
 
 def _npy(a):
@@ -149,7 +89,7 @@ def save_model(model, filepath):
         meta["optimizer"] = optimizers.serialize(model.optimizer)
         opt_vars = model.optimizer.variables
     meta["n_weights"], meta["n_optimizer"] = len(model.weights), len(opt_vars)
-    _write_atomic(filepath, _entries(meta, model.weights, opt_vars))
+    _write_zip(filepath, _entries(meta, model.weights, opt_vars))
 
 
 def save_weights(model, filepath):
@@ -159,7 +99,7 @@ def save_weights(model, filepath):
         raise ValueError("Expected a built model to save weights from.")
     meta = {"format": "fastnn-weights", "version": VERSION, "n_weights": len(model.weights),
             "n_optimizer": 0}
-    _write_atomic(filepath, _entries(meta, model.weights, []))
+    _write_zip(filepath, _entries(meta, model.weights, []))
 
 
 # ---- loading -------------------------------------------------------------------------------
@@ -188,21 +128,6 @@ _BAD = (zipfile.BadZipFile, EOFError, OSError, ValueError, TypeError, KeyError, 
         RecursionError, MemoryError, SyntaxError, NotImplementedError, RuntimeError)
 
 
-def _short(value):
-    r = repr(value)
-    return r if len(r) <= 80 else r[:77] + "..."
-
-
-def _depth(value, limit):
-    """The nesting depth of parsed JSON, counted level by level (no recursion), up to limit + 1."""
-    depth, level = 0, [value]
-    while level and depth <= limit:
-        depth += 1
-        level = [v for c in level if isinstance(c, (dict, list))
-                 for v in (c.values() if isinstance(c, dict) else c)]
-    return depth
-
-
 def _parameter_count(model_cfg):
     """How many parameters a (type-checked) model config describes, from the config alone so
     that nothing is allocated before the count is checked: only Dense layers have weights,
@@ -222,7 +147,7 @@ class _Reader:
     """Checked access to a fastnn file: FileFormatError for anything that is not one."""
 
     def __init__(self, filepath):
-        self.path = _path(filepath)
+        self.path = _files.path_str(filepath)
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"No fastnn model file at {self.path!r}")
         self.size = os.path.getsize(self.path)
@@ -275,7 +200,7 @@ class _Reader:
         except _BAD as e:
             raise FileFormatError(f"{self.path!r} is not a readable fastnn model file "
                                   f"(truncated, corrupted or another format): {e}") from None
-        if _depth(meta, _MAX_DEPTH) > _MAX_DEPTH:
+        if _files.json_depth(meta, _MAX_DEPTH) > _MAX_DEPTH:
             self.fail(f"fastnn.json is nested more than {_MAX_DEPTH} deep.")
         return meta
 
@@ -285,7 +210,7 @@ class _Reader:
             raise FileFormatError(f"{path!r} is not a fastnn model file (no fastnn format tag).")
         if type(meta.get("version")) is not int or meta["version"] != VERSION:
             raise FileFormatError(f"{path!r} has fastnn file format version "
-                                  f"{_short(meta.get('version'))}; this fastnn reads version "
+                                  f"{_files.short(meta.get('version'))}; this fastnn reads version "
                                   f"{VERSION}.")
         self.check(meta.get("n_weights"), "count", "n_weights")
         self.check(meta.get("n_optimizer", 0), "count", "n_optimizer")
@@ -298,7 +223,7 @@ class _Reader:
             kind = kind[:-1]
         ok, what = _KINDS[kind]
         if not ok(value):
-            self.fail(f"Expected {where} to be {what}. Received: {_short(value)}")
+            self.fail(f"Expected {where} to be {what}. Received: {_files.short(value)}")
         return value
 
     def check_model_config(self, cfg):
