@@ -2,11 +2,15 @@
 keras_format.py, ONNX in export.py): paths of any kind, one atomic write, and the checks of
 parsed JSON and of the values quoted in error messages."""
 import contextlib
+import json
+import math
 import os
 import signal
 import stat
 import tempfile
 import threading
+import zipfile
+import zlib
 
 
 def path_str(filepath):
@@ -88,3 +92,123 @@ def json_depth(value, limit):
         level = [v for c in level if isinstance(c, (dict, list))
                  for v in (c.values() if isinstance(c, dict) else c)]
     return depth
+
+
+# ---- reading -------------------------------------------------------------------------------
+
+# The types a parsed JSON value is checked against (CheckedFile.check).
+KINDS = {
+    "int": (lambda v: type(v) is int, "an int"),
+    "count": (lambda v: type(v) is int and v >= 0, "a non-negative int"),
+    "number": (lambda v: type(v) in (int, float) and math.isfinite(v), "a finite number"),
+    "str": (lambda v: type(v) is str, "a string"),
+    "bool": (lambda v: type(v) is bool, "true or false"),
+    "dict": (lambda v: type(v) is dict, "an object"),
+    "list": (lambda v: type(v) is list, "a list"),
+    "shape": (lambda v: type(v) is list and len(v) > 0
+              and all(type(d) is int and d > 0 for d in v), "a list of positive ints"),
+}
+
+
+class CheckedFile:
+    """A file being read: every error names it.  `error` is the exception a bad file raises
+    (a subclass sets its format's, e.g. saving.FileFormatError)."""
+
+    error = ValueError
+
+    def __init__(self, path):
+        self.path = path
+
+    def fail(self, message):
+        raise self.error(f"{self.path!r}: {message}")
+
+    def check(self, value, kind, where, null=False):
+        """value, if it is of kind (see KINDS; a trailing "?" or null=True also allows null),
+        else the file's error naming where and what was received."""
+        if kind.endswith("?"):
+            kind, null = kind[:-1], True
+        if value is None and null:
+            return None
+        ok, what = KINDS[kind]
+        if not ok(value):
+            self.fail(f"Expected {where} to be {what}{' or null' if null else ''}. Received: "
+                      f"{short(value)}")
+        return value
+
+
+class BoundedZip(CheckedFile):
+    """A ZIP archive read defensively: every entry's flags, method and sizes are checked when it
+    opens, before anything is read; each read is bounded by what the caller expects.  A
+    subclass names its format (`kind`, for messages) and the compression methods it accepts."""
+
+    kind = "ZIP archive"
+    methods = (zipfile.ZIP_STORED,)
+    _OPEN_ERRORS = (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError,
+                    RuntimeError, OverflowError)
+
+    def __init__(self, filepath):
+        super().__init__(path_str(filepath))
+        if not os.path.isfile(self.path):
+            raise FileNotFoundError(f"No {self.kind} at {self.path!r}")
+        self.size = os.path.getsize(self.path)
+        try:
+            self.zip = zipfile.ZipFile(self.path)
+        except self._OPEN_ERRORS as e:
+            self.unreadable(e)
+        try:
+            for info in self.zip.infolist():
+                if info.flag_bits & 0x1:
+                    self.fail(f"entry {info.filename!r} is encrypted; a {self.kind} never is.")
+                if info.compress_type not in self.methods:
+                    self.fail(f"entry {info.filename!r} uses ZIP method {info.compress_type} "
+                              f"(compressed); a {self.kind} takes methods {list(self.methods)}.")
+                if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size:
+                    self.fail(f"entry {info.filename!r} declares {info.file_size} bytes but "
+                              f"stores {info.compress_size}.")
+        except BaseException:
+            self.zip.close()
+            raise
+
+    def unreadable(self, e):
+        """The error for a file that does not open as a ZIP archive."""
+        raise self.error(f"{self.path!r} is not a readable {self.kind} (truncated, corrupted or "
+                         f"another format): {e}") from None
+
+    def entry(self, name, limit):
+        """The ZipInfo of entry name, checked to hold at most limit bytes."""
+        try:
+            info = self.zip.getinfo(name)
+        except KeyError:
+            self.fail(f"{name} is missing (truncated, or not a {self.kind}).")
+        if info.file_size > limit:
+            self.fail(f"Expected {name} of at most {limit} bytes. Received: {info.file_size} "
+                      "bytes")
+        return info
+
+    def read(self, name, limit):
+        """The bytes of entry name (at most limit), read to the end (which checks its CRC)."""
+        info = self.entry(name, limit)
+        try:
+            with self.zip.open(info) as f:
+                data = f.read(limit + 1)
+        except self._OPEN_ERRORS + (zlib.error,) as e:
+            self.fail(f"cannot read {name} (truncated or corrupted): {e}")
+        if len(data) != info.file_size:
+            self.fail(f"{name} holds {len(data)} bytes; its header says {info.file_size}.")
+        return data
+
+    def read_json(self, name, limit, depth):
+        """Entry name parsed as JSON (at most limit bytes, nested at most depth deep)."""
+        data = self.read(name, limit)
+        try:
+            value = json.loads(data.decode("utf-8"))
+        except RecursionError:
+            self.fail(f"{name} is nested too deeply.")
+        except (UnicodeDecodeError, ValueError) as e:
+            self.fail(f"{name} is not valid JSON: {e}")
+        if json_depth(value, depth) > depth:
+            self.fail(f"{name} is nested more than {depth} deep.")
+        return value
+
+    def close(self):
+        self.zip.close()

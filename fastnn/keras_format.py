@@ -98,7 +98,6 @@ import math
 import os
 import warnings
 import zipfile
-import zlib
 
 import numpy as np
 
@@ -496,49 +495,26 @@ def save_weights_h5(model, filepath):
 
 # ---- reading: checked access to the file ----------------------------------------------------
 
-_KINDS = {
-    "str": (lambda v: type(v) is str, "a string"),
-    "int": (lambda v: type(v) is int, "an int"),
-    "number": (lambda v: type(v) in (int, float) and math.isfinite(v), "a finite number"),
-    "bool": (lambda v: type(v) is bool, "true or false"),
-    "dict": (lambda v: type(v) is dict, "an object"),
-    "list": (lambda v: type(v) is list, "a list"),
-}
-
-
 class UnsupportedError(ValueError):
     """The file is a valid Keras file, but uses a layer, option or setting fastnn does not have
     (the message names it and the file).  In a compile_config it only leaves the model
     uncompiled, with a warning."""
 
 
-class _File:
-    """Messages and type checks that name the file."""
+class _File(_files.CheckedFile):
+    """Messages and type checks that name the file (check: see _files.CheckedFile)."""
 
-    def __init__(self, path):
-        self.path = path
-
-    def bad(self, message):
-        raise FileFormatError(f"{self.path!r}: {message}")
+    error = FileFormatError
 
     def unsupported(self, message):
         raise UnsupportedError(f"{self.path!r}: {message}")
 
-    def want(self, value, kind, where, null=False):
-        if value is None and null:
-            return None
-        ok, what = _KINDS[kind]
-        if not ok(value):
-            self.bad(f"Expected {where} to be {what}{' or null' if null else ''}. Received: "
-                     f"{_files.short(value)}")
-        return value
-
     def shape(self, value, where):
         """[null or int, d1, d2, ...] with every d a positive int: the sample shape."""
-        self.want(value, "list", where)
+        self.check(value, "list", where)
         if len(value) < 2 or (value[0] is not None and type(value[0]) is not int) or \
                 any(type(d) is not int or d < 1 for d in value[1:]):
-            self.bad(f"Expected {where} to be [null, d1, ...] with positive ints. Received: "
+            self.fail(f"Expected {where} to be [null, d1, ...] with positive ints. Received: "
                      f"{_files.short(value)}")
         return tuple(value[1:])
 
@@ -557,67 +533,23 @@ def _find_lambda(value):
     return False
 
 
-class _Archive(_File):
-    """A .keras ZIP, each entry read at most to a given size."""
+class _Archive(_File, _files.BoundedZip):
+    """A .keras ZIP, each entry read at most to a given size (see _files.BoundedZip)."""
 
-    def __init__(self, filepath):
-        super().__init__(_files.path_str(filepath))
-        if not os.path.isfile(self.path):
-            raise FileNotFoundError(f"No Keras model file at {self.path!r}")
-        self.size = os.path.getsize(self.path)
-        try:
-            self.zip = zipfile.ZipFile(self.path)
-        except (zipfile.BadZipFile, OSError, ValueError, EOFError) as e:
-            with open(self.path, "rb") as f:
-                hdf5 = f.read(8) == b"\x89HDF\r\n\x1a\n"
-            if hdf5:
-                self.bad("an HDF5 file, not a .keras archive: Keras 2's legacy .h5 models are "
-                         "not read by fastnn (a .weights.h5 file goes to load_weights_h5).")
-            self.bad(f"not a readable .keras file (a ZIP archive; truncated, corrupted or "
-                     f"another format): {e}")
-        try:
-            for info in self.zip.infolist():
-                if info.flag_bits & 0x1:
-                    self.bad(f"entry {info.filename!r} is encrypted; .keras files never are.")
-                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                    self.bad(f"entry {info.filename!r} uses ZIP method {info.compress_type}; "
-                             "Keras writes stored entries (fastnn also reads deflated ones).")
-        except BaseException:
-            self.zip.close()
-            raise
+    kind = "Keras 3 .keras file"
+    methods = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # Keras stores; deflated is read too
 
-    def read(self, name, limit):
-        try:
-            info = self.zip.getinfo(name)
-        except KeyError:
-            self.bad(f"{name} is missing (truncated, or not a Keras 3 .keras file).")
-        if info.file_size > limit:
-            self.bad(f"Expected {name} of at most {limit} bytes (what the model implies). "
-                     f"Received: {info.file_size} bytes")
-        try:
-            with self.zip.open(info) as f:
-                data = f.read(limit + 1)  # reading to the end checks the entry's CRC
-        except (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError,
-                NotImplementedError, RuntimeError) as e:
-            self.bad(f"cannot read {name} (truncated or corrupted): {e}")
-        if len(data) != info.file_size:
-            self.bad(f"{name} holds {len(data)} bytes; its header says {info.file_size}.")
-        return data
+    def unreadable(self, e):
+        with open(self.path, "rb") as f:
+            hdf5 = f.read(8) == b"\x89HDF\r\n\x1a\n"
+        if hdf5:
+            self.fail("an HDF5 file, not a .keras archive: Keras 2's legacy .h5 models are "
+                      "not read by fastnn (a .weights.h5 file goes to load_weights_h5).")
+        self.fail(f"not a readable .keras file (a ZIP archive; truncated, corrupted or "
+                  f"another format): {e}")
 
     def config(self):
-        data = self.read(_CONFIG, _MAX_JSON)
-        try:
-            config = json.loads(data.decode("utf-8"))
-        except RecursionError:
-            self.bad(f"{_CONFIG} is nested too deeply.")
-        except (UnicodeDecodeError, ValueError) as e:
-            self.bad(f"{_CONFIG} is not valid JSON: {e}")
-        if _files.json_depth(config, _MAX_DEPTH) > _MAX_DEPTH:
-            self.bad(f"{_CONFIG} is nested more than {_MAX_DEPTH} deep.")
-        return config
-
-    def close(self):
-        self.zip.close()
+        return self.read_json(_CONFIG, _MAX_JSON, _MAX_DEPTH)
 
 
 class _H5(_File):
@@ -633,7 +565,7 @@ class _H5(_File):
         try:
             self.file = self.h5py.File(source, "r")
         except self.ERRORS as e:
-            self.bad(f"{what} is not a readable HDF5 file: {e}")
+            self.fail(f"{what} is not a readable HDF5 file: {e}")
 
     def child(self, group, name, where, kind, optional=False):
         """group[name], a hard link to a group (kind "group") or dataset (kind "dataset")."""
@@ -642,19 +574,19 @@ class _H5(_File):
             if name not in group:
                 if optional:
                     return None
-                self.bad(f"{self.what} has no {where} (the file does not match the model).")
+                self.fail(f"{self.what} has no {where} (the file does not match the model).")
             link = group.get(name, getlink=True)
             if not isinstance(link, h5py.HardLink):
-                self.bad(f"{self.what}: {where} is a {type(link).__name__}; only plain "
+                self.fail(f"{self.what}: {where} is a {type(link).__name__}; only plain "
                          "groups and datasets are read.")
             obj = group[name]
         except FileFormatError:
             raise
         except self.ERRORS as e:
-            self.bad(f"{self.what}: cannot read {where}: {e}")
+            self.fail(f"{self.what}: cannot read {where}: {e}")
         expected = h5py.Group if kind == "group" else h5py.Dataset
         if not isinstance(obj, expected):
-            self.bad(f"{self.what}: Expected {where} to be an HDF5 {kind}. Received: "
+            self.fail(f"{self.what}: Expected {where} to be an HDF5 {kind}. Received: "
                      f"{type(obj).__name__}")
         return obj
 
@@ -662,7 +594,7 @@ class _H5(_File):
         try:
             return len(group)
         except self.ERRORS as e:
-            self.bad(f"{self.what}: cannot read {where}: {e}")
+            self.fail(f"{self.what}: cannot read {where}: {e}")
 
     def array(self, group, name, where, shape, kinds="f"):
         """The dataset group[name], checked to have this shape and a dtype of these kinds
@@ -670,25 +602,25 @@ class _H5(_File):
         ds = self.child(group, name, where, "dataset")
         try:
             if ds.external or ds.is_virtual:
-                self.bad(f"{self.what}: {where} keeps its data outside the file; refused.")
+                self.fail(f"{self.what}: {where} keeps its data outside the file; refused.")
             dtype, got = ds.dtype, ds.shape
         except FileFormatError:
             raise
         except self.ERRORS as e:
-            self.bad(f"{self.what}: cannot read {where}: {e}")
+            self.fail(f"{self.what}: cannot read {where}: {e}")
         ok = (dtype.kind == "f" and dtype.itemsize in (4, 8)) if kinds == "f" else \
             (dtype.kind in "iu" and dtype.itemsize <= 8)
         if not ok:
-            self.bad(f"{self.what}: Expected {where} to hold "
+            self.fail(f"{self.what}: Expected {where} to hold "
                      f"{'float32 or float64' if kinds == 'f' else 'an integer'}. "
                      f"Received: dtype {dtype}")
         if got != tuple(shape):
-            self.bad(f"{self.what}: Expected {where} of shape {tuple(shape)} (what the model "
+            self.fail(f"{self.what}: Expected {where} of shape {tuple(shape)} (what the model "
                      f"implies). Received: shape {got}")
         try:
             return np.asarray(ds[()])
         except self.ERRORS as e:
-            self.bad(f"{self.what}: cannot read {where} (truncated or corrupted): {e}")
+            self.fail(f"{self.what}: cannot read {where} (truncated or corrupted): {e}")
 
     def close(self):
         self.file.close()
@@ -699,10 +631,10 @@ class _H5(_File):
 def _keras_object(f, value, where):
     """The (class_name, config) of a Keras object reference, checked to name a Keras built-in
     (never a custom, registered or Python-code object)."""
-    f.want(value, "dict", where)
-    cls = f.want(value.get("class_name"), "str", f"{where}.class_name")
-    module = f.want(value.get("module"), "str", f"{where}.module", null=True)
-    registered = f.want(value.get("registered_name"), "str", f"{where}.registered_name",
+    f.check(value, "dict", where)
+    cls = f.check(value.get("class_name"), "str", f"{where}.class_name")
+    module = f.check(value.get("module"), "str", f"{where}.module", null=True)
+    registered = f.check(value.get("registered_name"), "str", f"{where}.registered_name",
                         null=True)
     if cls in ("Lambda", "__lambda__"):
         f.unsupported(f"{where} is a Lambda: fastnn never runs code from a file, and Lambda "
@@ -722,12 +654,12 @@ def _dtype(f, value, where):
     name = value
     if isinstance(value, dict):
         cls, cfg = _keras_object(f, value, where)
-        f.want(cfg, "dict", f"{where}.config")
+        f.check(cfg, "dict", f"{where}.config")
         if cls not in ("DTypePolicy", "FloatDTypePolicy"):
             f.unsupported(f"{where}: the dtype policy {cls} is not supported by fastnn "
                           "(float32 or float64 only).")
         name = cfg.get("name")
-    f.want(name, "str", where)
+    f.check(name, "str", where)
     if name not in ("float32", "float64"):
         f.unsupported(f"{where}: dtype {name!r} is not supported by fastnn (its kernels compute "
                       "in float32 or float64).")
@@ -744,7 +676,7 @@ def _activation(f, value, where):
         if cls != "function" or type(cfg) is not str:
             f.unsupported(f"{where}: the activation object {cls} is not supported by fastnn.")
         name = cfg
-    f.want(name, "str", where)
+    f.check(name, "str", where)
     if name not in activations.NAMES:
         f.unsupported(f"{where}: the activation {name!r} is not supported by fastnn (it has "
                       f"{list(activations.NAMES)}).")
@@ -760,7 +692,7 @@ def _initializer_name(f, value, where):
         f.unsupported(f"{where}: the initializer {value!r} is not supported by fastnn (it has "
                       f"{sorted(_INITIALIZER_BY_CLASS)}).")
     cls, cfg = _keras_object(f, value, where)
-    cfg = f.want(cfg if cfg is not None else {}, "dict", f"{where}.config")
+    cfg = f.check(cfg if cfg is not None else {}, "dict", f"{where}.config")
     if cls not in _INITIALIZER_BY_CLASS:
         f.unsupported(f"{where}: the initializer {cls} is not supported by fastnn (it has "
                       f"{sorted(_INITIALIZER_BY_CLASS)}).")
@@ -768,7 +700,7 @@ def _initializer_name(f, value, where):
     defaults = {**_INITIALIZERS[name][1], "input_axes": None, "output_axes": None}
     for key, v in cfg.items():
         if key == "seed":  # only decides the draws, which the file's weights replace
-            f.want(v, "int", f"{where}.config.seed", null=True)
+            f.check(v, "int", f"{where}.config.seed", null=True)
         elif key not in defaults or v != defaults[key]:
             f.unsupported(f"{where}: {cls}({key}={_files.short(v)}) is not supported by fastnn "
                           f"(it has {cls}({', '.join(f'{k}={d}' for k, d in defaults.items())})).")
@@ -800,8 +732,8 @@ def _layer(f, entry, where, shape):
                       f"of {', '.join(_SUPPORTED)}).")
     if cls == "InputLayer":
         f.unsupported(f"{where}: an InputLayer is only read as the first layer.")
-    f.want(cfg, "dict", f"{where}.config")
-    name = f.want(cfg.get("name"), "str", f"{where}.config.name", null=True)
+    f.check(cfg, "dict", f"{where}.config")
+    name = f.check(cfg.get("name"), "str", f"{where}.config.name", null=True)
     if cfg.get("trainable", True) is not True:
         f.unsupported(f"{where}: trainable={_files.short(cfg.get('trainable'))} (a frozen layer) is "
                       "not supported by fastnn.")
@@ -813,34 +745,34 @@ def _layer(f, entry, where, shape):
 
     def number(lo=0.0):
         def check(v, w):
-            f.want(v, "number", w)
+            f.check(v, "number", w)
             if v < lo:
-                f.bad(f"Expected {w} >= {lo}. Received: {v}")
+                f.fail(f"Expected {w} >= {lo}. Received: {v}")
         return check
 
     def build_config_matches():
         bc = entry.get("build_config")
         if bc is not None:
-            f.want(bc, "dict", f"{where}.build_config")
+            f.check(bc, "dict", f"{where}.build_config")
             if "input_shape" in bc and f.shape(bc["input_shape"], f"{where}.build_config."
                                                "input_shape") != shape:
-                f.bad(f"{where} was built for inputs {bc['input_shape']}, but receives "
+                f.fail(f"{where} was built for inputs {bc['input_shape']}, but receives "
                       f"{[None, *shape]}.")
 
     if cls == "Dense":
-        _options(f, cfg, {"units": lambda v, w: f.want(v, "int", w),
+        _options(f, cfg, {"units": lambda v, w: f.check(v, "int", w),
                           "activation": lambda v, w: None,
-                          "use_bias": lambda v, w: f.want(v, "bool", w),
+                          "use_bias": lambda v, w: f.check(v, "bool", w),
                           "kernel_initializer": lambda v, w: None,
                           "bias_initializer": lambda v, w: None, **null}, cls, where)
-        units = f.want(cfg.get("units"), "int", f"{where}.config.units")
+        units = f.check(cfg.get("units"), "int", f"{where}.config.units")
         if units < 1:
-            f.bad(f"Expected {where}.config.units to be a positive int. Received: {units}")
+            f.fail(f"Expected {where}.config.units to be a positive int. Received: {units}")
         if len(shape) != 1:
             f.unsupported(f"{where}: Dense on inputs of shape {[None, *shape]} is not supported "
                           "by fastnn (its Dense takes (batch, features); add a Flatten).")
         build_config_matches()
-        use_bias = f.want(cfg.get("use_bias", True), "bool", f"{where}.config.use_bias")
+        use_bias = f.check(cfg.get("use_bias", True), "bool", f"{where}.config.use_bias")
         layer = layers_module.Dense(
             units, activation=_activation(f, cfg.get("activation"), f"{where}.config.activation"),
             use_bias=use_bias,
@@ -854,7 +786,7 @@ def _layer(f, entry, where, shape):
         _options(f, cfg, {"data_format": lambda v, w: None}, cls, where)
         fmt = cfg.get("data_format", "channels_last")
         if fmt not in (None, "channels_last", "channels_first"):
-            f.bad(f"Expected {where}.config.data_format to be channels_last or channels_first. "
+            f.fail(f"Expected {where}.config.data_format to be channels_last or channels_first. "
                   f"Received: {_files.short(fmt)}")
         if fmt == "channels_first" and len(shape) > 1:
             f.unsupported(f"{where}: Flatten(data_format='channels_first') of inputs "
@@ -863,9 +795,9 @@ def _layer(f, entry, where, shape):
         build_config_matches()
         return layers_module.Flatten(**kw), cls, (math.prod(shape),), 0
     if cls == "Dropout":
-        _options(f, cfg, {"rate": number(), "seed": lambda v, w: f.want(v, "int", w, null=True),
+        _options(f, cfg, {"rate": number(), "seed": lambda v, w: f.check(v, "int", w, null=True),
                           "noise_shape": None}, cls, where)
-        rate = f.want(cfg.get("rate"), "number", f"{where}.config.rate")
+        rate = f.check(cfg.get("rate"), "number", f"{where}.config.rate")
         return layers_module.Dropout(rate, seed=cfg.get("seed"), **kw), cls, shape, 0
     if cls == "Activation":
         _options(f, cfg, {"activation": lambda v, w: None}, cls, where)
@@ -879,7 +811,7 @@ def _layer(f, entry, where, shape):
         spec = activations.Spec("elu", cfg.get("alpha", 1.0))
     elif cls == "ReLU":
         _options(f, cfg, {"max_value": None, "negative_slope": number(),
-                          "threshold": lambda v, w: f.want(v, "number", w)}, cls, where)
+                          "threshold": lambda v, w: f.check(v, "number", w)}, cls, where)
         if cfg.get("threshold", 0.0) != 0:
             f.unsupported(f"{where}: ReLU(threshold={cfg['threshold']}) is not supported by "
                           "fastnn.")
@@ -901,7 +833,7 @@ def _input_shape(f, config, entries):
     if entries:
         cls, cfg = _keras_object(f, entries[0], "model.layers[0]")
         if cls == "InputLayer":
-            f.want(cfg, "dict", "model.layers[0].config")
+            f.check(cfg, "dict", "model.layers[0].config")
             for key, value in cfg.items():
                 if key in ("batch_shape", "batch_input_shape", "name"):
                     continue
@@ -926,7 +858,7 @@ def _model(f, top):
     the file's size."""
     from fastnn.models import Sequential
 
-    f.want(top, "dict", "config.json")
+    f.check(top, "dict", "config.json")
     if _find_lambda(top.get("config")):  # (one in compile_config only leaves it uncompiled)
         f.unsupported("it holds a Python lambda (`__lambda__`): fastnn never runs code from a "
                       "file; Lambda is not supported by fastnn.")
@@ -934,14 +866,14 @@ def _model(f, top):
     if cls != "Sequential":
         f.unsupported(f"the model is a {cls}: fastnn reads Sequential models only ({cls} is "
                       "not supported by fastnn).")
-    f.want(config, "dict", "model.config")
-    name = f.want(config.get("name"), "str", "model.config.name", null=True)
+    f.check(config, "dict", "model.config")
+    name = f.check(config.get("name"), "str", "model.config.name", null=True)
     if config.get("trainable", True) is not True:
         f.unsupported("trainable=False (a frozen model) is not supported by fastnn.")
     _dtype(f, config.get("dtype"), "model.config.dtype")
-    entries = f.want(config.get("layers"), "list", "model.config.layers")
+    entries = f.check(config.get("layers"), "list", "model.config.layers")
     if len(entries) > _MAX_LAYERS:
-        f.bad(f"Expected at most {_MAX_LAYERS} layers. Received: {len(entries)}")
+        f.fail(f"Expected at most {_MAX_LAYERS} layers. Received: {len(entries)}")
     first = len(entries)
     shape, entries = _input_shape(f, config, entries)
     first -= len(entries)  # 1 after an InputLayer: the index of entries[0] in the file
@@ -960,19 +892,19 @@ def _model(f, top):
         except (UnsupportedError, FileFormatError):
             raise
         except (ValueError, TypeError) as e:  # refused by the layer's constructor
-            f.bad(f"invalid {where}: {e}")
+            f.fail(f"invalid {where}: {e}")
         layers.append(layer)
         classes.append(lcls)
         count += n
     if count * 4 > f.size:  # 4 bytes: the smallest float
-        f.bad(f"its model has {count} parameters, more than its {f.size} bytes can hold.")
+        f.fail(f"its model has {count} parameters, more than its {f.size} bytes can hold.")
     try:
         model = Sequential(name=name)
         for layer in layers:
             model.add(layer, build=False)
         model.build((None, *shape))
     except (ValueError, TypeError) as e:
-        f.bad(f"invalid model description: {e}")
+        f.fail(f"invalid model description: {e}")
     return model, classes, count
 
 
@@ -1001,19 +933,19 @@ def _read_weights(h5, model, classes):
             continue
         n = h5.count(v, where)
         if n != len(layer.weights):
-            h5.bad(f"{h5.what}: {where} holds {n} variables; layer {layer.name!r} has "
+            h5.fail(f"{h5.what}: {where} holds {n} variables; layer {layer.name!r} has "
                    f"{len(layer.weights)}.")
         values += [h5.array(v, str(i), f"{where}/{i}", w.shape)
                    for i, w in enumerate(layer.weights)]
     try:
         extra = [k for k in group if k not in keys]
     except h5.ERRORS as e:
-        h5.bad(f"{h5.what}: cannot read the group layers: {e}")
+        h5.fail(f"{h5.what}: cannot read the group layers: {e}")
     for k in extra:  # Keras ignores these; weights there mean another architecture
         sub = h5.child(group, k, f"layers/{k}", "group")
         v = h5.child(sub, "vars", f"layers/{k}/vars", "group", optional=True)
         if v is not None and h5.count(v, f"layers/{k}/vars"):
-            h5.bad(f"{h5.what} holds weights for layers/{k}, a layer the model does not have "
+            h5.fail(f"{h5.what} holds weights for layers/{k}, a layer the model does not have "
                    f"(its layers: {keys}).")
     model.set_weights(values)
 
@@ -1054,12 +986,12 @@ def _read_optimizer(f, value):
     if cls not in _OPTIMIZERS:
         f.unsupported(f"the optimizer {cls} is not supported by fastnn (it has "
                       f"{sorted(_OPTIMIZERS)}).")
-    cfg = dict(f.want(cfg, "dict", "compile_config.optimizer.config"))
+    cfg = dict(f.check(cfg, "dict", "compile_config.optimizer.config"))
     kwargs = {k: cfg.pop(k) for k in _OPTIMIZER_KEYS[cls] if k in cfg}
     for flag in ("nesterov", "amsgrad", "centered"):
         if flag in kwargs:
-            f.want(kwargs[flag], "bool", f"compile_config.optimizer.config.{flag}")
-    name = f.want(cfg.pop("name", None), "str", "compile_config.optimizer.config.name", null=True)
+            f.check(kwargs[flag], "bool", f"compile_config.optimizer.config.{flag}")
+    name = f.check(cfg.pop("name", None), "str", "compile_config.optimizer.config.name", null=True)
     lr = cfg.pop("learning_rate", None)
     wd = cfg.pop("weight_decay", None)
     _check_off(f, cfg, _OPTIMIZER_OFF, cls)
@@ -1068,10 +1000,10 @@ def _read_optimizer(f, value):
         if scls not in _SCHEDULES:
             f.unsupported(f"the learning-rate schedule {scls} is not supported by fastnn (it "
                           f"has {sorted(_SCHEDULES)}).")
-        scfg = dict(f.want(scfg, "dict", "the learning-rate schedule's config"))
+        scfg = dict(f.check(scfg, "dict", "the learning-rate schedule's config"))
         scfg.pop("name", None)
         if "staircase" in scfg:
-            f.want(scfg["staircase"], "bool", "the learning-rate schedule's staircase")
+            f.check(scfg["staircase"], "bool", "the learning-rate schedule's staircase")
         lr = _SCHEDULES[scls](**scfg)
     if lr is not None:
         kwargs["learning_rate"] = lr
@@ -1091,12 +1023,12 @@ def _read_loss(f, value):
         if cls == "function":
             name, cfg = cfg, {}
         else:
-            name, cfg = cls, dict(f.want(cfg, "dict", "compile_config.loss.config"))
+            name, cfg = cls, dict(f.check(cfg, "dict", "compile_config.loss.config"))
     if type(name) is not str or name not in _LOSS_NAMES:
         f.unsupported(f"the loss {_files.short(name)} is not supported by fastnn (it has "
                       f"{sorted(set(_LOSS_NAMES.values()))}).")
     name = _LOSS_NAMES[name]
-    from_logits = f.want(cfg.pop("from_logits", False), "bool",
+    from_logits = f.check(cfg.pop("from_logits", False), "bool",
                          "compile_config.loss.config.from_logits")
     if from_logits and name not in ("categorical_crossentropy",
                                     "sparse_categorical_crossentropy"):
@@ -1127,7 +1059,7 @@ def _read_metrics(f, value):
             if cls == "function":
                 name = cfg
             else:
-                cfg = f.want(cfg if cfg is not None else {}, "dict", f"{where}.config")
+                cfg = f.check(cfg if cfg is not None else {}, "dict", f"{where}.config")
                 extra = {k: v for k, v in cfg.items() if k not in ("name", "dtype")}
                 name = _METRIC_CLASSES.get(cls)
                 if name is None or extra not in ({}, {"threshold": 0.5}):
@@ -1143,7 +1075,7 @@ def _read_metrics(f, value):
 
 def _compile(f, model, cc):
     """Compile model as the compile_config says (UnsupportedError if fastnn lacks any of it)."""
-    f.want(cc, "dict", "compile_config")
+    f.check(cc, "dict", "compile_config")
     for key in ("loss_weights", "weighted_metrics"):
         if cc.get(key) is not None:
             f.unsupported(f"compile_config.{key} is not supported by fastnn.")
@@ -1155,7 +1087,7 @@ def _compile(f, model, cc):
     except (UnsupportedError, FileFormatError):
         raise
     except (ValueError, TypeError) as e:  # refused by a constructor: a poisoned value
-        f.bad(f"invalid compile settings: {e}")
+        f.fail(f"invalid compile settings: {e}")
 
 
 def _read_optimizer_state(h5, model):
@@ -1173,18 +1105,18 @@ def _read_optimizer_state(h5, model):
     full = scalars + len(slots) * len(weights) + nadam
     n = h5.count(v, "optimizer/vars")
     if n not in (0, scalars, full):
-        h5.bad(f"{h5.what}: optimizer/vars holds {n} variables; a {type(opt).__name__} for this "
+        h5.fail(f"{h5.what}: optimizer/vars holds {n} variables; a {type(opt).__name__} for this "
                f"model has {full} (or {scalars} before its first step).")
     if n == 0:
         return
     it = int(h5.array(v, "0", "optimizer/vars/0 (iterations)", (), kinds="i"))
     if not 0 <= it < 2**63 - 1:
-        h5.bad(f"{h5.what}: Expected iterations in [0, 2**63 - 1). Received: {it}")
+        h5.fail(f"{h5.what}: Expected iterations in [0, 2**63 - 1). Received: {it}")
     lr = None
     if scalars == 2:
         lr = float(h5.array(v, "1", "optimizer/vars/1 (learning_rate)", ()))
         if not math.isfinite(lr) or lr < 0:
-            h5.bad(f"{h5.what}: Expected a finite learning rate >= 0. Received: {lr}")
+            h5.fail(f"{h5.what}: Expected a finite learning rate >= 0. Received: {lr}")
     if n == full:
         per_slot, k = {s: [None] * len(weights) for s in slots}, scalars
         for grp in groups:
@@ -1192,14 +1124,14 @@ def _read_optimizer_state(h5, model):
                 for s in grp:
                     a = h5.array(v, str(k), f"optimizer/vars/{k} ({s} of weight {i})", w.shape)
                     if not np.isfinite(a).all():
-                        h5.bad(f"{h5.what}: optimizer/vars/{k} holds NaN or Inf; training from "
+                        h5.fail(f"{h5.what}: optimizer/vars/{k} holds NaN or Inf; training from "
                                "it would produce NaN.")
                     per_slot[s][i] = a
                     k += 1
         if nadam:  # fastnn recomputes u_product from iterations
             u = h5.array(v, str(k), f"optimizer/vars/{k} (u_product)", ())
             if not np.isfinite(u):
-                h5.bad(f"{h5.what}: optimizer/vars/{k} holds NaN or Inf.")
+                h5.fail(f"{h5.what}: optimizer/vars/{k} holds NaN or Inf.")
         if slots:  # fastnn's state: per parameter buffer, each slot, flat
             mine, ns = model.build_optimizer(), len(slots)
             for j, s in enumerate(slots):
@@ -1263,9 +1195,9 @@ def load_weights_h5(model, filepath):
         try:
             legacy = "layers" not in h5.file and "layer_names" in h5.file.attrs
         except h5.ERRORS as e:
-            h5.bad(f"the weights file cannot be read: {e}")
+            h5.fail(f"the weights file cannot be read: {e}")
         if legacy:
-            h5.bad("Keras 2's legacy HDF5 weights layout (layer_names) is not read by fastnn.")
+            h5.fail("Keras 2's legacy HDF5 weights layout (layer_names) is not read by fastnn.")
         _read_weights(h5, model, classes)
     finally:
         h5.close()

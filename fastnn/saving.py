@@ -31,7 +31,6 @@ what is wrong.
 import io
 import json
 import math
-import os
 import zipfile
 
 import numpy as np
@@ -105,17 +104,6 @@ def save_weights(model, filepath):
 # ---- loading -------------------------------------------------------------------------------
 
 # What fastnn.json holds, by kind: a predicate on the parsed JSON value and its description.
-_KINDS = {
-    "int": (lambda v: type(v) is int, "an int"),
-    "count": (lambda v: type(v) is int and v >= 0, "a non-negative int"),
-    "number": (lambda v: type(v) in (int, float), "a number"),
-    "str": (lambda v: type(v) is str, "a string"),
-    "bool": (lambda v: type(v) is bool, "true or false"),
-    "dict": (lambda v: type(v) is dict, "an object"),
-    "list": (lambda v: type(v) is list, "a list"),
-    "shape": (lambda v: type(v) is list and len(v) > 0
-              and all(type(d) is int and d > 0 for d in v), "a list of positive ints"),
-}
 # The layer config keys fastnn writes (a trailing "?": null allowed).  Other keys are left to
 # the layer constructors, which refuse unknown ones, except the input shape, which only
 # model.input_shape gives.
@@ -143,66 +131,20 @@ def _parameter_count(model_cfg):
     return count
 
 
-class _Reader:
+class _Reader(_files.BoundedZip):
     """Checked access to a fastnn file: FileFormatError for anything that is not one."""
 
+    kind = "fastnn model file"
+    error = FileFormatError
+
     def __init__(self, filepath):
-        self.path = _files.path_str(filepath)
-        if not os.path.isfile(self.path):
-            raise FileNotFoundError(f"No fastnn model file at {self.path!r}")
-        self.size = os.path.getsize(self.path)
+        super().__init__(filepath)
         try:
-            self.zip = zipfile.ZipFile(self.path)
-        except _BAD as e:
-            raise FileFormatError(f"{self.path!r} is not a readable fastnn model file "
-                                  f"(truncated, corrupted or another format): {e}") from None
-        try:
-            self._check_entries()
-            self.meta = self._read_json()
+            self.meta = self.read_json("fastnn.json", _MAX_JSON, _MAX_DEPTH)
             self._check_header()
         except BaseException:
-            self.zip.close()
+            self.close()
             raise
-
-    def fail(self, message):
-        raise FileFormatError(f"{self.path!r}: {message}")
-
-    def _check_entries(self):
-        """fastnn writes stored entries only; anything else is refused before it is read."""
-        for info in self.zip.infolist():
-            if info.flag_bits & 0x1:
-                self.fail(f"entry {info.filename!r} is encrypted; fastnn files never are.")
-            if info.compress_type != zipfile.ZIP_STORED:
-                self.fail(f"entry {info.filename!r} is compressed (ZIP method "
-                          f"{info.compress_type}); fastnn writes only stored entries.")
-            if info.compress_size != info.file_size:
-                self.fail(f"entry {info.filename!r} declares {info.file_size} bytes but stores "
-                          f"{info.compress_size}.")
-
-    def _entry(self, name, limit):
-        """The ZipInfo of entry name, checked to hold at most limit bytes."""
-        try:
-            info = self.zip.getinfo(name)
-        except KeyError:
-            self.fail(f"{name} is missing (truncated or not a fastnn file).")
-        if info.file_size > limit:
-            self.fail(f"Expected {name} of at most {limit} bytes. Received: {info.file_size} "
-                      "bytes")
-        return info
-
-    def _read_json(self):
-        info = self._entry("fastnn.json", _MAX_JSON)
-        try:
-            with self.zip.open(info) as f:
-                meta = json.loads(f.read(_MAX_JSON + 1).decode())
-        except RecursionError:
-            self.fail("fastnn.json is nested too deeply.")
-        except _BAD as e:
-            raise FileFormatError(f"{self.path!r} is not a readable fastnn model file "
-                                  f"(truncated, corrupted or another format): {e}") from None
-        if _files.json_depth(meta, _MAX_DEPTH) > _MAX_DEPTH:
-            self.fail(f"fastnn.json is nested more than {_MAX_DEPTH} deep.")
-        return meta
 
     def _check_header(self):
         meta, path = self.meta, self.path
@@ -214,17 +156,6 @@ class _Reader:
                                   f"{VERSION}.")
         self.check(meta.get("n_weights"), "count", "n_weights")
         self.check(meta.get("n_optimizer", 0), "count", "n_optimizer")
-
-    def check(self, value, kind, where):
-        """FileFormatError unless value is of kind (see _KINDS; "kind?" also allows null)."""
-        if kind.endswith("?"):
-            if value is None:
-                return value
-            kind = kind[:-1]
-        ok, what = _KINDS[kind]
-        if not ok(value):
-            self.fail(f"Expected {where} to be {what}. Received: {_files.short(value)}")
-        return value
 
     def check_model_config(self, cfg):
         """The types of a Sequential config, and a size the file can back; returns cfg."""
@@ -263,7 +194,7 @@ class _Reader:
         return [self.array(f"{group}/{i}.npy", a) for i, a in enumerate(like)]
 
     def array(self, name, like):
-        info = self._entry(name, like.nbytes + _NPY_HEADER)
+        info = self.entry(name, like.nbytes + _NPY_HEADER)
         fmt = np.lib.format
         try:
             with self.zip.open(info) as f:
@@ -291,9 +222,6 @@ class _Reader:
         except _BAD as e:
             self.fail(f"cannot read {name} safely (truncated or corrupted): {e}")
         return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
-
-    def close(self):
-        self.zip.close()
 
 
 def load_model(filepath, model_cls):
