@@ -201,19 +201,11 @@ class _Graph:
         self._prefixes = set()
 
     def _unique(self, name):
-        out, k = name, 1
-        while out in self._names:
-            out, k = f"{name}_{k}", k + 1
-        self._names.add(out)
-        return out
+        return _fresh(name, self._names)
 
     def prefix(self, layer_name):
         """A name prefix for one layer's nodes and weights (layer names may repeat)."""
-        out, k = layer_name, 1
-        while out in self._prefixes:
-            out, k = f"{layer_name}_{k}", k + 1
-        self._prefixes.add(out)
-        return out
+        return _fresh(layer_name, self._prefixes)
 
     def weight(self, name, array):
         """An initializer holding `array` (a copy, in the graph's dtype); returns its name."""
@@ -351,3 +343,12 @@ _ACTIVATIONS = {
     "linear": _linear, "relu": _op("Relu"), "sigmoid": _op("Sigmoid"), "tanh": _op("Tanh"),
     "softmax": _op("Softmax", axis=-1), "leaky_relu": _leaky_relu, "elu": _elu, "gelu": _gelu,
 }
+
+
+def _fresh(name, taken):
+    """name, or name_1, name_2, ...: the first not in taken, which then holds it."""
+    out, k = name, 1
+    while out in taken:
+        out, k = f"{name}_{k}", k + 1
+    taken.add(out)
+    return out
