@@ -4,18 +4,25 @@
     model = models.Sequential([layers.Dense(512, activation="relu"),
                                layers.Dense(10, activation="softmax")])
 """
+import typing as _typing
+
 import scipy_openblas32 as _blas  # noqa: F401  (loads the BLAS the compiled kernels link to)
 
+# (`name as name`: a re-export, for type checkers)
 from fastnn import backend
-from fastnn.backend import get_backend, set_backend
+from fastnn.backend import get_backend as get_backend, set_backend as set_backend
 from fastnn import (activations, callbacks, config, datasets, initializers, layers,  # noqa: E402
                     losses, metrics, models, optimizers, utils)
 
-from fastnn.gradcheck import gradcheck, gradcheck_function  # noqa: E402
-from fastnn.layers import Input  # noqa: E402  (keras.Input)
-from fastnn.models import Sequential  # noqa: E402  (keras.Sequential)
+from fastnn.gradcheck import (gradcheck as gradcheck,  # noqa: E402
+                              gradcheck_function as gradcheck_function)
+from fastnn.layers import Input as Input  # noqa: E402  (keras.Input)
+from fastnn.models import Sequential as Sequential  # noqa: E402  (keras.Sequential)
 
-def _version():
+if _typing.TYPE_CHECKING:  # imported on first use, by __getattr__ below
+    from fastnn import wrappers as wrappers
+
+def _version() -> str:
     """The installed distribution's version (pyproject.toml), else that of the source tree."""
     from importlib import metadata
     try:
@@ -30,34 +37,37 @@ __version__ = _version()
 MAX_THREADS = 256
 
 
-def __getattr__(name):
-    """fastnn.wrappers on first use (it imports scikit-learn, a second's work)."""
-    if name == "wrappers":
-        import importlib
-        return importlib.import_module("fastnn.wrappers")
-    raise AttributeError(f"module 'fastnn' has no attribute {name!r}")
+if not _typing.TYPE_CHECKING:  # (type checkers see fastnn.wrappers imported above, no other name)
+    def __getattr__(name):
+        """fastnn.wrappers on first use (it imports scikit-learn, a second's work)."""
+        if name == "wrappers":
+            import importlib
+            return importlib.import_module("fastnn.wrappers")
+        raise AttributeError(f"module 'fastnn' has no attribute {name!r}")
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Use n threads in every pool fastnn runs, for every thread of the process: its OpenMP
     loops and the BLAS it calls.  n: an int from 1 to MAX_THREADS (256).  In a process
     forked after fastnn loaded, the loops stay on one thread (the BLAS takes n)."""
     import numbers
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or not 1 <= n <= MAX_THREADS:
+    # (cast: to mypy an int is no numbers.Integral, so the lines below would be unreachable)
+    if isinstance(n, bool) or not isinstance(_typing.cast(_typing.Any, n), numbers.Integral) \
+            or not 1 <= n <= MAX_THREADS:
         raise ValueError(f"Expected n to be an int from 1 to {MAX_THREADS}. Received: n={n!r}")
     if backend.compiled is not None:
         backend.compiled.set_num_threads(int(n))
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Threads fastnn uses: its OpenMP team and the BLAS's jobs (set_num_threads keeps
     them equal; without OpenMP only the BLAS is threaded)."""
     if backend.compiled is None:
         return 1
-    return max(backend.compiled.get_num_threads().values())
+    return _typing.cast(int, max(backend.compiled.get_num_threads().values()))
 
 
-def show_config(file=None):
+def show_config(file: _typing.IO[str] | None = None) -> None:
     """Print what was built (BLAS, OpenMP, SIMD) and the thread counts in use."""
     import platform
     import sys

@@ -9,17 +9,20 @@ Every option is checked before the data is loaded: a bad value (--epochs -1, --b
 option, not a traceback after training. --epochs 0 trains nothing, as Keras' fit(epochs=0),
 and reports the untrained model's test accuracy.
 """
+from __future__ import annotations
+
 import argparse
 import os
 import sys
 import time
+from typing import Any, Callable, Sequence
 
 import fastnn
 
 
-def int_at_least(minimum):
+def int_at_least(minimum: int) -> Callable[[str], int]:
     """An argparse type= for ints >= minimum; argparse names the option in its error."""
-    def parse(text):
+    def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
@@ -32,7 +35,7 @@ def int_at_least(minimum):
     return parse
 
 
-def plot_path_problem(path):
+def plot_path_problem(path: str) -> str | None:
     """Why the training curves could not be written to path, or None if they can."""
     if not path:
         return "expected a file name such as curves.png, received ''"
@@ -48,7 +51,7 @@ def plot_path_problem(path):
     return None
 
 
-def check_mnist_args(parser, args):
+def check_mnist_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """What argparse's type= cannot see: the checks that must fail before any training."""
     if args.plot is not None:
         if args.epochs == 0:
@@ -63,7 +66,7 @@ def check_mnist_args(parser, args):
             sys.exit(f"{parser.prog}: error: --plot needs matplotlib: pip install 'fastnn[plot]'")
 
 
-def mnist_main(args):
+def mnist_main(args: argparse.Namespace) -> int:
     from fastnn import callbacks, layers, models
     from fastnn.datasets import mnist
     from fastnn.utils import to_categorical
@@ -87,7 +90,7 @@ def mnist_main(args):
     network.add(layers.Dense(10, activation="softmax"))
     network.compile(optimizer=args.optimizer, loss="categorical_crossentropy", metrics=["accuracy"])
 
-    times = []
+    times: list[float] = []
     timer = callbacks.LambdaCallback(
         on_epoch_begin=lambda e, logs: times.append(time.perf_counter()),
         on_epoch_end=lambda e, logs: times.__setitem__(-1, time.perf_counter() - times[-1]))
@@ -114,7 +117,7 @@ def mnist_main(args):
     return 0
 
 
-def plot_history(hist, path, title):
+def plot_history(hist: dict[str, list[Any]], path: str, title: str) -> None:
     import matplotlib.pyplot as plt
 
     from matplotlib.ticker import MaxNLocator
@@ -135,7 +138,7 @@ def plot_history(hist, path, title):
     plt.close(fig)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="fastnn", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"fastnn {fastnn.__version__}")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -1,12 +1,21 @@
 """Checks and conversions of what users pass to fit / evaluate / predict / train_on_batch:
 arrays of samples and targets (validated and converted once per call), ints, verbosity, and
 the shape of returned logs (as Keras returns them)."""
+from __future__ import annotations
+
 import numbers
+from typing import TYPE_CHECKING, Any, Sequence, cast
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike, NDArray
 
-def as_samples(x, name="x"):
+    from fastnn.losses import Loss
+    from fastnn.metrics import Metric
+
+
+def as_samples(x: Any, name: str = "x") -> NDArray[Any]:
     """x as a NumPy array of real numbers of shape (batch, ...) with a sample at least
     (nested lists and objects with __array__ are converted)."""
     if isinstance(x, (list, tuple)) or (hasattr(x, "__array__") and not isinstance(x, np.ndarray)):
@@ -27,14 +36,15 @@ def as_samples(x, name="x"):
     return x
 
 
-def as_list(callbacks):
+def as_list(callbacks: Any) -> list[Any]:
     """None, one callback, or a list of them, as a list."""
     if callbacks is None:
         return []
     return list(callbacks) if isinstance(callbacks, (list, tuple)) else [callbacks]
 
 
-def conform_samples(x, sample_shape, dtype, name="x"):
+def conform_samples(x: NDArray[Any], sample_shape: tuple[int, ...], dtype: DTypeLike,
+                    name: str = "x") -> NDArray[Any]:
     """x (from as_samples) as a C-contiguous, finite array of dtype with samples of sample_shape."""
     if tuple(x.shape[1:]) != sample_shape:
         want = (f"{sample_shape[0]} features" if len(sample_shape) == 1
@@ -47,7 +57,8 @@ def conform_samples(x, sample_shape, dtype, name="x"):
     return x
 
 
-def as_targets(y, n, loss, n_out, dtype, name="x"):
+def as_targets(y: Any, n: int, loss: Loss, n_out: int, dtype: DTypeLike,
+               name: str = "x") -> NDArray[Any]:
     """y as the loss's targets (loss.prepare_targets) for n samples, checked finite."""
     if y is None:
         raise ValueError(f"Expected targets y for {name}. Received: None")
@@ -63,8 +74,10 @@ def as_targets(y, n, loss, n_out, dtype, name="x"):
     return t
 
 
-def check_validation(validation_split, validation_data):
-    if isinstance(validation_split, bool) or not isinstance(validation_split, numbers.Real) \
+def check_validation(validation_split: float, validation_data: Any) -> None:
+    # (cast: to mypy a float is no numbers.Real, so the lines below would be unreachable)
+    if isinstance(validation_split, bool) or not isinstance(cast(Any, validation_split),
+                                                            numbers.Real) \
             or not 0 <= validation_split < 1:
         raise ValueError(f"Expected validation_split in [0, 1). Received: {validation_split!r}")
     if validation_data is not None and (not isinstance(validation_data, (tuple, list))
@@ -73,7 +86,9 @@ def check_validation(validation_split, validation_data):
                          f"Received: {type(validation_data).__name__}")
 
 
-def split_validation(x, t, validation_split):
+def split_validation(x: NDArray[Any], t: NDArray[Any], validation_split: float
+                     ) -> tuple[NDArray[Any], NDArray[Any],
+                                tuple[NDArray[Any], NDArray[Any]] | None]:
     """(x, t, (x_val, t_val)): the last validation_split of the samples, as Keras takes them
     (before shuffling); (x, t, None) for 0."""
     if not validation_split:
@@ -85,7 +100,7 @@ def split_validation(x, t, validation_split):
     return x[:split], t[:split], (x[split:], t[split:])
 
 
-def ensure_memory(nbytes, what):
+def ensure_memory(nbytes: int, what: str) -> None:
     """MemoryError, before allocating, if nbytes cannot fit in the memory available now (Linux's
     MemAvailable): the alternative is the OOM killer ending the process later."""
     try:
@@ -98,18 +113,19 @@ def ensure_memory(nbytes, what):
                           f"{nbytes / 2**30:.2f} GiB, {avail / 2**30:.2f} GiB is available")
 
 
-def all_finite(a):
+def all_finite(a: NDArray[Any]) -> bool:
     """No NaN or Inf in a, without a temporary the size of a: min and max propagate NaN,
     and an infinity is an extreme."""
     return bool(np.isfinite(np.min(a)) and np.isfinite(np.max(a)))
 
 
-def metric_targets(metrics, t):
+def metric_targets(metrics: Sequence[Metric], t: NDArray[Any]) -> list[NDArray[Any]]:
     """Each metric's targets, prepared once per call (class indices for the accuracies)."""
     return [m.prepare_targets(t) if m.sparse_targets and t.ndim == 2 else t for m in metrics]
 
 
-def format_logs(logs, return_dict):
+def format_logs(logs: dict[str, float], return_dict: bool
+                ) -> dict[str, float] | float | list[float]:
     """As Keras returns them: a dict, the loss alone, or [loss, *metrics]."""
     logs = {k: float(v) for k, v in logs.items()}
     if return_dict:
@@ -119,12 +135,12 @@ def format_logs(logs, return_dict):
     return list(logs.values())
 
 
-def check_int(name, value, low):
+def check_int(name: str, value: Any, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
         raise ValueError(f"Expected {name} to be an int >= {low}. Received: {name}={value!r}")
 
 
-def check_verbose(verbose):
+def check_verbose(verbose: int | str) -> int:
     """verbose as 0, 1 or 2 ("auto": 1); 0 on every rank but the first of a distributed run,
     so only rank 0 prints progress."""
     if verbose == "auto":

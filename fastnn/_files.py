@@ -1,6 +1,8 @@
 """What every file fastnn writes or reads shares (its own format in saving.py, Keras' in
 keras_format.py, ONNX in export.py): paths of any kind, one atomic write, and the checks of
 parsed JSON and of the values quoted in error messages."""
+from __future__ import annotations
+
 import contextlib
 import json
 import math
@@ -11,9 +13,15 @@ import tempfile
 import threading
 import zipfile
 import zlib
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, NoReturn
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from _typeshed import StrOrBytesPath
 
 
-def path_str(filepath):
+def path_str(filepath: StrOrBytesPath) -> str:
     """filepath (str, bytes or os.PathLike) as a str."""
     return os.fsdecode(os.fspath(filepath))
 
@@ -23,7 +31,7 @@ class _Terminated(BaseException):
 
 
 @contextlib.contextmanager
-def _sigterm_unwinds():
+def _sigterm_unwinds() -> Iterator[None]:
     """While the body runs in the main thread, SIGTERM raises _Terminated instead of killing
     the process at once, so `except BaseException` cleanups run; then the previous (default)
     handler is restored and the signal delivered again, so the process still ends by SIGTERM.
@@ -34,9 +42,9 @@ def _sigterm_unwinds():
             or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL):
         yield
         return
-    fired = []
+    fired: list[int] = []
 
-    def on_sigterm(signum, frame):
+    def on_sigterm(signum: int, frame: FrameType | None) -> None:
         if not fired:  # a second SIGTERM must not interrupt the cleanup of the first
             fired.append(signum)
             raise _Terminated
@@ -49,7 +57,7 @@ def _sigterm_unwinds():
             signal.raise_signal(signal.SIGTERM)
 
 
-def write_atomic(filepath, write):
+def write_atomic(filepath: StrOrBytesPath, write: Callable[[IO[bytes]], object]) -> None:
     """Call write(f) on a new temporary file in the target's directory (through a symlink: its
     target's), then rename it over the target: a crash mid-write leaves any previous file
     whole.  Re-writing keeps the file's permission mode (a new file gets 0666 less the umask);
@@ -78,13 +86,13 @@ def write_atomic(filepath, write):
             raise
 
 
-def short(value):
+def short(value: object) -> str:
     """repr(value), cut to 80 characters (a file's values quoted in an error message)."""
     r = repr(value)
     return r if len(r) <= 80 else r[:77] + "..."
 
 
-def json_depth(value, limit):
+def json_depth(value: Any, limit: int) -> int:
     """The nesting depth of parsed JSON, counted level by level (no recursion), up to limit + 1."""
     depth, level = 0, [value]
     while level and depth <= limit:
@@ -97,7 +105,7 @@ def json_depth(value, limit):
 # ---- reading -------------------------------------------------------------------------------
 
 # The types a parsed JSON value is checked against (CheckedFile.check).
-KINDS = {
+KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "int": (lambda v: type(v) is int, "an int"),
     "count": (lambda v: type(v) is int and v >= 0, "a non-negative int"),
     "number": (lambda v: type(v) in (int, float) and math.isfinite(v), "a finite number"),
@@ -114,15 +122,15 @@ class CheckedFile:
     """A file being read: every error names it.  `error` is the exception a bad file raises
     (a subclass sets its format's, e.g. saving.FileFormatError)."""
 
-    error = ValueError
+    error: type[Exception] = ValueError
 
-    def __init__(self, path):
+    def __init__(self, path: str) -> None:
         self.path = path
 
-    def fail(self, message):
+    def fail(self, message: str) -> NoReturn:
         raise self.error(f"{self.path!r}: {message}")
 
-    def check(self, value, kind, where, null=False):
+    def check(self, value: Any, kind: str, where: str, null: bool = False) -> Any:
         """value, if it is of kind (see KINDS; a trailing "?" or null=True also allows null),
         else the file's error naming where and what was received."""
         if kind.endswith("?"):
@@ -142,11 +150,11 @@ class BoundedZip(CheckedFile):
     subclass names its format (`kind`, for messages) and the compression methods it accepts."""
 
     kind = "ZIP archive"
-    methods = (zipfile.ZIP_STORED,)
+    methods: tuple[int, ...] = (zipfile.ZIP_STORED,)
     _OPEN_ERRORS = (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError,
                     RuntimeError, OverflowError)
 
-    def __init__(self, filepath):
+    def __init__(self, filepath: StrOrBytesPath) -> None:
         super().__init__(path_str(filepath))
         if not os.path.isfile(self.path):
             raise FileNotFoundError(f"No {self.kind} at {self.path!r}")
@@ -169,12 +177,12 @@ class BoundedZip(CheckedFile):
             self.zip.close()
             raise
 
-    def unreadable(self, e):
+    def unreadable(self, e: BaseException) -> NoReturn:
         """The error for a file that does not open as a ZIP archive."""
         raise self.error(f"{self.path!r} is not a readable {self.kind} (truncated, corrupted or "
                          f"another format): {e}") from None
 
-    def entry(self, name, limit):
+    def entry(self, name: str, limit: int) -> zipfile.ZipInfo:
         """The ZipInfo of entry name, checked to hold at most limit bytes."""
         try:
             info = self.zip.getinfo(name)
@@ -185,7 +193,7 @@ class BoundedZip(CheckedFile):
                       "bytes")
         return info
 
-    def read(self, name, limit):
+    def read(self, name: str, limit: int) -> bytes:
         """The bytes of entry name (at most limit), read to the end (which checks its CRC)."""
         info = self.entry(name, limit)
         try:
@@ -197,7 +205,7 @@ class BoundedZip(CheckedFile):
             self.fail(f"{name} holds {len(data)} bytes; its header says {info.file_size}.")
         return data
 
-    def read_json(self, name, limit, depth):
+    def read_json(self, name: str, limit: int, depth: int) -> Any:
         """Entry name parsed as JSON (at most limit bytes, nested at most depth deep)."""
         data = self.read(name, limit)
         try:
@@ -210,5 +218,5 @@ class BoundedZip(CheckedFile):
             self.fail(f"{name} is nested more than {depth} deep.")
         return value
 
-    def close(self):
+    def close(self) -> None:
         self.zip.close()

@@ -5,11 +5,17 @@ caller's arrays the same way.  Written for clarity, not speed: this is the oracl
 tests compare the C kernels against (and itself is checked by finite differences), and
 the backend `fastnn.set_backend("numpy")` selects.
 """
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import numpy as np
 
 from fastnn import _codes
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 NAME = "numpy"
 
@@ -21,7 +27,7 @@ _CLIP = _codes.EPSILON
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 
 
-def _act(v, act, alpha):
+def _act(v: NDArray[Any], act: int, alpha: float) -> NDArray[Any]:
     """act(v) for a 2-D array v (softmax over the last axis)."""
     if act == LINEAR:
         return v
@@ -46,7 +52,8 @@ def _act(v, act, alpha):
                      f"Received: act={act}")
 
 
-def _act_grad(dy, y, x, act, alpha):
+def _act_grad(dy: NDArray[Any], y: NDArray[Any], x: NDArray[Any] | None, act: int,
+              alpha: float) -> NDArray[Any]:
     """dy * act'(.) written from the output y (and the pre-activation x for gelu)."""
     if act == LINEAR:
         return dy
@@ -63,6 +70,7 @@ def _act_grad(dy, y, x, act, alpha):
     if act == ELU:  # alpha (e^x - 1) has derivative alpha e^x = y + alpha
         return np.where(y > 0, dy, dy * (y + alpha))
     if act == GELU:  # Phi(x) + x phi(x)
+        x = cast("NDArray[Any]", x)  # gelu's callers pass its pre-activation
         cdf = 0.5 * (1 + _erf(x / math.sqrt(2)).astype(x.dtype))
         return dy * (cdf + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi))
     raise ValueError(f"Expected act to be an activation code. Received: act={act}")
@@ -70,7 +78,8 @@ def _act_grad(dy, y, x, act, alpha):
 
 # ---- dense and activation ------------------------------------------------------------------
 
-def dense_forward(y, z, x, w, b, act, alpha):
+def dense_forward(y: NDArray[Any], z: NDArray[Any] | None, x: NDArray[Any], w: NDArray[Any],
+                  b: NDArray[Any] | None, act: int, alpha: float) -> None:
     """y := act(x @ w + b); z (or None) receives x @ w + b."""
     pre = x @ w
     if b is not None:
@@ -80,7 +89,9 @@ def dense_forward(y, z, x, w, b, act, alpha):
     y[...] = _act(pre, act, alpha)
 
 
-def dense_backward(dw, db, dx, dz, dy, x, w, y, z, act, alpha):
+def dense_backward(dw: NDArray[Any] | None, db: NDArray[Any] | None, dx: NDArray[Any] | None,
+                   dz: NDArray[Any], dy: NDArray[Any], x: NDArray[Any], w: NDArray[Any],
+                   y: NDArray[Any], z: NDArray[Any] | None, act: int, alpha: float) -> None:
     """dz := dy * act'(.), dw := x.T @ dz, db := sum(dz), dx := dz @ w.T."""
     dz[...] = _act_grad(dy, y, z, act, alpha)
     if dw is not None:
@@ -91,26 +102,27 @@ def dense_backward(dw, db, dx, dz, dy, x, w, y, z, act, alpha):
         dx[...] = dz @ w.T
 
 
-def act_forward(y, x, act, alpha):
+def act_forward(y: NDArray[Any], x: NDArray[Any], act: int, alpha: float) -> None:
     y[...] = _act(x, act, alpha)
 
 
-def act_backward(dx, dy, y, x, act, alpha):
+def act_backward(dx: NDArray[Any], dy: NDArray[Any], y: NDArray[Any], x: NDArray[Any] | None,
+                 act: int, alpha: float) -> None:
     dx[...] = _act_grad(dy, y, x, act, alpha)
 
 
-def gather_rows(out, x, idx):
+def gather_rows(out: NDArray[Any], x: NDArray[Any], idx: NDArray[Any]) -> None:
     """out := x[idx] along the first axis."""
     np.take(x, idx, axis=0, out=out)
 
 
 # ---- losses: value (batch mean) and, when dp is given, its gradient -----------------------
 
-def _clip_and_mask(q):
+def _clip_and_mask(q: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
     return np.clip(q, _CLIP, 1 - _CLIP), (q >= _CLIP) & (q <= 1 - _CLIP)
 
 
-def _cce(dp, p, t):
+def _cce(dp: NDArray[Any] | None, p: NDArray[Any], t: NDArray[Any]) -> float:
     """Keras' categorical crossentropy from probabilities:
     q = p / sum(p), l = -sum t log clip(q); dl/dp through both the clip and the normalisation."""
     n = p.shape[0]
@@ -124,19 +136,19 @@ def _cce(dp, p, t):
     return loss
 
 
-def _one_hot(labels, p):
+def _one_hot(labels: NDArray[Any], p: NDArray[Any]) -> NDArray[Any]:
     t = np.zeros_like(p)
     t[np.arange(len(labels)), labels] = 1
     return t
 
 
-def _softmax_cce(dz, p, t):
+def _softmax_cce(dz: NDArray[Any], p: NDArray[Any], t: NDArray[Any]) -> float:
     """p = softmax(logits); dz := (p * sum(t) - t) / n, the gradient w.r.t. the logits."""
     dz[...] = (p * t.sum(axis=1, keepdims=True) - t) / p.shape[0]
     return _cce(None, p, t)
 
 
-def _bce(dp, p, t):
+def _bce(dp: NDArray[Any] | None, p: NDArray[Any], t: NDArray[Any]) -> float:
     """l = mean -(t log c + (1 - t) log(1 - c)), c = clip(p)."""
     c, inside = _clip_and_mask(p)
     loss = float(-(t * np.log(c) + (1 - t) * np.log(1 - c)).mean(dtype=np.float64))
@@ -145,7 +157,7 @@ def _bce(dp, p, t):
     return loss
 
 
-def _mse(dp, p, t):
+def _mse(dp: NDArray[Any] | None, p: NDArray[Any], t: NDArray[Any]) -> float:
     """l = mean (p - t)^2."""
     d = p - t
     if dp is not None:
@@ -153,12 +165,14 @@ def _mse(dp, p, t):
     return float((d.astype(np.float64) ** 2).mean())
 
 
-_LOSSES = {"categorical_crossentropy": _cce, "softmax_crossentropy": _softmax_cce,
-           "binary_crossentropy": _bce, "mean_squared_error": _mse}
+# each (dp, p, t) -> the loss value; _softmax_cce requires dp (the kernels' contract)
+_LOSSES: dict[str, Callable[..., float]] = {
+    "categorical_crossentropy": _cce, "softmax_crossentropy": _softmax_cce,
+    "binary_crossentropy": _bce, "mean_squared_error": _mse}
 _LOSS_NAMES = {code: name for name, code in _codes.LOSSES.items()}
 
 
-def loss_backward(dp, p, t, loss):
+def loss_backward(dp: NDArray[Any] | None, p: NDArray[Any], t: NDArray[Any], loss: int) -> float:
     """The batch-mean loss `loss` (a code of fastnn/_codes.py LOSSES) of p against t (int64
     labels for the sparse ones); writes dp := d loss / d p unless dp is None."""
     name = _LOSS_NAMES.get(loss)
@@ -172,11 +186,11 @@ def loss_backward(dp, p, t, loss):
 
 # ---- optimizers (Keras 3 rules, see struct fnn_optimizer in src_c/fastnn.h) ---------------
 
-def _scalars(p, *values):
+def _scalars(p: NDArray[Any], *values: float) -> list[Any]:
     return [p.dtype.type(v) for v in values]
 
 
-def _sgd(p, g, s, o):
+def _sgd(p: NDArray[Any], g: NDArray[Any], s: dict[str, NDArray[Any]], o: OptimizerStep) -> None:
     lr, mu, wd = _scalars(p, o.learning_rate, o.momentum, o.weight_decay)
     p *= 1 - lr * wd
     m = s.get("momentums")
@@ -187,7 +201,8 @@ def _sgd(p, g, s, o):
     p += (mu * m - lr * g) if o.nesterov else m
 
 
-def _adagrad(p, g, s, o):
+def _adagrad(p: NDArray[Any], g: NDArray[Any], s: dict[str, NDArray[Any]],
+             o: OptimizerStep) -> None:
     lr, eps, wd = _scalars(p, o.learning_rate, o.epsilon, o.weight_decay)
     a = s["accumulators"]
     p *= 1 - lr * wd
@@ -195,7 +210,8 @@ def _adagrad(p, g, s, o):
     p -= lr * g / np.sqrt(a + eps)
 
 
-def _rmsprop(p, g, s, o):
+def _rmsprop(p: NDArray[Any], g: NDArray[Any], s: dict[str, NDArray[Any]],
+             o: OptimizerStep) -> None:
     lr, rho, mu, eps, wd = _scalars(p, o.learning_rate, o.rho, o.momentum, o.epsilon,
                                     o.weight_decay)
     v, mom, mg = s["velocities"], s.get("momentums"), s.get("average_gradients")
@@ -213,7 +229,7 @@ def _rmsprop(p, g, s, o):
     p -= increment
 
 
-def _adam(p, g, s, o):
+def _adam(p: NDArray[Any], g: NDArray[Any], s: dict[str, NDArray[Any]], o: OptimizerStep) -> None:
     t = o.iterations
     a = o.learning_rate * math.sqrt(1 - o.beta_2 ** t) / (1 - o.beta_1 ** t)
     lr, b1, b2, eps, wd, a = _scalars(p, o.learning_rate, o.beta_1, o.beta_2, o.epsilon,
@@ -229,7 +245,7 @@ def _adam(p, g, s, o):
     p -= a * m / (np.sqrt(vv) + eps)
 
 
-def _nadam(p, g, s, o):
+def _nadam(p: NDArray[Any], g: NDArray[Any], s: dict[str, NDArray[Any]], o: OptimizerStep) -> None:
     t, b1 = o.iterations, o.beta_1
     u_t, u_t1 = b1 * (1 - 0.5 * 0.96 ** t), b1 * (1 - 0.5 * 0.96 ** (t + 1))
     pt, pt1 = o.u_product, o.u_product * u_t1
@@ -251,7 +267,16 @@ class OptimizerStep:
     this step's scalars (begin), and the step on p (step, outer_step); the NumPy twin of
     `_kernels.OptimizerStep` (struct fnn_optimizer in src_c/fastnn.h)."""
 
-    def __init__(self, p, rule, hyper, slots):
+    # the hyper-parameters (fastnn/_codes.py OPTIMIZER_HYPER), set by __init__ with setattr
+    momentum: float
+    nesterov: bool
+    rho: float
+    epsilon: float
+    beta_1: float
+    beta_2: float
+
+    def __init__(self, p: NDArray[Any], rule: str, hyper: dict[str, Any],
+                 slots: dict[str, NDArray[Any] | None]) -> None:
         if rule not in _RULES:
             raise ValueError(f"Expected rule in {sorted(_RULES)}. Received: {rule!r}")
         for name in _codes.OPTIMIZER_REQUIRED[rule]:
@@ -264,16 +289,16 @@ class OptimizerStep:
         self.slots = {n: a.reshape(-1) for n, a in slots.items() if a is not None}
         self.learning_rate, self.iterations, self.u_product = 0.0, 0, 1.0
 
-    def begin(self, learning_rate, iterations, u_product=1.0):
+    def begin(self, learning_rate: float, iterations: int, u_product: float = 1.0) -> None:
         """This step's scalars: its learning rate, its number t (from 1), nadam's product."""
         self.learning_rate, self.iterations, self.u_product = learning_rate, iterations, u_product
 
-    def step(self, p, g, start=0):
+    def step(self, p: NDArray[Any], g: NDArray[Any], start: int = 0) -> None:
         """The step on elements [start, size) of p, g and the state."""
         views = {n: a[start:] for n, a in self.slots.items()}
         _RULES[self.rule](p.reshape(-1)[start:], g.reshape(-1)[start:], views, self)
 
-    def outer_step(self, p, a, b):
+    def outer_step(self, p: NDArray[Any], a: NDArray[Any], b: NDArray[Any]) -> None:
         """The step on elements [0, a.size * b.size) with the gradient outer(a, b)."""
         k = a.size * b.size
         views = {n: v[:k] for n, v in self.slots.items()}

@@ -23,8 +23,11 @@ Entry points (used by models.py, gradcheck.py and the tests): `pack_parameters`,
 `forward`, and `TrainStep.run`, `run_batch`, `gradients`, `loss_value`, `gather`,
 `compiled_step`.  This module never imports models.py.
 """
+from __future__ import annotations
+
 import contextlib
 import weakref
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Sequence, cast
 
 import numpy as np
 
@@ -32,10 +35,21 @@ from fastnn import _codes, _data, backend, distribution, initializers
 from fastnn.layers import Buffers, Dense, Flatten
 from fastnn.optimizers import Optimizer
 
+if TYPE_CHECKING:
+    import threading
+
+    from numpy.typing import NDArray
+
+    from fastnn._kernels import DenseStack
+    from fastnn.layers import Layer
+    from fastnn.losses import Loss
+    from fastnn.metrics import Metric
+
 _SOFTMAX = _codes.ACTIVATIONS["softmax"]
 
 
-def pack_parameters(layers, rng):
+def pack_parameters(layers: Sequence[Layer], rng: np.random.Generator
+                    ) -> tuple[list[NDArray[Any]], list[NDArray[Any]]]:
     """Make every layer's weights (and gradients) views of one flat array (`Layer.bind_weights`):
     the optimizer then updates all parameters in one kernel call, one pass.  Weights a layer
     already has are copied in; declared ones (`Layer.add_weight`) are initialized in place with
@@ -57,7 +71,8 @@ def pack_parameters(layers, rng):
         cut = [(np.empty(n, l.dtype), np.zeros(n, l.dtype)) for (l, _, _), n in zip(specs, sizes)]
     k = 0
     for layer in layers:
-        views, gviews = [], []
+        views: list[NDArray[Any]] = []
+        gviews: list[NDArray[Any]] = []
         for i, (_, shape, init) in enumerate(layer.weight_specs):
             w, g = (a.reshape(shape) for a in cut[k])
             if len(layer.weights) == len(layer.weight_specs):
@@ -73,14 +88,14 @@ def pack_parameters(layers, rng):
     return [w for w, _ in cut], [g for _, g in cut]
 
 
-def _bases(a):
+def _bases(a: Any) -> Iterator[NDArray[Any]]:
     """a and the arrays it views (a view's memory is its base's: pinning a pins that)."""
     while isinstance(a, np.ndarray):
         yield a
         a = a.base
 
 
-def forward(layers, x, training):
+def forward(layers: Sequence[Layer], x: NDArray[Any], training: bool) -> NDArray[Any]:
     """The layers' outputs for the batch x (a layer's reused buffer: copy to keep it)."""
     for layer in layers:
         x = layer.call(x, training=training)
@@ -91,7 +106,8 @@ class TrainStep:
     """The training step of `layers` under `loss`, over the parameter buffers (params, grads)
     of `pack_parameters`.  jit_compile=False: always the layer-by-layer step."""
 
-    def __init__(self, layers, loss, params, grads, jit_compile=True):
+    def __init__(self, layers: Sequence[Layer], loss: Loss, params: list[NDArray[Any]],
+                 grads: list[NDArray[Any]], jit_compile: bool | str = True) -> None:
         self.layers, self.loss = list(layers), loss
         self.params, self.grads = params, grads
         self.jit_compile = jit_compile
@@ -105,10 +121,12 @@ class TrainStep:
         first = self.layers[self.first] if self.first < len(self.layers) else None
         # at batch size 1 the first kernel's gradient goes to the optimizer as x dz.T
         self.rank1 = type(first) is Dense and len(params) == 1
-        self._stacks = {}  # batch size -> (compiled step or None, what it was built for)
+        # batch size -> (compiled step or None, what it was built for)
+        self._stacks: dict[int, tuple[DenseStack | None, tuple[Any, ...]]] = {}
 
     @contextlib.contextmanager
-    def running(self, lock, *arrays):
+    def running(self, lock: threading.Lock,
+                *arrays: NDArray[Any]) -> Iterator[list[weakref.ref[NDArray[Any]]]]:
         """fit's (and train_on_batch's) hold on a model: one at a time (a second call in
         another thread raises RuntimeError instead of racing on the weights), the training
         arrays pinned for the duration (NumPy refuses to resize an array that has a weak
@@ -123,7 +141,8 @@ class TrainStep:
             self.release()
             lock.release()
 
-    def evaluate(self, x, t, batch_size, metrics):
+    def evaluate(self, x: NDArray[Any], t: NDArray[Any], batch_size: int,
+                 metrics: Sequence[Metric]) -> float:
         """The summed loss over prepared (x, t), batch by batch (the metrics take every batch);
         the mean is that over len(x)."""
         metric_t = _data.metric_targets(metrics, t)
@@ -136,14 +155,15 @@ class TrainStep:
                 m.update(p, mt[s:e])
         return total
 
-    def release(self):
+    def release(self) -> None:
         """Drop the compiled steps: they hold the training arrays (fit calls this at its end,
         so a finished fit keeps no reference to the caller's data)."""
         self._stacks.clear()
 
     # ---- the step ---------------------------------------------------------------------------
 
-    def run(self, optimizer, x, t, idx):
+    def run(self, optimizer: Optimizer, x: NDArray[Any], t: NDArray[Any],
+            idx: NDArray[Any]) -> tuple[float, NDArray[Any] | None]:
         """One optimizer step on the samples idx of (x, t), prepared arrays: fit's step.
         Returns (loss value, predictions: a reused buffer).  Under a distribution
         (fastnn.distribution) this rank's share of idx is stepped: see _distributed."""
@@ -156,17 +176,18 @@ class TrainStep:
         optimizer.begin_step(self.params)
         return stack.run(idx), stack.predictions
 
-    def run_batch(self, optimizer, xb, tb):
+    def run_batch(self, optimizer: Optimizer, xb: NDArray[Any],
+                  tb: NDArray[Any]) -> tuple[float, NDArray[Any] | None]:
         """One optimizer step on the whole batch (xb, tb): train_on_batch's step, the same one
         fit runs."""
         return self.run(optimizer, xb, tb, np.arange(len(xb), dtype=np.int64))
 
-    def gradients(self, xb, tb):
+    def gradients(self, xb: NDArray[Any], tb: NDArray[Any]) -> float:
         """Forward, loss and backward on the batch, layer by layer: fills every layer's grads
         (nothing is stepped).  Returns the loss value."""
         return self._gradients(xb, tb, rank1_ok=False)[0]
 
-    def loss_value(self, p, tb):
+    def loss_value(self, p: NDArray[Any], tb: NDArray[Any]) -> float:
         """The loss of the outputs p (probabilities, or logits for a from_logits loss)."""
         if self.loss.from_logits:
             probs = self.buffers.get("probs", p.shape, p.dtype, training=False)
@@ -174,18 +195,21 @@ class TrainStep:
             p = probs
         return self.loss.value(p, tb)
 
-    def gather(self, key, a, idx):
+    def gather(self, key: Hashable, a: NDArray[Any], idx: NDArray[Any]) -> NDArray[Any]:
         """a[idx] written into the step's reused batch buffer `key` (one per shape)."""
         buf = self.buffers.get(key, (len(idx), *a.shape[1:]), a.dtype)
         backend.K.gather_rows(buf, a, idx)
         return buf
 
-    def _distributed(self, dist, optimizer, x, t, idx):
+    def _distributed(self, dist: distribution.DataParallel, optimizer: Optimizer,
+                     x: NDArray[Any], t: NDArray[Any],
+                     idx: NDArray[Any]) -> tuple[float, NDArray[Any] | None]:
         """Data parallel: this rank's rows of the global batch idx, their gradient (layer by
         layer) scaled by their share of the batch, the gradients summed over the ranks in place
         (one allreduce per parameter buffer), then the same optimizer step on every rank.
         Returns (this rank's part of the batch loss, its predictions or None)."""
         s, e = dist.shard(len(idx))
+        p: NDArray[Any] | None
         value, p = 0.0, None
         if e > s:
             value, p, _ = self._gradients(self.gather("x", x, idx[s:e]),
@@ -204,12 +228,14 @@ class TrainStep:
 
     # ---- layer by layer -----------------------------------------------------------------------
 
-    def _python_step(self, optimizer, xb, tb):
+    def _python_step(self, optimizer: Optimizer, xb: NDArray[Any],
+                     tb: NDArray[Any]) -> tuple[float, NDArray[Any]]:
         value, p, rank1 = self._gradients(xb, tb, rank1_ok=True)
         optimizer.apply(self.params, self.grads, rank1)
         return value, p
 
-    def _gradients(self, xb, tb, rank1_ok):
+    def _gradients(self, xb: NDArray[Any], tb: NDArray[Any], rank1_ok: bool
+                   ) -> tuple[float, NDArray[Any], tuple[NDArray[Any], NDArray[Any]] | None]:
         """Forward, loss and backward: fills every layer's grads and returns (loss, predictions,
         rank1).  With rank1_ok and a single sample, the first dense kernel's gradient is left
         as rank1 = (x, dz) for the optimizer instead; else rank1 is None."""
@@ -230,12 +256,15 @@ class TrainStep:
         d = grad
         last, first = len(self.layers) - 1, self.first
         for i in range(last, first, -1):
-            d = self.layers[i].backward(d, need_dx=True, skip_activation=self.fused and i == last)
+            d = cast("NDArray[Any]",  # need_dx=True: an array
+                     self.layers[i].backward(d, need_dx=True,
+                                             skip_activation=self.fused and i == last))
         rank1 = None
         if first <= last:
             layer, skip = self.layers[first], self.fused and first == last
             if rank1_ok and len(xb) == 1 and self.rank1:
-                layer.backward(d, need_dx=False, skip_activation=skip, need_dw=False)
+                cast(Dense, layer).backward(  # self.rank1: the layer is a Dense
+                    d, need_dx=False, skip_activation=skip, need_dw=False)
                 rank1 = (inputs[first].reshape(-1), d.reshape(-1))  # d now holds dz
             else:
                 layer.backward(d, need_dx=False, skip_activation=skip)
@@ -243,7 +272,8 @@ class TrainStep:
 
     # ---- compiled -------------------------------------------------------------------------------
 
-    def compiled_step(self, optimizer, x, t, n):
+    def compiled_step(self, optimizer: Optimizer, x: NDArray[Any], t: NDArray[Any],
+                      n: int) -> DenseStack | None:
         """The compiled step (`_kernels.DenseStack`) that runs batches of n samples of the
         prepared (x, t) under this optimizer, built on first use; None where the layer-by-layer
         step runs (see the module docstring)."""
@@ -261,16 +291,20 @@ class TrainStep:
                 and all(type(l) is Flatten for l in self.layers[:self.first])
                 and all(type(l) is Dense for l in dense)
                 and (self.fused or not self.loss.from_logits)):
-            stack = self._build_stack(make, kernels[0], x, t, n, dense)
+            # (params is not empty, and every layer in dense is a Dense)
+            stack = self._build_stack(make, cast("list[Any]", kernels)[0], x, t, n,
+                                      cast("list[Dense]", dense))
         if len(self._stacks) >= 2:  # an epoch's two batch sizes (full, last); no more
             del self._stacks[next(iter(self._stacks))]
         self._stacks[n] = (stack, built_for)
         return stack
 
-    def _build_stack(self, make, opt_kernel, x, t, n, dense):
+    def _build_stack(self, make: Callable[..., DenseStack], opt_kernel: Any, x: NDArray[Any],
+                     t: NDArray[Any], n: int, dense: Sequence[Dense]) -> DenseStack:
         loss = self.loss.fused_code if self.fused else self.loss.code
         buf = self.buffers.get
-        specs, width = [], dense[0].kernel.shape[0]
+        specs: list[tuple[Any, ...]] = []
+        width = cast("NDArray[Any]", dense[0].kernel).shape[0]  # bound by the model
         for i, l in enumerate(dense):
             act = l.activation
             specs.append((l.kernel, l.bias, l.grads[0], l.grads[1] if l.use_bias else None,

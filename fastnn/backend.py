@@ -5,10 +5,16 @@ optimizers call `backend.K.<kernel>(...)`, so switching is one assignment.
 `FASTNN_BACKEND=numpy` in the environment, or `fastnn.set_backend("numpy")`, selects the
 reference.
 """
+from __future__ import annotations
+
 import os
+from types import ModuleType
+from typing import Any, cast
 
 from fastnn import _reference
 
+compiled: ModuleType | None
+compiled_import_error: ImportError | None
 try:
     from fastnn import _kernels as compiled  # the compiled module (None: it did not import)
     compiled_import_error = None
@@ -17,10 +23,10 @@ except ImportError as e:  # a broken build: say so when the compiled backend is 
     compiled_import_error = e
 
 BACKENDS = ("compiled", "numpy")
-K = None  # the active kernels module
+K: Any = None  # the active kernels module (fastnn._kernels or fastnn._reference)
 
 
-def set_backend(name):
+def set_backend(name: str) -> None:
     """Select the kernels: "compiled" (C, the default) or "numpy" (the reference)."""
     global K
     if name not in BACKENDS:
@@ -33,7 +39,7 @@ def set_backend(name):
         K = _reference
 
 
-def _missing_compiled_module():
+def _missing_compiled_module() -> str:
     """What happened when fastnn._kernels did not import, and the one command that fixes it."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     if os.path.exists(os.path.join(here, "setup.py")) and os.path.isdir(os.path.join(here, "src_c")):
@@ -47,9 +53,9 @@ def _missing_compiled_module():
             "or use the NumPy backend: FASTNN_BACKEND=numpy.")
 
 
-def get_backend():
+def get_backend() -> str:
     """The name of the active backend: "compiled" or "numpy"."""
-    return K.NAME
+    return cast(str, K.NAME)
 
 
 set_backend(os.environ.get("FASTNN_BACKEND", "compiled"))

@@ -21,18 +21,29 @@ rank aborts every rank (MPI_Abort) instead of leaving the others waiting in an a
 Without the `[mpi]` extra, `DataParallel()` in a plain process is a single-process run; under
 mpiexec it raises an ImportError naming the extra.
 """
+from __future__ import annotations
+
 import os
 import sys
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-_current = None
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from numpy.typing import NDArray
+
+    from fastnn.metrics import Metric
+    from fastnn.optimizers import Optimizer
+
+_current: DataParallel | None = None
 
 # set by the launchers of MPICH (Hydra), Open MPI, Intel MPI and Slurm for every rank
 _LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MPI_LOCALNRANKS", "SLURM_NTASKS")
 
 
-def _launched_size():
+def _launched_size() -> int:
     """The number of ranks the environment says this process was launched with (1: none)."""
     for var in _LAUNCHER_SIZE_VARS:
         try:
@@ -50,8 +61,8 @@ class DataParallel:
         devices: accepted for Keras' signature; fastnn runs one rank per process (None).
     """
 
-    def __init__(self, devices=None, **kwargs):
-        self.comm = None
+    def __init__(self, devices: Any = None, **kwargs: Any) -> None:
+        self.comm: Any = None  # mpi4py's MPI.COMM_WORLD, None without mpi4py
         try:
             from mpi4py import MPI
         except ImportError as e:
@@ -60,53 +71,54 @@ class DataParallel:
                     f"DataParallel: this process was started by mpiexec as one of "
                     f"{_launched_size()} ranks, but mpi4py cannot be imported ({e}). Install "
                     "the MPI extra: pip install \"fastnn[mpi]\"") from None
-            MPI = None
+            # (ignore: a module to mypy where mpi4py is installed, Any where it is not)
+            MPI = None  # type: ignore[assignment, unused-ignore]
         if MPI is not None:
             self.comm = MPI.COMM_WORLD
             self._mpi = MPI
-        self.rank = self.comm.Get_rank() if self.comm else 0
-        self.size = self.comm.Get_size() if self.comm else 1
+        self.rank: int = self.comm.Get_rank() if self.comm else 0
+        self.size: int = self.comm.Get_size() if self.comm else 1
         if self.size > 1:
             _abort_on_uncaught_exceptions(self.comm)
 
     # ---- collective operations (every rank calls them, in the same order) ----------------------
 
-    def shard(self, n):
+    def shard(self, n: int) -> tuple[int, int]:
         """[start, end) of this rank's part of n rows: contiguous, as even as they go."""
         return n * self.rank // self.size, n * (self.rank + 1) // self.size
 
-    def allreduce_(self, buf):
+    def allreduce_(self, buf: NDArray[Any]) -> NDArray[Any]:
         """buf := the sum of buf over the ranks, in place (a C-contiguous array)."""
         if self.size > 1:
             self.comm.Allreduce(self._mpi.IN_PLACE, buf, op=self._mpi.SUM)
         return buf
 
-    def broadcast_(self, buf, root=0):
+    def broadcast_(self, buf: NDArray[Any], root: int = 0) -> NDArray[Any]:
         """buf := rank root's buf, in place."""
         if self.size > 1:
             self.comm.Bcast(buf, root=root)
         return buf
 
-    def broadcast(self, obj, root=0):
+    def broadcast(self, obj: Any, root: int = 0) -> Any:
         """Rank root's obj (any picklable value fastnn itself makes)."""
         return self.comm.bcast(obj, root=root) if self.size > 1 else obj
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<DataParallel rank {self.rank} of {self.size}>"
 
 
-def _abort_on_uncaught_exceptions(comm):
+def _abort_on_uncaught_exceptions(comm: Any) -> None:
     """An exception that ends one rank ends them all (MPI_Abort), after its traceback."""
     previous = sys.excepthook
 
-    def hook(kind, value, tb):
+    def hook(kind: type[BaseException], value: BaseException, tb: TracebackType | None) -> None:
         previous(kind, value, tb)
         sys.stderr.flush()
         comm.Abort(1)
     sys.excepthook = hook
 
 
-def set_distribution(value):
+def set_distribution(value: DataParallel | None) -> None:
     """Use `value` (a DataParallel, or None for a single process) for every fit from now on."""
     global _current
     if value is not None and not isinstance(value, DataParallel):
@@ -115,32 +127,33 @@ def set_distribution(value):
     _current = value
 
 
-def distribution():
+def distribution() -> DataParallel | None:
     """The distribution set with set_distribution, or None."""
     return _current
 
 
-def active():
+def active() -> DataParallel | None:
     """The distribution when it spans more than one rank, else None (a plain run)."""
     return _current if _current is not None and _current.size > 1 else None
 
 
-def rank():
+def rank() -> int:
     """This process's rank (0 without a distribution)."""
     return _current.rank if _current is not None else 0
 
 
-def size():
+def size() -> int:
     """The number of ranks (1 without a distribution)."""
     return _current.size if _current is not None else 1
 
 
-def is_primary():
+def is_primary() -> bool:
     """Whether this is rank 0: the one that prints progress and writes files."""
     return rank() == 0
 
 
-def allreduce_sums(dist, values, metrics=(), since=None):
+def allreduce_sums(dist: DataParallel, values: Sequence[float], metrics: Sequence[Metric] = (),
+                   since: Sequence[tuple[float, int]] | None = None) -> NDArray[np.float64]:
     """The sums over the ranks of `values` (floats), returned, and of the metrics' states: each
     metric's change since the states `since` (all of it when None) is summed and added to
     `since`, so the metrics hold the global state on every rank.  One small allreduce."""
@@ -154,7 +167,8 @@ def allreduce_sums(dist, values, metrics=(), since=None):
     return buf[:len(values)]
 
 
-def sync_replicas(dist, params, optimizer, rng):
+def sync_replicas(dist: DataParallel, params: Sequence[NDArray[Any]], optimizer: Optimizer,
+                  rng: np.random.Generator) -> None:
     """Rank 0's weights, optimizer state and step count, and generator on every rank (at the
     start of fit; the optimizer's state built first)."""
     optimizer.kernels(params)

@@ -52,14 +52,25 @@ does.  Exporting while `fit` runs in another thread reads the weights as they ar
 moment (see predict).  Needs the `onnx` package (`pip install onnx`); onnxruntime only to run
 the file.
 """
+from __future__ import annotations
+
 import functools
 import math
 import os
+from typing import TYPE_CHECKING, Any, Callable, Iterable, cast
 
 import numpy as np
 
 from fastnn import _files
 from fastnn import layers as layers_module
+
+if TYPE_CHECKING:
+    import onnx
+    from _typeshed import StrOrBytesPath
+    from numpy.typing import ArrayLike, NDArray
+
+    from fastnn.activations import Spec
+    from fastnn.models import Sequential
 
 OPSET = 17
 IR_VERSION = 8  # the IR version of opset 17 (onnx 1.12): the oldest runtimes of opset 17 load it
@@ -68,9 +79,10 @@ INPUT_NAME, OUTPUT_NAME = "x", "y"
 _MAX_INLINE_BYTES = (1 << 31) - (1 << 24)  # 2 GiB, less room for the graph itself
 
 
-def export(model, filepath, format="onnx", verbose=False):
-    """Export `model` to `filepath` in `format` (Keras 3's model.export); only "onnx" is
-    supported.  verbose=True prints where the file went."""
+def export(model: Sequential, filepath: StrOrBytesPath, format: str = "onnx",
+           verbose: bool = False) -> None:
+    """Export `model` to `filepath` in `format` (Keras 3's model.export); only "onnx" (the
+    default) is supported.  verbose=True (default False) prints where the file went."""
     if not isinstance(format, str) or format not in FORMATS:
         raise ValueError(f"Expected format to be one of {list(FORMATS)}: fastnn exports ONNX "
                          f"models only. Received: format={format!r}")
@@ -79,7 +91,7 @@ def export(model, filepath, format="onnx", verbose=False):
         print(f"Saved artifact at '{os.fsdecode(filepath)}'.")
 
 
-def export_onnx(model, filepath):
+def export_onnx(model: Sequential, filepath: StrOrBytesPath) -> None:
     """Write the built `model` as an ONNX file at `filepath` (str or os.PathLike); see the
     module docstring for the graph.  Returns None."""
     filepath = _check_path(filepath)
@@ -102,10 +114,10 @@ def export_onnx(model, filepath):
     onnx.checker.check_model(filepath, full_check=True)
 
 
-def to_onnx(model, check=True):
+def to_onnx(model: Sequential, check: bool = True) -> onnx.ModelProto:
     """The built `model` as an onnx.ModelProto (the graph export_onnx writes), e.g. for
-    `onnxruntime.InferenceSession(to_onnx(model).SerializeToString())`.  check=True runs
-    onnx.checker.check_model on it."""
+    `onnxruntime.InferenceSession(to_onnx(model).SerializeToString())`.  check=True (the
+    default) runs onnx.checker.check_model on it."""
     onnx = _import_onnx()
     from onnx import helper
 
@@ -118,11 +130,14 @@ def to_onnx(model, check=True):
     g.nodes[-1].output[0] = OUTPUT_NAME
 
     elem = helper.np_dtype_to_tensor_dtype(dtype)
-    batch = ["batch"]
+    batch: list[str | int | None] = ["batch"]
+    # (the shapes of a built model, as _check_model made sure)
+    input_shape = cast("tuple[int | None, ...]", model.input_shape)
+    output_shape = cast("tuple[int | None, ...]", model.output_shape)
     graph = helper.make_graph(
         g.nodes, model.name or "sequential",
-        [helper.make_tensor_value_info(INPUT_NAME, elem, batch + list(model.input_shape[1:]))],
-        [helper.make_tensor_value_info(OUTPUT_NAME, elem, batch + list(model.output_shape[1:]))],
+        [helper.make_tensor_value_info(INPUT_NAME, elem, batch + list(input_shape[1:]))],
+        [helper.make_tensor_value_info(OUTPUT_NAME, elem, batch + list(output_shape[1:]))],
         initializer=g.initializers)
     from fastnn import __version__
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
@@ -136,7 +151,7 @@ def to_onnx(model, check=True):
 
 # ---- checks ---------------------------------------------------------------------------------
 
-def _import_onnx():
+def _import_onnx() -> Any:
     try:
         import onnx
     except ImportError as e:
@@ -145,7 +160,7 @@ def _import_onnx():
     return onnx
 
 
-def _check_path(filepath):
+def _check_path(filepath: object) -> str:
     """filepath (str, bytes or os.PathLike) as a str."""
     if not isinstance(filepath, (str, bytes, os.PathLike)):
         raise TypeError(f"Expected filepath to be a str or os.PathLike. Received: {filepath!r}")
@@ -161,7 +176,7 @@ _KINDS = (layers_module.Dense, layers_module.Activation, layers_module.Flatten,
           layers_module.Dropout)
 
 
-def _check_model(model):
+def _check_model(model: Sequential) -> np.dtype[Any]:
     """The model's dtype, once the model is known to be exportable."""
     if not getattr(model, "built", False) or not getattr(model, "layers", None):
         raise ValueError("Expected a built model before export. Build it first: give "
@@ -185,7 +200,7 @@ def _check_model(model):
     return dtype
 
 
-def _weight_bytes(proto):
+def _weight_bytes(proto: onnx.ModelProto) -> int:
     return sum(len(t.raw_data) for t in proto.graph.initializer)
 
 
@@ -194,20 +209,22 @@ def _weight_bytes(proto):
 class _Graph:
     """Nodes and initializers in the making, every name unique (ONNX's single assignment)."""
 
-    def __init__(self, dtype):
+    def __init__(self, dtype: np.dtype[Any]) -> None:
         self.dtype = dtype
+        self.nodes: list[onnx.NodeProto]
+        self.initializers: list[onnx.TensorProto]
         self.nodes, self.initializers = [], []
         self._names = {INPUT_NAME, OUTPUT_NAME}
-        self._prefixes = set()
+        self._prefixes: set[str] = set()
 
-    def _unique(self, name):
+    def _unique(self, name: str) -> str:
         return _fresh(name, self._names)
 
-    def prefix(self, layer_name):
+    def prefix(self, layer_name: str) -> str:
         """A name prefix for one layer's nodes and weights (layer names may repeat)."""
         return _fresh(layer_name, self._prefixes)
 
-    def weight(self, name, array):
+    def weight(self, name: str, array: ArrayLike) -> str:
         """An initializer holding `array` (a copy, in the graph's dtype); returns its name."""
         from onnx import numpy_helper
         name = self._unique(name)
@@ -215,23 +232,25 @@ class _Graph:
             numpy_helper.from_array(np.ascontiguousarray(array, dtype=self.dtype), name))
         return name
 
-    def const(self, name, value):
+    def const(self, name: str, value: float) -> str:
         """A scalar constant in the graph's dtype."""
         return self.weight(name, np.asarray(value, dtype=self.dtype))
 
-    def node(self, op, inputs, name, **attrs):
+    def node(self, op: str, inputs: Iterable[str], name: str, **attrs: Any) -> str:
         """Add node `op` on `inputs`; returns the name of its (one) output."""
         from onnx import helper
         name = self._unique(name)
         self.nodes.append(helper.make_node(op, list(inputs), [name], name=name, **attrs))
         return name
 
-    def layer(self, layer, t):
+    def layer(self, layer: layers_module.Layer, t: str) -> str:
         p = self.prefix(layer.name)
         if isinstance(layer, layers_module.Dense):
-            t = self.node("MatMul", [t, self.weight(f"{p}/kernel", layer.kernel)], f"{p}/MatMul")
+            kernel = cast("NDArray[Any]", layer.kernel)  # a built model's
+            t = self.node("MatMul", [t, self.weight(f"{p}/kernel", kernel)], f"{p}/MatMul")
             if layer.use_bias:
-                t = self.node("Add", [t, self.weight(f"{p}/bias", layer.bias)], f"{p}/Add")
+                bias = cast("NDArray[Any]", layer.bias)  # (use_bias: an array)
+                t = self.node("Add", [t, self.weight(f"{p}/bias", bias)], f"{p}/Add")
             return self.activation(layer.activation, t, p)
         if isinstance(layer, layers_module.Activation):
             out = self.activation(layer.activation, t, p)
@@ -242,25 +261,30 @@ class _Graph:
             return self.node("Identity", [t], f"{p}/Identity")
         raise AssertionError(type(layer))  # _check_model refused it
 
-    def activation(self, spec, t, p):
+    def activation(self, spec: Spec, t: str, p: str) -> str:
         return _ACTIVATIONS[spec.name](self, t, p, spec.alpha)
 
 
-def _linear(g, t, p, alpha):
+if TYPE_CHECKING:
+    # an activation's nodes: (graph, input name, name prefix, alpha) -> output name
+    _Activation = Callable[[_Graph, str, str, float], str]
+
+
+def _linear(g: _Graph, t: str, p: str, alpha: float) -> str:
     return t
 
 
-def _op(op, **attrs):
+def _op(op: str, **attrs: Any) -> _Activation:
     return lambda g, t, p, alpha: g.node(op, [t], f"{p}/{op}", **attrs)
 
 
-def _leaky_relu(g, t, p, alpha):
+def _leaky_relu(g: _Graph, t: str, p: str, alpha: float) -> str:
     if g.dtype == np.float32:
         return g.node("LeakyRelu", [t], f"{p}/LeakyRelu", alpha=float(alpha))
     return _where_positive(g, t, p, g.node("Mul", [t, g.const(f"{p}/alpha", alpha)], f"{p}/Mul"))
 
 
-def _elu(g, t, p, alpha):
+def _elu(g: _Graph, t: str, p: str, alpha: float) -> str:
     if g.dtype == np.float32:
         return g.node("Elu", [t], f"{p}/Elu", alpha=float(alpha))
     e = g.node("Exp", [g.node("Min", [t, g.const(f"{p}/zero", 0)], f"{p}/Min")], f"{p}/Exp")
@@ -269,13 +293,13 @@ def _elu(g, t, p, alpha):
                                            f"{p}/Mul"))
 
 
-def _where_positive(g, t, p, otherwise):
+def _where_positive(g: _Graph, t: str, p: str, otherwise: str) -> str:
     """Where(t > 0, t, otherwise), as fastnn's kernels write leaky_relu and elu."""
     positive = g.node("Greater", [t, g.const(f"{p}/zero", 0)], f"{p}/Greater")
     return g.node("Where", [positive, t, otherwise], f"{p}/Where")
 
 
-def _gelu(g, t, p, alpha):
+def _gelu(g: _Graph, t: str, p: str, alpha: float) -> str:
     if g.dtype == np.float32:  # 0.5 * x * (1 + erf(x / sqrt 2)): onnxruntime fuses this form
         s = g.node("Div", [t, g.const(f"{p}/sqrt2", math.sqrt(2))], f"{p}/Div")
         erf1 = g.node("Add", [g.node("Erf", [s], f"{p}/Erf"), g.const(f"{p}/one", 1)],
@@ -285,7 +309,7 @@ def _gelu(g, t, p, alpha):
     return _gelu_float64(g, t, p)
 
 
-def _gelu_float64(g, t, p):
+def _gelu_float64(g: _Graph, t: str, p: str) -> str:
     """x * Phi(x) in float64 without Erf: Phi(-|x|) = erfc(z) / 2, z = |x| / sqrt 2, with
     erfc(z) = exp(-z^2) * R(z) and R the polynomial of _erfc_fit; Phi(x) = 1 - Phi(-x) for x >= 0.
     (Written from erfc, x * Phi(x) keeps its relative accuracy for negative x, where
@@ -323,14 +347,14 @@ _ERFC_Z_MAX, _ERFC_C, _ERFC_DEGREE = 10.0, 4.0, 18
 
 
 @functools.lru_cache(maxsize=None)
-def _erfc_fit():
+def _erfc_fit() -> tuple[float, float, float, tuple[float, ...]]:
     """(c, z_max, tau_min, power-series coefficients in u): Chebyshev interpolation of R at
     degree _ERFC_DEGREE, converted to the power basis (its coefficients are all below 1 in
     magnitude, so Horner's rule in u loses nothing)."""
     c, z_max = _ERFC_C, _ERFC_Z_MAX
     tmin = c / (c + z_max)
 
-    def r_of_tau(tau):
+    def r_of_tau(tau: NDArray[Any]) -> np.ndarray[Any, np.dtype[np.float64]]:
         z = c / np.asarray(tau, dtype=np.float64) - c
         return np.array([math.erfc(v) * math.exp(v * v) for v in np.ravel(z)]).reshape(z.shape)
 
@@ -339,13 +363,13 @@ def _erfc_fit():
     return c, z_max, tmin, tuple(float(v) for v in coef)
 
 
-_ACTIVATIONS = {
+_ACTIVATIONS: dict[str, _Activation] = {
     "linear": _linear, "relu": _op("Relu"), "sigmoid": _op("Sigmoid"), "tanh": _op("Tanh"),
     "softmax": _op("Softmax", axis=-1), "leaky_relu": _leaky_relu, "elu": _elu, "gelu": _gelu,
 }
 
 
-def _fresh(name, taken):
+def _fresh(name: str, taken: set[str]) -> str:
     """name, or name_1, name_2, ...: the first not in taken, which then holds it."""
     out, k = name, 1
     while out in taken:

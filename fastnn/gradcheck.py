@@ -7,12 +7,21 @@ Both work in float64, where the central difference (f(w + h) - f(w - h)) / 2h is
 to about h^2, and report the worst relative error |a - n| / (|a| + |n|) (see _rel_err).  Errors
 of 1e-5 or less mean the analytic gradient is right; a wrong one gives 1e-2 to 1.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, cast
+
 import numpy as np
 
 from fastnn import config
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
 
-def _rel_err(a, n):
+    from fastnn.models import Sequential
+
+
+def _rel_err(a: NDArray[Any], n: NDArray[Any]) -> float:
     """max |a - n| / (|a| + |n|), the denominator floored at 1e-3 of the largest entry: an
     entry a thousand times smaller than the rest is compared at that scale, where the
     differences' roundoff (~1e-10 of the loss) would otherwise dominate it."""
@@ -21,11 +30,14 @@ def _rel_err(a, n):
     return float(np.max(np.abs(a - n) / np.maximum(np.abs(a) + np.abs(n), floor)))
 
 
-def gradcheck_function(f, grad, w, eps=1e-6, max_entries=None, seed=0):
+def gradcheck_function(f: Callable[[NDArray[np.float64]], float],
+                       grad: Callable[[NDArray[np.float64]], ArrayLike], w: ArrayLike,
+                       eps: float = 1e-6, max_entries: int | None = None, seed: int = 0) -> float:
     """Worst relative error between grad(w) and central differences of the scalar f at w.
 
     f(w) -> float and grad(w) -> array shaped like w.  w is perturbed in place and
-    restored.  max_entries: check a random subset of that many entries (None: all)."""
+    restored.  eps: the finite-difference step (default 1e-6).  max_entries: check a random
+    subset of that many entries (default None: all), drawn with seed (default 0)."""
     w = np.asarray(w)
     if w.dtype != np.float64:
         raise TypeError(f"Expected w in float64 (finite differences need it). Received: {w.dtype}")
@@ -33,7 +45,7 @@ def gradcheck_function(f, grad, w, eps=1e-6, max_entries=None, seed=0):
     if analytic.shape != w.shape:
         raise ValueError(f"Expected grad(w) with shape {w.shape}. Received: {analytic.shape}")
     flat = w.reshape(-1)
-    idx = np.arange(flat.size)
+    idx: NDArray[Any] = np.arange(flat.size)
     if max_entries is not None and flat.size > max_entries:
         idx = np.random.default_rng(seed).choice(flat.size, max_entries, replace=False)
     numeric = np.empty(len(idx))
@@ -48,12 +60,15 @@ def gradcheck_function(f, grad, w, eps=1e-6, max_entries=None, seed=0):
     return _rel_err(analytic.reshape(-1)[idx], numeric)
 
 
-def gradcheck(model, x, y, eps=1e-6, max_entries=64, seed=0):
+def gradcheck(model: Sequential, x: ArrayLike, y: ArrayLike, eps: float = 1e-6,
+              max_entries: int | None = 64, seed: int = 0) -> dict[str, float]:
     """Worst relative error of every parameter's analytic gradient, per parameter.
 
     A float64 copy of the compiled model computes the gradients fastnn's backward pass
     gives and the central differences of the loss, on (x, y) as one batch; the model
     itself is not changed.  Dropout is off (rate 0 in the copy).  Returns {"layer/weight": err}.
+    eps: the finite-difference step (default 1e-6); max_entries: entries checked per
+    parameter, a random subset drawn with seed (defaults 64 and 0; None: all).
     """
     from fastnn import _step
     from fastnn.models import Sequential
@@ -74,10 +89,11 @@ def gradcheck(model, x, y, eps=1e-6, max_entries=64, seed=0):
     twin.set_weights([w.astype(np.float64) for w in model.get_weights()])
     twin.compile(optimizer="sgd", loss=model.loss)
     xb = np.ascontiguousarray(x, dtype=np.float64)
-    tb = twin.loss.prepare_targets(y, twin.output_shape[-1], np.float64)
+    output_shape = cast("tuple[int, ...]", twin.output_shape)  # built above
+    tb = twin.loss.prepare_targets(y, output_shape[-1], np.float64)
     step = twin.trainer
 
-    def loss():
+    def loss() -> float:
         return step.loss_value(_step.forward(twin.layers, xb, training=False), tb)
 
     step.gradients(xb, tb)  # every layer's full gradients

@@ -9,12 +9,21 @@ Buffers are owned by the layer and reused: one set per batch size, so a training
 allocates nothing per step once every batch size has been seen.  Inference (training=False)
 uses a separate set per thread, so several threads may predict with one model at once.
 """
+from __future__ import annotations
+
 import numbers
 import threading
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence, cast
 
 import numpy as np
 
 from fastnn import activations, backend, config, initializers
+
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike, NDArray
+    from typing_extensions import Self
+
+    from fastnn.initializers import Initializer
 
 
 class Buffers:
@@ -23,14 +32,16 @@ class Buffers:
     of the shape and dtype last asked for: a loop over batches of one size allocates nothing
     once warmed up, and a stream of new sizes frees the old arrays (memory stays bounded)."""
 
-    def __init__(self):
-        self._train = {}
+    def __init__(self) -> None:
+        self._train: dict[Hashable, NDArray[Any]] = {}
         self._local = threading.local()
 
-    def get(self, key, shape, dtype, training=True):
+    def get(self, key: Hashable, shape: tuple[int, ...], dtype: DTypeLike,
+            training: bool = True) -> NDArray[Any]:
+        bufs: dict[Hashable, NDArray[Any]] | None
         bufs = self._train
         if not training:
-            bufs = getattr(self._local, "bufs", None)
+            bufs = cast("dict[Hashable, NDArray[Any]] | None", getattr(self._local, "bufs", None))
             if bufs is None:
                 bufs = self._local.bufs = {}
         b = bufs.get(key)
@@ -39,7 +50,7 @@ class Buffers:
         return b
 
 
-def _shape_tuple(name, shape):
+def _shape_tuple(name: str, shape: Any) -> tuple[int, ...]:
     if isinstance(shape, int):
         shape = (shape,)
     try:
@@ -48,7 +59,7 @@ def _shape_tuple(name, shape):
         raise TypeError(f"Expected {name} to be a tuple of positive ints. Received: {shape!r}")
     if not shape or any(d < 1 for d in shape):
         raise ValueError(f"Expected {name} to be a tuple of positive ints. Received: {shape!r}")
-    return shape
+    return cast("tuple[int, ...]", shape)
 
 
 class Layer:
@@ -57,10 +68,12 @@ class Layer:
     Every layer is built the same way, `build(input_shape, rng)`: the shape of one sample and
     the model's random generator (for initializers and noise; None: a fresh one)."""
 
-    _count = {}
-    activation = None  # the activation a layer ends in (Dense, Activation), else None
+    _count: dict[str, int] = {}
+    # the activation a layer ends in (Dense, Activation), else None
+    activation: activations.Spec | None = None
 
-    def __init__(self, name=None, input_shape=None, dtype=None):
+    def __init__(self, name: str | None = None, input_shape: int | Sequence[int] | None = None,
+                 dtype: DTypeLike | None = None) -> None:
         kind = type(self).__name__.lower()
         Layer._count[kind] = Layer._count.get(kind, 0) + 1
         if name is not None and not isinstance(name, str):
@@ -69,63 +82,78 @@ class Layer:
         self.input_shape = None if input_shape is None else _shape_tuple("input_shape", input_shape)
         self.dtype = config.dtype(dtype)
         self.built = False
-        self.weight_specs = []  # (name, shape, initializer) of each weight, declared by build
-        self.weights = []  # parameter arrays, updated in place by the optimizer
-        self.grads = []    # their gradients, same order and shapes
+        # (name, shape, initializer) of each weight, declared by build
+        self.weight_specs: list[tuple[str, tuple[int, ...], Initializer]] = []
+        # parameter arrays, updated in place by the optimizer
+        self.weights: list[NDArray[Any]] = []
+        self.grads: list[NDArray[Any]] = []    # their gradients, same order and shapes
         self._buffers = Buffers()
 
-    def build(self, input_shape, rng=None):
+    if TYPE_CHECKING:  # every layer of a model defines these two (not InputLayer)
+        def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
+            """The layer's output for the batch x (a reused buffer)."""
+
+        def backward(self, dy: NDArray[Any], need_dx: bool,
+                     skip_activation: bool = False) -> NDArray[Any] | None:
+            """Writes the weight gradients into self.grads; returns dx (or None)."""
+
+    def build(self, input_shape: Sequence[int], rng: np.random.Generator | None = None) -> None:
         self.input_shape = tuple(input_shape)
         self.built = True
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         return tuple(input_shape)
 
-    def add_weight(self, shape, initializer, name):
+    def add_weight(self, shape: Sequence[int], initializer: str | Initializer,
+                   name: str) -> None:
         """Declare a weight, as Keras' add_weight: its array is made when the model packs its
         parameters (`_step.pack_parameters`), initialized in place in the model's one buffer,
         so building needs no memory beyond the weights and their gradients."""
         self.weight_specs.append((name, tuple(int(d) for d in shape), initializers.get(initializer)))
 
-    def bind_weights(self, weights, grads):
+    def bind_weights(self, weights: Sequence[NDArray[Any]], grads: Sequence[NDArray[Any]]) -> None:
         """Use these arrays (same shapes, same values) as the weights and gradients."""
         self.weights, self.grads = list(weights), list(grads)
 
     @property
-    def output_shape(self):
-        return self.compute_output_shape(self.input_shape)
+    def output_shape(self) -> tuple[int, ...]:
+        # (of a built layer, which has an input shape)
+        return self.compute_output_shape(cast("tuple[int, ...]", self.input_shape))
 
-    def count_params(self):
+    def count_params(self) -> int:
         return int(sum(w.size for w in self.weights))
 
-    def _buf(self, key, shape, training=True):
+    def _buf(self, key: Hashable, shape: tuple[int, ...], training: bool = True) -> NDArray[Any]:
         """The layer's reusable buffer `key` for this shape (allocated on first use)."""
         return self._buffers.get(key, shape, self.dtype, training)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "dtype": self.dtype.name}
 
     @classmethod
-    def from_config(cls, cfg):
+    def from_config(cls, cfg: dict[str, Any]) -> Self:
         return cls(**cfg)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}>"
 
 
 class InputLayer(Layer):
     """The model's input: shape without the batch dimension."""
 
-    def __init__(self, shape=None, name=None, dtype=None):
+    def __init__(self, shape: int | Sequence[int] | None = None, name: str | None = None,
+                 dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, input_shape=shape, dtype=dtype)
         if shape is None:
             raise ValueError("Expected Input(shape=...) with the shape of one sample. Received: None")
 
-    def get_config(self):
-        return {**super().get_config(), "shape": list(self.input_shape)}
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(),
+                "shape": list(cast("tuple[int, ...]", self.input_shape))}  # not None: checked
 
 
-def Input(shape=None, name=None, dtype=None):
+def Input(shape: int | Sequence[int] | None = None, name: str | None = None,
+          dtype: DTypeLike | None = None) -> InputLayer:
     """Declare the input shape of a Sequential model (without the batch dimension)."""
     return InputLayer(shape=shape, name=name, dtype=dtype)
 
@@ -136,14 +164,26 @@ class Dense(Layer):
 
     Args:
         units: positive int, the output width.
-        activation: a name from `fastnn.activations` (e.g. "relu", "softmax") or None.
-        use_bias: whether to add a bias vector.
-        kernel_initializer, bias_initializer: names from `fastnn.initializers`.
-        input_shape: the shape of one sample, when this is the first layer.
+        activation: a name from `fastnn.activations` (e.g. "relu", "softmax") or None
+            (the default: linear, no activation).
+        use_bias: whether to add a bias vector (default True).
+        kernel_initializer, bias_initializer: names from `fastnn.initializers` or callables
+            (shape, dtype, rng) -> array; defaults "glorot_uniform" and "zeros".
+        input_shape: the shape of one sample, when this is the first layer (default None).
+        name: the layer's name (default None: "dense", "dense_1", ...).
+        dtype: "float32" or "float64" (default None: `fastnn.config.floatx()`).
     """
 
-    def __init__(self, units, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", input_shape=None, name=None, dtype=None, **kwargs):
+    activation: activations.Spec
+    kernel: NDArray[Any] | None  # views into the model's parameters, once it binds them
+    bias: NDArray[Any] | None
+
+    def __init__(self, units: int,
+                 activation: str | activations.Spec | Callable[..., Any] | None = None,
+                 use_bias: bool = True, kernel_initializer: str | Initializer = "glorot_uniform",
+                 bias_initializer: str | Initializer = "zeros",
+                 input_shape: int | Sequence[int] | None = None, name: str | None = None,
+                 dtype: DTypeLike | None = None, **kwargs: Any) -> None:
         if kwargs:
             raise TypeError(f"Dense got unexpected keyword arguments: {sorted(kwargs)}")
         super().__init__(name=name, input_shape=input_shape, dtype=dtype)
@@ -157,7 +197,7 @@ class Dense(Layer):
         self._kernel_init = initializers.get(kernel_initializer)
         self._bias_init = initializers.get(bias_initializer)
 
-    def build(self, input_shape, rng=None):
+    def build(self, input_shape: Sequence[int], rng: np.random.Generator | None = None) -> None:
         if len(input_shape) != 1:
             raise ValueError(f"Expected Dense {self.name!r} input of rank 2 (batch, features). "
                              f"Received: input_shape={(None, *input_shape)}; add a Flatten layer first.")
@@ -167,15 +207,15 @@ class Dense(Layer):
             self.add_weight((self.units,), self._bias_init, "bias")
         self.kernel = self.bias = None  # until the model binds the arrays
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         return (self.units,)
 
-    def bind_weights(self, weights, grads):
+    def bind_weights(self, weights: Sequence[NDArray[Any]], grads: Sequence[NDArray[Any]]) -> None:
         super().bind_weights(weights, grads)
         self.kernel = self.weights[0]
         self.bias = self.weights[1] if self.use_bias else None
 
-    def call(self, x, training=False):
+    def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
         n = x.shape[0]
         y = self._buf("y", (n, self.units), training)
         z = self._buf("z", (n, self.units), training) if self.activation.needs_preactivation else None
@@ -185,7 +225,8 @@ class Dense(Layer):
             self._x, self._y, self._z = x, y, z
         return y
 
-    def backward(self, dy, need_dx, skip_activation=False, need_dw=True):
+    def backward(self, dy: NDArray[Any], need_dx: bool, skip_activation: bool = False,
+                 need_dw: bool = True) -> NDArray[Any] | None:
         """dy is consumed: it becomes dz, the gradient of the pre-activation.
         skip_activation: dy already is that (the fused softmax + crossentropy path).
         need_dw=False leaves the kernel gradient x.T @ dz to the caller (a rank-1 step)."""
@@ -196,7 +237,7 @@ class Dense(Layer):
                                  self.kernel, self._y, self._z, act.code, act.alpha)
         return dx
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "units": self.units,
                 "activation": self.activation.name, "use_bias": self.use_bias,
                 "kernel_initializer": _init_name(self.kernel_initializer),
@@ -206,18 +247,22 @@ class Dense(Layer):
 _LINEAR = activations.Spec("linear")
 
 
-def _init_name(init):
+def _init_name(init: str | Initializer) -> str:
     return init if isinstance(init, str) else getattr(init, "__name__", "glorot_uniform")
 
 
 class Activation(Layer):
     """Applies an activation function to its input (softmax over the last axis)."""
 
-    def __init__(self, activation, input_shape=None, name=None, dtype=None):
+    activation: activations.Spec
+
+    def __init__(self, activation: str | activations.Spec | Callable[..., Any] | None,
+                 input_shape: int | Sequence[int] | None = None, name: str | None = None,
+                 dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, input_shape=input_shape, dtype=dtype)
         self.activation = activations.get(activation)
 
-    def call(self, x, training=False):
+    def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
         x2 = x.reshape(-1, x.shape[-1])
         y = self._buf("y", x2.shape, training)
         backend.K.act_forward(y, x2, self.activation.code, self.activation.alpha)
@@ -225,7 +270,8 @@ class Activation(Layer):
             self._x, self._y = x2, y
         return y.reshape(x.shape)
 
-    def backward(self, dy, need_dx, skip_activation=False):
+    def backward(self, dy: NDArray[Any], need_dx: bool,
+                 skip_activation: bool = False) -> NDArray[Any]:
         if skip_activation:
             return dy
         dy2 = dy.reshape(self._y.shape)
@@ -233,22 +279,23 @@ class Activation(Layer):
                                self.activation.alpha)
         return dy
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "activation": self.activation.name}
 
 
 class Flatten(Layer):
     """Flattens each sample to one axis: (batch, d1, d2, ...) -> (batch, d1 * d2 * ...)."""
 
-    def compute_output_shape(self, input_shape):
+    def compute_output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         return (int(np.prod(input_shape)),)
 
-    def call(self, x, training=False):
+    def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
         if training:
             self._in_shape = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, dy, need_dx, skip_activation=False):
+    def backward(self, dy: NDArray[Any], need_dx: bool,
+                 skip_activation: bool = False) -> NDArray[Any] | None:
         return dy.reshape(self._in_shape) if need_dx else None
 
 
@@ -256,20 +303,24 @@ class Dropout(Layer):
     """Sets a fraction `rate` of inputs to 0 during training and scales the rest by
     1 / (1 - rate); the identity at inference."""
 
-    def __init__(self, rate, seed=None, input_shape=None, name=None, dtype=None):
+    def __init__(self, rate: float, seed: int | None = None,
+                 input_shape: int | Sequence[int] | None = None, name: str | None = None,
+                 dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, input_shape=input_shape, dtype=dtype)
-        if not isinstance(rate, numbers.Real) or isinstance(rate, bool) or not 0 <= rate < 1:
+        # (cast: to mypy a float is no numbers.Real, so the lines below would be unreachable)
+        if not isinstance(cast(Any, rate), numbers.Real) or isinstance(rate, bool) \
+                or not 0 <= rate < 1:
             raise ValueError(f"Expected rate in [0, 1). Received: rate={rate!r}")
         self.rate = float(rate)
         self.seed = seed
         self.rng = np.random.default_rng(seed)
 
-    def build(self, input_shape, rng=None):
+    def build(self, input_shape: Sequence[int], rng: np.random.Generator | None = None) -> None:
         super().build(input_shape, rng)
         if self.seed is None and rng is not None:  # the model's seed decides the masks
             self.rng = np.random.default_rng(rng.integers(2**63))
 
-    def call(self, x, training=False):
+    def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
         if not training:
             return x
         self._training = self.rate > 0
@@ -284,16 +335,18 @@ class Dropout(Layer):
         np.multiply(x, mask, out=y)
         return y
 
-    def backward(self, dy, need_dx, skip_activation=False):
+    def backward(self, dy: NDArray[Any], need_dx: bool,
+                 skip_activation: bool = False) -> NDArray[Any]:
         if self._training:
             dy *= self._buf("mask", dy.shape)
         return dy
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
-def build_all(layers, input_shape, rng):
+def build_all(layers: Sequence[Layer], input_shape: Sequence[int],
+              rng: np.random.Generator) -> tuple[int, ...]:
     """Build the layers in order for samples of input_shape (each layer's input the previous
     one's output), with the random generator rng; all or nothing: if a layer refuses its
     input, the layers and rng are left as they were and the error propagates.  Returns the
@@ -316,4 +369,5 @@ def build_all(layers, input_shape, rng):
     return shape
 
 
-LAYERS = {c.__name__: c for c in (InputLayer, Dense, Activation, Flatten, Dropout)}
+LAYERS: dict[str, type[Layer]] = {
+    c.__name__: c for c in (InputLayer, Dense, Activation, Flatten, Dropout)}

@@ -9,9 +9,16 @@ Each loss computes its value and its gradient in one kernel call.  When the mode
 layer is a softmax, the crossentropies instead give the gradient with respect to the
 softmax input directly, (p - t) / batch (the fused path).
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, cast
+
 import numpy as np
 
 from fastnn import _codes, backend
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 _SOFTMAX = _codes.ACTIVATIONS["softmax"]
 
@@ -22,19 +29,19 @@ class Loss:
     A loss is declared by its kernel codes (fastnn/_codes.py LOSSES): `code`, and
     `fused_code` where a softmax before it fuses into the gradient (else None)."""
 
-    name = None
-    code = None
-    fused_code = None
+    name: str | None = None
+    code: int | None = None
+    fused_code: int | None = None
     sparse = False     # targets are integer labels (batch,)
 
-    def __init__(self, from_logits=False, name=None):
+    def __init__(self, from_logits: bool = False, name: str | None = None) -> None:
         if from_logits and self.fused_code is None:
             raise ValueError(f"{type(self).__name__} does not take from_logits=True")
         self.from_logits = bool(from_logits)
         if name:
             self.name = name
 
-    def prepare_targets(self, y, n_out, dtype):
+    def prepare_targets(self, y: ArrayLike, n_out: int, dtype: DTypeLike) -> NDArray[Any]:
         """Convert the targets once per fit: float (batch, n_out) of the model's dtype."""
         y = _as_float(y, "y", dtype)
         if y.ndim == 1 and n_out == 1:
@@ -46,18 +53,18 @@ class Loss:
                              f"for {self.name}. Received: y.shape={y.shape}.{hint}")
         return y
 
-    def value_and_grad(self, dp, p, t):
+    def value_and_grad(self, dp: NDArray[Any], p: NDArray[Any], t: NDArray[Any]) -> float:
         """Loss value; writes dp := d loss / d p."""
-        return backend.K.loss_backward(dp, p, t, self.code)
+        return cast(float, backend.K.loss_backward(dp, p, t, self.code))
 
-    def value(self, p, t):
-        return backend.K.loss_backward(None, p, t, self.code)
+    def value(self, p: NDArray[Any], t: NDArray[Any]) -> float:
+        return cast(float, backend.K.loss_backward(None, p, t, self.code))
 
-    def fused_value_and_grad(self, dz, p, t):
+    def fused_value_and_grad(self, dz: NDArray[Any], p: NDArray[Any], t: NDArray[Any]) -> float:
         """p = softmax(z): loss value; writes dz := d loss / d z."""
-        return backend.K.loss_backward(dz, p, t, self.fused_code)
+        return cast(float, backend.K.loss_backward(dz, p, t, self.fused_code))
 
-    def __call__(self, y_true, y_pred):
+    def __call__(self, y_true: ArrayLike, y_pred: ArrayLike) -> float:
         p = _as_float(y_pred, "y_pred", None)
         if p.ndim == 1:
             p = p.reshape(-1, 1)
@@ -67,11 +74,11 @@ class Loss:
             backend.K.act_forward(p, logits, _SOFTMAX, 0.0)
         return float(self.value(p, t))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "from_logits": self.from_logits}
 
 
-def _as_float(a, name, dtype):
+def _as_float(a: ArrayLike, name: str, dtype: DTypeLike | None) -> NDArray[Any]:
     a = np.asarray(a)
     if a.dtype.kind not in "fiub":
         raise TypeError(f"Expected {name} to hold numbers. Received: {name}.dtype={a.dtype}")
@@ -94,7 +101,7 @@ class SparseCategoricalCrossentropy(Loss):
     fused_code = _codes.LOSSES["sparse_softmax_crossentropy"]
     sparse = True
 
-    def prepare_targets(self, y, n_out, dtype):
+    def prepare_targets(self, y: ArrayLike, n_out: int, dtype: DTypeLike) -> NDArray[Any]:
         """Integer class labels (batch,) as int64, checked against the model's outputs."""
         y = np.asarray(y)
         if y.ndim == 2 and y.shape[1] == 1:
@@ -125,7 +132,7 @@ class MeanSquaredError(Loss):
     code = _codes.LOSSES["mean_squared_error"]
 
 
-_BY_NAME = {
+_BY_NAME: dict[str, type[Loss]] = {
     "categorical_crossentropy": CategoricalCrossentropy,
     "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
     "binary_crossentropy": BinaryCrossentropy,
@@ -134,26 +141,28 @@ _BY_NAME = {
 }
 
 
-def categorical_crossentropy(y_true, y_pred, from_logits=False):
+def categorical_crossentropy(y_true: ArrayLike, y_pred: ArrayLike,
+                             from_logits: bool = False) -> float:
     return CategoricalCrossentropy(from_logits)(y_true, y_pred)
 
 
-def sparse_categorical_crossentropy(y_true, y_pred, from_logits=False):
+def sparse_categorical_crossentropy(y_true: ArrayLike, y_pred: ArrayLike,
+                                    from_logits: bool = False) -> float:
     return SparseCategoricalCrossentropy(from_logits)(y_true, y_pred)
 
 
-def binary_crossentropy(y_true, y_pred):
+def binary_crossentropy(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     return BinaryCrossentropy()(y_true, y_pred)
 
 
-def mean_squared_error(y_true, y_pred):
+def mean_squared_error(y_true: ArrayLike, y_pred: ArrayLike) -> float:
     return MeanSquaredError()(y_true, y_pred)
 
 
 mse = mean_squared_error
 
 
-def get(identifier):
+def get(identifier: str | Loss | type[Loss] | Callable[..., Any]) -> Loss:
     """Resolve a name, a Loss instance or class, or one of this module's functions."""
     if isinstance(identifier, Loss):
         return identifier
@@ -166,7 +175,7 @@ def get(identifier):
                      f"Received: loss={identifier!r}")
 
 
-def from_config(cfg):
+def from_config(cfg: Any) -> Loss:
     """The loss of `Loss.get_config()`, e.g. from a saved file: every value is checked."""
     name = cfg.get("name") if isinstance(cfg, dict) else None
     if not isinstance(name, str) or name not in _BY_NAME:

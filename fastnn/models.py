@@ -6,13 +6,21 @@ from Keras' Trainer).  What a training step does, and which step runs (one compi
 C for a stack of Dense layers, else layer by layer), is fastnn/_step.py's; the file format is
 fastnn/saving.py's.
 """
+from __future__ import annotations
+
 import os
+from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
 
 import numpy as np
 
 from fastnn import _step, export, keras_format, saving, utils
 from fastnn.layers import LAYERS, InputLayer, Layer, build_all
 from fastnn.trainer import Trainer
+
+if TYPE_CHECKING:
+    from _typeshed import StrOrBytesPath
+    from numpy.typing import ArrayLike, NDArray
+    from typing_extensions import Self
 
 
 class Sequential(Trainer):
@@ -25,13 +33,15 @@ class Sequential(Trainer):
         model.fit(x, y, epochs=5, batch_size=128)
 
     Args:
-        layers: optional list of layers to add.
-        name: the model's name.
-        seed: int or None.  Seeds this model's weight initialisation, shuffling and dropout;
-            None draws one from fastnn's seed source (see `fastnn.utils.set_random_seed`).
+        layers: optional list of layers to add (default None: none yet).
+        name: the model's name (default None: "sequential").
+        seed: int or None (the default).  Seeds this model's weight initialisation,
+            shuffling and dropout; None draws one from fastnn's seed source (see
+            `fastnn.utils.set_random_seed`).
     """
 
-    def __init__(self, layers=None, name=None, seed=None):
+    def __init__(self, layers: Sequence[Layer] | None = None, name: str | None = None,
+                 seed: int | None = None) -> None:
         super().__init__(seed)
         self.name = name or "sequential"
         self.layers = []
@@ -41,7 +51,7 @@ class Sequential(Trainer):
         if self.layers and self._input_shape is not None:
             self.build()  # once, for all the layers
 
-    def add(self, layer, build=True):
+    def add(self, layer: Layer, build: bool = True) -> None:
         """Append a layer (or set the input shape with `layers.Input(shape=...)`); with a known
         input shape the model is built again (build=False leaves that for later)."""
         if isinstance(layer, InputLayer):
@@ -61,15 +71,16 @@ class Sequential(Trainer):
         if build and self._input_shape is not None:
             self.build()
 
-    def build(self, input_shape=None):
+    def build(self, input_shape: Sequence[int | None] | None = None) -> None:
         """Create the weights.  input_shape includes the batch dimension, as in Keras:
-        `model.build((None, 784))`."""
+        `model.build((None, 784))`; None (the default) builds for the input shape the model
+        already has."""
         if input_shape is not None:
             input_shape = tuple(input_shape)[1:]
             if self._input_shape is not None and input_shape != self._input_shape:
                 raise ValueError(f"Expected input_shape {(None, *self._input_shape)}. "
                                  f"Received: {(None, *input_shape)}")
-            self._input_shape = input_shape
+            self._input_shape = cast("tuple[int, ...]", input_shape)  # (the sample's shape)
         if self._input_shape is None:
             raise ValueError("The model has no input shape yet: give input_shape= to the first "
                              "layer, add layers.Input(shape=...), or call fit/build with data.")
@@ -82,26 +93,26 @@ class Sequential(Trainer):
             self.optimizer.state = None  # the parameters moved: state starts afresh
 
     @property
-    def input_shape(self):
+    def input_shape(self) -> tuple[int | None, ...] | None:
         return None if self._input_shape is None else (None, *self._input_shape)
 
     @property
-    def output_shape(self):
+    def output_shape(self) -> tuple[int | None, ...] | None:
         return (None, *self.layers[-1].output_shape) if self.built else None
 
     @property
-    def weights(self):
+    def weights(self) -> list[NDArray[Any]]:
         """The weight arrays, layer by layer (views into the model's parameter buffer)."""
         return [w for l in self.layers for w in l.weights] if self.built else []
 
-    def count_params(self):
+    def count_params(self) -> int:
         return int(sum(w.size for w in self.weights))
 
-    def get_weights(self):
+    def get_weights(self) -> list[NDArray[Any]]:
         """Copies of every weight array, layer by layer."""
         return [w.copy() for w in self.weights]
 
-    def set_weights(self, weights):
+    def set_weights(self, weights: Sequence[ArrayLike]) -> None:
         """Assign weights (as from get_weights) in place; shapes must match."""
         if not self.built:
             raise ValueError("Expected a built model before set_weights. Build it first.")
@@ -115,18 +126,19 @@ class Sequential(Trainer):
         for w, v in zip(mine, new):  # checked first, so nothing is half-assigned
             w[...] = v
 
-    def summary(self, print_fn=print):
-        """Print the layers, their output shapes and parameter counts."""
+    def summary(self, print_fn: Callable[[str], Any] = print) -> None:
+        """Print the layers, their output shapes and parameter counts (with print_fn, by
+        default print)."""
         utils.print_summary(self, print_fn)
 
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"name": self.name, "seed": self.seed,
                 "input_shape": list(self._input_shape) if self._input_shape else None,
                 "layers": [{"class": type(l).__name__, "config": l.get_config()} for l in self.layers]}
 
     @classmethod
-    def from_config(cls, cfg):
+    def from_config(cls, cfg: dict[str, Any]) -> Self:
         model = cls(name=cfg.get("name"), seed=cfg.get("seed"))
         if cfg.get("input_shape"):
             model._input_shape = tuple(cfg["input_shape"])
@@ -136,41 +148,47 @@ class Sequential(Trainer):
             model.add(LAYERS[entry["class"]].from_config(entry["config"]))
         return model
 
-    def save(self, filepath):
+    def save(self, filepath: StrOrBytesPath) -> None:
         """Save architecture, weights, compile settings and optimizer state to one file,
         atomically: `.keras` in Keras 3's own format (real Keras opens it; needs h5py, see
         fastnn/keras_format.py), any other name in fastnn's (see fastnn/saving.py)."""
         if _keras_file(filepath, ".keras"):
-            return keras_format.save_keras(self, filepath)
+            # (ignore: keras_format is untyped for now, see pyproject.toml)
+            return keras_format.save_keras(self, filepath)  # type: ignore[no-any-return]
         saving.save_model(self, filepath)
 
-    def save_weights(self, filepath):
+    def save_weights(self, filepath: StrOrBytesPath) -> None:
         """Save only the weight arrays (atomically); `.weights.h5` in Keras 3's layout."""
         if _keras_file(filepath, ".weights.h5"):
-            return keras_format.save_weights_h5(self, filepath)
+            # (ignore: keras_format is untyped for now, see pyproject.toml)
+            return keras_format.save_weights_h5(self, filepath)  # type: ignore[no-any-return]
         saving.save_weights(self, filepath)
 
-    def load_weights(self, filepath):
+    def load_weights(self, filepath: StrOrBytesPath) -> None:
         """Load weights saved by save_weights (or save) into this built model."""
         if _keras_file(filepath, ".weights.h5"):
-            return keras_format.load_weights_h5(self, filepath)
+            # (ignore: keras_format is untyped for now, see pyproject.toml)
+            return keras_format.load_weights_h5(self, filepath)  # type: ignore[no-any-return]
         saving.load_weights(self, filepath)
 
-    def export(self, filepath, format="onnx", verbose=False):
+    def export(self, filepath: StrOrBytesPath, format: str = "onnx",
+               verbose: bool = False) -> None:
         """Export the model for inference in other runtimes, as Keras 3's model.export:
-        format="onnx" writes an ONNX file (needs `pip install onnx`; see fastnn/export.py)."""
+        format="onnx" (the default and only one) writes an ONNX file (needs `pip install
+        onnx`; see fastnn/export.py); verbose=True (default False) prints where it went."""
         export.export(self, filepath, format, verbose)
 
 
-def load_model(filepath, compile=True):
+def load_model(filepath: StrOrBytesPath, compile: bool = True) -> Sequential:
     """Load a model written by `model.save(filepath)`, or a `.keras` file written by Keras 3
-    (compile=False leaves it uncompiled); never executes code from the file."""
+    (compile=False leaves it uncompiled; default True); never executes code from the file."""
     if _keras_file(filepath, ".keras"):
-        return keras_format.load_keras(filepath, compile=compile)
+        model: Sequential = keras_format.load_keras(filepath, compile=compile)
+        return model
     return saving.load_model(filepath, Sequential)
 
 
-def _keras_file(filepath, suffix):
+def _keras_file(filepath: Any, suffix: str) -> bool:
     """Whether filepath (str, bytes or os.PathLike) names a file of Keras' format `suffix`."""
     try:
         return os.fsdecode(os.fspath(filepath)).endswith(suffix)

@@ -16,12 +16,18 @@ With `weight_decay=wd`, every rule first applies decoupled weight decay
 
 Learning rates may be a float or a schedule from `optimizers.schedules`.
 """
+from __future__ import annotations
+
 import math
 import types
+from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
 
 import numpy as np
 
 from fastnn import _data, backend
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 
 # ---- learning-rate schedules ---------------------------------------------------------------
@@ -29,10 +35,10 @@ from fastnn import _data, backend
 class LearningRateSchedule:
     """A learning rate as a function of the optimizer's step counter (from 0)."""
 
-    def __call__(self, step):
+    def __call__(self, step: int) -> float:
         raise NotImplementedError
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return dict(vars(self))
 
 
@@ -40,7 +46,8 @@ class _DecaySchedule(LearningRateSchedule):
     """Shared by the decays of the form f(initial_learning_rate, decay_rate, step / decay_steps);
     staircase=True floors step / decay_steps (a step decay)."""
 
-    def __init__(self, initial_learning_rate, decay_steps, decay_rate, staircase=False):
+    def __init__(self, initial_learning_rate: float, decay_steps: float, decay_rate: float,
+                 staircase: bool = False) -> None:
         _positive("initial_learning_rate", initial_learning_rate, allow_zero=True)
         _positive("decay_steps", decay_steps)
         _positive("decay_rate", decay_rate, allow_zero=True)
@@ -49,7 +56,7 @@ class _DecaySchedule(LearningRateSchedule):
         self.decay_rate = float(decay_rate)
         self.staircase = bool(staircase)
 
-    def _progress(self, step):
+    def _progress(self, step: int) -> float:
         e = step / self.decay_steps
         return math.floor(e) if self.staircase else e
 
@@ -57,14 +64,16 @@ class _DecaySchedule(LearningRateSchedule):
 class ExponentialDecay(_DecaySchedule):
     """lr(step) = initial_learning_rate * decay_rate ** (step / decay_steps)."""
 
-    def __call__(self, step):
-        return self.initial_learning_rate * self.decay_rate ** self._progress(step)
+    def __call__(self, step: int) -> float:
+        # (typeshed types a float to a float power as Any: it may be complex; not here)
+        lr: float = self.initial_learning_rate * self.decay_rate ** self._progress(step)
+        return lr
 
 
 class PiecewiseConstantDecay(LearningRateSchedule):
     """lr = values[i] for boundaries[i-1] < step <= boundaries[i] (a step schedule)."""
 
-    def __init__(self, boundaries, values):
+    def __init__(self, boundaries: Sequence[float], values: Sequence[float]) -> None:
         for name, seq in (("boundaries", boundaries), ("values", values)):
             if not isinstance(seq, (list, tuple, np.ndarray)):
                 raise TypeError(f"Expected {name} to be a list. Received: {name}={seq!r}")
@@ -81,7 +90,7 @@ class PiecewiseConstantDecay(LearningRateSchedule):
         self.boundaries = list(boundaries)
         self.values = [float(v) for v in values]
 
-    def __call__(self, step):
+    def __call__(self, step: int) -> float:
         for b, v in zip(self.boundaries, self.values):
             if step <= b:
                 return v
@@ -91,7 +100,7 @@ class PiecewiseConstantDecay(LearningRateSchedule):
 class InverseTimeDecay(_DecaySchedule):
     """lr(step) = initial_learning_rate / (1 + decay_rate * step / decay_steps)."""
 
-    def __call__(self, step):
+    def __call__(self, step: int) -> float:
         return self.initial_learning_rate / (1 + self.decay_rate * self._progress(step))
 
 
@@ -113,12 +122,23 @@ class Optimizer:
     backend (`kernels`), the plain and the rank-1 step (`apply`), and the compiled training
     step, which runs `kernels(params)[0]` after `begin_step()`.
 
-    `variables` lists the state arrays (for saving); `iterations` counts steps."""
+    `variables` lists the state arrays (for saving); `iterations` counts steps.
+
+    Args:
+        learning_rate: a float (default 0.001) or a schedule from `optimizers.schedules`
+            (or a callable without arguments returning the rate).
+        weight_decay: None (the default: no decay) or a float wd: every step first applies
+            p := p - lr * wd * p.
+        name: the optimizer's name (default None: the class' name).
+    """
 
     name = "optimizer"
-    rule = None
+    rule: str | None = None
 
-    def __init__(self, learning_rate=0.001, weight_decay=None, name=None):
+    def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[], float] = 0.001,
+                 weight_decay: float | None = None, name: str | None = None) -> None:
+        self._schedule: LearningRateSchedule | Callable[[], float] | None
+        self._lr: float | None  # the learning rate when there is no schedule
         if isinstance(learning_rate, LearningRateSchedule) or callable(learning_rate):
             self._schedule = learning_rate
             self._lr = None
@@ -131,39 +151,42 @@ class Optimizer:
         self.weight_decay = weight_decay
         self.name = name or self.name
         self.iterations = 0
-        self.state = None  # per parameter array: dict slot -> array
+        # per parameter array: dict slot -> array
+        self.state: list[dict[str, NDArray[Any]]] | None = None
+        self._kernels: list[Any] | None
+        self._built_for: Any
         self._kernels = self._built_for = None
 
-    def _slots(self):
+    def _slots(self) -> tuple[str, ...]:
         """The state arrays this optimizer keeps (names of fastnn/_codes.py OPTIMIZER_SLOTS)."""
         return ()
 
-    def _hyper(self):
+    def _hyper(self) -> dict[str, Any]:
         """The rule's hyper-parameters (names of fastnn/_codes.py OPTIMIZER_HYPER)."""
         return {}
 
-    def _init_slot(self, slot, p):
+    def _init_slot(self, slot: str, p: NDArray[Any]) -> NDArray[Any]:
         return np.zeros_like(p)
 
-    def _u_product(self, t):
+    def _u_product(self, t: int) -> float:
         """The product the nadam rule reads at step t (1 for every other rule)."""
         return 1.0
 
     @property
-    def learning_rate(self):
+    def learning_rate(self) -> float:
         """The learning rate for the next step."""
         if self._schedule is None:
-            return self._lr
+            return cast(float, self._lr)  # a float when there is no schedule
         if isinstance(self._schedule, LearningRateSchedule):
             return float(self._schedule(self.iterations))
         return float(self._schedule())
 
     @learning_rate.setter
-    def learning_rate(self, value):
+    def learning_rate(self, value: float) -> None:
         _positive("learning_rate", value, allow_zero=True)
         self._schedule, self._lr = None, float(value)
 
-    def build(self, params):
+    def build(self, params: Sequence[NDArray[Any]]) -> None:
         """Create the state for these parameter arrays (zeros, or the rule's initial value),
         checked to fit in memory first."""
         _data.ensure_memory(len(self._slots()) * sum(p.nbytes for p in params),
@@ -172,10 +195,10 @@ class Optimizer:
         self._kernels = None
 
     @property
-    def variables(self):
+    def variables(self) -> list[NDArray[Any]]:
         return [st[s] for st in (self.state or []) for s in self._slots()]
 
-    def kernels(self, params):
+    def kernels(self, params: Sequence[NDArray[Any]]) -> list[Any]:
         """The active backend's kernel object of each parameter array (`OptimizerStep`: the
         rule, hyper-parameters and state in one struct), built once per state and backend."""
         if self.state is None:
@@ -183,11 +206,12 @@ class Optimizer:
         if self._kernels is None or self._built_for is not backend.K:
             hyper = {**self._hyper(), "weight_decay": self.weight_decay or 0.0}
             self._kernels = [backend.K.OptimizerStep(p, self.rule, hyper, st)
-                             for p, st in zip(params, self.state)]
+                             for p, st in zip(params, cast("list[dict[str, NDArray[Any]]]",
+                                                           self.state))]  # built above
             self._built_for = backend.K
         return self._kernels
 
-    def begin_step(self, params):
+    def begin_step(self, params: Sequence[NDArray[Any]]) -> list[Any]:
         """Count the step and give its scalars (learning rate, number) to every kernel object;
         returns them.  The learning rate is the one for this step (before counting it)."""
         kernels = self.kernels(params)
@@ -198,7 +222,8 @@ class Optimizer:
             k.begin(lr, self.iterations, u)
         return kernels
 
-    def apply(self, params, grads, rank1=None):
+    def apply(self, params: Sequence[NDArray[Any]], grads: Sequence[NDArray[Any]],
+              rank1: tuple[NDArray[Any], NDArray[Any]] | None = None) -> None:
         """One step on every parameter array.  rank1=(a, b): the gradient of the first
         a.size * b.size elements of params[0] is outer(a, b) (a dense kernel's, for one
         sample) and is applied without being formed; those elements of grads[0] are not read."""
@@ -211,8 +236,8 @@ class Optimizer:
             if p.size > start:
                 k.step(p, g, start)
 
-    def get_config(self):
-        lr = self._lr
+    def get_config(self) -> dict[str, Any]:
+        lr: float | dict[str, Any] | None = self._lr
         if self._schedule is not None:
             if not isinstance(self._schedule, LearningRateSchedule):
                 raise ValueError("Cannot save an optimizer whose learning rate is a plain "
@@ -221,14 +246,14 @@ class Optimizer:
         return {"learning_rate": lr, "weight_decay": self.weight_decay, "name": self.name}
 
 
-def _positive(name, value, allow_zero=False):
+def _positive(name: str, value: Any, allow_zero: bool = False) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
             or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"Expected {name} to be a {'non-negative' if allow_zero else 'positive'} "
                          f"float. Received: {name}={value!r}")
 
 
-def _moments(beta_1, beta_2, epsilon):
+def _moments(beta_1: float, beta_2: float, epsilon: float) -> tuple[float, float, float]:
     """Adam's and Nadam's hyper-parameters, checked: (beta_1, beta_2, epsilon) as floats."""
     for k, v in (("beta_1", beta_1), ("beta_2", beta_2)):
         if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 <= v < 1:
@@ -251,12 +276,20 @@ class SGD(Optimizer):
     w = w + momentum * velocity - learning_rate * gradient`: the `+ learning_rate * gradient`
     is a sign misprint.  Corrected (velocity := momentum * velocity - lr * g), it is exactly
     `SGD(momentum=m, nesterov=True)`.
+
+    Args:
+        learning_rate: a float or a schedule (default 0.01).
+        momentum: a float in [0, 1] (default 0.0: plain gradient descent).
+        nesterov: whether to apply Nesterov momentum (default False).
+        weight_decay: None (default) or a float: decoupled weight decay, p := p - lr * wd * p.
+        name: the optimizer's name (default None: "SGD").
     """
 
     name = "SGD"
 
-    def __init__(self, learning_rate=0.01, momentum=0.0, nesterov=False, weight_decay=None,
-                 name=None):
+    def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[], float] = 0.01,
+                 momentum: float = 0.0, nesterov: bool = False, weight_decay: float | None = None,
+                 name: str | None = None) -> None:
         super().__init__(learning_rate, weight_decay, name)
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
             raise ValueError(f"Expected momentum to be a float in [0, 1]. Received: momentum={momentum!r}")
@@ -265,13 +298,13 @@ class SGD(Optimizer):
 
     rule = "sgd"
 
-    def _slots(self):
+    def _slots(self) -> tuple[str, ...]:
         return ("momentums",) if self.momentum != 0 else ()
 
-    def _hyper(self):
+    def _hyper(self) -> dict[str, Any]:
         return {"momentum": self.momentum, "nesterov": self.nesterov}
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "momentum": self.momentum, "nesterov": self.nesterov}
 
 
@@ -279,12 +312,14 @@ class Adagrad(Optimizer):
     """Adagrad (Keras 3 rule): a := a + g^2;  p := p - lr * g / sqrt(a + epsilon).
 
     The accumulator a starts at initial_accumulator_value (0.1).  Defaults:
-    learning_rate=0.001, epsilon=1e-7."""
+    learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7, weight_decay=None
+    (none), name=None ("adagrad")."""
 
     name = "adagrad"
 
-    def __init__(self, learning_rate=0.001, initial_accumulator_value=0.1, epsilon=1e-7,
-                 weight_decay=None, name=None):
+    def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[], float] = 0.001,
+                 initial_accumulator_value: float = 0.1, epsilon: float = 1e-7,
+                 weight_decay: float | None = None, name: str | None = None) -> None:
         super().__init__(learning_rate, weight_decay, name)
         _positive("initial_accumulator_value", initial_accumulator_value, allow_zero=True)
         _positive("epsilon", epsilon)
@@ -293,16 +328,16 @@ class Adagrad(Optimizer):
 
     rule = "adagrad"
 
-    def _slots(self):
+    def _slots(self) -> tuple[str, ...]:
         return ("accumulators",)
 
-    def _hyper(self):
+    def _hyper(self) -> dict[str, Any]:
         return {"epsilon": self.epsilon}
 
-    def _init_slot(self, slot, p):
+    def _init_slot(self, slot: str, p: NDArray[Any]) -> NDArray[Any]:
         return np.full_like(p, self.initial_accumulator_value)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "initial_accumulator_value": self.initial_accumulator_value,
                 "epsilon": self.epsilon}
 
@@ -317,12 +352,15 @@ class RMSprop(Optimizer):
         momentum > 0:  mom := momentum * mom + inc;  p := p - mom
         else:          p := p - inc
 
-    Defaults: learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False."""
+    Defaults: learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
+    weight_decay=None (none), name=None ("rmsprop")."""
 
     name = "rmsprop"
 
-    def __init__(self, learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7, centered=False,
-                 weight_decay=None, name=None):
+    def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[], float] = 0.001,
+                 rho: float = 0.9, momentum: float = 0.0, epsilon: float = 1e-7,
+                 centered: bool = False, weight_decay: float | None = None,
+                 name: str | None = None) -> None:
         super().__init__(learning_rate, weight_decay, name)
         if not 0 <= rho <= 1:
             raise ValueError(f"Expected rho in [0, 1]. Received: rho={rho!r}")
@@ -333,14 +371,14 @@ class RMSprop(Optimizer):
 
     rule = "rmsprop"
 
-    def _slots(self):
+    def _slots(self) -> tuple[str, ...]:
         return ("velocities",) + (("momentums",) if self.momentum > 0 else ()) + \
             (("average_gradients",) if self.centered else ())
 
-    def _hyper(self):
+    def _hyper(self) -> dict[str, Any]:
         return {"rho": self.rho, "momentum": self.momentum, "epsilon": self.epsilon}
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "rho": self.rho, "momentum": self.momentum,
                 "epsilon": self.epsilon, "centered": self.centered}
 
@@ -353,25 +391,28 @@ class Adam(Optimizer):
         amsgrad:  vhat := max(vhat, v), used in place of v
         p := p - alpha * m / (sqrt(v) + epsilon)
 
-    Defaults: learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False."""
+    Defaults: learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False,
+    weight_decay=None (none), name=None ("adam")."""
 
     name = "adam"
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 amsgrad=False, weight_decay=None, name=None):
+    def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[], float] = 0.001,
+                 beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7,
+                 amsgrad: bool = False, weight_decay: float | None = None,
+                 name: str | None = None) -> None:
         super().__init__(learning_rate, weight_decay, name)
         self.beta_1, self.beta_2, self.epsilon = _moments(beta_1, beta_2, epsilon)
         self.amsgrad = bool(amsgrad)
 
     rule = "adam"
 
-    def _slots(self):
+    def _slots(self) -> tuple[str, ...]:
         return ("momentums", "velocities") + (("velocity_hats",) if self.amsgrad else ())
 
-    def _hyper(self):
+    def _hyper(self) -> dict[str, Any]:
         return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
                 "epsilon": self.epsilon, "amsgrad": self.amsgrad}
 
@@ -379,12 +420,14 @@ class Adam(Optimizer):
 class AdamW(Adam):
     """Adam with decoupled weight decay, on by default (Keras 3's AdamW): first
     p := p - lr * weight_decay * p, then the Adam rule.  Defaults: learning_rate=0.001,
-    weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False."""
+    weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7, amsgrad=False,
+    name=None ("adamw")."""
 
     name = "adamw"
 
-    def __init__(self, learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999,
-                 epsilon=1e-7, amsgrad=False, name=None):
+    def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[], float] = 0.001,
+                 weight_decay: float = 0.004, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-7, amsgrad: bool = False, name: str | None = None) -> None:
         if weight_decay is None:
             raise ValueError("Argument `weight_decay` must be a float. Received: weight_decay=None")
         super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay, name)
@@ -398,24 +441,26 @@ class Nadam(Optimizer):
         m_hat := u_{t+1} m / (1 - P_t u_{t+1}) + (1 - u_t) g / (1 - P_t)
         p := p - lr * m_hat / (sqrt(v / (1 - beta_2^t)) + epsilon)
 
-    Defaults: learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7."""
+    Defaults: learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
+    weight_decay=None (none), name=None ("nadam")."""
 
     name = "nadam"
     rule = "nadam"
 
-    def __init__(self, learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7,
-                 weight_decay=None, name=None):
+    def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[], float] = 0.001,
+                 beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7,
+                 weight_decay: float | None = None, name: str | None = None) -> None:
         super().__init__(learning_rate, weight_decay, name)
         self.beta_1, self.beta_2, self.epsilon = _moments(beta_1, beta_2, epsilon)
         self._product = (0, 1.0)  # (t, P_t)
 
-    def _slots(self):
+    def _slots(self) -> tuple[str, ...]:
         return ("momentums", "velocities")
 
-    def _hyper(self):
+    def _hyper(self) -> dict[str, Any]:
         return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
 
-    def _u_product(self, t):
+    def _u_product(self, t: int) -> float:
         """P_t, kept from step to step.  After a jump (a loaded optimizer) P_{t-1} is made
         afresh as beta_1^(t-1) prod (1 - 0.5 * 0.96^s): past s = 1000 the factors are 1 in
         double precision, so any step count takes at most 1000 multiplications."""
@@ -427,16 +472,16 @@ class Nadam(Optimizer):
         self._product = (t, product)
         return product
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
                 "epsilon": self.epsilon}
 
 
-_CLASSES = (SGD, Adagrad, RMSprop, Adam, AdamW, Nadam)
+_CLASSES: tuple[type[Optimizer], ...] = (SGD, Adagrad, RMSprop, Adam, AdamW, Nadam)
 _BY_NAME = {c.__name__.lower(): c for c in _CLASSES}
 
 
-def get(identifier):
+def get(identifier: str | Optimizer) -> Optimizer:
     """Resolve a name (any case: 'sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'nadam') or an
     Optimizer instance."""
     if isinstance(identifier, Optimizer):
@@ -447,14 +492,14 @@ def get(identifier):
                      f"fastnn.optimizers.Optimizer. Received: optimizer={identifier!r}")
 
 
-def serialize(opt):
+def serialize(opt: Optimizer) -> dict[str, Any]:
     return {"class": type(opt).__name__, "config": opt.get_config(), "iterations": opt.iterations}
 
 
 _FLAGS = ("nesterov", "amsgrad", "centered", "staircase")  # the bool arguments of configs
 
 
-def _config(cfg, what):
+def _config(cfg: Any, what: str) -> dict[str, Any]:
     """A config dict (e.g. from a saved file), its bool arguments checked to be bools."""
     if not isinstance(cfg, dict):
         raise TypeError(f"Expected the {what} config to be a dict. Received: {cfg!r}")
@@ -464,7 +509,7 @@ def _config(cfg, what):
     return dict(cfg)
 
 
-def deserialize(d):
+def deserialize(d: Any) -> Optimizer:
     """The optimizer `serialize` described, e.g. from a saved file.  The constructors check
     every hyper-parameter (ValueError/TypeError naming it), so a file is refused exactly as
     the same call would be."""

@@ -28,14 +28,23 @@ wrong types or values in it, .npy headers or arrays that do not fit the model, N
 the optimizer state) raises `FileFormatError`, a ValueError whose message names the file and
 what is wrong.
 """
+from __future__ import annotations
+
 import io
 import json
 import math
 import zipfile
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from fastnn import _files, distribution, losses, optimizers
+
+if TYPE_CHECKING:
+    from _typeshed import StrOrBytesPath
+    from numpy.typing import NDArray
+
+    from fastnn.models import Sequential
 
 VERSION = 1
 _MAX_JSON = 16 << 20      # bytes of fastnn.json
@@ -52,22 +61,23 @@ class FileFormatError(ValueError):
 
 # ---- saving --------------------------------------------------------------------------------
 
-def _write_zip(filepath, entries):
+def _write_zip(filepath: StrOrBytesPath, entries: Iterable[tuple[str, bytes]]) -> None:
     """Write (name, bytes) entries as a ZIP of stored entries, atomically (_files.write_atomic)."""
-    def write(f):
+    def write(f: IO[bytes]) -> None:
         with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
             for name, data in entries:
                 z.writestr(name, data)
     _files.write_atomic(filepath, write)
 
 
-def _npy(a):
+def _npy(a: NDArray[Any]) -> bytes:
     buf = io.BytesIO()
     np.lib.format.write_array(buf, np.ascontiguousarray(a), allow_pickle=False)
     return buf.getvalue()
 
 
-def _entries(meta, weights, opt_vars):
+def _entries(meta: dict[str, Any], weights: Sequence[NDArray[Any]],
+             opt_vars: Sequence[NDArray[Any]]) -> Iterator[tuple[str, bytes]]:
     yield "fastnn.json", json.dumps(meta, indent=1).encode()
     for i, w in enumerate(weights):
         yield f"weights/{i}.npy", _npy(w)
@@ -75,14 +85,14 @@ def _entries(meta, weights, opt_vars):
         yield f"optimizer/{i}.npy", _npy(v)
 
 
-def save_model(model, filepath):
+def save_model(model: Sequential, filepath: StrOrBytesPath) -> None:
     if not distribution.is_primary():  # a distributed fit: rank 0 writes, the others not
         return
     if not model.built:
         raise ValueError("Expected a built model to save. Build it (or fit it) first.")
-    meta = {"format": "fastnn-model", "version": VERSION, "model": model.get_config(),
-            "compile": None, "optimizer": None}
-    opt_vars = []
+    meta: dict[str, Any] = {"format": "fastnn-model", "version": VERSION,
+                            "model": model.get_config(), "compile": None, "optimizer": None}
+    opt_vars: list[NDArray[Any]] = []
     if model.compiled:
         meta["compile"] = model.get_compile_config()
         meta["optimizer"] = optimizers.serialize(model.optimizer)
@@ -91,7 +101,7 @@ def save_model(model, filepath):
     _write_zip(filepath, _entries(meta, model.weights, opt_vars))
 
 
-def save_weights(model, filepath):
+def save_weights(model: Sequential, filepath: StrOrBytesPath) -> None:
     if not distribution.is_primary():
         return
     if not model.built:
@@ -116,7 +126,7 @@ _BAD = (zipfile.BadZipFile, EOFError, OSError, ValueError, TypeError, KeyError, 
         RecursionError, MemoryError, SyntaxError, NotImplementedError, RuntimeError)
 
 
-def _parameter_count(model_cfg):
+def _parameter_count(model_cfg: dict[str, Any]) -> int:
     """How many parameters a (type-checked) model config describes, from the config alone so
     that nothing is allocated before the count is checked: only Dense layers have weights,
     a kernel (inputs, units) and a bias (units,)."""
@@ -137,7 +147,7 @@ class _Reader(_files.BoundedZip):
     kind = "fastnn model file"
     error = FileFormatError
 
-    def __init__(self, filepath):
+    def __init__(self, filepath: StrOrBytesPath) -> None:
         super().__init__(filepath)
         try:
             self.meta = self.read_json("fastnn.json", _MAX_JSON, _MAX_DEPTH)
@@ -146,7 +156,7 @@ class _Reader(_files.BoundedZip):
             self.close()
             raise
 
-    def _check_header(self):
+    def _check_header(self) -> None:
         meta, path = self.meta, self.path
         if not isinstance(meta, dict) or meta.get("format") not in ("fastnn-model", "fastnn-weights"):
             raise FileFormatError(f"{path!r} is not a fastnn model file (no fastnn format tag).")
@@ -157,7 +167,7 @@ class _Reader(_files.BoundedZip):
         self.check(meta.get("n_weights"), "count", "n_weights")
         self.check(meta.get("n_optimizer", 0), "count", "n_optimizer")
 
-    def check_model_config(self, cfg):
+    def check_model_config(self, cfg: Any) -> Any:
         """The types of a Sequential config, and a size the file can back; returns cfg."""
         self.check(cfg, "dict", "model")
         self.check(cfg.get("name"), "str?", "model.name")
@@ -182,18 +192,18 @@ class _Reader(_files.BoundedZip):
                       "can hold.")
         return cfg
 
-    def check_compile_config(self, cfg):
+    def check_compile_config(self, cfg: Any) -> None:
         self.check(cfg, "dict", "compile")
         self.check(cfg.get("loss"), "dict", "compile.loss")
         for i, m in enumerate(self.check(cfg.get("metrics"), "list", "compile.metrics")):
             self.check(m, "str", f"compile.metrics[{i}]")
 
-    def arrays(self, group, like):
+    def arrays(self, group: str, like: Sequence[NDArray[Any]]) -> list[NDArray[Any]]:
         """group/<i>.npy for every array of like, each checked to be a float array of that
         array's shape and dtype before its data is read."""
         return [self.array(f"{group}/{i}.npy", a) for i, a in enumerate(like)]
 
-    def array(self, name, like):
+    def array(self, name: str, like: NDArray[Any]) -> NDArray[Any]:
         info = self.entry(name, like.nbytes + _NPY_HEADER)
         fmt = np.lib.format
         try:
@@ -201,8 +211,10 @@ class _Reader(_files.BoundedZip):
                 version = fmt.read_magic(f)
                 if version not in ((1, 0), (2, 0)):
                     self.fail(f"{name} is a .npy file of version {version}; expected 1.0 or 2.0.")
-                read_header = (fmt.read_array_header_1_0 if version == (1, 0)
-                               else fmt.read_array_header_2_0)
+                # (Callable: NumPy < 2's stubs lack max_header_size)
+                read_header: Callable[..., tuple[tuple[int, ...], bool, np.dtype[Any]]] = (
+                    fmt.read_array_header_1_0 if version == (1, 0)
+                    else fmt.read_array_header_2_0)
                 shape, fortran, dtype = read_header(f, max_header_size=_NPY_HEADER)
                 if dtype.hasobject:
                     self.fail(f"{name} holds Python objects; fastnn files hold only float arrays "
@@ -224,7 +236,7 @@ class _Reader(_files.BoundedZip):
         return np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
 
 
-def load_model(filepath, model_cls):
+def load_model(filepath: StrOrBytesPath, model_cls: type[Sequential]) -> Sequential:
     r = _Reader(filepath)
     try:
         meta = r.meta
@@ -265,7 +277,7 @@ def load_model(filepath, model_cls):
         r.close()
 
 
-def _weights(r, model):
+def _weights(r: _Reader, model: Sequential) -> list[NDArray[Any]]:
     """The file's weight arrays for this built model."""
     if r.meta["n_weights"] != len(model.weights):
         r.fail(f"it holds {r.meta['n_weights']} weight arrays; the model has "
@@ -273,7 +285,7 @@ def _weights(r, model):
     return r.arrays("weights", model.weights)
 
 
-def load_weights(model, filepath):
+def load_weights(model: Sequential, filepath: StrOrBytesPath) -> None:
     if not model.built:
         raise ValueError("Expected a built model before load_weights. Build it first.")
     r = _Reader(filepath)

@@ -5,9 +5,12 @@ from Keras' Trainer.  The model built on it provides `layers`, `build(input_shap
 (its sample shape, random generator and parameter buffers).  What one training step does is
 fastnn/_step.py's; this module never imports models.py.
 """
+from __future__ import annotations
+
 import math
 import threading
 import time
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence, cast, overload
 
 import numpy as np
 
@@ -15,32 +18,64 @@ from fastnn import _data, _step, distribution
 from fastnn import callbacks as callbacks_module
 from fastnn import config, losses, metrics as metrics_module, optimizers, utils
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
+
+    from fastnn.layers import Layer
+    from fastnn.models import Sequential
+
 
 class Trainer:
     """compile / fit / evaluate / predict / train_on_batch for a model (see the module)."""
 
-    def __init__(self, seed=None):
+    # provided by the model class (Sequential): its layers and whether they are built
+    layers: list[Layer]
+    built: bool
+    if TYPE_CHECKING:
+        def build(self, input_shape: Sequence[int | None] | None = None) -> None:
+            """Create the weights (the model's)."""
+
+        @property
+        def output_shape(self) -> tuple[int | None, ...] | None:
+            """(None, *the output shape of one sample) once built, else None (the model's)."""
+
+    # None until compile(), which every use of them follows
+    optimizer: optimizers.Optimizer
+    loss: losses.Loss
+
+    def __init__(self, seed: int | None = None) -> None:
         self.seed = seed
-        self.optimizer = self.loss = None
+        self.optimizer = self.loss = None  # type: ignore[assignment]
         self.compiled = False
-        self.metrics = []
+        self.metrics: list[metrics_module.Metric] = []
         self.stop_training = False
-        self.history = None
-        self.jit_compile = "auto"
-        self._metric_ids = []
+        self.history: callbacks_module.History | None = None
+        self.jit_compile: bool | str = "auto"
+        self._metric_ids: list[str | metrics_module.Metric] = []
         # set by the model: the shape of one sample, the generator of its initialisation,
         # shuffling and dropout, and its parameter buffers (see _step.pack_parameters)
-        self._input_shape = None
+        self._input_shape: tuple[int, ...] | None = None
         self._rng = utils.new_rng(seed)
+        self._params: list[NDArray[Any]]
+        self._grads: list[NDArray[Any]]
         self._params = self._grads = []
-        self._trainer = None
+        self._trainer: _step.TrainStep | None = None
         self._lock = threading.Lock()  # held by fit and train_on_batch
 
-    def compile(self, optimizer="rmsprop", loss=None, metrics=None, jit_compile="auto"):
+    def compile(self, optimizer: str | optimizers.Optimizer = "rmsprop",
+                loss: str | losses.Loss | type[losses.Loss] | Callable[..., Any] | None = None,
+                metrics: Sequence[str | metrics_module.Metric] | None = None,
+                jit_compile: bool | str = "auto") -> None:
         """Set the optimizer (name or instance), loss (name or instance) and metrics.
 
-        jit_compile: "auto" or True runs a stack of Dense layers as one compiled call per step
-        (see fastnn/_step.py); False runs every step layer by layer."""
+        optimizer: a name ("sgd", "adagrad", "rmsprop", "adam", "adamw", "nadam") or a
+        `fastnn.optimizers.Optimizer`; default "rmsprop" (with its default hyper-parameters).
+        loss: a name (e.g. "categorical_crossentropy") or a `fastnn.losses.Loss`; required
+        (the default None is refused with a ValueError).
+        metrics: a list of metric names (e.g. ["accuracy"]) or `fastnn.metrics.Metric`s;
+        default None (no metrics).
+        jit_compile: "auto" (the default) or True runs a stack of Dense layers as one compiled
+        call per step (see fastnn/_step.py); False runs every step layer by layer."""
         self.optimizer = optimizers.get(optimizer)
         if loss is None:
             raise ValueError("Expected a loss, e.g. loss='categorical_crossentropy'. Received: None")
@@ -61,14 +96,14 @@ class Trainer:
         self.metrics = []
         self._trainer = None
 
-    def get_compile_config(self):
+    def get_compile_config(self) -> dict[str, Any] | None:
         """The compile() arguments as plain data (loss config, metric names), or None."""
         if not self.compiled:
             return None
         return {"loss": self.loss.get_config(),
                 "metrics": [m if isinstance(m, str) else m.name for m in self._metric_ids]}
 
-    def build_optimizer(self):
+    def build_optimizer(self) -> list[NDArray[Any]]:
         """Create the optimizer's state for this model's parameters now (the first training
         step does it otherwise), e.g. to load saved optimizer variables into it.  Returns
         `optimizer.variables`."""
@@ -79,7 +114,7 @@ class Trainer:
         return self.optimizer.variables
 
     @property
-    def trainer(self):
+    def trainer(self) -> _step.TrainStep:
         """fastnn's training step for this model (fastnn/_step.py `TrainStep`), e.g.
         `model.trainer.compiled_step(model.optimizer, x, y, batch_size)`."""
         self._require_compiled("trainer")
@@ -90,12 +125,12 @@ class Trainer:
                                             self.jit_compile)
         return self._trainer
 
-    def _resolve_metrics(self):
+    def _resolve_metrics(self) -> None:
         n_out = self.layers[-1].output_shape[-1]
         self.metrics = [metrics_module.get(m, self.loss, n_out) for m in self._metric_ids]
 
 
-    def _prepare_x(self, x, name="x"):
+    def _prepare_x(self, x: Any, name: str = "x") -> NDArray[Any]:
         """Validate and convert inputs once: a C-contiguous float array of the model's dtype
         (an unbuilt model is built for their shape)."""
         x = _data.as_samples(x, name)
@@ -109,18 +144,30 @@ class Trainer:
                 self._input_shape = None if inferred else self._input_shape
                 raise
         dtype = self.layers[0].dtype if self.layers else config.dtype()
-        return _data.conform_samples(x, self._input_shape, dtype, name)
+        sample_shape = cast("tuple[int, ...]", self._input_shape)  # a built model's
+        return _data.conform_samples(x, sample_shape, dtype, name)
 
-    def _prepare_xy(self, x, y, name="x"):
+    def _prepare_xy(self, x: Any, y: Any,
+                    name: str = "x") -> tuple[NDArray[Any], NDArray[Any]]:
         x = self._prepare_x(x, name)
-        return x, _data.as_targets(y, len(x), self.loss, self.output_shape[-1], x.dtype, name)
+        output_shape = cast("tuple[int, ...]", self.output_shape)  # built by _prepare_x
+        return x, _data.as_targets(y, len(x), self.loss, output_shape[-1], x.dtype, name)
 
-    def _require_compiled(self, what):
+    def _require_compiled(self, what: str) -> None:
         if not self.compiled:
             raise RuntimeError(f"You must call compile() before {what}().")
 
-    def train_on_batch(self, x, y, return_dict=False):
-        """One optimizer step on (x, y); returns the loss (and metrics) on that batch."""
+    # (return_dict=True: a dict; else a float or a list, by the metrics compiled: Any)
+    @overload
+    def train_on_batch(self, x: ArrayLike, y: ArrayLike, *,
+                       return_dict: Literal[True]) -> dict[str, float]: ...
+    @overload
+    def train_on_batch(self, x: ArrayLike, y: ArrayLike, return_dict: bool = False) -> Any: ...
+
+    def train_on_batch(self, x: ArrayLike, y: ArrayLike, return_dict: bool = False
+                       ) -> float | list[float] | dict[str, float]:
+        """One optimizer step on (x, y); returns the loss (and metrics) on that batch: a float
+        without metrics, else [loss, *metrics]; a dict with return_dict=True (default False)."""
         self._require_compiled("train_on_batch")
         x, t = self._prepare_xy(x, y)
         if not self.metrics:
@@ -130,21 +177,40 @@ class Trainer:
         logs = {"loss": float(value)}
         for m, mt in zip(self.metrics, _data.metric_targets(self.metrics, t)):
             m.reset_state()
-            m.update(p, mt)
+            # (p is None only on a rank of a DataParallel run that got no rows of the batch)
+            m.update(cast("NDArray[Any]", p), mt)
             logs[m.name] = m.result()
         return _data.format_logs(logs, return_dict)
 
 
-    def fit(self, x=None, y=None, batch_size=None, epochs=1, verbose="auto", callbacks=None,
-            validation_split=0.0, validation_data=None, shuffle=True, initial_epoch=0):
+    def fit(self, x: ArrayLike | None = None, y: ArrayLike | None = None,
+            batch_size: int | None = None, epochs: int = 1, verbose: int | str = "auto",
+            callbacks: callbacks_module.Callback | Sequence[callbacks_module.Callback] | None
+            = None, validation_split: float = 0.0,
+            validation_data: tuple[ArrayLike, ArrayLike] | None = None, shuffle: bool = True,
+            initial_epoch: int = 0) -> callbacks_module.History:
         """Train for `epochs` epochs of mini-batch steps; returns a History.
 
-        batch_size=1 is true SGD, batch_size=len(x) (or more: Keras clamps it) full-batch
-        gradient descent.
-        validation_split takes the last fraction of the samples (before shuffling);
-        validation_data=(x_val, y_val) overrides it.  Ctrl-C finishes the step in progress,
-        then KeyboardInterrupt propagates, as in Keras: the model keeps the weights and
-        optimizer state of the last completed step and model.history the finished epochs.
+        Args:
+            x, y: the samples (batch, ...) and their targets, arrays or nested lists.
+            batch_size: samples per step; defaults to 32 (None means 32, as in Keras).
+                batch_size=1 is true SGD, batch_size=len(x) (or more: Keras clamps it)
+                full-batch gradient descent.
+            epochs: passes over the data (default 1); training runs epochs initial_epoch
+                to epochs - 1.
+            verbose: "auto" (the default, same as 1), 0 (silent), 1 (progress bar) or 2
+                (one line per epoch).
+            callbacks: a `fastnn.callbacks.Callback` or a list of them (default None).
+            validation_split: the last fraction of the samples (before shuffling) held
+                out for validation, in [0, 1) (default 0.0: none).
+            validation_data: (x_val, y_val) to evaluate at the end of every epoch;
+                overrides validation_split (default None).
+            shuffle: shuffle the samples before every epoch (default True).
+            initial_epoch: the epoch to start at, e.g. to resume a run (default 0).
+
+        Ctrl-C finishes the step in progress, then KeyboardInterrupt propagates, as in Keras:
+        the model keeps the weights and optimizer state of the last completed step and
+        model.history the finished epochs.
         """
         self._require_compiled("fit")
         batch_size = 32 if batch_size is None else batch_size
@@ -154,6 +220,7 @@ class Trainer:
         verbose = _data.check_verbose(verbose)
         _data.check_validation(validation_split, validation_data)
         x, t = self._prepare_xy(x, y)
+        val: tuple[NDArray[Any], NDArray[Any]] | None
         if validation_data is not None:
             val = self._prepare_xy(*validation_data, name="x_val")
         else:
@@ -167,22 +234,25 @@ class Trainer:
             return self._fit_epochs(x, t, val, batch_size, epochs, verbose, callbacks, shuffle,
                                     initial_epoch)
 
-    def _fit_epochs(self, x, t, val, batch_size, epochs, verbose, callbacks, shuffle,
-                    initial_epoch):
+    def _fit_epochs(self, x: NDArray[Any], t: NDArray[Any],
+                    val: tuple[NDArray[Any], NDArray[Any]] | None, batch_size: int, epochs: int,
+                    verbose: int, callbacks: Any, shuffle: bool,
+                    initial_epoch: int) -> callbacks_module.History:
         trainer, n = self.trainer, len(x)
         metric_t = _data.metric_targets(self.metrics, t)
         steps = math.ceil(n / batch_size)
         history = callbacks_module.History()
         cbs = callbacks_module.CallbackList(
-            _data.as_list(callbacks) + [history], self,  # History last, as in Keras: it sees every key
+            _data.as_list(callbacks) + [history],  # History last, as in Keras: it sees every key
+            cast("Sequential", self),  # (a Trainer is always a model's base class)
             {"verbose": verbose, "epochs": epochs, "steps": steps})
         self.history = history
         self.stop_training = False
         cbs.on_train_begin()
-        logs = {}
+        logs: dict[str, float] = {}
         loss_sum, seen = 0.0, 0
 
-        def running():  # the epoch's running means, as Keras logs them
+        def running() -> dict[str, float]:  # the epoch's running means, as Keras logs them
             return {"loss": loss_sum / max(seen, 1), **{m.name: m.result() for m in self.metrics}}
         interrupted = utils.defer_sigint()
         try:
@@ -227,7 +297,8 @@ class Trainer:
         cbs.on_train_end(logs)
         return history
 
-    def _train_batch(self, trainer, x, t, idx, metric_t):
+    def _train_batch(self, trainer: _step.TrainStep, x: NDArray[Any], t: NDArray[Any],
+                     idx: NDArray[Any], metric_t: list[NDArray[Any]]) -> float:
         """One optimizer step on the rows idx of (x, t); the metrics take its predictions.
         Returns the batch's loss.  Distributed, this rank takes its share of the rows, and the
         loss and the metrics are summed over the ranks (the same logs on every rank)."""
@@ -237,12 +308,14 @@ class Trainer:
         value, p = trainer.run(self.optimizer, x, t, idx)
         if len(rows):
             for i, (m, mt) in enumerate(zip(self.metrics, metric_t)):
-                m.update(p, trainer.gather(("m", i), mt, rows))
+                # (p: this rank's predictions, an array as it has rows)
+                m.update(cast("NDArray[Any]", p), trainer.gather(("m", i), mt, rows))
         if dist is not None:
             value = distribution.allreduce_sums(dist, [value], self.metrics, before)[0]
         return float(value)
 
-    def _evaluate_prepared(self, x, t, batch_size):
+    def _evaluate_prepared(self, x: NDArray[Any], t: NDArray[Any],
+                           batch_size: int) -> dict[str, float]:
         """The mean loss and metrics on prepared (x, t); distributed, each rank takes its shard
         and the sums are reduced over the ranks."""
         # fresh metric objects: evaluate may run in several threads at once
@@ -256,9 +329,24 @@ class Trainer:
             total, n = distribution.allreduce_sums(dist, [total, n], metrics)
         return {"loss": total / n, **{m.name: m.result() for m in metrics}}
 
-    def evaluate(self, x=None, y=None, batch_size=None, verbose="auto", return_dict=False):
+    # (return_dict=True: a dict; else a float or a list, by the metrics compiled: Any)
+    @overload
+    def evaluate(self, x: ArrayLike | None = None, y: ArrayLike | None = None,
+                 batch_size: int | None = None, verbose: int | str = "auto", *,
+                 return_dict: Literal[True]) -> dict[str, float]: ...
+    @overload
+    def evaluate(self, x: ArrayLike | None = None, y: ArrayLike | None = None,
+                 batch_size: int | None = None, verbose: int | str = "auto",
+                 return_dict: bool = False) -> Any: ...
+
+    def evaluate(self, x: ArrayLike | None = None, y: ArrayLike | None = None,
+                 batch_size: int | None = None, verbose: int | str = "auto",
+                 return_dict: bool = False) -> float | list[float] | dict[str, float]:
         """The loss (and metrics) on (x, y): a float without metrics, else
-        [loss, *metrics]; a dict with return_dict=True."""
+        [loss, *metrics]; a dict with return_dict=True (default False).
+
+        batch_size: samples per batch; defaults to 32 (None means 32, as in Keras).
+        verbose: "auto" (the default, same as 1), 0 (silent), 1 or 2 (a final line)."""
         self._require_compiled("evaluate")
         batch_size = 32 if batch_size is None else batch_size
         _data.check_int("batch_size", batch_size, 1)
@@ -269,20 +357,26 @@ class Trainer:
         callbacks_module.Progbar.report(math.ceil(len(x) / batch_size), verbose, start, logs)
         return _data.format_logs(logs, return_dict)
 
-    def predict(self, x, batch_size=None, verbose="auto"):
-        """The model's outputs for x, computed batch by batch; a new array."""
+    def predict(self, x: ArrayLike, batch_size: int | None = None,
+                verbose: int | str = "auto") -> NDArray[Any]:
+        """The model's outputs for x, computed batch by batch; a new array.
+
+        batch_size: samples per batch; defaults to 32 (None means 32, as in Keras).
+        verbose: "auto" (the default, same as 1), 0 (silent), 1 or 2 (a final line)."""
         batch_size = 32 if batch_size is None else batch_size
         _data.check_int("batch_size", batch_size, 1)
         verbose = _data.check_verbose(verbose)
         x = self._prepare_x(x)
         start = time.perf_counter()
-        out = np.empty((len(x), *self.layers[-1].output_shape), x.dtype)
+        out: NDArray[Any] = np.empty((len(x), *self.layers[-1].output_shape), x.dtype)
         for s in range(0, len(x), batch_size):
             e = min(len(x), s + batch_size)
             out[s:e] = _step.forward(self.layers, x[s:e], training=False)
         callbacks_module.Progbar.report(math.ceil(len(x) / batch_size), verbose, start, {})
         return out
 
-    def __call__(self, x, training=False):
-        """The outputs for x in one batch; training=True applies dropout."""
-        return _step.forward(self.layers, self._prepare_x(x), training=bool(training)).copy()
+    def __call__(self, x: ArrayLike, training: bool = False) -> NDArray[Any]:
+        """The outputs for x in one batch; training=True applies dropout (default False)."""
+        out: NDArray[Any] = _step.forward(self.layers, self._prepare_x(x),
+                                          training=bool(training)).copy()
+        return out

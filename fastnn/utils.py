@@ -1,17 +1,27 @@
 """Helpers named as in `keras.utils`: one-hot labels and seeding; the model summary table and
 fit's Ctrl-C handling."""
+from __future__ import annotations
+
 import random
 import signal
 import threading
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
 from fastnn import config as _config
 
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from numpy.typing import ArrayLike, NDArray
+
+    from fastnn.models import Sequential
+
 _seed_source = np.random.default_rng()
 
 
-def to_categorical(x, num_classes=None):
+def to_categorical(x: ArrayLike, num_classes: int | None = None) -> NDArray[np.float32]:
     """One-hot encode integer labels: shape (n,) -> (n, num_classes), float32.
 
     num_classes defaults to max(x) + 1, as in Keras."""
@@ -35,7 +45,7 @@ def to_categorical(x, num_classes=None):
     return out
 
 
-def set_random_seed(seed):
+def set_random_seed(seed: int) -> None:
     """Seed Python's `random`, NumPy's global RNG and fastnn's own seed source, as
     `keras.utils.set_random_seed` does: models built afterwards get identical weights and
     identical training runs."""
@@ -47,14 +57,14 @@ def set_random_seed(seed):
     _seed_source = np.random.default_rng(int(seed))
 
 
-def new_rng(seed=None):
+def new_rng(seed: int | None = None) -> np.random.Generator:
     """A fresh Generator: from seed if given, else drawn from fastnn's seed source."""
     if seed is None:
         seed = int(_seed_source.integers(0, 2**63 - 1))
     return np.random.default_rng(seed)
 
 
-def print_summary(model, print_fn=print):
+def print_summary(model: Sequential, print_fn: Callable[[str], Any] = print) -> None:
     """Print a model's layers, their output shapes and parameter counts (`model.summary()`)."""
     rows = [(f"{l.name} ({type(l).__name__})",
              str((None, *l.output_shape)) if l.built else "?", f"{l.count_params():,}")
@@ -77,7 +87,7 @@ def print_summary(model, print_fn=print):
     print_fn("\n".join(lines))
 
 
-def _bytes(n):
+def _bytes(n: float) -> str:  # type: ignore[return]  # (the loop returns, at "GB" at the latest)
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.2f} {unit}"
@@ -89,22 +99,22 @@ class defer_sigint:
     only sets a flag that fit checks between steps, so a step is never cut in half: the
     weights stay those of the last completed step.  A second Ctrl-C interrupts at once."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.pending = False
-        self.previous = None
+        self.previous: Any = None  # the handler to restore (signal.signal's return value)
         if (threading.current_thread() is threading.main_thread()
                 and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
             self.previous = signal.signal(signal.SIGINT, self._handler)
 
-    def _handler(self, signum, frame):
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
         if self.pending:
             raise KeyboardInterrupt
         self.pending = True
 
-    def __call__(self):
+    def __call__(self) -> bool:
         return self.pending
 
-    def restore(self):
+    def restore(self) -> None:
         if self.previous is not None:
             signal.signal(signal.SIGINT, self.previous)
             self.previous = None

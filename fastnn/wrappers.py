@@ -32,17 +32,25 @@ Where fastnn goes beyond Keras' wrappers (each noted where it is done):
     the training targets are;
   * `history_` is the dict of per-epoch logs (`History.history`), as Keras documents it.
 """
+from __future__ import annotations
+
 import copy
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import numpy as np
 
 from fastnn import losses, optimizers
 from fastnn.models import Sequential
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, NDArray
+    from typing_extensions import Self
+
 __all__ = ["SKLearnClassifier", "SKLearnRegressor", "SKLearnTransformer"]
 
 _MIN_SKLEARN = (1, 6)  # validate_data and __sklearn_tags__
 
+_SKLEARN_VERSION: tuple[int, ...] | None
 try:
     import sklearn
     from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, TransformerMixin
@@ -51,24 +59,25 @@ except ImportError:  # the module still imports; constructing a wrapper says wha
     sklearn = None
     _SKLEARN_VERSION = None
 
-    class BaseEstimator:
-        pass
+    if not TYPE_CHECKING:  # (mypy checks the classes below against scikit-learn's)
+        class BaseEstimator:
+            pass
 
-    class ClassifierMixin:
-        pass
+        class ClassifierMixin:
+            pass
 
-    class RegressorMixin:
-        pass
+        class RegressorMixin:
+            pass
 
-    class TransformerMixin:
-        pass
+        class TransformerMixin:
+            pass
 
 
-def _require_sklearn(name):
+def _require_sklearn(name: str) -> None:
     if sklearn is None:
         raise ImportError(f"{name} requires scikit-learn. Install it with "
                           "`pip install scikit-learn`.")
-    if _SKLEARN_VERSION < _MIN_SKLEARN:
+    if cast("tuple[int, ...]", _SKLEARN_VERSION) < _MIN_SKLEARN:  # (set with sklearn)
         raise ImportError(f"{name} requires scikit-learn>=1.6. Received: scikit-learn "
                           f"{sklearn.__version__}; upgrade it with "
                           "`pip install -U scikit-learn`.")
@@ -76,10 +85,10 @@ def _require_sklearn(name):
 
 # ---- copying models with fastnn's public API ---------------------------------------------------
 
-def _model_state(model, weights=True):
+def _model_state(model: Sequential, weights: bool = True) -> dict[str, Any]:
     """A fastnn Sequential as plain data (config, compile settings, optimizer; with
     weights=True also its weights and optimizer state): what `_model_from_state` rebuilds."""
-    state = {"class": type(model), "config": model.get_config(), "weights": None,
+    state: dict[str, Any] = {"class": type(model), "config": model.get_config(), "weights": None,
              "compile": None, "optimizer": None, "optimizer_variables": None, "loss": None,
              "jit_compile": model.jit_compile}
     if weights and model.built:
@@ -99,10 +108,10 @@ def _model_state(model, weights=True):
     return state
 
 
-def _model_from_state(state):
+def _model_from_state(state: dict[str, Any]) -> Sequential:
     cfg = state["config"]
     # built once, at the end (each add() to a model with an input shape builds it again)
-    model = state["class"].from_config({**cfg, "input_shape": None})
+    model: Sequential = state["class"].from_config({**cfg, "input_shape": None})
     if cfg.get("input_shape"):
         model.build((None, *cfg["input_shape"]))
     if state["weights"] is not None:
@@ -119,7 +128,7 @@ def _model_from_state(state):
     return model
 
 
-def _copy(model, weights):
+def _copy(model: Sequential, weights: bool) -> Sequential:
     try:
         return _model_from_state(_model_state(model, weights=weights))
     except (TypeError, ValueError) as e:
@@ -127,14 +136,14 @@ def _copy(model, weights):
                       "Pass a function building the model as model= instead.") from e
 
 
-def _clone_model(model):
+def _clone_model(model: Sequential) -> Sequential:
     """A new, compiled copy of a fastnn Sequential with fresh weights and optimizer state (as
     `keras.models.clone_model` followed by compiling with the same settings): the same
     architecture (and seed), loss, metrics and optimizer configuration."""
     return _copy(model, weights=False)
 
 
-def _copy_model(model):
+def _copy_model(model: Sequential) -> Sequential:
     """A deep copy of a fastnn Sequential: architecture, weights, compile settings and
     optimizer state (a Sequential holds thread-local buffers, so copy.deepcopy cannot)."""
     return _copy(model, weights=True)
@@ -143,14 +152,14 @@ def _copy_model(model):
 class _PickledModel:
     """A Sequential inside a pickled wrapper: plain data only."""
 
-    def __init__(self, model):
+    def __init__(self, model: Sequential) -> None:
         try:
             self.state = _model_state(model, weights=True)
         except (TypeError, ValueError) as e:
             raise type(e)(f"Cannot pickle the model {model.name!r}: {e}") from e
 
 
-def _clone_param(value):
+def _clone_param(value: Any) -> Any:
     """A parameter as `sklearn.base.clone` copies it: model instances by `_copy_model`,
     callables (model builders) as they are, anything else deep-copied where possible and
     shared where not (e.g. a callback that has seen a model)."""
@@ -168,7 +177,7 @@ def _clone_param(value):
         return value
 
 
-def _describe(value):
+def _describe(value: object) -> str:
     return f"{value!r} ({type(value).__name__})"
 
 
@@ -204,19 +213,21 @@ class SKLBase(BaseEstimator):
     seed gives every clone the same initial weights.
     """
 
-    def __init__(self, model, warm_start=False, model_kwargs=None, fit_kwargs=None):
+    def __init__(self, model: Sequential | Callable[..., Sequential], warm_start: bool = False,
+                 model_kwargs: dict[str, Any] | None = None,
+                 fit_kwargs: dict[str, Any] | None = None) -> None:
         _require_sklearn(type(self).__name__)
         self.model = model
         self.warm_start = warm_start
         self.model_kwargs = model_kwargs
         self.fit_kwargs = fit_kwargs
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.non_deterministic = True  # as Keras: a builder need not seed its models
         return tags
 
-    def __sklearn_clone__(self):
+    def __sklearn_clone__(self) -> Self:
         """The estimator with the same parameters, unfitted: dicts deep-copied, a model
         instance copied with `_copy_model` (so clones never train one shared model), a
         builder callable passed as is."""
@@ -227,9 +238,9 @@ class SKLBase(BaseEstimator):
                 setattr(new, attr, copy.deepcopy(self.__dict__[attr]))
         return new
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = dict(super().__getstate__())
-        saved = {}  # one entry per model object: `model is model_` survives pickling
+        saved: dict[int, _PickledModel] = {}  # one per model object: `model is model_` survives
         for key in ("model", "model_"):
             value = state.get(key)
             if isinstance(value, Sequential):
@@ -238,9 +249,9 @@ class SKLBase(BaseEstimator):
                 state[key] = saved[id(value)]
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         state = dict(state)
-        built = {}
+        built: dict[int, Sequential] = {}
         for key in ("model", "model_"):
             value = state.get(key)
             if isinstance(value, _PickledModel):
@@ -251,7 +262,7 @@ class SKLBase(BaseEstimator):
 
     # -- fit --
 
-    def _check_params(self):
+    def _check_params(self) -> None:
         name = type(self).__name__
         for key in ("model_kwargs", "fit_kwargs"):
             value = getattr(self, key)
@@ -272,7 +283,7 @@ class SKLBase(BaseEstimator):
                             f"callable model(X, y, **model_kwargs) returning one. Received: "
                             f"model={_describe(self.model)}")
 
-    def _get_model(self, X, y):
+    def _get_model(self, X: NDArray[Any], y: NDArray[Any]) -> Sequential:
         if self.warm_start and hasattr(self, "model_"):
             return self.model_
         if isinstance(self.model, Sequential):
@@ -285,28 +296,30 @@ class SKLBase(BaseEstimator):
         return model
 
     @staticmethod
-    def _check_model(model):
+    def _check_model(model: Sequential) -> None:
         if not model.compiled or model.loss is None or model.optimizer is None:
             raise RuntimeError("Given model needs to be compiled, and have a loss and an "
                                "optimizer: call model.compile(optimizer=..., loss=...) in the "
                                "model function, or before passing the instance.")
 
     # y as validate_data checks it: numeric, 1-D or 2-D (the classifier: 1-D, any labels)
-    _y_checks = {"multi_output": True, "y_numeric": True}
+    _y_checks: dict[str, Any] = {"multi_output": True, "y_numeric": True}
 
-    def _validate_xy(self, X, y, reset):
+    def _validate_xy(self, X: Any, y: Any, reset: bool) -> tuple[NDArray[Any], NDArray[Any]]:
         from sklearn.utils.validation import validate_data
-        return validate_data(self, X, y, reset=reset, **self._y_checks)
+        Xy: tuple[NDArray[Any], NDArray[Any]] = validate_data(self, X, y, reset=reset,
+                                                              **self._y_checks)
+        return Xy
 
-    def _encode_targets(self, y, reset):
+    def _encode_targets(self, y: NDArray[Any], reset: bool) -> NDArray[Any]:
         """y as the model trains on it (reset: learn the encoding from y)."""
         return y.reshape(-1, 1) if y.ndim == 1 else y
 
-    def _fit_targets(self, model, y_encoded):
+    def _fit_targets(self, model: Sequential, y_encoded: NDArray[Any]) -> NDArray[Any]:
         """The encoded targets in the form model's loss expects."""
         return y_encoded
 
-    def fit(self, X, y, **kwargs):
+    def fit(self, X: ArrayLike, y: ArrayLike | None, **kwargs: Any) -> Self:
         """Fit the model on (X, y).
 
         Args:
@@ -339,7 +352,8 @@ class SKLBase(BaseEstimator):
         self.X_shape_, self.y_shape_ = X.shape, y.shape
         return self
 
-    def _encode_validation(self, model, data):
+    def _encode_validation(self, model: Sequential,
+                           data: Any) -> tuple[NDArray[Any], NDArray[Any]]:
         from sklearn.utils.validation import validate_data
         if not isinstance(data, (tuple, list)) or len(data) != 2:
             raise ValueError(f"Expected validation_data to be a tuple (X_val, y_val). "
@@ -348,19 +362,21 @@ class SKLBase(BaseEstimator):
         y_val = self._check_y_val(data[1])
         return X_val, self._fit_targets(model, self._encode_targets(y_val, reset=False))
 
-    def _check_y_val(self, y):
+    def _check_y_val(self, y: Any) -> NDArray[Any]:
         from sklearn.utils.validation import check_array
-        return check_array(y, ensure_2d=False, dtype="numeric", input_name="y_val")
+        y_val: NDArray[Any] = check_array(y, ensure_2d=False, dtype="numeric",
+                                          input_name="y_val")
+        return y_val
 
     # -- predict --
 
-    def _raw_predict(self, X):
+    def _raw_predict(self, X: ArrayLike) -> NDArray[Any]:
         from sklearn.utils.validation import check_is_fitted, validate_data
         check_is_fitted(self)
         X = validate_data(self, X, reset=False)
         return self.model_.predict(X, verbose=0)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> NDArray[Any]:
         """Predict using the model: shape (n_samples,) when fit had 1-D targets."""
         raw = self._raw_predict(X)
         if len(self.y_shape_) == 1 and raw.ndim == 2 and raw.shape[1] == 1:
@@ -382,9 +398,9 @@ class SKLearnClassifier(ClassifierMixin, SKLBase):
     Arguments and attributes: see `SKLBase`; fit also sets `classes_`.
     """
 
-    _y_checks = {}  # y 1-D (a column vector warns and is flattened), as Keras validates it
+    _y_checks: dict[str, Any] = {}  # y 1-D (a column vector warns and is flattened), as Keras
 
-    def _encode_targets(self, y, reset):
+    def _encode_targets(self, y: NDArray[Any], reset: bool) -> NDArray[Any]:
         from sklearn.preprocessing import OneHotEncoder
         from sklearn.utils.multiclass import type_of_target
         target_type = type_of_target(y, input_name="y", raise_unknown=True)
@@ -399,33 +415,37 @@ class SKLearnClassifier(ClassifierMixin, SKLBase):
             self._target_encoder = OneHotEncoder(sparse_output=False, dtype=np.float32).fit(
                 y.reshape(-1, 1))
             self.classes_ = self._target_encoder.categories_[0]
-        return self._target_encoder.transform(y.reshape(-1, 1))
+        encoded: NDArray[Any] = self._target_encoder.transform(y.reshape(-1, 1))
+        return encoded
 
-    def _fit_targets(self, model, y_encoded):
+    def _fit_targets(self, model: Sequential, y_encoded: NDArray[Any]) -> NDArray[Any]:
         if getattr(model.loss, "sparse", False):  # sparse_categorical_crossentropy: codes
-            return np.argmax(y_encoded, axis=1)
-        if model.built and model.output_shape[-1] != y_encoded.shape[1]:
+            codes: NDArray[Any] = np.argmax(y_encoded, axis=1)
+            return codes
+        if model.built and cast("tuple[int, ...]", model.output_shape)[-1] != y_encoded.shape[1]:
             raise ValueError(f"Expected the model to have one output per class: "
                              f"{y_encoded.shape[1]} (classes {list(self.classes_)!r}; "
                              f"{type(self).__name__} one-hot encodes y). Received: a model "
                              f"with output shape {model.output_shape}")
         return y_encoded
 
-    def _check_y_val(self, y):
+    def _check_y_val(self, y: Any) -> NDArray[Any]:
         from sklearn.utils.validation import column_or_1d
-        return column_or_1d(y, warn=True)
+        y_val: NDArray[Any] = column_or_1d(y, warn=True)
+        return y_val
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> NDArray[Any]:
         """The predicted classes: classes_[argmax of the model's outputs], shape (n_samples,)."""
         raw = self._raw_predict(X)  # first: it checks that the estimator is fitted
-        return self.classes_[np.argmax(raw, axis=1)]
+        classes: NDArray[Any] = self.classes_[np.argmax(raw, axis=1)]
+        return classes
 
-    def decision_function(self, X):
+    def decision_function(self, X: ArrayLike) -> NDArray[Any]:
         """The model's raw outputs, shape (n_samples, n_classes) (as Keras: probabilities or
         logits, whatever the last layer gives; two columns for a binary problem)."""
         return self._raw_predict(X)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> NDArray[np.float64]:
         """Class probabilities, shape (n_samples, n_classes), columns in `classes_` order,
         rows summing to 1 (float64).  (fastnn: Keras' wrapper has no predict_proba.)
 
@@ -435,14 +455,16 @@ class SKLearnClassifier(ClassifierMixin, SKLBase):
         raw = self._raw_predict(X).astype(np.float64)
         if getattr(self.model_.loss, "from_logits", False):
             z = np.exp(raw - raw.max(axis=1, keepdims=True))
-            return z / z.sum(axis=1, keepdims=True)
+            softmax: NDArray[np.float64] = z / z.sum(axis=1, keepdims=True)
+            return softmax
         p = np.clip(raw, 0.0, None)
         total = p.sum(axis=1, keepdims=True)
         zero = total[:, 0] == 0
         p[zero], total[zero] = 1.0, p.shape[1]
-        return p / total
+        proba: NDArray[np.float64] = p / total
+        return proba
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.classifier_tags.poor_score = True  # as Keras: few epochs need not fit well
         return tags
@@ -459,12 +481,12 @@ class SKLearnRegressor(RegressorMixin, SKLBase):
     Arguments and attributes: see `SKLBase`.
     """
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> NDArray[np.float64]:
         """The model's outputs, float64, shape (n_samples,) when fit had 1-D y, else
         (n_samples, n_outputs)."""
         return np.asarray(super().predict(X), dtype=np.float64)
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.regressor_tags.poor_score = True
         tags.target_tags.multi_output = True
@@ -480,16 +502,16 @@ class SKLearnTransformer(TransformerMixin, SKLBase):
     Arguments and attributes: see `SKLBase`.
     """
 
-    def fit(self, X, y=None, **kwargs):
+    def fit(self, X: ArrayLike, y: ArrayLike | None = None, **kwargs: Any) -> Self:
         """Fit the model on (X, y); y is required (None is refused with a ValueError, e.g.
         from `fit_transform(X)`).  See `SKLBase.fit`."""
         return super().fit(X, y, **kwargs)
 
-    def transform(self, X):
+    def transform(self, X: ArrayLike) -> NDArray[Any]:
         """The model's outputs for X, shape (n_samples, n_outputs), in the model's dtype."""
         return self._raw_predict(X)
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = []  # as Keras: the model's dtype
         tags.target_tags.required = True  # the model is trained on (X, y)

@@ -5,14 +5,25 @@ MNIST_README.md), so `load_data()` works offline.  Lookup order: `path=` if give
 `$FASTNN_DATA/mnist.npz` if that variable is set, then the bundled file, then a cached
 download (verified by sha256) for a build without the bundled file.
 """
+from __future__ import annotations
+
 import hashlib
 import os
 import shutil
 import sys
 import tempfile
 import urllib.request
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from _typeshed import StrPath
+    from numpy.typing import NDArray
+
+    # ((x_train, y_train), (x_test, y_test)), uint8 arrays (typed NDArray[Any]: callers
+    # rebind the names to float arrays, as the book's example does)
+    _Data = tuple[tuple[NDArray[Any], NDArray[Any]], tuple[NDArray[Any], NDArray[Any]]]
 
 URL = "https://storage.googleapis.com/tensorflow/tf-keras-datasets/mnist.npz"
 # sha256 of the well-known public copy and of the bundled file (same arrays, other zip layout)
@@ -23,12 +34,13 @@ SHAPES = {"x_train": (60000, 28, 28), "y_train": (60000,),
           "x_test": (10000, 28, 28), "y_test": (10000,)}
 
 
-def load_data(path=None):
+def load_data(path: StrPath | None = None) -> _Data:
     """Returns (x_train, y_train), (x_test, y_test): uint8 arrays of shapes
     (60000, 28, 28), (60000,), (10000, 28, 28), (10000,).
 
     Args:
-        path: an mnist.npz to read instead of the default lookup.
+        path: an mnist.npz to read instead of the default lookup (default None: the lookup
+            order of the module docstring).
     """
     if path is None:
         env = os.environ.get("FASTNN_DATA")
@@ -41,12 +53,12 @@ def load_data(path=None):
     return _read(os.fspath(path))
 
 
-def _read(path):
+def _read(path: str) -> _Data:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No MNIST file at {path!r}")
     try:
         with np.load(path, allow_pickle=False) as f:
-            arrays = {k: f[k] for k in SHAPES}
+            arrays: dict[str, NDArray[Any]] = {k: f[k] for k in SHAPES}
     except (KeyError, ValueError, OSError, EOFError) as e:
         raise ValueError(f"{path!r} is not a valid mnist.npz (expected arrays {sorted(SHAPES)}): "
                          f"{e}") from None
@@ -59,12 +71,12 @@ def _read(path):
     return (arrays["x_train"], arrays["y_train"]), (arrays["x_test"], arrays["y_test"])
 
 
-def cache_dir():
+def cache_dir() -> str:
     """Where downloads are kept: $FASTNN_DATA, else ~/.fastnn/datasets."""
     return os.environ.get("FASTNN_DATA") or os.path.join(os.path.expanduser("~"), ".fastnn", "datasets")
 
 
-def sha256_of(path):
+def sha256_of(path: StrPath) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -72,9 +84,11 @@ def sha256_of(path):
     return h.hexdigest()
 
 
-def download(url, dest, sha256, timeout=60, progress=True):
+def download(url: str, dest: str, sha256: str | Iterable[str], timeout: float = 60,
+             progress: bool = True) -> str:
     """Fetch url to dest unless a verified copy is there; check sha256 (a str or a set of
-    accepted digests) before moving it into place.  Returns dest."""
+    accepted digests) before moving it into place (timeout: seconds, default 60; progress:
+    print the percentage done, default True).  Returns dest."""
     accepted = {sha256} if isinstance(sha256, str) else set(sha256)
     if os.path.exists(dest) and sha256_of(dest) in accepted:
         return dest

@@ -16,7 +16,14 @@ script prints (so its dE/dw10^(0) is -0.00019 where the slides have -0.00042).
 The same step is then taken by fastnn itself: Dense(2, sigmoid, use_bias=False) twice,
 loss "mse" (the mean over the two outputs equals 1/2 * sum of squares) and SGD(0.5), via fit.
 """
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable
+
 import numpy as np
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 X = np.array([[0.5, 0.1]])                 # x0 from the slides, x1 chosen
 TARGET = np.array([[0.3, 0.9]])
@@ -27,13 +34,14 @@ W1 = np.array([[0.40, 0.50],               # row: hidden unit, column: output; 0
 LR = 0.5
 
 
-def sigmoid(z):
-    return 1 / (1 + np.exp(-z))
+def sigmoid(z: NDArray[Any]) -> NDArray[Any]:
+    s: NDArray[Any] = 1 / (1 + np.exp(-z))
+    return s
 
 
-def by_hand(verbose=True):
+def by_hand(verbose: bool = True) -> tuple[NDArray[Any], NDArray[Any], dict[str, Any]]:
     """The slides' computation, written out.  Returns the updated (W0, W1) and the values."""
-    say = print if verbose else (lambda *a: None)
+    say: Callable[..., None] = print if verbose else (lambda *a: None)
     z1 = X @ W0
     a1 = sigmoid(z1)
     z2 = a1 @ W1
@@ -74,7 +82,7 @@ def by_hand(verbose=True):
     return new_w0, new_w1, {"a1": a1, "a2": a2, "e_tot": e_tot, "g_w0": g_w0, "g_w1": g_w1}
 
 
-def with_fit():
+def with_fit() -> tuple[NDArray[Any], NDArray[Any], float]:
     """The same step taken by fastnn's fit; returns the updated (W0, W1) and the loss logged."""
     from fastnn import layers, models, optimizers
 
@@ -88,7 +96,7 @@ def with_fit():
     return w0, w1, history.history["loss"][0]
 
 
-def main():
+def main() -> int:
     hand_w0, hand_w1, values = by_hand()
     fit_w0, fit_w1, loss = with_fit()
     print("\nfastnn fit, same step:")

@@ -7,14 +7,17 @@ rate (SGD's 0.01) and the same initial weights; the last 10,000 training images 
 out for validation.  Prints a table of final accuracies and time per epoch and writes the
 training and validation curves to a PNG (needs matplotlib: pip install "fastnn[plot]").
 """
+from __future__ import annotations
+
 import argparse
 import time
+from typing import Any, Callable, Sequence
 
 from fastnn import callbacks, layers, models, optimizers
 from fastnn.datasets import mnist
 from fastnn.utils import to_categorical
 
-OPTIMIZERS = {
+OPTIMIZERS: dict[str, Callable[[], optimizers.Optimizer]] = {
     "SGD": lambda: optimizers.SGD(),
     "SGD + momentum 0.9": lambda: optimizers.SGD(momentum=0.9),
     "Adagrad": lambda: optimizers.Adagrad(),
@@ -23,7 +26,7 @@ OPTIMIZERS = {
 }
 
 
-def run(epochs=5, n_train=60_000, verbose=1):
+def run(epochs: int = 5, n_train: int = 60_000, verbose: int = 1) -> dict[str, dict[str, Any]]:
     (x, y), _ = mnist.load_data()
     x = x[:n_train].reshape(-1, 784).astype("float32") / 255
     y = to_categorical(y[:n_train])
@@ -32,7 +35,7 @@ def run(epochs=5, n_train=60_000, verbose=1):
         model = models.Sequential([layers.Dense(512, activation="relu", input_shape=(784,)),
                                    layers.Dense(10, activation="softmax")], seed=0)
         model.compile(optimizer=make(), loss="categorical_crossentropy", metrics=["accuracy"])
-        times = []
+        times: list[float] = []
         timer = callbacks.LambdaCallback(
             on_epoch_begin=lambda e, logs: times.append(time.perf_counter()),
             on_epoch_end=lambda e, logs: times.__setitem__(-1, time.perf_counter() - times[-1]))
@@ -44,7 +47,7 @@ def run(epochs=5, n_train=60_000, verbose=1):
     return results
 
 
-def table(results):
+def table(results: dict[str, dict[str, Any]]) -> str:
     lines = ["| optimizer | train accuracy | validation accuracy | s / epoch |", "| --- | --- | --- | --- |"]
     for name, r in results.items():
         h = r["history"]
@@ -52,7 +55,7 @@ def table(results):
     return "\n".join(lines)
 
 
-def plot(results, path):
+def plot(results: dict[str, dict[str, Any]], path: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -81,7 +84,7 @@ def plot(results, path):
     plt.close(fig)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--out", default="optimizers.png")

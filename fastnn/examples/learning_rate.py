@@ -8,25 +8,31 @@ loss's curvature along the weight is 2 E[x^2] = 8, so any rate above 2 / 8 = 0.2
 further at every step: the loss grows geometrically until it overflows to inf and then NaN,
 and TerminateOnNaN stops the run with a message.
 """
+from __future__ import annotations
+
 import math
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fastnn import callbacks, layers, models, optimizers
 
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
 RATES = {"too small": 1e-4, "good": 0.05, "too large": 1.0}
 
 
-def data(n=256, seed=0):
+def data(n: int = 256, seed: int = 0) -> tuple[NDArray[Any], NDArray[Any]]:
     rng = np.random.default_rng(seed)
     x = (rng.standard_normal((n, 1)) * 2).astype("float32")
     y = (3 * x + 2 + 0.1 * rng.standard_normal((n, 1))).astype("float32")
     return x, y
 
 
-def run(steps=100, verbose=True):
+def run(steps: int = 100, verbose: bool = True) -> dict[str, dict[str, Any]]:
     x, y = data()
-    results = {}
+    results: dict[str, dict[str, Any]] = {}
     for label, lr in RATES.items():
         model = models.Sequential([layers.Dense(1, input_shape=(1,))], seed=0)
         model.compile(optimizer=optimizers.SGD(learning_rate=lr), loss="mse")
