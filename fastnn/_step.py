@@ -20,7 +20,7 @@ fused-softmax decision, the fast paths and the choice of the step that runs:
   which rounds its sum differently; tests/test_train_step.py).
 
 Entry points (used by models.py, gradcheck.py and the tests): `pack_parameters`,
-`forward`, and `TrainStep.run`, `run_batch`, `gradients`, `loss_value`, `gather`,
+`forward`, and `TrainStep.run`, `gradients`, `loss_value`, `gather`,
 `compiled_step`.  This module never imports models.py.
 """
 from __future__ import annotations
@@ -175,12 +175,6 @@ class TrainStep:
             return self._python_step(optimizer, self.gather("x", x, idx), self.gather("t", t, idx))
         optimizer.begin_step(self.params)
         return stack.run(idx), stack.predictions
-
-    def run_batch(self, optimizer: Optimizer, xb: NDArray[Any],
-                  tb: NDArray[Any]) -> tuple[float, NDArray[Any] | None]:
-        """One optimizer step on the whole batch (xb, tb): train_on_batch's step, the same one
-        fit runs."""
-        return self.run(optimizer, xb, tb, np.arange(len(xb), dtype=np.int64))
 
     def gradients(self, xb: NDArray[Any], tb: NDArray[Any]) -> float:
         """Forward, loss and backward on the batch, layer by layer: fills every layer's grads

@@ -172,14 +172,12 @@ class Trainer:
         x, t = self._prepare_xy(x, y)
         if not self.metrics:
             self._resolve_metrics()
-        with self.trainer.running(self._lock, x, t):
-            value, p = self.trainer.run_batch(self.optimizer, x, t)
-        logs = {"loss": float(value)}
-        for m, mt in zip(self.metrics, _data.metric_targets(self.metrics, t)):
+        for m in self.metrics:
             m.reset_state()
-            # (p is None only on a rank of a DataParallel run that got no rows of the batch)
-            m.update(cast("NDArray[Any]", p), mt)
-            logs[m.name] = m.result()
+        with self.trainer.running(self._lock, x, t):  # the step fit takes, distributed or not
+            value = self._train_batch(self.trainer, x, t, np.arange(len(x), dtype=np.int64),
+                                      _data.metric_targets(self.metrics, t))
+        logs = {"loss": value, **{m.name: m.result() for m in self.metrics}}
         return _data.format_logs(logs, return_dict)
 
 
