@@ -91,6 +91,8 @@ libhdf5 is beyond what Python code can guard.
 Writing is atomic (a temporary file in the target's directory, renamed over it; removed on any
 error), keeps an existing file's permission mode, and writes through a symlink to its target.
 """
+from __future__ import annotations
+
 import datetime
 import io
 import json
@@ -98,12 +100,24 @@ import math
 import os
 import warnings
 import zipfile
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Mapping, NoReturn, Sequence, cast
 
 import numpy as np
 
 from fastnn import _files, activations, distribution, losses, optimizers
 from fastnn import layers as layers_module
 from fastnn.saving import FileFormatError
+
+if TYPE_CHECKING:
+    import h5py
+    from _typeshed import StrOrBytesPath
+    from numpy.typing import DTypeLike, NDArray
+
+    from fastnn.initializers import Initializer
+    from fastnn.models import Sequential
+
+    # a layer as Keras has it: (class name, config, weights, input shape or None)
+    _KerasLayer = tuple[str, dict[str, Any], list[NDArray[Any]], tuple[int, ...] | None]
 
 __all__ = ["save_keras", "load_keras", "save_weights_h5", "load_weights_h5", "UnsupportedError",
            "KERAS_VERSION"]
@@ -130,7 +144,7 @@ _SUPPORTED = ("InputLayer", "Dense", "Activation", "Flatten", "Dropout", "ReLU",
               "ELU", "Softmax")
 
 # fastnn initializer name -> Keras class and config
-_INITIALIZERS = {
+_INITIALIZERS: dict[str, tuple[str, dict[str, Any]]] = {
     "zeros": ("Zeros", {}), "ones": ("Ones", {}),
     "glorot_uniform": ("GlorotUniform", {"seed": None}),
     "glorot_normal": ("GlorotNormal", {"seed": None}),
@@ -141,8 +155,9 @@ _INITIALIZERS = {
 _INITIALIZER_BY_CLASS = {cls: name for name, (cls, _) in _INITIALIZERS.items()}
 
 # The optimizers: fastnn class -> Keras class name (the same names)
-_OPTIMIZERS = {c.__name__: c for c in (optimizers.SGD, optimizers.Adagrad, optimizers.RMSprop,
-                                        optimizers.Adam, optimizers.AdamW, optimizers.Nadam)}
+_OPTIMIZERS: dict[str, type[optimizers.Optimizer]] = {
+    c.__name__: c for c in (optimizers.SGD, optimizers.Adagrad, optimizers.RMSprop,
+                            optimizers.Adam, optimizers.AdamW, optimizers.Nadam)}
 # Keras' base optimizer options, as fastnn writes them (all off)
 _OPTIMIZER_BASE = {"clipnorm": None, "global_clipnorm": None, "clipvalue": None,
                    "use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency": None}
@@ -158,14 +173,15 @@ _OPTIMIZER_KEYS = {  # each class's own hyper-parameters (besides learning_rate,
     "Adam": ("beta_1", "beta_2", "epsilon", "amsgrad"),
     "AdamW": ("beta_1", "beta_2", "epsilon", "amsgrad"),
     "Nadam": ("beta_1", "beta_2", "epsilon")}
-_SCHEDULES = {c.__name__: c for c in (optimizers.ExponentialDecay,
-                                      optimizers.PiecewiseConstantDecay,
-                                      optimizers.InverseTimeDecay)}
+_SCHEDULES: dict[str, type[optimizers.LearningRateSchedule]] = {
+    c.__name__: c for c in (optimizers.ExponentialDecay, optimizers.PiecewiseConstantDecay,
+                            optimizers.InverseTimeDecay)}
 
-_LOSSES = {losses.CategoricalCrossentropy: "CategoricalCrossentropy",
-           losses.SparseCategoricalCrossentropy: "SparseCategoricalCrossentropy",
-           losses.BinaryCrossentropy: "BinaryCrossentropy",
-           losses.MeanSquaredError: "MeanSquaredError"}
+_LOSSES: dict[type[losses.Loss], str] = {
+    losses.CategoricalCrossentropy: "CategoricalCrossentropy",
+    losses.SparseCategoricalCrossentropy: "SparseCategoricalCrossentropy",
+    losses.BinaryCrossentropy: "BinaryCrossentropy",
+    losses.MeanSquaredError: "MeanSquaredError"}
 _LOSS_NAMES = {"categorical_crossentropy": "categorical_crossentropy",
                "sparse_categorical_crossentropy": "sparse_categorical_crossentropy",
                "binary_crossentropy": "binary_crossentropy",
@@ -184,7 +200,7 @@ _METRIC_CLASSES = {"CategoricalAccuracy": "categorical_accuracy",
                    "MeanSquaredError": "mean_squared_error"}
 
 
-def _h5py():
+def _h5py() -> Any:
     try:
         import h5py
     except ImportError:
@@ -193,17 +209,17 @@ def _h5py():
     return h5py
 
 
-def _obj(module, class_name, config):
+def _obj(module: str, class_name: str, config: dict[str, Any]) -> dict[str, Any]:
     """A Keras object reference as serialize_keras_object writes it."""
     return {"module": module, "class_name": class_name, "config": config,
             "registered_name": None}
 
 
-def _policy(dtype):
+def _policy(dtype: DTypeLike) -> dict[str, Any]:
     return _obj("keras", "DTypePolicy", {"name": np.dtype(dtype).name})
 
 
-def _plain(value):
+def _plain(value: Any) -> Any:
     """A config with NumPy scalars and tuples in it as JSON values."""
     if isinstance(value, dict):
         return {k: _plain(v) for k, v in value.items()}
@@ -214,36 +230,38 @@ def _plain(value):
     return value
 
 
-def _slot_groups(opt):
+def _slot_groups(opt: optimizers.Optimizer) -> Sequence[tuple[str, ...]]:
     """The optimizer's state arrays in Keras' order: a list of groups of slot names; within a
     group the slots are interleaved weight by weight (Keras' add_optimizer_variables with a
     list of names), one group after the other.  Flattened, it is also fastnn's slot order."""
     name = type(opt).__name__
     if name == "SGD":
-        return [("momentums",)] if opt.momentum != 0 else []
+        return [("momentums",)] if cast(optimizers.SGD, opt).momentum != 0 else []
     if name == "Adagrad":
         return [("accumulators",)]
     if name == "RMSprop":
-        return ([("velocities",)] + ([("momentums",)] if opt.momentum > 0 else [])
-                + ([("average_gradients",)] if opt.centered else []))
+        rms = cast(optimizers.RMSprop, opt)
+        return ([("velocities",)] + ([("momentums",)] if rms.momentum > 0 else [])
+                + ([("average_gradients",)] if rms.centered else []))
     if name in ("Adam", "AdamW"):
-        return [("momentums", "velocities")] + ([("velocity_hats",)] if opt.amsgrad else [])
+        return [("momentums", "velocities")] + ([("velocity_hats",)]
+                                                if cast(optimizers.Adam, opt).amsgrad else [])
     return [("momentums", "velocities")]  # Nadam
 
 
-def _nadam_product(beta_1, t):
+def _nadam_product(beta_1: float, t: int) -> float:
     """Keras Nadam's u_product after t steps: prod over s = 1..t of beta_1 (1 - 0.5 * 0.96^s)
     (past s = 1000 the factor is beta_1 in double precision)."""
     return beta_1 ** t * math.prod(1.0 - 0.5 * 0.96 ** s for s in range(1, min(t, 1000) + 1))
 
 
-def _has_schedule(opt):
+def _has_schedule(opt: optimizers.Optimizer) -> bool:
     return isinstance(opt.get_config()["learning_rate"], dict)
 
 
 # ---- writing ----------------------------------------------------------------------------------
 
-def _initializer(init, where):
+def _initializer(init: str | Initializer, where: str) -> dict[str, Any]:
     name = init if isinstance(init, str) else getattr(init, "__name__", None)
     if name not in _INITIALIZERS:
         raise ValueError(f"{where}: the initializer {init!r} has no Keras equivalent; Keras "
@@ -252,13 +270,14 @@ def _initializer(init, where):
     return _obj("keras.initializers", cls, dict(cfg))
 
 
-def _parametrized(spec):
+def _parametrized(spec: activations.Spec) -> bool:
     """True for a leaky_relu/elu whose parameter differs from Keras' default (no string for it)."""
     return spec.name in activations.DEFAULT_ALPHA and \
         spec.alpha != activations.DEFAULT_ALPHA[spec.name]
 
 
-def _activation_layer(spec, name, dtype):
+def _activation_layer(spec: activations.Spec, name: str,
+                      dtype: DTypeLike) -> tuple[str, dict[str, Any]]:
     base = {"name": name, "trainable": True, "dtype": _policy(dtype)}
     if not _parametrized(spec):
         return "Activation", {**base, "activation": spec.name}
@@ -267,15 +286,20 @@ def _activation_layer(spec, name, dtype):
     return "ELU", {**base, "alpha": spec.alpha}
 
 
-def _keras_layers(model):
+def _keras_layers(model: Sequential) -> list[_KerasLayer]:
     """The model's layers as Keras layers: [(class_name, config, weights, input shape or None)]
     (a Dense with a parametrized activation becomes two)."""
-    out, shape = [], tuple(model.input_shape[1:])
+    out: list[_KerasLayer]
+    shape: tuple[int, ...]
+    # (cast: a built model's input shape, (None, d1, ...), is not None)
+    out, shape = [], tuple(cast("tuple[Any, ...]", model.input_shape)[1:])
     for layer in model.layers:
         where = f"layer {layer.name!r}"
         base = {"name": layer.name, "trainable": True, "dtype": _policy(layer.dtype)}
         kind = type(layer)
+        # (the casts: mypy narrows layer by `type(layer) is`, not by `kind is`)
         if kind is layers_module.Dense:
+            layer = cast(layers_module.Dense, layer)
             act = layer.activation
             split = _parametrized(act)
             cfg = {**base, "units": layer.units, "activation": "linear" if split else act.name,
@@ -289,10 +313,12 @@ def _keras_layers(model):
                 out.append((*_activation_layer(act, f"{layer.name}_activation", layer.dtype),
                             [], None))
         elif kind is layers_module.Activation:
+            layer = cast(layers_module.Activation, layer)
             out.append((*_activation_layer(layer.activation, layer.name, layer.dtype), [], None))
         elif kind is layers_module.Flatten:
             out.append(("Flatten", {**base, "data_format": "channels_last"}, [], shape))
         elif kind is layers_module.Dropout:
+            layer = cast(layers_module.Dropout, layer)
             seed = layer.seed
             if seed is not None and not isinstance(seed, (int, np.integer)):
                 raise ValueError(f"{where}: Keras takes an int seed for Dropout. Received: "
@@ -312,8 +338,10 @@ def _keras_layers(model):
     return out
 
 
-def _unique_keys(class_names):
+def _unique_keys(class_names: Iterable[str]) -> list[str]:
     """The HDF5 group keys of layers of these classes, in order (dense, dense_1, ...)."""
+    used: dict[str, int]
+    keys: list[str]
     used, keys = {}, []
     for c in class_names:
         k = _KEYS[c]
@@ -326,7 +354,7 @@ def _unique_keys(class_names):
     return keys
 
 
-def _optimizer_config(opt):
+def _optimizer_config(opt: optimizers.Optimizer) -> dict[str, Any]:
     name = type(opt).__name__
     if _OPTIMIZERS.get(name) is not type(opt):
         raise ValueError(f"The optimizer {type(opt).__name__} has no Keras equivalent; Keras "
@@ -345,7 +373,7 @@ def _optimizer_config(opt):
     return _obj("keras.optimizers", name, config)
 
 
-def _loss_config(loss):
+def _loss_config(loss: losses.Loss) -> str | dict[str, Any]:
     cls = _LOSSES.get(type(loss))
     if cls is None:
         raise ValueError(f"The loss {type(loss).__name__} has no Keras equivalent; Keras files "
@@ -359,10 +387,10 @@ def _loss_config(loss):
     return _obj("keras.losses", cls, cfg)
 
 
-def _compile_config(model):
+def _compile_config(model: Sequential) -> dict[str, Any]:
     if not model.compiled:
         return {}
-    metrics = model.get_compile_config()["metrics"]
+    metrics = cast("dict[str, Any]", model.get_compile_config())["metrics"]  # (compiled)
     for m in metrics:
         if m not in _METRIC_NAMES:
             raise ValueError(f"The metric {m!r} has no Keras name; Keras files take "
@@ -372,8 +400,8 @@ def _compile_config(model):
             "run_eagerly": False, "steps_per_execution": 1, "jit_compile": "auto"}
 
 
-def _model_config(model, keras_layers):
-    shape = [None, *model.input_shape[1:]]
+def _model_config(model: Sequential, keras_layers: list[_KerasLayer]) -> dict[str, Any]:
+    shape = [None, *cast("tuple[Any, ...]", model.input_shape)[1:]]  # (built: not None)
     dtype = model.layers[0].dtype if model.layers else np.dtype("float32")
     names = {cfg["name"] for _, cfg, _, _ in keras_layers}
     input_name = "input_layer"
@@ -397,7 +425,7 @@ def _model_config(model, keras_layers):
     return config
 
 
-def _optimizer_arrays(model):
+def _optimizer_arrays(model: Sequential) -> list[NDArray[Any]]:
     """optimizer.variables as Keras 3 orders them (see the module docstring)."""
     opt, weights = model.optimizer, model.weights
     groups = _slot_groups(opt)
@@ -416,7 +444,8 @@ def _optimizer_arrays(model):
             ends = np.cumsum([w.size for w in weights])
             per_slot[s] = [flat[e - w.size:e].reshape(w.shape) for e, w in zip(ends, weights)]
     else:  # not trained yet: the state Keras builds
-        init = opt.initial_accumulator_value if type(opt).__name__ == "Adagrad" else 0.0
+        init = (cast(optimizers.Adagrad, opt).initial_accumulator_value
+                if type(opt).__name__ == "Adagrad" else 0.0)
         per_slot = {s: [np.full(w.shape, init, w.dtype) for w in weights] for s in slots}
     arrays = [np.array(opt.iterations, np.int64)]
     if not _has_schedule(opt):
@@ -426,11 +455,12 @@ def _optimizer_arrays(model):
             arrays.extend(per_slot[s][i] for s in group)
     if type(opt).__name__ == "Nadam":
         dtype = weights[0].dtype if weights else np.float32
-        arrays.append(np.array(_nadam_product(opt.beta_1, opt.iterations), dtype))
+        arrays.append(np.array(_nadam_product(cast(optimizers.Nadam, opt).beta_1,
+                                              opt.iterations), dtype))
     return arrays
 
 
-def _h5_bytes(model, keras_layers):
+def _h5_bytes(model: Sequential, keras_layers: list[_KerasLayer]) -> bytes:
     """model.weights.h5 (also a .weights.h5 file) for these Keras layers, as bytes."""
     h5py = _h5py()
     buf = io.BytesIO()
@@ -451,12 +481,12 @@ def _h5_bytes(model, keras_layers):
     return buf.getvalue()
 
 
-def _require_built(model, what):
+def _require_built(model: Sequential, what: str) -> None:
     if not getattr(model, "built", False):
         raise ValueError(f"Expected a built model to {what}. Build it (or fit it) first.")
 
 
-def save_keras(model, filepath):
+def save_keras(model: Sequential, filepath: StrOrBytesPath) -> None:
     """Write model (a built fastnn Sequential) as a Keras 3 `.keras` file, atomically: Keras 3's
     `keras.saving.load_model(filepath)` opens it and predicts the same; a compiled model keeps
     its optimizer, loss, metrics and optimizer state.  Keras itself wants the `.keras` suffix.
@@ -474,14 +504,14 @@ def save_keras(model, filepath):
                (_CONFIG, json.dumps(config).encode()),
                (_WEIGHTS, _h5_bytes(model, keras_layers))]
 
-    def write(f):
+    def write(f: IO[bytes]) -> None:
         with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
             for name, data in entries:
                 z.writestr(name, data)
     _files.write_atomic(filepath, write)
 
 
-def save_weights_h5(model, filepath):
+def save_weights_h5(model: Sequential, filepath: StrOrBytesPath) -> None:
     """Write the model's weights in Keras 3's `.weights.h5` layout (what Keras'
     model.save_weights writes: the layers' variables, and the optimizer's when compiled),
     atomically.  Keras' load_weights reads it into the same architecture (Keras wants the
@@ -506,10 +536,10 @@ class _File(_files.CheckedFile):
 
     error = FileFormatError
 
-    def unsupported(self, message):
+    def unsupported(self, message: str) -> NoReturn:
         raise UnsupportedError(f"{self.path!r}: {message}")
 
-    def shape(self, value, where):
+    def shape(self, value: Any, where: str) -> tuple[int, ...]:
         """[null or int, d1, d2, ...] with every d a positive int: the sample shape."""
         self.check(value, "list", where)
         if len(value) < 2 or (value[0] is not None and type(value[0]) is not int) or \
@@ -519,7 +549,7 @@ class _File(_files.CheckedFile):
         return tuple(value[1:])
 
 
-def _find_lambda(value):
+def _find_lambda(value: Any) -> bool:
     """True if the parsed JSON holds a Python-code object of Keras (`__lambda__`)."""
     stack = [value]
     while stack:
@@ -539,7 +569,7 @@ class _Archive(_File, _files.BoundedZip):
     kind = "Keras 3 .keras file"
     methods = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)  # Keras stores; deflated is read too
 
-    def unreadable(self, e):
+    def unreadable(self, e: BaseException) -> NoReturn:
         with open(self.path, "rb") as f:
             hdf5 = f.read(8) == b"\x89HDF\r\n\x1a\n"
         if hdf5:
@@ -548,7 +578,7 @@ class _Archive(_File, _files.BoundedZip):
         self.fail(f"not a readable .keras file (a ZIP archive; truncated, corrupted or "
                   f"another format): {e}")
 
-    def config(self):
+    def config(self) -> Any:
         return self.read_json(_CONFIG, _MAX_JSON, _MAX_DEPTH)
 
 
@@ -558,7 +588,7 @@ class _H5(_File):
 
     ERRORS = (OSError, KeyError, ValueError, TypeError, RuntimeError, IndexError)
 
-    def __init__(self, path, source, what):
+    def __init__(self, path: str, source: str | IO[bytes], what: str) -> None:
         super().__init__(path)
         self.h5py = _h5py()
         self.what = what
@@ -567,7 +597,8 @@ class _H5(_File):
         except self.ERRORS as e:
             self.fail(f"{what} is not a readable HDF5 file: {e}")
 
-    def child(self, group, name, where, kind, optional=False):
+    def child(self, group: h5py.Group, name: str, where: str, kind: str,
+              optional: bool = False) -> Any:
         """group[name], a hard link to a group (kind "group") or dataset (kind "dataset")."""
         h5py = self.h5py
         try:
@@ -590,13 +621,14 @@ class _H5(_File):
                      f"{type(obj).__name__}")
         return obj
 
-    def count(self, group, where):
+    def count(self, group: h5py.Group, where: str) -> int:
         try:
             return len(group)
         except self.ERRORS as e:
             self.fail(f"{self.what}: cannot read {where}: {e}")
 
-    def array(self, group, name, where, shape, kinds="f"):
+    def array(self, group: h5py.Group, name: str, where: str, shape: Iterable[int],
+              kinds: str = "f") -> NDArray[Any]:
         """The dataset group[name], checked to have this shape and a dtype of these kinds
         (f: float32/float64, i: an integer) before its data is read."""
         ds = self.child(group, name, where, "dataset")
@@ -622,13 +654,13 @@ class _H5(_File):
         except self.ERRORS as e:
             self.fail(f"{self.what}: cannot read {where} (truncated or corrupted): {e}")
 
-    def close(self):
+    def close(self) -> None:
         self.file.close()
 
 
 # ---- reading: the model -------------------------------------------------------------------
 
-def _keras_object(f, value, where):
+def _keras_object(f: _File, value: Any, where: str) -> tuple[str, Any]:
     """The (class_name, config) of a Keras object reference, checked to name a Keras built-in
     (never a custom, registered or Python-code object)."""
     f.check(value, "dict", where)
@@ -647,7 +679,7 @@ def _keras_object(f, value, where):
     return cls, value.get("config")
 
 
-def _dtype(f, value, where):
+def _dtype(f: _File, value: Any, where: str) -> str | None:
     """A layer's dtype: a DTypePolicy object or a string, float32 or float64."""
     if value is None:
         return None
@@ -663,10 +695,10 @@ def _dtype(f, value, where):
     if name not in ("float32", "float64"):
         f.unsupported(f"{where}: dtype {name!r} is not supported by fastnn (its kernels compute "
                       "in float32 or float64).")
-    return name
+    return cast(str, name)  # (checked above: a str)
 
 
-def _activation(f, value, where):
+def _activation(f: _File, value: Any, where: str) -> activations.Spec:
     """An activation (a Keras name or function reference) as a fastnn Spec."""
     if value is None:
         return activations.Spec("linear")
@@ -683,7 +715,7 @@ def _activation(f, value, where):
     return activations.Spec(name)
 
 
-def _initializer_name(f, value, where):
+def _initializer_name(f: _File, value: Any, where: str) -> str:
     if type(value) is str:
         if value in _INITIALIZERS:
             return value
@@ -707,7 +739,8 @@ def _initializer_name(f, value, where):
     return name
 
 
-def _options(f, cfg, allowed, cls, where):
+def _options(f: _File, cfg: dict[str, Any], allowed: Mapping[str, object], cls: str,
+             where: str) -> None:
     """Check that cfg has only the keys in allowed (name -> value meaning "off", or a callable
     check) plus name/trainable/dtype; returns nothing, raises naming the first other option."""
     for key, value in cfg.items():
@@ -723,7 +756,8 @@ def _options(f, cfg, allowed, cls, where):
                           f"(only {key}={check!r}).")
 
 
-def _layer(f, entry, where, shape):
+def _layer(f: _File, entry: Any, where: str,
+           shape: tuple[int, ...]) -> tuple[layers_module.Layer, str, tuple[int, ...], int]:
     """One Keras layer entry as (fastnn layer, class name, output shape, parameter count),
     for samples of shape; raises naming anything fastnn does not have."""
     cls, cfg = _keras_object(f, entry, where)
@@ -743,14 +777,14 @@ def _layer(f, entry, where, shape):
                               "kernel_constraint", "bias_constraint", "quantization_config",
                               "lora_rank", "lora_alpha")}
 
-    def number(lo=0.0):
-        def check(v, w):
+    def number(lo: float = 0.0) -> Callable[[Any, str], None]:
+        def check(v: Any, w: str) -> None:
             f.check(v, "number", w)
             if v < lo:
                 f.fail(f"Expected {w} >= {lo}. Received: {v}")
         return check
 
-    def build_config_matches():
+    def build_config_matches() -> None:
         bc = entry.get("build_config")
         if bc is not None:
             f.check(bc, "dict", f"{where}.build_config")
@@ -818,7 +852,7 @@ def _layer(f, entry, where, shape):
         slope = cfg.get("negative_slope", 0.0)
         spec = activations.Spec("leaky_relu", slope) if slope else activations.Spec("relu")
     else:  # Softmax
-        def axis(v, w):
+        def axis(v: Any, w: str) -> None:
             if v not in (-1, len(shape), [-1], [len(shape)]) or type(v) is bool:
                 f.unsupported(f"{where}: Softmax(axis={_files.short(v)}) is not supported by fastnn "
                               "(softmax over the last axis only).")
@@ -827,7 +861,8 @@ def _layer(f, entry, where, shape):
     return layers_module.Activation(spec, **kw), cls, shape, 0
 
 
-def _input_shape(f, config, entries):
+def _input_shape(f: _File, config: dict[str, Any],
+                 entries: list[Any]) -> tuple[tuple[int, ...] | None, list[Any]]:
     """(the sample shape or None, the layer entries after the InputLayer): from the InputLayer,
     else from the model's build_input_shape."""
     if entries:
@@ -852,7 +887,7 @@ def _input_shape(f, config, entries):
     return None, entries
 
 
-def _model(f, top):
+def _model(f: _Archive, top: Any) -> tuple[Sequential, list[str], int]:
     """(the fastnn Sequential that config.json describes, built; the Keras class of each of its
     layers; its parameter count).  Nothing is allocated before the count is checked against
     the file's size."""
@@ -908,14 +943,14 @@ def _model(f, top):
     return model, classes, count
 
 
-def _h5_limit(count, n_layers, n_weights):
+def _h5_limit(count: int, n_layers: int, n_weights: int) -> int:
     """The most bytes a weights file of this architecture takes: its parameters and at most
     _MAX_SLOTS optimizer arrays of each, 8-byte floats, and the HDF5 structure."""
     n_objects = 8 + 2 * n_layers + (2 + _MAX_SLOTS) * n_weights
     return 8 * count * (1 + _MAX_SLOTS) + 64 + _H5_BASE + _H5_PER_OBJECT * n_objects
 
 
-def _read_weights(h5, model, classes):
+def _read_weights(h5: _H5, model: Sequential, classes: list[str]) -> None:
     """Read the layers' variables of an open weights file, checked against the model, into it.
     classes: the Keras class of each layer (their keys in the file)."""
     keys = _unique_keys(classes)
@@ -950,17 +985,18 @@ def _read_weights(h5, model, classes):
     model.set_weights(values)
 
 
-def _keras_class(layer):
+def _keras_class(layer: layers_module.Layer) -> str:
     """The Keras class a fastnn layer is written as (its key in a weights file)."""
     kind = type(layer)
     if kind is layers_module.Activation:
-        return _activation_layer(layer.activation, layer.name, layer.dtype)[0]
+        return _activation_layer(cast(layers_module.Activation, layer).activation, layer.name,
+                                 layer.dtype)[0]
     if kind in (layers_module.Dense, layers_module.Flatten, layers_module.Dropout):
         return kind.__name__
     raise ValueError(f"layer {layer.name!r}: {kind.__name__} has no Keras weights layout.")
 
 
-def _check_off(f, cfg, off, what):
+def _check_off(f: _File, cfg: dict[str, Any], off: Mapping[str, object], what: str) -> None:
     """Every key of cfg is a known option set to what means "off" in off (a value, or a tuple
     of accepted types); else UnsupportedError."""
     for key, value in cfg.items():
@@ -975,7 +1011,7 @@ def _check_off(f, cfg, off, what):
             f.unsupported(f"{what}({key}={_files.short(value)}) is not supported by fastnn.")
 
 
-def _read_optimizer(f, value):
+def _read_optimizer(f: _File, value: Any) -> optimizers.Optimizer:
     if type(value) is str:
         if value.lower() not in {k.lower() for k in _OPTIMIZERS}:
             f.unsupported(f"the optimizer {value!r} is not supported by fastnn.")
@@ -1012,10 +1048,11 @@ def _read_optimizer(f, value):
     return _OPTIMIZERS[cls](name=name, **kwargs)
 
 
-def _read_loss(f, value):
-    cfg = {}
+def _read_loss(f: _File, value: Any) -> losses.Loss:
+    cfg: dict[str, Any] = {}
     if value is None:
         f.unsupported("a compile_config without a loss is not supported by fastnn.")
+    name: Any  # (parsed JSON until checked below)
     if type(value) is str:
         name = value
     else:
@@ -1040,13 +1077,14 @@ def _read_loss(f, value):
     return losses.from_config({"name": name, "from_logits": from_logits})
 
 
-def _read_metrics(f, value):
+def _read_metrics(f: _File, value: Any) -> list[str]:
     if value is None:
         return []
     if type(value) is not list:
         f.unsupported(f"metrics of the form {_files.short(value)} (several outputs) are not "
                       "supported by fastnn.")
     out = []
+    name: str | None  # (None: a metric class fastnn does not have)
     for i, m in enumerate(value):
         where = f"compile_config.metrics[{i}]"
         if type(m) is str:
@@ -1073,7 +1111,7 @@ def _read_metrics(f, value):
     return out
 
 
-def _compile(f, model, cc):
+def _compile(f: _File, model: Sequential, cc: Any) -> None:
     """Compile model as the compile_config says (UnsupportedError if fastnn lacks any of it)."""
     f.check(cc, "dict", "compile_config")
     for key in ("loss_weights", "weighted_metrics"):
@@ -1090,7 +1128,7 @@ def _compile(f, model, cc):
         f.fail(f"invalid compile settings: {e}")
 
 
-def _read_optimizer_state(h5, model):
+def _read_optimizer_state(h5: _H5, model: Sequential) -> None:
     """The optimizer variables (Keras' order) into the compiled model's optimizer: all of them,
     or only iterations (and learning_rate) when the file's optimizer had not stepped yet."""
     opt, weights = model.optimizer, model.weights
@@ -1118,6 +1156,7 @@ def _read_optimizer_state(h5, model):
         if not math.isfinite(lr) or lr < 0:
             h5.fail(f"{h5.what}: Expected a finite learning rate >= 0. Received: {lr}")
     if n == full:
+        per_slot: dict[str, list[Any]]  # (None until each array is read)
         per_slot, k = {s: [None] * len(weights) for s in slots}, scalars
         for grp in groups:
             for i, w in enumerate(weights):
@@ -1145,7 +1184,7 @@ def _read_optimizer_state(h5, model):
         opt.learning_rate = lr  # changed since the config was written (else keep its digits)
 
 
-def load_keras(filepath, compile=True):
+def load_keras(filepath: StrOrBytesPath, compile: bool = True) -> Sequential:
     """Read a Keras 3 `.keras` file (written by Keras 3 or by save_keras) as a fastnn Sequential
     with the same weights; compiled, with its optimizer state, when its compile_config is one
     fastnn understands (else uncompiled, with a warning naming what is not; compile=False skips
@@ -1174,7 +1213,7 @@ def load_keras(filepath, compile=True):
         f.close()
 
 
-def load_weights_h5(model, filepath):
+def load_weights_h5(model: Sequential, filepath: StrOrBytesPath) -> None:
     """Read a Keras 3 `.weights.h5` file (Keras' model.save_weights, or save_weights_h5) into
     this built model: the layers' variables, matched by Keras' layer keys (dense, dense_1, ...)
     and checked for count, shape and dtype (the optimizer's are not read).  FileFormatError

@@ -153,22 +153,19 @@ class Sequential(Trainer):
         atomically: `.keras` in Keras 3's own format (real Keras opens it; needs h5py, see
         fastnn/keras_format.py), any other name in fastnn's (see fastnn/saving.py)."""
         if _keras_file(filepath, ".keras"):
-            # (ignore: keras_format is untyped for now, see pyproject.toml)
-            return keras_format.save_keras(self, filepath)  # type: ignore[no-any-return]
+            return keras_format.save_keras(self, filepath)
         saving.save_model(self, filepath)
 
     def save_weights(self, filepath: StrOrBytesPath) -> None:
         """Save only the weight arrays (atomically); `.weights.h5` in Keras 3's layout."""
         if _keras_file(filepath, ".weights.h5"):
-            # (ignore: keras_format is untyped for now, see pyproject.toml)
-            return keras_format.save_weights_h5(self, filepath)  # type: ignore[no-any-return]
+            return keras_format.save_weights_h5(self, filepath)
         saving.save_weights(self, filepath)
 
     def load_weights(self, filepath: StrOrBytesPath) -> None:
         """Load weights saved by save_weights (or save) into this built model."""
         if _keras_file(filepath, ".weights.h5"):
-            # (ignore: keras_format is untyped for now, see pyproject.toml)
-            return keras_format.load_weights_h5(self, filepath)  # type: ignore[no-any-return]
+            return keras_format.load_weights_h5(self, filepath)
         saving.load_weights(self, filepath)
 
     def export(self, filepath: StrOrBytesPath, format: str = "onnx",
