@@ -40,7 +40,8 @@
    MNIST-sized GEMM 150x, a sigmoid row 40x slower).  MXCSR is per thread, so a parallel region
    sets it in each thread: FNN_PARALLEL_BEGIN(cond) opens a region (parallel only when cond
    holds) with the flush on, FNN_PARALLEL_END closes it; `#pragma omp for` loops go between.
-   Every region has fastnn's team size (fnn_set_num_threads), whichever thread opens it. */
+   A region's team is fnn_team_now() threads, whichever thread opens it (see Threads below):
+   code inside must not assume a team size, only `omp for` over shares. */
 #if defined(__SSE2__)
 #define FNN_CSR_SAVE unsigned int fnn_csr_ = _mm_getcsr(); _mm_setcsr(fnn_csr_ | 0x8040u);
 #define FNN_CSR_RESTORE _mm_setcsr(fnn_csr_);
@@ -50,15 +51,42 @@
 #endif
 #define FNN_PARALLEL_BEGIN(cond)                                          \
     {                                                                     \
-        const int fnn_par_ = (cond), fnn_nt_ = fnn_get_num_threads();      \
-        (void)fnn_par_;                                                   \
+        const int fnn_nt_ = (cond) ? fnn_team_now() : 1;                  \
         (void)fnn_nt_;                                                    \
-        _Pragma("omp parallel if (fnn_par_) num_threads(fnn_nt_)") {     \
+        _Pragma("omp parallel if (fnn_nt_ > 1) num_threads(fnn_nt_)") {  \
             FNN_CSR_SAVE
 #define FNN_PARALLEL_END \
     FNN_CSR_RESTORE      \
     }                    \
     }
+
+/* Threads (runtime.c).  Three counts:
+   - the count asked for (fastnn.set_num_threads, else OpenMP's default), the BLAS's too;
+   - fnn_team_max() (= fnn_get_num_threads(), fastnn's team size): the shares, P.  Work split
+     per thread (row blocks of small products, layer 0 owned by rows, the batch-1 GEMV) is cut
+     in P shares whatever team computes them, so results depend on P only, never on the
+     machine's load.  P is the count asked for, capped at the CPUs this process may use
+     (affinity mask, cgroup v2 CPU quota) unless the environment has
+     FASTNN_ALLOW_OVERSUBSCRIPTION=1 (read once, at import); 1 in a child forked after fastnn
+     loaded;
+   - fnn_team_now(): the team a region opens now, at most P: fewer while other processes keep
+     fastnn's threads waiting for a core (the contention monitor in runtime.c), so a region
+     never waits at its barrier for a thread that has no core.  The BLAS's count follows the
+     same caps. */
+int fnn_team_max(void);
+int fnn_team_now(void);
+
+/* Before a product the BLAS may thread itself: catches a count set from outside fastnn
+   (threadpoolctl) and holds the BLAS to the same cap as the team.  Cheap when nothing changed. */
+void fnn_blas_check(void);
+
+/* Rows [*r0, *r1) of share t of nt when n rows are shared as `omp for schedule(static)` shares
+   them among nt threads (the first n % nt shares one row longer). */
+static inline void fnn_static_rows(int64_t t, int64_t nt, int64_t n, int64_t *r0, int64_t *r1) {
+    const int64_t q = n / nt, rem = n % nt;
+    *r0 = t * q + (t < rem ? t : rem);
+    *r1 = *r0 + q + (t < rem);
+}
 
 /* Rows are split across OpenMP threads only when there is enough work per call. */
 #define FNN_PAR_ROWS(n, m) ((n) > 1 && (n) * (m) >= FNN_OMP_MIN_ELEMS)
@@ -73,11 +101,11 @@
 #define FNN_SPLIT_MIN_MNK 32768.0
 #define FNN_SPLIT_MAX_MNK 2097152.0
 
-/* At batch size 1 the dense forward is a GEMV, y (out) := w.T @ x.  Split by rows of w over
-   the team (partial sums added), each thread reads the rows of w that the rank-1 optimizer
-   step then updates on the same thread, so a core finds its half of the kernel in its own
-   cache.  Only up to FNN_GEMV_SPLIT_OUT outputs (the partial sums live on the stack) and
-   FNN_GEMV_SERIAL elements per thread: OpenBLAS 0.3.34 runs a GEMV of 784 x 512 on the
+/* At batch size 1 the dense forward is a GEMV, y (out) := w.T @ x.  Split by rows of w in P
+   shares (partial sums added in share order), each thread reads the rows of w that the rank-1
+   optimizer step then updates on the same thread, so a core finds its half of the kernel in
+   its own cache.  Only up to FNN_GEMV_SPLIT_OUT outputs (the partial sums live on the stack)
+   and FNN_GEMV_SERIAL elements per share: OpenBLAS 0.3.34 runs a GEMV of 784 x 512 on the
    calling thread (checked with a counting threads callback; 784 x 4096 it splits itself). */
 #define FNN_GEMV_SPLIT_OUT 2048
 #define FNN_GEMV_SERIAL (784 * 512)
