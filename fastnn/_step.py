@@ -7,7 +7,9 @@ optimizer kernel over all parameters (they live in one flat buffer, see `pack_pa
 fused-softmax decision, the fast paths and the choice of the step that runs:
 
 - **compiled** (the compiled backend, a stack of Dense layers after optional Flattens, an
-  optimizer declared by its rule): the whole step is one call into C, `_kernels.DenseStack`
+  optimizer declared by its rule, and no regularizer or constraint on any layer: any other
+  layer (BatchNormalization, LayerNormalization, PReLU, ...) or a Dense with a regularizer or
+  constraint takes the layer-by-layer step): the whole step is one call into C, `_kernels.DenseStack`
   (`fnn_dense_stack_step` in src_c/step.inc), with its fast paths: at batch size 1 the first
   kernel's gradient goes to the optimizer as the factors of x dz.T (never written); with
   several threads the first layer is owned by rows.  It is the only step such a model runs
@@ -18,6 +20,11 @@ fused-softmax decision, the fast paths and the choice of the step that runs:
   oracle of the compiled one; on the compiled backend it makes the same kernel calls in the
   same order, so the two agree bit for bit (except where the first layer is owned by rows,
   which rounds its sum differently; tests/test_train_step.py).
+
+Regularizers and constraints (fastnn/regularizers.py, constraints.py) are applied in one
+place, `TrainStep._activity`, the end of `_gradients` and `TrainStep._constrain`: the weight and activity penalties
+are added to the loss (fit's and evaluate's, as Keras reports them) and their gradients to the
+gradients before the optimizer step; the constraints project the weights after it.
 
 Entry points (used by models.py, gradcheck.py and the tests): `pack_parameters`,
 `forward`, and `TrainStep.run`, `gradients`, `loss_value`, `gather`,
@@ -116,11 +123,14 @@ class TrainStep:
         # layers before the first one with weights need no input gradient
         self.first = with_weights[0] if with_weights else len(self.layers)
         act = self.layers[-1].activation
+        # any penalty or constraint: the layer-by-layer step, see _regularize and _constrain
+        self.regularized = any(l.regularized for l in self.layers)
         self.fused = (loss.fused_code is not None and not loss.from_logits and act is not None
-                      and act.name == "softmax")
+                      and act.name == "softmax"
+                      and self.layers[-1].activity_regularizer is None)
         first = self.layers[self.first] if self.first < len(self.layers) else None
         # at batch size 1 the first kernel's gradient goes to the optimizer as x dz.T
-        self.rank1 = type(first) is Dense and len(params) == 1
+        self.rank1 = type(first) is Dense and len(params) == 1 and not self.regularized
         # batch size -> (compiled step or None, what it was built for)
         self._stacks: dict[int, tuple[DenseStack | None, tuple[Any, ...]]] = {}
 
@@ -149,8 +159,11 @@ class TrainStep:
         total = 0.0
         for s in range(0, len(x), batch_size):
             e = min(len(x), s + batch_size)
-            p = forward(self.layers, x[s:e], training=False)
-            total += float(self.loss_value(p, t[s:e])) * (e - s)
+            if self.regularized:
+                p, penalty = self._forward_penalized(x[s:e])
+            else:
+                p, penalty = forward(self.layers, x[s:e], training=False), 0.0
+            total += (float(self.loss_value(p, t[s:e])) + penalty) * (e - s)
             for m, mt in zip(metrics, metric_t):
                 m.update(p, mt[s:e])
         return total
@@ -218,6 +231,7 @@ class TrainStep:
         for g in self.grads:
             dist.allreduce_(g)
         optimizer.apply(self.params, self.grads)
+        self._constrain()
         return value, p
 
     # ---- layer by layer -----------------------------------------------------------------------
@@ -226,6 +240,7 @@ class TrainStep:
                      tb: NDArray[Any]) -> tuple[float, NDArray[Any]]:
         value, p, rank1 = self._gradients(xb, tb, rank1_ok=True)
         optimizer.apply(self.params, self.grads, rank1)
+        self._constrain()
         return value, p
 
     def _gradients(self, xb: NDArray[Any], tb: NDArray[Any], rank1_ok: bool
@@ -249,11 +264,17 @@ class TrainStep:
             value = self.loss.value_and_grad(grad, p, tb)
         d = grad
         last, first = len(self.layers) - 1, self.first
+        outputs = inputs[1:] + [p]
         for i in range(last, first, -1):
+            if self.regularized:
+                value += self._activity(i, outputs[i], d)
             d = cast("NDArray[Any]",  # need_dx=True: an array
                      self.layers[i].backward(d, need_dx=True,
                                              skip_activation=self.fused and i == last))
         rank1 = None
+        if self.regularized:
+            value += sum(self._activity(i, outputs[i], d if i == first else None)
+                         for i in range(min(first, last) + 1))
         if first <= last:
             layer, skip = self.layers[first], self.fused and first == last
             if rank1_ok and len(xb) == 1 and self.rank1:
@@ -262,7 +283,32 @@ class TrainStep:
                 rank1 = (inputs[first].reshape(-1), d.reshape(-1))  # d now holds dz
             else:
                 layer.backward(d, need_dx=False, skip_activation=skip)
+        if self.regularized:  # the weight penalties' gradients, after backward wrote the grads
+            value += sum(l.regularization_loss(add_gradients=True) for l in self.layers)
         return value, p, rank1
+
+    # ---- regularizers and constraints (the one place the step applies them) ----------------
+
+    def _activity(self, i: int, y: NDArray[Any], dy: NDArray[Any] | None) -> float:
+        """Layer i's activity penalty of its output y, its gradient added to dy (the gradient
+        of the loss with respect to y) unless None; the weight penalties are added at the end
+        of _gradients, once backward has written the weight gradients."""
+        return self.layers[i].activity_loss(y, dy)
+
+    def _forward_penalized(self, x: NDArray[Any]) -> tuple[NDArray[Any], float]:
+        """forward(training=False) and the penalties Keras adds to an evaluated loss."""
+        penalty = 0.0
+        for layer in self.layers:
+            x = layer.call(x, training=False)
+            penalty += layer.regularization_loss(add_gradients=False)
+            penalty += layer.activity_loss(x)
+        return x, penalty
+
+    def _constrain(self) -> None:
+        """Project the constrained weights after the optimizer step, as Keras."""
+        if self.regularized:
+            for layer in self.layers:
+                layer.apply_constraints()
 
     # ---- compiled -------------------------------------------------------------------------------
 
@@ -281,6 +327,7 @@ class TrainStep:
         make = getattr(backend.K, "DenseStack", None)
         dense = self.layers[self.first:]
         if (make is not None and self.jit_compile is not False and dense and len(self.params) == 1
+                and not self.regularized
                 and type(optimizer).apply is Optimizer.apply
                 and all(type(l) is Flatten for l in self.layers[:self.first])
                 and all(type(l) is Dense for l in dense)
