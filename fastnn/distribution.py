@@ -167,12 +167,14 @@ def allreduce_sums(dist: DataParallel, values: Sequence[float], metrics: Sequenc
     return buf[:len(values)]
 
 
-def sync_replicas(dist: DataParallel, params: Sequence[NDArray[Any]], optimizer: Optimizer,
+def sync_replicas(dist: DataParallel, params: Sequence[NDArray[Any]],
+                  frozen: Sequence[NDArray[Any]], optimizer: Optimizer,
                   rng: np.random.Generator) -> None:
-    """Rank 0's weights, optimizer state and step count, and generator on every rank (at the
-    start of fit; the optimizer's state built first)."""
+    """Rank 0's weights (trainable params, non-trainable frozen), optimizer state and step
+    count, and generator on every rank (at the start of fit; the optimizer's state built
+    first)."""
     optimizer.kernels(params)
-    for a in list(params) + list(optimizer.variables):
+    for a in list(params) + list(frozen) + list(optimizer.variables):
         dist.broadcast_(a)
     optimizer.iterations = dist.broadcast(optimizer.iterations)
     rng.bit_generator.state = dist.broadcast(rng.bit_generator.state)

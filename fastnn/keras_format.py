@@ -67,7 +67,7 @@ resumes where it stopped, in Keras or in fastnn.
 Reading (load_keras) accepts what Keras 3 writes for those layers, plus Keras' ReLU (relu, or
 leaky_relu when only negative_slope is set), LeakyReLU, ELU and Softmax (last axis) layers, each
 read as a fastnn Activation layer.  Anything fastnn cannot compute the same way raises
-UnsupportedError (a ValueError) naming it and the file (a Conv2D layer, a regularizer, trainable=False, a mixed-precision dtype
+UnsupportedError (a ValueError) naming it and the file (a Conv2D layer, a regularizer, a mixed-precision dtype
 policy, Flatten(channels_first) of a multi-axis input, ...).  A compile_config fastnn does not
 understand (another optimizer, loss or metric, clipping, EMA, loss weights, a lambda) leaves
 the model uncompiled, with a warning naming it; compile=False skips it.
@@ -295,7 +295,7 @@ def _keras_layers(model: Sequential) -> list[_KerasLayer]:
     out, shape = [], tuple(cast("tuple[Any, ...]", model.input_shape)[1:])
     for layer in model.layers:
         where = f"layer {layer.name!r}"
-        base = {"name": layer.name, "trainable": True, "dtype": _policy(layer.dtype)}
+        base = {"name": layer.name, "trainable": layer.trainable, "dtype": _policy(layer.dtype)}
         kind = type(layer)
         # (the casts: mypy narrows layer by `type(layer) is`, not by `kind is`)
         if kind is layers_module.Dense:
@@ -417,7 +417,7 @@ def _model_config(model: Sequential, keras_layers: list[_KerasLayer]) -> dict[st
         if in_shape is not None:
             entry["build_config"] = {"input_shape": [None, *in_shape]}
         entries.append(entry)
-    config = _obj("keras", "Sequential", {"name": model.name, "trainable": True,
+    config = _obj("keras", "Sequential", {"name": model.name, "trainable": model.trainable,
                                           "dtype": _policy(dtype), "layers": entries,
                                           "build_input_shape": shape})
     config["build_config"] = {"input_shape": shape}
@@ -768,9 +768,7 @@ def _layer(f: _File, entry: Any, where: str,
         f.unsupported(f"{where}: an InputLayer is only read as the first layer.")
     f.check(cfg, "dict", f"{where}.config")
     name = f.check(cfg.get("name"), "str", f"{where}.config.name", null=True)
-    if cfg.get("trainable", True) is not True:
-        f.unsupported(f"{where}: trainable={_files.short(cfg.get('trainable'))} (a frozen layer) is "
-                      "not supported by fastnn.")
+    f.check(cfg.get("trainable", True), "bool", f"{where}.config.trainable")
     dtype = _dtype(f, cfg.get("dtype"), f"{where}.config.dtype")
     kw = {"name": name, "dtype": dtype}
     null = {k: None for k in ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
@@ -903,8 +901,7 @@ def _model(f: _Archive, top: Any) -> tuple[Sequential, list[str], int]:
                       "not supported by fastnn).")
     f.check(config, "dict", "model.config")
     name = f.check(config.get("name"), "str", "model.config.name", null=True)
-    if config.get("trainable", True) is not True:
-        f.unsupported("trainable=False (a frozen model) is not supported by fastnn.")
+    model_trainable = f.check(config.get("trainable", True), "bool", "model.config.trainable")
     _dtype(f, config.get("dtype"), "model.config.dtype")
     entries = f.check(config.get("layers"), "list", "model.config.layers")
     if len(entries) > _MAX_LAYERS:
@@ -924,6 +921,7 @@ def _model(f: _Archive, top: Any) -> tuple[Sequential, list[str], int]:
         where = f"model.layers[{first + i}]"
         try:
             layer, lcls, s, n = _layer(f, entry, where, s)
+            layer.trainable = entry["config"].get("trainable", True)  # (checked: a bool)
         except (UnsupportedError, FileFormatError):
             raise
         except (ValueError, TypeError) as e:  # refused by the layer's constructor
@@ -937,6 +935,8 @@ def _model(f: _Archive, top: Any) -> tuple[Sequential, list[str], int]:
         model = Sequential(name=name)
         for layer in layers:
             model.add(layer, build=False)
+        if not model_trainable:
+            model.trainable = False
         model.build((None, *shape))
     except (ValueError, TypeError) as e:
         f.fail(f"invalid model description: {e}")

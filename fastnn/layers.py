@@ -14,7 +14,7 @@ from __future__ import annotations
 import numbers
 import re
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Sequence, cast
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, NamedTuple, Sequence, cast
 
 import numpy as np
 
@@ -59,6 +59,14 @@ def _snake_case(name: str) -> str:
     return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
+class WeightSpec(NamedTuple):
+    """A weight declared by `Layer.add_weight`: made when the model packs its parameters."""
+    name: str
+    shape: tuple[int, ...]
+    initializer: Initializer
+    trainable: bool = True
+
+
 def _shape_tuple(name: str, shape: Any) -> tuple[int, ...]:
     if isinstance(shape, int):
         shape = (shape,)
@@ -82,7 +90,7 @@ class Layer:
     activation: activations.Spec | None = None
 
     def __init__(self, name: str | None = None, input_shape: int | Sequence[int] | None = None,
-                 dtype: DTypeLike | None = None) -> None:
+                 dtype: DTypeLike | None = None, trainable: bool = True) -> None:
         kind = _snake_case(type(self).__name__)  # as Keras: "dense", "batch_normalization"
         Layer._count[kind] = Layer._count.get(kind, 0) + 1
         if name is not None and not isinstance(name, str):
@@ -91,8 +99,9 @@ class Layer:
         self.input_shape = None if input_shape is None else _shape_tuple("input_shape", input_shape)
         self.dtype = config.dtype(dtype)
         self.built = False
-        # (name, shape, initializer) of each weight, declared by build
-        self.weight_specs: list[tuple[str, tuple[int, ...], Initializer]] = []
+        self.trainable = trainable
+        # each weight's declaration (name, shape, initializer, trainable), made by build
+        self.weight_specs: list[WeightSpec] = []
         # parameter arrays, updated in place by the optimizer
         self.weights: list[NDArray[Any]] = []
         self.grads: list[NDArray[Any]] = []    # their gradients, same order and shapes
@@ -119,11 +128,37 @@ class Layer:
         return tuple(input_shape)
 
     def add_weight(self, shape: Sequence[int], initializer: str | Initializer,
-                   name: str) -> None:
+                   name: str, trainable: bool = True) -> None:
         """Declare a weight, as Keras' add_weight: its array is made when the model packs its
         parameters (`_step.pack_parameters`), initialized in place in the model's one buffer,
-        so building needs no memory beyond the weights and their gradients."""
-        self.weight_specs.append((name, tuple(int(d) for d in shape), initializers.get(initializer)))
+        so building needs no memory beyond the weights and their gradients.  A non-trainable
+        weight (trainable=False, e.g. a moving statistic) is never stepped by the optimizer."""
+        self.weight_specs.append(WeightSpec(name, tuple(int(d) for d in shape),
+                                            initializers.get(initializer), bool(trainable)))
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the optimizer updates this layer's weights, as in Keras: setting it takes
+        effect at the model's next compile() (Keras' rule), which re-packs the parameters."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"Expected trainable to be a bool. Received: trainable={value!r}")
+        self._trainable = bool(value)
+
+    def weight_trainable(self) -> list[bool]:
+        """For each weight (declaration order): whether the optimizer steps it."""
+        return [self._trainable and s.trainable for s in self.weight_specs]
+
+    @property
+    def trainable_weights(self) -> list[NDArray[Any]]:
+        return [w for w, t in zip(self.weights, self.weight_trainable()) if t]
+
+    @property
+    def non_trainable_weights(self) -> list[NDArray[Any]]:
+        return [w for w, t in zip(self.weights, self.weight_trainable()) if not t]
 
     def bind_weights(self, weights: Sequence[NDArray[Any]], grads: Sequence[NDArray[Any]]) -> None:
         """Use these arrays (same shapes, same values) as the weights and gradients."""
@@ -142,11 +177,15 @@ class Layer:
         return self._buffers.get(key, shape, self.dtype, training)
 
     def get_config(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype.name}
+        return {"name": self.name, "trainable": self.trainable, "dtype": self.dtype.name}
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Self:
-        return cls(**cfg)
+        cfg = dict(cfg)
+        trainable = cfg.pop("trainable", True)
+        layer = cls(**cfg)
+        layer.trainable = trainable
+        return layer
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}>"
@@ -160,8 +199,12 @@ class Layer:
                     or self.activity_regularizer is not None)
 
     def _named_weights(self, table: dict[str, Any]) -> list[tuple[int, Any]]:
-        names = [n for n, _, _ in self.weight_specs]
-        return [(names.index(n), v) for n, v in table.items() if n in names]
+        """(index, table[name]) of the trainable weights named in table (as Keras, a frozen
+        weight has no penalty and no constraint)."""
+        names = [s.name for s in self.weight_specs]
+        trainable = self.weight_trainable()
+        return [(names.index(n), v) for n, v in table.items()
+                if n in names and trainable[names.index(n)]]
 
     def regularization_loss(self, add_gradients: bool) -> float:
         """The sum of the weight penalties (as Keras' layer.losses from weight regularizers);
@@ -248,9 +291,10 @@ class Dense(Layer):
                  bias_constraint: Any = None,
                  input_shape: int | Sequence[int] | None = None, name: str | None = None,
                  dtype: DTypeLike | None = None, **kwargs: Any) -> None:
+        trainable = kwargs.pop("trainable", True)
         if kwargs:
             raise TypeError(f"Dense got unexpected keyword arguments: {sorted(kwargs)}")
-        super().__init__(name=name, input_shape=input_shape, dtype=dtype)
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
         _set_regularizers(self, {"kernel": (kernel_regularizer, kernel_constraint),
                                  "bias": (bias_regularizer, bias_constraint)},
                           activity_regularizer)
@@ -519,13 +563,6 @@ class _FeaturesLast:
         return y if self.identity else np.ascontiguousarray(y.transpose(np.argsort(self.order)))
 
 
-def _initial(init: str | Initializer, shape: tuple[int, ...], dtype: np.dtype[Any],
-             rng: np.random.Generator | None) -> NDArray[Any]:
-    a = np.empty(shape, dtype)
-    initializers.fill(initializers.get(init), a, rng if rng is not None else np.random.default_rng())
-    return a
-
-
 class BatchNormalization(Layer):
     """Normalizes each feature with the batch's statistics in training and moving statistics at
     inference, as keras.layers.BatchNormalization:
@@ -549,8 +586,9 @@ class BatchNormalization(Layer):
         renorm, synchronized: only False (fastnn has neither batch renormalization nor several
             devices); renorm_clipping, renorm_momentum are accepted for Keras' configs.
 
-    Weights: gamma (if scale), beta (if center), trainable; moving_mean, moving_variance (not
-    trained) in the same order as Keras' weights.
+    Weights: gamma (if scale), beta (if center), trainable; moving_mean, moving_variance,
+    non-trainable (`add_weight(trainable=False)`), in Keras' order.  As Keras, a frozen layer
+    (trainable=False) uses the moving statistics in training too.
     """
 
     def __init__(self, axis: int = -1, momentum: float = 0.99, epsilon: float = 1e-3,
@@ -564,8 +602,8 @@ class BatchNormalization(Layer):
                  renorm: bool = False, renorm_clipping: Any = None,
                  renorm_momentum: float = 0.99, synchronized: bool = False,
                  input_shape: int | Sequence[int] | None = None, name: str | None = None,
-                 dtype: DTypeLike | None = None) -> None:
-        super().__init__(name=name, input_shape=input_shape, dtype=dtype)
+                 dtype: DTypeLike | None = None, trainable: bool = True) -> None:
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
         if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
             raise ValueError(f"Expected axis to be an int. Received: axis={axis!r}")
         if renorm or synchronized:
@@ -599,30 +637,24 @@ class BatchNormalization(Layer):
             self.add_weight(m, self.gamma_initializer, "gamma")
         if self.center:
             self.add_weight(m, self.beta_initializer, "beta")
-        # ---- STOPGAP until Layer.add_weight(..., trainable=False) is on main: the moving
-        # statistics are plain arrays of the layer (not in layer.weights nor the model's
-        # get_weights/fastnn files; keras_format reads and writes them, see
-        # non_trainable_variables).  Then: add_weight(m, init, "moving_mean", trainable=False).
-        self.moving_mean = _initial(self.moving_mean_initializer, m, self.dtype, rng)
-        self.moving_variance = _initial(self.moving_variance_initializer, m, self.dtype, rng)
-        # ---- end of stopgap
-
-    @property
-    def non_trainable_variables(self) -> list[NDArray[Any]]:
-        """[moving_mean, moving_variance] (Keras' non-trainable weights of this layer)."""
-        return [self.moving_mean, self.moving_variance]
+        self.add_weight(m, self.moving_mean_initializer, "moving_mean", trainable=False)
+        self.add_weight(m, self.moving_variance_initializer, "moving_variance", trainable=False)
 
     def bind_weights(self, weights: Sequence[NDArray[Any]], grads: Sequence[NDArray[Any]]) -> None:
         super().bind_weights(weights, grads)
         it = iter(self.weights)
         self.gamma = next(it) if self.scale else None
         self.beta = next(it) if self.center else None
+        self.moving_mean, self.moving_variance = next(it), next(it)
 
     def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
         x2, moved = self._layout.rows(x)
         m = x2.shape[1]
         y2 = self._buf("y", x2.shape, training)
-        if training:
+        # as Keras, a frozen layer (trainable=False) normalizes with the moving statistics
+        # even in training, and leaves them as they are
+        self._batch_stats = training and self.trainable
+        if self._batch_stats:
             mean, var = self._buf("mean", (m,)), self._buf("var", (m,))
             backend.K.batchnorm_forward(y2, mean, var, x2, self.gamma, self.beta, self.epsilon,
                                         True)
@@ -634,11 +666,17 @@ class BatchNormalization(Layer):
         else:
             backend.K.batchnorm_forward(y2, self.moving_mean, self.moving_variance, x2,
                                         self.gamma, self.beta, self.epsilon, False)
+            if training:
+                self._moved = moved
         return self._layout.back(y2, moved)
 
     def backward(self, dy: NDArray[Any], need_dx: bool,
                  skip_activation: bool = False) -> NDArray[Any] | None:
         dy2, _ = self._layout.rows(dy)
+        if not self._batch_stats:  # frozen: a fixed affine map, dx := dy * gamma / sqrt(var + eps)
+            dy2 *= (1 if self.gamma is None else self.gamma) / np.sqrt(
+                self.moving_variance + self.dtype.type(self.epsilon))
+            return self._layout.back(dy2, self._moved) if need_dx else None
         m = dy2.shape[1]
         g = iter(self.grads)
         dgamma = next(g) if self.scale else self._buf("dgamma", (m,))
@@ -679,8 +717,8 @@ class LayerNormalization(Layer):
                  beta_constraint: Any = None, gamma_constraint: Any = None,
                  rms_scaling: bool = False,
                  input_shape: int | Sequence[int] | None = None, name: str | None = None,
-                 dtype: DTypeLike | None = None) -> None:
-        super().__init__(name=name, input_shape=input_shape, dtype=dtype)
+                 dtype: DTypeLike | None = None, trainable: bool = True) -> None:
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
         if isinstance(axis, (list, tuple)):
             self.axis: int | list[int] = list(axis)
         elif isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
@@ -771,8 +809,8 @@ class ReLU(_Elementwise):
 
     def __init__(self, max_value: float | None = None, negative_slope: float = 0.0,
                  threshold: float = 0.0, input_shape: int | Sequence[int] | None = None,
-                 name: str | None = None, dtype: DTypeLike | None = None) -> None:
-        super().__init__(name=name, input_shape=input_shape, dtype=dtype)
+                 name: str | None = None, dtype: DTypeLike | None = None, trainable: bool = True) -> None:
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
         if max_value is not None and _number("max_value", max_value) < 0.0:
             raise ValueError("max_value of a ReLU layer cannot be a negative value. "
                              f"Received: max_value={max_value}")
@@ -831,13 +869,13 @@ class LeakyReLU(_Elementwise):
     `activations.leaky_relu` defaults to 0.2).  Keras' deprecated `alpha=` is accepted too."""
 
     def __init__(self, negative_slope: float = 0.3, input_shape: int | Sequence[int] | None = None,
-                 name: str | None = None, dtype: DTypeLike | None = None,
+                 name: str | None = None, dtype: DTypeLike | None = None, trainable: bool = True,
                  **kwargs: Any) -> None:
         if "alpha" in kwargs:
             negative_slope = kwargs.pop("alpha")
         if kwargs:
             raise TypeError(f"LeakyReLU got unexpected keyword arguments: {sorted(kwargs)}")
-        super().__init__(name=name, input_shape=input_shape, dtype=dtype)
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
         if negative_slope is None or _number("negative_slope", negative_slope) < 0:
             raise ValueError("The negative_slope value of a Leaky ReLU layer cannot be None or "
                              "negative value. Expected a float. "
@@ -878,8 +916,8 @@ class PReLU(Layer):
                  alpha_regularizer: Any = None, alpha_constraint: Any = None,
                  shared_axes: int | Sequence[int] | None = None,
                  input_shape: int | Sequence[int] | None = None, name: str | None = None,
-                 dtype: DTypeLike | None = None) -> None:
-        super().__init__(name=name, input_shape=input_shape, dtype=dtype)
+                 dtype: DTypeLike | None = None, trainable: bool = True) -> None:
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
         self.alpha_initializer = alpha_initializer
         initializers.get(alpha_initializer)
         if shared_axes is None:
@@ -953,8 +991,8 @@ class Softmax(Layer):
 
     def __init__(self, axis: int | Sequence[int] = -1,
                  input_shape: int | Sequence[int] | None = None, name: str | None = None,
-                 dtype: DTypeLike | None = None) -> None:
-        super().__init__(name=name, input_shape=input_shape, dtype=dtype)
+                 dtype: DTypeLike | None = None, trainable: bool = True) -> None:
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
         if isinstance(axis, (list, tuple)):
             self.axis: int | list[int] = [int(a) for a in axis]
         elif isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
@@ -998,8 +1036,8 @@ class GaussianNoise(Layer):
 
     def __init__(self, stddev: float, seed: int | None = None,
                  input_shape: int | Sequence[int] | None = None, name: str | None = None,
-                 dtype: DTypeLike | None = None) -> None:
-        super().__init__(name=name, input_shape=input_shape, dtype=dtype)
+                 dtype: DTypeLike | None = None, trainable: bool = True) -> None:
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
         if not 0 <= _number("stddev", stddev) <= 1:
             raise ValueError("Invalid value received for argument `stddev`. Expected a float "
                              f"value between 0 and 1. Received: stddev={stddev}")
@@ -1034,8 +1072,8 @@ class Reshape(Layer):
 
     def __init__(self, target_shape: Sequence[int],
                  input_shape: int | Sequence[int] | None = None, name: str | None = None,
-                 dtype: DTypeLike | None = None) -> None:
-        super().__init__(name=name, input_shape=input_shape, dtype=dtype)
+                 dtype: DTypeLike | None = None, trainable: bool = True) -> None:
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
         try:
             target = tuple(target_shape)
         except TypeError:
@@ -1086,8 +1124,8 @@ class Rescaling(Layer):
 
     def __init__(self, scale: Any, offset: Any = 0.0,
                  input_shape: int | Sequence[int] | None = None, name: str | None = None,
-                 dtype: DTypeLike | None = None) -> None:
-        super().__init__(name=name, input_shape=input_shape, dtype=dtype)
+                 dtype: DTypeLike | None = None, trainable: bool = True) -> None:
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
         for key, v in (("scale", scale), ("offset", offset)):
             a = np.asarray(v)
             if a.dtype.kind not in "fiu" or not np.all(np.isfinite(a)):
@@ -1145,8 +1183,8 @@ class Normalization(Layer):
     def __init__(self, axis: int | Sequence[int] | None = -1, mean: Any = None,
                  variance: Any = None, invert: bool = False,
                  input_shape: int | Sequence[int] | None = None, name: str | None = None,
-                 dtype: DTypeLike | None = None) -> None:
-        super().__init__(name=name, input_shape=input_shape, dtype=dtype)
+                 dtype: DTypeLike | None = None, trainable: bool = True) -> None:
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
         if axis is None:
             self.axis: tuple[int, ...] = ()
         elif isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
@@ -1166,8 +1204,9 @@ class Normalization(Layer):
                                  f"of axes ({len(self.axis)}). Received: mean shape "
                                  f"{np.shape(mean)} for axis {self.axis}")
         self.input_mean, self.input_variance, self.invert = mean, variance, bool(invert)
-        self.adapt_mean: NDArray[Any] | None = None
-        self.adapt_variance: NDArray[Any] | None = None
+        self.mean: NDArray[Any] | None = None  # the fixed statistics, broadcast (built)
+        self.variance: NDArray[Any] | None = None
+        self.count = np.zeros((), np.int32)
 
     def build(self, input_shape: Sequence[int], rng: np.random.Generator | None = None) -> None:
         full = (1, *input_shape)
@@ -1183,14 +1222,16 @@ class Normalization(Layer):
         self._keep, self._reduce = keep, tuple(d for d in range(nd) if d not in keep)
         self._broadcast = tuple(full[d] if d in keep else 1 for d in range(nd))
         stats_shape = tuple(full[d] for d in keep)
-        if self.input_mean is None:
-            # ---- STOPGAP until Layer.add_weight(..., trainable=False) is on main: the adapted
-            # statistics (Keras' non-trainable weights mean, variance, count) are plain arrays.
-            self.adapt_mean = np.zeros(stats_shape, self.dtype)
-            self.adapt_variance = np.ones(stats_shape, self.dtype)
-            self.count = np.zeros((), np.int64)
-            # ---- end of stopgap
-            mean, var = self.adapt_mean, self.adapt_variance
+        self.mean = self.variance = None
+        if self.input_mean is None:  # Keras' non-trainable weights mean, variance (and count)
+            self.add_weight(stats_shape, "zeros", "mean", trainable=False)
+            self.add_weight(stats_shape, "ones", "variance", trainable=False)
+            # Keras' third weight, an int that its adapt(array) leaves at 0: kept here, outside
+            # the model's float buffer (keras_format writes and reads it)
+            self.count = np.zeros((), np.int32)
+            if not self.weights:  # adapt() before the model packs the weights: arrays of its own
+                w = [np.zeros(stats_shape, self.dtype), np.ones(stats_shape, self.dtype)]
+                self.bind_weights(w, [np.zeros_like(a) for a in w])
         else:
             mean, var = (np.asarray(v, np.float64) for v in (self.input_mean, self.input_variance))
             if mean.ndim:
@@ -1198,27 +1239,17 @@ class Normalization(Layer):
                 for i in range(1, mean.ndim + 1):
                     expanded[keep[-i]] = mean.shape[-i]
                 mean, var = mean.reshape(expanded), var.reshape(expanded)
-        self._set_stats(mean, var)
+            self.mean = np.broadcast_to(mean, self._broadcast).astype(self.dtype)
+            self.variance = np.broadcast_to(var, self._broadcast).astype(self.dtype)
 
-    def _set_stats(self, mean: NDArray[Any], var: NDArray[Any]) -> None:
-        self.mean = np.broadcast_to(np.reshape(mean, self._broadcast) if np.ndim(mean) ==
-                                    len(self._keep) else mean, self._broadcast).astype(self.dtype)
-        self.variance = np.broadcast_to(np.reshape(var, self._broadcast) if np.ndim(var) ==
-                                        len(self._keep) else var,
-                                        self._broadcast).astype(self.dtype)
-        self._std = np.maximum(np.sqrt(self.variance), self.dtype.type(1e-7))
-
-    @property
-    def non_trainable_variables(self) -> list[NDArray[Any]]:
-        """[mean, variance, count] once built without fixed statistics (Keras' weights)."""
-        if self.adapt_mean is None or self.adapt_variance is None:
-            return []
-        return [self.adapt_mean, self.adapt_variance, self.count]
-
-    def finalize_state(self) -> None:
-        """Take the adapted statistics (after adapt or loading them), as Keras'."""
-        if self.adapt_mean is not None and self.adapt_variance is not None:
-            self._set_stats(self.adapt_mean, self.adapt_variance)
+    def _stats(self) -> tuple[NDArray[Any], NDArray[Any]]:
+        """(mean, max(sqrt(variance), 1e-7)) broadcast against a batch: the fixed statistics,
+        else the adapted weights as they are now (after adapt, set_weights or loading)."""
+        if self.mean is not None and self.variance is not None:
+            mean, var = self.mean, self.variance
+        else:
+            mean, var = (w.reshape(self._broadcast) for w in self.weights[:2])
+        return mean, np.maximum(np.sqrt(var), self.dtype.type(1e-7))
 
     def adapt(self, data: Any) -> None:
         """Compute mean and variance from data (an array, samples first, or an iterable of
@@ -1248,15 +1279,15 @@ class Normalization(Layer):
             raise ValueError(f"The layer was built with input_shape={self.input_shape} (one "
                              f"sample), but adapt() is being called with data with an incompatible "
                              f"shape, data.shape={first.shape}")
-        if self.adapt_mean is None or self.adapt_variance is None:
+        if self.input_mean is not None:
             raise ValueError("adapt() is for a Normalization layer without fixed mean and "
                              "variance. Received a layer built with mean= and variance=.")
         if whole:
             x = first.astype(np.float64)
             total_mean, total_var = x.mean(axis=self._reduce), x.var(axis=self._reduce)
         else:
-            total_mean = np.zeros(self.adapt_mean.shape)
-            total_var = np.zeros(self.adapt_mean.shape)
+            total_mean = np.zeros(self.weights[0].shape)
+            total_var = np.zeros(self.weights[0].shape)
             total = 0
             for b in batches:
                 b = np.asarray(b, self.dtype)
@@ -1271,26 +1302,27 @@ class Normalization(Layer):
                 total_var = (total_var + (total_mean - new_mean) ** 2) * (1 - w) + \
                     (bv + (bm - new_mean) ** 2) * w
                 total_mean = new_mean
-        self.adapt_mean[...] = total_mean
-        self.adapt_variance[...] = total_var
-        self.finalize_state()
+        self.weights[0][...] = total_mean
+        self.weights[1][...] = total_var
 
     def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
         y = self._buf("y", x.shape, training)
+        mean, std = self._stats()
         if self.invert:
-            np.multiply(x, self._std, out=y)
-            y += self.mean
+            np.multiply(x, std, out=y)
+            y += mean
         else:
-            np.subtract(x, self.mean, out=y)
-            y /= self._std
+            np.subtract(x, mean, out=y)
+            y /= std
         return y
 
     def backward(self, dy: NDArray[Any], need_dx: bool,
                  skip_activation: bool = False) -> NDArray[Any]:
+        std = self._stats()[1]
         if self.invert:
-            dy *= self._std
+            dy *= std
         else:
-            dy /= self._std
+            dy /= std
         return dy
 
     def get_config(self) -> dict[str, Any]:

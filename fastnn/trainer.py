@@ -58,7 +58,9 @@ class Trainer:
         self._rng = utils.new_rng(seed)
         self._params: list[NDArray[Any]]
         self._grads: list[NDArray[Any]]
-        self._params = self._grads = []
+        self._frozen: list[NDArray[Any]]  # the non-trainable weights
+        self._params, self._grads, self._frozen = [], [], []
+        self._packed_for: list[list[bool]] | None = None  # each layer's weight_trainable()
         self._trainer: _step.TrainStep | None = None
         self._lock = threading.Lock()  # held by fit and train_on_batch
 
@@ -95,6 +97,17 @@ class Trainer:
         self.compiled = True
         self.metrics = []
         self._trainer = None
+        if self.built and self._packed_for != [l.weight_trainable() for l in self.layers]:
+            self._pack_weights()  # `trainable` changed since: as Keras, compile applies it
+
+    def _pack_weights(self) -> None:
+        """One flat parameter buffer, trainable weights first; the layers keep views (see
+        _step.pack_parameters).  The optimizer's state starts afresh."""
+        self._params, self._grads, self._frozen = _step.pack_parameters(self.layers, self._rng)
+        self._packed_for = [l.weight_trainable() for l in self.layers]
+        self._trainer = None
+        if self.optimizer is not None:
+            self.optimizer.state = None
 
     def get_compile_config(self) -> dict[str, Any] | None:
         """The compile() arguments as plain data (loss config, metric names), or None."""
@@ -227,7 +240,7 @@ class Trainer:
         self._resolve_metrics()
         dist = distribution.active()
         if dist is not None:  # rank 0's weights, optimizer state and shuffle on every rank
-            distribution.sync_replicas(dist, self._params, self.optimizer, self._rng)
+            distribution.sync_replicas(dist, self._params, self._frozen, self.optimizer, self._rng)
         with self.trainer.running(self._lock, x, t):  # one fit at a time; x, t pinned
             return self._fit_epochs(x, t, val, batch_size, epochs, verbose, callbacks, shuffle,
                                     initial_epoch)

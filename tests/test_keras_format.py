@@ -528,9 +528,6 @@ def test_unsupported_compile_config_loads_uncompiled_with_a_warning(tmp_path):
     ({"module": "keras.layers", "class_name": "Dense", "config": {"units": 3,
                                                                   "activation": "swish"}},
      "swish"),
-    ({"module": "keras.layers", "class_name": "Dense", "config": {"units": 3,
-                                                                  "trainable": False}},
-     "trainable"),
     ({"module": "keras.layers", "class_name": "Dense", "config": {
         "units": 3, "kernel_regularizer": {"module": "keras.regularizers", "class_name": "L2",
                                            "config": {"l2": 0.01}}}}, "kernel_regularizer"),
