@@ -505,7 +505,7 @@ def _model_config(model: Sequential, keras_layers: list[_KerasLayer]) -> dict[st
 
 def _optimizer_arrays(model: Sequential) -> list[NDArray[Any]]:
     """optimizer.variables as Keras 3 orders them (see the module docstring)."""
-    opt, weights = model.optimizer, model.weights
+    opt, weights = model.optimizer, model.trainable_weights  # what the optimizer steps
     groups = _slot_groups(opt)
     slots = [s for g in groups for s in g]
     mine = opt.variables
@@ -550,7 +550,7 @@ def _h5_bytes(model: Sequential, keras_layers: list[_KerasLayer]) -> bytes:
             v = group.create_group(key).create_group("vars")
             v.attrs["name"] = cfg["name"]
             for i, w in enumerate(weights):
-                v.create_dataset(str(i), data=np.ascontiguousarray(w))
+                v.create_dataset(str(i), data=np.asarray(w, order="C"))  # (0-d stays 0-d)
         if model.compiled:
             v = f.create_group("optimizer").create_group("vars")
             v.attrs["name"] = model.optimizer.name
@@ -1345,7 +1345,7 @@ def _compile(f: _File, model: Sequential, cc: Any) -> None:
 def _read_optimizer_state(h5: _H5, model: Sequential) -> None:
     """The optimizer variables (Keras' order) into the compiled model's optimizer: all of them,
     or only iterations (and learning_rate) when the file's optimizer had not stepped yet."""
-    opt, weights = model.optimizer, model.weights
+    opt, weights = model.optimizer, model.trainable_weights  # what the optimizer steps
     g = h5.child(h5.file, "optimizer", "the group optimizer", "group", optional=True)
     v = None if g is None else h5.child(g, "vars", "optimizer/vars", "group", optional=True)
     if v is None:
