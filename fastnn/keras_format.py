@@ -64,9 +64,15 @@ interleaved, then u_product (float scalar).  A compiled model that has not train
 initial state (zeros; Adagrad's initial_accumulator_value).  Keras reloads all of it, so training
 resumes where it stopped, in Keras or in fastnn.
 
-Reading (load_keras) accepts what Keras 3 writes for those layers, plus Keras' ReLU (relu, or
-leaky_relu when only negative_slope is set), LeakyReLU, ELU and Softmax (last axis) layers, each
-read as a fastnn Activation layer.  Anything fastnn cannot compute the same way raises
+The layers of issue #11 are written and read under their Keras class names with Keras' config
+keys and variables: BatchNormalization (gamma, beta, moving_mean, moving_variance),
+LayerNormalization, PReLU, ReLU, LeakyReLU, Softmax, GaussianNoise, Reshape, Rescaling and
+Normalization (mean, variance and its int count); regularizers L1, L2, L1L2 and constraints
+MaxNorm, NonNeg, UnitNorm, MinMaxNorm as keras.regularizers / keras.constraints objects (checked:
+Keras 3.15 loads such a file and predicts and evaluates the same; fastnn reads Keras' own).
+
+Reading (load_keras) accepts what Keras 3 writes for those layers, plus Keras' ELU layer, read
+as a fastnn Activation layer.  Anything fastnn cannot compute the same way raises
 UnsupportedError (a ValueError) naming it and the file (a Conv2D layer, a regularizer, a mixed-precision dtype
 policy, Flatten(channels_first) of a multi-axis input, ...).  A compile_config fastnn does not
 understand (another optimizer, loss or metric, clipping, EMA, loss weights, a lambda) leaves
