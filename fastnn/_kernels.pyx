@@ -394,14 +394,18 @@ cdef class OptimizerStep:
             _disjoint(name, a, "p", p)
         return 0
 
-    def step(self, p, g, int64_t start=0):
-        """The step on elements [start, size) of p (flat view), g and the state."""
+    def step(self, p, g, int64_t start=0, stop=None):
+        """The step on elements [start, stop) of p (flat view), g and the state (stop None:
+        the size)."""
+        cdef int64_t end = self.size if stop is None else stop
+        if end < start or end > self.size:
+            raise ValueError(f"Expected stop in [start, {self.size}]. Received: stop={stop}")
         if _is_f32(p, "p"):
-            self._step(<float *>NULL, p, g, start)
+            self._step(<float *>NULL, p, g, start, end)
         else:
-            self._step(<double *>NULL, p, g, start)
+            self._step(<double *>NULL, p, g, start, end)
 
-    cdef int _step(self, real *kind, p, g, int64_t start) except -1:
+    cdef int _step(self, real *kind, p, g, int64_t start, int64_t end) except -1:
         cdef int t = _typenum(kind)
         self._check_p(p, t)
         cdef real *pg = <real *>_ptr(g, "g", t, 0, self.size, 0, False, "p")
@@ -411,9 +415,9 @@ cdef class OptimizerStep:
         if start < 0 or start > self.size:
             raise ValueError(f"Expected start in [0, {self.size}]. Received: start={start}")
         cdef real *pp = <real *>cnp.PyArray_DATA(<cnp.ndarray>p)
-        if start < self.size:
+        if start < end:
             with nogil:
-                optimizer_step_k(pp, pg, start, self.size - start, &self.o)
+                optimizer_step_k(pp, pg, start, end - start, &self.o)
         return 0
 
     def outer_step(self, p, a, b):

@@ -293,10 +293,14 @@ class OptimizerStep:
         """This step's scalars: its learning rate, its number t (from 1), nadam's product."""
         self.learning_rate, self.iterations, self.u_product = learning_rate, iterations, u_product
 
-    def step(self, p: NDArray[Any], g: NDArray[Any], start: int = 0) -> None:
-        """The step on elements [start, size) of p, g and the state."""
-        views = {n: a[start:] for n, a in self.slots.items()}
-        _RULES[self.rule](p.reshape(-1)[start:], g.reshape(-1)[start:], views, self)
+    def step(self, p: NDArray[Any], g: NDArray[Any], start: int = 0,
+             stop: int | None = None) -> None:
+        """The step on elements [start, stop) of p, g and the state (stop None: the size)."""
+        end = self.size if stop is None else stop
+        if not start <= end <= self.size:
+            raise ValueError(f"Expected stop in [start, {self.size}]. Received: stop={stop}")
+        views = {n: a[start:end] for n, a in self.slots.items()}
+        _RULES[self.rule](p.reshape(-1)[start:end], g.reshape(-1)[start:end], views, self)
 
     def outer_step(self, p: NDArray[Any], a: NDArray[Any], b: NDArray[Any]) -> None:
         """The step on elements [0, a.size * b.size) with the gradient outer(a, b)."""

@@ -228,7 +228,8 @@ class TrainStep:
         value, p = 0.0, None
         if e > s:
             value, p, _ = self._gradients(self.gather("x", x, idx[s:e]),
-                                          self.gather("t", t, idx[s:e]), rank1_ok=False)
+                                          self.gather("t", t, idx[s:e]), rank1_ok=False,
+                                          loss_scale=optimizer.loss_scale_factor)
             share = (e - s) / len(idx)
             value *= share
             for g in self.grads:
@@ -245,15 +246,19 @@ class TrainStep:
 
     def _python_step(self, optimizer: Optimizer, xb: NDArray[Any],
                      tb: NDArray[Any]) -> tuple[float, NDArray[Any]]:
-        value, p, rank1 = self._gradients(xb, tb, rank1_ok=True)
+        value, p, rank1 = self._gradients(xb, tb, rank1_ok=optimizer.plain,
+                                          loss_scale=optimizer.loss_scale_factor)
         optimizer.apply(self.params, self.grads, rank1)
         return value, p
 
-    def _gradients(self, xb: NDArray[Any], tb: NDArray[Any], rank1_ok: bool
+    def _gradients(self, xb: NDArray[Any], tb: NDArray[Any], rank1_ok: bool,
+                   loss_scale: float | None = None
                    ) -> tuple[float, NDArray[Any], tuple[NDArray[Any], NDArray[Any]] | None]:
         """Forward, loss and backward: fills every layer's grads and returns (loss, predictions,
         rank1).  With rank1_ok and a single sample, the first dense kernel's gradient is left
-        as rank1 = (x, dz) for the optimizer instead; else rank1 is None."""
+        as rank1 = (x, dz) for the optimizer instead; else rank1 is None.  loss_scale: the
+        gradients are of loss * loss_scale (the optimizer's loss_scale_factor; the returned
+        loss is unscaled, as Keras logs it)."""
         inputs = []
         p = xb
         for layer in self.layers:
@@ -268,6 +273,8 @@ class TrainStep:
             value = self.loss.fused_value_and_grad(grad, probs, tb)
         else:
             value = self.loss.value_and_grad(grad, p, tb)
+        if loss_scale is not None:
+            grad *= grad.dtype.type(loss_scale)
         d = grad
         last, first = len(self.layers) - 1, self.first
         for i in range(last, first, -1):
@@ -302,7 +309,7 @@ class TrainStep:
         make = getattr(backend.K, "DenseStack", None)
         dense = self.layers[self.first:]
         if (make is not None and self.jit_compile is not False and dense and len(self.params) == 1
-                and type(optimizer).apply is Optimizer.apply
+                and type(optimizer).apply is Optimizer.apply and optimizer.plain
                 and all(type(l) is Flatten for l in self.layers[:self.first])
                 and all(type(l) is Dense for l in dense)
                 and (self.fused or not self.loss.from_logits)):

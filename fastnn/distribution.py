@@ -174,7 +174,8 @@ def sync_replicas(dist: DataParallel, params: Sequence[NDArray[Any]],
     count, and generator on every rank (at the start of fit; the optimizer's state built
     first)."""
     optimizer.kernels(params)
-    for a in list(params) + list(frozen) + list(optimizer.variables):
+    for a in (list(params) + list(frozen) + optimizer.variables + optimizer.moving_averages
+              + optimizer.gradient_accumulators):
         dist.broadcast_(a)
-    optimizer.iterations = dist.broadcast(optimizer.iterations)
+    optimizer.calls = dist.broadcast(optimizer.calls)
     rng.bit_generator.state = dist.broadcast(rng.bit_generator.state)

@@ -159,14 +159,11 @@ _OPTIMIZERS: dict[str, type[optimizers.Optimizer]] = {
     c.__name__: c for c in (optimizers.SGD, optimizers.Adagrad, optimizers.RMSprop,
                             optimizers.Adam, optimizers.AdamW, optimizers.Nadam)}
 # Keras' base optimizer options, as fastnn writes them (all off)
-_OPTIMIZER_BASE = {"clipnorm": None, "global_clipnorm": None, "clipvalue": None,
-                   "use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency": None}
-# ... and what fastnn accepts reading: the value that means "off" (a type for "any of these")
-_OPTIMIZER_OFF = {"clipnorm": None, "global_clipnorm": None, "clipvalue": None,
-                  "use_ema": False, "ema_momentum": (int, float),
-                  "ema_overwrite_frequency": None, "loss_scale_factor": None,
-                  "gradient_accumulation_steps": None, "decay": (type(None), int, float),
-                  "jit_compile": (bool,), "is_legacy_optimizer": False}
+_OPTIMIZER_BASE = ("clipnorm", "global_clipnorm", "clipvalue", "use_ema", "ema_momentum",
+                   "ema_overwrite_frequency", "loss_scale_factor", "gradient_accumulation_steps")
+# ... and what fastnn accepts reading besides: the value that means "off" (a type: any of these)
+_OPTIMIZER_OFF = {"decay": (type(None), int, float), "jit_compile": (bool,),
+                  "is_legacy_optimizer": False}
 _OPTIMIZER_KEYS = {  # each class's own hyper-parameters (besides learning_rate, weight_decay)
     "SGD": ("momentum", "nesterov"), "Adagrad": ("initial_accumulator_value", "epsilon"),
     "RMSprop": ("rho", "momentum", "epsilon", "centered"),
@@ -368,7 +365,8 @@ def _optimizer_config(opt: optimizers.Optimizer) -> dict[str, Any]:
         lr = float(lr)
     wd = cfg.pop("weight_decay")
     config = {"name": cfg.pop("name"), "learning_rate": lr,
-              "weight_decay": None if wd is None else float(wd), **_OPTIMIZER_BASE}
+              "weight_decay": None if wd is None else float(wd),
+              **{k: cfg[k] for k in _OPTIMIZER_BASE}}
     config.update({k: cfg[k] for k in _OPTIMIZER_KEYS[name]})
     return _obj("keras.optimizers", name, config)
 
@@ -425,9 +423,31 @@ def _model_config(model: Sequential, keras_layers: list[_KerasLayer]) -> dict[st
     return config
 
 
+def _per_weight(buffers: Sequence[NDArray[Any]], weights: Sequence[NDArray[Any]]
+                ) -> list[NDArray[Any]]:
+    """Flat per-parameter-buffer arrays cut into arrays shaped as the weights (in order)."""
+    flat = np.concatenate([a.reshape(-1) for a in buffers])
+    if flat.size != sum(w.size for w in weights):
+        raise RuntimeError("the optimizer state does not match the model's weights")
+    ends = np.cumsum([w.size for w in weights])
+    return [flat[e - w.size:e].reshape(w.shape) for e, w in zip(ends, weights)]
+
+
+def _optimizer_extras(opt: optimizers.Optimizer) -> list[list[NDArray[Any]]]:
+    """The optimizer's arrays Keras keeps before the rule's: the moving averages (use_ema),
+    then the gradient accumulators, each per parameter buffer (None: not built yet)."""
+    built = opt.state is not None
+    out = []
+    if opt.use_ema:
+        out.append(opt.moving_averages if built else [])
+    if opt.gradient_accumulation_steps:
+        out.append(opt.gradient_accumulators if built else [])
+    return out
+
+
 def _optimizer_arrays(model: Sequential) -> list[NDArray[Any]]:
     """optimizer.variables as Keras 3 orders them (see the module docstring)."""
-    opt, weights = model.optimizer, model.weights
+    opt, weights = model.optimizer, model.trainable_weights
     groups = _slot_groups(opt)
     slots = [s for g in groups for s in g]
     mine = opt.variables
@@ -438,18 +458,17 @@ def _optimizer_arrays(model: Sequential) -> list[NDArray[Any]]:
             raise RuntimeError(f"{type(opt).__name__} holds {len(mine)} state arrays for "
                                f"{ns} slots")
         for j, s in enumerate(slots):
-            flat = np.concatenate([a.reshape(-1) for a in mine[j::ns]])
-            if flat.size != sum(w.size for w in weights):
-                raise RuntimeError("the optimizer state does not match the model's weights")
-            ends = np.cumsum([w.size for w in weights])
-            per_slot[s] = [flat[e - w.size:e].reshape(w.shape) for e, w in zip(ends, weights)]
+            per_slot[s] = _per_weight(mine[j::ns], weights)
     else:  # not trained yet: the state Keras builds
         init = (cast(optimizers.Adagrad, opt).initial_accumulator_value
                 if type(opt).__name__ == "Adagrad" else 0.0)
         per_slot = {s: [np.full(w.shape, init, w.dtype) for w in weights] for s in slots}
-    arrays = [np.array(opt.iterations, np.int64)]
+    arrays = [np.array(opt.calls, np.int64)]
     if not _has_schedule(opt):
         arrays.append(np.array(opt.learning_rate, np.float32))
+    for extra in _optimizer_extras(opt):
+        arrays.extend(_per_weight(extra, weights) if extra else
+                      [np.zeros(w.shape, w.dtype) for w in weights])
     for group in groups:
         for i in range(len(weights)):
             arrays.extend(per_slot[s][i] for s in group)
@@ -1023,8 +1042,8 @@ def _read_optimizer(f: _File, value: Any) -> optimizers.Optimizer:
         f.unsupported(f"the optimizer {cls} is not supported by fastnn (it has "
                       f"{sorted(_OPTIMIZERS)}).")
     cfg = dict(f.check(cfg, "dict", "compile_config.optimizer.config"))
-    kwargs = {k: cfg.pop(k) for k in _OPTIMIZER_KEYS[cls] if k in cfg}
-    for flag in ("nesterov", "amsgrad", "centered"):
+    kwargs = {k: cfg.pop(k) for k in _OPTIMIZER_KEYS[cls] + _OPTIMIZER_BASE if k in cfg}
+    for flag in ("nesterov", "amsgrad", "centered", "use_ema"):
         if flag in kwargs:
             f.check(kwargs[flag], "bool", f"compile_config.optimizer.config.{flag}")
     name = f.check(cfg.pop("name", None), "str", "compile_config.optimizer.config.name", null=True)
@@ -1131,7 +1150,7 @@ def _compile(f: _File, model: Sequential, cc: Any) -> None:
 def _read_optimizer_state(h5: _H5, model: Sequential) -> None:
     """The optimizer variables (Keras' order) into the compiled model's optimizer: all of them,
     or only iterations (and learning_rate) when the file's optimizer had not stepped yet."""
-    opt, weights = model.optimizer, model.weights
+    opt, weights = model.optimizer, model.trainable_weights
     g = h5.child(h5.file, "optimizer", "the group optimizer", "group", optional=True)
     v = None if g is None else h5.child(g, "vars", "optimizer/vars", "group", optional=True)
     if v is None:
@@ -1140,7 +1159,8 @@ def _read_optimizer_state(h5: _H5, model: Sequential) -> None:
     slots = [s for grp in groups for s in grp]
     scalars = 1 + (not _has_schedule(opt))
     nadam = type(opt).__name__ == "Nadam"
-    full = scalars + len(slots) * len(weights) + nadam
+    n_extra = len(_optimizer_extras(opt))
+    full = scalars + (n_extra + len(slots)) * len(weights) + nadam
     n = h5.count(v, "optimizer/vars")
     if n not in (0, scalars, full):
         h5.fail(f"{h5.what}: optimizer/vars holds {n} variables; a {type(opt).__name__} for this "
@@ -1158,6 +1178,11 @@ def _read_optimizer_state(h5: _H5, model: Sequential) -> None:
     if n == full:
         per_slot: dict[str, list[Any]]  # (None until each array is read)
         per_slot, k = {s: [None] * len(weights) for s in slots}, scalars
+        extras = []
+        for e in range(n_extra):
+            extras.append([h5.array(v, str(k + i), f"optimizer/vars/{k + i}", w.shape)
+                           for i, w in enumerate(weights)])
+            k += len(weights)
         for grp in groups:
             for i, w in enumerate(weights):
                 for s in grp:
@@ -1171,15 +1196,23 @@ def _read_optimizer_state(h5: _H5, model: Sequential) -> None:
             u = h5.array(v, str(k), f"optimizer/vars/{k} (u_product)", ())
             if not np.isfinite(u):
                 h5.fail(f"{h5.what}: optimizer/vars/{k} holds NaN or Inf.")
+        model.build_optimizer()
+        for arrays, bufs in zip(extras, _optimizer_extras(opt)):
+            flat, start = np.concatenate([a.reshape(-1) for a in arrays]), 0
+            if not np.isfinite(flat).all():
+                h5.fail(f"{h5.what}: an optimizer average or accumulator holds NaN or Inf.")
+            for buf in bufs:
+                buf.reshape(-1)[...] = flat[start:start + buf.size]
+                start += buf.size
         if slots:  # fastnn's state: per parameter buffer, each slot, flat
-            mine, ns = model.build_optimizer(), len(slots)
+            mine, ns = opt.variables, len(slots)
             for j, s in enumerate(slots):
                 flat = np.concatenate([a.reshape(-1) for a in per_slot[s]])
                 start = 0
                 for buf in mine[j::ns]:
                     buf.reshape(-1)[...] = flat[start:start + buf.size]
                     start += buf.size
-    opt.iterations = it
+    opt.calls = it
     if lr is not None and np.float32(lr) != np.float32(opt.learning_rate):
         opt.learning_rate = lr  # changed since the config was written (else keep its digits)
 

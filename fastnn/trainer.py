@@ -136,6 +136,12 @@ class Trainer:
                 self.build()
             self._trainer = _step.TrainStep(self.layers, self.loss, self._params, self._grads,
                                             self.jit_compile)
+            # the trainable variables by Keras' names ("dense/kernel"), for clipnorm and
+            # exclude_from_weight_decay
+            self.optimizer.set_variables(
+                [(f"{l.name}/{spec.name}", w) for l in self.layers
+                 for w, spec, t in zip(l.weights, l.weight_specs, l.weight_trainable()) if t],
+                self._params)
         return self._trainer
 
     def _resolve_metrics(self) -> None:
@@ -305,6 +311,8 @@ class Trainer:
             raise  # as Keras: Ctrl-C leaves fit; model.history holds the finished epochs
         finally:
             interrupted.restore()
+            if epochs > 0:  # as Keras: with use_ema, the weights become their moving average
+                self.optimizer.finalize_variable_values(self._params)
         cbs.on_train_end(logs)
         return history
 

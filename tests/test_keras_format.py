@@ -277,7 +277,9 @@ def test_layout_matches_keras(tmp_path):
                                      "weight_decay": None, "clipnorm": None,
                                      "global_clipnorm": None, "clipvalue": None,
                                      "use_ema": False, "ema_momentum": 0.99,
-                                     "ema_overwrite_frequency": None, "rho": 0.9,
+                                     "ema_overwrite_frequency": None,
+                                     "loss_scale_factor": None,  # (Keras 3.15's get_config)
+                                     "gradient_accumulation_steps": None, "rho": 0.9,
                                      "momentum": 0.5, "epsilon": 1e-07, "centered": True}},
             "loss": "categorical_crossentropy", "loss_weights": None, "metrics": ["accuracy"],
             "weighted_metrics": None, "run_eagerly": False, "steps_per_execution": 1,
