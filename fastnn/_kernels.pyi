@@ -33,7 +33,10 @@ def act_backward(dx: _Array, dy: _Array, y: _Array, x: _Array | None, act: int,
 
 # ---- losses ------------------------------------------------------------------------------
 
-def loss_backward(dp: _Array | None, p: _Array, t: _Array, loss: int) -> float: ...
+def loss_backward(dp: _Array | None, p: _Array, t: _Array, loss: int, sw: _Array | None = None,
+                  per_sample: _Array | None = None) -> float: ...
+def huber_backward(dp: _Array | None, p: _Array, t: _Array, delta: float,
+                   sw: _Array | None = None, per_sample: _Array | None = None) -> float: ...
 
 # ---- optimizers --------------------------------------------------------------------------
 

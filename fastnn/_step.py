@@ -135,7 +135,7 @@ class TrainStep:
         # layers before the first one with weights need no input gradient
         self.first = with_weights[0] if with_weights else len(self.layers)
         act = self.layers[-1].activation
-        self.fused = (loss.fused_code is not None and not loss.from_logits and act is not None
+        self.fused = (loss.fused_code is not None and not loss.softmax_logits and act is not None
                       and act.name == "softmax")
         first = self.layers[self.first] if self.first < len(self.layers) else None
         # the first kernel leads the optimizer's buffer (a trainable Dense): at batch size 1 its
@@ -204,7 +204,7 @@ class TrainStep:
 
     def loss_value(self, p: NDArray[Any], tb: NDArray[Any]) -> float:
         """The loss of the outputs p (probabilities, or logits for a from_logits loss)."""
-        if self.loss.from_logits:
+        if self.loss.softmax_logits:
             probs = self.buffers.get("probs", p.shape, p.dtype, training=False)
             backend.K.act_forward(probs, p, _SOFTMAX, 0.0)
             p = probs
@@ -267,7 +267,7 @@ class TrainStep:
         grad = self.buffers.get("grad", p.shape, p.dtype)
         if self.fused:
             value = self.loss.fused_value_and_grad(grad, p, tb)
-        elif self.loss.from_logits:  # the model outputs logits: softmax here, fused gradient
+        elif self.loss.softmax_logits:  # the model outputs logits: softmax here, fused gradient
             probs = self.buffers.get("probs", p.shape, p.dtype)
             backend.K.act_forward(probs, p, _SOFTMAX, 0.0)
             value = self.loss.fused_value_and_grad(grad, probs, tb)
@@ -312,7 +312,7 @@ class TrainStep:
                 and type(optimizer).apply is Optimizer.apply and optimizer.plain
                 and all(type(l) is Flatten for l in self.layers[:self.first])
                 and all(type(l) is Dense for l in dense)
-                and (self.fused or not self.loss.from_logits)):
+                and (self.fused or not self.loss.softmax_logits) and self.loss.kernel_only):
             # (params is not empty, and every layer in dense is a Dense)
             stack = self._build_stack(make, cast("list[Any]", kernels)[0], x, t, n,
                                       cast("list[Dense]", dense))

@@ -54,7 +54,11 @@ older Keras 3 releases, which refuse unknown keys, read the file too (checked: K
 compile_config (a compiled model): the optimizer by Keras class (SGD, Adagrad, RMSprop, Adam,
 AdamW, Nadam) with its hyper-parameters (learning-rate schedules ExponentialDecay,
 PiecewiseConstantDecay, InverseTimeDecay as keras.optimizers.schedules objects), the loss by its
-Keras name (an object when from_logits=True), the metrics by Keras name, jit_compile "auto".
+Keras function name at its class's defaults, else as a keras.losses object with its get_config()
+(CategoricalCrossentropy, SparseCategoricalCrossentropy, BinaryCrossentropy, MeanSquaredError,
+MeanAbsoluteError, Huber (with its delta, which Keras' own Huber config leaves out), LogCosh,
+KLDivergence, Poisson, Hinge, CategoricalHinge, CosineSimilarity), the metrics by Keras name,
+jit_compile "auto".
 The optimizer variables are written in full, as Keras 3 builds them: iterations (int64 scalar),
 learning_rate (float32 scalar; none with a schedule), then the state arrays, one per weight:
 SGD momentums (if momentum); Adagrad accumulators; RMSprop all velocities, then all momentums (if
@@ -174,19 +178,9 @@ _SCHEDULES: dict[str, type[optimizers.LearningRateSchedule]] = {
     c.__name__: c for c in (optimizers.ExponentialDecay, optimizers.PiecewiseConstantDecay,
                             optimizers.InverseTimeDecay)}
 
-_LOSSES: dict[type[losses.Loss], str] = {
-    losses.CategoricalCrossentropy: "CategoricalCrossentropy",
-    losses.SparseCategoricalCrossentropy: "SparseCategoricalCrossentropy",
-    losses.BinaryCrossentropy: "BinaryCrossentropy",
-    losses.MeanSquaredError: "MeanSquaredError"}
-_LOSS_NAMES = {"categorical_crossentropy": "categorical_crossentropy",
-               "sparse_categorical_crossentropy": "sparse_categorical_crossentropy",
-               "binary_crossentropy": "binary_crossentropy",
-               "mean_squared_error": "mean_squared_error", "mse": "mean_squared_error",
-               "CategoricalCrossentropy": "categorical_crossentropy",
-               "SparseCategoricalCrossentropy": "sparse_categorical_crossentropy",
-               "BinaryCrossentropy": "binary_crossentropy",
-               "MeanSquaredError": "mean_squared_error"}
+# every fastnn loss is a Keras class of the same name (fastnn/losses.py); a loss at its class's
+# defaults is written as the name of its Keras function, as compile(loss="...") records it
+_LOSS_FUNCTION_OF = {c: name for name, c in losses._CLASS_OF_FUNCTION.items()}
 # metric strings both libraries know, and Keras metric classes by fastnn name
 _METRIC_NAMES = ("accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy",
                  "binary_accuracy", "mae", "mean_absolute_error", "mse", "mean_squared_error")
@@ -372,17 +366,13 @@ def _optimizer_config(opt: optimizers.Optimizer) -> dict[str, Any]:
 
 
 def _loss_config(loss: losses.Loss) -> str | dict[str, Any]:
-    cls = _LOSSES.get(type(loss))
-    if cls is None:
-        raise ValueError(f"The loss {type(loss).__name__} has no Keras equivalent; Keras files "
-                         f"take {sorted(_LOSSES.values())}")
-    name = _LOSS_NAMES[cls]
-    if not loss.from_logits:
-        return name
-    cfg = {"name": name, "reduction": "sum_over_batch_size", "from_logits": True}
-    if cls == "CategoricalCrossentropy":
-        cfg.update(label_smoothing=0.0, axis=-1)
-    return _obj("keras.losses", cls, cfg)
+    cls = type(loss)
+    if cls not in _LOSS_FUNCTION_OF:
+        raise ValueError(f"The loss {cls.__name__} has no Keras equivalent; Keras files take "
+                         f"{sorted(c.__name__ for c in _LOSS_FUNCTION_OF)}")
+    if loss.get_config() == cls().get_config():
+        return _LOSS_FUNCTION_OF[cls]
+    return cast("dict[str, Any]", _plain(losses.serialize(loss)))
 
 
 def _compile_config(model: Sequential) -> dict[str, Any]:
@@ -1068,32 +1058,34 @@ def _read_optimizer(f: _File, value: Any) -> optimizers.Optimizer:
 
 
 def _read_loss(f: _File, value: Any) -> losses.Loss:
-    cfg: dict[str, Any] = {}
     if value is None:
         f.unsupported("a compile_config without a loss is not supported by fastnn.")
     name: Any  # (parsed JSON until checked below)
+    cfg: dict[str, Any] | None = None
     if type(value) is str:
         name = value
     else:
-        cls, cfg = _keras_object(f, value, "compile_config.loss")
-        if cls == "function":
-            name, cfg = cfg, {}
-        else:
-            name, cfg = cls, dict(f.check(cfg, "dict", "compile_config.loss.config"))
-    if type(name) is not str or name not in _LOSS_NAMES:
+        name, cfg = _keras_object(f, value, "compile_config.loss")
+        if name == "function":
+            name, cfg = cfg, None
+    known = losses._CLASSES if cfg is not None else {n: None for n in losses.NAMES}
+    if type(name) is not str or name not in known:
         f.unsupported(f"the loss {_files.short(name)} is not supported by fastnn (it has "
-                      f"{sorted(set(_LOSS_NAMES.values()))}).")
-    name = _LOSS_NAMES[name]
-    from_logits = f.check(cfg.pop("from_logits", False), "bool",
-                         "compile_config.loss.config.from_logits")
-    if from_logits and name not in ("categorical_crossentropy",
-                                    "sparse_categorical_crossentropy"):
-        f.unsupported(f"the loss {name} with from_logits=True is not supported by fastnn.")
-    cfg.pop("name", None)
+                      f"{losses.NAMES}).")
+    if cfg is None:
+        return losses.get(name)
+    cfg = dict(f.check(cfg, "dict", "compile_config.loss.config"))
+    if "from_logits" in cfg:
+        f.check(cfg["from_logits"], "bool", "compile_config.loss.config.from_logits")
     cfg.pop("dtype", None)
-    _check_off(f, cfg, {"reduction": "sum_over_batch_size", "label_smoothing": 0.0, "axis": -1,
-                        "ignore_class": None, "fn": name}, name)
-    return losses.from_config({"name": name, "from_logits": from_logits})
+    if cfg.get("reduction", "sum_over_batch_size") in (None, "none"):
+        f.unsupported(f"the loss {name} with reduction={cfg['reduction']!r} (no scalar to "
+                      "train on) is not supported by fastnn.")
+    try:
+        return losses.deserialize({"class_name": name, "config": cfg})
+    except (TypeError, ValueError) as e:
+        f.unsupported(f"the loss {name} with config {_files.short(cfg)} is not supported by "
+                      f"fastnn: {e}")
 
 
 def _read_metrics(f: _File, value: Any) -> list[str]:
