@@ -767,11 +767,7 @@ class AUC(_ConfusionMetric):
             self.num_thresholds = len(inner) + 2
             self._evenly = _evenly_distributed([0.0] + inner + [1.0])
         else:
-            if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, (int, np.integer)) \
-                    or num_thresholds <= 1:
-                raise ValueError(f"Expected num_thresholds to be an int > 1. "
-                                 f"Received: num_thresholds={num_thresholds!r}")
-            self.num_thresholds = int(num_thresholds)
+            self.num_thresholds = _check_int("num_thresholds", num_thresholds, 2)
             inner = [(i + 1) * 1.0 / (self.num_thresholds - 1)
                      for i in range(self.num_thresholds - 2)]
             self._evenly = True
