@@ -7,6 +7,7 @@ fastnn/_step.py's; this module never imports models.py.
 """
 from __future__ import annotations
 
+import copy
 import math
 import threading
 import time
@@ -337,9 +338,12 @@ class Trainer:
                            batch_size: int) -> dict[str, float]:
         """The mean loss and metrics on prepared (x, t); distributed, each rank takes its shard
         and the sums are reduced over the ranks."""
-        # fresh metric objects: evaluate may run in several threads at once
+        # fresh metric objects (empty copies of the instances compiled, which fit updates):
+        # evaluate may run in several threads at once, and during fit
         n_out = self.layers[-1].output_shape[-1]
-        metrics = [metrics_module.get(m, self.loss, n_out) for m in self._metric_ids]
+        metrics = [metrics_module.get(copy.deepcopy(m), self.loss, n_out) for m in self._metric_ids]
+        for m in metrics:
+            m.reset_state()
         dist = distribution.active()
         if dist is not None:
             x, t = (a[slice(*dist.shard(len(a)))] for a in (x, t))
