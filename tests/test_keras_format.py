@@ -537,6 +537,16 @@ def test_unsupported_compile_config_loads_uncompiled_with_a_warning(tmp_path):
             "config": {"name": "lion", "learning_rate": 0.001}}
     for cc, what in [({"optimizer": lion, "loss": "mse"}, "Lion"),
                      ({"optimizer": "adam", "loss": "squared_hinge"}, "squared_hinge"),
+                     ({"optimizer": "adam", "loss": {
+                         "module": "keras.losses", "class_name": "MeanSquaredError",
+                         "registered_name": None,
+                         "config": {"name": "mse", "reduction": None}}}, "reduction=None"),
+                     ({"optimizer": "adam", "loss": {
+                         "module": "keras.losses", "class_name": "CategoricalCrossentropy",
+                         "registered_name": None,
+                         "config": {"name": "cce", "reduction": "sum_over_batch_size",
+                                    "from_logits": False, "label_smoothing": 0.0,
+                                    "axis": 1}}}, "axis"),
                      ({"optimizer": "adam", "loss": "mse", "loss_weights": [0.5]},
                       "loss_weights")]:
         path = _keras_style_file(tmp_path, [_dense("dense", 2)], {"layers/dense": w}, cc)
