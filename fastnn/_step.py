@@ -142,9 +142,9 @@ class TrainStep:
         # layers before the first one with weights need no input gradient
         self.first = with_weights[0] if with_weights else len(self.layers)
         act = self.layers[-1].activation
-        # any penalty or constraint: the layer-by-layer step, see _regularize and _constrain
+        # any penalty or constraint: the layer-by-layer step, see _activity and _constrain
         self.regularized = any(l.regularized for l in self.layers)
-        self.fused = (loss.fused_code is not None and not loss.from_logits and act is not None
+        self.fused = (loss.fused_code is not None and not loss.softmax_logits and act is not None
                       and act.name == "softmax"
                       and self.layers[-1].activity_regularizer is None)
         first = self.layers[self.first] if self.first < len(self.layers) else None
@@ -217,7 +217,7 @@ class TrainStep:
 
     def loss_value(self, p: NDArray[Any], tb: NDArray[Any]) -> float:
         """The loss of the outputs p (probabilities, or logits for a from_logits loss)."""
-        if self.loss.from_logits:
+        if self.loss.softmax_logits:
             probs = self.buffers.get("probs", p.shape, p.dtype, training=False)
             backend.K.act_forward(probs, p, _SOFTMAX, 0.0)
             p = probs
@@ -241,7 +241,8 @@ class TrainStep:
         value, p = 0.0, None
         if e > s:
             value, p, _ = self._gradients(self.gather("x", x, idx[s:e]),
-                                          self.gather("t", t, idx[s:e]), rank1_ok=False)
+                                          self.gather("t", t, idx[s:e]), rank1_ok=False,
+                                          loss_scale=optimizer.loss_scale_factor)
             share = (e - s) / len(idx)
             value *= share
             for g in self.grads:
@@ -259,16 +260,20 @@ class TrainStep:
 
     def _python_step(self, optimizer: Optimizer, xb: NDArray[Any],
                      tb: NDArray[Any]) -> tuple[float, NDArray[Any]]:
-        value, p, rank1 = self._gradients(xb, tb, rank1_ok=True)
+        value, p, rank1 = self._gradients(xb, tb, rank1_ok=optimizer.plain,
+                                          loss_scale=optimizer.loss_scale_factor)
         optimizer.apply(self.params, self.grads, rank1)
         self._constrain()
         return value, p
 
-    def _gradients(self, xb: NDArray[Any], tb: NDArray[Any], rank1_ok: bool
+    def _gradients(self, xb: NDArray[Any], tb: NDArray[Any], rank1_ok: bool,
+                   loss_scale: float | None = None
                    ) -> tuple[float, NDArray[Any], tuple[NDArray[Any], NDArray[Any]] | None]:
         """Forward, loss and backward: fills every layer's grads and returns (loss, predictions,
         rank1).  With rank1_ok and a single sample, the first dense kernel's gradient is left
-        as rank1 = (x, dz) for the optimizer instead; else rank1 is None."""
+        as rank1 = (x, dz) for the optimizer instead; else rank1 is None.  loss_scale: the
+        gradients are of loss * loss_scale (the optimizer's loss_scale_factor; the returned
+        loss is unscaled, as Keras logs it)."""
         inputs = []
         p = xb
         for layer in self.layers:
@@ -277,24 +282,26 @@ class TrainStep:
         grad = self.buffers.get("grad", p.shape, p.dtype)
         if self.fused:
             value = self.loss.fused_value_and_grad(grad, p, tb)
-        elif self.loss.from_logits:  # the model outputs logits: softmax here, fused gradient
+        elif self.loss.softmax_logits:  # the model outputs logits: softmax here, fused gradient
             probs = self.buffers.get("probs", p.shape, p.dtype)
             backend.K.act_forward(probs, p, _SOFTMAX, 0.0)
             value = self.loss.fused_value_and_grad(grad, probs, tb)
         else:
             value = self.loss.value_and_grad(grad, p, tb)
+        if loss_scale is not None:
+            grad *= grad.dtype.type(loss_scale)
         d = grad
         last, first = len(self.layers) - 1, self.first
         outputs = inputs[1:] + [p]
         for i in range(last, first, -1):
             if self.regularized:
-                value += self._activity(i, outputs[i], d)
+                value += self._activity(i, outputs[i], d, loss_scale)
             d = cast("NDArray[Any]",  # need_dx=True: an array
                      self.layers[i].backward(d, need_dx=True,
                                              skip_activation=self.fused and i == last))
         rank1 = None
         if self.regularized:
-            value += sum(self._activity(i, outputs[i], d if i == first else None)
+            value += sum(self._activity(i, outputs[i], d if i == first else None, loss_scale)
                          for i in range(min(first, last) + 1))
         if first <= last:
             layer, skip = self.layers[first], self.fused and first == last
@@ -305,16 +312,19 @@ class TrainStep:
             else:
                 layer.backward(d, need_dx=False, skip_activation=skip)
         if self.regularized:  # the weight penalties' gradients, after backward wrote the grads
-            value += sum(l.regularization_loss(add_gradients=True) for l in self.layers)
+            value += sum(l.regularization_loss(add_gradients=True, scale=loss_scale or 1.0)
+                         for l in self.layers)
         return value, p, rank1
 
     # ---- regularizers and constraints (the one place the step applies them) ----------------
 
-    def _activity(self, i: int, y: NDArray[Any], dy: NDArray[Any] | None) -> float:
-        """Layer i's activity penalty of its output y, its gradient added to dy (the gradient
-        of the loss with respect to y) unless None; the weight penalties are added at the end
-        of _gradients, once backward has written the weight gradients."""
-        return self.layers[i].activity_loss(y, dy)
+    def _activity(self, i: int, y: NDArray[Any], dy: NDArray[Any] | None,
+                  loss_scale: float | None) -> float:
+        """Layer i's activity penalty of its output y, its gradient (times the optimizer's
+        loss_scale_factor, as the loss's) added to dy (the gradient of the loss with respect to
+        y) unless None; the weight penalties are added at the end of _gradients, once backward
+        has written the weight gradients."""
+        return self.layers[i].activity_loss(y, dy, scale=loss_scale or 1.0)
 
     def _forward_penalized(self, x: NDArray[Any]) -> tuple[NDArray[Any], float]:
         """forward(training=False) and the penalties Keras adds to an evaluated loss."""
@@ -349,10 +359,10 @@ class TrainStep:
         dense = self.layers[self.first:]
         if (make is not None and self.jit_compile is not False and dense and len(self.params) == 1
                 and not self.regularized
-                and type(optimizer).apply is Optimizer.apply
+                and type(optimizer).apply is Optimizer.apply and optimizer.plain
                 and all(type(l) is Flatten for l in self.layers[:self.first])
                 and all(type(l) is Dense for l in dense)
-                and (self.fused or not self.loss.from_logits)):
+                and (self.fused or not self.loss.softmax_logits) and self.loss.kernel_only):
             # (params is not empty, and every layer in dense is a Dense)
             stack = self._build_stack(make, cast("list[Any]", kernels)[0], x, t, n,
                                       cast("list[Dense]", dense))

@@ -206,19 +206,26 @@ class Layer:
         return [(names.index(n), v) for n, v in table.items()
                 if n in names and trainable[names.index(n)]]
 
-    def regularization_loss(self, add_gradients: bool) -> float:
+    def regularization_loss(self, add_gradients: bool, scale: float = 1.0) -> float:
         """The sum of the weight penalties (as Keras' layer.losses from weight regularizers);
-        add_gradients: also add each penalty's gradient to its weight's gradient (self.grads)."""
+        add_gradients: also add each penalty's gradient (times scale) to its weight's gradient
+        (self.grads)."""
         total = 0.0
         for i, reg in self._named_weights(self.weight_regularizers):
             total += reg(self.weights[i])
             if add_gradients:
-                reg.add_gradient(self.weights[i], self.grads[i])
+                if scale == 1.0:
+                    reg.add_gradient(self.weights[i], self.grads[i])
+                else:
+                    g = np.zeros_like(self.grads[i])
+                    reg.add_gradient(self.weights[i], g)
+                    self.grads[i] += g * g.dtype.type(scale)
         return total
 
-    def activity_loss(self, y: NDArray[Any], dy: NDArray[Any] | None = None) -> float:
+    def activity_loss(self, y: NDArray[Any], dy: NDArray[Any] | None = None,
+                      scale: float = 1.0) -> float:
         """activity_regularizer(y) / batch size, as Keras; dy (the gradient of the loss with
-        respect to the output y, or None): its gradient is added in place."""
+        respect to the output y, or None): its gradient (times scale) is added in place."""
         reg = self.activity_regularizer
         if reg is None:
             return 0.0
@@ -226,7 +233,7 @@ class Layer:
         if dy is not None:
             g = np.zeros_like(y)
             reg.add_gradient(y, g)
-            dy += g / dy.dtype.type(n)
+            dy += g * dy.dtype.type(scale / n)
         penalty: float = reg(y) / n
         return penalty
 

@@ -96,9 +96,15 @@ def save_model(model: Sequential, filepath: StrOrBytesPath) -> None:
     if model.compiled:
         meta["compile"] = model.get_compile_config()
         meta["optimizer"] = optimizers.serialize(model.optimizer)
-        opt_vars = model.optimizer.variables
+        opt_vars = _optimizer_state(model.optimizer)
     meta["n_weights"], meta["n_optimizer"] = len(model.weights), len(opt_vars)
     _write_zip(filepath, _entries(meta, model.weights, opt_vars))
+
+
+def _optimizer_state(opt: optimizers.Optimizer) -> list[NDArray[Any]]:
+    """Every state array of an optimizer, in the file's order: the rule's (`variables`), then
+    the moving averages (use_ema), then the gradient accumulators."""
+    return opt.variables + opt.moving_averages + opt.gradient_accumulators
 
 
 def save_weights(model: Sequential, filepath: StrOrBytesPath) -> None:
@@ -261,7 +267,8 @@ def load_model(filepath: StrOrBytesPath, model_cls: type[Sequential]) -> Sequent
             except _BAD as e:
                 r.fail(f"invalid optimizer or compile settings: {e}")
             if meta.get("n_optimizer", 0):
-                mine = model.build_optimizer()
+                model.build_optimizer()
+                mine = _optimizer_state(model.optimizer)
                 if len(mine) != meta["n_optimizer"]:
                     r.fail(f"it holds {meta['n_optimizer']} optimizer state arrays; its "
                            f"optimizer has {len(mine)}.")

@@ -7,6 +7,7 @@ fastnn/_step.py's; this module never imports models.py.
 """
 from __future__ import annotations
 
+import copy
 import math
 import threading
 import time
@@ -136,6 +137,12 @@ class Trainer:
                 self.build()
             self._trainer = _step.TrainStep(self.layers, self.loss, self._params, self._grads,
                                             self.jit_compile)
+            # the trainable variables by Keras' names ("dense/kernel"), for clipnorm and
+            # exclude_from_weight_decay
+            self.optimizer.set_variables(
+                [(f"{l.name}/{spec.name}", w) for l in self.layers
+                 for w, spec, t in zip(l.weights, l.weight_specs, l.weight_trainable()) if t],
+                self._params)
         return self._trainer
 
     def _resolve_metrics(self) -> None:
@@ -305,6 +312,8 @@ class Trainer:
             raise  # as Keras: Ctrl-C leaves fit; model.history holds the finished epochs
         finally:
             interrupted.restore()
+            if epochs > 0:  # as Keras: with use_ema, the weights become their moving average
+                self.optimizer.finalize_variable_values(self._params)
         cbs.on_train_end(logs)
         return history
 
@@ -329,9 +338,12 @@ class Trainer:
                            batch_size: int) -> dict[str, float]:
         """The mean loss and metrics on prepared (x, t); distributed, each rank takes its shard
         and the sums are reduced over the ranks."""
-        # fresh metric objects: evaluate may run in several threads at once
+        # fresh metric objects (empty copies of the instances compiled, which fit updates):
+        # evaluate may run in several threads at once, and during fit
         n_out = self.layers[-1].output_shape[-1]
-        metrics = [metrics_module.get(m, self.loss, n_out) for m in self._metric_ids]
+        metrics = [metrics_module.get(copy.deepcopy(m), self.loss, n_out) for m in self._metric_ids]
+        for m in metrics:
+            m.reset_state()
         dist = distribution.active()
         if dist is not None:
             x, t = (a[slice(*dist.shard(len(a)))] for a in (x, t))

@@ -624,3 +624,20 @@ def test_real_keras_reads_and_writes_these_layers(tmp_path):
     k = models.load_model(tmp_path / "keras.keras")
     np.testing.assert_allclose(k.predict(x, verbose=0), np.load(tmp_path / "keras_own_pred.npy"),
                                **TOL[np.float32])
+
+
+def test_penalty_gradients_follow_the_loss_scale_factor():
+    """Keras scales the whole loss, penalties included, by loss_scale_factor and unscales the
+    gradients: a step with it is the step without it."""
+    rng = np.random.default_rng(16)
+    x, t = rng.standard_normal((6, 4)), rng.standard_normal((6, 3))
+    out = []
+    for scale in (None, 8.0):
+        m = _model(layers.Dense(3, kernel_regularizer=regularizers.L1L2(0.01, 0.02),
+                                activity_regularizer=regularizers.L2(0.05), dtype="float64"),
+                   shape=(4,), seed=2)
+        m.compile(optimizers.SGD(0.1, loss_scale_factor=scale), "mse")
+        out.append((m.train_on_batch(x, t), m.get_weights()))
+    np.testing.assert_allclose(out[0][0], out[1][0], **F64)
+    for a, b in zip(out[0][1], out[1][1]):
+        np.testing.assert_allclose(a, b, **F64)
