@@ -22,6 +22,9 @@ class Metric:
     # the logged name: every metric class sets one (the base class' None is never logged)
     name: str = None  # type: ignore[assignment]
     sparse_targets = False  # wants integer labels (n,) instead of an array like p
+    # "up" or "down": which way is better, as Keras' metric._direction (what a callback's
+    # mode="auto" follows); None: unknown
+    _direction: str | None = None
 
     if TYPE_CHECKING:
         def _batch(self, p: NDArray[Any],
@@ -60,6 +63,7 @@ class CategoricalAccuracy(Metric):
     """Share of samples whose predicted class (argmax of y_pred) is the target's argmax.
     Targets are turned into class indices once, so each batch compares integers."""
     name = "categorical_accuracy"
+    _direction = "up"
     sparse_targets = True
 
     def prepare_targets(self, y: NDArray[Any]) -> NDArray[Any]:
@@ -82,6 +86,7 @@ class SparseCategoricalAccuracy(CategoricalAccuracy):
 class BinaryAccuracy(Metric):
     """Share of outputs where (y_pred > threshold) equals the 0/1 target."""
     name = "binary_accuracy"
+    _direction = "up"
 
     def __init__(self, name: str | None = None, threshold: float = 0.5) -> None:
         self.threshold = threshold
@@ -94,6 +99,7 @@ class BinaryAccuracy(Metric):
 
 class MeanAbsoluteError(Metric):
     name = "mean_absolute_error"
+    _direction = "down"
 
     def _batch(self, p: NDArray[Any], t: NDArray[Any]
                ) -> tuple[float | np.number[Any], int]:
@@ -102,6 +108,7 @@ class MeanAbsoluteError(Metric):
 
 class MeanSquaredError(Metric):
     name = "mean_squared_error"
+    _direction = "down"
 
     def _batch(self, p: NDArray[Any], t: NDArray[Any]
                ) -> tuple[float | np.number[Any], int]:
