@@ -540,8 +540,8 @@ class BackupAndRestore(Callback):
             return
         generators = _generators(self.model)
 
-        def check(state: Any) -> int:
-            """The backed-up epoch; the generators' states are checked on copies."""
+        def check(state: Any) -> dict[str, Any]:
+            """The backed-up state, checked (the generators' states on new generators)."""
             where = f"{path!r}: training_state"
             if not isinstance(state, dict) or type(state.get("epoch")) is not int \
                     or state["epoch"] < 0 or not isinstance(state.get("generators"), list) \
@@ -554,7 +554,7 @@ class BackupAndRestore(Callback):
                     type(g.bit_generator)().state = s
                 except (TypeError, ValueError, KeyError, OverflowError) as e:
                     raise saving.FileFormatError(f"{where}: invalid generator state: {e}") from e
-            return cast(int, state["epoch"])
+            return cast("dict[str, Any]", state)
 
         state = saving.load_training_state(self.model, path, check)
         for g, s in zip(generators, state["generators"]):
