@@ -765,8 +765,9 @@ class ProgbarLogger(Callback):
     def on_predict_end(self, logs: dict[str, Any] | None = None) -> None:
         self._finalize_progbar(logs)
 
-    def _reset_progbar(self) -> None:
+    def _reset_progbar(self) -> None:  # a new bar: its clock starts now
         self.seen, self.progbar = 0, None
+        self._bar()
 
     def _bar(self) -> Progbar:
         if self.progbar is None:
