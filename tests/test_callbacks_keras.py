@@ -234,7 +234,8 @@ def test_early_stopping_with_initial_epoch():
 
 
 def _weights_by_epoch(m, store):
-    return callbacks.LambdaCallback(on_epoch_end=lambda e, logs: store.__setitem__(e, m.get_weights()))
+    return callbacks.LambdaCallback(
+        on_epoch_end=lambda e, logs: store.__setitem__(e, m.get_weights()))
 
 
 def test_restore_best_weights_without_beating_the_baseline_and_when_another_callback_stops():
@@ -357,7 +358,8 @@ def test_learning_rate_scheduler_forms_and_refusals(capsys):
     m = tiny_model(seed=0, optimizer=optimizers.SGD(learning_rate=0.1))
     h = _fit(m, 3, [callbacks.LearningRateScheduler(lambda epoch: 0.1 / (epoch + 1), verbose=1)])
     assert h.history["learning_rate"] == pytest.approx([0.1, 0.05, 0.1 / 3], rel=1e-15)
-    assert "Epoch 2: LearningRateScheduler setting learning rate to 0.05." in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "Epoch 2: LearningRateScheduler setting learning rate to 0.05." in out
     with pytest.raises(ValueError, match="should be a float. Got: 1"):  # an int, as Keras
         _fit(m, 1, [callbacks.LearningRateScheduler(lambda epoch: 1)])
     sched = optimizers.schedules.InverseTimeDecay(0.1, decay_steps=1, decay_rate=1.0)
