@@ -126,6 +126,9 @@ class Metric:
     """
 
     _count: dict[str, int] = {}
+    # "up" or "down": which way is better (Keras' metric._direction), what a callback's
+    # mode="auto" follows; None: unknown
+    direction: str | None = None
 
     def __init__(self, dtype: Any = None, name: str | None = None) -> None:
         if name is not None and not isinstance(name, str):
@@ -316,6 +319,8 @@ class Accuracy(_MeanMetric):
     0.75
     """
 
+    direction = "up"
+
     def __init__(self, name: str | None = "accuracy", dtype: Any = None) -> None:
         super().__init__(name=name, dtype=dtype)
 
@@ -334,6 +339,8 @@ class BinaryAccuracy(_MeanMetric):
         dtype: see `Metric`.
         threshold: predictions above it count as 1 (default 0.5).
     """
+
+    direction = "up"
 
     def __init__(self, name: str | None = "binary_accuracy", dtype: Any = None,
                  threshold: float = 0.5) -> None:
@@ -356,6 +363,8 @@ class CategoricalAccuracy(_MeanMetric):
     """How often the predicted class (argmax of y_pred) is the one-hot label's, as
     `keras.metrics.CategoricalAccuracy` (ties: the first maximum).  Targets are turned into
     class indices once per fit, so each batch compares integers."""
+
+    direction = "up"
 
     def __init__(self, name: str | None = "categorical_accuracy", dtype: Any = None) -> None:
         super().__init__(name=name, dtype=dtype)
@@ -425,6 +434,8 @@ class TopKCategoricalAccuracy(CategoricalAccuracy):
         dtype: see `Metric`.
     """
 
+    direction = "up"
+
     def __init__(self, k: int = 5, name: str | None = "top_k_categorical_accuracy",
                  dtype: Any = None) -> None:
         super().__init__(name=name, dtype=dtype)
@@ -472,6 +483,8 @@ class SparseTopKCategoricalAccuracy(SparseCategoricalAccuracy):
 class MeanSquaredError(_MeanMetric):
     """The mean of mean((y_true - y_pred)^2, axis=-1), as `keras.metrics.MeanSquaredError`."""
 
+    direction = "down"
+
     def __init__(self, name: str | None = "mean_squared_error", dtype: Any = None) -> None:
         super().__init__(name=name, dtype=dtype)
 
@@ -484,6 +497,8 @@ class MeanSquaredError(_MeanMetric):
 
 class MeanAbsoluteError(_MeanMetric):
     """The mean of mean(|y_true - y_pred|, axis=-1), as `keras.metrics.MeanAbsoluteError`."""
+
+    direction = "down"
 
     def __init__(self, name: str | None = "mean_absolute_error", dtype: Any = None) -> None:
         super().__init__(name=name, dtype=dtype)
@@ -499,6 +514,8 @@ class RootMeanSquaredError(_MeanMetric):
     """sqrt of the (weighted) mean of (y_pred - y_true)^2, as
     `keras.metrics.RootMeanSquaredError`: the squared errors are averaged per sample, the
     square root taken of the mean over samples (not a mean of per-batch roots)."""
+
+    direction = "down"
 
     def __init__(self, name: str | None = "root_mean_squared_error", dtype: Any = None) -> None:
         super().__init__(name=name, dtype=dtype)
@@ -679,6 +696,8 @@ class Precision(_AtThresholds):
     0.666...
     """
 
+    direction = "up"
+
     def __init__(self, thresholds: float | Sequence[float] | None = None,
                  top_k: int | None = None, class_id: int | None = None,
                  name: str | None = None, dtype: Any = None) -> None:
@@ -700,6 +719,8 @@ class Recall(_AtThresholds):
     >>> m = Recall(); m.update_state([0, 1, 1, 1], [1, 0, 1, 1]); m.result()
     0.666...
     """
+
+    direction = "up"
 
     def __init__(self, thresholds: float | Sequence[float] | None = None,
                  top_k: int | None = None, class_id: int | None = None,
@@ -748,6 +769,8 @@ class AUC(_ConfusionMetric):
     >>> m = AUC(num_thresholds=3); m.update_state([0, 0, 1, 1], [0, 0.5, 0.3, 0.9]); m.result()
     0.75
     """
+
+    direction = "up"
 
     def __init__(self, num_thresholds: int = 200, curve: str = "ROC",
                  summation_method: str = "interpolation", name: str | None = None,

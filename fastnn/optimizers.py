@@ -278,8 +278,21 @@ class Optimizer:
 
     @learning_rate.setter
     def learning_rate(self, value: float) -> None:
+        """A new float rate; as in Keras, an optimizer built on a LearningRateSchedule
+        refuses it (TypeError)."""
+        if isinstance(self._schedule, LearningRateSchedule):
+            raise TypeError("This optimizer was created with a `LearningRateSchedule` object as "
+                            "its `learning_rate` constructor argument, hence its learning rate "
+                            "is not settable. If you need the learning rate to be settable, you "
+                            "should instantiate the optimizer with a float `learning_rate` "
+                            "argument.")
         _positive("learning_rate", value, allow_zero=True)
         self._schedule, self._lr = None, float(value)
+
+    @property
+    def schedule(self) -> LearningRateSchedule | Callable[[], float] | None:
+        """The learning-rate schedule (or callable) the optimizer was built on, else None."""
+        return self._schedule
 
     def build(self, params: Sequence[NDArray[Any]]) -> None:
         """Create the state for these parameter arrays (zeros, or the rule's initial value),
