@@ -50,6 +50,8 @@ cdef extern from "fastnn.h" nogil:
         void *xb
         void *tb
         void *grad
+        const void *sw
+        void *swb
         int loss
         void *p
         void *g

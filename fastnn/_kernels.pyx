@@ -522,7 +522,8 @@ cdef class DenseStack:
       layers: [(w, b, dw, db, y, z, dx, act, alpha)] with None for absent arrays;
       loss: a code of fastnn/_codes.py LOSSES;  opt: the OptimizerStep of p (its scalars set
       by begin() before each run);  part: scratch of (part_threads - 1) x n x (layer 0's
-      width) for the row-owned layer 0."""
+      width) for the row-owned layer 0;  sw, swb: per-sample weights of x's rows and their
+      batch buffer (n), or None (unweighted)."""
     cdef fnn_dense_stack s
     cdef fnn_dense_layer *layer
     cdef object keep
@@ -533,12 +534,12 @@ cdef class DenseStack:
     cdef readonly object predictions  # the last layer's output buffer
 
     def __cinit__(self, x, t, xb, tb, grad, list layers, int loss, p, g, OptimizerStep opt,
-                  bint rank1, part=None, int64_t part_threads=0):
+                  bint rank1, part=None, int64_t part_threads=0, sw=None, swb=None):
         self.layer = NULL
-        self.keep = (x, t, xb, tb, grad, layers, p, g, opt, part)
-        # this object holds raw pointers into x and t: a weak reference makes NumPy refuse to
-        # resize them (even with refcheck=False) while it lives, so they cannot move under it
-        self.pins = [weakref.ref(a) for a in (x, t) if isinstance(a, np.ndarray)]
+        self.keep = (x, t, xb, tb, grad, layers, p, g, opt, part, sw, swb)
+        # this object holds raw pointers into x, t and sw: a weak reference makes NumPy refuse
+        # to resize them (even with refcheck=False) while it lives, so they cannot move under it
+        self.pins = [weakref.ref(a) for a in (x, t, sw) if isinstance(a, np.ndarray)]
         cdef int dt = _dtype_of(p, "p")
         self.dtype = dt
         if not layers:
@@ -589,6 +590,12 @@ cdef class DenseStack:
         self.s.tb = _ptr(tb, "tb", cnp.NPY_INT64 if sparse else dt, 0, n * (1 if sparse else k), 0, True, None)
         self.s.t_row_bytes = 8 if sparse else k * x.dtype.itemsize
         self.s.grad = _ptr(grad, "grad", dt, 2, n, k, True, "p")
+        self.s.sw, self.s.swb = NULL, NULL
+        if (sw is None) != (swb is None):
+            raise ValueError("Expected both sw and swb, or neither.")
+        if sw is not None:  # per-sample weights of the rows of x, and their batch buffer
+            self.s.sw = _ptr(sw, "sw", dt, 1, self.rows, 0, False, "p")
+            self.s.swb = _ptr(swb, "swb", dt, 1, n, 0, True, "p")
         self.s.loss = loss
         self.s.p = _ptr(p, "p", dt, 0, nparams, 0, True, None)
         self.s.g = _ptr(g, "g", dt, 0, nparams, 0, True, "p")

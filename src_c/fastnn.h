@@ -124,6 +124,8 @@ struct fnn_dense_stack {
     const void *x, *t;        /* training inputs (rows of x_row_bytes), targets (rows or int64) */
     int64_t x_row_bytes, t_row_bytes;
     void *xb, *tb, *grad;     /* batch buffers: inputs, targets, d loss / d output (n, k) */
+    const void *sw;           /* per-sample weights of the training rows (T), or NULL */
+    void *swb;                /* their batch buffer (n), or NULL */
     int loss;                 /* enum fnn_loss_code */
     void *p;                  /* flat parameters and gradients (n_params) */
     void *g;
