@@ -385,7 +385,7 @@ FNN_AVX512BF16 static void fnn_bf16_gemm_avx512(float *c, int64_t ldc, const uin
 /* AMX: blocks of 32 rows x 32 columns, 2 x 2 tiles of c (tmm0-3) from 2 tiles of a (tmm4-5)
    and 2 of B (tmm6-7) per 32 of k.  A tile of a that would cross the end of a's rows or of k
    is copied, zero-padded, to the stack first, and a tile of c that would cross the end of c
-   is stored to the stack and copied: no tile load or store touches memory outside the
+   is stored (or loaded) through the stack: no tile load or store touches memory outside the
    operands. */
 struct fnn_tilecfg {
     uint8_t palette, start_row, reserved[14];
@@ -402,24 +402,34 @@ static void fnn_bf16_a_tile(uint16_t *buf, const uint16_t *a, int64_t lda, int64
         memcpy(buf + r * 32, a + (i0 + r) * lda + k0, (size_t)cols * sizeof *buf);
 }
 
-/* Store tile `t` of c at (i0, j0), through cbuf where it crosses c's end. */
-#define FNN_AMX_STORE(t, ti, tj)                                                           \
+/* Tile t of c at (i0 + 16 ti, j0 + 16 tj): stored, or loaded, through cbuf where it crosses
+   c's end (rows past m and columns past n are neither read nor written). */
+#define FNN_AMX_C(t, ti, tj, store)                                                        \
     do {                                                                                   \
         const int64_t r_ = fnn_min64(16, m - i0 - 16 * (ti));                              \
         const int64_t c_ = fnn_min64(16, n - j0 - 16 * (tj));                              \
-        float *dst_ = c + (i0 + 16 * (ti)) * ldc + j0 + 16 * (tj);                         \
+        float *at_ = c + (i0 + 16 * (ti)) * ldc + j0 + 16 * (tj);                          \
         if (r_ == 16 && c_ == 16) {                                                        \
-            _tile_stored(t, dst_, ldc * (int64_t)sizeof(float));                           \
-        } else {                                                                           \
+            if (store) _tile_stored(t, at_, ldc * (int64_t)sizeof(float));                 \
+            else _tile_loadd(t, at_, ldc * (int64_t)sizeof(float));                        \
+        } else if (store) {                                                                \
             _tile_stored(t, cbuf, 64);                                                     \
             for (int64_t rr_ = 0; rr_ < r_; rr_++)                                         \
-                memcpy(dst_ + rr_ * ldc, cbuf + rr_ * 16, (size_t)c_ * sizeof(float));     \
+                memcpy(at_ + rr_ * ldc, cbuf + rr_ * 16, (size_t)c_ * sizeof(float));      \
+        } else {                                                                           \
+            memset(cbuf, 0, sizeof cbuf);                                                  \
+            for (int64_t rr_ = 0; rr_ < r_; rr_++)                                         \
+                memcpy(cbuf + rr_ * 16, at_ + rr_ * ldc, (size_t)c_ * sizeof(float));      \
+            _tile_loadd(t, cbuf, 64);                                                      \
         }                                                                                  \
     } while (0)
 
+/* The block of c at (i0, j0) := (acc ? itself : 0) + its product over the k tiles [t0, t1).
+   ap, or NULL: a's tiles of these rows and k tiles, copied in a row (fnn_bf16_a_panel). */
 FNN_AMX static void fnn_bf16_block_amx(float *c, int64_t ldc, const uint16_t *a, int64_t lda,
-                                       const uint16_t *bp, int64_t m, int64_t n, int64_t k,
-                                       int64_t i0, int64_t j0) {
+                                       const uint16_t *ap, const uint16_t *bp, int64_t m,
+                                       int64_t n, int64_t k, int64_t i0, int64_t j0, int64_t t0,
+                                       int64_t t1, int acc) {
     uint16_t abuf[2][16 * 32] __attribute__((aligned(64)));
     float cbuf[16 * 16] __attribute__((aligned(64)));
     const int64_t kb = fnn_ceil_div(k, FNN_BF16_TK), nb = fnn_ceil_div(n, FNN_BF16_TN);
@@ -427,14 +437,23 @@ FNN_AMX static void fnn_bf16_block_amx(float *c, int64_t ldc, const uint16_t *a,
     const int full0 = i0 + 16 <= m, full1 = i0 + 32 <= m;
     const uint16_t *b0 = bp + (j0 / 16) * kb * FNN_BF16_TILE, *b1 = b0 + kb * FNN_BF16_TILE;
     const int64_t stride = lda * (int64_t)sizeof(uint16_t);
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-    for (int64_t t = 0; t < kb; t++) {
+    if (acc) {
+        FNN_AMX_C(0, 0, 0, 0);
+        if (cols2) FNN_AMX_C(1, 0, 1, 0);
+        if (rows2) FNN_AMX_C(2, 1, 0, 0);
+        if (rows2 && cols2) FNN_AMX_C(3, 1, 1, 0);
+    } else {
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+    }
+    for (int64_t t = t0; t < t1; t++) {
         const int64_t k0 = t * FNN_BF16_TK;
         const int kfull = k0 + FNN_BF16_TK <= k;
-        if (full0 && kfull) {
+        if (ap) {
+            _tile_loadd(4, ap + (t - t0) * FNN_BF16_TILE, 64);
+        } else if (full0 && kfull) {
             _tile_loadd(4, a + i0 * lda + k0, stride);
         } else {
             fnn_bf16_a_tile(abuf[0], a, lda, m, k, i0, k0);
@@ -447,7 +466,9 @@ FNN_AMX static void fnn_bf16_block_amx(float *c, int64_t ldc, const uint16_t *a,
             _tile_dpbf16ps(1, 4, 7);
         }
         if (rows2) {
-            if (full1 && kfull) {
+            if (ap) {
+                _tile_loadd(5, ap + (t1 - t0 + t - t0) * FNN_BF16_TILE, 64);
+            } else if (full1 && kfull) {
                 _tile_loadd(5, a + (i0 + 16) * lda + k0, stride);
             } else {
                 fnn_bf16_a_tile(abuf[1], a, lda, m, k, i0 + 16, k0);
@@ -457,14 +478,22 @@ FNN_AMX static void fnn_bf16_block_amx(float *c, int64_t ldc, const uint16_t *a,
             if (cols2) _tile_dpbf16ps(3, 5, 7);
         }
     }
-    FNN_AMX_STORE(0, 0, 0);
-    if (cols2) FNN_AMX_STORE(1, 0, 1);
-    if (rows2) {
-        FNN_AMX_STORE(2, 1, 0);
-        if (cols2) FNN_AMX_STORE(3, 1, 1);
-    }
+    FNN_AMX_C(0, 0, 0, 1);
+    if (cols2) FNN_AMX_C(1, 0, 1, 1);
+    if (rows2) FNN_AMX_C(2, 1, 0, 1);
+    if (rows2 && cols2) FNN_AMX_C(3, 1, 1, 1);
 }
-#undef FNN_AMX_STORE
+#undef FNN_AMX_C
+
+/* Big products (a past FNN_AMX_A_BIG elements) go in panels: each share of the team takes
+   FNN_AMX_NC columns of c at a time and runs k in chunks of FNN_AMX_KC, so that chunk of B
+   (KC x NC, 256 KiB) stays in the core's L2 while the rows of a stream by, each 32 x KC piece
+   of a (32 KiB) read once from memory and reused for the NC / 32 column blocks.  Same tile
+   products in the same order: the same results as one pass over k (c is float32 between the
+   chunks). */
+#define FNN_AMX_A_BIG (1 << 19)
+#define FNN_AMX_NC 256
+#define FNN_AMX_KC 512
 
 FNN_AMX static void fnn_bf16_gemm_amx(float *c, int64_t ldc, const uint16_t *a, int64_t lda,
                                       const uint16_t *bp, int64_t m, int64_t n, int64_t k) {
@@ -476,10 +505,32 @@ FNN_AMX static void fnn_bf16_gemm_amx(float *c, int64_t ldc, const uint16_t *a, 
         cfg.colsb[t] = 64;
     }
     _tile_loadconfig(&cfg); /* per thread */
-    const int64_t rb = fnn_ceil_div(m, 32), cb = fnn_ceil_div(n, 32);
+    const int64_t rb = fnn_ceil_div(m, 32), cb = fnn_ceil_div(n, 32), kb = fnn_ceil_div(k, 32);
+    if (m * k <= FNN_AMX_A_BIG || n <= FNN_AMX_NC) {
 #pragma omp for schedule(static)
-    for (int64_t it = 0; it < rb * cb; it++)
-        fnn_bf16_block_amx(c, ldc, a, lda, bp, m, n, k, (it % rb) * 32, (it / rb) * 32);
+        for (int64_t it = 0; it < rb * cb; it++)
+            fnn_bf16_block_amx(c, ldc, a, lda, NULL, bp, m, n, k, (it % rb) * 32, (it / rb) * 32,
+                               0, kb, 0);
+    } else {
+        const int64_t per = FNN_AMX_NC / 32, kc = FNN_AMX_KC / 32, panels = fnn_ceil_div(cb, per);
+        uint16_t ap[2 * (FNN_AMX_KC / 32) * FNN_BF16_TILE] __attribute__((aligned(64)));
+#pragma omp for schedule(static)
+        for (int64_t p = 0; p < panels; p++)
+            for (int64_t t0 = 0; t0 < kb; t0 += kc)
+                for (int64_t r = 0; r < rb; r++) {
+                    const int64_t t1 = fnn_min64(kb, t0 + kc);
+                    /* a's 32 x KC piece, tile after tile: one read of a, in tile rows of 64
+                       bytes (rows of a whose length is a power of two would otherwise share
+                       a few L1 sets) */
+                    for (int64_t h = 0; h < 2; h++)
+                        for (int64_t t = t0; t < t1; t++)
+                            fnn_bf16_a_tile(ap + (h * (t1 - t0) + t - t0) * FNN_BF16_TILE, a, lda,
+                                            m, k, r * 32 + 16 * h, t * FNN_BF16_TK);
+                    for (int64_t j = p * per; j < fnn_min64(cb, (p + 1) * per); j++)
+                        fnn_bf16_block_amx(c, ldc, a, lda, ap, bp, m, n, k, r * 32, j * 32, t0,
+                                           t1, t0 > 0);
+                }
+    }
     _tile_release();
 }
 #endif

@@ -244,6 +244,16 @@ def test_dense_forward_bf16_every_activation(path, on_path, act):
     np.testing.assert_array_equal(y, y_of_z)
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_dense_forward_bf16_big_product(path, on_path):
+    """A product big enough for the AMX path's panels (a past 2^19 elements, more than 256
+    columns, k in two chunks of 512 with c accumulated between them), every edge ragged."""
+    _, x16, w, b = _case(700, 777, 300, 1)
+    y, _, _ = _forward(C, x16, w, b, "linear")
+    want, _, _ = _forward(R, x16, w, b, "linear")
+    _close(y, want, _forward_atol(x16, w, want, "linear"))
+
+
 def test_twin_products_are_exact_bf16_products():
     """The twin's product, against float64 sums of the same bfloat16 values (exact products):
     within one float32 summation order's bound (half of bf16_product_atol) + its last rounding."""
