@@ -212,6 +212,53 @@ void fnn_bf16_convert_forward(uint16_t *y, const float *x, int64_t n) {
 
 /* ---- packing ---------------------------------------------------------------------------- */
 
+/* A packed tile from a 32 x 32 piece t of bf16 values (rows: k, columns: n): of its columns
+   [16 h, 16 h + 16) (the pairs of rows (2p, 2p + 1) of each column), or of its rows [16 h,
+   16 h + 16) as columns of the transposed piece (the pairs (t[r][2p], t[r][2p + 1]) are two
+   adjacent bf16 in a row of t: a 16 x 16 transpose of 32-bit pairs). */
+static void fnn_bf16_tile_of_cols(uint16_t *tile, uint16_t (*t)[32], int h) {
+    for (int p = 0; p < 16; p++)
+        for (int c = 0; c < 16; c++) {
+            tile[p * 32 + 2 * c] = t[2 * p][16 * h + c];
+            tile[p * 32 + 2 * c + 1] = t[2 * p + 1][16 * h + c];
+        }
+}
+
+static void fnn_bf16_tile_of_rows(uint16_t *tile, uint16_t (*t)[32], int h) {
+    for (int p = 0; p < 16; p++)
+        for (int c = 0; c < 16; c++) {
+            tile[p * 32 + 2 * c] = t[16 * h + c][2 * p];
+            tile[p * 32 + 2 * c + 1] = t[16 * h + c][2 * p + 1];
+        }
+}
+
+#if FNN_BF16_X86
+/* The same two, in AVX-512: one two-source permutation of 16-bit lanes per tile row, and one
+   gather of sixteen 32-bit pairs per tile row (the same bits). */
+static const uint16_t fnn_bf16_interleave[2][32] __attribute__((aligned(64))) = {
+    {0, 32, 1, 33, 2, 34, 3, 35, 4, 36, 5, 37, 6, 38, 7, 39,
+     8, 40, 9, 41, 10, 42, 11, 43, 12, 44, 13, 45, 14, 46, 15, 47},
+    {16, 48, 17, 49, 18, 50, 19, 51, 20, 52, 21, 53, 22, 54, 23, 55,
+     24, 56, 25, 57, 26, 58, 27, 59, 28, 60, 29, 61, 30, 62, 31, 63}};
+
+FNN_AVX512BF16 static void fnn_bf16_tile_of_cols_avx512(uint16_t *tile, uint16_t (*t)[32], int h) {
+    const __m512i idx = _mm512_load_si512((const void *)fnn_bf16_interleave[h]);
+    for (int p = 0; p < 16; p++) {
+        const __m512i a = _mm512_load_si512((const void *)t[2 * p]);
+        const __m512i b = _mm512_load_si512((const void *)t[2 * p + 1]);
+        _mm512_storeu_si512((void *)(tile + p * 32), _mm512_permutex2var_epi16(a, idx, b));
+    }
+}
+
+FNN_AVX512BF16 static void fnn_bf16_tile_of_rows_avx512(uint16_t *tile, uint16_t (*t)[32], int h) {
+    const __m512i rows = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0), _mm512_set1_epi32(16));
+    const int *base = (const int *)(const void *)t[16 * h]; /* t as 32 x 16 pairs */
+    for (int p = 0; p < 16; p++)
+        _mm512_storeu_si512((void *)(tile + p * 32), _mm512_i32gather_epi32(rows, base + p, 4));
+}
+#endif
+
 /* Rows [r0, r0 + 32) of a float32 matrix src (k, n) into their tiles: bp := pack(bf16(src))
    (tile row r0 / 32 of every column block) and bt := pack(bf16(src.T)) (column blocks r0 / 16
    and r0 / 16 + 1 of src.T (n, k), every tile row), padding included; either may be NULL.
@@ -222,6 +269,14 @@ static void fnn_bf16_pack_rows(uint16_t *bp, uint16_t *bt, const float *src, int
     const int64_t rows = fnn_min64(32, k - r0);
     const int64_t kb = fnn_ceil_div(k, FNN_BF16_TK), nb = fnn_ceil_div(n, FNN_BF16_TN);
     const int64_t kbt = fnn_ceil_div(n, FNN_BF16_TK), nbt = fnn_ceil_div(k, FNN_BF16_TN);
+    void (*of_cols)(uint16_t *, uint16_t(*)[32], int) = fnn_bf16_tile_of_cols;
+    void (*of_rows)(uint16_t *, uint16_t(*)[32], int) = fnn_bf16_tile_of_rows;
+#if FNN_BF16_X86
+    if (path != FNN_BF16_PORTABLE) {
+        of_cols = fnn_bf16_tile_of_cols_avx512;
+        of_rows = fnn_bf16_tile_of_rows_avx512;
+    }
+#endif
     for (int64_t j0 = 0; j0 < n; j0 += 32) {
         const int64_t cols = fnn_min64(32, n - j0);
         for (int64_t r = 0; r < 32; r++) {
@@ -232,23 +287,11 @@ static void fnn_bf16_pack_rows(uint16_t *bp, uint16_t *bt, const float *src, int
             }
             for (; c < 32; c++) t[r][c] = 0;
         }
-        for (int64_t h = 0; h < 2; h++) {
-            if (bp && j0 / 16 + h < nb) {
-                uint16_t *tile = bp + ((j0 / 16 + h) * kb + r0 / 32) * FNN_BF16_TILE;
-                for (int p = 0; p < 16; p++)
-                    for (int c = 0; c < 16; c++) {
-                        tile[p * 32 + 2 * c] = t[2 * p][16 * h + c];
-                        tile[p * 32 + 2 * c + 1] = t[2 * p + 1][16 * h + c];
-                    }
-            }
-            if (bt && r0 / 16 + h < nbt) {
-                uint16_t *tile = bt + ((r0 / 16 + h) * kbt + j0 / 32) * FNN_BF16_TILE;
-                for (int p = 0; p < 16; p++)
-                    for (int c = 0; c < 16; c++) {
-                        tile[p * 32 + 2 * c] = t[16 * h + c][2 * p];
-                        tile[p * 32 + 2 * c + 1] = t[16 * h + c][2 * p + 1];
-                    }
-            }
+        for (int h = 0; h < 2; h++) {
+            if (bp && j0 / 16 + h < nb)
+                of_cols(bp + ((j0 / 16 + h) * kb + r0 / 32) * FNN_BF16_TILE, t, h);
+            if (bt && r0 / 16 + h < nbt)
+                of_rows(bt + ((r0 / 16 + h) * kbt + j0 / 32) * FNN_BF16_TILE, t, h);
         }
     }
 }
