@@ -7,8 +7,6 @@ once from bfloat16's 8-bit significand and K).  The twins are checked by indepen
 the conversion against the nearest bfloat16 found in float64, the packing against the layout's
 formula (src_c/bf16.c), the products against float64 products of the same bfloat16 values.
 """
-import ctypes
-import mmap
 import os
 import subprocess
 import sys
