@@ -10,8 +10,11 @@ the plain step followed by a separate pack.
     python bench/bf16.py [--threads 2] [--quick]
 """
 import argparse
+import ast
 import os
+import subprocess
 import sys
+import time
 
 import numpy as np
 
@@ -62,86 +65,75 @@ def verify(paths, shapes):
           "(tests/tolerances.py bf16_product_atol)")
 
 
+SHAPES = [(128, 784, 512), (128, 512, 10), (2048, 2048, 2048)]
+
+
+def measure_torch(threads, rep):
+    """torch.matmul in bfloat16 for the same products: {(kind, shape): (median, best)}."""
+    import torch
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(1)
+    out = {}
+    for n, i, o in SHAPES:
+        big = n == 2048
+        tx, tw, tdz = (torch.from_numpy(rng.standard_normal(s).astype(np.float32)).bfloat16()
+                       for s in ((n, i), (i, o), (n, o)))
+        out[("forward", (n, i, o))] = timeit(lambda: torch.matmul(tx, tw), repeat=3 if big else rep,
+                                              warmup=1, min_time=0.002)
+        if not big:
+            out[("backward", (n, i, o))] = timeit(
+                lambda: (torch.matmul(tx.T, tdz), torch.matmul(tdz, tw.T)), repeat=rep, warmup=1,
+                min_time=0.002)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--quick", action="store_true", help="fewer repeats")
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, no portable 2048^3")
+    ap.add_argument("--torch-child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    try:
-        import torch
-    except ImportError:
-        torch = None
+    rep = 5 if args.quick else 11
+    if args.torch_child:  # its own process: torch's thread pool never meets fastnn's
+        print(repr({k: v for k, v in measure_torch(args.threads, rep).items()}))
+        return
     pin_threads(args.threads)
-    if torch is not None:
-        torch.set_num_threads(args.threads)
     print("\n".join(environment(args.threads)))
     print(f"load average: {os.getloadavg()}")
-    if torch is not None:
-        print(f"torch {torch.__version__}: {torch.__config__.parallel_info().splitlines()[0:3]}")
-    else:
-        print("torch: not installed (pip install torch for its bf16 column)")
     paths = C.bf16_paths()
-    book = [(128, 784, 512), (128, 512, 10)]
-    verify(paths, book + [(2048, 2048, 2048)] if not args.quick else book)
+    verify(paths, SHAPES[:2] if args.quick else SHAPES)
 
-    rep = 5 if args.quick else 11
+    # phase 1: fastnn (bf16 on each path, float32), phase 2: NumPy, phase 3: torch in a child
+    # process; each phase alone, so no thread pool spins while another one works
     rng = np.random.default_rng(1)
-
-    print(f"\nGFLOP/s, median (best) over {rep} repeats; bf16 paths {paths}, float32: fastnn's "
-          f"kernel (sgemm inside) and NumPy's matmul")
-    for n, i, o in book + [(2048, 2048, 2048)]:
+    res = {}
+    for n, i, o in SHAPES:
         big = n == 2048
+        reps = 3 if big else rep
         x, w, x16, wp, wtp, dy = layer(rng, n, i, o)
         y = np.empty((n, o), np.float32)
-        fns = []
-        for p in paths:
-            if big and p == "portable" and args.quick:
-                continue
-
-            def fwd(p=p):
-                C.dense_forward_bf16(y, None, None, x16, wp, None, LINEAR, 0.0)
-            C.bf16_set_path(p)
-            med, best = timeit(fwd, repeat=3 if big else rep, warmup=1, min_time=0.002)
-            fns.append((f"bf16 {p}", gflops(2 * n * i * o, med), gflops(2 * n * i * o, best)))
-        C.bf16_set_path(None)
-        for label, fn in (("f32 fastnn", lambda: C.dense_forward(y, None, x, w, None, LINEAR, 0.0)),
-                          ("f32 numpy", lambda: np.matmul(x, w, out=y))):
-            med, best = timeit(fn, repeat=3 if big else rep, warmup=1, min_time=0.002)
-            fns.append((label, gflops(2 * n * i * o, med), gflops(2 * n * i * o, best)))
-        if torch is not None:
-            tx, tw = torch.from_numpy(x).bfloat16(), torch.from_numpy(w).bfloat16()
-            med, best = timeit(lambda: torch.matmul(tx, tw), repeat=3 if big else rep, warmup=1,
-                               min_time=0.002)
-            fns.append(("torch bf16", gflops(2 * n * i * o, med), gflops(2 * n * i * o, best)))
-        print(f"forward {n}x{i}x{o:<14}" + "  ".join(f"{l}: {m:7.1f} ({b:7.1f})" for l, m, b in fns),
-              flush=True)
-        if big:
-            continue
-        # backward: dw := x.T @ dz and dx := dz @ w.T (2 products), db and the bf16 copies
         dw, dx, db = np.empty((i, o), np.float32), np.empty((n, i), np.float32), np.empty(o, np.float32)
         dz = np.empty_like(dy)
         scratch = np.empty(C.bf16_backward_scratch_size(n, i, o), np.uint16)
-        fns = []
         for p in paths:
+            if big and p == "portable" and args.quick:
+                continue
             C.bf16_set_path(p)
-            med, best = timeit(lambda: C.dense_backward_bf16(dw, db, dx, dz, scratch, dy, x16, wtp, y,
-                                                             None, LINEAR, 0.0),
-                               repeat=rep, warmup=1, min_time=0.002)
-            fns.append((f"bf16 {p}", gflops(4 * n * i * o, med), gflops(4 * n * i * o, best)))
+            res[("forward", (n, i, o), f"bf16 {p}")] = timeit(
+                lambda: C.dense_forward_bf16(y, None, None, x16, wp, None, LINEAR, 0.0),
+                repeat=reps, warmup=1, min_time=0.002)
+            if not big:
+                res[("backward", (n, i, o), f"bf16 {p}")] = timeit(
+                    lambda: C.dense_backward_bf16(dw, db, dx, dz, scratch, dy, x16, wtp, y, None,
+                                                  LINEAR, 0.0), repeat=reps, warmup=1, min_time=0.002)
         C.bf16_set_path(None)
-        for label, fn in (
-                ("f32 fastnn", lambda: C.dense_backward(dw, db, dx, dz, dy, x, w, y, None, LINEAR, 0.0)),
-                ("f32 numpy", lambda: (np.matmul(x.T, dy, out=dw), np.matmul(dy, w.T, out=dx),
-                                       dy.sum(axis=0, out=db)))):
-            med, best = timeit(fn, repeat=rep, warmup=1, min_time=0.002)
-            fns.append((label, gflops(4 * n * i * o, med), gflops(4 * n * i * o, best)))
-        if torch is not None:
-            tx, tw, tdz = (torch.from_numpy(a).bfloat16() for a in (x, w, dy))
-            med, best = timeit(lambda: (torch.matmul(tx.T, tdz), torch.matmul(tdz, tw.T)),
-                               repeat=rep, warmup=1, min_time=0.002)
-            fns.append(("torch bf16", gflops(4 * n * i * o, med), gflops(4 * n * i * o, best)))
-        print(f"backward {n}x{i}x{o:<13}" + "  ".join(f"{l}: {m:7.1f} ({b:7.1f})" for l, m, b in fns),
-              flush=True)
+        res[("forward", (n, i, o), "f32 fastnn")] = timeit(
+            lambda: C.dense_forward(y, None, x, w, None, LINEAR, 0.0), repeat=reps, warmup=1,
+            min_time=0.002)
+        if not big:
+            res[("backward", (n, i, o), "f32 fastnn")] = timeit(
+                lambda: C.dense_backward(dw, db, dx, dz, dy, x, w, y, None, LINEAR, 0.0),
+                repeat=reps, warmup=1, min_time=0.002)
 
     # the fused optimizer step + pack (adam on the 784 x 512 kernel) against step, then pack
     i, o = 784, 512
@@ -151,14 +143,52 @@ def main():
     opt = C.OptimizerStep(p, "adam", {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}, slots)
     opt.begin(1e-3, 1)
     wp, wtp = np.empty(C.bf16_packed_size(i, o), np.uint16), np.empty(C.bf16_packed_size(o, i), np.uint16)
-    fused, _ = timeit(lambda: C.optimizer_step_bf16pack(opt, p, wp, wtp, g, 0, i, o), repeat=rep,
-                      warmup=1, min_time=0.002)
-    plain, _ = timeit(lambda: opt.step(p, g), repeat=rep, warmup=1, min_time=0.002)
-    pack, _ = timeit(lambda: C.bf16_pack_forward(wp, wtp, p.reshape(i, o)), repeat=rep, warmup=1,
-                     min_time=0.002)
-    print(f"\nadam step on a 784x512 kernel + both packs: fused {fused * 1e6:.0f} us; step "
-          f"{plain * 1e6:.0f} us + pack {pack * 1e6:.0f} us = {(plain + pack) * 1e6:.0f} us "
-          f"(bf16 path {C.bf16_path()})")
+    fused = timeit(lambda: C.optimizer_step_bf16pack(opt, p, wp, wtp, g, 0, i, o), repeat=rep,
+                   warmup=1, min_time=0.002)
+    plain = timeit(lambda: opt.step(p, g), repeat=rep, warmup=1, min_time=0.002)
+    pack = timeit(lambda: C.bf16_pack_forward(wp, wtp, p.reshape(i, o)), repeat=rep, warmup=1,
+                  min_time=0.002)
+
+    time.sleep(0.5)  # fastnn's threads stop spinning
+    for n, i, o in SHAPES:
+        big = n == 2048
+        x, w, _, _, _, dy = layer(rng, n, i, o)
+        y, dw, dx = np.empty((n, o), np.float32), np.empty((i, o), np.float32), np.empty((n, i), np.float32)
+        res[("forward", (n, i, o), "f32 numpy")] = timeit(
+            lambda: np.matmul(x, w, out=y), repeat=3 if big else rep, warmup=1, min_time=0.002)
+        if not big:
+            res[("backward", (n, i, o), "f32 numpy")] = timeit(
+                lambda: (np.matmul(x.T, dy, out=dw), np.matmul(dy, w.T, out=dx)), repeat=rep,
+                warmup=1, min_time=0.002)
+
+    time.sleep(0.5)
+    child = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-child",
+                            "--threads", str(args.threads)] + (["--quick"] if args.quick else []),
+                           capture_output=True, text=True)
+    if child.returncode == 0:
+        for (kind, shape), v in ast.literal_eval(child.stdout.strip().splitlines()[-1]).items():
+            res[(kind, shape, "torch bf16")] = v
+        torch_note = "torch bf16: torch.matmul on bfloat16 tensors, in a separate process"
+    else:
+        torch_note = "torch: not importable (pip install torch for its bf16 column)"
+
+    print(f"\nGFLOP/s, median (best) over {rep} repeats (3 for 2048^3); each library timed in a "
+          f"phase of its own, threads pinned to {args.threads}.  bf16 paths: {paths}; f32 fastnn: "
+          f"fastnn's float32 kernels (sgemm inside); f32 numpy: np.matmul; {torch_note}")
+    labels = [f"bf16 {p}" for p in paths] + ["f32 fastnn", "f32 numpy", "torch bf16"]
+    for kind in ("forward", "backward"):
+        for n, i, o in SHAPES:
+            flops = (2 if kind == "forward" else 4) * n * i * o
+            cells = [f"{lab}: {gflops(flops, res[(kind, (n, i, o), lab)][0]):7.1f} "
+                     f"({gflops(flops, res[(kind, (n, i, o), lab)][1]):7.1f})"
+                     for lab in labels if (kind, (n, i, o), lab) in res]
+            if cells:
+                print(f"{kind:8s} {n}x{i}x{o:<10} " + "  ".join(cells))
+    print("(backward: dw := x.T @ dz and dx := dz @ w.T, 4 n in out flops; fastnn's kernels also "
+          "write db and, for bf16, bf16(dz) and its packs)")
+    print(f"\nadam step on a 784x512 kernel + both packs (median): fused {fused[0] * 1e6:.0f} us; "
+          f"step {plain[0] * 1e6:.0f} us + pack {pack[0] * 1e6:.0f} us = "
+          f"{(plain[0] + pack[0]) * 1e6:.0f} us (bf16 path {C.bf16_path()})")
 
 
 if __name__ == "__main__":

@@ -595,6 +595,51 @@ static void fnn_bf16_gemm(float *c, int64_t ldc, const uint16_t *a, int64_t lda,
     fnn_bf16_gemm_portable(c, ldc, a, lda, bp, m, n, k);
 }
 
+/* The 32 x 32 block of xt (in, n) := x.T at (i0, r0), x (n, in) bf16. */
+static void fnn_bf16_transpose_scalar(uint16_t *xt, const uint16_t *x, int64_t n, int64_t in,
+                                      int64_t r0, int64_t i0) {
+    for (int64_t i = i0; i < fnn_min64(i0 + 32, in); i++)
+        for (int64_t r = r0; r < fnn_min64(r0 + 32, n); r++) xt[i * n + r] = x[r * in + i];
+}
+
+#if FNN_BF16_X86
+static const uint16_t fnn_bf16_deinterleave[2][32] __attribute__((aligned(64))) = {
+    {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30,
+     32, 34, 36, 38, 40, 42, 44, 46, 48, 50, 52, 54, 56, 58, 60, 62},
+    {1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31,
+     33, 35, 37, 39, 41, 43, 45, 47, 49, 51, 53, 55, 57, 59, 61, 63}};
+
+/* The same for a whole block inside x (32 rows, columns i0 + 32 <= in): two rows of xt at a
+   time from two gathers of the 32-bit pairs (x[r][i], x[r][i + 1]), split by permutations. */
+FNN_AVX512BF16 static void fnn_bf16_transpose_avx512(uint16_t *xt, const uint16_t *x, int64_t n,
+                                                     int64_t in, int64_t r0, int64_t i0) {
+    const __m512i lo = _mm512_load_si512((const void *)fnn_bf16_deinterleave[0]);
+    const __m512i hi = _mm512_load_si512((const void *)fnn_bf16_deinterleave[1]);
+    const __m512i rows = _mm512_mullo_epi32(
+        _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+        _mm512_set1_epi32((int)in)); /* in 16-bit elements: scale 2 */
+    for (int64_t i = i0; i < i0 + 32; i += 2) {
+        const __m512i a = _mm512_i32gather_epi32(rows, (const void *)(x + r0 * in + i), 2);
+        const __m512i b = _mm512_i32gather_epi32(rows, (const void *)(x + (r0 + 16) * in + i), 2);
+        _mm512_storeu_si512((void *)(xt + i * n + r0), _mm512_permutex2var_epi16(a, lo, b));
+        _mm512_storeu_si512((void *)(xt + (i + 1) * n + r0), _mm512_permutex2var_epi16(a, hi, b));
+    }
+}
+#endif
+
+static void fnn_bf16_transpose_block(uint16_t *xt, const uint16_t *x, int64_t n, int64_t in,
+                                     int64_t r0, int64_t i0, int path) {
+#if FNN_BF16_X86
+    /* a full block whose pairs stay inside x (rows of 16-bit elements: in * 16 < 2^31) */
+    if (path != FNN_BF16_PORTABLE && r0 + 32 <= n && i0 + 32 <= in && in < (1 << 26)) {
+        fnn_bf16_transpose_avx512(xt, x, n, in, r0, i0);
+        return;
+    }
+#endif
+    (void)path;
+    fnn_bf16_transpose_scalar(xt, x, n, in, r0, i0);
+}
+
 /* ---- dense layer ------------------------------------------------------------------------ */
 
 void fnn_dense_forward_bf16(float *y, float *z, uint16_t *y16, const uint16_t *x16,
@@ -645,9 +690,7 @@ void fnn_dense_backward_bf16(float *dw, float *db, float *dx, float *dz, uint16_
             fnn_bf16_pack_rows(dzp, NULL, dz, 32 * blk, n, out, path);
 #pragma omp for schedule(static) nowait
         for (int64_t i0 = 0; i0 < in; i0 += 32) /* xt := x16.T in 32 x 32 blocks */
-            for (int64_t r0 = 0; r0 < n; r0 += 32)
-                for (int64_t i = i0; i < fnn_min64(i0 + 32, in); i++)
-                    for (int64_t r = r0; r < fnn_min64(r0 + 32, n); r++) xt[i * n + r] = x16[r * in + i];
+            for (int64_t r0 = 0; r0 < n; r0 += 32) fnn_bf16_transpose_block(xt, x16, n, in, r0, i0, path);
     }
 #pragma omp barrier
     if (dw) fnn_bf16_gemm(dw, out, xt, n, dzp, in, out, n, path);

@@ -526,7 +526,7 @@ print("ok")
 """
 
 
-@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 17, 33), (17, 33, 10), (33, 63, 47)],
+@pytest.mark.parametrize("shape", [(1, 1, 1), (3, 17, 33), (17, 33, 10), (33, 63, 47), (64, 64, 32)],
                          ids=lambda s: "x".join(map(str, s)))
 def test_no_access_past_any_operand(shape):
     """Every operand ends at a page the process may not touch: a tile load or store (or any
