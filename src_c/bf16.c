@@ -16,7 +16,9 @@
    each 16-column block one after another, zero outside B:
      packed[((j / 16) ceil(k / 32) + i / 32) 512 + ((i % 32) / 2) 32 + (j % 16) 2 + i % 2] = B[i][j].
    Products of two bfloat16 (8-bit significands) are exact in float32 (24 bits): the paths
-   differ only in the order they add the products (and in nothing else). */
+   differ only in how they add the products in float32 (the order; the instructions round each
+   addition to nearest even, and treat subnormal inputs as zero as the kernels' FTZ/DAZ mode
+   does for the portable path). */
 #define _GNU_SOURCE
 #include "runtime.h"
 
