@@ -259,10 +259,10 @@ class Mean(Metric):
         if w is None:
             n = values.shape[0] if values.ndim else 1
             per = values.size // n if n else 1
-            s = np.count_nonzero(values) if values.dtype == bool else \
+            s = np.count_nonzero(values) if values.dtype.kind == "b" else \
                 values.sum(dtype=np.float64)
-            self.total += s / per
-            self.count += n
+            self.total[()] += s / per  # ([()]: a scalar's add, not a 0-d array's ufunc)
+            self.count[()] += n
             return
         values, w = _same_rank(values, w)
         if values.ndim > w.ndim:  # reduced to the weights' rank
@@ -273,8 +273,8 @@ class Mean(Metric):
             w = w.mean(axis=tuple(range(1, w.ndim)))
         if values.ndim > 1:
             values = values.mean(axis=tuple(range(1, values.ndim)))
-        self.total += values.sum(dtype=np.float64)
-        self.count += w.sum(dtype=np.float64)
+        self.total[()] += values.sum(dtype=np.float64)
+        self.count[()] += w.sum(dtype=np.float64)
 
     def result(self) -> float:
         """total / count; 0.0 before any sample (Keras' divide_no_nan)."""
