@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Any, Sequence, cast
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from fastnn import activations, config
 
 if TYPE_CHECKING:
-    from numpy.typing import ArrayLike, NDArray
+    from numpy.typing import ArrayLike, DTypeLike, NDArray
 
     from fastnn.losses import Loss
 
@@ -127,7 +127,7 @@ class Metric:
 
     _count: dict[str, int] = {}
 
-    def __init__(self, dtype: Any = None, name: str | None = None) -> None:
+    def __init__(self, dtype: DTypeLike | None = None, name: str | None = None) -> None:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"Expected name to be a str. Received: name={name!r}")
         if not name:
@@ -141,7 +141,7 @@ class Metric:
     # ---- state ------------------------------------------------------------------------------
 
     def add_variable(self, shape: Sequence[int] | int, initializer: str = "zeros",
-                     dtype: Any = None, aggregation: str = "sum",
+                     dtype: DTypeLike | None = None, aggregation: str = "sum",
                      name: str | None = None) -> NDArray[np.float64]:
         """A new state variable: a float64 array of zeros, to update in place (`v += ...`).
         Only Keras' defaults are supported (initializer "zeros", aggregation "sum": a
@@ -243,7 +243,7 @@ class Mean(Metric):
     2.0
     """
 
-    def __init__(self, name: str | None = "mean", dtype: Any = None) -> None:
+    def __init__(self, name: str | None = "mean", dtype: DTypeLike | None = None) -> None:
         super().__init__(dtype=dtype, name=name)
         self.total = self.add_variable((), name="total")
         self.count = self.add_variable((), name="count")
@@ -316,7 +316,7 @@ class Accuracy(_MeanMetric):
     0.75
     """
 
-    def __init__(self, name: str | None = "accuracy", dtype: Any = None) -> None:
+    def __init__(self, name: str | None = "accuracy", dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
 
     def _values(self, p: NDArray[Any], t: NDArray[Any]) -> NDArray[Any]:
@@ -335,7 +335,7 @@ class BinaryAccuracy(_MeanMetric):
         threshold: predictions above it count as 1 (default 0.5).
     """
 
-    def __init__(self, name: str | None = "binary_accuracy", dtype: Any = None,
+    def __init__(self, name: str | None = "binary_accuracy", dtype: DTypeLike | None = None,
                  threshold: float = 0.5) -> None:
         super().__init__(name=name, dtype=dtype)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) \
@@ -357,7 +357,7 @@ class CategoricalAccuracy(_MeanMetric):
     `keras.metrics.CategoricalAccuracy` (ties: the first maximum).  Targets are turned into
     class indices once per fit, so each batch compares integers."""
 
-    def __init__(self, name: str | None = "categorical_accuracy", dtype: Any = None) -> None:
+    def __init__(self, name: str | None = "categorical_accuracy", dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
 
     def _standardize(self, t: NDArray[Any], p: NDArray[Any]
@@ -381,7 +381,7 @@ class SparseCategoricalAccuracy(CategoricalAccuracy):
     `keras.metrics.SparseCategoricalAccuracy`: y_true (batch,) or (batch, 1)."""
 
     def __init__(self, name: str | None = "sparse_categorical_accuracy",
-                 dtype: Any = None) -> None:
+                 dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
 
     def _standardize(self, t: NDArray[Any], p: NDArray[Any]
@@ -426,7 +426,7 @@ class TopKCategoricalAccuracy(CategoricalAccuracy):
     """
 
     def __init__(self, k: int = 5, name: str | None = "top_k_categorical_accuracy",
-                 dtype: Any = None) -> None:
+                 dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
         self.k = _check_int("k", k, 1)
 
@@ -450,7 +450,7 @@ class SparseTopKCategoricalAccuracy(SparseCategoricalAccuracy):
     """
 
     def __init__(self, k: int = 5, name: str | None = "sparse_top_k_categorical_accuracy",
-                 dtype: Any = None, from_sorted_ids: bool = False) -> None:
+                 dtype: DTypeLike | None = None, from_sorted_ids: bool = False) -> None:
         super().__init__(name=name, dtype=dtype)
         self.k = _check_int("k", k, 1)
         self.from_sorted_ids = bool(from_sorted_ids)
@@ -472,7 +472,7 @@ class SparseTopKCategoricalAccuracy(SparseCategoricalAccuracy):
 class MeanSquaredError(_MeanMetric):
     """The mean of mean((y_true - y_pred)^2, axis=-1), as `keras.metrics.MeanSquaredError`."""
 
-    def __init__(self, name: str | None = "mean_squared_error", dtype: Any = None) -> None:
+    def __init__(self, name: str | None = "mean_squared_error", dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
 
     def _values(self, p: NDArray[Any], t: NDArray[Any]) -> NDArray[Any]:
@@ -485,7 +485,7 @@ class MeanSquaredError(_MeanMetric):
 class MeanAbsoluteError(_MeanMetric):
     """The mean of mean(|y_true - y_pred|, axis=-1), as `keras.metrics.MeanAbsoluteError`."""
 
-    def __init__(self, name: str | None = "mean_absolute_error", dtype: Any = None) -> None:
+    def __init__(self, name: str | None = "mean_absolute_error", dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
 
     def _values(self, p: NDArray[Any], t: NDArray[Any]) -> NDArray[Any]:
@@ -500,7 +500,7 @@ class RootMeanSquaredError(_MeanMetric):
     `keras.metrics.RootMeanSquaredError`: the squared errors are averaged per sample, the
     square root taken of the mean over samples (not a mean of per-batch roots)."""
 
-    def __init__(self, name: str | None = "root_mean_squared_error", dtype: Any = None) -> None:
+    def __init__(self, name: str | None = "root_mean_squared_error", dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
 
     def _values(self, p: NDArray[Any], t: NDArray[Any]) -> NDArray[Any]:
@@ -628,18 +628,19 @@ class _AtThresholds(_ConfusionMetric):
 
     def __init__(self, thresholds: float | Sequence[float] | None = None,
                  top_k: int | None = None, class_id: int | None = None,
-                 name: str | None = None, dtype: Any = None) -> None:
+                 name: str | None = None, dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
-        self.init_thresholds = thresholds
         self.top_k = None if top_k is None else _check_int("top_k", top_k, 1)
         self.class_id = None if class_id is None else _check_int("class_id", class_id, 0)
         listed: list[float]
-        if thresholds is not None:
-            listed = list(np.ravel(thresholds).tolist()) if np.ndim(thresholds) else \
-                [cast(float, thresholds)]
-            _check_thresholds(listed)
-        else:
+        # init_thresholds: as given (for the config), a tuple or an array as a list (JSON)
+        self.init_thresholds: float | list[float] | None = None
+        if thresholds is None:
             listed = [0.5 if top_k is None else NEG_INF]
+        else:
+            listed = np.ravel(thresholds).tolist()
+            _check_thresholds(listed)
+            self.init_thresholds = listed if np.ndim(thresholds) else listed[0]
         self.thresholds = listed
         self._evenly = _evenly_distributed(listed)
         self.true_positives = self.add_variable((len(listed),), name="true_positives")
@@ -681,7 +682,7 @@ class Precision(_AtThresholds):
 
     def __init__(self, thresholds: float | Sequence[float] | None = None,
                  top_k: int | None = None, class_id: int | None = None,
-                 name: str | None = None, dtype: Any = None) -> None:
+                 name: str | None = None, dtype: DTypeLike | None = None) -> None:
         super().__init__(thresholds, top_k, class_id, name, dtype)
         self.false_positives = self.add_variable((len(self.thresholds),),
                                                  name="false_positives")
@@ -703,7 +704,7 @@ class Recall(_AtThresholds):
 
     def __init__(self, thresholds: float | Sequence[float] | None = None,
                  top_k: int | None = None, class_id: int | None = None,
-                 name: str | None = None, dtype: Any = None) -> None:
+                 name: str | None = None, dtype: DTypeLike | None = None) -> None:
         super().__init__(thresholds, top_k, class_id, name, dtype)
         self.false_negatives = self.add_variable((len(self.thresholds),),
                                                  name="false_negatives")
@@ -751,7 +752,7 @@ class AUC(_ConfusionMetric):
 
     def __init__(self, num_thresholds: int = 200, curve: str = "ROC",
                  summation_method: str = "interpolation", name: str | None = None,
-                 dtype: Any = None, thresholds: Sequence[float] | None = None,
+                 dtype: DTypeLike | None = None, thresholds: Sequence[float] | None = None,
                  multi_label: bool = False, num_labels: int | None = None,
                  label_weights: ArrayLike | None = None, from_logits: bool = False) -> None:
         if curve not in _CURVES:

@@ -6,6 +6,7 @@ metrics (fit / evaluate logs, the state the distribution sums).
 
 The metrics sum in float64: values computed by hand are compared at float64 tolerance
 (tests/tolerances.py); Keras' own (float32) printed values only to their printed digits."""
+import json
 import math
 
 import numpy as np
@@ -288,7 +289,7 @@ CONFIGURED = [
     lambda: metrics.SparseTopKCategoricalAccuracy(k=2, from_sorted_ids=True),
     metrics.MeanSquaredError, metrics.MeanAbsoluteError, metrics.RootMeanSquaredError,
     lambda: metrics.Precision(thresholds=[0.3, 0.6], class_id=1, name="p"),
-    lambda: metrics.Recall(top_k=2),
+    lambda: metrics.Recall(top_k=2), lambda: metrics.Recall(thresholds=np.array([0.2, 0.9])),
     lambda: metrics.AUC(num_thresholds=17, curve="PR", summation_method="majoring",
                         from_logits=True),
     lambda: metrics.AUC(thresholds=[0.3, 0.5], multi_label=True, num_labels=3,
@@ -300,6 +301,7 @@ CONFIGURED = [
 def test_get_config_round_trip(make):
     m = make()
     cfg = m.get_config()
+    assert json.loads(json.dumps(cfg)) == cfg  # (plain data, as Keras' AUC test checks)
     again = type(m).from_config(cfg)
     assert again.get_config() == cfg and again.name == m.name
     back = metrics.deserialize(metrics.serialize(m))
