@@ -357,7 +357,8 @@ class CategoricalAccuracy(_MeanMetric):
     `keras.metrics.CategoricalAccuracy` (ties: the first maximum).  Targets are turned into
     class indices once per fit, so each batch compares integers."""
 
-    def __init__(self, name: str | None = "categorical_accuracy", dtype: DTypeLike | None = None) -> None:
+    def __init__(self, name: str | None = "categorical_accuracy",
+                 dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
 
     def _standardize(self, t: NDArray[Any], p: NDArray[Any]
@@ -472,7 +473,8 @@ class SparseTopKCategoricalAccuracy(SparseCategoricalAccuracy):
 class MeanSquaredError(_MeanMetric):
     """The mean of mean((y_true - y_pred)^2, axis=-1), as `keras.metrics.MeanSquaredError`."""
 
-    def __init__(self, name: str | None = "mean_squared_error", dtype: DTypeLike | None = None) -> None:
+    def __init__(self, name: str | None = "mean_squared_error",
+                 dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
 
     def _values(self, p: NDArray[Any], t: NDArray[Any]) -> NDArray[Any]:
@@ -485,7 +487,8 @@ class MeanSquaredError(_MeanMetric):
 class MeanAbsoluteError(_MeanMetric):
     """The mean of mean(|y_true - y_pred|, axis=-1), as `keras.metrics.MeanAbsoluteError`."""
 
-    def __init__(self, name: str | None = "mean_absolute_error", dtype: DTypeLike | None = None) -> None:
+    def __init__(self, name: str | None = "mean_absolute_error",
+                 dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
 
     def _values(self, p: NDArray[Any], t: NDArray[Any]) -> NDArray[Any]:
@@ -500,7 +503,8 @@ class RootMeanSquaredError(_MeanMetric):
     `keras.metrics.RootMeanSquaredError`: the squared errors are averaged per sample, the
     square root taken of the mean over samples (not a mean of per-batch roots)."""
 
-    def __init__(self, name: str | None = "root_mean_squared_error", dtype: DTypeLike | None = None) -> None:
+    def __init__(self, name: str | None = "root_mean_squared_error",
+                 dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
 
     def _values(self, p: NDArray[Any], t: NDArray[Any]) -> NDArray[Any]:
@@ -538,7 +542,7 @@ def _counts_column(p: NDArray[Any], pos: NDArray[Any], w: NDArray[Any] | None,
     if evenly:
         # bucket b holds (t_b, t_b+1]: b := ceil(p * (T - 1)) - 1, in p's dtype as Keras
         b = np.ceil(np.clip(p, 0, 1) * p.dtype.type(T - 1)) - 1
-        if thresholds[0] < 0:  # the first threshold is below 0: 0 is above it
+        if thresholds[0] < 0 or thresholds[-1] > 1:  # ends moved by epsilon: 0 is above the first
             np.maximum(b, 0, out=b)
         b[np.isnan(b)] = -1  # (NaN: counted at no threshold)
         idx = b.astype(np.int64) + 1  # (index 0: counted at no threshold, as Keras' -1)
