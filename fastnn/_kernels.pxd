@@ -1,5 +1,5 @@
 # Declarations mirroring src_c/fastnn.h (one line per kernel; see the header for formulas).
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint16_t
 
 cdef extern from "fastnn.h" nogil:
     enum fnn_act:
@@ -50,6 +50,8 @@ cdef extern from "fastnn.h" nogil:
         void *xb
         void *tb
         void *grad
+        const void *sw
+        void *swb
         int loss
         void *p
         void *g
@@ -103,6 +105,20 @@ cdef extern from "fastnn.h" nogil:
     void fnn_prelu_forward_f64(double *y, const double *x, const double *alpha, int64_t n, int64_t m) noexcept
     void fnn_prelu_backward_f32(float *dx, float *dalpha, const float *dy, const float *x, const float *alpha, int64_t n, int64_t m) noexcept
     void fnn_prelu_backward_f64(double *dx, double *dalpha, const double *dy, const double *x, const double *alpha, int64_t n, int64_t m) noexcept
+    # bfloat16 products with float32 sums (src_c/bf16.c); bf16 values are uint16_t
+    enum fnn_bf16_path_code:
+        FNN_BF16_PORTABLE, FNN_BF16_AVX512BF16, FNN_BF16_AMX, FNN_BF16_N_PATH
+    int fnn_bf16_paths() noexcept
+    int fnn_bf16_get_path() noexcept
+    int fnn_bf16_set_path(int path) noexcept
+    const char *fnn_bf16_path_name(int path) noexcept
+    int64_t fnn_bf16_packed_size(int64_t k, int64_t n) noexcept
+    int64_t fnn_bf16_backward_scratch_size(int64_t n, int64_t i, int64_t o) noexcept
+    void fnn_bf16_convert_forward(uint16_t *y, const float *x, int64_t n) noexcept
+    void fnn_bf16_pack_forward(uint16_t *wp, uint16_t *wtp, const float *w, int64_t i, int64_t o) noexcept
+    void fnn_optimizer_step_bf16pack_f32(float *p, uint16_t *wp, uint16_t *wtp, const float *g, int64_t off, int64_t i, int64_t o, const fnn_optimizer *opt) noexcept
+    void fnn_dense_forward_bf16(float *y, float *z, uint16_t *y16, const uint16_t *x16, const uint16_t *wp, const float *b, int64_t n, int64_t i, int64_t o, int act, float alpha) noexcept
+    void fnn_dense_backward_bf16(float *dw, float *db, float *dx, float *dz, uint16_t *scratch, const float *dy, const uint16_t *x16, const uint16_t *wtp, const float *y, const float *z, int64_t n, int64_t i, int64_t o, int act, float alpha) noexcept
 
 
 # Each kernel once for both real types (scikit-learn's `floating` pattern): the wrappers in

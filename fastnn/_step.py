@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, NamedTuple, Sequence, cast
+from typing import (TYPE_CHECKING, Any, Callable, Hashable, Iterable, Iterator, NamedTuple,
+                    Sequence, cast)
 
 import numpy as np
 
@@ -45,6 +46,7 @@ from fastnn.optimizers import Optimizer
 if TYPE_CHECKING:
     import threading
 
+    from fastnn._batches import Batch
     from numpy.typing import NDArray
 
     from fastnn._kernels import DenseStack
@@ -114,6 +116,14 @@ def pack_parameters(layers: Sequence[Layer], rng: np.random.Generator) -> Packed
     return packed
 
 
+def rows(idx: NDArray[Any]) -> slice | NDArray[Any]:
+    """idx as a slice when it is a run of consecutive rows (a view, no copy), else idx."""
+    if len(idx) and idx[-1] - idx[0] == len(idx) - 1 and (len(idx) < 3 or
+                                                           bool(np.all(np.diff(idx) == 1))):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
 def _bases(a: Any) -> Iterator[NDArray[Any]]:
     """a and the arrays it views (a view's memory is its base's: pinning a pins that)."""
     while isinstance(a, np.ndarray):
@@ -172,22 +182,25 @@ class TrainStep:
             self.release()
             lock.release()
 
-    def evaluate(self, x: NDArray[Any], t: NDArray[Any], batch_size: int,
-                 metrics: Sequence[Metric]) -> float:
-        """The summed loss over prepared (x, t), batch by batch (the metrics take every batch);
-        the mean is that over len(x)."""
-        metric_t = _data.metric_targets(metrics, t)
-        total = 0.0
-        for s in range(0, len(x), batch_size):
-            e = min(len(x), s + batch_size)
-            if self.regularized:
-                p, penalty = self._forward_penalized(x[s:e])
+    def evaluate(self, batches: Iterable[Batch], metrics: Sequence[Metric],
+                 weighted: Sequence[bool]) -> tuple[float, float]:
+        """The summed loss over the batches (`fastnn._batches`: prepared arrays and the rows of
+        each batch), and the number of samples; the metrics take every batch (those weighted
+        with the batch's sample weights)."""
+        total, count = 0.0, 0
+        for b in batches:
+            sl = rows(b.idx)
+            if self.regularized:  # Keras' evaluated loss includes the penalties
+                p, penalty = self._forward_penalized(b.x[sl])
             else:
-                p, penalty = forward(self.layers, x[s:e], training=False), 0.0
-            total += (float(self.loss_value(p, t[s:e])) + penalty) * (e - s)
-            for m, mt in zip(metrics, metric_t):
-                m.update(p, mt[s:e])
-        return total
+                p, penalty = forward(self.layers, b.x[sl], training=False), 0.0
+            sw = None if b.sw is None else b.sw[sl]
+            total += (float(self.loss_value(p, cast("NDArray[Any]", b.t)[sl], sw))
+                      + penalty) * len(b.idx)
+            count += len(b.idx)
+            for m, mt, w in zip(metrics, b.mt, weighted):
+                m.update(p, mt[sl], sw if w else None)
+        return total, count
 
     def release(self) -> None:
         """Drop the compiled steps: they hold the training arrays (fit calls this at its end,
@@ -197,31 +210,37 @@ class TrainStep:
     # ---- the step ---------------------------------------------------------------------------
 
     def run(self, optimizer: Optimizer, x: NDArray[Any], t: NDArray[Any],
-            idx: NDArray[Any]) -> tuple[float, NDArray[Any] | None]:
-        """One optimizer step on the samples idx of (x, t), prepared arrays: fit's step.
-        Returns (loss value, predictions: a reused buffer).  Under a distribution
-        (fastnn.distribution) this rank's share of idx is stepped: see _distributed."""
+            idx: NDArray[Any], sw: NDArray[Any] | None = None
+            ) -> tuple[float, NDArray[Any] | None]:
+        """One optimizer step on the samples idx of (x, t), prepared arrays, weighted by the
+        per-sample weights sw (or None): fit's step.  Returns (loss value, predictions: a
+        reused buffer).  Under a distribution (fastnn.distribution) this rank's share of idx
+        is stepped: see _distributed."""
         dist = distribution.active()
         if dist is not None:
-            return self._distributed(dist, optimizer, x, t, idx)
-        stack = self.compiled_step(optimizer, x, t, len(idx))
+            return self._distributed(dist, optimizer, x, t, idx, sw)
+        stack = self.compiled_step(optimizer, x, t, len(idx), sw)
         if stack is None:
-            return self._python_step(optimizer, self.gather("x", x, idx), self.gather("t", t, idx))
+            return self._python_step(optimizer, self.gather("x", x, idx), self.gather("t", t, idx),
+                                     None if sw is None else self.gather("sw", sw, idx))
         optimizer.begin_step(self.params)
         return stack.run(idx), stack.predictions
 
-    def gradients(self, xb: NDArray[Any], tb: NDArray[Any]) -> float:
-        """Forward, loss and backward on the batch, layer by layer: fills every layer's grads
-        (nothing is stepped).  Returns the loss value."""
-        return self._gradients(xb, tb, rank1_ok=False)[0]
+    def gradients(self, xb: NDArray[Any], tb: NDArray[Any],
+                  swb: NDArray[Any] | None = None) -> float:
+        """Forward, loss and backward on the batch (weighted by swb, or None), layer by layer:
+        fills every layer's grads (nothing is stepped).  Returns the loss value."""
+        return self._gradients(xb, tb, rank1_ok=False, swb=swb)[0]
 
-    def loss_value(self, p: NDArray[Any], tb: NDArray[Any]) -> float:
-        """The loss of the outputs p (probabilities, or logits for a from_logits loss)."""
+    def loss_value(self, p: NDArray[Any], tb: NDArray[Any],
+                   swb: NDArray[Any] | None = None) -> float:
+        """The loss of the outputs p (probabilities, or logits for a from_logits loss),
+        weighted by swb (or None)."""
         if self.loss.softmax_logits:
             probs = self.buffers.get("probs", p.shape, p.dtype, training=False)
             backend.K.act_forward(probs, p, _SOFTMAX, 0.0)
             p = probs
-        return self.loss.value(p, tb)
+        return self.loss.value(p, tb, swb)
 
     def gather(self, key: Hashable, a: NDArray[Any], idx: NDArray[Any]) -> NDArray[Any]:
         """a[idx] written into the step's reused batch buffer `key` (one per shape)."""
@@ -230,8 +249,8 @@ class TrainStep:
         return buf
 
     def _distributed(self, dist: distribution.DataParallel, optimizer: Optimizer,
-                     x: NDArray[Any], t: NDArray[Any],
-                     idx: NDArray[Any]) -> tuple[float, NDArray[Any] | None]:
+                     x: NDArray[Any], t: NDArray[Any], idx: NDArray[Any],
+                     sw: NDArray[Any] | None) -> tuple[float, NDArray[Any] | None]:
         """Data parallel: this rank's rows of the global batch idx, their gradient (layer by
         layer) scaled by their share of the batch, the gradients summed over the ranks in place
         (one allreduce per parameter buffer), then the same optimizer step on every rank.
@@ -240,9 +259,10 @@ class TrainStep:
         p: NDArray[Any] | None
         value, p = 0.0, None
         if e > s:
-            value, p, _ = self._gradients(self.gather("x", x, idx[s:e]),
-                                          self.gather("t", t, idx[s:e]), rank1_ok=False,
-                                          loss_scale=optimizer.loss_scale_factor)
+            value, p, _ = self._gradients(
+                self.gather("x", x, idx[s:e]), self.gather("t", t, idx[s:e]), rank1_ok=False,
+                loss_scale=optimizer.loss_scale_factor,
+                swb=None if sw is None else self.gather("sw", sw, idx[s:e]))
             share = (e - s) / len(idx)
             value *= share
             for g in self.grads:
@@ -258,16 +278,16 @@ class TrainStep:
 
     # ---- layer by layer -----------------------------------------------------------------------
 
-    def _python_step(self, optimizer: Optimizer, xb: NDArray[Any],
-                     tb: NDArray[Any]) -> tuple[float, NDArray[Any]]:
+    def _python_step(self, optimizer: Optimizer, xb: NDArray[Any], tb: NDArray[Any],
+                     swb: NDArray[Any] | None) -> tuple[float, NDArray[Any]]:
         value, p, rank1 = self._gradients(xb, tb, rank1_ok=optimizer.plain,
-                                          loss_scale=optimizer.loss_scale_factor)
+                                          loss_scale=optimizer.loss_scale_factor, swb=swb)
         optimizer.apply(self.params, self.grads, rank1)
         self._constrain()
         return value, p
 
     def _gradients(self, xb: NDArray[Any], tb: NDArray[Any], rank1_ok: bool,
-                   loss_scale: float | None = None
+                   loss_scale: float | None = None, swb: NDArray[Any] | None = None
                    ) -> tuple[float, NDArray[Any], tuple[NDArray[Any], NDArray[Any]] | None]:
         """Forward, loss and backward: fills every layer's grads and returns (loss, predictions,
         rank1).  With rank1_ok and a single sample, the first dense kernel's gradient is left
@@ -281,13 +301,13 @@ class TrainStep:
             p = layer.call(p, training=True)
         grad = self.buffers.get("grad", p.shape, p.dtype)
         if self.fused:
-            value = self.loss.fused_value_and_grad(grad, p, tb)
+            value = self.loss.fused_value_and_grad(grad, p, tb, swb)
         elif self.loss.softmax_logits:  # the model outputs logits: softmax here, fused gradient
             probs = self.buffers.get("probs", p.shape, p.dtype)
             backend.K.act_forward(probs, p, _SOFTMAX, 0.0)
-            value = self.loss.fused_value_and_grad(grad, probs, tb)
+            value = self.loss.fused_value_and_grad(grad, probs, tb, swb)
         else:
-            value = self.loss.value_and_grad(grad, p, tb)
+            value = self.loss.value_and_grad(grad, p, tb, swb)
         if loss_scale is not None:
             grad *= grad.dtype.type(loss_scale)
         d = grad
@@ -344,12 +364,12 @@ class TrainStep:
     # ---- compiled -------------------------------------------------------------------------------
 
     def compiled_step(self, optimizer: Optimizer, x: NDArray[Any], t: NDArray[Any],
-                      n: int) -> DenseStack | None:
+                      n: int, sw: NDArray[Any] | None = None) -> DenseStack | None:
         """The compiled step (`_kernels.DenseStack`) that runs batches of n samples of the
-        prepared (x, t) under this optimizer, built on first use; None where the layer-by-layer
-        step runs (see the module docstring)."""
+        prepared (x, t) (weighted by sw, or None) under this optimizer, built on first use;
+        None where the layer-by-layer step runs (see the module docstring)."""
         kernels = optimizer.kernels(self.params) if self.params else None
-        built_for = (optimizer, kernels, x, t)
+        built_for = (optimizer, kernels, x, t, sw)
         hit = self._stacks.pop(n, None)
         if hit is not None and all(a is b for a, b in zip(hit[1], built_for)):
             self._stacks[n] = hit  # most recently used last
@@ -365,14 +385,15 @@ class TrainStep:
                 and (self.fused or not self.loss.softmax_logits) and self.loss.kernel_only):
             # (params is not empty, and every layer in dense is a Dense)
             stack = self._build_stack(make, cast("list[Any]", kernels)[0], x, t, n,
-                                      cast("list[Dense]", dense))
+                                      cast("list[Dense]", dense), sw)
         if len(self._stacks) >= 2:  # an epoch's two batch sizes (full, last); no more
             del self._stacks[next(iter(self._stacks))]
         self._stacks[n] = (stack, built_for)
         return stack
 
     def _build_stack(self, make: Callable[..., DenseStack], opt_kernel: Any, x: NDArray[Any],
-                     t: NDArray[Any], n: int, dense: Sequence[Dense]) -> DenseStack:
+                     t: NDArray[Any], n: int, dense: Sequence[Dense],
+                     sw: NDArray[Any] | None) -> DenseStack:
         loss = self.loss.fused_code if self.fused else self.loss.code
         buf = self.buffers.get
         specs: list[tuple[Any, ...]] = []
@@ -389,4 +410,5 @@ class TrainStep:
                 if threads > 1 and n > 1 and self.rank1 else None)
         return make(x, t, buf("x", (n, *x.shape[1:]), x.dtype), buf("t", (n, *t.shape[1:]), t.dtype),
                     buf("grad", (n, width), x.dtype), specs, loss, self.params[0], self.grads[0],
-                    opt_kernel, self.rank1, part, threads)
+                    opt_kernel, self.rank1, part, threads, sw,
+                    None if sw is None else buf("sw", (n,), x.dtype))
