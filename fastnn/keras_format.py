@@ -295,6 +295,9 @@ def _keras_layers(model: Sequential) -> list[_KerasLayer]:
     out, shape = [], tuple(cast("tuple[Any, ...]", model.input_shape)[1:])
     for layer in model.layers:
         where = f"layer {layer.name!r}"
+        if not isinstance(layer, layers_module.Layer):
+            raise ValueError(f"{where}: a nested Sequential model cannot be written in Keras "
+                             "format by fastnn (fastnn's own format saves it).")
         base = {"name": layer.name, "trainable": True, "dtype": _policy(layer.dtype)}
         kind = type(layer)
         # (the casts: mypy narrows layer by `type(layer) is`, not by `kind is`)
@@ -402,7 +405,7 @@ def _compile_config(model: Sequential) -> dict[str, Any]:
 
 def _model_config(model: Sequential, keras_layers: list[_KerasLayer]) -> dict[str, Any]:
     shape = [None, *cast("tuple[Any, ...]", model.input_shape)[1:]]  # (built: not None)
-    dtype = model.layers[0].dtype if model.layers else np.dtype("float32")
+    dtype = model._leaves()[0].dtype if model.layers else np.dtype("float32")
     names = {cfg["name"] for _, cfg, _, _ in keras_layers}
     input_name = "input_layer"
     k = 0
@@ -985,12 +988,12 @@ def _read_weights(h5: _H5, model: Sequential, classes: list[str]) -> None:
     model.set_weights(values)
 
 
-def _keras_class(layer: layers_module.Layer) -> str:
+def _keras_class(layer: layers_module.Layer | Sequential) -> str:
     """The Keras class a fastnn layer is written as (its key in a weights file)."""
     kind = type(layer)
     if kind is layers_module.Activation:
-        return _activation_layer(cast(layers_module.Activation, layer).activation, layer.name,
-                                 layer.dtype)[0]
+        act = cast(layers_module.Activation, layer)
+        return _activation_layer(act.activation, act.name, act.dtype)[0]
     if kind in (layers_module.Dense, layers_module.Flatten, layers_module.Dropout):
         return kind.__name__
     raise ValueError(f"layer {layer.name!r}: {kind.__name__} has no Keras weights layout.")

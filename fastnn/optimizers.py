@@ -157,6 +157,10 @@ class Optimizer:
         self._built_for: Any
         self._kernels = self._built_for = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickle and deepcopy copy: all but the kernel objects (made again on use)."""
+        return {**self.__dict__, "_kernels": None, "_built_for": None}
+
     def _slots(self) -> tuple[str, ...]:
         """The state arrays this optimizer keeps (names of fastnn/_codes.py OPTIMIZER_SLOTS)."""
         return ()

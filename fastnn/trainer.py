@@ -16,7 +16,7 @@ import numpy as np
 
 from fastnn import _data, _step, distribution
 from fastnn import callbacks as callbacks_module
-from fastnn import config, losses, metrics as metrics_module, optimizers, utils
+from fastnn import losses, metrics as metrics_module, optimizers, utils
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
@@ -28,10 +28,13 @@ if TYPE_CHECKING:
 class Trainer:
     """compile / fit / evaluate / predict / train_on_batch for a model (see the module)."""
 
-    # provided by the model class (Sequential): its layers and whether they are built
-    layers: list[Layer]
+    # provided by the model class (Sequential): whether its layers are built, and the
+    # layers a step runs, in order (`_leaves()`)
     built: bool
     if TYPE_CHECKING:
+        def _leaves(self) -> list[Layer]:
+            """The model's layers, nested models' layers in their place."""
+
         def build(self, input_shape: Sequence[int | None] | None = None) -> None:
             """Create the weights (the model's)."""
 
@@ -61,6 +64,17 @@ class Trainer:
         self._params = self._grads = []
         self._trainer: _step.TrainStep | None = None
         self._lock = threading.Lock()  # held by fit and train_on_batch
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickle and deepcopy copy: everything but the lock and the training step
+        (made again on first use)."""
+        state = self.__dict__.copy()
+        state["_lock"], state["_trainer"] = None, None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def compile(self, optimizer: str | optimizers.Optimizer = "rmsprop",
                 loss: str | losses.Loss | type[losses.Loss] | Callable[..., Any] | None = None,
@@ -118,15 +132,15 @@ class Trainer:
         """fastnn's training step for this model (fastnn/_step.py `TrainStep`), e.g.
         `model.trainer.compiled_step(model.optimizer, x, y, batch_size)`."""
         self._require_compiled("trainer")
-        if self._trainer is None:
+        if self._trainer is None or self._trainer.stale():  # (stale: an activation was set)
             if not self.built:
                 self.build()
-            self._trainer = _step.TrainStep(self.layers, self.loss, self._params, self._grads,
+            self._trainer = _step.TrainStep(self._leaves(), self.loss, self._params, self._grads,
                                             self.jit_compile)
         return self._trainer
 
     def _resolve_metrics(self) -> None:
-        n_out = self.layers[-1].output_shape[-1]
+        n_out = self._leaves()[-1].output_shape[-1]
         self.metrics = [metrics_module.get(m, self.loss, n_out) for m in self._metric_ids]
 
 
@@ -134,7 +148,8 @@ class Trainer:
         """Validate and convert inputs once: a C-contiguous float array of the model's dtype
         (an unbuilt model is built for their shape)."""
         x = _data.as_samples(x, name)
-        if not self.layers:
+        leaves = self._leaves()
+        if not leaves:
             raise ValueError("Expected a model with at least one layer. Received: an empty model")
         if not self.built:  # built for x's samples; a refused x leaves the model as it was
             inferred = self._input_shape is None
@@ -143,7 +158,7 @@ class Trainer:
             except Exception:
                 self._input_shape = None if inferred else self._input_shape
                 raise
-        dtype = self.layers[0].dtype if self.layers else config.dtype()
+        dtype = leaves[0].dtype
         sample_shape = cast("tuple[int, ...]", self._input_shape)  # a built model's
         return _data.conform_samples(x, sample_shape, dtype, name)
 
@@ -317,7 +332,7 @@ class Trainer:
         """The mean loss and metrics on prepared (x, t); distributed, each rank takes its shard
         and the sums are reduced over the ranks."""
         # fresh metric objects: evaluate may run in several threads at once
-        n_out = self.layers[-1].output_shape[-1]
+        n_out = self._leaves()[-1].output_shape[-1]
         metrics = [metrics_module.get(m, self.loss, n_out) for m in self._metric_ids]
         dist = distribution.active()
         if dist is not None:
@@ -366,15 +381,41 @@ class Trainer:
         verbose = _data.check_verbose(verbose)
         x = self._prepare_x(x)
         start = time.perf_counter()
-        out: NDArray[Any] = np.empty((len(x), *self.layers[-1].output_shape), x.dtype)
+        leaves = self._leaves()
+        out: NDArray[Any] = np.empty((len(x), *leaves[-1].output_shape), x.dtype)
         for s in range(0, len(x), batch_size):
             e = min(len(x), s + batch_size)
-            out[s:e] = _step.forward(self.layers, x[s:e], training=False)
+            out[s:e] = _step.forward(leaves, x[s:e], training=False)
         callbacks_module.Progbar.report(math.ceil(len(x) / batch_size), verbose, start, {})
         return out
 
     def __call__(self, x: ArrayLike, training: bool = False) -> NDArray[Any]:
         """The outputs for x in one batch; training=True applies dropout (default False)."""
-        out: NDArray[Any] = _step.forward(self.layers, self._prepare_x(x),
-                                          training=bool(training)).copy()
+        x = self._prepare_x(x)
+        out: NDArray[Any] = _step.forward(self._leaves(), x, training=bool(training)).copy()
         return out
+
+    def predict_on_batch(self, x: ArrayLike) -> NDArray[Any]:
+        """The model's outputs for x as one batch (a new array), as Keras."""
+        return self(x)
+
+    # (return_dict=True: a dict; else a float or a list, by the metrics compiled: Any)
+    @overload
+    def test_on_batch(self, x: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None,
+                      *, return_dict: Literal[True]) -> dict[str, float]: ...
+    @overload
+    def test_on_batch(self, x: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None,
+                      return_dict: bool = False) -> Any: ...
+
+    def test_on_batch(self, x: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None,
+                      return_dict: bool = False) -> float | list[float] | dict[str, float]:
+        """The loss (and metrics) on (x, y) as one batch, as evaluate returns them (metrics of
+        this batch alone, as Keras'): a float without metrics, else [loss, *metrics]; a dict
+        with return_dict=True (default False).  sample_weight: not supported by this fastnn's
+        evaluation yet (NotImplementedError unless None)."""
+        self._require_compiled("test_on_batch")
+        if sample_weight is not None:
+            raise NotImplementedError("test_on_batch(sample_weight=...) is not supported: "
+                                      "fastnn's evaluation takes no sample weights yet.")
+        x, t = self._prepare_xy(x, y)
+        return _data.format_logs(self._evaluate_prepared(x, t, len(x)), return_dict)
