@@ -328,7 +328,8 @@ def _keras_layers(model: Sequential) -> list[_KerasLayer]:
                                  f"{seed!r}")
             out.append(("Dropout", {**base, "rate": layer.rate,
                                     "seed": None if seed is None else int(seed),
-                                    "noise_shape": None}, [], None))
+                                    "noise_shape": None if layer.noise_shape is None
+                                    else list(layer.noise_shape)}, [], None))
         else:
             raise ValueError(f"{where}: {kind.__name__} layers cannot be written in Keras "
                              "format; fastnn writes Dense, Activation, Flatten and Dropout.")
@@ -832,10 +833,15 @@ def _layer(f: _File, entry: Any, where: str,
         build_config_matches()
         return layers_module.Flatten(**kw), cls, (math.prod(shape),), 0
     if cls == "Dropout":
+        def noise_shape(v: Any, w: str) -> None:
+            if v is not None:
+                for i, d in enumerate(f.check(v, "list", w)):
+                    f.check(d, "int", f"{w}[{i}]", null=True)
         _options(f, cfg, {"rate": number(), "seed": lambda v, w: f.check(v, "int", w, null=True),
-                          "noise_shape": None}, cls, where)
+                          "noise_shape": noise_shape}, cls, where)
         rate = f.check(cfg.get("rate"), "number", f"{where}.config.rate")
-        return layers_module.Dropout(rate, seed=cfg.get("seed"), **kw), cls, shape, 0
+        return layers_module.Dropout(rate, noise_shape=cfg.get("noise_shape"),
+                                     seed=cfg.get("seed"), **kw), cls, shape, 0
     if cls == "Activation":
         _options(f, cfg, {"activation": lambda v, w: None}, cls, where)
         spec = _activation(f, cfg.get("activation"), f"{where}.config.activation")

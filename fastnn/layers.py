@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import numbers
+import re
 import threading
 from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence, TypeVar, cast
 
@@ -151,7 +152,7 @@ class Layer:
 
     def __init__(self, name: str | None = None, input_shape: int | Sequence[int] | None = None,
                  dtype: DTypeLike | None = None) -> None:
-        kind = type(self).__name__.lower()
+        kind = re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()  # as Keras: input_layer
         Layer._count[kind] = Layer._count.get(kind, 0) + 1
         if name is not None and not isinstance(name, str):
             raise TypeError(f"Expected name to be a str. Received: {name!r}")

@@ -58,6 +58,7 @@ class Sequential(Trainer):
         self.name = name or ("sequential" if count == 1 else f"sequential_{count - 1}")
         self._layers: list[Layer | Sequential] = []
         self._batch_size: int | None = None  # Input(batch_size=...): shown in the shapes only
+        self._built_leaves: list[Layer] = []  # the layers the last build bound
         self.built = False
         for layer in layers or []:
             self.add(layer, build=False)
@@ -162,7 +163,8 @@ class Sequential(Trainer):
         """One flat parameter buffer for all the layers (the layers keep views, see
         _step.pack_parameters); nested models get views of their share."""
         self.built = True
-        self._params, self._grads = _step.pack_parameters(self._leaves(), self._rng)
+        self._built_leaves = self._leaves()
+        self._params, self._grads = _step.pack_parameters(self._built_leaves, self._rng)
         self._trainer = None
         shape = cast("tuple[int, ...]", self._input_shape)
         for layer in self._layers:
@@ -172,13 +174,22 @@ class Sequential(Trainer):
             else:
                 shape = layer.output_shape
 
+    def _stale(self) -> bool:
+        """Whether a nested model changed since this built model was built (layers added or
+        removed, or built anew in a buffer of its own): fit, predict... then build it again."""
+        if not self._models():
+            return False
+        leaves = self._leaves()
+        return leaves != self._built_leaves or not all(
+            any(np.may_share_memory(w, p) for p in self._params) for l in leaves for w in l.weights)
+
     def _share(self, input_shape: tuple[int, ...]) -> None:
         """Inside a built model: built too, for samples of input_shape, on views of the outer
         model's parameters (one per weight)."""
         if self._input_shape is None:
             self._input_shape = input_shape
         self.built = True
-        leaves = self._leaves()
+        leaves = self._built_leaves = self._leaves()
         self._params = [w.reshape(-1) for l in leaves for w in l.weights]
         self._grads = [g.reshape(-1) for l in leaves for g in l.grads]
         self._trainer = None

@@ -35,6 +35,9 @@ class Trainer:
         def _leaves(self) -> list[Layer]:
             """The model's layers, nested models' layers in their place."""
 
+        def _stale(self) -> bool:
+            """Whether the built model must be built again (a nested model changed)."""
+
         def build(self, input_shape: Sequence[int | None] | None = None) -> None:
             """Create the weights (the model's)."""
 
@@ -151,6 +154,8 @@ class Trainer:
         leaves = self._leaves()
         if not leaves:
             raise ValueError("Expected a model with at least one layer. Received: an empty model")
+        if self.built and self._stale():
+            self.built = False  # (the weights stay; they move to a new buffer)
         if not self.built:  # built for x's samples; a refused x leaves the model as it was
             inferred = self._input_shape is None
             try:

@@ -214,6 +214,24 @@ def test_nested_model_saves_and_loads(tmp_path):
         m.save(tmp_path / "m.keras")
 
 
+def test_changing_a_nested_model_rebuilds_the_outer_one():
+    x, y, _ = blobs(n=20)
+    m, inner = _nested(seed=2)
+    m.compile(optimizers.SGD(learning_rate=0.1), "categorical_crossentropy")
+    m.fit(x, y, epochs=1, batch_size=5, verbose=0)
+    inner.add(layers.Dense(6, activation="relu"))  # inner builds itself anew, for (None, 5)
+    w1, b1, w2, b2, w3, b3, w4, b4 = m.get_weights()
+    h = np.maximum(np.tanh(np.maximum(x @ w1 + b1, 0) @ w2 + b2) @ w3 + b3, 0)
+    p = m.predict(x, verbose=0)  # the outer model sees the new layer, trained weights kept
+    np.testing.assert_allclose(p, _softmax(h @ w4 + b4), rtol=1e-5, atol=1e-6)
+    m.fit(x, y, epochs=1, batch_size=5, verbose=0)  # trains every weight, in one buffer again
+    assert all(np.shares_memory(w, m._params[0]) for w in m.weights)
+    assert not np.array_equal(m.get_weights()[4], w3)
+    np.testing.assert_array_equal(inner.get_weights()[4], m.get_weights()[4])
+    inner.pop(rebuild=False)
+    assert m.predict(x, verbose=0).shape == (20, 3) and len(m.weights) == 6
+
+
 def test_a_model_cannot_contain_itself():
     m = models.Sequential([layers.Dense(2)])
     with pytest.raises(ValueError, match="itself"):
@@ -362,6 +380,7 @@ def test_set_weights_checks_count_and_shapes():
 def test_layer_attributes():
     d = layers.Dense(3, name="out", dtype="float64")
     assert d.name == "out" and d.dtype == "float64" and not d.built
+    assert layers.InputLayer(shape=(2,)).name.startswith("input_layer")  # Keras' snake_case
     with pytest.raises(ValueError, match="not both"):
         layers.Dense(3, input_dim=4, input_shape=(4,))
     with pytest.raises(ValueError, match="kernel_regularizer"):
