@@ -1,7 +1,8 @@
 """Training, evaluation and prediction, named as in Keras: `Trainer` is the base class that
-gives a model compile, fit, evaluate, predict and train_on_batch, as `keras.Model` gets them
-from Keras' Trainer.  The model built on it provides `layers`, `build(input_shape)`, `built`,
-`input_shape`, `output_shape`, and sets, when built, the attributes Trainer.__init__ declares
+gives a model compile, fit, evaluate, predict, train_on_batch, test_on_batch and
+predict_on_batch, as `keras.Model` gets them from Keras' Trainer.  The model built on it
+provides `_leaves()` (the layers a step runs, in order), `_stale()`, `build(input_shape)`,
+`built`, `input_shape`, `output_shape`, and sets, when built, the attributes Trainer.__init__ declares
 (its sample shape, random generator and parameter buffers).  What one training step does is
 fastnn/_step.py's; this module never imports models.py.
 """

@@ -544,8 +544,6 @@ def test_unsupported_compile_config_loads_uncompiled_with_a_warning(tmp_path):
         "units": 3, "kernel_initializer": {"module": "keras.initializers",
                                            "class_name": "Orthogonal", "config": {}}}},
      "Orthogonal"),
-    ({"module": "keras.layers", "class_name": "Dropout", "config": {
-        "rate": 0.5, "noise_shape": [None, 1]}}, "noise_shape"),
 ])
 def test_unsupported_layers_and_options_are_named(saved, tmp_path, entry, match):
     bad = _rewrite(saved, tmp_path / "bad.keras",

@@ -3,7 +3,9 @@ predict_on_batch, test_on_batch, layers, names, nesting, pickling, configs; laye
 build, call, weights, Input, Dropout(noise_shape) and settable activations.  Expected values
 are computed here with NumPy, or are Keras 3.15's documented behaviour (stated where used)."""
 import copy
+import json
 import pickle
+import zipfile
 
 import numpy as np
 import pytest
@@ -407,6 +409,18 @@ def test_dropout_noise_shape_masks_whole_broadcast_axes():
         layers.Dropout(0.5, noise_shape=(None, 3))(x, training=True)
     with pytest.raises(ValueError, match="noise_shape"):
         layers.Dropout(0.5, noise_shape=5)
+
+
+def test_dropout_noise_shape_goes_through_keras_files(tmp_path):
+    pytest.importorskip("h5py")
+    m = models.Sequential([layers.Input((4,)), layers.Dense(6),
+                           layers.Dropout(0.5, noise_shape=(None, 1), seed=2)], seed=0)
+    m.save(tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as z:  # as Keras 3.15 writes it: a list
+        cfg = json.loads(z.read("config.json"))["config"]["layers"][2]["config"]
+    assert cfg["noise_shape"] == [None, 1] and cfg["seed"] == 2
+    d = models.load_model(tmp_path / "m.keras").layers[1]
+    assert d.noise_shape == (None, 1) and d.seed == 2
 
 
 def test_dropout_noise_shape_backward_masks_the_same_axes():
