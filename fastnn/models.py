@@ -9,7 +9,7 @@ fastnn/saving.py's.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence, cast
 
 import numpy as np
 
@@ -106,9 +106,11 @@ class Sequential(Trainer):
             raise ValueError(f"Expected a model other than {self.name!r} itself. Received: "
                              f"{layer.name!r}, which is or contains it.")
         if any(l.name == layer.name for l in self._layers):
-            raise ValueError("All layers added to a Sequential model should have unique names. "
-                             f"Name '{layer.name}' is already the name of a layer in this model. "
-                             "Update the `name` argument to pass a unique name.")
+            _duplicate(layer.name)
+        self._append(layer, build)
+
+    def _append(self, layer: Layer | Sequential, build: bool) -> None:
+        """add() once the layer is known to fit in (checked)."""
         if not self._layers and self._input_shape is None:
             if isinstance(layer, Sequential):
                 self._input_shape, self._batch_size = layer._input_shape, layer._batch_size
@@ -311,6 +313,7 @@ class Sequential(Trainer):
         model = cls(name=cfg.get("name"), seed=cfg.get("seed"))
         if cfg.get("input_shape"):
             model._input_shape = tuple(cfg["input_shape"])
+        names: set[str] = set()
         for entry in cfg["layers"]:
             kind = entry.get("class_name", entry.get("class"))
             layer: Layer | Sequential
@@ -320,7 +323,14 @@ class Sequential(Trainer):
                 layer = LAYERS[kind].from_config(entry["config"])
             else:
                 raise ValueError(f"Unknown layer class {kind!r} in the saved model")
-            model.add(layer, build=False)
+            if isinstance(layer, InputLayer):
+                model.add(layer, build=False)
+                continue
+            if layer.name in names:
+                _duplicate(layer.name)
+            names.add(layer.name)
+            model._append(layer, build=False)  # (new layers: add's other checks hold; its
+            # name check would take time quadratic in the layers)
         if model._layers and model._input_shape is not None:
             model.build()
         elif cfg.get("build_input_shape"):
@@ -362,6 +372,12 @@ def load_model(filepath: StrOrBytesPath, compile: bool = True) -> Sequential:
         model: Sequential = keras_format.load_keras(filepath, compile=compile)
         return model
     return saving.load_model(filepath, Sequential)
+
+
+def _duplicate(name: str) -> NoReturn:
+    raise ValueError("All layers added to a Sequential model should have unique names. "
+                     f"Name '{name}' is already the name of a layer in this model. "
+                     "Update the `name` argument to pass a unique name.")
 
 
 def _keras_entry(class_name: str, config: dict[str, Any]) -> dict[str, Any]:

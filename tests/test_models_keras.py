@@ -122,6 +122,10 @@ def test_layer_names_must_be_unique():
     assert len(m.layers) == 1
     with pytest.raises(ValueError, match="unique names"):
         models.Sequential([layers.Dense(3, name="b"), layers.Dense(2, name="b")])
+    cfg = models.Sequential([layers.Dense(3, name="c"), layers.Dense(2, name="e")]).get_config()
+    cfg["layers"][1]["config"]["name"] = "c"
+    with pytest.raises(ValueError, match="Name 'c' is already"):
+        models.Sequential.from_config(cfg)
 
 
 def test_an_empty_model_is_refused():
