@@ -121,7 +121,7 @@ def all_finite(a: NDArray[Any]) -> bool:
 
 def metric_targets(metrics: Sequence[Metric], t: NDArray[Any]) -> list[NDArray[Any]]:
     """Each metric's targets, prepared once per call (class indices for the accuracies)."""
-    return [m.prepare_targets(t) if m.sparse_targets and t.ndim == 2 else t for m in metrics]
+    return [m.prepare_targets(t) for m in metrics]
 
 
 def format_logs(logs: dict[str, float], return_dict: bool

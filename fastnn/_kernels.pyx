@@ -38,7 +38,13 @@ def codes():
                    "sparse_categorical_crossentropy": FNN_LOSS_SCCE,
                    "softmax_crossentropy": FNN_LOSS_SOFTMAX_CCE,
                    "sparse_softmax_crossentropy": FNN_LOSS_SOFTMAX_SCCE,
-                   "binary_crossentropy": FNN_LOSS_BCE, "mean_squared_error": FNN_LOSS_MSE},
+                   "binary_crossentropy": FNN_LOSS_BCE, "mean_squared_error": FNN_LOSS_MSE,
+                   "mean_absolute_error": FNN_LOSS_MAE, "huber": FNN_LOSS_HUBER,
+                   "log_cosh": FNN_LOSS_LOG_COSH, "kl_divergence": FNN_LOSS_KLD,
+                   "poisson": FNN_LOSS_POISSON, "hinge": FNN_LOSS_HINGE,
+                   "categorical_hinge": FNN_LOSS_CATEGORICAL_HINGE,
+                   "cosine_similarity": FNN_LOSS_COSINE,
+                   "sigmoid_binary_crossentropy": FNN_LOSS_SIGMOID_BCE},
         "n_losses": FNN_N_LOSS,
         "optimizer_rules": {"sgd": FNN_OPT_SGD, "adagrad": FNN_OPT_ADAGRAD,
                             "rmsprop": FNN_OPT_RMSPROP, "adam": FNN_OPT_ADAM,
@@ -282,17 +288,28 @@ cdef int _act_backward(real *kind, dx, dy, y, x, int act, double alpha) except -
 
 # ---- losses ------------------------------------------------------------------------------
 # Every loss kernel by its code (fastnn/_codes.py LOSSES): the targets are int64 labels (n,)
-# for the sparse ones, else an array shaped like p.  dp None: the value only.
+# for the sparse ones, else an array shaped like p.  dp None: the value only.  sw (n,) or None:
+# per-sample weights; per_sample (n,) or None receives each sample's unweighted loss.
 
-def loss_backward(dp, p, t, int loss):
-    """The batch-mean loss `loss` (a code) of p against t; writes dp := d loss / d p unless dp
-    is None (the fused softmax ones: dp := d loss / d logits, required)."""
+def loss_backward(dp, p, t, int loss, sw=None, per_sample=None):
+    """sum_i sw_i l_i / n, the weighted losses of p against t over the batch size (Keras'
+    "sum_over_batch_size"); writes dp := d(that) / d p unless dp is None (the fused softmax
+    ones: dp := d(that) / d logits, required) and per_sample := l unless None."""
     if _is_f32(p, "y_pred"):
-        return _loss(<float *>NULL, dp, p, t, loss)
-    return _loss(<double *>NULL, dp, p, t, loss)
+        return _loss(<float *>NULL, dp, p, t, loss, sw, per_sample, 1.0)
+    return _loss(<double *>NULL, dp, p, t, loss, sw, per_sample, 1.0)
 
 
-cdef double _loss(real *kind, dp, p, t, int loss) except? -1:
+def huber_backward(dp, p, t, double delta, sw=None, per_sample=None):
+    """loss_backward for the Huber loss with its delta (> 0)."""
+    if not delta > 0:
+        raise ValueError(f"Expected delta > 0. Received: delta={delta}")
+    if _is_f32(p, "y_pred"):
+        return _loss(<float *>NULL, dp, p, t, FNN_LOSS_HUBER, sw, per_sample, delta)
+    return _loss(<double *>NULL, dp, p, t, FNN_LOSS_HUBER, sw, per_sample, delta)
+
+
+cdef double _loss(real *kind, dp, p, t, int loss, sw, per_sample, double delta) except? -1:
     cdef int ty = _typenum(kind)
     if loss < 0 or loss >= FNN_N_LOSS:
         raise ValueError(f"Expected loss to be a loss code in {sorted(_codes.LOSSES.values())}. "
@@ -311,14 +328,26 @@ cdef double _loss(real *kind, dp, p, t, int loss) except? -1:
         _check_labels(<int64_t *>pt, n, k)
     else:
         pt = _ptr(t, "y_true", ty, 2, n, k, False, "y_pred")
+    cdef real *psw = NULL
+    if sw is not None:
+        psw = <real *>_ptr(sw, "sample_weight", ty, 1, n, 0, False, "y_pred")
     cdef real *pdp = NULL
+    cdef real *pps = NULL
+    if per_sample is not None:
+        pps = <real *>_ptr(per_sample, "per_sample", ty, 1, n, 0, True, "y_pred")
     if dp is not None:
         pdp = <real *>_ptr(dp, "grad", ty, 2, n, k, True, "y_pred")
-        _disjoint("grad", dp, "y_pred", p)
-        _disjoint("grad", dp, "y_true", t)
+    for oname, out in (("grad", dp), ("per_sample", per_sample)):
+        _disjoint(oname, out, "y_pred", p)
+        _disjoint(oname, out, "y_true", t)
+        _disjoint(oname, out, "sample_weight", sw)
+    _disjoint("grad", dp, "per_sample", per_sample)
     cdef double r
     with nogil:
-        r = loss_backward_k(pdp, pp, pt, n, k, loss)
+        if loss == FNN_LOSS_HUBER:
+            r = huber_backward_k(pdp, pps, pp, <const real *>pt, psw, n, k, delta)
+        else:
+            r = loss_backward_k(pdp, pps, pp, pt, psw, n, k, loss)
     return r
 
 
@@ -394,14 +423,18 @@ cdef class OptimizerStep:
             _disjoint(name, a, "p", p)
         return 0
 
-    def step(self, p, g, int64_t start=0):
-        """The step on elements [start, size) of p (flat view), g and the state."""
+    def step(self, p, g, int64_t start=0, stop=None):
+        """The step on elements [start, stop) of p (flat view), g and the state (stop None:
+        the size)."""
+        cdef int64_t end = self.size if stop is None else stop
+        if end < start or end > self.size:
+            raise ValueError(f"Expected stop in [start, {self.size}]. Received: stop={stop}")
         if _is_f32(p, "p"):
-            self._step(<float *>NULL, p, g, start)
+            self._step(<float *>NULL, p, g, start, end)
         else:
-            self._step(<double *>NULL, p, g, start)
+            self._step(<double *>NULL, p, g, start, end)
 
-    cdef int _step(self, real *kind, p, g, int64_t start) except -1:
+    cdef int _step(self, real *kind, p, g, int64_t start, int64_t end) except -1:
         cdef int t = _typenum(kind)
         self._check_p(p, t)
         cdef real *pg = <real *>_ptr(g, "g", t, 0, self.size, 0, False, "p")
@@ -411,9 +444,9 @@ cdef class OptimizerStep:
         if start < 0 or start > self.size:
             raise ValueError(f"Expected start in [0, {self.size}]. Received: start={start}")
         cdef real *pp = <real *>cnp.PyArray_DATA(<cnp.ndarray>p)
-        if start < self.size:
+        if start < end:
             with nogil:
-                optimizer_step_k(pp, pg, start, self.size - start, &self.o)
+                optimizer_step_k(pp, pg, start, end - start, &self.o)
         return 0
 
     def outer_step(self, p, a, b):

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Sequence, cast
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, NamedTuple, Sequence, cast
 
 import numpy as np
 
@@ -48,44 +48,63 @@ if TYPE_CHECKING:
 _SOFTMAX = _codes.ACTIVATIONS["softmax"]
 
 
-def pack_parameters(layers: Sequence[Layer], rng: np.random.Generator
-                    ) -> tuple[list[NDArray[Any]], list[NDArray[Any]]]:
+class Packed(NamedTuple):
+    """The parameter buffers of `pack_parameters`: the trainable weights and their gradients
+    (what the optimizer steps), and the non-trainable weights (never stepped)."""
+    params: list[NDArray[Any]]
+    grads: list[NDArray[Any]]
+    frozen: list[NDArray[Any]]
+
+
+def pack_parameters(layers: Sequence[Layer], rng: np.random.Generator) -> Packed:
     """Make every layer's weights (and gradients) views of one flat array (`Layer.bind_weights`):
-    the optimizer then updates all parameters in one kernel call, one pass.  Weights a layer
-    already has are copied in; declared ones (`Layer.add_weight`) are initialized in place with
-    rng, so the peak memory is the weights and gradients (checked to fit first).  Returns
-    (params, grads): one array each, or one per weight where the layers' dtypes differ."""
-    specs = [(l, shape, init) for l in layers for _, shape, init in l.weight_specs]
+    the optimizer then updates all parameters in one kernel call, one pass.  The trainable
+    weights come first (in layer order), then the non-trainable ones (`Layer.weight_trainable`:
+    a frozen layer's, moving statistics), so the optimizer's buffer is the flat array's prefix.
+    Weights a layer already has are copied in; declared ones (`Layer.add_weight`) are
+    initialized in place with rng, so the peak memory is the weights and gradients (checked to
+    fit first).  Returns one array each, or one per weight where the layers' dtypes differ."""
+    specs = [(l, i, spec, trainable) for l in layers
+             for i, (spec, trainable) in enumerate(zip(l.weight_specs, l.weight_trainable()))]
     if not specs:
-        return [], []
-    sizes = [int(np.prod(shape)) for _, shape, _ in specs]
-    _data.ensure_memory(2 * sum(n * l.dtype.itemsize for (l, _, _), n in zip(specs, sizes)),
+        return Packed([], [], [])
+    order = sorted(range(len(specs)), key=lambda j: not specs[j][3])  # stable: trainable first
+    sizes = [int(np.prod(spec.shape)) for _, _, spec, _ in specs]
+    _data.ensure_memory(2 * sum(n * l.dtype.itemsize for (l, _, _, _), n in zip(specs, sizes)),
                         "the model's weights and their gradients")
-    dtypes, flat = {l.dtype for l, _, _ in specs}, None
+    dtypes = {l.dtype for l, _, _, _ in specs}
+    n_train = sum(sizes[j] for j in order if specs[j][3])
+    cut: dict[int, tuple[NDArray[Any], NDArray[Any]]] = {}
     if len(dtypes) == 1:
         flat = np.empty(sum(sizes), dtypes.pop())
         gflat = np.zeros_like(flat)
-        ends = np.cumsum(sizes)
-        cut = [(flat[e - n:e], gflat[e - n:e]) for e, n in zip(ends, sizes)]
+        e = 0
+        for j in order:
+            cut[j] = (flat[e:e + sizes[j]], gflat[e:e + sizes[j]])
+            e += sizes[j]
+        packed = Packed([flat[:n_train]] if n_train else [], [gflat[:n_train]] if n_train else [],
+                        [flat[n_train:]] if n_train < len(flat) else [])
     else:  # mixed precision: one array each
-        cut = [(np.empty(n, l.dtype), np.zeros(n, l.dtype)) for (l, _, _), n in zip(specs, sizes)]
-    k = 0
+        for j, (l, _, _, _) in enumerate(specs):
+            cut[j] = (np.empty(sizes[j], l.dtype), np.zeros(sizes[j], l.dtype))
+        packed = Packed([cut[j][0] for j in order if specs[j][3]],
+                        [cut[j][1] for j in order if specs[j][3]],
+                        [cut[j][0] for j in order if not specs[j][3]])
+    j = 0
     for layer in layers:
         views: list[NDArray[Any]] = []
         gviews: list[NDArray[Any]] = []
-        for i, (_, shape, init) in enumerate(layer.weight_specs):
-            w, g = (a.reshape(shape) for a in cut[k])
+        for i, spec in enumerate(layer.weight_specs):
+            w, g = (a.reshape(spec.shape) for a in cut[j])
             if len(layer.weights) == len(layer.weight_specs):
                 w[...] = layer.weights[i]
             else:
-                initializers.fill(init, w, rng)
+                initializers.fill(spec.initializer, w, rng)
             views.append(w)
             gviews.append(g)
-            k += 1
+            j += 1
         layer.bind_weights(views, gviews)
-    if flat is not None:
-        return [flat], [gflat]
-    return [w for w, _ in cut], [g for _, g in cut]
+    return packed
 
 
 def _bases(a: Any) -> Iterator[NDArray[Any]]:
@@ -116,11 +135,13 @@ class TrainStep:
         # layers before the first one with weights need no input gradient
         self.first = with_weights[0] if with_weights else len(self.layers)
         act = self.layers[-1].activation
-        self.fused = (loss.fused_code is not None and not loss.from_logits and act is not None
+        self.fused = (loss.fused_code is not None and not loss.softmax_logits and act is not None
                       and act.name == "softmax")
         first = self.layers[self.first] if self.first < len(self.layers) else None
-        # at batch size 1 the first kernel's gradient goes to the optimizer as x dz.T
-        self.rank1 = type(first) is Dense and len(params) == 1
+        # the first kernel leads the optimizer's buffer (a trainable Dense): at batch size 1 its
+        # gradient goes to the optimizer as x dz.T; with threads it may be owned by rows
+        self.rank1 = (type(first) is Dense and len(params) == 1
+                      and all(first.weight_trainable()))
         # batch size -> (compiled step or None, what it was built for)
         self._stacks: dict[int, tuple[DenseStack | None, tuple[Any, ...]]] = {}
         self._activations = [l.activation for l in self.layers]  # what the step was made for
@@ -190,7 +211,7 @@ class TrainStep:
 
     def loss_value(self, p: NDArray[Any], tb: NDArray[Any]) -> float:
         """The loss of the outputs p (probabilities, or logits for a from_logits loss)."""
-        if self.loss.from_logits:
+        if self.loss.softmax_logits:
             probs = self.buffers.get("probs", p.shape, p.dtype, training=False)
             backend.K.act_forward(probs, p, _SOFTMAX, 0.0)
             p = probs
@@ -214,7 +235,8 @@ class TrainStep:
         value, p = 0.0, None
         if e > s:
             value, p, _ = self._gradients(self.gather("x", x, idx[s:e]),
-                                          self.gather("t", t, idx[s:e]), rank1_ok=False)
+                                          self.gather("t", t, idx[s:e]), rank1_ok=False,
+                                          loss_scale=optimizer.loss_scale_factor)
             share = (e - s) / len(idx)
             value *= share
             for g in self.grads:
@@ -231,15 +253,19 @@ class TrainStep:
 
     def _python_step(self, optimizer: Optimizer, xb: NDArray[Any],
                      tb: NDArray[Any]) -> tuple[float, NDArray[Any]]:
-        value, p, rank1 = self._gradients(xb, tb, rank1_ok=True)
+        value, p, rank1 = self._gradients(xb, tb, rank1_ok=optimizer.plain,
+                                          loss_scale=optimizer.loss_scale_factor)
         optimizer.apply(self.params, self.grads, rank1)
         return value, p
 
-    def _gradients(self, xb: NDArray[Any], tb: NDArray[Any], rank1_ok: bool
+    def _gradients(self, xb: NDArray[Any], tb: NDArray[Any], rank1_ok: bool,
+                   loss_scale: float | None = None
                    ) -> tuple[float, NDArray[Any], tuple[NDArray[Any], NDArray[Any]] | None]:
         """Forward, loss and backward: fills every layer's grads and returns (loss, predictions,
         rank1).  With rank1_ok and a single sample, the first dense kernel's gradient is left
-        as rank1 = (x, dz) for the optimizer instead; else rank1 is None."""
+        as rank1 = (x, dz) for the optimizer instead; else rank1 is None.  loss_scale: the
+        gradients are of loss * loss_scale (the optimizer's loss_scale_factor; the returned
+        loss is unscaled, as Keras logs it)."""
         inputs = []
         p = xb
         for layer in self.layers:
@@ -248,12 +274,14 @@ class TrainStep:
         grad = self.buffers.get("grad", p.shape, p.dtype)
         if self.fused:
             value = self.loss.fused_value_and_grad(grad, p, tb)
-        elif self.loss.from_logits:  # the model outputs logits: softmax here, fused gradient
+        elif self.loss.softmax_logits:  # the model outputs logits: softmax here, fused gradient
             probs = self.buffers.get("probs", p.shape, p.dtype)
             backend.K.act_forward(probs, p, _SOFTMAX, 0.0)
             value = self.loss.fused_value_and_grad(grad, probs, tb)
         else:
             value = self.loss.value_and_grad(grad, p, tb)
+        if loss_scale is not None:
+            grad *= grad.dtype.type(loss_scale)
         d = grad
         last, first = len(self.layers) - 1, self.first
         for i in range(last, first, -1):
@@ -288,10 +316,10 @@ class TrainStep:
         make = getattr(backend.K, "DenseStack", None)
         dense = self.layers[self.first:]
         if (make is not None and self.jit_compile is not False and dense and len(self.params) == 1
-                and type(optimizer).apply is Optimizer.apply
+                and type(optimizer).apply is Optimizer.apply and optimizer.plain
                 and all(type(l) is Flatten for l in self.layers[:self.first])
                 and all(type(l) is Dense for l in dense)
-                and (self.fused or not self.loss.from_logits)):
+                and (self.fused or not self.loss.softmax_logits) and self.loss.kernel_only):
             # (params is not empty, and every layer in dense is a Dense)
             stack = self._build_stack(make, cast("list[Any]", kernels)[0], x, t, n,
                                       cast("list[Dense]", dense))
@@ -315,7 +343,7 @@ class TrainStep:
             width = l.units
         threads = backend.K.get_num_threads()["openmp"]
         part = (buf("part", (threads - 1, n, dense[0].units), x.dtype)
-                if threads > 1 and n > 1 else None)
+                if threads > 1 and n > 1 and self.rank1 else None)
         return make(x, t, buf("x", (n, *x.shape[1:]), x.dtype), buf("t", (n, *t.shape[1:]), t.dtype),
                     buf("grad", (n, width), x.dtype), specs, loss, self.params[0], self.grads[0],
                     opt_kernel, self.rank1, part, threads)

@@ -15,7 +15,7 @@ import functools
 import numbers
 import re
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Callable, Hashable, NamedTuple, Sequence, TypeVar, cast
 
 import numpy as np
 
@@ -55,6 +55,14 @@ class Buffers:
         return Buffers, ()  # a copy (pickle, deepcopy) starts with no buffers
 
 
+class WeightSpec(NamedTuple):
+    """A weight declared by `Layer.add_weight`: made when the model packs its parameters."""
+    name: str
+    shape: tuple[int, ...]
+    initializer: Initializer
+    trainable: bool = True
+
+
 def _shape_tuple(name: str, shape: Any) -> tuple[int, ...]:
     if isinstance(shape, int):
         shape = (shape,)
@@ -87,9 +95,10 @@ _Build = TypeVar("_Build", bound=Callable[..., None])
 def _keras_build(build: _Build) -> _Build:
     """A layer class' `build(self, input_shape, rng)`, written for ONE sample's shape (how a
     model builds its layers, `Layer._build_sample`), made Keras' public `build(input_shape)`
-    too: called from outside, input_shape includes the batch dimension (`(None, 784)`), the
-    rng defaults to one from fastnn's seed source, and the weights are made at once (the
-    layer's own parameter buffer; a model it joins copies them into its own)."""
+    too: called from outside, input_shape includes the batch dimension (`(None, 784)`; one
+    entry, `(784,)`, is one sample's, as Keras' Dense reads only the last axis), the rng
+    defaults to one from fastnn's seed source, and the weights are made at once (the layer's
+    own parameter buffer; a model it joins copies them into its own)."""
     if getattr(build, "_keras_build", False):
         return build
 
@@ -97,7 +106,8 @@ def _keras_build(build: _Build) -> _Build:
     def public(self: Layer, input_shape: Any, rng: np.random.Generator | None = None) -> None:
         if self._building:  # a model's build, or a subclass' super().build(...)
             return build(self, input_shape, rng)
-        shape = _batch_shape("input_shape", input_shape)[1]
+        shape = (_shape_tuple("input_shape", input_shape) if len(tuple(input_shape)) == 1
+                 else _batch_shape("input_shape", input_shape)[1])
         if self.built:
             if self.input_shape != shape:
                 raise ValueError(f"Layer {self.name!r} was built for input_shape "
@@ -151,7 +161,7 @@ class Layer:
             setattr(cls, "build", _keras_build(cls.__dict__["build"]))
 
     def __init__(self, name: str | None = None, input_shape: int | Sequence[int] | None = None,
-                 dtype: DTypeLike | None = None) -> None:
+                 dtype: DTypeLike | None = None, trainable: bool = True) -> None:
         kind = re.sub(r"(?<!^)(?=[A-Z])", "_", type(self).__name__).lower()  # as Keras: input_layer
         Layer._count[kind] = Layer._count.get(kind, 0) + 1
         if name is not None and not isinstance(name, str):
@@ -160,8 +170,9 @@ class Layer:
         self.input_shape = None if input_shape is None else _shape_tuple("input_shape", input_shape)
         self.dtype = config.dtype(dtype)
         self.built = False
-        # (name, shape, initializer) of each weight, declared by build
-        self.weight_specs: list[tuple[str, tuple[int, ...], Initializer]] = []
+        self.trainable = trainable
+        # each weight's declaration (name, shape, initializer, trainable), made by build
+        self.weight_specs: list[WeightSpec] = []
         # parameter arrays, updated in place by the optimizer
         self.weights: list[NDArray[Any]] = []
         self.grads: list[NDArray[Any]] = []    # their gradients, same order and shapes
@@ -203,11 +214,37 @@ class Layer:
         return tuple(input_shape)
 
     def add_weight(self, shape: Sequence[int], initializer: str | Initializer,
-                   name: str) -> None:
+                   name: str, trainable: bool = True) -> None:
         """Declare a weight, as Keras' add_weight: its array is made when the model packs its
         parameters (`_step.pack_parameters`), initialized in place in the model's one buffer,
-        so building needs no memory beyond the weights and their gradients."""
-        self.weight_specs.append((name, tuple(int(d) for d in shape), initializers.get(initializer)))
+        so building needs no memory beyond the weights and their gradients.  A non-trainable
+        weight (trainable=False, e.g. a moving statistic) is never stepped by the optimizer."""
+        self.weight_specs.append(WeightSpec(name, tuple(int(d) for d in shape),
+                                            initializers.get(initializer), bool(trainable)))
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the optimizer updates this layer's weights, as in Keras: setting it takes
+        effect at the model's next compile() (Keras' rule), which re-packs the parameters."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"Expected trainable to be a bool. Received: trainable={value!r}")
+        self._trainable = bool(value)
+
+    def weight_trainable(self) -> list[bool]:
+        """For each weight (declaration order): whether the optimizer steps it."""
+        return [self._trainable and s.trainable for s in self.weight_specs]
+
+    @property
+    def trainable_weights(self) -> list[NDArray[Any]]:
+        return [w for w, t in zip(self.weights, self.weight_trainable()) if t]
+
+    @property
+    def non_trainable_weights(self) -> list[NDArray[Any]]:
+        return [w for w, t in zip(self.weights, self.weight_trainable()) if not t]
 
     def bind_weights(self, weights: Sequence[NDArray[Any]], grads: Sequence[NDArray[Any]]) -> None:
         """Use these arrays (same shapes, same values) as the weights and gradients."""
@@ -252,22 +289,15 @@ class Layer:
     def get_config(self) -> dict[str, Any]:
         """The constructor's arguments, by Keras' config keys (values as plain data: the dtype,
         activation and initializers by name)."""
-        return {"name": self.name, "trainable": getattr(self, "trainable", True),
-                "dtype": self.dtype.name}
+        return {"name": self.name, "trainable": self.trainable, "dtype": self.dtype.name}
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Self:
         """A new, unbuilt layer of get_config()'s configuration."""
         cfg = dict(cfg)
         trainable = cfg.pop("trainable", True)
-        if type(trainable) is not bool:
-            raise ValueError(f"Expected trainable to be a bool. Received: trainable={trainable!r}")
         layer = cls(**cfg)
-        if not trainable:
-            if not hasattr(layer, "trainable"):
-                raise NotImplementedError("trainable=False (a frozen layer) is not supported "
-                                          "by this fastnn.")
-            setattr(layer, "trainable", False)
+        layer.trainable = trainable
         return layer
 
     def __repr__(self) -> str:
@@ -355,6 +385,7 @@ class Dense(Layer):
                  bias_initializer: str | Initializer = "zeros",
                  input_shape: int | Sequence[int] | None = None, name: str | None = None,
                  dtype: DTypeLike | None = None, **kwargs: Any) -> None:
+        trainable = kwargs.pop("trainable", True)
         input_dim = kwargs.pop("input_dim", None)
         if input_dim is not None:
             if input_shape is not None:
@@ -367,7 +398,7 @@ class Dense(Layer):
                                  f"{key}=None.")
         if kwargs:
             raise TypeError(f"Dense got unexpected keyword arguments: {sorted(kwargs)}")
-        super().__init__(name=name, input_shape=input_shape, dtype=dtype)
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
         if not isinstance(units, (int, np.integer)) or isinstance(units, bool) or units < 1:
             raise ValueError(f"Expected units to be a positive int. Received: units={units!r}")
         self.units = int(units)

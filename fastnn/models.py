@@ -157,17 +157,14 @@ class Sequential(Trainer):
             raise ValueError("The model has no input shape yet: give input_shape= to the first "
                              "layer, add layers.Input(shape=...), or call fit/build with data.")
         build_all(self._leaves(), self._input_shape, self._rng)  # all or nothing
-        self._bind_parameters()
-        if self.optimizer is not None:
-            self.optimizer.state = None  # the parameters moved: state starts afresh
-
-    def _bind_parameters(self) -> None:
-        """One flat parameter buffer for all the layers (the layers keep views, see
-        _step.pack_parameters); nested models get views of their share."""
         self.built = True
+        self._pack_weights()  # (the optimizer state starts afresh: the parameters moved)
+
+    def _pack_weights(self) -> None:
+        """The trainer's one flat parameter buffer for all the layers (Trainer._pack_weights);
+        nested models get views of their share."""
+        super()._pack_weights()
         self._built_leaves = self._leaves()
-        self._params, self._grads = _step.pack_parameters(self._built_leaves, self._rng)
-        self._trainer = None
         shape = cast("tuple[int, ...]", self._input_shape)
         for layer in self._layers:
             if isinstance(layer, Sequential):
@@ -181,9 +178,9 @@ class Sequential(Trainer):
         removed, or built anew in a buffer of its own): fit, predict... then build it again."""
         if not self._models():
             return False
-        leaves = self._leaves()
+        leaves, buffers = self._leaves(), self._params + self._frozen
         return leaves != self._built_leaves or not all(
-            any(np.may_share_memory(w, p) for p in self._params) for l in leaves for w in l.weights)
+            any(np.may_share_memory(w, p) for p in buffers) for l in leaves for w in l.weights)
 
     def _share(self, input_shape: tuple[int, ...]) -> None:
         """Inside a built model: built too, for samples of input_shape, on views of the outer
@@ -192,8 +189,12 @@ class Sequential(Trainer):
             self._input_shape = input_shape
         self.built = True
         leaves = self._built_leaves = self._leaves()
-        self._params = [w.reshape(-1) for l in leaves for w in l.weights]
-        self._grads = [g.reshape(-1) for l in leaves for g in l.grads]
+        weights = [(w.reshape(-1), g.reshape(-1), t) for l in leaves
+                   for w, g, t in zip(l.weights, l.grads, l.weight_trainable())]
+        self._params = [w for w, _, t in weights if t]
+        self._grads = [g for _, g, t in weights if t]
+        self._frozen = [w for w, _, t in weights if not t]
+        self._packed_for = [l.weight_trainable() for l in leaves]
         self._trainer = None
         if self.optimizer is not None:
             self.optimizer.state = None
@@ -206,7 +207,10 @@ class Sequential(Trainer):
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         if self.built:  # the weights came as separate arrays: one buffer again (the
-            self._bind_parameters()  # optimizer state stays: the shapes are the same)
+            kept = self.optimizer.state if self.optimizer is not None else None
+            self._pack_weights()  # optimizer state stays: the same shapes, in the same order)
+            if self.optimizer is not None:
+                self.optimizer.state = kept
 
     def compute_output_shape(self, input_shape: Sequence[int | None]) -> tuple[int | None, ...]:
         """The output shape for inputs of input_shape, batch dimension first (kept), as
@@ -237,6 +241,25 @@ class Sequential(Trainer):
     def weights(self) -> list[NDArray[Any]]:
         """The weight arrays, layer by layer (views into the model's parameter buffer)."""
         return [w for l in self._leaves() for w in l.weights] if self.built else []
+
+    @property
+    def trainable(self) -> bool:
+        """Whether any layer trains; setting it sets every layer's `trainable`, as in Keras
+        (applied at the next compile())."""
+        return any(l.trainable for l in self._layers) if self._layers else True
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        for l in self._layers:
+            l.trainable = value
+
+    @property
+    def trainable_weights(self) -> list[NDArray[Any]]:
+        return [w for l in self._leaves() for w in l.trainable_weights] if self.built else []
+
+    @property
+    def non_trainable_weights(self) -> list[NDArray[Any]]:
+        return [w for l in self._leaves() for w in l.non_trainable_weights] if self.built else []
 
     def count_params(self) -> int:
         """The number of weight values; ValueError on an unbuilt model, as Keras."""

@@ -8,9 +8,9 @@ fastnn/_step.py's; this module never imports models.py.
 """
 from __future__ import annotations
 
+import copy
 import math
 import threading
-import time
 from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence, cast, overload
 
 import numpy as np
@@ -65,7 +65,9 @@ class Trainer:
         self._rng = utils.new_rng(seed)
         self._params: list[NDArray[Any]]
         self._grads: list[NDArray[Any]]
-        self._params = self._grads = []
+        self._frozen: list[NDArray[Any]]  # the non-trainable weights
+        self._params, self._grads, self._frozen = [], [], []
+        self._packed_for: list[list[bool]] | None = None  # each layer's weight_trainable()
         self._trainer: _step.TrainStep | None = None
         self._lock = threading.Lock()  # held by fit and train_on_batch
 
@@ -113,6 +115,17 @@ class Trainer:
         self.compiled = True
         self.metrics = []
         self._trainer = None
+        if self.built and self._packed_for != [l.weight_trainable() for l in self._leaves()]:
+            self._pack_weights()  # `trainable` changed since: as Keras, compile applies it
+
+    def _pack_weights(self) -> None:
+        """One flat parameter buffer, trainable weights first; the layers keep views (see
+        _step.pack_parameters).  The optimizer's state starts afresh."""
+        self._params, self._grads, self._frozen = _step.pack_parameters(self._leaves(), self._rng)
+        self._packed_for = [l.weight_trainable() for l in self._leaves()]
+        self._trainer = None
+        if self.optimizer is not None:
+            self.optimizer.state = None
 
     def get_compile_config(self) -> dict[str, Any] | None:
         """The compile() arguments as plain data (loss config, metric names), or None."""
@@ -141,6 +154,12 @@ class Trainer:
                 self.build()
             self._trainer = _step.TrainStep(self._leaves(), self.loss, self._params, self._grads,
                                             self.jit_compile)
+            # the trainable variables by Keras' names ("dense/kernel"), for clipnorm and
+            # exclude_from_weight_decay
+            self.optimizer.set_variables(
+                [(f"{l.name}/{spec.name}", w) for l in self._leaves()
+                 for w, spec, t in zip(l.weights, l.weight_specs, l.weight_trainable()) if t],
+                self._params)
         return self._trainer
 
     def _resolve_metrics(self) -> None:
@@ -248,7 +267,7 @@ class Trainer:
         self._resolve_metrics()
         dist = distribution.active()
         if dist is not None:  # rank 0's weights, optimizer state and shuffle on every rank
-            distribution.sync_replicas(dist, self._params, self.optimizer, self._rng)
+            distribution.sync_replicas(dist, self._params, self._frozen, self.optimizer, self._rng)
         with self.trainer.running(self._lock, x, t):  # one fit at a time; x, t pinned
             return self._fit_epochs(x, t, val, batch_size, epochs, verbose, callbacks, shuffle,
                                     initial_epoch)
@@ -260,14 +279,19 @@ class Trainer:
         trainer, n = self.trainer, len(x)
         metric_t = _data.metric_targets(self.metrics, t)
         steps = math.ceil(n / batch_size)
+        # as Keras: the callbacks, then History (it sees every key), then a ProgbarLogger
         history = callbacks_module.History()
         cbs = callbacks_module.CallbackList(
-            _data.as_list(callbacks) + [history],  # History last, as in Keras: it sees every key
-            cast("Sequential", self),  # (a Trainer is always a model's base class)
-            {"verbose": verbose, "epochs": epochs, "steps": steps})
+            _data.as_list(callbacks) + [history], add_progbar=verbose != 0,
+            model=cast("Sequential", self),  # (a Trainer is always a model's base class)
+            verbose=verbose, epochs=epochs, steps=steps)
         self.history = history
         self.stop_training = False
+        self._initial_epoch: int | None = None  # BackupAndRestore may set it in on_train_begin
         cbs.on_train_begin()
+        initial_epoch = self._initial_epoch or initial_epoch
+        self._initial_epoch = None
+        batch_hooks = cbs.uses_batch_hooks("train")
         logs: dict[str, float] = {}
         loss_sum, seen = 0.0, 0
 
@@ -277,32 +301,27 @@ class Trainer:
         try:
             for epoch in range(initial_epoch, epochs):
                 cbs.on_epoch_begin(epoch)
-                if verbose:
-                    print(f"Epoch {epoch + 1}/{epochs}")
-                bar = callbacks_module.Progbar(steps, verbose)
                 order = self._rng.permutation(n) if shuffle else np.arange(n)
                 for m in self.metrics:
                     m.reset_state()
                 loss_sum, seen = 0.0, 0
                 for step in range(steps):
                     s, e = step * batch_size, min(n, (step + 1) * batch_size)
-                    if cbs.batch_callbacks:
+                    if batch_hooks:
                         cbs.on_train_batch_begin(step)
                     value = self._train_batch(trainer, x, t, order[s:e], metric_t)
                     loss_sum += value * (e - s)
                     seen += e - s
-                    if cbs.batch_callbacks:
+                    if batch_hooks:
                         cbs.on_train_batch_end(step, {**running(), "loss": float(value)})
-                    bar.update(step + 1, running)
                     if interrupted():
                         raise KeyboardInterrupt
                     if self.stop_training:
                         break
                 logs = running()
-                if val is not None:
-                    val_logs = self._evaluate_prepared(*val, batch_size)
+                if val is not None:  # calls the on_test_* hooks, as Keras' fit
+                    val_logs = self._evaluate_prepared(*val, batch_size, cbs)
                     logs.update({"val_" + k: v for k, v in val_logs.items()})
-                bar.update(step + 1, lambda: logs, final=True)
                 cbs.on_epoch_end(epoch, logs)
                 if self.stop_training:
                     break
@@ -313,6 +332,8 @@ class Trainer:
             raise  # as Keras: Ctrl-C leaves fit; model.history holds the finished epochs
         finally:
             interrupted.restore()
+            if epochs > 0:  # as Keras: with use_ema, the weights become their moving average
+                self.optimizer.finalize_variable_values(self._params)
         cbs.on_train_end(logs)
         return history
 
@@ -333,66 +354,114 @@ class Trainer:
             value = distribution.allreduce_sums(dist, [value], self.metrics, before)[0]
         return float(value)
 
-    def _evaluate_prepared(self, x: NDArray[Any], t: NDArray[Any],
-                           batch_size: int) -> dict[str, float]:
+    def _evaluate_prepared(self, x: NDArray[Any], t: NDArray[Any], batch_size: int,
+                           cbs: callbacks_module.CallbackList | None = None) -> dict[str, float]:
         """The mean loss and metrics on prepared (x, t); distributed, each rank takes its shard
-        and the sums are reduced over the ranks."""
-        # fresh metric objects: evaluate may run in several threads at once
+        and the sums are reduced over the ranks.  cbs: its on_test_* hooks are called as
+        Keras' evaluate calls them (the batch hooks, if any callback has one, batch by batch
+        with the running loss and metrics; distributed, of this rank's shard)."""
+        # fresh metric objects (empty copies of the instances compiled, which fit updates):
+        # evaluate may run in several threads at once, and during fit
         n_out = self._leaves()[-1].output_shape[-1]
-        metrics = [metrics_module.get(m, self.loss, n_out) for m in self._metric_ids]
+        metrics = [metrics_module.get(copy.deepcopy(m), self.loss, n_out) for m in self._metric_ids]
+        for m in metrics:
+            m.reset_state()
         dist = distribution.active()
         if dist is not None:
             x, t = (a[slice(*dist.shard(len(a)))] for a in (x, t))
-        total, n = self.trainer.evaluate(x, t, batch_size, metrics), len(x)
+        if cbs is not None:
+            cbs.on_test_begin()
+        self.stop_evaluating = False
+        if cbs is None or not cbs.uses_batch_hooks("test"):
+            total, n = self.trainer.evaluate(x, t, batch_size, metrics), len(x)
+        else:
+            total, n = 0.0, 0
+            for step, s in enumerate(range(0, len(x), batch_size)):
+                e = min(len(x), s + batch_size)
+                cbs.on_test_batch_begin(step)
+                total += self.trainer.evaluate(x[s:e], t[s:e], batch_size, metrics)
+                n = e
+                cbs.on_test_batch_end(step, {"loss": total / n,
+                                             **{m.name: m.result() for m in metrics}})
+                if self.stop_evaluating:
+                    break
         if dist is not None:
             total, n = distribution.allreduce_sums(dist, [total, n], metrics)
-        return {"loss": total / n, **{m.name: m.result() for m in metrics}}
+        logs = {"loss": total / n, **{m.name: m.result() for m in metrics}}
+        if cbs is not None:
+            cbs.on_test_end(logs)
+        return logs
 
     # (return_dict=True: a dict; else a float or a list, by the metrics compiled: Any)
     @overload
     def evaluate(self, x: ArrayLike | None = None, y: ArrayLike | None = None,
-                 batch_size: int | None = None, verbose: int | str = "auto", *,
-                 return_dict: Literal[True]) -> dict[str, float]: ...
+                 batch_size: int | None = None, verbose: int | str = "auto",
+                 callbacks: callbacks_module.Callback | Sequence[callbacks_module.Callback]
+                 | None = None, *, return_dict: Literal[True]) -> dict[str, float]: ...
     @overload
     def evaluate(self, x: ArrayLike | None = None, y: ArrayLike | None = None,
                  batch_size: int | None = None, verbose: int | str = "auto",
-                 return_dict: bool = False) -> Any: ...
+                 callbacks: callbacks_module.Callback | Sequence[callbacks_module.Callback]
+                 | None = None, return_dict: bool = False) -> Any: ...
 
     def evaluate(self, x: ArrayLike | None = None, y: ArrayLike | None = None,
                  batch_size: int | None = None, verbose: int | str = "auto",
+                 callbacks: callbacks_module.Callback | Sequence[callbacks_module.Callback]
+                 | None = None,
                  return_dict: bool = False) -> float | list[float] | dict[str, float]:
         """The loss (and metrics) on (x, y): a float without metrics, else
         [loss, *metrics]; a dict with return_dict=True (default False).
 
         batch_size: samples per batch; defaults to 32 (None means 32, as in Keras).
-        verbose: "auto" (the default, same as 1), 0 (silent), 1 or 2 (a final line)."""
+        verbose: "auto" (the default, same as 1), 0 (silent), 1 or 2 (a final line).
+        callbacks: a Callback or a list of them (default None): on_test_begin(),
+        on_test_batch_begin/end per batch, on_test_end(logs), as in Keras."""
         self._require_compiled("evaluate")
         batch_size = 32 if batch_size is None else batch_size
         _data.check_int("batch_size", batch_size, 1)
         verbose = _data.check_verbose(verbose)
         x, t = self._prepare_xy(x, y)
-        start = time.perf_counter()
-        logs = self._evaluate_prepared(x, t, batch_size)
-        callbacks_module.Progbar.report(math.ceil(len(x) / batch_size), verbose, start, logs)
+        cbs = callbacks_module.CallbackList(
+            callbacks, add_progbar=verbose != 0, model=cast("Sequential", self),
+            verbose=verbose, epochs=1, steps=math.ceil(len(x) / batch_size))
+        logs = self._evaluate_prepared(x, t, batch_size, cbs)
         return _data.format_logs(logs, return_dict)
 
     def predict(self, x: ArrayLike, batch_size: int | None = None,
-                verbose: int | str = "auto") -> NDArray[Any]:
+                verbose: int | str = "auto",
+                callbacks: callbacks_module.Callback | Sequence[callbacks_module.Callback]
+                | None = None) -> NDArray[Any]:
         """The model's outputs for x, computed batch by batch; a new array.
 
         batch_size: samples per batch; defaults to 32 (None means 32, as in Keras).
-        verbose: "auto" (the default, same as 1), 0 (silent), 1 or 2 (a final line)."""
+        verbose: "auto" (the default, same as 1), 0 (silent), 1 or 2 (a final line).
+        callbacks: a Callback or a list of them (default None): on_predict_begin(),
+        on_predict_batch_begin(batch) and on_predict_batch_end(batch, {"outputs": the
+        batch's outputs}) per batch, on_predict_end(), as in Keras; a callback setting
+        model.stop_predicting = True ends it after that batch (the outputs so far)."""
         batch_size = 32 if batch_size is None else batch_size
         _data.check_int("batch_size", batch_size, 1)
         verbose = _data.check_verbose(verbose)
         x = self._prepare_x(x)
-        start = time.perf_counter()
+        cbs = callbacks_module.CallbackList(
+            callbacks, add_progbar=verbose != 0, model=cast("Sequential", self),
+            verbose=verbose, epochs=1, steps=math.ceil(len(x) / batch_size))
+        batch_hooks = cbs.uses_batch_hooks("predict")
+        self.stop_predicting = False
+        cbs.on_predict_begin()
         leaves = self._leaves()
         out: NDArray[Any] = np.empty((len(x), *leaves[-1].output_shape), x.dtype)
-        for s in range(0, len(x), batch_size):
+        for step, s in enumerate(range(0, len(x), batch_size)):
             e = min(len(x), s + batch_size)
+            if batch_hooks:
+                cbs.on_predict_batch_begin(step)
             out[s:e] = _step.forward(leaves, x[s:e], training=False)
-        callbacks_module.Progbar.report(math.ceil(len(x) / batch_size), verbose, start, {})
+            if batch_hooks:
+                cbs.on_predict_batch_end(step, {"outputs": out[s:e]})
+            if self.stop_predicting:
+                out = out[:e]
+                break
+        cbs.on_predict_end()
         return out
 
     def __call__(self, x: ArrayLike, training: bool = False) -> NDArray[Any]:

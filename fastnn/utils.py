@@ -72,6 +72,8 @@ def print_summary(model: Sequential, print_fn: Callable[[str], Any] = print) -> 
          for i, h in enumerate(("Layer (type)", "Output Shape", "Param #"))]
     total = model.count_params() if model.built else 0
     size = total * _config.dtype().itemsize
+    frozen = int(sum(w.size for w in model.non_trainable_weights))
+    fsize = frozen * _config.dtype().itemsize
     lines = [f'Model: "{model.name}"', "┏" + "┳".join("━" * x for x in w) + "┓",
              "┃" + "┃".join(h.ljust(x) if i < 2 else h.rjust(x) for i, (h, x) in
                             enumerate(zip(("Layer (type)", "Output Shape", "Param #"), w))) + "┃",
@@ -81,8 +83,8 @@ def print_summary(model: Sequential, print_fn: Callable[[str], Any] = print) -> 
                                     for i, (c, x) in enumerate(zip(r, w))) + "│")
     lines.append("└" + "┴".join("─" * x for x in w) + "┘")
     lines += [f" Total params: {total:,} ({_bytes(size)})",
-              f" Trainable params: {total:,} ({_bytes(size)})",
-              " Non-trainable params: 0 (0.00 B)"]
+              f" Trainable params: {total - frozen:,} ({_bytes(size - fsize)})",
+              f" Non-trainable params: {frozen:,} ({_bytes(fsize)})"]
     print_fn("\n".join(lines))
 
 

@@ -60,7 +60,11 @@ enum fnn_loss_code {
     FNN_LOSS_CCE = 0, FNN_LOSS_SCCE = 1,                 /* from probabilities */
     FNN_LOSS_SOFTMAX_CCE = 2, FNN_LOSS_SOFTMAX_SCCE = 3, /* fused with the last softmax */
     FNN_LOSS_BCE = 4, FNN_LOSS_MSE = 5,
-    FNN_N_LOSS = 6
+    FNN_LOSS_MAE = 6, FNN_LOSS_HUBER = 7, FNN_LOSS_LOG_COSH = 8, FNN_LOSS_KLD = 9,
+    FNN_LOSS_POISSON = 10, FNN_LOSS_HINGE = 11, FNN_LOSS_CATEGORICAL_HINGE = 12,
+    FNN_LOSS_COSINE = 13,
+    FNN_LOSS_SIGMOID_BCE = 14,                           /* binary, from logits */
+    FNN_N_LOSS = 15
 };
 
 /* Optimizer rules (Keras 3's), the rule of struct fnn_optimizer. */
@@ -157,33 +161,31 @@ int fnn_dense_stack_owns(const struct fnn_dense_stack *s, int64_t n);
        Overwrites dx. */                                                                    \
     void fnn_act_backward_##S(T *dx, const T *dy, const T *y, const T *x,                   \
                               int64_t n, int64_t m, int act, T alpha);                     \
-    /* Losses over p, t (n, k); each returns the batch mean of the per-sample loss and,     \
-       unless dp is NULL, overwrites dp (n, k) := d(loss)/dp.                               \
-       categorical: q = p / sum_row(p), c = clip(q, 1e-7, 1-1e-7), l = -sum t*log(c). */   \
-    double fnn_categorical_crossentropy_backward_##S(T *dp, const T *p, const T *t,         \
-                                                     int64_t n, int64_t k);                 \
-    /* sparse: labels (n) int64 in [0, k), l = -log(clip(q[label])). */                     \
-    double fnn_sparse_categorical_crossentropy_backward_##S(T *dp, const T *p,              \
-                                                            const int64_t *labels,          \
-                                                            int64_t n, int64_t k);          \
-    /* Fused softmax + crossentropy: p = softmax(logits), value as above,                   \
-       dz := (p * sum_row(t) - t) / n, the gradient with respect to the logits              \
-       (= (p - t) / n for one-hot or any t whose rows sum to 1). */                         \
-    double fnn_softmax_crossentropy_backward_##S(T *dz, const T *p, const T *t,             \
-                                                 int64_t n, int64_t k);                     \
-    double fnn_sparse_softmax_crossentropy_backward_##S(T *dz, const T *p,                  \
-                                                        const int64_t *labels,              \
-                                                        int64_t n, int64_t k);              \
-    /* binary: c = clip(p), l = mean_k -(t log c + (1-t) log(1-c)). */                      \
-    double fnn_binary_crossentropy_backward_##S(T *dp, const T *p, const T *t,              \
-                                                int64_t n, int64_t k);                      \
-    /* mse: l = mean_k (p - t)^2. */                                                         \
-    double fnn_mean_squared_error_backward_##S(T *dp, const T *p, const T *t,               \
-                                               int64_t n, int64_t k);                       \
-    /* Any loss by its code (enum fnn_loss_code), as the kernels above: t is T (n, k), or   \
-       int64 labels (n) for the sparse ones; dp may be NULL but for the fused ones. */      \
-    double fnn_loss_backward_##S(T *dp, const T *p, const void *t, int64_t n, int64_t k,     \
-                                 int loss);                                                 \
+    /* Any loss by its code (enum fnn_loss_code), value and gradient in one pass.  p, t (n, k)  \
+       (t: int64 labels (n) in [0, k) for the sparse ones), sw (n) per-sample weights or NULL \
+       (all ones).  Per sample, over the last axis (Keras' formulas, eps = FNN_EPSILON):      \
+       cce:      q = p / sum_k p, l = -sum_k t log clip(q, eps, 1 - eps)  (scce: t = one_hot) \
+       softmax_cce (scce): p = softmax(z), l as cce; the gradient is w.r.t. z:             \
+                 d l / d z = p sum_k t - t  (= p - t for rows of t summing to 1)              \
+       bce:      c = clip(p, eps, 1 - eps), l = mean_k -(t log c + (1 - t) log(1 - c))       \
+       sigmoid_bce: p holds logits z, l = mean_k softplus(z) - t z, gradient w.r.t. z        \
+       mse:      l = mean_k (p - t)^2          mae: l = mean_k |p - t|                      \
+       huber:    delta = 1, see fnn_huber_backward                                          \
+       log_cosh: e = p - t, l = mean_k e + softplus(-2 e) - log 2                           \
+       kld:      l = sum_k tc log(tc / pc), tc = clip(t, eps, 1), pc = clip(p, eps, 1)      \
+       poisson:  l = mean_k p - t log(p + eps)                                              \
+       hinge:    y = 2 t - 1 if every t of the batch is 0 or 1, else t; l = mean_k max(1 - y p, 0) \
+       categorical_hinge: l = max(max_k (1 - t) p - sum_k t p + 1, 0)                       \
+       cosine:   x_hat = x min(1 / |x|, 1 / eps), l = -sum_k t_hat p_hat.                   \
+       per_sample (n) := l_i unless NULL; returns sum_i sw_i l_i / n (Keras'                \
+       "sum_over_batch_size"); dp (n, k) := d(return value) / dp (row i: sw_i / n d l_i/dp) \
+       unless NULL (the fused softmax ones require it).  Overwrites dp and per_sample. */    \
+    double fnn_loss_backward_##S(T *dp, T *per_sample, const T *p, const void *t, const T *sw, \
+                                 int64_t n, int64_t k, int loss);                          \
+    /* Huber with its delta (> 0), as fnn_loss_backward:  e = p - t,                        \
+       l = mean_k (|e| <= delta ? e^2 / 2 : delta |e| - delta^2 / 2). */                    \
+    double fnn_huber_backward_##S(T *dp, T *per_sample, const T *p, const T *t, const T *sw, \
+                                  int64_t n, int64_t k, T delta);                           \
     /* The optimizer step o (its rule: see struct fnn_optimizer) on elements [off, off + n)  \
        of p, g and o's state arrays, in place, one pass.  Overwrites those elements. */      \
     void fnn_optimizer_step_##S(T *p, const T *g, int64_t off, int64_t n,                    \

@@ -238,6 +238,18 @@ def test_changing_a_nested_model_rebuilds_the_outer_one():
     assert m.predict(x, verbose=0).shape == (20, 3) and len(m.weights) == 6
 
 
+def test_a_frozen_nested_model_keeps_its_weights():
+    x, y, _ = blobs(n=40)
+    m, inner = _nested(seed=6)
+    inner.trainable = False  # as Keras: every layer of it, applied at compile
+    m.compile("adam", "categorical_crossentropy")
+    before = m.get_weights()
+    m.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    after = m.get_weights()
+    assert [np.array_equal(a, b) for a, b in zip(before, after)] == [True] * 4 + [False] * 2
+    assert len(m.trainable_weights) == 2 and len(m.non_trainable_weights) == 4
+
+
 def test_a_model_cannot_contain_itself():
     m = models.Sequential([layers.Dense(2)])
     with pytest.raises(ValueError, match="itself"):
@@ -327,10 +339,11 @@ def test_sequential_config_rebuilds_an_equal_architecture():
     assert [w.shape for w in again.get_weights()] == [w.shape for w in m.get_weights()]
 
 
-def test_a_frozen_layer_config_is_refused_until_supported():
-    cfg = {**layers.Dense(2).get_config(), "trainable": "yes"}
-    with pytest.raises(ValueError, match="trainable"):
-        layers.Dense.from_config(cfg)
+def test_trainable_goes_through_the_config():
+    cfg = layers.Dense(2, trainable=False).get_config()
+    assert cfg["trainable"] is False and layers.Dense.from_config(cfg).trainable is False
+    with pytest.raises(TypeError, match="trainable"):
+        layers.Dense.from_config({**cfg, "trainable": "yes"})
 
 
 # ---- layers on their own ---------------------------------------------------------------------
@@ -353,6 +366,9 @@ def test_standalone_dense_builds_with_the_batch_dimension_and_calls_on_arrays():
     f = layers.Dense(2)
     f.build((32, 6))  # a fixed batch size is a batch size too
     assert f.get_weights()[0].shape == (6, 2)
+    g = layers.Dense(2)
+    g.build((6,))  # one entry: the features, as Keras' Dense.build((6,)) makes a (6, 2) kernel
+    assert g.get_weights()[0].shape == (6, 2)
 
 
 def test_a_built_layer_keeps_its_weights_in_a_model():
