@@ -164,6 +164,13 @@ class TrainStep:
                       and all(first.weight_trainable()) and not self.regularized)
         # batch size -> (compiled step or None, what it was built for)
         self._stacks: dict[int, tuple[DenseStack | None, tuple[Any, ...]]] = {}
+        self._activations = [l.activation for l in self.layers]  # what the step was made for
+
+    def stale(self) -> bool:
+        """Whether a layer's activation was assigned since this step was made (the fused
+        softmax decision and the compiled steps read them once): the model then makes a new
+        one."""
+        return any(l.activation is not a for l, a in zip(self.layers, self._activations))
 
     @contextlib.contextmanager
     def running(self, lock: threading.Lock,

@@ -476,7 +476,7 @@ def _count_batches(cb: ModelCheckpoint | BackupAndRestore, batch: int) -> bool:
 def _generators(model: Sequential) -> list[np.random.Generator]:
     """The random generators a fit draws from: the model's (shuffling), then each layer's
     own (dropout masks), in layer order."""
-    return [model._rng] + [g for l in model.layers
+    return [model._rng] + [g for l in model._leaves()
                            if isinstance(g := getattr(l, "rng", None), np.random.Generator)]
 
 

@@ -125,7 +125,7 @@ def to_onnx(model: Sequential, check: bool = True) -> onnx.ModelProto:
     dtype = _check_model(model)
     g = _Graph(dtype)
     t = INPUT_NAME
-    for layer in model.layers:
+    for layer in model._leaves():  # (a nested model's layers in its place)
         t = g.layer(layer, t)
     # every layer adds at least one node, so the last node makes the output: name it "y"
     g.nodes[-1].output[0] = OUTPUT_NAME
@@ -133,8 +133,7 @@ def to_onnx(model: Sequential, check: bool = True) -> onnx.ModelProto:
     elem = helper.np_dtype_to_tensor_dtype(dtype)
     batch: list[str | int | None] = ["batch"]
     # (the shapes of a built model, as _check_model made sure)
-    input_shape = cast("tuple[int | None, ...]", model.input_shape)
-    output_shape = cast("tuple[int | None, ...]", model.output_shape)
+    input_shape, output_shape = model.input_shape, model.output_shape
     graph = helper.make_graph(
         g.nodes, model.name or "sequential",
         [helper.make_tensor_value_info(INPUT_NAME, elem, batch + list(input_shape[1:]))],
@@ -186,8 +185,8 @@ def _check_model(model: Sequential) -> np.dtype[Any]:
         raise ValueError("Expected a built model before export. Build it first: give "
                          "input_shape= to the first layer (or start with layers.Input(shape=...)), "
                          "call model.build((None, *input_shape)), or fit/predict on data.")
-    dtype = np.dtype(model.layers[0].dtype)  # what predict converts the inputs to
-    for layer in model.layers:
+    dtype = np.dtype(model._leaves()[0].dtype)  # what predict converts the inputs to
+    for layer in model._leaves():
         if not isinstance(layer, _KINDS):
             raise ValueError(f"Expected layers of the types {[k.__name__ for k in _KINDS]} for "
                              f"ONNX export. Received: layer {layer.name!r} of type "

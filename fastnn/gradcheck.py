@@ -79,10 +79,7 @@ def gradcheck(model: Sequential, x: ArrayLike, y: ArrayLike, eps: float = 1e-6,
     config.set_floatx("float64")
     try:
         # float64 everywhere, dropout off (rate 0) so the loss is a deterministic function
-        twin = Sequential.from_config({**model.get_config(), "layers": [
-            {"class": e["class"], "config": {**e["config"], "dtype": "float64",
-                                             **({"rate": 0.0} if e["class"] == "Dropout" else {})}}
-            for e in model.get_config()["layers"]]})
+        twin = Sequential.from_config(_float64_without_dropout(model._file_config()))
         twin.build(model.input_shape)
     finally:
         config.set_floatx(before)
@@ -94,10 +91,20 @@ def gradcheck(model: Sequential, x: ArrayLike, y: ArrayLike, eps: float = 1e-6,
     step = twin.trainer
 
     def loss() -> float:
-        return step.loss_value(_step.forward(twin.layers, xb, training=False), tb)
+        return step.loss_value(_step.forward(twin._leaves(), xb, training=False), tb)
 
     step.gradients(xb, tb)  # every layer's full gradients
     checks = [(f"{layer.name}/{'kernel' if i == 0 else 'bias'}", w, g.copy())
-              for layer in twin.layers for i, (w, g) in enumerate(zip(layer.weights, layer.grads))]
+              for layer in twin._leaves() for i, (w, g) in enumerate(zip(layer.weights, layer.grads))]
     return {name: gradcheck_function(lambda _: loss(), lambda _: g, w, eps, max_entries, seed)
             for name, w, g in checks}
+
+
+def _float64_without_dropout(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A model's file config (Sequential._file_config) with every layer in float64 and every
+    Dropout's rate 0, nested models' too."""
+    return {**cfg, "layers": [
+        {"class": e["class"], "config": _float64_without_dropout(e["config"])
+         if e["class"] == "Sequential" else
+         {**e["config"], "dtype": "float64", **({"rate": 0.0} if e["class"] == "Dropout" else {})}}
+        for e in cfg["layers"]]}

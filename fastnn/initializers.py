@@ -49,6 +49,8 @@ def _in_place(draw: _Draw) -> Initializer:
     # fills_in_place: a function attribute, read by fill() (mypy knows no such attribute)
     init.__name__, init.__doc__, init.fills_in_place = (  # type: ignore[attr-defined]
         draw.__name__, draw.__doc__, True)
+    # pickled by name, as the module-level function it replaces (models pickle, see models.py)
+    init.__qualname__, init.__module__ = draw.__qualname__, draw.__module__
     return init
 
 

@@ -300,6 +300,9 @@ def _keras_layers(model: Sequential) -> list[_KerasLayer]:
     out, shape = [], tuple(cast("tuple[Any, ...]", model.input_shape)[1:])
     for layer in model.layers:
         where = f"layer {layer.name!r}"
+        if not isinstance(layer, layers_module.Layer):
+            raise ValueError(f"{where}: a nested Sequential model cannot be written in Keras "
+                             "format by fastnn (fastnn's own format saves it).")
         base = {"name": layer.name, "trainable": layer.trainable, "dtype": _policy(layer.dtype)}
         kind = type(layer)
         # (the casts: mypy narrows layer by `type(layer) is`, not by `kind is`)
@@ -331,7 +334,8 @@ def _keras_layers(model: Sequential) -> list[_KerasLayer]:
                                  f"{seed!r}")
             out.append(("Dropout", {**base, "rate": layer.rate,
                                     "seed": None if seed is None else int(seed),
-                                    "noise_shape": None}, [], None))
+                                    "noise_shape": None if layer.noise_shape is None
+                                    else list(layer.noise_shape)}, [], None))
         elif kind.__name__ in _NEW_LAYERS + ("ReLU", "LeakyReLU", "Softmax"):
             cfg, built = _new_layer_config(layer, base, where)
             out.append((kind.__name__, cfg, _variables(layer), shape if built else None))
@@ -474,7 +478,7 @@ def _compile_config(model: Sequential) -> dict[str, Any]:
 
 def _model_config(model: Sequential, keras_layers: list[_KerasLayer]) -> dict[str, Any]:
     shape = [None, *cast("tuple[Any, ...]", model.input_shape)[1:]]  # (built: not None)
-    dtype = model.layers[0].dtype if model.layers else np.dtype("float32")
+    dtype = model._leaves()[0].dtype if model.layers else np.dtype("float32")
     names = {cfg["name"] for _, cfg, _, _ in keras_layers}
     input_name = "input_layer"
     k = 0
@@ -926,10 +930,15 @@ def _layer(f: _File, entry: Any, where: str,
         build_config_matches()
         return layers_module.Flatten(**kw), cls, (math.prod(shape),), 0
     if cls == "Dropout":
+        def noise_shape(v: Any, w: str) -> None:
+            if v is not None:
+                for i, d in enumerate(f.check(v, "list", w)):
+                    f.check(d, "int", f"{w}[{i}]", null=True)
         _options(f, cfg, {"rate": number(), "seed": lambda v, w: f.check(v, "int", w, null=True),
-                          "noise_shape": None}, cls, where)
+                          "noise_shape": noise_shape}, cls, where)
         rate = f.check(cfg.get("rate"), "number", f"{where}.config.rate")
-        return layers_module.Dropout(rate, seed=cfg.get("seed"), **kw), cls, shape, 0
+        return layers_module.Dropout(rate, noise_shape=cfg.get("noise_shape"),
+                                     seed=cfg.get("seed"), **kw), cls, shape, 0
     if cls in _NEW_LAYERS + ("ReLU", "LeakyReLU", "Softmax"):
         return _read_new_layer(f, cls, cfg, entry, where, shape, kw, number)
     if cls == "Activation":
@@ -1073,7 +1082,7 @@ def _read_new_layer(f: _File, cls: str, cfg: dict[str, Any], entry: Any, where: 
                                 **kw)
     out_shape = layer.compute_output_shape(shape)
     if cls in ("BatchNormalization", "LayerNormalization", "PReLU", "Normalization"):
-        layer.build(shape)  # declares the weights (arrays come when the model packs them)
+        layer.build(cast("tuple[int, ...]", (None, *shape)))  # its weights (the model copies them; the file overwrites)
         count = sum(math.prod(s.shape) for s in layer.weight_specs)
     else:
         count = 0
@@ -1189,7 +1198,8 @@ def _read_weights(h5: _H5, model: Sequential, classes: list[str]) -> None:
         if v is None:
             continue
         n = h5.count(v, where)
-        variables = _variables(layer)
+        variables = (_variables(layer) if isinstance(layer, layers_module.Layer)
+                     else layer.weights)
         if n != len(variables):
             h5.fail(f"{h5.what}: {where} holds {n} variables; layer {layer.name!r} has "
                    f"{len(variables)}.")
@@ -1213,12 +1223,12 @@ def _read_weights(h5: _H5, model: Sequential, classes: list[str]) -> None:
         target[...] = value
 
 
-def _keras_class(layer: layers_module.Layer) -> str:
+def _keras_class(layer: layers_module.Layer | Sequential) -> str:
     """The Keras class a fastnn layer is written as (its key in a weights file)."""
     kind = type(layer)
     if kind is layers_module.Activation:
-        return _activation_layer(cast(layers_module.Activation, layer).activation, layer.name,
-                                 layer.dtype)[0]
+        act = cast(layers_module.Activation, layer)
+        return _activation_layer(act.activation, act.name, act.dtype)[0]
     if kind in (layers_module.Dense, layers_module.Flatten, layers_module.Dropout) or \
             kind.__name__ in _NEW_LAYERS + ("ReLU", "LeakyReLU", "Softmax"):
         return kind.__name__

@@ -11,17 +11,20 @@ uses a separate set per thread, so several threads may predict with one model at
 """
 from __future__ import annotations
 
+import functools
 import numbers
 import re
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, NamedTuple, Sequence, cast
+from typing import (TYPE_CHECKING, Any, Callable, Hashable, Iterator, NamedTuple, Sequence,
+                    TypeVar, cast)
 
 import numpy as np
 
-from fastnn import activations, backend, config, constraints, initializers, regularizers
+from fastnn import (_data, activations, backend, config, constraints, initializers,
+                    regularizers, utils)
 
 if TYPE_CHECKING:
-    from numpy.typing import DTypeLike, NDArray
+    from numpy.typing import ArrayLike, DTypeLike, NDArray
     from typing_extensions import Self
 
     from fastnn.constraints import Constraint
@@ -52,6 +55,9 @@ class Buffers:
             b = bufs[key] = np.empty(shape, dtype)
         return b
 
+    def __reduce__(self) -> tuple[type[Buffers], tuple[()]]:
+        return Buffers, ()  # a copy (pickle, deepcopy) starts with no buffers
+
 
 def _snake_case(name: str) -> str:
     """Keras' default layer names (keras.src.utils.naming.to_snake_case): ReLU -> re_lu."""
@@ -79,15 +85,90 @@ def _shape_tuple(name: str, shape: Any) -> tuple[int, ...]:
     return cast("tuple[int, ...]", shape)
 
 
+def _batch_shape(name: str, shape: Any) -> tuple[int | None, tuple[int, ...]]:
+    """A Keras shape, batch dimension first, as (batch size or None, the sample's shape)."""
+    try:
+        shape = tuple(shape)
+    except TypeError:
+        raise TypeError(f"Expected {name} to be a tuple (batch, d1, ...), the batch dimension "
+                        f"first (None: any). Received: {shape!r}") from None
+    if len(shape) < 2:
+        raise ValueError(f"Expected {name} to be a tuple (batch, d1, ...), the batch dimension "
+                         f"first (None: any). Received: {shape!r}")
+    batch = None if shape[0] is None else _shape_tuple(name, shape[:1])[0]
+    return batch, _shape_tuple(name, shape[1:])
+
+
+_Build = TypeVar("_Build", bound=Callable[..., None])
+
+
+def _keras_build(build: _Build) -> _Build:
+    """A layer class' `build(self, input_shape, rng)`, written for ONE sample's shape (how a
+    model builds its layers, `Layer._build_sample`), made Keras' public `build(input_shape)`
+    too: called from outside, input_shape includes the batch dimension (`(None, 784)`; one
+    entry, `(784,)`, is one sample's, as Keras' Dense reads only the last axis), the rng
+    defaults to one from fastnn's seed source, and the weights are made at once (the layer's
+    own parameter buffer; a model it joins copies them into its own)."""
+    if getattr(build, "_keras_build", False):
+        return build
+
+    @functools.wraps(build)
+    def public(self: Layer, input_shape: Any, rng: np.random.Generator | None = None) -> None:
+        if self._building:  # a model's build, or a subclass' super().build(...)
+            return build(self, input_shape, rng)
+        shape = (_shape_tuple("input_shape", input_shape) if len(tuple(input_shape)) == 1
+                 else _batch_shape("input_shape", input_shape)[1])
+        if self.built:
+            if self.input_shape != shape:
+                raise ValueError(f"Layer {self.name!r} was built for input_shape "
+                                 f"{(None, *cast('tuple[int, ...]', self.input_shape))}. "
+                                 f"Received: input_shape={tuple(input_shape)}")
+            return
+        rng = utils.new_rng() if rng is None else rng
+        self._build_sample(shape, rng)
+        if self.weight_specs:
+            from fastnn import _step  # (imports this module)
+            _step.pack_parameters([self], rng)
+    public._keras_build = True  # type: ignore[attr-defined]
+    return cast("_Build", public)
+
+
+class _ActivationAttribute:
+    """`layer.activation`: a resolved `activations.Spec`; assigning a name, a function of
+    `fastnn.activations` or None (linear) resolves it, as Keras lets one set a layer's
+    activation after construction.  It takes effect at the next call: predict at once, and
+    fit too (the model rebuilds its training step when an activation changed, see
+    Trainer.trainer), where Keras' compiled functions keep the old one until recompiled."""
+
+    def __get__(self, layer: Layer | None, owner: type | None = None) -> activations.Spec:
+        return cast(activations.Spec, layer.__dict__["_activation"]) if layer is not None \
+            else self  # type: ignore[return-value]  # (on the class: the attribute itself)
+
+    def __set__(self, layer: Layer,
+                value: str | activations.Spec | Callable[..., Any] | None) -> None:
+        layer.__dict__["_activation"] = activations.get(value)
+
+
 class Layer:
     """Base class: name, dtype, build state and per-batch-size buffers.
 
-    Every layer is built the same way, `build(input_shape, rng)`: the shape of one sample and
-    the model's random generator (for initializers and noise; None: a fresh one)."""
+    `build(input_shape)` is Keras': input_shape includes the batch dimension,
+    `Dense(3).build((None, 4))`, and a layer built on its own has its weights at once; a
+    layer called on an array, `Dense(3)(x)`, is built for x's shape and returns its output.
+    Inside, a model builds every layer for the shape of ONE sample with its random generator
+    (for initializers and noise): `_build_sample(input_shape, rng)`.  A layer class writes
+    its `build(self, input_shape, rng)` in those terms; `__init_subclass__` makes it the
+    public one too (`_keras_build`)."""
 
     _count: dict[str, int] = {}
     # the activation a layer ends in (Dense, Activation), else None
     activation: activations.Spec | None = None
+    _building = False  # inside _build_sample (see _keras_build)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "build" in cls.__dict__:  # (each class' own build, once)
+            setattr(cls, "build", _keras_build(cls.__dict__["build"]))
 
     def __init__(self, name: str | None = None, input_shape: int | Sequence[int] | None = None,
                  dtype: DTypeLike | None = None, trainable: bool = True) -> None:
@@ -120,9 +201,29 @@ class Layer:
                      skip_activation: bool = False) -> NDArray[Any] | None:
             """Writes the weight gradients into self.grads; returns dx (or None)."""
 
+    @_keras_build
     def build(self, input_shape: Sequence[int], rng: np.random.Generator | None = None) -> None:
         self.input_shape = tuple(input_shape)
         self.built = True
+
+    def _build_sample(self, input_shape: Sequence[int], rng: np.random.Generator) -> None:
+        """Build for samples of input_shape (no batch dimension), with rng: a model's build."""
+        self._building = True
+        try:
+            self.build(input_shape, rng)
+        finally:
+            self._building = False
+
+    def __call__(self, x: ArrayLike, training: bool = False) -> NDArray[Any]:
+        """The layer's output for the batch x, a new array, as a Keras layer called on an
+        array: an unbuilt layer is built for x's shape first; x is converted to the layer's
+        dtype.  training=True: training behaviour (dropout), default False."""
+        x = _data.as_samples(x)
+        if not self.built:
+            self.build(cast("tuple[int, ...]", (None, *x.shape[1:])))  # (Keras' form)
+        x = _data.conform_samples(x, cast("tuple[int, ...]", self.input_shape), self.dtype)
+        out: NDArray[Any] = self.call(x, training=bool(training)).copy()
+        return out
 
     def compute_output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         return tuple(input_shape)
@@ -170,17 +271,44 @@ class Layer:
         return self.compute_output_shape(cast("tuple[int, ...]", self.input_shape))
 
     def count_params(self) -> int:
+        """The number of weight values; ValueError on an unbuilt layer, as Keras."""
+        if not self.built:
+            raise ValueError(f"You tried to call `count_params` on layer '{self.name}', but the "
+                             "layer isn't built. You can build it manually via: "
+                             "`layer.build(input_shape)`.")
         return int(sum(w.size for w in self.weights))
+
+    def get_weights(self) -> list[NDArray[Any]]:
+        """Copies of the weight arrays, in `weights` order (none before the layer is built)."""
+        return [w.copy() for w in self.weights]
+
+    def set_weights(self, weights: Sequence[ArrayLike]) -> None:
+        """Assign the weight arrays in place, as from get_weights: as many, of the same shapes
+        (ValueError with Keras' message otherwise; nothing is assigned unless all fit)."""
+        new = [np.asarray(v) for v in weights]
+        if len(new) != len(self.weights):
+            raise ValueError(f"You called `set_weights(weights)` on layer '{self.name}' with a "
+                             f"weight list of length {len(new)}, but the layer was expecting "
+                             f"{len(self.weights)} weights.")
+        for w, v in zip(self.weights, new):
+            if v.shape != w.shape:
+                raise ValueError(f"Layer {self.name} weight shape {w.shape} is not compatible "
+                                 f"with provided weight shape {v.shape}.")
+        for w, v in zip(self.weights, new):
+            w[...] = v
 
     def _buf(self, key: Hashable, shape: tuple[int, ...], training: bool = True) -> NDArray[Any]:
         """The layer's reusable buffer `key` for this shape (allocated on first use)."""
         return self._buffers.get(key, shape, self.dtype, training)
 
     def get_config(self) -> dict[str, Any]:
+        """The constructor's arguments, by Keras' config keys (values as plain data: the dtype,
+        activation and initializers by name)."""
         return {"name": self.name, "trainable": self.trainable, "dtype": self.dtype.name}
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Self:
+        """A new, unbuilt layer of get_config()'s configuration."""
         cfg = dict(cfg)
         trainable = cfg.pop("trainable", True)
         layer = cls(**cfg)
@@ -244,23 +372,54 @@ class Layer:
 
 
 class InputLayer(Layer):
-    """The model's input: shape without the batch dimension."""
+    """The model's input, as Keras' InputLayer: shape without the batch dimension, or
+    batch_shape with it; batch_size (default None: any) only shows in the model's input and
+    output shapes (Keras too predicts any batch size).  sparse, ragged, input_tensor and
+    optional are Keras' and not supported by fastnn (only their defaults are accepted)."""
 
-    def __init__(self, shape: int | Sequence[int] | None = None, name: str | None = None,
-                 dtype: DTypeLike | None = None) -> None:
-        super().__init__(name=name, input_shape=shape, dtype=dtype)
+    def __init__(self, shape: int | Sequence[int] | None = None, batch_size: int | None = None,
+                 dtype: DTypeLike | None = None, sparse: bool | None = None,
+                 ragged: bool | None = None, batch_shape: Sequence[int | None] | None = None,
+                 input_tensor: Any = None, optional: bool = False,
+                 name: str | None = None) -> None:
+        for key, value in (("sparse", sparse), ("ragged", ragged), ("optional", optional)):
+            if value not in (None, False):
+                raise ValueError(f"Input({key}={value!r}) is not supported by fastnn. "
+                                 f"Expected {key}=False.")
+        if input_tensor is not None:
+            raise ValueError("Input(tensor=...) is not supported by fastnn (it has no symbolic "
+                             "tensors). Expected None.")
+        if batch_shape is not None:
+            if shape is not None or batch_size is not None:
+                raise ValueError("Expected either shape (and batch_size) or batch_shape. "
+                                 f"Received: shape={shape!r}, batch_size={batch_size!r}, "
+                                 f"batch_shape={batch_shape!r}")
+            batch_size, shape = _batch_shape("batch_shape", batch_shape)
         if shape is None:
             raise ValueError("Expected Input(shape=...) with the shape of one sample. Received: None")
+        super().__init__(name=name, input_shape=shape, dtype=dtype)
+        if batch_size is not None:
+            batch_size = _shape_tuple("batch_size", (batch_size,))[0]
+        self.batch_size = batch_size
+
+    @property
+    def batch_shape(self) -> tuple[int | None, ...]:
+        return (self.batch_size, *cast("tuple[int, ...]", self.input_shape))  # (not None)
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(),
-                "shape": list(cast("tuple[int, ...]", self.input_shape))}  # not None: checked
+        return {"batch_shape": self.batch_shape, "dtype": self.dtype.name, "sparse": False,
+                "ragged": False, "name": self.name, "optional": False}
 
 
-def Input(shape: int | Sequence[int] | None = None, name: str | None = None,
-          dtype: DTypeLike | None = None) -> InputLayer:
-    """Declare the input shape of a Sequential model (without the batch dimension)."""
-    return InputLayer(shape=shape, name=name, dtype=dtype)
+def Input(shape: int | Sequence[int] | None = None, batch_size: int | None = None,
+          dtype: DTypeLike | None = None, sparse: bool | None = None,
+          ragged: bool | None = None, batch_shape: Sequence[int | None] | None = None,
+          name: str | None = None, tensor: Any = None, optional: bool = False) -> InputLayer:
+    """Declare the input shape of a Sequential model: shape without the batch dimension (or
+    batch_shape with it), Keras' arguments in Keras' order (see InputLayer)."""
+    return InputLayer(shape=shape, batch_size=batch_size, dtype=dtype, sparse=sparse,
+                      ragged=ragged, batch_shape=batch_shape, input_tensor=tensor,
+                      optional=optional, name=name)
 
 
 class Dense(Layer):
@@ -280,12 +439,16 @@ class Dense(Layer):
         kernel_constraint, bias_constraint: `fastnn.constraints` (or names, e.g. "max_norm"),
             applied after each optimizer step (default None).  A Dense layer with any of these
             five trains layer by layer, not in the compiled Dense-stack step.
-        input_shape: the shape of one sample, when this is the first layer (default None).
+        input_shape: the shape of one sample, when this is the first layer (default None);
+            or input_dim=n, Keras' shorthand for input_shape=(n,).
         name: the layer's name (default None: "dense", "dense_1", ...).
         dtype: "float32" or "float64" (default None: `fastnn.config.floatx()`).
+        Keras' kernel_regularizer, bias_regularizer, activity_regularizer, kernel_constraint,
+        bias_constraint, lora_rank, lora_alpha and quantization_config are accepted as None
+        only (not supported by fastnn).
     """
 
-    activation: activations.Spec
+    activation = _ActivationAttribute()  # (a Spec; assigning resolves a name)
     kernel: NDArray[Any] | None  # views into the model's parameters, once it binds them
     bias: NDArray[Any] | None
 
@@ -299,6 +462,16 @@ class Dense(Layer):
                  input_shape: int | Sequence[int] | None = None, name: str | None = None,
                  dtype: DTypeLike | None = None, **kwargs: Any) -> None:
         trainable = kwargs.pop("trainable", True)
+        input_dim = kwargs.pop("input_dim", None)
+        if input_dim is not None:
+            if input_shape is not None:
+                raise ValueError("Expected input_shape or input_dim, not both. Received: "
+                                 f"input_shape={input_shape!r}, input_dim={input_dim!r}")
+            input_shape = _shape_tuple("input_dim", input_dim)
+        for key in _DENSE_OFF:
+            if kwargs.pop(key, None) is not None:
+                raise ValueError(f"Dense({key}=...) is not supported by fastnn. Expected "
+                                 f"{key}=None.")
         if kwargs:
             raise TypeError(f"Dense got unexpected keyword arguments: {sorted(kwargs)}")
         super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
@@ -360,9 +533,14 @@ class Dense(Layer):
                 "activation": self.activation.name, "use_bias": self.use_bias,
                 "kernel_initializer": _init_name(self.kernel_initializer),
                 "bias_initializer": _init_name(self.bias_initializer),
+                **{k: None for k in _DENSE_CONFIG},
                 **_regularizer_config(self, {"kernel": "kernel", "bias": "bias"})}
 
 
+# Keras' Dense options fastnn has only off (None); those Keras 3.15's get_config lists
+_DENSE_OFF = ("lora_rank", "lora_alpha", "quantization_config")
+_DENSE_CONFIG = ("kernel_regularizer", "bias_regularizer", "kernel_constraint",
+                 "bias_constraint", "quantization_config")
 _LINEAR = activations.Spec("linear")
 
 
@@ -373,7 +551,7 @@ def _init_name(init: str | Initializer) -> str:
 class Activation(Layer):
     """Applies an activation function to its input (softmax over the last axis)."""
 
-    activation: activations.Spec
+    activation = _ActivationAttribute()  # (a Spec; assigning resolves a name)
 
     def __init__(self, activation: str | activations.Spec | Callable[..., Any] | None,
                  input_shape: int | Sequence[int] | None = None, name: str | None = None,
@@ -403,7 +581,26 @@ class Activation(Layer):
 
 
 class Flatten(Layer):
-    """Flattens each sample to one axis: (batch, d1, d2, ...) -> (batch, d1 * d2 * ...)."""
+    """Flattens each sample to one axis: (batch, d1, d2, ...) -> (batch, d1 * d2 * ...).
+
+    data_format: Keras' "channels_last" (the default, None) or "channels_first", which Keras
+    flattens channels last: fastnn takes it for samples of one axis only (the same result)."""
+
+    def __init__(self, data_format: str | None = None,
+                 input_shape: int | Sequence[int] | None = None, name: str | None = None,
+                 dtype: DTypeLike | None = None) -> None:
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype)
+        if data_format not in (None, "channels_last", "channels_first"):
+            raise ValueError("Expected data_format to be 'channels_last' or 'channels_first'. "
+                             f"Received: data_format={data_format!r}")
+        self.data_format = data_format or "channels_last"
+
+    def build(self, input_shape: Sequence[int], rng: np.random.Generator | None = None) -> None:
+        if self.data_format == "channels_first" and len(input_shape) > 1:
+            raise ValueError(f"Flatten(data_format='channels_first') of inputs "
+                             f"{(None, *input_shape)} is not supported by fastnn. Expected "
+                             "data_format='channels_last'.")
+        super().build(input_shape, rng)
 
     def compute_output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
         return (int(np.prod(input_shape)),)
@@ -417,13 +614,25 @@ class Flatten(Layer):
                  skip_activation: bool = False) -> NDArray[Any] | None:
         return dy.reshape(self._in_shape) if need_dx else None
 
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "data_format": self.data_format}
+
 
 class Dropout(Layer):
     """Sets a fraction `rate` of inputs to 0 during training and scales the rest by
-    1 / (1 - rate); the identity at inference."""
+    1 / (1 - rate); the identity at inference.
 
-    def __init__(self, rate: float, seed: int | None = None,
-                 input_shape: int | Sequence[int] | None = None, name: str | None = None,
+    Args:
+        rate: the fraction dropped, in [0, 1).
+        noise_shape: None (the default: every value drawn on its own) or the shape of the
+            mask, batch axis first, as Keras: a 1 shares one draw along that axis (whole rows,
+            channels...), None takes the input's size, e.g. (None, 1) drops whole samples.
+        seed: int or None (the default: drawn from the model's seed).  The same seed gives
+            the same masks.
+    """
+
+    def __init__(self, rate: float, noise_shape: Sequence[int | None] | None = None,
+                 seed: int | None = None, input_shape: int | Sequence[int] | None = None, name: str | None = None,
                  dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, input_shape=input_shape, dtype=dtype)
         # (cast: to mypy a float is no numbers.Real, so the lines below would be unreachable)
@@ -431,6 +640,14 @@ class Dropout(Layer):
                 or not 0 <= rate < 1:
             raise ValueError(f"Expected rate in [0, 1). Received: rate={rate!r}")
         self.rate = float(rate)
+        if noise_shape is not None:
+            try:
+                noise_shape = tuple(None if d is None else _shape_tuple("noise_shape", (d,))[0]
+                                    for d in noise_shape)
+            except TypeError:
+                raise ValueError("Expected noise_shape to be None or a tuple of positive ints "
+                                 f"or None. Received: noise_shape={noise_shape!r}") from None
+        self.noise_shape = noise_shape
         self.seed = seed
         self.rng = np.random.default_rng(seed)
 
@@ -445,7 +662,7 @@ class Dropout(Layer):
         self._training = self.rate > 0
         if not self._training:
             return x
-        mask = self._buf("mask", x.shape)
+        mask = self._buf("mask", self._mask_shape(x.shape))
         self.rng.random(dtype=self.dtype, out=mask)
         # mask := (u >= rate) / (1 - rate)
         np.greater_equal(mask, self.rate, out=mask)
@@ -457,11 +674,24 @@ class Dropout(Layer):
     def backward(self, dy: NDArray[Any], need_dx: bool,
                  skip_activation: bool = False) -> NDArray[Any]:
         if self._training:
-            dy *= self._buf("mask", dy.shape)
+            dy *= self._buf("mask", self._mask_shape(dy.shape))
         return dy
 
+    def _mask_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        """The mask's shape for inputs of shape: noise_shape with None read from shape."""
+        if self.noise_shape is None:
+            return shape
+        mask = tuple(n if d is None else d for d, n in zip(self.noise_shape, shape))
+        if len(self.noise_shape) != len(shape) or any(d not in (1, n) for d, n in zip(mask, shape)):
+            raise ValueError(f"Expected noise_shape broadcastable to the inputs of Dropout "
+                             f"{self.name!r}, of their rank with 1, None or the input's size on "
+                             f"each axis. Received: noise_shape={self.noise_shape}, inputs of "
+                             f"shape {shape}")
+        return mask
+
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed,
+                "noise_shape": self.noise_shape}
 
 
 def build_all(layers: Sequence[Layer], input_shape: Sequence[int],
@@ -475,7 +705,7 @@ def build_all(layers: Sequence[Layer], input_shape: Sequence[int],
     try:
         for layer in layers:
             if not layer.built:
-                layer.build(shape, rng)
+                layer._build_sample(shape, rng)
             elif layer.input_shape != shape:
                 raise ValueError(f"Layer {layer.name!r} was built for input {layer.input_shape}, "
                                  f"but receives {shape}.")
@@ -1281,7 +1511,7 @@ class Normalization(Layer):
             raise ValueError(f"Expected adapt data of numbers with a batch axis. Received: "
                              f"shape {first.shape}, dtype {first.dtype}")
         if not self.built:
-            self.build(first.shape[1:])
+            self.build(cast("tuple[int, ...]", (None, *first.shape[1:])))
         elif tuple(first.shape[1:]) != self.input_shape:
             raise ValueError(f"The layer was built with input_shape={self.input_shape} (one "
                              f"sample), but adapt() is being called with data with an incompatible "

@@ -252,6 +252,10 @@ class Optimizer:
         self._layout = layout
         self._variable_ids = {name: id(v) for name, v in variables}
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickle and deepcopy copy: all but the kernel objects (made again on use)."""
+        return {**self.__dict__, "_kernels": None, "_no_decay": None, "_built_for": None}
+
     def _slots(self) -> tuple[str, ...]:
         """The state arrays this optimizer keeps (names of fastnn/_codes.py OPTIMIZER_SLOTS)."""
         return ()

@@ -2,7 +2,7 @@
 
 Format (version 1): a ZIP archive of stored (uncompressed, unencrypted) entries
     fastnn.json       {"format": "fastnn-model" | "fastnn-weights", "version": 1,
-                       "model": <Sequential.get_config()>, "compile": {"loss": ...,
+                       "model": <Sequential._file_config()>, "compile": {"loss": ...,
                        "metrics": [...]} or null, "optimizer": {"class", "config",
                        "iterations"} or null, "n_weights": N, "n_optimizer": M}
     weights/<i>.npy   the i-th weight array (model.get_weights() order), NumPy .npy
@@ -94,7 +94,7 @@ def save_model(model: Sequential, filepath: StrOrBytesPath,
     if not model.built:
         raise ValueError("Expected a built model to save. Build it (or fit it) first.")
     meta: dict[str, Any] = {"format": "fastnn-model", "version": VERSION,
-                            "model": model.get_config(), "compile": None, "optimizer": None}
+                            "model": model._file_config(), "compile": None, "optimizer": None}
     opt_vars: list[NDArray[Any]] = []
     if model.compiled:
         meta["compile"] = model.get_compile_config()
@@ -128,7 +128,7 @@ def save_weights(model: Sequential, filepath: StrOrBytesPath) -> None:
 # The layer config keys fastnn writes (a trailing "?": null allowed).  Other keys are left to
 # the layer constructors, which refuse unknown ones, except the input shape, which only
 # model.input_shape gives.
-_LAYER_KEYS = {"name": "str?", "dtype": "str?", "units": "int", "activation": "str",
+_LAYER_KEYS = {"name": "str?", "trainable": "bool", "dtype": "str?", "units": "int", "activation": "str",
                "use_bias": "bool", "kernel_initializer": "str", "bias_initializer": "str",
                "rate": "number", "seed": "int?"}
 _NOT_LAYER_KEYS = ("input_shape", "shape")
@@ -137,19 +137,24 @@ _BAD = (zipfile.BadZipFile, EOFError, OSError, ValueError, TypeError, KeyError, 
         RecursionError, MemoryError, SyntaxError, NotImplementedError, RuntimeError)
 
 
-def _parameter_count(model_cfg: dict[str, Any]) -> int:
-    """How many parameters a (type-checked) model config describes, from the config alone so
-    that nothing is allocated before the count is checked: only Dense layers have weights,
-    a kernel (inputs, units) and a bias (units,)."""
-    shape, count = model_cfg["input_shape"], 0
+def _parameter_count(model_cfg: dict[str, Any], shape: list[int] | None = None
+                     ) -> tuple[int, list[int]]:
+    """How many parameters a (type-checked) model config describes, and its output shape,
+    from the config alone so that nothing is allocated before the count is checked: only
+    Dense layers have weights, a kernel (inputs, units) and a bias (units,); a nested
+    Sequential's are counted with its input, the shape at its place (shape)."""
+    shape, count = model_cfg["input_shape"] if shape is None else shape, 0
     for entry in model_cfg["layers"]:
         cfg = entry["config"]
-        if entry["class"] == "Flatten":
+        if entry["class"] == "Sequential":
+            n, shape = _parameter_count(cfg, shape)
+            count += n
+        elif entry["class"] == "Flatten":
             shape = [math.prod(shape)]
         elif entry["class"] == "Dense" and type(cfg.get("units")) is int and cfg["units"] > 0:
             count += (math.prod(shape) + cfg.get("use_bias", True)) * cfg["units"]
             shape = [cfg["units"]]
-    return count
+    return count, shape
 
 
 class _Reader(_files.BoundedZip):
@@ -178,26 +183,36 @@ class _Reader(_files.BoundedZip):
         self.check(meta.get("n_weights"), "count", "n_weights")
         self.check(meta.get("n_optimizer", 0), "count", "n_optimizer")
 
-    def check_model_config(self, cfg: Any) -> Any:
-        """The types of a Sequential config, and a size the file can back; returns cfg."""
-        self.check(cfg, "dict", "model")
-        self.check(cfg.get("name"), "str?", "model.name")
-        self.check(cfg.get("seed"), "int?", "model.seed")
-        self.check(cfg.get("input_shape"), "shape", "model.input_shape")
-        entries = self.check(cfg.get("layers"), "list", "model.layers")
+    def check_model_config(self, cfg: Any, where: str = "model") -> Any:
+        """The types of a Sequential config (nested ones' too), and a size the file can back;
+        returns cfg."""
+        self.check(cfg, "dict", where)
+        self.check(cfg.get("name"), "str?", f"{where}.name")
+        self.check(cfg.get("seed"), "int?", f"{where}.seed")
+        if where == "model":
+            self.check(cfg.get("input_shape"), "shape", "model.input_shape")
+        elif "input_shape" in cfg:
+            self.fail(f"{where}.input_shape: fastnn saves the input shape only as "
+                      "model.input_shape.")
+        entries = self.check(cfg.get("layers"), "list", f"{where}.layers")
         if len(entries) > _MAX_LAYERS:
             self.fail(f"Expected at most {_MAX_LAYERS} layers. Received: {len(entries)}")
         for i, entry in enumerate(entries):
-            where = f"model.layers[{i}]"
-            self.check(entry, "dict", where)
-            self.check(entry.get("class"), "str", f"{where}.class")
-            for key, value in self.check(entry.get("config"), "dict", f"{where}.config").items():
+            at = f"{where}.layers[{i}]"
+            self.check(entry, "dict", at)
+            self.check(entry.get("class"), "str", f"{at}.class")
+            if entry["class"] == "Sequential":
+                self.check_model_config(entry.get("config"), f"{at}.config")
+                continue
+            for key, value in self.check(entry.get("config"), "dict", f"{at}.config").items():
                 if key in _LAYER_KEYS:
-                    self.check(value, _LAYER_KEYS[key], f"{where}.config.{key}")
+                    self.check(value, _LAYER_KEYS[key], f"{at}.config.{key}")
                 elif key in _NOT_LAYER_KEYS:
-                    self.fail(f"{where}.config.{key}: fastnn saves the input shape only as "
+                    self.fail(f"{at}.config.{key}: fastnn saves the input shape only as "
                               "model.input_shape.")
-        count = _parameter_count(cfg)
+        if where != "model":
+            return cfg
+        count = _parameter_count(cfg)[0]
         if count * 4 > self.size:  # 4 bytes: the smallest float fastnn uses
             self.fail(f"its model has {count} parameters, more than its {self.size} bytes "
                       "can hold.")

@@ -1,7 +1,8 @@
 """Training, evaluation and prediction, named as in Keras: `Trainer` is the base class that
-gives a model compile, fit, evaluate, predict and train_on_batch, as `keras.Model` gets them
-from Keras' Trainer.  The model built on it provides `layers`, `build(input_shape)`, `built`,
-`input_shape`, `output_shape`, and sets, when built, the attributes Trainer.__init__ declares
+gives a model compile, fit, evaluate, predict, train_on_batch, test_on_batch and
+predict_on_batch, as `keras.Model` gets them from Keras' Trainer.  The model built on it
+provides `_leaves()` (the layers a step runs, in order), `_stale()`, `build(input_shape)`,
+`built`, `input_shape`, `output_shape`, and sets, when built, the attributes Trainer.__init__ declares
 (its sample shape, random generator and parameter buffers).  What one training step does is
 fastnn/_step.py's; this module never imports models.py.
 """
@@ -16,7 +17,7 @@ import numpy as np
 
 from fastnn import _batches, _data, _step, distribution
 from fastnn import callbacks as callbacks_module
-from fastnn import config, losses, metrics as metrics_module, optimizers, utils
+from fastnn import losses, metrics as metrics_module, optimizers, utils
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, NDArray
@@ -28,10 +29,16 @@ if TYPE_CHECKING:
 class Trainer:
     """compile / fit / evaluate / predict / train_on_batch for a model (see the module)."""
 
-    # provided by the model class (Sequential): its layers and whether they are built
-    layers: list[Layer]
+    # provided by the model class (Sequential): whether its layers are built, and the
+    # layers a step runs, in order (`_leaves()`)
     built: bool
     if TYPE_CHECKING:
+        def _leaves(self) -> list[Layer]:
+            """The model's layers, nested models' layers in their place."""
+
+        def _stale(self) -> bool:
+            """Whether the built model must be built again (a nested model changed)."""
+
         def build(self, input_shape: Sequence[int | None] | None = None) -> None:
             """Create the weights (the model's)."""
 
@@ -69,6 +76,17 @@ class Trainer:
         self._packed_for: list[list[bool]] | None = None  # each layer's weight_trainable()
         self._trainer: _step.TrainStep | None = None
         self._lock = threading.Lock()  # held by fit and train_on_batch
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What pickle and deepcopy copy: everything but the lock and the training step
+        (made again on first use)."""
+        state = self.__dict__.copy()
+        state["_lock"], state["_trainer"] = None, None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def compile(self, optimizer: str | optimizers.Optimizer = "rmsprop",
                 loss: str | losses.Loss | type[losses.Loss] | Callable[..., Any] | None = None,
@@ -131,14 +149,14 @@ class Trainer:
         self.compiled = True
         self.metrics = []
         self._trainer = None
-        if self.built and self._packed_for != [l.weight_trainable() for l in self.layers]:
+        if self.built and self._packed_for != [l.weight_trainable() for l in self._leaves()]:
             self._pack_weights()  # `trainable` changed since: as Keras, compile applies it
 
     def _pack_weights(self) -> None:
         """One flat parameter buffer, trainable weights first; the layers keep views (see
         _step.pack_parameters).  The optimizer's state starts afresh."""
-        self._params, self._grads, self._frozen = _step.pack_parameters(self.layers, self._rng)
-        self._packed_for = [l.weight_trainable() for l in self.layers]
+        self._params, self._grads, self._frozen = _step.pack_parameters(self._leaves(), self._rng)
+        self._packed_for = [l.weight_trainable() for l in self._leaves()]
         self._trainer = None
         if self.optimizer is not None:
             self.optimizer.state = None
@@ -168,15 +186,15 @@ class Trainer:
         """fastnn's training step for this model (fastnn/_step.py `TrainStep`), e.g.
         `model.trainer.compiled_step(model.optimizer, x, y, batch_size)`."""
         self._require_compiled("trainer")
-        if self._trainer is None:
+        if self._trainer is None or self._trainer.stale():  # (stale: an activation was set)
             if not self.built:
                 self.build()
-            self._trainer = _step.TrainStep(self.layers, self.loss, self._params, self._grads,
+            self._trainer = _step.TrainStep(self._leaves(), self.loss, self._params, self._grads,
                                             self.jit_compile)
             # the trainable variables by Keras' names ("dense/kernel"), for clipnorm and
             # exclude_from_weight_decay
             self.optimizer.set_variables(
-                [(f"{l.name}/{spec.name}", w) for l in self.layers
+                [(f"{l.name}/{spec.name}", w) for l in self._leaves()
                  for w, spec, t in zip(l.weights, l.weight_specs, l.weight_trainable()) if t],
                 self._params)
         return self._trainer
@@ -198,7 +216,7 @@ class Trainer:
     def _new_metrics(self, fresh: bool) -> list[metrics_module.Metric]:
         """The compiled metrics resolved for the model's output (fresh: empty copies of any
         instances, for an evaluation that must not touch fit's)."""
-        n_out = self.layers[-1].output_shape[-1]
+        n_out = self._leaves()[-1].output_shape[-1]
         out = [metrics_module.get(copy.deepcopy(m) if fresh else m, self.loss, n_out)
                for m in self._metric_ids + self._weighted_ids]
         if fresh:
@@ -214,8 +232,11 @@ class Trainer:
         """Validate and convert inputs once: a C-contiguous float array of the model's dtype
         (an unbuilt model is built for their shape)."""
         x = _data.as_samples(x, name)
-        if not self.layers:
+        leaves = self._leaves()
+        if not leaves:
             raise ValueError("Expected a model with at least one layer. Received: an empty model")
+        if self.built and self._stale():
+            self.built = False  # (the weights stay; they move to a new buffer)
         if not self.built:  # built for x's samples; a refused x leaves the model as it was
             inferred = self._input_shape is None
             try:
@@ -223,7 +244,7 @@ class Trainer:
             except Exception:
                 self._input_shape = None if inferred else self._input_shape
                 raise
-        dtype = self.layers[0].dtype if self.layers else config.dtype()
+        dtype = leaves[0].dtype
         sample_shape = cast("tuple[int, ...]", self._input_shape)  # a built model's
         return _data.conform_samples(x, sample_shape, dtype, name)
 
@@ -245,7 +266,7 @@ class Trainer:
         class_weight ({class index: weight}, the class of each target as Keras finds it: the
         argmax of a one-hot row, else the rounded label), times compile's loss_weights; None
         when all are absent.  Keras refuses both sample_weight and class_weight."""
-        n, dtype = len(t), self.layers[0].dtype
+        n, dtype = len(t), self._leaves()[0].dtype
         if sample_weight is not None and class_weight is not None:
             raise ValueError("You cannot `class_weight` and `sample_weight` at the same time.")
         sw: NDArray[Any] | None = None
@@ -696,14 +717,14 @@ class Trainer:
         arrays = isinstance(data.source, _batches.ArraySource)
         n = len(data.source.x) if isinstance(data.source, _batches.ArraySource) else 0
         out_shape = cast("tuple[int, ...]", self.output_shape)[1:]
-        dtype = self.layers[0].dtype
+        dtype = self._leaves()[0].dtype
         out: NDArray[Any] = np.empty((n, *out_shape), dtype)
         parts: list[NDArray[Any]] = []
         done = 0
         for step, b in data.epoch():
             if batch_hooks:
                 cbs.on_predict_batch_begin(step)
-            y = _step.forward(self.layers, b.x[_step.rows(b.idx)], training=False)
+            y = _step.forward(self._leaves(), b.x[_step.rows(b.idx)], training=False)
             if arrays:
                 out[done:done + len(y)] = y
                 y = out[done:done + len(y)]
@@ -720,10 +741,39 @@ class Trainer:
             return out[:done]
         return np.concatenate(parts) if parts else np.empty((0, *out_shape), dtype)
 
+    def predict_on_batch(self, x: ArrayLike) -> NDArray[Any]:
+        """The model's outputs for x as one batch (a new array), as Keras."""
+        return self(x)
+
+    # (return_dict=True: a dict; else a float or a list, by the metrics compiled: Any)
+    @overload
+    def test_on_batch(self, x: ArrayLike, y: ArrayLike | None = None,
+                      sample_weight: ArrayLike | None = None, *,
+                      return_dict: Literal[True]) -> dict[str, float]: ...
+    @overload
+    def test_on_batch(self, x: ArrayLike, y: ArrayLike | None = None,
+                      sample_weight: ArrayLike | None = None,
+                      return_dict: bool = False) -> Any: ...
+
+    def test_on_batch(self, x: ArrayLike, y: ArrayLike | None = None,
+                      sample_weight: ArrayLike | None = None,
+                      return_dict: bool = False) -> float | list[float] | dict[str, float]:
+        """The loss (and metrics) on (x, y) as one batch, weighted by sample_weight as
+        evaluate (metrics of this batch alone, as Keras'): a float without metrics, else
+        [loss, *metrics]; a dict with return_dict=True (default False)."""
+        self._require_compiled("test_on_batch")
+        x = self._build_from(x)
+        if not self.metrics:
+            self._resolve_metrics()
+        metrics = self._new_metrics(fresh=True)
+        src = self._array_source(x, y, sample_weight, None, 1 << 62, False, metrics)
+        logs = self._evaluate_source(_batches.EpochIterator(src), None, metrics)
+        return _data.format_logs(logs, return_dict)
+
     def __call__(self, x: ArrayLike, training: bool = False) -> NDArray[Any]:
         """The outputs for x in one batch; training=True applies dropout (default False)."""
-        out: NDArray[Any] = _step.forward(self.layers, self._prepare_x(x),
-                                          training=bool(training)).copy()
+        x = self._prepare_x(x)
+        out: NDArray[Any] = _step.forward(self._leaves(), x, training=bool(training)).copy()
         return out
 
 

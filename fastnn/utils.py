@@ -117,12 +117,11 @@ def new_rng(seed: int | None = None) -> np.random.Generator:
 
 def print_summary(model: Sequential, print_fn: Callable[[str], Any] = print) -> None:
     """Print a model's layers, their output shapes and parameter counts (`model.summary()`)."""
-    rows = [(f"{l.name} ({type(l).__name__})",
-             str((None, *l.output_shape)) if l.built else "?", f"{l.count_params():,}")
-            for l in model.layers]
+    rows = [(f"{l.name} ({type(l).__name__})", _output_shape(l),
+             f"{l.count_params():,}" if l.built else "0 (unbuilt)") for l in model.layers]
     w = [max([len(h)] + [len(r[i]) for r in rows]) + 2
          for i, h in enumerate(("Layer (type)", "Output Shape", "Param #"))]
-    total = model.count_params()
+    total = model.count_params() if model.built else 0
     size = total * _config.dtype().itemsize
     frozen = int(sum(w.size for w in model.non_trainable_weights))
     fsize = frozen * _config.dtype().itemsize
@@ -138,6 +137,16 @@ def print_summary(model: Sequential, print_fn: Callable[[str], Any] = print) -> 
               f" Trainable params: {total - frozen:,} ({_bytes(size - fsize)})",
               f" Non-trainable params: {frozen:,} ({_bytes(fsize)})"]
     print_fn("\n".join(lines))
+
+
+def _output_shape(layer: Any) -> str:
+    """A summary row's output shape: a nested model's own (batch first), a layer's with None
+    for the batch; "?" before it is built."""
+    if not layer.built:
+        return "?"
+    if hasattr(layer, "_leaves"):  # a Sequential: (batch, ...) already
+        return str(layer.output_shape)
+    return str((None, *layer.output_shape))
 
 
 def _bytes(n: float) -> str:  # type: ignore[return]  # (the loop returns, at "GB" at the latest)

@@ -88,7 +88,7 @@ def _require_sklearn(name: str) -> None:
 def _model_state(model: Sequential, weights: bool = True) -> dict[str, Any]:
     """A fastnn Sequential as plain data (config, compile settings, optimizer; with
     weights=True also its weights and optimizer state): what `_model_from_state` rebuilds."""
-    state: dict[str, Any] = {"class": type(model), "config": model.get_config(), "weights": None,
+    state: dict[str, Any] = {"class": type(model), "config": model._file_config(), "weights": None,
              "compile": None, "optimizer": None, "optimizer_variables": None, "loss": None,
              "jit_compile": model.jit_compile}
     if weights and model.built:

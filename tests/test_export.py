@@ -325,8 +325,9 @@ def test_large_weights_go_to_external_data(tmp_path, monkeypatch):
 
 
 def test_repeated_layer_names_get_unique_node_names(tmp_path):
+    # (names are unique within a model, as Keras; a nested model may repeat one)
     model = models.Sequential([layers.Dense(4, activation="elu", input_shape=(3,), name="d"),
-                               layers.Dense(4, activation="elu", name="d"),
+                               models.Sequential([layers.Dense(4, activation="elu", name="d")]),
                                layers.Dense(2, name="d_1")], seed=0)
     path, sess = exported(model, tmp_path)
     graph = onnx.load(str(path)).graph

@@ -412,8 +412,11 @@ def test_what_keras_cannot_represent_is_refused_before_writing(tmp_path):
         pass
     cases = [
         models.Sequential([layers.Input((2,)), layers.Dense(2), Custom()]),
-        models.Sequential([layers.Input((2,)), layers.Dense(2, name="x"),
-                           layers.Dense(2, name="x")]),
+        # x is written as two Keras layers, x and x_activation (an ELU): a name used twice
+        models.Sequential([layers.Input((2,)), layers.Dense(2, name="x", activation=
+                                                            activations.Spec("elu", 0.5)),
+                           layers.Dense(2, name="x_activation")]),
+        models.Sequential([layers.Input((2,)), models.Sequential([layers.Dense(2)])]),
         models.Sequential([layers.Input((2,)), layers.Dense(2, kernel_initializer=lambda s, d,
                                                             r: np.zeros(s, d))]),
     ]
@@ -583,8 +586,6 @@ def test_unsupported_compile_config_loads_uncompiled_with_a_warning(tmp_path):
         "units": 3, "kernel_initializer": {"module": "keras.initializers",
                                            "class_name": "Orthogonal", "config": {}}}},
      "Orthogonal"),
-    ({"module": "keras.layers", "class_name": "Dropout", "config": {
-        "rate": 0.5, "noise_shape": [None, 1]}}, "noise_shape"),
 ])
 def test_unsupported_layers_and_options_are_named(saved, tmp_path, entry, match):
     bad = _rewrite(saved, tmp_path / "bad.keras",
