@@ -34,3 +34,6 @@ EPSILON = 1e-7
 # the state arrays each rule reads whatever its options (the C step dereferences them)
 OPTIMIZER_REQUIRED = {"sgd": (), "adagrad": ("accumulators",), "rmsprop": ("velocities",),
                       "adam": ("momentums", "velocities"), "nadam": ("momentums", "velocities")}
+
+# enum fnn_bf16_path_code: the instruction paths of the bfloat16 kernels (src_c/bf16.c)
+BF16_PATHS = {"portable": 0, "avx512bf16": 1, "amx": 2}

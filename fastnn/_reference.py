@@ -116,6 +116,77 @@ def gather_rows(out: NDArray[Any], x: NDArray[Any], idx: NDArray[Any]) -> None:
     np.take(x, idx, axis=0, out=out)
 
 
+# ---- normalization and PReLU (src_c/norm.inc) ---------------------------------------------
+
+def batchnorm_forward(y: NDArray[Any], mean: NDArray[Any], var: NDArray[Any], x: NDArray[Any],
+                      gamma: NDArray[Any] | None, beta: NDArray[Any] | None, epsilon: float,
+                      training: bool) -> None:
+    """y := (x - mean) * gamma / sqrt(var + epsilon) + beta over the rows of x; training:
+    mean, var := the batch's (biased variance, as Keras' ops.moments), else read."""
+    if training:
+        x64 = x.astype(np.float64)
+        mu = x64.mean(axis=0)
+        mean[...] = mu
+        var[...] = ((x64 - mu) ** 2).mean(axis=0)
+    g = (1 if gamma is None else gamma) / np.sqrt(var + x.dtype.type(epsilon))
+    y[...] = (x - mean) * g + (0 if beta is None else beta)
+
+
+def batchnorm_backward(dx: NDArray[Any], dgamma: NDArray[Any], dbeta: NDArray[Any],
+                       dy: NDArray[Any], x: NDArray[Any], mean: NDArray[Any], var: NDArray[Any],
+                       gamma: NDArray[Any] | None, epsilon: float) -> None:
+    """The gradient through the batch statistics: dbeta := sum dy, dgamma := sum dy xhat,
+    dx := gamma / sqrt(var + eps) / n * (n dy - dbeta - xhat dgamma)."""
+    n = x.shape[0]
+    inv = 1 / np.sqrt(var + x.dtype.type(epsilon))
+    xhat = (x - mean) * inv
+    db = dy.sum(axis=0, dtype=np.float64)
+    dg = (dy.astype(np.float64) * xhat).sum(axis=0)
+    dbeta[...] = db
+    dgamma[...] = dg
+    g = (1 if gamma is None else gamma) * inv / x.dtype.type(n)
+    dx[...] = g * (n * dy - dbeta - xhat * dgamma)
+
+
+def layernorm_forward(y: NDArray[Any], mean: NDArray[Any], rstd: NDArray[Any], x: NDArray[Any],
+                      gamma: NDArray[Any] | None, beta: NDArray[Any] | None,
+                      epsilon: float) -> None:
+    """Per row: mean, rstd := 1 / sqrt(var + epsilon); y := (x - mean) rstd gamma + beta."""
+    x64 = x.astype(np.float64)
+    mu = x64.mean(axis=1)
+    mean[...] = mu
+    rstd[...] = 1 / np.sqrt(((x64 - mu[:, None]) ** 2).mean(axis=1) + epsilon)
+    y[...] = ((x - mean[:, None]) * rstd[:, None] * (1 if gamma is None else gamma)
+              + (0 if beta is None else beta))
+
+
+def layernorm_backward(dx: NDArray[Any], dgamma: NDArray[Any] | None, dbeta: NDArray[Any] | None,
+                       dy: NDArray[Any], x: NDArray[Any], mean: NDArray[Any], rstd: NDArray[Any],
+                       gamma: NDArray[Any] | None) -> None:
+    """xhat := (x - mean) rstd, g := dy gamma; dx := rstd (g - mean(g) - xhat mean(g xhat))."""
+    xhat = (x - mean[:, None]) * rstd[:, None]
+    if dgamma is not None:
+        dgamma[...] = (dy.astype(np.float64) * xhat).sum(axis=0)
+    if dbeta is not None:
+        dbeta[...] = dy.sum(axis=0, dtype=np.float64)
+    g = dy * (1 if gamma is None else gamma)
+    dx[...] = rstd[:, None] * (g - g.mean(axis=1, keepdims=True)
+                               - xhat * (g * xhat).mean(axis=1, keepdims=True))
+
+
+def prelu_forward(y: NDArray[Any], x: NDArray[Any], alpha: NDArray[Any]) -> None:
+    """y := x > 0 ? x : alpha x (alpha per column)."""
+    y[...] = np.where(x > 0, x, alpha * x)
+
+
+def prelu_backward(dx: NDArray[Any], dalpha: NDArray[Any] | None, dy: NDArray[Any],
+                   x: NDArray[Any], alpha: NDArray[Any]) -> None:
+    """dalpha := sum_rows(dy min(x, 0)); dx := dy (x > 0 ? 1 : alpha)."""
+    if dalpha is not None:
+        dalpha[...] = (dy.astype(np.float64) * np.minimum(x, 0)).sum(axis=0)
+    dx[...] = np.where(x > 0, dy, alpha * dy)
+
+
 # ---- losses: per-sample values l (n,) and their gradients d l_i / d p_i (n, k) -------------
 # Keras' formulas over the last axis (see fnn_loss_backward in src_c/fastnn.h); each takes
 # (p, t) and returns (l, g).  loss_backward weights and averages them.
@@ -408,3 +479,132 @@ class OptimizerStep:
         k = a.size * b.size
         views = {n: v[:k] for n, v in self.slots.items()}
         _RULES[self.rule](p.reshape(-1)[:k], np.outer(a, b).reshape(-1), views, self)
+
+
+# ---- bfloat16 products with float32 sums (src_c/bf16.c) ------------------------------------
+# A bf16 array is uint16: the top 16 bits of a float32.  The twins round exactly as the C
+# kernels do, and multiply in float32 (a product of two bfloat16 is exact there), adding in
+# NumPy's order: a C path and its twin differ only in the order of float32 additions.
+
+_BF16_TK, _BF16_TN = 32, 16  # a packed tile: 32 rows (k) x 16 columns, in pairs of rows
+
+
+def _bf16(x: NDArray[Any]) -> NDArray[np.uint16]:
+    """float32 -> bfloat16 bits: round to nearest even on the top 16 bits; NaN stays NaN (made
+    quiet, bit 6 set); zero and subnormal inputs become a zero of their sign (VCVTNEPS2BF16)."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    tiny = (u & 0x7F800000) == 0
+    rne = (u + (0x7FFF + ((u >> 16) & 1))) >> 16  # wraps around only for negative NaNs
+    return np.where(nan, (u >> 16) | 0x40, np.where(tiny, (u >> 16) & 0x8000, rne)).astype(np.uint16)
+
+
+def _f32(h: NDArray[Any]) -> NDArray[np.float32]:
+    """bfloat16 bits -> their float32 values (exact)."""
+    return (np.asarray(h, np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def _bf16_pack(b: NDArray[Any]) -> NDArray[np.uint16]:
+    """The packed form of a bf16 (k, n) matrix: tiles of 32 rows x 16 columns, zero-padded,
+    each 16 rows of 16 column pairs (b[2r, j], b[2r + 1, j]); a column block's tiles in a row."""
+    k, n = b.shape
+    kb, nb = -(-k // _BF16_TK), -(-n // _BF16_TN)
+    pad = np.zeros((kb * _BF16_TK, nb * _BF16_TN), np.uint16)
+    pad[:k, :n] = b
+    # pad[32 t + 2 r + e, 16 s + c] -> packed[s, t, r, c, e]
+    return pad.reshape(kb, 16, 2, nb, 16).transpose(3, 0, 1, 4, 2).reshape(-1)
+
+
+def _bf16_unpack(bp: NDArray[Any], k: int, n: int) -> NDArray[np.uint16]:
+    """The (k, n) bf16 matrix of its packed form (the inverse of _bf16_pack)."""
+    kb, nb = -(-k // _BF16_TK), -(-n // _BF16_TN)
+    t = np.asarray(bp).reshape(nb, kb, 16, 16, 2).transpose(1, 2, 4, 0, 3)
+    return t.reshape(kb * _BF16_TK, nb * _BF16_TN)[:k, :n]
+
+
+def bf16_paths() -> list[str]:
+    """The reference has one path: NumPy."""
+    return ["numpy"]
+
+
+def bf16_path() -> str:
+    return "numpy"
+
+
+def bf16_set_path(path: str | None) -> None:
+    if path not in (None, "numpy"):
+        raise ValueError(f"Expected path to be 'numpy' or None (the NumPy backend has no other "
+                         f"bf16 path). Received: path={path!r}")
+
+
+def bf16_packed_size(k: int, n: int) -> int:
+    """Elements (uint16) of the packed form of a (k, n) matrix."""
+    return -(-n // _BF16_TN) * -(-k // _BF16_TK) * _BF16_TK * _BF16_TN
+
+
+def bf16_backward_scratch_size(n: int, in_: int, out: int) -> int:
+    """Elements of dense_backward_bf16's scratch: bf16(dz), pack(bf16(dz)), x16.T."""
+    return n * out + bf16_packed_size(n, out) + in_ * n
+
+
+def bf16_convert_forward(y: NDArray[Any], x: NDArray[Any]) -> None:
+    """y := bf16(x) elementwise."""
+    y[...] = _bf16(x)
+
+
+def bf16_pack_forward(wp: NDArray[Any] | None, wtp: NDArray[Any] | None,
+                      w: NDArray[Any]) -> None:
+    """wp := pack(bf16(w)), wtp := pack(bf16(w.T)); either may be None."""
+    w16 = _bf16(w)
+    if wp is not None:
+        wp[...] = _bf16_pack(w16)
+    if wtp is not None:
+        wtp[...] = _bf16_pack(w16.T)
+
+
+def optimizer_step_bf16pack(opt: OptimizerStep, p: NDArray[Any], wp: NDArray[Any] | None,
+                            wtp: NDArray[Any] | None, g: NDArray[Any], start: int, in_: int,
+                            out: int) -> None:
+    """opt's step on the kernel w = p[start : start + in_ out] (in_, out), then its packs."""
+    stop = start + in_ * out
+    views = {n: a[start:stop] for n, a in opt.slots.items()}
+    w = p.reshape(-1)[start:stop]
+    _RULES[opt.rule](w, g.reshape(-1)[start:stop], views, opt)
+    bf16_pack_forward(wp, wtp, w.reshape(in_, out))
+
+
+def dense_forward_bf16(y: NDArray[Any], z: NDArray[Any] | None, y16: NDArray[Any] | None,
+                       x16: NDArray[Any], wp: NDArray[Any], b: NDArray[Any] | None, act: int,
+                       alpha: float) -> None:
+    """y := act(x @ w + b), bf16 products and float32 sums; z: x @ w + b; y16: bf16(y)."""
+    n, k = x16.shape
+    pre = _f32(x16) @ _f32(_bf16_unpack(wp, k, y.shape[1]))
+    if b is not None:
+        pre += b
+    if z is not None:
+        z[...] = pre
+    y[...] = _act(pre, act, alpha)
+    if y16 is not None:
+        y16[...] = _bf16(y)
+
+
+def dense_backward_bf16(dw: NDArray[Any] | None, db: NDArray[Any] | None,
+                        dx: NDArray[Any] | None, dz: NDArray[Any], scratch: NDArray[Any],
+                        dy: NDArray[Any], x16: NDArray[Any], wtp: NDArray[Any], y: NDArray[Any],
+                        z: NDArray[Any] | None, act: int, alpha: float) -> None:
+    """dz := dy * act'(.), db := sum(dz), dw := x.T @ bf16(dz), dx := bf16(dz) @ w.T; scratch
+    receives bf16(dz) (for dx), then pack(bf16(dz)) and x16.T (for dw), as the C kernel's."""
+    n, k = x16.shape
+    out = dy.shape[1]
+    dz[...] = _act_grad(dy, y, z, act, alpha)
+    dz16 = _bf16(dz)
+    s1, s2 = n * out, n * out + bf16_packed_size(n, out)
+    if db is not None:
+        db[...] = dz.sum(axis=0)
+    if dx is not None:
+        scratch[:s1] = dz16.reshape(-1)
+        dx[...] = _f32(dz16) @ _f32(_bf16_unpack(wtp, out, k))
+    if dw is not None:
+        scratch[s1:s2] = _bf16_pack(dz16)
+        scratch[s2:] = x16.T.reshape(-1)
+        dw[...] = _f32(x16).T @ _f32(dz16)

@@ -7,7 +7,9 @@ optimizer kernel over all parameters (they live in one flat buffer, see `pack_pa
 fused-softmax decision, the fast paths and the choice of the step that runs:
 
 - **compiled** (the compiled backend, a stack of Dense layers after optional Flattens, an
-  optimizer declared by its rule): the whole step is one call into C, `_kernels.DenseStack`
+  optimizer declared by its rule, and no regularizer or constraint on any layer: any other
+  layer (BatchNormalization, LayerNormalization, PReLU, ...) or a Dense with a regularizer or
+  constraint takes the layer-by-layer step): the whole step is one call into C, `_kernels.DenseStack`
   (`fnn_dense_stack_step` in src_c/step.inc), with its fast paths: at batch size 1 the first
   kernel's gradient goes to the optimizer as the factors of x dz.T (never written); with
   several threads the first layer is owned by rows.  It is the only step such a model runs
@@ -19,6 +21,11 @@ fused-softmax decision, the fast paths and the choice of the step that runs:
   same order, so the two agree bit for bit (except where the first layer is owned by rows,
   which rounds its sum differently; tests/test_train_step.py).
 
+Regularizers and constraints (fastnn/regularizers.py, constraints.py) are applied in one
+place, `TrainStep._activity`, the end of `_gradients` and `TrainStep._constrain`: the weight and activity penalties
+are added to the loss (fit's and evaluate's, as Keras reports them) and their gradients to the
+gradients before the optimizer step; the constraints project the weights after it.
+
 Entry points (used by models.py, gradcheck.py and the tests): `pack_parameters`,
 `forward`, and `TrainStep.run`, `gradients`, `loss_value`, `gather`,
 `compiled_step`.  This module never imports models.py.
@@ -27,7 +34,8 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, NamedTuple, Sequence, cast
+from typing import (TYPE_CHECKING, Any, Callable, Hashable, Iterable, Iterator, NamedTuple,
+                    Sequence, cast)
 
 import numpy as np
 
@@ -38,6 +46,7 @@ from fastnn.optimizers import Optimizer
 if TYPE_CHECKING:
     import threading
 
+    from fastnn._batches import Batch
     from numpy.typing import NDArray
 
     from fastnn._kernels import DenseStack
@@ -107,6 +116,14 @@ def pack_parameters(layers: Sequence[Layer], rng: np.random.Generator) -> Packed
     return packed
 
 
+def rows(idx: NDArray[Any]) -> slice | NDArray[Any]:
+    """idx as a slice when it is a run of consecutive rows (a view, no copy), else idx."""
+    if len(idx) and idx[-1] - idx[0] == len(idx) - 1 and (len(idx) < 3 or
+                                                           bool(np.all(np.diff(idx) == 1))):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
+
+
 def _bases(a: Any) -> Iterator[NDArray[Any]]:
     """a and the arrays it views (a view's memory is its base's: pinning a pins that)."""
     while isinstance(a, np.ndarray):
@@ -135,13 +152,16 @@ class TrainStep:
         # layers before the first one with weights need no input gradient
         self.first = with_weights[0] if with_weights else len(self.layers)
         act = self.layers[-1].activation
+        # any penalty or constraint: the layer-by-layer step, see _activity and _constrain
+        self.regularized = any(l.regularized for l in self.layers)
         self.fused = (loss.fused_code is not None and not loss.softmax_logits and act is not None
-                      and act.name == "softmax")
+                      and act.name == "softmax"
+                      and self.layers[-1].activity_regularizer is None)
         first = self.layers[self.first] if self.first < len(self.layers) else None
         # the first kernel leads the optimizer's buffer (a trainable Dense): at batch size 1 its
         # gradient goes to the optimizer as x dz.T; with threads it may be owned by rows
         self.rank1 = (type(first) is Dense and len(params) == 1
-                      and all(first.weight_trainable()))
+                      and all(first.weight_trainable()) and not self.regularized)
         # batch size -> (compiled step or None, what it was built for)
         self._stacks: dict[int, tuple[DenseStack | None, tuple[Any, ...]]] = {}
         self._activations = [l.activation for l in self.layers]  # what the step was made for
@@ -169,19 +189,25 @@ class TrainStep:
             self.release()
             lock.release()
 
-    def evaluate(self, x: NDArray[Any], t: NDArray[Any], batch_size: int,
-                 metrics: Sequence[Metric]) -> float:
-        """The summed loss over prepared (x, t), batch by batch (the metrics take every batch);
-        the mean is that over len(x)."""
-        metric_t = _data.metric_targets(metrics, t)
-        total = 0.0
-        for s in range(0, len(x), batch_size):
-            e = min(len(x), s + batch_size)
-            p = forward(self.layers, x[s:e], training=False)
-            total += float(self.loss_value(p, t[s:e])) * (e - s)
-            for m, mt in zip(metrics, metric_t):
-                m.update(p, mt[s:e])
-        return total
+    def evaluate(self, batches: Iterable[Batch], metrics: Sequence[Metric],
+                 weighted: Sequence[bool]) -> tuple[float, float]:
+        """The summed loss over the batches (`fastnn._batches`: prepared arrays and the rows of
+        each batch), and the number of samples; the metrics take every batch (those weighted
+        with the batch's sample weights)."""
+        total, count = 0.0, 0
+        for b in batches:
+            sl = rows(b.idx)
+            if self.regularized:  # Keras' evaluated loss includes the penalties
+                p, penalty = self._forward_penalized(b.x[sl])
+            else:
+                p, penalty = forward(self.layers, b.x[sl], training=False), 0.0
+            sw = None if b.sw is None else b.sw[sl]
+            total += (float(self.loss_value(p, cast("NDArray[Any]", b.t)[sl], sw))
+                      + penalty) * len(b.idx)
+            count += len(b.idx)
+            for m, mt, w in zip(metrics, b.mt, weighted):
+                m.update(p, mt[sl], sw if w else None)
+        return total, count
 
     def release(self) -> None:
         """Drop the compiled steps: they hold the training arrays (fit calls this at its end,
@@ -191,31 +217,37 @@ class TrainStep:
     # ---- the step ---------------------------------------------------------------------------
 
     def run(self, optimizer: Optimizer, x: NDArray[Any], t: NDArray[Any],
-            idx: NDArray[Any]) -> tuple[float, NDArray[Any] | None]:
-        """One optimizer step on the samples idx of (x, t), prepared arrays: fit's step.
-        Returns (loss value, predictions: a reused buffer).  Under a distribution
-        (fastnn.distribution) this rank's share of idx is stepped: see _distributed."""
+            idx: NDArray[Any], sw: NDArray[Any] | None = None
+            ) -> tuple[float, NDArray[Any] | None]:
+        """One optimizer step on the samples idx of (x, t), prepared arrays, weighted by the
+        per-sample weights sw (or None): fit's step.  Returns (loss value, predictions: a
+        reused buffer).  Under a distribution (fastnn.distribution) this rank's share of idx
+        is stepped: see _distributed."""
         dist = distribution.active()
         if dist is not None:
-            return self._distributed(dist, optimizer, x, t, idx)
-        stack = self.compiled_step(optimizer, x, t, len(idx))
+            return self._distributed(dist, optimizer, x, t, idx, sw)
+        stack = self.compiled_step(optimizer, x, t, len(idx), sw)
         if stack is None:
-            return self._python_step(optimizer, self.gather("x", x, idx), self.gather("t", t, idx))
+            return self._python_step(optimizer, self.gather("x", x, idx), self.gather("t", t, idx),
+                                     None if sw is None else self.gather("sw", sw, idx))
         optimizer.begin_step(self.params)
         return stack.run(idx), stack.predictions
 
-    def gradients(self, xb: NDArray[Any], tb: NDArray[Any]) -> float:
-        """Forward, loss and backward on the batch, layer by layer: fills every layer's grads
-        (nothing is stepped).  Returns the loss value."""
-        return self._gradients(xb, tb, rank1_ok=False)[0]
+    def gradients(self, xb: NDArray[Any], tb: NDArray[Any],
+                  swb: NDArray[Any] | None = None) -> float:
+        """Forward, loss and backward on the batch (weighted by swb, or None), layer by layer:
+        fills every layer's grads (nothing is stepped).  Returns the loss value."""
+        return self._gradients(xb, tb, rank1_ok=False, swb=swb)[0]
 
-    def loss_value(self, p: NDArray[Any], tb: NDArray[Any]) -> float:
-        """The loss of the outputs p (probabilities, or logits for a from_logits loss)."""
+    def loss_value(self, p: NDArray[Any], tb: NDArray[Any],
+                   swb: NDArray[Any] | None = None) -> float:
+        """The loss of the outputs p (probabilities, or logits for a from_logits loss),
+        weighted by swb (or None)."""
         if self.loss.softmax_logits:
             probs = self.buffers.get("probs", p.shape, p.dtype, training=False)
             backend.K.act_forward(probs, p, _SOFTMAX, 0.0)
             p = probs
-        return self.loss.value(p, tb)
+        return self.loss.value(p, tb, swb)
 
     def gather(self, key: Hashable, a: NDArray[Any], idx: NDArray[Any]) -> NDArray[Any]:
         """a[idx] written into the step's reused batch buffer `key` (one per shape)."""
@@ -224,8 +256,8 @@ class TrainStep:
         return buf
 
     def _distributed(self, dist: distribution.DataParallel, optimizer: Optimizer,
-                     x: NDArray[Any], t: NDArray[Any],
-                     idx: NDArray[Any]) -> tuple[float, NDArray[Any] | None]:
+                     x: NDArray[Any], t: NDArray[Any], idx: NDArray[Any],
+                     sw: NDArray[Any] | None) -> tuple[float, NDArray[Any] | None]:
         """Data parallel: this rank's rows of the global batch idx, their gradient (layer by
         layer) scaled by their share of the batch, the gradients summed over the ranks in place
         (one allreduce per parameter buffer), then the same optimizer step on every rank.
@@ -234,9 +266,10 @@ class TrainStep:
         p: NDArray[Any] | None
         value, p = 0.0, None
         if e > s:
-            value, p, _ = self._gradients(self.gather("x", x, idx[s:e]),
-                                          self.gather("t", t, idx[s:e]), rank1_ok=False,
-                                          loss_scale=optimizer.loss_scale_factor)
+            value, p, _ = self._gradients(
+                self.gather("x", x, idx[s:e]), self.gather("t", t, idx[s:e]), rank1_ok=False,
+                loss_scale=optimizer.loss_scale_factor,
+                swb=None if sw is None else self.gather("sw", sw, idx[s:e]))
             share = (e - s) / len(idx)
             value *= share
             for g in self.grads:
@@ -247,19 +280,21 @@ class TrainStep:
         for g in self.grads:
             dist.allreduce_(g)
         optimizer.apply(self.params, self.grads)
+        self._constrain()
         return value, p
 
     # ---- layer by layer -----------------------------------------------------------------------
 
-    def _python_step(self, optimizer: Optimizer, xb: NDArray[Any],
-                     tb: NDArray[Any]) -> tuple[float, NDArray[Any]]:
+    def _python_step(self, optimizer: Optimizer, xb: NDArray[Any], tb: NDArray[Any],
+                     swb: NDArray[Any] | None) -> tuple[float, NDArray[Any]]:
         value, p, rank1 = self._gradients(xb, tb, rank1_ok=optimizer.plain,
-                                          loss_scale=optimizer.loss_scale_factor)
+                                          loss_scale=optimizer.loss_scale_factor, swb=swb)
         optimizer.apply(self.params, self.grads, rank1)
+        self._constrain()
         return value, p
 
     def _gradients(self, xb: NDArray[Any], tb: NDArray[Any], rank1_ok: bool,
-                   loss_scale: float | None = None
+                   loss_scale: float | None = None, swb: NDArray[Any] | None = None
                    ) -> tuple[float, NDArray[Any], tuple[NDArray[Any], NDArray[Any]] | None]:
         """Forward, loss and backward: fills every layer's grads and returns (loss, predictions,
         rank1).  With rank1_ok and a single sample, the first dense kernel's gradient is left
@@ -273,22 +308,28 @@ class TrainStep:
             p = layer.call(p, training=True)
         grad = self.buffers.get("grad", p.shape, p.dtype)
         if self.fused:
-            value = self.loss.fused_value_and_grad(grad, p, tb)
+            value = self.loss.fused_value_and_grad(grad, p, tb, swb)
         elif self.loss.softmax_logits:  # the model outputs logits: softmax here, fused gradient
             probs = self.buffers.get("probs", p.shape, p.dtype)
             backend.K.act_forward(probs, p, _SOFTMAX, 0.0)
-            value = self.loss.fused_value_and_grad(grad, probs, tb)
+            value = self.loss.fused_value_and_grad(grad, probs, tb, swb)
         else:
-            value = self.loss.value_and_grad(grad, p, tb)
+            value = self.loss.value_and_grad(grad, p, tb, swb)
         if loss_scale is not None:
             grad *= grad.dtype.type(loss_scale)
         d = grad
         last, first = len(self.layers) - 1, self.first
+        outputs = inputs[1:] + [p]
         for i in range(last, first, -1):
+            if self.regularized:
+                value += self._activity(i, outputs[i], d, loss_scale)
             d = cast("NDArray[Any]",  # need_dx=True: an array
                      self.layers[i].backward(d, need_dx=True,
                                              skip_activation=self.fused and i == last))
         rank1 = None
+        if self.regularized:
+            value += sum(self._activity(i, outputs[i], d if i == first else None, loss_scale)
+                         for i in range(min(first, last) + 1))
         if first <= last:
             layer, skip = self.layers[first], self.fused and first == last
             if rank1_ok and len(xb) == 1 and self.rank1:
@@ -297,17 +338,45 @@ class TrainStep:
                 rank1 = (inputs[first].reshape(-1), d.reshape(-1))  # d now holds dz
             else:
                 layer.backward(d, need_dx=False, skip_activation=skip)
+        if self.regularized:  # the weight penalties' gradients, after backward wrote the grads
+            value += sum(l.regularization_loss(add_gradients=True, scale=loss_scale or 1.0)
+                         for l in self.layers)
         return value, p, rank1
+
+    # ---- regularizers and constraints (the one place the step applies them) ----------------
+
+    def _activity(self, i: int, y: NDArray[Any], dy: NDArray[Any] | None,
+                  loss_scale: float | None) -> float:
+        """Layer i's activity penalty of its output y, its gradient (times the optimizer's
+        loss_scale_factor, as the loss's) added to dy (the gradient of the loss with respect to
+        y) unless None; the weight penalties are added at the end of _gradients, once backward
+        has written the weight gradients."""
+        return self.layers[i].activity_loss(y, dy, scale=loss_scale or 1.0)
+
+    def _forward_penalized(self, x: NDArray[Any]) -> tuple[NDArray[Any], float]:
+        """forward(training=False) and the penalties Keras adds to an evaluated loss."""
+        penalty = 0.0
+        for layer in self.layers:
+            x = layer.call(x, training=False)
+            penalty += layer.regularization_loss(add_gradients=False)
+            penalty += layer.activity_loss(x)
+        return x, penalty
+
+    def _constrain(self) -> None:
+        """Project the constrained weights after the optimizer step, as Keras."""
+        if self.regularized:
+            for layer in self.layers:
+                layer.apply_constraints()
 
     # ---- compiled -------------------------------------------------------------------------------
 
     def compiled_step(self, optimizer: Optimizer, x: NDArray[Any], t: NDArray[Any],
-                      n: int) -> DenseStack | None:
+                      n: int, sw: NDArray[Any] | None = None) -> DenseStack | None:
         """The compiled step (`_kernels.DenseStack`) that runs batches of n samples of the
-        prepared (x, t) under this optimizer, built on first use; None where the layer-by-layer
-        step runs (see the module docstring)."""
+        prepared (x, t) (weighted by sw, or None) under this optimizer, built on first use;
+        None where the layer-by-layer step runs (see the module docstring)."""
         kernels = optimizer.kernels(self.params) if self.params else None
-        built_for = (optimizer, kernels, x, t)
+        built_for = (optimizer, kernels, x, t, sw)
         hit = self._stacks.pop(n, None)
         if hit is not None and all(a is b for a, b in zip(hit[1], built_for)):
             self._stacks[n] = hit  # most recently used last
@@ -316,20 +385,22 @@ class TrainStep:
         make = getattr(backend.K, "DenseStack", None)
         dense = self.layers[self.first:]
         if (make is not None and self.jit_compile is not False and dense and len(self.params) == 1
+                and not self.regularized
                 and type(optimizer).apply is Optimizer.apply and optimizer.plain
                 and all(type(l) is Flatten for l in self.layers[:self.first])
                 and all(type(l) is Dense for l in dense)
                 and (self.fused or not self.loss.softmax_logits) and self.loss.kernel_only):
             # (params is not empty, and every layer in dense is a Dense)
             stack = self._build_stack(make, cast("list[Any]", kernels)[0], x, t, n,
-                                      cast("list[Dense]", dense))
+                                      cast("list[Dense]", dense), sw)
         if len(self._stacks) >= 2:  # an epoch's two batch sizes (full, last); no more
             del self._stacks[next(iter(self._stacks))]
         self._stacks[n] = (stack, built_for)
         return stack
 
     def _build_stack(self, make: Callable[..., DenseStack], opt_kernel: Any, x: NDArray[Any],
-                     t: NDArray[Any], n: int, dense: Sequence[Dense]) -> DenseStack:
+                     t: NDArray[Any], n: int, dense: Sequence[Dense],
+                     sw: NDArray[Any] | None) -> DenseStack:
         loss = self.loss.fused_code if self.fused else self.loss.code
         buf = self.buffers.get
         specs: list[tuple[Any, ...]] = []
@@ -346,4 +417,5 @@ class TrainStep:
                 if threads > 1 and n > 1 and self.rank1 else None)
         return make(x, t, buf("x", (n, *x.shape[1:]), x.dtype), buf("t", (n, *t.shape[1:]), t.dtype),
                     buf("grad", (n, width), x.dtype), specs, loss, self.params[0], self.grads[0],
-                    opt_kernel, self.rank1, part, threads)
+                    opt_kernel, self.rank1, part, threads, sw,
+                    None if sw is None else buf("sw", (n,), x.dtype))

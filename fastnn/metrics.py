@@ -23,14 +23,14 @@ from __future__ import annotations
 
 import math
 import re
-from typing import TYPE_CHECKING, Any, Sequence, cast
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from fastnn import activations, config
 
 if TYPE_CHECKING:
-    from numpy.typing import ArrayLike, NDArray
+    from numpy.typing import ArrayLike, DTypeLike, NDArray
 
     from fastnn.losses import Loss
 
@@ -130,7 +130,7 @@ class Metric:
     # mode="auto" follows; None: unknown
     direction: str | None = None
 
-    def __init__(self, dtype: Any = None, name: str | None = None) -> None:
+    def __init__(self, dtype: DTypeLike | None = None, name: str | None = None) -> None:
         if name is not None and not isinstance(name, str):
             raise TypeError(f"Expected name to be a str. Received: name={name!r}")
         if not name:
@@ -144,7 +144,7 @@ class Metric:
     # ---- state ------------------------------------------------------------------------------
 
     def add_variable(self, shape: Sequence[int] | int, initializer: str = "zeros",
-                     dtype: Any = None, aggregation: str = "sum",
+                     dtype: DTypeLike | None = None, aggregation: str = "sum",
                      name: str | None = None) -> NDArray[np.float64]:
         """A new state variable: a float64 array of zeros, to update in place (`v += ...`).
         Only Keras' defaults are supported (initializer "zeros", aggregation "sum": a
@@ -246,7 +246,7 @@ class Mean(Metric):
     2.0
     """
 
-    def __init__(self, name: str | None = "mean", dtype: Any = None) -> None:
+    def __init__(self, name: str | None = "mean", dtype: DTypeLike | None = None) -> None:
         super().__init__(dtype=dtype, name=name)
         self.total = self.add_variable((), name="total")
         self.count = self.add_variable((), name="count")
@@ -262,10 +262,10 @@ class Mean(Metric):
         if w is None:
             n = values.shape[0] if values.ndim else 1
             per = values.size // n if n else 1
-            s = np.count_nonzero(values) if values.dtype == bool else \
+            s = np.count_nonzero(values) if values.dtype.kind == "b" else \
                 values.sum(dtype=np.float64)
-            self.total += s / per
-            self.count += n
+            self.total[()] += s / per  # ([()]: a scalar's add, not a 0-d array's ufunc)
+            self.count[()] += n
             return
         values, w = _same_rank(values, w)
         if values.ndim > w.ndim:  # reduced to the weights' rank
@@ -276,8 +276,8 @@ class Mean(Metric):
             w = w.mean(axis=tuple(range(1, w.ndim)))
         if values.ndim > 1:
             values = values.mean(axis=tuple(range(1, values.ndim)))
-        self.total += values.sum(dtype=np.float64)
-        self.count += w.sum(dtype=np.float64)
+        self.total[()] += values.sum(dtype=np.float64)
+        self.count[()] += w.sum(dtype=np.float64)
 
     def result(self) -> float:
         """total / count; 0.0 before any sample (Keras' divide_no_nan)."""
@@ -321,7 +321,7 @@ class Accuracy(_MeanMetric):
 
     direction = "up"
 
-    def __init__(self, name: str | None = "accuracy", dtype: Any = None) -> None:
+    def __init__(self, name: str | None = "accuracy", dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
 
     def _values(self, p: NDArray[Any], t: NDArray[Any]) -> NDArray[Any]:
@@ -342,7 +342,7 @@ class BinaryAccuracy(_MeanMetric):
 
     direction = "up"
 
-    def __init__(self, name: str | None = "binary_accuracy", dtype: Any = None,
+    def __init__(self, name: str | None = "binary_accuracy", dtype: DTypeLike | None = None,
                  threshold: float = 0.5) -> None:
         super().__init__(name=name, dtype=dtype)
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float, np.floating)) \
@@ -366,7 +366,8 @@ class CategoricalAccuracy(_MeanMetric):
 
     direction = "up"
 
-    def __init__(self, name: str | None = "categorical_accuracy", dtype: Any = None) -> None:
+    def __init__(self, name: str | None = "categorical_accuracy",
+                 dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
 
     def _standardize(self, t: NDArray[Any], p: NDArray[Any]
@@ -390,7 +391,7 @@ class SparseCategoricalAccuracy(CategoricalAccuracy):
     `keras.metrics.SparseCategoricalAccuracy`: y_true (batch,) or (batch, 1)."""
 
     def __init__(self, name: str | None = "sparse_categorical_accuracy",
-                 dtype: Any = None) -> None:
+                 dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
 
     def _standardize(self, t: NDArray[Any], p: NDArray[Any]
@@ -437,7 +438,7 @@ class TopKCategoricalAccuracy(CategoricalAccuracy):
     direction = "up"
 
     def __init__(self, k: int = 5, name: str | None = "top_k_categorical_accuracy",
-                 dtype: Any = None) -> None:
+                 dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
         self.k = _check_int("k", k, 1)
 
@@ -461,7 +462,7 @@ class SparseTopKCategoricalAccuracy(SparseCategoricalAccuracy):
     """
 
     def __init__(self, k: int = 5, name: str | None = "sparse_top_k_categorical_accuracy",
-                 dtype: Any = None, from_sorted_ids: bool = False) -> None:
+                 dtype: DTypeLike | None = None, from_sorted_ids: bool = False) -> None:
         super().__init__(name=name, dtype=dtype)
         self.k = _check_int("k", k, 1)
         self.from_sorted_ids = bool(from_sorted_ids)
@@ -485,7 +486,8 @@ class MeanSquaredError(_MeanMetric):
 
     direction = "down"
 
-    def __init__(self, name: str | None = "mean_squared_error", dtype: Any = None) -> None:
+    def __init__(self, name: str | None = "mean_squared_error",
+                 dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
 
     def _values(self, p: NDArray[Any], t: NDArray[Any]) -> NDArray[Any]:
@@ -500,7 +502,8 @@ class MeanAbsoluteError(_MeanMetric):
 
     direction = "down"
 
-    def __init__(self, name: str | None = "mean_absolute_error", dtype: Any = None) -> None:
+    def __init__(self, name: str | None = "mean_absolute_error",
+                 dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
 
     def _values(self, p: NDArray[Any], t: NDArray[Any]) -> NDArray[Any]:
@@ -517,7 +520,8 @@ class RootMeanSquaredError(_MeanMetric):
 
     direction = "down"
 
-    def __init__(self, name: str | None = "root_mean_squared_error", dtype: Any = None) -> None:
+    def __init__(self, name: str | None = "root_mean_squared_error",
+                 dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
 
     def _values(self, p: NDArray[Any], t: NDArray[Any]) -> NDArray[Any]:
@@ -555,7 +559,7 @@ def _counts_column(p: NDArray[Any], pos: NDArray[Any], w: NDArray[Any] | None,
     if evenly:
         # bucket b holds (t_b, t_b+1]: b := ceil(p * (T - 1)) - 1, in p's dtype as Keras
         b = np.ceil(np.clip(p, 0, 1) * p.dtype.type(T - 1)) - 1
-        if thresholds[0] < 0:  # the first threshold is below 0: 0 is above it
+        if thresholds[0] < 0 or thresholds[-1] > 1:  # ends moved by epsilon: 0 is above the first
             np.maximum(b, 0, out=b)
         b[np.isnan(b)] = -1  # (NaN: counted at no threshold)
         idx = b.astype(np.int64) + 1  # (index 0: counted at no threshold, as Keras' -1)
@@ -645,18 +649,19 @@ class _AtThresholds(_ConfusionMetric):
 
     def __init__(self, thresholds: float | Sequence[float] | None = None,
                  top_k: int | None = None, class_id: int | None = None,
-                 name: str | None = None, dtype: Any = None) -> None:
+                 name: str | None = None, dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, dtype=dtype)
-        self.init_thresholds = thresholds
         self.top_k = None if top_k is None else _check_int("top_k", top_k, 1)
         self.class_id = None if class_id is None else _check_int("class_id", class_id, 0)
         listed: list[float]
-        if thresholds is not None:
-            listed = list(np.ravel(thresholds).tolist()) if np.ndim(thresholds) else \
-                [cast(float, thresholds)]
-            _check_thresholds(listed)
-        else:
+        # init_thresholds: as given (for the config), a tuple or an array as a list (JSON)
+        self.init_thresholds: float | list[float] | None = None
+        if thresholds is None:
             listed = [0.5 if top_k is None else NEG_INF]
+        else:
+            listed = np.ravel(thresholds).tolist()
+            _check_thresholds(listed)
+            self.init_thresholds = listed if np.ndim(thresholds) else listed[0]
         self.thresholds = listed
         self._evenly = _evenly_distributed(listed)
         self.true_positives = self.add_variable((len(listed),), name="true_positives")
@@ -700,7 +705,7 @@ class Precision(_AtThresholds):
 
     def __init__(self, thresholds: float | Sequence[float] | None = None,
                  top_k: int | None = None, class_id: int | None = None,
-                 name: str | None = None, dtype: Any = None) -> None:
+                 name: str | None = None, dtype: DTypeLike | None = None) -> None:
         super().__init__(thresholds, top_k, class_id, name, dtype)
         self.false_positives = self.add_variable((len(self.thresholds),),
                                                  name="false_positives")
@@ -724,7 +729,7 @@ class Recall(_AtThresholds):
 
     def __init__(self, thresholds: float | Sequence[float] | None = None,
                  top_k: int | None = None, class_id: int | None = None,
-                 name: str | None = None, dtype: Any = None) -> None:
+                 name: str | None = None, dtype: DTypeLike | None = None) -> None:
         super().__init__(thresholds, top_k, class_id, name, dtype)
         self.false_negatives = self.add_variable((len(self.thresholds),),
                                                  name="false_negatives")
@@ -774,7 +779,7 @@ class AUC(_ConfusionMetric):
 
     def __init__(self, num_thresholds: int = 200, curve: str = "ROC",
                  summation_method: str = "interpolation", name: str | None = None,
-                 dtype: Any = None, thresholds: Sequence[float] | None = None,
+                 dtype: DTypeLike | None = None, thresholds: Sequence[float] | None = None,
                  multi_label: bool = False, num_labels: int | None = None,
                  label_weights: ArrayLike | None = None, from_logits: bool = False) -> None:
         if curve not in _CURVES:

@@ -9,8 +9,10 @@
      caller's floating-point mode: subnormal operands otherwise cost ~100 cycles each.
    Matrix products go through the BLAS (scipy-openblas32, cblas with a `scipy_` prefix).
    Where each lives: layers.inc (dense, activations), losses.inc, optimizers.inc, step.inc (a
-   whole training step), each written once for a real type and instantiated for float and
-   double by layers.c, losses.c, optimizers.c, step.c; runtime.c (threads, BLAS, gather). */
+   whole training step), norm.inc (batch/layer normalization, PReLU), each written once for a
+   real type and instantiated for float and double by layers.c, losses.c, optimizers.c,
+   step.c, norm.c; runtime.c (threads, BLAS, gather); bf16.c (bfloat16 products with float32
+   sums for a dense layer, float32 only). */
 #ifndef FASTNN_H
 #define FASTNN_H
 
@@ -124,6 +126,8 @@ struct fnn_dense_stack {
     const void *x, *t;        /* training inputs (rows of x_row_bytes), targets (rows or int64) */
     int64_t x_row_bytes, t_row_bytes;
     void *xb, *tb, *grad;     /* batch buffers: inputs, targets, d loss / d output (n, k) */
+    const void *sw;           /* per-sample weights of the training rows (T), or NULL */
+    void *swb;                /* their batch buffer (n), or NULL */
     int loss;                 /* enum fnn_loss_code */
     void *p;                  /* flat parameters and gradients (n_params) */
     void *g;
@@ -198,11 +202,108 @@ int fnn_dense_stack_owns(const struct fnn_dense_stack *s, int64_t n);
     /* One training step on the rows idx (n) of the stack's x and t, with the optimizer's    \
        scalars for this step already set: returns the batch loss. */                        \
     double fnn_dense_stack_step_##S(const struct fnn_dense_stack *s, const int64_t *idx,     \
-                                    int64_t n);
+                                    int64_t n);                                             \
+    /* Batch normalization over the rows of x (n, m), per feature j (norm.inc):             \
+       training: mean := sum_rows(x) / n, var := sum_rows((x - mean)^2) / n (biased, as     \
+       Keras; overwritten), else mean, var (m) are read;                                    \
+       y := (x - mean) * gamma / sqrt(var + epsilon) + beta; gamma, beta (m) or NULL        \
+       (1, 0).  Overwrites y (n, m). */                                                      \
+    void fnn_batchnorm_forward_##S(T *y, T *mean, T *var, const T *x, const T *gamma,       \
+                                   const T *beta, int64_t n, int64_t m, T epsilon,          \
+                                   int training);                                          \
+    /* Its gradient with the batch statistics mean, var of x:  xhat := (x - mean) /         \
+       sqrt(var + epsilon), dbeta := sum_rows(dy), dgamma := sum_rows(dy xhat),             \
+       dx := gamma / sqrt(var + epsilon) / n * (n dy - dbeta - xhat dgamma).                \
+       dgamma, dbeta (m) are required; gamma may be NULL (1); dx may be dy.  Overwrites     \
+       dx, dgamma, dbeta. */                                                                \
+    void fnn_batchnorm_backward_##S(T *dx, T *dgamma, T *dbeta, const T *dy, const T *x,    \
+                                    const T *mean, const T *var, const T *gamma,            \
+                                    int64_t n, int64_t m, T epsilon);                       \
+    /* Layer normalization of each row of x (n, m): mean := mean_row(x), rstd :=            \
+       1 / sqrt(mean_row((x - mean)^2) + epsilon) (n each), y := (x - mean) rstd gamma +    \
+       beta; gamma, beta (m) or NULL.  Overwrites y, mean, rstd. */                         \
+    void fnn_layernorm_forward_##S(T *y, T *mean, T *rstd, const T *x, const T *gamma,      \
+                                   const T *beta, int64_t n, int64_t m, T epsilon);        \
+    /* Its gradient: xhat := (x - mean) rstd, g := dy gamma, dx := rstd (g - mean_row(g) -  \
+       xhat mean_row(g xhat)), dgamma := sum_rows(dy xhat), dbeta := sum_rows(dy);          \
+       dgamma, dbeta, gamma may be NULL; dx may be dy.  Overwrites dx, dgamma, dbeta. */    \
+    void fnn_layernorm_backward_##S(T *dx, T *dgamma, T *dbeta, const T *dy, const T *x,    \
+                                    const T *mean, const T *rstd, const T *gamma,           \
+                                    int64_t n, int64_t m);                                  \
+    /* PReLU: y := x > 0 ? x : alpha x, alpha (m) per column of x, y (n, m).  Overwrites y. */ \
+    void fnn_prelu_forward_##S(T *y, const T *x, const T *alpha, int64_t n, int64_t m);     \
+    /* dx := dy (x > 0 ? 1 : alpha), dalpha := sum_rows(dy min(x, 0)) (or NULL); dx may be  \
+       dy.  Overwrites dx, dalpha. */                                                        \
+    void fnn_prelu_backward_##S(T *dx, T *dalpha, const T *dy, const T *x, const T *alpha,  \
+                                int64_t n, int64_t m);
 
 FNN_DECLARE(float, f32)
 FNN_DECLARE(double, f64)
 #undef FNN_DECLARE
+
+/* ---- bfloat16 products with float32 sums (bf16.c) ------------------------------------------
+   bfloat16 values are stored as uint16_t: the top half of a float32.  bf16(x) rounds a float32
+   to the nearest bfloat16, ties to even, as VCVTNEPS2BF16 does: NaN stays NaN (made quiet),
+   +-inf stays, zero and subnormal inputs become a zero of their sign (subnormals are flushed,
+   as every fastnn kernel flushes them).  Products of two bfloat16 are exact in float32; they
+   are added in float32, in an order that differs between paths.  A weight matrix is read in
+   a packed layout (fnn_bf16_packed_size, fnn_bf16_pack_forward; described in bf16.c). */
+
+/* The instruction paths of the bf16 kernels, chosen at run time: the best this machine runs,
+   or the one FASTNN_BF16_PATH names (portable, avx512bf16 or amx; read at the first call), or
+   the one fnn_bf16_set_path sets.  Results differ between paths only in the order of float32
+   additions. */
+enum fnn_bf16_path_code {
+    FNN_BF16_PORTABLE = 0,   /* float32 loops */
+    FNN_BF16_AVX512BF16 = 1, /* VDPBF16PS */
+    FNN_BF16_AMX = 2,        /* AMX tiles (TDPBF16PS) */
+    FNN_BF16_N_PATH = 3
+};
+int fnn_bf16_paths(void);    /* the paths this machine runs: bit p for path p */
+/* The path the kernels run; -1 when FASTNN_BF16_PATH names an unknown or unavailable path
+   (the kernels then run the portable one; fastnn/_kernels.pyx refuses to call them). */
+int fnn_bf16_get_path(void);
+/* Force path (-1: back to FASTNN_BF16_PATH, else the best); returns the path now run, or -1
+   (and changes nothing) when this machine cannot run it. */
+int fnn_bf16_set_path(int path);
+const char *fnn_bf16_path_name(int path);
+
+/* Elements (uint16_t) of the packed form of a (k, n) matrix: ceil(n/16) ceil(k/32) 512. */
+int64_t fnn_bf16_packed_size(int64_t k, int64_t n);
+/* Elements (uint16_t) of fnn_dense_backward_bf16's scratch: n out + packed(n, out) + in n. */
+int64_t fnn_bf16_backward_scratch_size(int64_t n, int64_t in, int64_t out);
+
+/* y := bf16(x).  x float32 (n), y (n).  Overwrites y. */
+void fnn_bf16_convert_forward(uint16_t *y, const float *x, int64_t n);
+/* wp := pack(bf16(w)), wtp := pack(bf16(w.T)).  w float32 (in, out); wp of
+   fnn_bf16_packed_size(in, out), wtp of fnn_bf16_packed_size(out, in), either may be NULL.
+   Overwrites wp, wtp (padding included). */
+void fnn_bf16_pack_forward(uint16_t *wp, uint16_t *wtp, const float *w, int64_t in,
+                           int64_t out);
+/* fnn_optimizer_step_f32(p, g, off, in out, o) (same rule, same float32 results, bit for bit),
+   on the kernel w = p[off : off + in out] (in, out), and in the same pass wp, wtp := the packs
+   of the updated w, as fnn_bf16_pack_forward writes them (either may be NULL).  Overwrites
+   those elements of p and o's state, and wp, wtp. */
+void fnn_optimizer_step_bf16pack_f32(float *p, uint16_t *wp, uint16_t *wtp, const float *g,
+                                     int64_t off, int64_t in, int64_t out,
+                                     const struct fnn_optimizer *o);
+/* y := act(x @ w + b), products in bfloat16, sums in float32.  x16 (n, in) bf16; wp the
+   packed w (in, out); b (out) float32 or NULL; y (n, out) float32; z (n, out) or NULL receives
+   the pre-activation x @ w + b; y16 (n, out) or NULL receives bf16(y), the next layer's input.
+   The epilogue is fnn_dense_forward_f32's.  Overwrites y, z, y16. */
+void fnn_dense_forward_bf16(float *y, float *z, uint16_t *y16, const uint16_t *x16,
+                            const uint16_t *wp, const float *b, int64_t n, int64_t in,
+                            int64_t out, int act, float alpha);
+/* dz := dy * act'(.) (float32, as fnn_dense_backward_f32), db := sum_rows(dz) (float32),
+   dw := x.T @ bf16(dz), dx := bf16(dz) @ w.T (bfloat16 products, float32 sums).  x16 (n, in)
+   bf16, the forward's input; wtp the packed w.T (fnn_bf16_pack_forward); y, z as
+   fnn_dense_backward_f32; dz (n, out) may be dy; dw (in, out), db (out), dx (n, in) may be
+   NULL; scratch of fnn_bf16_backward_scratch_size(n, in, out).  Overwrites dw, db, dx, dz,
+   scratch. */
+void fnn_dense_backward_bf16(float *dw, float *db, float *dx, float *dz, uint16_t *scratch,
+                             const float *dy, const uint16_t *x16, const uint16_t *wtp,
+                             const float *y, const float *z, int64_t n, int64_t in,
+                             int64_t out, int act, float alpha);
 
 #ifdef __cplusplus
 }

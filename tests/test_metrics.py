@@ -6,6 +6,7 @@ metrics (fit / evaluate logs, the state the distribution sums).
 
 The metrics sum in float64: values computed by hand are compared at float64 tolerance
 (tests/tolerances.py); Keras' own (float32) printed values only to their printed digits."""
+import json
 import math
 
 import numpy as np
@@ -288,7 +289,7 @@ CONFIGURED = [
     lambda: metrics.SparseTopKCategoricalAccuracy(k=2, from_sorted_ids=True),
     metrics.MeanSquaredError, metrics.MeanAbsoluteError, metrics.RootMeanSquaredError,
     lambda: metrics.Precision(thresholds=[0.3, 0.6], class_id=1, name="p"),
-    lambda: metrics.Recall(top_k=2),
+    lambda: metrics.Recall(top_k=2), lambda: metrics.Recall(thresholds=np.array([0.2, 0.9])),
     lambda: metrics.AUC(num_thresholds=17, curve="PR", summation_method="majoring",
                         from_logits=True),
     lambda: metrics.AUC(thresholds=[0.3, 0.5], multi_label=True, num_labels=3,
@@ -300,6 +301,7 @@ CONFIGURED = [
 def test_get_config_round_trip(make):
     m = make()
     cfg = m.get_config()
+    assert json.loads(json.dumps(cfg)) == cfg  # (plain data, as Keras' AUC test checks)
     again = type(m).from_config(cfg)
     assert again.get_config() == cfg and again.name == m.name
     back = metrics.deserialize(metrics.serialize(m))
@@ -484,3 +486,37 @@ def test_fit_sparse_accuracies():
     assert logs["accuracy"] == approx(np.mean(np.argmax(p, 1) == labels))
     second = np.sort(p, axis=1)[:, -2]
     assert logs[top2.name] == approx(np.mean(p[np.arange(64), labels] >= second))
+
+
+class BinaryTruePositives(metrics.Metric):
+    """keras/src/metrics/metric.py's example subclass, its state a variable updated in place."""
+
+    def __init__(self, name="binary_true_positives", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.true_positives = self.add_variable(shape=(), initializer="zeros",
+                                                name="true_positives")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        values = np.logical_and(np.asarray(y_true, bool), np.asarray(y_pred, bool))
+        values = values.astype(np.float64)
+        if sample_weight is not None:
+            values = values * np.broadcast_to(np.asarray(sample_weight)[:, None], values.shape)
+        self.true_positives += values.sum()
+
+    def result(self):
+        return float(self.true_positives)
+
+
+def test_a_user_metric_in_the_stateful_api_and_in_evaluate():
+    m = BinaryTruePositives()
+    assert m([[1], [0], [1]], [[1], [1], [0]]) == 1.0
+    assert m([[1], [1]], [[1], [1]], sample_weight=[0.5, 2.0]) == 3.5
+    assert len(m.variables) == 1 and m.state().tolist() == [3.5]
+    m.reset_state()
+    assert m.result() == 0.0
+    x = np.array([[1.0, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 0]], np.float32)
+    y = np.array([[1], [0], [1], [1]], np.float32)
+    model = _model(1, "relu", "mse", [BinaryTruePositives()])
+    logs = model.evaluate(x, y, batch_size=3, verbose=0, return_dict=True)
+    p = model.predict(x, verbose=0)  # (the default update: update_state(t, p) per batch)
+    assert logs["binary_true_positives"] == float(np.sum((y != 0) & (p != 0)))
