@@ -1082,7 +1082,8 @@ def _read_new_layer(f: _File, cls: str, cfg: dict[str, Any], entry: Any, where: 
                                 **kw)
     out_shape = layer.compute_output_shape(shape)
     if cls in ("BatchNormalization", "LayerNormalization", "PReLU", "Normalization"):
-        layer.build(cast("tuple[int, ...]", (None, *shape)))  # its weights (the model copies them; the file overwrites)
+        # its weights (the model copies them in; the file overwrites them)
+        layer.build(cast("tuple[int, ...]", (None, *shape)))
         count = sum(math.prod(s.shape) for s in layer.weight_specs)
     else:
         count = 0
@@ -1189,7 +1190,7 @@ def _read_weights(h5: _H5, model: Sequential, classes: list[str]) -> None:
         return
     values = []
     counts: list[tuple[NDArray[Any], NDArray[Any]]] = []
-    for key, layer in zip(keys, model.layers):
+    for key, layer in zip(keys, model._leaves()):  # (a nested model has no keys: refused)
         where = f"layers/{key}/vars"
         sub = h5.child(group, key, f"layers/{key}", "group", optional=not layer.weights)
         if sub is None:  # a layer without weights may have no group

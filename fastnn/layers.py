@@ -20,8 +20,8 @@ from typing import (TYPE_CHECKING, Any, Callable, Hashable, Iterator, NamedTuple
 
 import numpy as np
 
-from fastnn import (_data, activations, backend, config, constraints, initializers,
-                    regularizers, utils)
+from fastnn import (_data, activations, backend, config, constraints, initializers, regularizers,
+                    utils)
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, DTypeLike, NDArray
@@ -206,8 +206,10 @@ class Layer:
         self.input_shape = tuple(input_shape)
         self.built = True
 
-    def _build_sample(self, input_shape: Sequence[int], rng: np.random.Generator) -> None:
-        """Build for samples of input_shape (no batch dimension), with rng: a model's build."""
+    def _build_sample(self, input_shape: Sequence[int],
+                      rng: np.random.Generator | None = None) -> None:
+        """Build for samples of input_shape (no batch dimension), with rng (None: the build
+        makes one if it needs one): a model's build; declares the weights only."""
         self._building = True
         try:
             self.build(input_shape, rng)
@@ -443,9 +445,8 @@ class Dense(Layer):
             or input_dim=n, Keras' shorthand for input_shape=(n,).
         name: the layer's name (default None: "dense", "dense_1", ...).
         dtype: "float32" or "float64" (default None: `fastnn.config.floatx()`).
-        Keras' kernel_regularizer, bias_regularizer, activity_regularizer, kernel_constraint,
-        bias_constraint, lora_rank, lora_alpha and quantization_config are accepted as None
-        only (not supported by fastnn).
+        Keras' lora_rank, lora_alpha and quantization_config are accepted as None only (not
+        supported by fastnn).
     """
 
     activation = _ActivationAttribute()  # (a Spec; assigning resolves a name)
@@ -533,14 +534,14 @@ class Dense(Layer):
                 "activation": self.activation.name, "use_bias": self.use_bias,
                 "kernel_initializer": _init_name(self.kernel_initializer),
                 "bias_initializer": _init_name(self.bias_initializer),
-                **{k: None for k in _DENSE_CONFIG},
-                **_regularizer_config(self, {"kernel": "kernel", "bias": "bias"})}
+                "kernel_regularizer": None, "bias_regularizer": None,  # (Keras' keys, in
+                "kernel_constraint": None, "bias_constraint": None,  # its order)
+                **_regularizer_config(self, {"kernel": "kernel", "bias": "bias"}),
+                "quantization_config": None}
 
 
-# Keras' Dense options fastnn has only off (None); those Keras 3.15's get_config lists
+# Keras' Dense options fastnn has only off (None)
 _DENSE_OFF = ("lora_rank", "lora_alpha", "quantization_config")
-_DENSE_CONFIG = ("kernel_regularizer", "bias_regularizer", "kernel_constraint",
-                 "bias_constraint", "quantization_config")
 _LINEAR = activations.Spec("linear")
 
 

@@ -717,14 +717,15 @@ class Trainer:
         arrays = isinstance(data.source, _batches.ArraySource)
         n = len(data.source.x) if isinstance(data.source, _batches.ArraySource) else 0
         out_shape = cast("tuple[int, ...]", self.output_shape)[1:]
-        dtype = self._leaves()[0].dtype
+        leaves = self._leaves()
+        dtype = leaves[0].dtype
         out: NDArray[Any] = np.empty((n, *out_shape), dtype)
         parts: list[NDArray[Any]] = []
         done = 0
         for step, b in data.epoch():
             if batch_hooks:
                 cbs.on_predict_batch_begin(step)
-            y = _step.forward(self._leaves(), b.x[_step.rows(b.idx)], training=False)
+            y = _step.forward(leaves, b.x[_step.rows(b.idx)], training=False)
             if arrays:
                 out[done:done + len(y)] = y
                 y = out[done:done + len(y)]

@@ -102,11 +102,11 @@ def test_test_on_batch_is_loss_and_metrics_of_that_batch_alone():
     d = m.test_on_batch(x, y, return_dict=True)
     assert set(d) == {"loss", "mae"} and d["loss"] == pytest.approx(expected(x, y)[0], rel=1e-5)
     np.testing.assert_array_equal(m.get_weights()[0], w)  # nothing trained
-    sw = np.arange(8, dtype=np.float32)  # Keras: sum(w * l) / n; metrics unweighted
-    err = x @ w + b - y
-    got = m.test_on_batch(x, y, sample_weight=sw)
-    np.testing.assert_allclose(got, [np.sum(sw * np.mean(err ** 2, 1)) / 8,
-                                     np.mean(np.abs(err))], rtol=1e-5)
+    # Keras' reduction "sum_over_batch_size": sum_i sw_i l_i / n; (unweighted) metrics plain
+    sw = np.array([0, 1, 2, 3, 0.5, 1, 1, 4], "float32")
+    per_sample = np.mean((x @ w + b - y) ** 2, axis=1)
+    np.testing.assert_allclose(m.test_on_batch(x, y, sample_weight=sw),
+                               [np.sum(sw * per_sample) / 8, expected(x, y)[1]], rtol=1e-5)
 
 
 def test_layers_is_a_copy_and_cannot_be_assigned():
