@@ -23,7 +23,8 @@ if TYPE_CHECKING:
     from numpy.typing import DTypeLike, NDArray
     from typing_extensions import Self
 
-    from fastnn.initializers import Initializer
+    # an initializer: a built-in one (fastnn.initializers.Initializer) or any callable
+    Initializer = Callable[..., Any]
 
 
 class Buffers:
@@ -164,11 +165,14 @@ class Dense(Layer):
 
     Args:
         units: positive int, the output width.
-        activation: a name from `fastnn.activations` (e.g. "relu", "softmax") or None
-            (the default: linear, no activation).
+        activation: a name from `fastnn.activations` (e.g. "relu", "softmax"), one of its
+            functions, a functools.partial of one with keyword arguments (e.g.
+            `functools.partial(activations.relu, max_value=6.0)`), or None (the default:
+            linear, no activation).  Kept as `self.activation`, a callable that applies it.
         use_bias: whether to add a bias vector (default True).
-        kernel_initializer, bias_initializer: names from `fastnn.initializers` or callables
-            (shape, dtype, rng) -> array; defaults "glorot_uniform" and "zeros".
+        kernel_initializer, bias_initializer: names or instances of `fastnn.initializers`
+            (e.g. "he_normal", `initializers.Orthogonal(gain=2.0)`), or callables
+            (shape, dtype=None) -> array; defaults "glorot_uniform" and "zeros".
         input_shape: the shape of one sample, when this is the first layer (default None).
         name: the layer's name (default None: "dense", "dense_1", ...).
         dtype: "float32" or "float64" (default None: `fastnn.config.floatx()`).
@@ -190,7 +194,7 @@ class Dense(Layer):
         if not isinstance(units, (int, np.integer)) or isinstance(units, bool) or units < 1:
             raise ValueError(f"Expected units to be a positive int. Received: units={units!r}")
         self.units = int(units)
-        self.activation = activations.get(activation)
+        self.activation = activations.spec(activation)
         self.use_bias = bool(use_bias)
         self.kernel_initializer = kernel_initializer
         self.bias_initializer = bias_initializer
@@ -220,7 +224,7 @@ class Dense(Layer):
         y = self._buf("y", (n, self.units), training)
         z = self._buf("z", (n, self.units), training) if self.activation.needs_preactivation else None
         backend.K.dense_forward(y, z, x, self.kernel, self.bias, self.activation.code,
-                                self.activation.alpha)
+                                self.activation.params)
         if training:  # what backward needs
             self._x, self._y, self._z = x, y, z
         return y
@@ -234,12 +238,12 @@ class Dense(Layer):
         dx = self._buf("dx", self._x.shape) if need_dx else None
         backend.K.dense_backward(self.grads[0] if need_dw else None,
                                  self.grads[1] if self.use_bias else None, dx, dy, dy, self._x,
-                                 self.kernel, self._y, self._z, act.code, act.alpha)
+                                 self.kernel, self._y, self._z, act.code, act.params)
         return dx
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "units": self.units,
-                "activation": self.activation.name, "use_bias": self.use_bias,
+                "activation": activations.serialize(self.activation), "use_bias": self.use_bias,
                 "kernel_initializer": _init_name(self.kernel_initializer),
                 "bias_initializer": _init_name(self.bias_initializer)}
 
@@ -247,12 +251,19 @@ class Dense(Layer):
 _LINEAR = activations.Spec("linear")
 
 
-def _init_name(init: str | Initializer) -> str:
-    return init if isinstance(init, str) else getattr(init, "__name__", "glorot_uniform")
+def _init_name(init: str | Initializer) -> str | dict[str, Any]:
+    """An initializer as a layer's config holds it: a name as given, a built-in initializer's
+    Keras config (`initializers.serialize`), else the callable's name."""
+    if isinstance(init, str):
+        return init
+    if isinstance(init, initializers.Initializer):
+        return initializers.serialize(init)
+    return cast(str, getattr(init, "__name__", "glorot_uniform"))
 
 
 class Activation(Layer):
-    """Applies an activation function to its input (softmax over the last axis)."""
+    """Applies an activation function to its input (softmax over the last axis): a name, a
+    function of `fastnn.activations` or a functools.partial of one, as Dense takes it."""
 
     activation: activations.Spec
 
@@ -260,12 +271,12 @@ class Activation(Layer):
                  input_shape: int | Sequence[int] | None = None, name: str | None = None,
                  dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, input_shape=input_shape, dtype=dtype)
-        self.activation = activations.get(activation)
+        self.activation = activations.spec(activation)
 
     def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
         x2 = x.reshape(-1, x.shape[-1])
         y = self._buf("y", x2.shape, training)
-        backend.K.act_forward(y, x2, self.activation.code, self.activation.alpha)
+        backend.K.act_forward(y, x2, self.activation.code, self.activation.params)
         if training:
             self._x, self._y = x2, y
         return y.reshape(x.shape)
@@ -276,11 +287,11 @@ class Activation(Layer):
             return dy
         dy2 = dy.reshape(self._y.shape)
         backend.K.act_backward(dy2, dy2, self._y, self._x, self.activation.code,
-                               self.activation.alpha)
+                               self.activation.params)
         return dy
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "activation": self.activation.name}
+        return {**super().get_config(), "activation": activations.serialize(self.activation)}
 
 
 class Flatten(Layer):

@@ -71,7 +71,7 @@ class Loss:
         t = self.prepare_targets(y_true, p.shape[1], p.dtype)
         if self.from_logits:
             logits, p = p, np.empty_like(p)
-            backend.K.act_forward(p, logits, _SOFTMAX, 0.0)
+            backend.K.act_forward(p, logits, _SOFTMAX, ())
         return float(self.value(p, t))
 
     def get_config(self) -> dict[str, Any]:

@@ -34,5 +34,6 @@ def test_zeros_ones_callables_and_unknown_names():
                                         bias_initializer="ones")])
     np.testing.assert_array_equal(m.get_weights()[0], np.full((3, 2), 0.5, np.float32))
     np.testing.assert_array_equal(m.get_weights()[1], np.ones(2, np.float32))
-    with pytest.raises(ValueError, match=r"initializer name in \[.*'he_normal'.*\] or a callable. Received: 'xavier'"):
+    with pytest.raises(ValueError, match=r"Could not interpret initializer identifier: .*'xavier'.*"
+                                         r"expected a name in \[.*'he_normal'"):
         layers.Dense(2, kernel_initializer="xavier")

@@ -11,9 +11,9 @@ from hypothesis.extra import numpy as hnp
 
 from fastnn import _kernels as C
 from fastnn import _reference as R
+from act_params import PARAMS
 from tolerances import TOL
 
-ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
 dtypes = st.sampled_from([np.float32, np.float64])
 acts = st.sampled_from(list(R.ACT_CODES))
 
@@ -33,16 +33,16 @@ def flushed(a):
 
 
 def check_activation(x, act):
-    code, alpha = R.ACT_CODES[act], ALPHA.get(act, 0.0)
+    code, params = R.ACT_CODES[act], PARAMS.get(act, ())
     got, want = np.empty_like(x), np.empty_like(x)
-    C.act_forward(got, x, code, alpha)
-    R.act_forward(want, flushed(x), code, alpha)
+    C.act_forward(got, x, code, params)
+    R.act_forward(want, flushed(x), code, params)
     assert np.all(np.isfinite(got)), f"{act} overflowed"
     np.testing.assert_allclose(got, want, **TOL[x.dtype.type])
     dy = np.ones_like(x)
     dgot, dwant = np.empty_like(x), np.empty_like(x)
-    C.act_backward(dgot, dy, want, x, code, alpha)
-    R.act_backward(dwant, dy, flushed(want), flushed(x), code, alpha)
+    C.act_backward(dgot, dy, want, x, code, params)
+    R.act_backward(dwant, dy, flushed(want), flushed(x), code, params)
     assert np.all(np.isfinite(dgot))
     np.testing.assert_allclose(dgot, dwant, **TOL[x.dtype.type])
 
@@ -58,17 +58,17 @@ def test_activations_stay_finite_and_match(x, act):
        st.integers(0, 2**32 - 1))
 def test_dense_round_trip_matches(n, i, o, act, dtype, bias, seed):
     rng = np.random.default_rng(seed)
-    code, alpha = R.ACT_CODES[act], ALPHA.get(act, 0.0)
+    code, params = R.ACT_CODES[act], PARAMS.get(act, ())
     x = rng.standard_normal((n, i)).astype(dtype)
     w = (rng.standard_normal((i, o)) / np.sqrt(i)).astype(dtype)
     b = rng.standard_normal(o).astype(dtype) if bias else None
     outs = []
     for K in (C, R):
         y, z = np.empty((n, o), dtype), np.empty((n, o), dtype)
-        K.dense_forward(y, z, x, w, b, code, alpha)
+        K.dense_forward(y, z, x, w, b, code, params)
         dw, dx, dz = np.empty((i, o), dtype), np.empty((n, i), dtype), np.empty((n, o), dtype)
         db = np.empty(o, dtype) if bias else None
-        K.dense_backward(dw, db, dx, dz, np.ones((n, o), dtype), x, w, y, z, code, alpha)
+        K.dense_backward(dw, db, dx, dz, np.ones((n, o), dtype), x, w, y, z, code, params)
         outs.append([a for a in (y, z, dw, db, dx) if a is not None])
     for got, want in zip(*outs):
         np.testing.assert_allclose(got, want, **TOL[dtype])
@@ -79,7 +79,7 @@ def test_dense_round_trip_matches(n, i, o, act, dtype, bias, seed):
 def test_softmax_crossentropy_on_extreme_logits(z, seed):
     labels = np.random.default_rng(seed).integers(0, z.shape[1], z.shape[0])
     p = np.empty_like(z)
-    C.act_forward(p, z, C.ACT_CODES["softmax"], 0.0)
+    C.act_forward(p, z, C.ACT_CODES["softmax"], ())
     got, want = np.empty_like(z), np.empty_like(z)
     code = LOSSES["sparse_softmax_crossentropy"]
     lg = C.loss_backward(got, p, labels, code)
