@@ -196,10 +196,13 @@ class Dense(Layer):
         self.units = int(units)
         self.activation = activations.spec(activation)
         self.use_bias = bool(use_bias)
-        self.kernel_initializer = kernel_initializer
-        self.bias_initializer = bias_initializer
         self._kernel_init = initializers.get(kernel_initializer)
         self._bias_init = initializers.get(bias_initializer)
+        # as given when a name, else resolved (a config dict or class becomes an instance)
+        self.kernel_initializer = kernel_initializer if isinstance(kernel_initializer, str) \
+            else self._kernel_init
+        self.bias_initializer = bias_initializer if isinstance(bias_initializer, str) \
+            else self._bias_init
 
     def build(self, input_shape: Sequence[int], rng: np.random.Generator | None = None) -> None:
         if len(input_shape) != 1:
