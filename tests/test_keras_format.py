@@ -23,7 +23,7 @@ import pytest
 
 h5py = pytest.importorskip("h5py")
 
-from fastnn import activations, config, layers, models, optimizers  # noqa: E402
+from fastnn import activations, config, initializers, layers, models, optimizers  # noqa: E402
 from fastnn import keras_format as kf  # noqa: E402
 from fastnn.keras_format import UnsupportedError  # noqa: E402
 from fastnn.saving import FileFormatError  # noqa: E402
@@ -843,3 +843,39 @@ def test_model_save_and_load_model_take_the_keras_format_by_its_suffix(tmp_path)
     fresh.load_weights(tmp_path / "w.weights.h5")
     np.testing.assert_allclose(fresh.predict(x, verbose=0), m.predict(x, verbose=0), rtol=1e-6)
     assert models.load_model(tmp_path / "m.keras", compile=False).compiled is False
+
+
+def test_every_activation_and_initializer_round_trips(tmp_path):
+    """Every activation by its Keras name, relu/leaky_relu/elu with arguments as Keras' ReLU,
+    LeakyReLU and ELU layers, and every initializer class with its config (a seed kept)."""
+    relu = functools.partial(activations.relu, negative_slope=0.1, max_value=2.0, threshold=0.3)
+    inits = [initializers.Orthogonal(gain=2.0, seed=1), "lecun_normal",
+             initializers.VarianceScaling(0.5, "fan_out", "uniform"),
+             initializers.TruncatedNormal(0.1, 0.2, seed=3), initializers.Constant(0.25),
+             initializers.Identity(0.5), "random_uniform"]
+    stack = [layers.Input((6,))]
+    for i, name in enumerate(activations.NAMES):
+        stack.append(layers.Dense(6, activation=name if name != "exponential" else "tanh",
+                                  kernel_initializer=inits[i % len(inits)]))
+        stack.append(layers.Activation(name if name not in ("exponential", "relu") else relu))
+    m = models.Sequential(stack, seed=0)
+    kf.save_keras(m, tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as z:
+        cfg = json.loads(z.read("config.json"))["config"]["layers"]
+    relu_layers = [l["config"] for l in cfg if l["class_name"] == "ReLU"]
+    assert relu_layers and {k: relu_layers[0][k] for k in ("negative_slope", "max_value",
+                                                           "threshold")} == \
+        {"negative_slope": 0.1, "max_value": 2.0, "threshold": 0.3}
+    ortho = [l["config"]["kernel_initializer"] for l in cfg if l["class_name"] == "Dense"][0]
+    assert ortho == {"module": "keras.initializers", "class_name": "Orthogonal",
+                     "config": {"seed": 1, "gain": 2.0}, "registered_name": None}
+    m2 = kf.load_keras(tmp_path / "m.keras")
+    x = np.random.default_rng(0).standard_normal((5, 6)).astype("float32")
+    np.testing.assert_array_equal(m2.predict(x, verbose=0), m.predict(x, verbose=0))
+    assert [l.activation for l in m2.layers] == [l.activation for l in m.layers]
+    dense = [(a, b) for a, b in zip(m.layers, m2.layers) if type(a).__name__ == "Dense"]
+    for a, b in dense:
+        assert initializers.get(a.kernel_initializer) == initializers.get(b.kernel_initializer)
+    with pytest.raises(ValueError, match="no Keras file form"):
+        kf.save_keras(models.Sequential([layers.Dense(2, input_shape=(3,), activation=functools.partial(
+            activations.gelu, approximate=True))]), tmp_path / "g.keras")
