@@ -164,8 +164,8 @@ def spec(identifier: Any) -> Spec:
     if isinstance(identifier, (str, dict)):
         identifier = deserialize(identifier)
     f, kwargs = identifier, {}
-    if isinstance(f, functools.partial):
-        f, kwargs = f.func, dict(f.keywords)
+    if isinstance(identifier, functools.partial):
+        f, kwargs = identifier.func, dict(identifier.keywords)
         if identifier.args:
             raise ValueError(f"Expected a functools.partial of an activation with keyword "
                              f"arguments only. Received: {identifier!r}")
@@ -215,7 +215,7 @@ def deserialize(config: str | dict[str, Any],
     functools.partial).  custom_objects (name -> function) are looked up first.  An unknown
     name raises ValueError (Keras returns the string itself)."""
     kwargs: dict[str, Any] = {}
-    name = config
+    name: Any = config
     if isinstance(config, dict):
         name, kwargs = config.get("config"), config.get("kwargs") or {}
         if config.get("class_name") != "function" or not isinstance(kwargs, dict):
@@ -235,21 +235,23 @@ def _apply(name: str, x: ArrayLike, kwargs: dict[str, Any]) -> NDArray[Any]:
     """Keras' activation `name` with kwargs on x: float32 or float64 (other inputs become
     float32), the same shape; (log_)softmax over kwargs' axis."""
     code, params = _resolve(name, kwargs, any_axis=True)
-    x = np.asarray(x)
-    if x.dtype not in (np.float32, np.float64):
-        x = x.astype(np.float32)
+    a: NDArray[Any] = np.asarray(x)
+    if a.dtype not in (np.float32, np.float64):
+        a = a.astype(np.float32)
     axis = kwargs.get("axis", -1)
-    if x.ndim and axis not in (-1, x.ndim - 1):
-        if not -x.ndim <= axis < x.ndim:
-            raise ValueError(f"Expected axis in [-{x.ndim}, {x.ndim}) for an input of shape "
-                             f"{x.shape}. Received: axis={axis}")
-        return np.moveaxis(_apply(name, np.moveaxis(x, axis, -1), {}), -1, axis)
-    if x.size == 0:
-        return x.copy()
-    flat = np.ascontiguousarray(x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1))
+    if a.ndim and axis not in (-1, a.ndim - 1):
+        if not -a.ndim <= axis < a.ndim:
+            raise ValueError(f"Expected axis in [-{a.ndim}, {a.ndim}) for an input of shape "
+                             f"{a.shape}. Received: axis={axis}")
+        moved: NDArray[Any] = np.moveaxis(_apply(name, np.moveaxis(a, axis, -1), {}), -1, axis)
+        return moved
+    if a.size == 0:
+        empty: NDArray[Any] = a.copy()
+        return empty
+    flat = np.ascontiguousarray(a.reshape(-1, a.shape[-1]) if a.ndim else a.reshape(1, 1))
     y = np.empty_like(flat)
     backend.K.act_forward(y, flat, _codes.ACTIVATIONS[code], params)
-    return y.reshape(x.shape)
+    return y.reshape(a.shape)
 
 
 def linear(x: ArrayLike) -> NDArray[Any]:

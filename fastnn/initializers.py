@@ -120,7 +120,7 @@ class Initializer:
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and \
-            self.get_config() == other.get_config()  # type: ignore[attr-defined]
+            self.get_config() == other.get_config()
 
     def __hash__(self) -> int:
         return hash((type(self).__name__, repr(sorted(self.get_config().items()))))
@@ -247,6 +247,12 @@ class VarianceScaling(_Elementwise):
         "untruncated_normal": N(0, scale / n);  "uniform": U(-l, l), l = sqrt(3 scale / n).
     ValueError for scale <= 0, another mode or distribution."""
 
+    scale: float
+    mode: str
+    distribution: str
+    input_axes: list[int] | None
+    output_axes: list[int] | None
+
     def __init__(self, scale: float = 1.0, mode: str = "fan_in",
                  distribution: str = "truncated_normal", seed: int | None = None,
                  input_axes: Sequence[int] | None = None,
@@ -263,7 +269,7 @@ class VarianceScaling(_Elementwise):
         if dist not in dists:
             raise ValueError(f"Invalid `distribution` argument: {distribution!r}. Please use one "
                              f"of {list(dists)}")
-        self.scale, self.mode, self.distribution = float(scale), mode, dist
+        self.scale, self.mode, self.distribution = float(scale), mode, str(dist)
         self.input_axes = None if input_axes is None else [int(a) for a in input_axes]
         self.output_axes = None if output_axes is None else [int(a) for a in output_axes]
         self.seed = _seed(seed)

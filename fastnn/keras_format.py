@@ -737,7 +737,7 @@ def _initializer_name(f: _File, value: Any, where: str) -> str | Initializer:
     except (ValueError, TypeError) as e:
         f.unsupported(f"{where}: {cls}({_files.short(cfg)}) is not supported by fastnn ({e}).")
     if obj == type(obj)():
-        return cast(str, initializers.NAMES_BY_CLASS[cls])
+        return initializers.NAMES_BY_CLASS[cls]
     return cast("Initializer", obj)
 
 
