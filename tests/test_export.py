@@ -90,6 +90,24 @@ def test_alpha_of_leaky_relu_and_elu_is_exported(tmp_path, name, alpha, dtype):
         assert_matches(model, sess, samples(n, (5,), dtype, seed=n))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", [
+    functools.partial(activations.relu, negative_slope=0.1, max_value=2.0, threshold=0.3),
+    functools.partial(activations.relu, threshold=-0.5),
+    functools.partial(activations.relu, max_value=1.5),
+    functools.partial(activations.relu, max_value=6.0),
+    functools.partial(activations.relu, negative_slope=0.25),
+    functools.partial(activations.gelu, approximate=True)], ids=repr)
+def test_activation_arguments_are_exported(tmp_path, act, dtype):
+    """relu with arguments (every kernel it maps to) and gelu's tanh form."""
+    model = models.Sequential([layers.Dense(24, activation=act, input_shape=(6,), dtype=dtype),
+                               layers.Activation(act, dtype=dtype),
+                               layers.Dense(5, activation=act, dtype=dtype)], seed=3)
+    _, sess = exported(model, tmp_path)
+    for n in (1, 33):
+        assert_matches(model, sess, samples(n, (6,), dtype, seed=n))
+
+
 def test_every_layer_kind(tmp_path):
     """One model with every layer class fastnn has (a new class fails here until exported),
     on 3-D samples: the Activation layers act on the last axis, softmax included."""

@@ -36,14 +36,17 @@ def check_activation(x, act):
     code, params = R.ACT_CODES[act], PARAMS.get(act, ())
     got, want = np.empty_like(x), np.empty_like(x)
     C.act_forward(got, x, code, params)
-    R.act_forward(want, flushed(x), code, params)
-    assert np.all(np.isfinite(got)), f"{act} overflowed"
+    with np.errstate(over="ignore"):
+        R.act_forward(want, flushed(x), code, params)
+    # exponential overflows where exp does (past 88.7 in float32), as NumPy's; no other may
+    finite = np.isfinite(want) if act == "exponential" else np.ones(x.shape, bool)
+    assert np.array_equal(np.isfinite(got), finite), f"{act} overflowed"
     np.testing.assert_allclose(got, want, **TOL[x.dtype.type])
     dy = np.ones_like(x)
     dgot, dwant = np.empty_like(x), np.empty_like(x)
     C.act_backward(dgot, dy, want, x, code, params)
     R.act_backward(dwant, dy, flushed(want), flushed(x), code, params)
-    assert np.all(np.isfinite(dgot))
+    assert np.array_equal(np.isfinite(dgot), finite)
     np.testing.assert_allclose(dgot, dwant, **TOL[x.dtype.type])
 
 
