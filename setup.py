@@ -61,7 +61,7 @@ link_args.append("-Wl,-rpath,$ORIGIN/../scipy_openblas32/lib")
 
 # src_c/: the runtime, and one file per kind of kernel, each a template (.inc) made for float
 # and double by each_real.h.
-C_FILES = ("runtime", "layers", "losses", "optimizers", "step")
+C_FILES = ("runtime", "layers", "losses", "optimizers", "step", "bf16")
 C_HEADERS = ("fastnn.h", "runtime.h", "each_real.h", "real_instance.h", "layers.inc", "losses.inc",
              "optimizers.inc", "step.inc")
 

@@ -94,4 +94,10 @@ def show_config(file: _typing.IO[str] | None = None) -> None:
             f"SIMD: {info['simd']}",
             f"threads: openmp={threads['openmp']} blas={threads['blas']}",
         ]
+        try:  # the bf16 kernels' path (src_c/bf16.c): the best, or FASTNN_BF16_PATH's
+            bf16 = backend.compiled.bf16_path()
+        except ValueError as e:
+            bf16 = f"none ({e})"
+        lines.append(f"bf16 products: {bf16} (this machine runs: "
+                     f"{', '.join(backend.compiled.bf16_paths())})")
     print("\n".join(lines), file=file)

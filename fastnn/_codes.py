@@ -21,6 +21,9 @@ LOSSES = {
     "categorical_crossentropy": 0, "sparse_categorical_crossentropy": 1,
     "softmax_crossentropy": 2, "sparse_softmax_crossentropy": 3,
     "binary_crossentropy": 4, "mean_squared_error": 5,
+    "mean_absolute_error": 6, "huber": 7, "log_cosh": 8, "kl_divergence": 9, "poisson": 10,
+    "hinge": 11, "categorical_hinge": 12, "cosine_similarity": 13,
+    "sigmoid_binary_crossentropy": 14,  # binary crossentropy from logits (takes the logits)
 }
 SPARSE_LOSSES = ("sparse_categorical_crossentropy", "sparse_softmax_crossentropy")
 
@@ -38,3 +41,6 @@ EPSILON = 1e-7
 # the state arrays each rule reads whatever its options (the C step dereferences them)
 OPTIMIZER_REQUIRED = {"sgd": (), "adagrad": ("accumulators",), "rmsprop": ("velocities",),
                       "adam": ("momentums", "velocities"), "nadam": ("momentums", "velocities")}
+
+# enum fnn_bf16_path_code: the instruction paths of the bfloat16 kernels (src_c/bf16.c)
+BF16_PATHS = {"portable": 0, "avx512bf16": 1, "amx": 2}

@@ -80,9 +80,11 @@ def check_validation(validation_split: float, validation_data: Any) -> None:
                                                             numbers.Real) \
             or not 0 <= validation_split < 1:
         raise ValueError(f"Expected validation_split in [0, 1). Received: {validation_split!r}")
-    if validation_data is not None and (not isinstance(validation_data, (tuple, list))
-                                        or len(validation_data) != 2):
-        raise ValueError("Expected validation_data=(x_val, y_val). "
+    from fastnn import _batches
+    if validation_data is not None and not _batches.is_stream(validation_data) and (
+            not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3)):
+        raise ValueError("Expected validation_data=(x_val, y_val), (x_val, y_val, "
+                         "val_sample_weight) or a generator / PyDataset of batches. "
                          f"Received: {type(validation_data).__name__}")
 
 
@@ -121,7 +123,7 @@ def all_finite(a: NDArray[Any]) -> bool:
 
 def metric_targets(metrics: Sequence[Metric], t: NDArray[Any]) -> list[NDArray[Any]]:
     """Each metric's targets, prepared once per call (class indices for the accuracies)."""
-    return [m.prepare_targets(t) if m.sparse_targets and t.ndim == 2 else t for m in metrics]
+    return [m.prepare_targets(t) for m in metrics]
 
 
 def format_logs(logs: dict[str, float], return_dict: bool

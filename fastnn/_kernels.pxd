@@ -1,5 +1,5 @@
 # Declarations mirroring src_c/fastnn.h (one line per kernel; see the header for formulas).
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint16_t
 
 cdef extern from "fastnn.h" nogil:
     enum fnn_act:
@@ -15,7 +15,9 @@ cdef extern from "fastnn.h" nogil:
 
     enum fnn_loss_code:
         FNN_LOSS_CCE, FNN_LOSS_SCCE, FNN_LOSS_SOFTMAX_CCE, FNN_LOSS_SOFTMAX_SCCE, FNN_LOSS_BCE,
-        FNN_LOSS_MSE, FNN_N_LOSS
+        FNN_LOSS_MSE, FNN_LOSS_MAE, FNN_LOSS_HUBER, FNN_LOSS_LOG_COSH, FNN_LOSS_KLD,
+        FNN_LOSS_POISSON, FNN_LOSS_HINGE, FNN_LOSS_CATEGORICAL_HINGE, FNN_LOSS_COSINE,
+        FNN_LOSS_SIGMOID_BCE, FNN_N_LOSS
     enum fnn_opt_rule:
         FNN_OPT_SGD, FNN_OPT_ADAGRAD, FNN_OPT_RMSPROP, FNN_OPT_ADAM, FNN_OPT_NADAM, FNN_N_OPT
     double FNN_EPSILON
@@ -54,6 +56,8 @@ cdef extern from "fastnn.h" nogil:
         void *xb
         void *tb
         void *grad
+        const void *sw
+        void *swb
         int loss
         void *p
         void *g
@@ -86,12 +90,29 @@ cdef extern from "fastnn.h" nogil:
     void fnn_act_backward_f32(float *dx, const float *dy, const float *y, const float *x, int64_t n, int64_t m, fnn_activation act) noexcept
     void fnn_act_backward_f64(double *dx, const double *dy, const double *y, const double *x, int64_t n, int64_t m, fnn_activation act) noexcept
 
-    double fnn_loss_backward_f32(float *dp, const float *p, const void *t, int64_t n, int64_t k, int loss) noexcept
-    double fnn_loss_backward_f64(double *dp, const double *p, const void *t, int64_t n, int64_t k, int loss) noexcept
+    double fnn_loss_backward_f32(float *dp, float *per_sample, const float *p, const void *t, const float *sw, int64_t n, int64_t k, int loss) noexcept
+    double fnn_loss_backward_f64(double *dp, double *per_sample, const double *p, const void *t, const double *sw, int64_t n, int64_t k, int loss) noexcept
+    double fnn_huber_backward_f32(float *dp, float *per_sample, const float *p, const float *t, const float *sw, int64_t n, int64_t k, float delta) noexcept
+    double fnn_huber_backward_f64(double *dp, double *per_sample, const double *p, const double *t, const double *sw, int64_t n, int64_t k, double delta) noexcept
     void fnn_optimizer_step_f32(float *p, const float *g, int64_t off, int64_t n, const fnn_optimizer *o) noexcept
     void fnn_optimizer_step_f64(double *p, const double *g, int64_t off, int64_t n, const fnn_optimizer *o) noexcept
     void fnn_optimizer_outer_step_f32(float *p, const float *a, const float *b, int64_t rows, int64_t cols, const fnn_optimizer *o) noexcept
     void fnn_optimizer_outer_step_f64(double *p, const double *a, const double *b, int64_t rows, int64_t cols, const fnn_optimizer *o) noexcept
+
+    # bfloat16 products with float32 sums (src_c/bf16.c); bf16 values are uint16_t
+    enum fnn_bf16_path_code:
+        FNN_BF16_PORTABLE, FNN_BF16_AVX512BF16, FNN_BF16_AMX, FNN_BF16_N_PATH
+    int fnn_bf16_paths() noexcept
+    int fnn_bf16_get_path() noexcept
+    int fnn_bf16_set_path(int path) noexcept
+    const char *fnn_bf16_path_name(int path) noexcept
+    int64_t fnn_bf16_packed_size(int64_t k, int64_t n) noexcept
+    int64_t fnn_bf16_backward_scratch_size(int64_t n, int64_t i, int64_t o) noexcept
+    void fnn_bf16_convert_forward(uint16_t *y, const float *x, int64_t n) noexcept
+    void fnn_bf16_pack_forward(uint16_t *wp, uint16_t *wtp, const float *w, int64_t i, int64_t o) noexcept
+    void fnn_optimizer_step_bf16pack_f32(float *p, uint16_t *wp, uint16_t *wtp, const float *g, int64_t off, int64_t i, int64_t o, const fnn_optimizer *opt) noexcept
+    void fnn_dense_forward_bf16(float *y, float *z, uint16_t *y16, const uint16_t *x16, const uint16_t *wp, const float *b, int64_t n, int64_t i, int64_t o, fnn_activation act) noexcept
+    void fnn_dense_backward_bf16(float *dw, float *db, float *dx, float *dz, uint16_t *scratch, const float *dy, const uint16_t *x16, const uint16_t *wtp, const float *y, const float *z, int64_t n, int64_t i, int64_t o, fnn_activation act) noexcept
 
 
 # Each kernel once for both real types (scikit-learn's `floating` pattern): the wrappers in
@@ -129,11 +150,18 @@ cdef inline void act_backward_k(real *dx, const real *dy, const real *y, const r
         fnn_act_backward_f64(dx, dy, y, x, n, m, act)
 
 
-cdef inline double loss_backward_k(real *dp, const real *p, const void *t, int64_t n, int64_t k, int loss) noexcept nogil:
+cdef inline double loss_backward_k(real *dp, real *per_sample, const real *p, const void *t, const real *sw, int64_t n, int64_t k, int loss) noexcept nogil:
     if real is float:
-        return fnn_loss_backward_f32(dp, p, t, n, k, loss)
+        return fnn_loss_backward_f32(dp, per_sample, p, t, sw, n, k, loss)
     else:
-        return fnn_loss_backward_f64(dp, p, t, n, k, loss)
+        return fnn_loss_backward_f64(dp, per_sample, p, t, sw, n, k, loss)
+
+
+cdef inline double huber_backward_k(real *dp, real *per_sample, const real *p, const real *t, const real *sw, int64_t n, int64_t k, double delta) noexcept nogil:
+    if real is float:
+        return fnn_huber_backward_f32(dp, per_sample, p, t, sw, n, k, <float>delta)
+    else:
+        return fnn_huber_backward_f64(dp, per_sample, p, t, sw, n, k, delta)
 
 
 cdef inline void optimizer_step_k(real *p, const real *g, int64_t off, int64_t n, const fnn_optimizer *o) noexcept nogil:

@@ -9,9 +9,10 @@ shapes; the real type (float32 or float64) from the first array operand: each wr
 written once over the fused type `real` (see _kernels.pxd) and called for that type.
 """
 cimport numpy as cnp
-from libc.stdint cimport int64_t, uintptr_t
+from libc.stdint cimport int64_t, uint16_t, uintptr_t
 from libc.stdlib cimport free, malloc
 
+import os
 import weakref
 
 import numpy as np
@@ -48,13 +49,22 @@ def codes():
                    "sparse_categorical_crossentropy": FNN_LOSS_SCCE,
                    "softmax_crossentropy": FNN_LOSS_SOFTMAX_CCE,
                    "sparse_softmax_crossentropy": FNN_LOSS_SOFTMAX_SCCE,
-                   "binary_crossentropy": FNN_LOSS_BCE, "mean_squared_error": FNN_LOSS_MSE},
+                   "binary_crossentropy": FNN_LOSS_BCE, "mean_squared_error": FNN_LOSS_MSE,
+                   "mean_absolute_error": FNN_LOSS_MAE, "huber": FNN_LOSS_HUBER,
+                   "log_cosh": FNN_LOSS_LOG_COSH, "kl_divergence": FNN_LOSS_KLD,
+                   "poisson": FNN_LOSS_POISSON, "hinge": FNN_LOSS_HINGE,
+                   "categorical_hinge": FNN_LOSS_CATEGORICAL_HINGE,
+                   "cosine_similarity": FNN_LOSS_COSINE,
+                   "sigmoid_binary_crossentropy": FNN_LOSS_SIGMOID_BCE},
         "n_losses": FNN_N_LOSS,
         "optimizer_rules": {"sgd": FNN_OPT_SGD, "adagrad": FNN_OPT_ADAGRAD,
                             "rmsprop": FNN_OPT_RMSPROP, "adam": FNN_OPT_ADAM,
                             "nadam": FNN_OPT_NADAM},
         "n_optimizer_rules": FNN_N_OPT,
         "epsilon": FNN_EPSILON,
+        "bf16_paths": {"portable": FNN_BF16_PORTABLE, "avx512bf16": FNN_BF16_AVX512BF16,
+                       "amx": FNN_BF16_AMX},
+        "n_bf16_paths": FNN_BF16_N_PATH,
     }
 
 
@@ -88,7 +98,8 @@ cdef void *_ptr(object a, str name, int typenum, int ndim, int64_t d0, int64_t d
     cdef cnp.ndarray arr = <cnp.ndarray>a
     if cnp.PyArray_TYPE(arr) != typenum or not a.dtype.isnative:
         want = np.dtype(np.int64 if typenum == cnp.NPY_INT64 else
-                        np.float32 if typenum == cnp.NPY_FLOAT32 else np.float64)
+                        np.float32 if typenum == cnp.NPY_FLOAT32 else
+                        np.uint16 if typenum == cnp.NPY_UINT16 else np.float64)
         raise TypeError(f"Expected {name} with dtype {want} in native byte order"
                         f"{' (the dtype of ' + dtype_from + ')' if dtype_from else ''}. "
                         f"Received: {name}.dtype={a.dtype.str}")
@@ -311,17 +322,28 @@ cdef int _act_backward(real *kind, dx, dy, y, x, int act, params) except -1:
 
 # ---- losses ------------------------------------------------------------------------------
 # Every loss kernel by its code (fastnn/_codes.py LOSSES): the targets are int64 labels (n,)
-# for the sparse ones, else an array shaped like p.  dp None: the value only.
+# for the sparse ones, else an array shaped like p.  dp None: the value only.  sw (n,) or None:
+# per-sample weights; per_sample (n,) or None receives each sample's unweighted loss.
 
-def loss_backward(dp, p, t, int loss):
-    """The batch-mean loss `loss` (a code) of p against t; writes dp := d loss / d p unless dp
-    is None (the fused softmax ones: dp := d loss / d logits, required)."""
+def loss_backward(dp, p, t, int loss, sw=None, per_sample=None):
+    """sum_i sw_i l_i / n, the weighted losses of p against t over the batch size (Keras'
+    "sum_over_batch_size"); writes dp := d(that) / d p unless dp is None (the fused softmax
+    ones: dp := d(that) / d logits, required) and per_sample := l unless None."""
     if _is_f32(p, "y_pred"):
-        return _loss(<float *>NULL, dp, p, t, loss)
-    return _loss(<double *>NULL, dp, p, t, loss)
+        return _loss(<float *>NULL, dp, p, t, loss, sw, per_sample, 1.0)
+    return _loss(<double *>NULL, dp, p, t, loss, sw, per_sample, 1.0)
 
 
-cdef double _loss(real *kind, dp, p, t, int loss) except? -1:
+def huber_backward(dp, p, t, double delta, sw=None, per_sample=None):
+    """loss_backward for the Huber loss with its delta (> 0)."""
+    if not delta > 0:
+        raise ValueError(f"Expected delta > 0. Received: delta={delta}")
+    if _is_f32(p, "y_pred"):
+        return _loss(<float *>NULL, dp, p, t, FNN_LOSS_HUBER, sw, per_sample, delta)
+    return _loss(<double *>NULL, dp, p, t, FNN_LOSS_HUBER, sw, per_sample, delta)
+
+
+cdef double _loss(real *kind, dp, p, t, int loss, sw, per_sample, double delta) except? -1:
     cdef int ty = _typenum(kind)
     if loss < 0 or loss >= FNN_N_LOSS:
         raise ValueError(f"Expected loss to be a loss code in {sorted(_codes.LOSSES.values())}. "
@@ -340,14 +362,26 @@ cdef double _loss(real *kind, dp, p, t, int loss) except? -1:
         _check_labels(<int64_t *>pt, n, k)
     else:
         pt = _ptr(t, "y_true", ty, 2, n, k, False, "y_pred")
+    cdef real *psw = NULL
+    if sw is not None:
+        psw = <real *>_ptr(sw, "sample_weight", ty, 1, n, 0, False, "y_pred")
     cdef real *pdp = NULL
+    cdef real *pps = NULL
+    if per_sample is not None:
+        pps = <real *>_ptr(per_sample, "per_sample", ty, 1, n, 0, True, "y_pred")
     if dp is not None:
         pdp = <real *>_ptr(dp, "grad", ty, 2, n, k, True, "y_pred")
-        _disjoint("grad", dp, "y_pred", p)
-        _disjoint("grad", dp, "y_true", t)
+    for oname, out in (("grad", dp), ("per_sample", per_sample)):
+        _disjoint(oname, out, "y_pred", p)
+        _disjoint(oname, out, "y_true", t)
+        _disjoint(oname, out, "sample_weight", sw)
+    _disjoint("grad", dp, "per_sample", per_sample)
     cdef double r
     with nogil:
-        r = loss_backward_k(pdp, pp, pt, n, k, loss)
+        if loss == FNN_LOSS_HUBER:
+            r = huber_backward_k(pdp, pps, pp, <const real *>pt, psw, n, k, delta)
+        else:
+            r = loss_backward_k(pdp, pps, pp, pt, psw, n, k, loss)
     return r
 
 
@@ -423,14 +457,18 @@ cdef class OptimizerStep:
             _disjoint(name, a, "p", p)
         return 0
 
-    def step(self, p, g, int64_t start=0):
-        """The step on elements [start, size) of p (flat view), g and the state."""
+    def step(self, p, g, int64_t start=0, stop=None):
+        """The step on elements [start, stop) of p (flat view), g and the state (stop None:
+        the size)."""
+        cdef int64_t end = self.size if stop is None else stop
+        if end < start or end > self.size:
+            raise ValueError(f"Expected stop in [start, {self.size}]. Received: stop={stop}")
         if _is_f32(p, "p"):
-            self._step(<float *>NULL, p, g, start)
+            self._step(<float *>NULL, p, g, start, end)
         else:
-            self._step(<double *>NULL, p, g, start)
+            self._step(<double *>NULL, p, g, start, end)
 
-    cdef int _step(self, real *kind, p, g, int64_t start) except -1:
+    cdef int _step(self, real *kind, p, g, int64_t start, int64_t end) except -1:
         cdef int t = _typenum(kind)
         self._check_p(p, t)
         cdef real *pg = <real *>_ptr(g, "g", t, 0, self.size, 0, False, "p")
@@ -440,9 +478,9 @@ cdef class OptimizerStep:
         if start < 0 or start > self.size:
             raise ValueError(f"Expected start in [0, {self.size}]. Received: start={start}")
         cdef real *pp = <real *>cnp.PyArray_DATA(<cnp.ndarray>p)
-        if start < self.size:
+        if start < end:
             with nogil:
-                optimizer_step_k(pp, pg, start, self.size - start, &self.o)
+                optimizer_step_k(pp, pg, start, end - start, &self.o)
         return 0
 
     def outer_step(self, p, a, b):
@@ -518,7 +556,8 @@ cdef class DenseStack:
       layers: [(w, b, dw, db, y, z, dx, act, params)] with None for absent arrays;
       loss: a code of fastnn/_codes.py LOSSES;  opt: the OptimizerStep of p (its scalars set
       by begin() before each run);  part: scratch of (part_threads - 1) x n x (layer 0's
-      width) for the row-owned layer 0."""
+      width) for the row-owned layer 0;  sw, swb: per-sample weights of x's rows and their
+      batch buffer (n), or None (unweighted)."""
     cdef fnn_dense_stack s
     cdef fnn_dense_layer *layer
     cdef object keep
@@ -529,12 +568,12 @@ cdef class DenseStack:
     cdef readonly object predictions  # the last layer's output buffer
 
     def __cinit__(self, x, t, xb, tb, grad, list layers, int loss, p, g, OptimizerStep opt,
-                  bint rank1, part=None, int64_t part_threads=0):
+                  bint rank1, part=None, int64_t part_threads=0, sw=None, swb=None):
         self.layer = NULL
-        self.keep = (x, t, xb, tb, grad, layers, p, g, opt, part)
-        # this object holds raw pointers into x and t: a weak reference makes NumPy refuse to
-        # resize them (even with refcheck=False) while it lives, so they cannot move under it
-        self.pins = [weakref.ref(a) for a in (x, t) if isinstance(a, np.ndarray)]
+        self.keep = (x, t, xb, tb, grad, layers, p, g, opt, part, sw, swb)
+        # this object holds raw pointers into x, t and sw: a weak reference makes NumPy refuse
+        # to resize them (even with refcheck=False) while it lives, so they cannot move under it
+        self.pins = [weakref.ref(a) for a in (x, t, sw) if isinstance(a, np.ndarray)]
         cdef int dt = _dtype_of(p, "p")
         self.dtype = dt
         if not layers:
@@ -586,6 +625,12 @@ cdef class DenseStack:
         self.s.tb = _ptr(tb, "tb", cnp.NPY_INT64 if sparse else dt, 0, n * (1 if sparse else k), 0, True, None)
         self.s.t_row_bytes = 8 if sparse else k * x.dtype.itemsize
         self.s.grad = _ptr(grad, "grad", dt, 2, n, k, True, "p")
+        self.s.sw, self.s.swb = NULL, NULL
+        if (sw is None) != (swb is None):
+            raise ValueError("Expected both sw and swb, or neither.")
+        if sw is not None:  # per-sample weights of the rows of x, and their batch buffer
+            self.s.sw = _ptr(sw, "sw", dt, 1, self.rows, 0, False, "p")
+            self.s.swb = _ptr(swb, "swb", dt, 1, n, 0, True, "p")
         self.s.loss = loss
         self.s.p = _ptr(p, "p", dt, 0, nparams, 0, True, None)
         self.s.g = _ptr(g, "g", dt, 0, nparams, 0, True, "p")
@@ -622,6 +667,220 @@ cdef class DenseStack:
             else:
                 loss = dense_stack_step_k(<double *>NULL, &self.s, pi, self.batch_size)
         return loss
+
+
+# ---- bfloat16 products with float32 sums (src_c/bf16.c) -------------------------------------
+# A bf16 array is a numpy.uint16 array of the top 16 bits of float32 values (bf16_convert_forward
+# makes one); the packed forms of a weight matrix are 1-D uint16 arrays of bf16_packed_size
+# elements.  Every kernel runs on the path bf16_path() names.
+
+_BF16_NAMES = {code: name for name, code in _codes.BF16_PATHS.items()}
+
+
+def bf16_paths():
+    """The bf16 paths this machine runs, best first: names of fastnn/_codes.py BF16_PATHS."""
+    cdef int avail = fnn_bf16_paths()
+    return [_BF16_NAMES[p] for p in range(FNN_BF16_N_PATH - 1, -1, -1) if (avail >> p) & 1]
+
+
+def bf16_path():
+    """The path the bf16 kernels run: the one bf16_set_path forced, else the one the environment
+    variable FASTNN_BF16_PATH names (read once, at the first bf16 call), else the best.
+
+    Raises ValueError when FASTNN_BF16_PATH names a path this machine cannot run."""
+    cdef int p = fnn_bf16_get_path()
+    if p < 0:
+        raise ValueError(f"Expected FASTNN_BF16_PATH to name a bf16 path this machine runs, one "
+                         f"of {bf16_paths()}. Received: FASTNN_BF16_PATH="
+                         f"{os.environ.get('FASTNN_BF16_PATH')!r} (read at the first bf16 call)")
+    return _BF16_NAMES[p]
+
+
+def bf16_set_path(path):
+    """Force the bf16 kernels onto `path` (a name of bf16_paths()); None: back to
+    FASTNN_BF16_PATH, else the best path."""
+    if path is None:
+        fnn_bf16_set_path(-1)
+        return
+    if path not in _codes.BF16_PATHS:
+        raise ValueError(f"Expected path to be one of {list(_codes.BF16_PATHS)} or None. "
+                         f"Received: path={path!r}")
+    if fnn_bf16_set_path(_codes.BF16_PATHS[path]) < 0:
+        raise ValueError(f"Expected a bf16 path this machine runs, one of {bf16_paths()}. "
+                         f"Received: path={path!r}, which this CPU (or its operating system) "
+                         f"does not offer")
+
+
+def bf16_packed_size(int64_t k, int64_t n):
+    """Elements (uint16) of the packed form of a (k, n) matrix."""
+    _check_sizes(k, n, 1)
+    return fnn_bf16_packed_size(k, n)
+
+
+def bf16_backward_scratch_size(int64_t n, int64_t in_, int64_t out):
+    """Elements (uint16) of dense_backward_bf16's scratch for n samples, in -> out."""
+    _check_sizes(n, in_, out)
+    return fnn_bf16_backward_scratch_size(n, in_, out)
+
+
+cdef int _bf16_ready() except -1:
+    bf16_path()  # raises for an unavailable FASTNN_BF16_PATH
+    return 0
+
+
+cdef int _shape2(object a, str name) except -1:
+    if not cnp.PyArray_Check(a) or cnp.PyArray_NDIM(<cnp.ndarray>a) != 2:
+        raise ValueError(f"Expected {name} to be a 2-D numpy.ndarray. Received: "
+                         f"{name}.shape={np.shape(a)}")
+    return 0
+
+
+def bf16_convert_forward(y, x):
+    """y := bf16(x) elementwise: x float32, y uint16 of x's shape (round to nearest even; NaN
+    stays NaN, subnormals become zeros of their sign)."""
+    _bf16_ready()
+    if not cnp.PyArray_Check(x):
+        raise TypeError(f"Expected x to be a numpy.ndarray. Received: {type(x).__name__}")
+    cdef int64_t n = cnp.PyArray_SIZE(<cnp.ndarray>x)
+    cdef const float *px = <const float *>_ptr(x, "x", cnp.NPY_FLOAT32, 0, n, 0, False, None)
+    cdef uint16_t *py = <uint16_t *>_ptr(y, "y", cnp.NPY_UINT16, 0, n, 0, True, None)
+    if y.shape != x.shape:
+        raise ValueError(f"Expected y with shape {x.shape}. Received: y.shape={y.shape}")
+    _disjoint("y", y, "x", x)
+    with nogil:
+        fnn_bf16_convert_forward(py, px, n)
+
+
+def bf16_pack_forward(wp, wtp, w):
+    """wp := pack(bf16(w)) (the forward's weights), wtp := pack(bf16(w.T)) (the backward's);
+    w float32 (in, out); wp of bf16_packed_size(in, out), wtp of bf16_packed_size(out, in)
+    elements, either may be None."""
+    _bf16_ready()
+    _shape2(w, "w")
+    cdef int64_t i = w.shape[0], o = w.shape[1]
+    _check_sizes(i, o, 1)
+    cdef const float *pw = <const float *>_ptr(w, "w", cnp.NPY_FLOAT32, 2, i, o, False, None)
+    cdef uint16_t *pp = NULL
+    cdef uint16_t *pt = NULL
+    if wp is not None:
+        pp = <uint16_t *>_ptr(wp, "wp", cnp.NPY_UINT16, 1, fnn_bf16_packed_size(i, o), 0, True, None)
+        _disjoint("wp", wp, "w", w)
+    if wtp is not None:
+        pt = <uint16_t *>_ptr(wtp, "wtp", cnp.NPY_UINT16, 1, fnn_bf16_packed_size(o, i), 0, True, None)
+        _disjoint("wtp", wtp, "w", w)
+        _disjoint("wtp", wtp, "wp", wp)
+    with nogil:
+        fnn_bf16_pack_forward(pp, pt, pw, i, o)
+
+
+def optimizer_step_bf16pack(OptimizerStep opt, p, wp, wtp, g, int64_t start, int64_t in_,
+                            int64_t out):
+    """opt.step on the kernel w = p[start : start + in_ out] (in_, out) only, with its packs
+    written in the same pass: wp := pack(bf16(w)), wtp := pack(bf16(w.T)) of the updated w (as
+    bf16_pack_forward, either may be None).  p float32; the float32 results are opt.step's,
+    bit for bit."""
+    _bf16_ready()
+    if opt.dtype != np.float32:
+        raise TypeError(f"Expected an optimizer of float32 parameters. Received one of {opt.dtype}")
+    _check_sizes(in_, out, 1)
+    if start < 0 or start + in_ * out > opt.size:
+        raise ValueError(f"Expected start in [0, {opt.size - in_ * out}] for a ({in_}, {out}) "
+                         f"kernel in {opt.size} parameters. Received: start={start}")
+    opt._check_p(p, cnp.NPY_FLOAT32)
+    cdef const float *pg = <const float *>_ptr(g, "g", cnp.NPY_FLOAT32, 0, opt.size, 0, False, "p")
+    cdef uint16_t *pp = NULL
+    cdef uint16_t *pt = NULL
+    if wp is not None:
+        pp = <uint16_t *>_ptr(wp, "wp", cnp.NPY_UINT16, 1, fnn_bf16_packed_size(in_, out), 0, True, None)
+    if wtp is not None:
+        pt = <uint16_t *>_ptr(wtp, "wtp", cnp.NPY_UINT16, 1, fnn_bf16_packed_size(out, in_), 0, True, None)
+    _disjoint("g", g, "p", p)
+    _disjoint("wtp", wtp, "wp", wp)
+    for name, a in [("p", p), ("g", g)] + list(opt.slots.items()):
+        _disjoint("wp", wp, name, a)
+        _disjoint("wtp", wtp, name, a)
+        if name != "g" and name != "p":
+            _disjoint(name, a, "g", g)
+    cdef float *pv = <float *>cnp.PyArray_DATA(<cnp.ndarray>p)
+    with nogil:
+        fnn_optimizer_step_bf16pack_f32(pv, pp, pt, pg, start, in_, out, &opt.o)
+
+
+def dense_forward_bf16(y, z, y16, x16, wp, b, int act, params):
+    """y := act(x @ w + b) with bfloat16 products and float32 sums.  x16 (n, in) bf16 (uint16);
+    wp the packed w (bf16_pack_forward); b (out) float32 or None; y (n, out) float32; z (or
+    None) receives x @ w + b, y16 (or None) bf16(y)."""
+    _bf16_ready()
+    _shape2(x16, "x16")
+    _shape2(y, "y")
+    cdef int64_t n = x16.shape[0], i = x16.shape[1], o = y.shape[1]
+    _check_sizes(n, i, o)
+    cdef fnn_activation a = _activation(act, params)
+    cdef const uint16_t *px = <const uint16_t *>_ptr(x16, "x16", cnp.NPY_UINT16, 2, n, i, False, None)
+    cdef const uint16_t *pw = <const uint16_t *>_ptr(wp, "wp", cnp.NPY_UINT16, 1, fnn_bf16_packed_size(i, o), 0, False, None)
+    cdef float *py = <float *>_ptr(y, "y", cnp.NPY_FLOAT32, 2, n, o, True, None)
+    cdef const float *pb = NULL
+    cdef float *pz = NULL
+    cdef uint16_t *py16 = NULL
+    if b is not None:
+        pb = <const float *>_ptr(b, "b", cnp.NPY_FLOAT32, 1, o, 0, False, None)
+    if z is not None:
+        pz = <float *>_ptr(z, "z", cnp.NPY_FLOAT32, 2, n, o, True, None)
+    if y16 is not None:
+        py16 = <uint16_t *>_ptr(y16, "y16", cnp.NPY_UINT16, 2, n, o, True, None)
+    outs = (("y", y), ("z", z), ("y16", y16))
+    for k, (oname, out) in enumerate(outs):
+        _disjoint(oname, out, "x16", x16); _disjoint(oname, out, "wp", wp); _disjoint(oname, out, "b", b)
+        for oname2, out2 in outs[k + 1:]:
+            _disjoint(oname, out, oname2, out2)
+    with nogil:
+        fnn_dense_forward_bf16(py, pz, py16, px, pw, pb, n, i, o, a)
+
+
+def dense_backward_bf16(dw, db, dx, dz, scratch, dy, x16, wtp, y, z, int act, params):
+    """dz := dy * act'(.), db := sum(dz) (float32), dw := x.T @ bf16(dz), dx := bf16(dz) @ w.T
+    (bfloat16 products, float32 sums).  x16 (n, in) bf16, the forward's input; wtp the packed
+    w.T (bf16_pack_forward); dy, y, z (n, out) float32 (z, the pre-activation: ACT_NEEDS_X);
+    dz (n, out) float32, may be dy; dw (in, out), db (out), dx (n, in) float32 or None; scratch
+    uint16 of bf16_backward_scratch_size(n, in, out)."""
+    _bf16_ready()
+    _shape2(x16, "x16")
+    _shape2(dy, "dy")
+    cdef int64_t n = x16.shape[0], i = x16.shape[1], o = dy.shape[1]
+    _check_sizes(n, i, o)
+    cdef fnn_activation a = _activation(act, params)
+    if FNN_ACT_NEEDS_X(act) and z is None:
+        raise ValueError(f"Expected z (the pre-activation) for act={act}. Received: z=None")
+    cdef const uint16_t *px = <const uint16_t *>_ptr(x16, "x16", cnp.NPY_UINT16, 2, n, i, False, None)
+    cdef const uint16_t *pw = <const uint16_t *>_ptr(wtp, "wtp", cnp.NPY_UINT16, 1, fnn_bf16_packed_size(o, i), 0, False, None)
+    cdef const float *pdy = <const float *>_ptr(dy, "dy", cnp.NPY_FLOAT32, 2, n, o, False, None)
+    cdef const float *py = <const float *>_ptr(y, "y", cnp.NPY_FLOAT32, 2, n, o, False, None)
+    cdef const float *pz = NULL
+    if z is not None:
+        pz = <const float *>_ptr(z, "z", cnp.NPY_FLOAT32, 2, n, o, False, None)
+    cdef float *pdz = <float *>_ptr(dz, "dz", cnp.NPY_FLOAT32, 2, n, o, True, None)
+    cdef uint16_t *ps = <uint16_t *>_ptr(scratch, "scratch", cnp.NPY_UINT16, 1,
+                                         fnn_bf16_backward_scratch_size(n, i, o), 0, True, None)
+    cdef float *pdw = NULL
+    cdef float *pdb = NULL
+    cdef float *pdx = NULL
+    if dw is not None:
+        pdw = <float *>_ptr(dw, "dw", cnp.NPY_FLOAT32, 2, i, o, True, None)
+    if db is not None:
+        pdb = <float *>_ptr(db, "db", cnp.NPY_FLOAT32, 1, o, 0, True, None)
+    if dx is not None:
+        pdx = <float *>_ptr(dx, "dx", cnp.NPY_FLOAT32, 2, n, i, True, None)
+    ins = (("x16", x16), ("wtp", wtp), ("y", y), ("z", z))
+    outs = (("dw", dw), ("db", db), ("dx", dx), ("dz", dz), ("scratch", scratch))
+    for k, (oname, out) in enumerate(outs):
+        for iname, inp in ins:
+            _disjoint(oname, out, iname, inp)
+        for oname2, out2 in outs[k + 1:]:
+            _disjoint(oname, out, oname2, out2)
+        if <const float *>pdz != pdy or oname != "dz":  # dz may be exactly dy, nothing else
+            _disjoint(oname, out, "dy", dy)
+    with nogil:
+        fnn_dense_backward_bf16(pdw, pdb, pdx, pdz, ps, pdy, px, pw, py, pz, n, i, o, a)
 
 
 # ---- build facts and threads ---------------------------------------------------------------

@@ -203,24 +203,22 @@ def gather_rows(out: NDArray[Any], x: NDArray[Any], idx: NDArray[Any]) -> None:
     np.take(x, idx, axis=0, out=out)
 
 
-# ---- losses: value (batch mean) and, when dp is given, its gradient -----------------------
+# ---- losses: per-sample values l (n,) and their gradients d l_i / d p_i (n, k) -------------
+# Keras' formulas over the last axis (see fnn_loss_backward in src_c/fastnn.h); each takes
+# (p, t) and returns (l, g).  loss_backward weights and averages them.
 
-def _clip_and_mask(q: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
-    return np.clip(q, _CLIP, 1 - _CLIP), (q >= _CLIP) & (q <= 1 - _CLIP)
+def _clip_and_mask(q: NDArray[Any], hi: float = 1 - _CLIP) -> tuple[NDArray[Any], NDArray[Any]]:
+    return np.clip(q, _CLIP, hi), (q >= _CLIP) & (q <= hi)
 
 
-def _cce(dp: NDArray[Any] | None, p: NDArray[Any], t: NDArray[Any]) -> float:
+def _cce(p: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
     """Keras' categorical crossentropy from probabilities:
     q = p / sum(p), l = -sum t log clip(q); dl/dp through both the clip and the normalisation."""
-    n = p.shape[0]
     s = p.sum(axis=1, keepdims=True)
     q = p / s
     c, inside = _clip_and_mask(q)
-    loss = float(-(t * np.log(c)).sum(dtype=np.float64) / n)
-    if dp is not None:
-        gq = np.where(inside, -t / c, 0).astype(p.dtype)
-        dp[...] = (gq - (gq * q).sum(axis=1, keepdims=True)) / s / n
-    return loss
+    gq = np.where(inside, -t / c, 0).astype(p.dtype)
+    return -(t * np.log(c)).sum(axis=1), (gq - (gq * q).sum(axis=1, keepdims=True)) / s
 
 
 def _one_hot(labels: NDArray[Any], p: NDArray[Any]) -> NDArray[Any]:
@@ -229,46 +227,145 @@ def _one_hot(labels: NDArray[Any], p: NDArray[Any]) -> NDArray[Any]:
     return t
 
 
-def _softmax_cce(dz: NDArray[Any], p: NDArray[Any], t: NDArray[Any]) -> float:
-    """p = softmax(logits); dz := (p * sum(t) - t) / n, the gradient w.r.t. the logits."""
-    dz[...] = (p * t.sum(axis=1, keepdims=True) - t) / p.shape[0]
-    return _cce(None, p, t)
+def _softmax_cce(p: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """p = softmax(logits); the gradient w.r.t. the logits: p * sum(t) - t."""
+    return _cce(p, t)[0], p * t.sum(axis=1, keepdims=True) - t
 
 
-def _bce(dp: NDArray[Any] | None, p: NDArray[Any], t: NDArray[Any]) -> float:
+def _bce(p: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
     """l = mean -(t log c + (1 - t) log(1 - c)), c = clip(p)."""
     c, inside = _clip_and_mask(p)
-    loss = float(-(t * np.log(c) + (1 - t) * np.log(1 - c)).mean(dtype=np.float64))
-    if dp is not None:
-        dp[...] = np.where(inside, -t / c + (1 - t) / (1 - c), 0) / p.size
-    return loss
+    g = np.where(inside, -t / c + (1 - t) / (1 - c), 0) / p.shape[1]
+    return -(t * np.log(c) + (1 - t) * np.log(1 - c)).mean(axis=1), g
 
 
-def _mse(dp: NDArray[Any] | None, p: NDArray[Any], t: NDArray[Any]) -> float:
+def _sigmoid_bce(z: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """From logits z: l = mean softplus(z) - t z (= -t log sigmoid(z) - (1 - t) log sigmoid(-z));
+    the gradient w.r.t. z: (sigmoid(z) - t) / k."""
+    return (_softplus(z) - t * z).mean(axis=1), (_act(z, SIGMOID, ()) - t) / z.shape[1]
+
+
+def _mse(p: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
     """l = mean (p - t)^2."""
     d = p - t
-    if dp is not None:
-        dp[...] = 2 * d / p.size
-    return float((d.astype(np.float64) ** 2).mean())
+    return (d * d).mean(axis=1), 2 * d / p.shape[1]
 
 
-# each (dp, p, t) -> the loss value; _softmax_cce requires dp (the kernels' contract)
-_LOSSES: dict[str, Callable[..., float]] = {
+def _mae(p: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """l = mean |p - t|."""
+    return np.abs(p - t).mean(axis=1), np.sign(p - t) / p.shape[1]
+
+
+def _huber(p: NDArray[Any], t: NDArray[Any], delta: float = 1.0
+           ) -> tuple[NDArray[Any], NDArray[Any]]:
+    """e = p - t, l = mean (|e| <= delta ? e^2 / 2 : delta |e| - delta^2 / 2)."""
+    e = p - t
+    delta, half = p.dtype.type(delta), p.dtype.type(0.5)
+    quad = np.abs(e) <= delta
+    l = np.where(quad, half * e * e, delta * np.abs(e) - half * delta * delta).mean(axis=1)
+    return l, np.where(quad, e, delta * np.sign(e)) / p.shape[1]
+
+
+def _log_cosh(p: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """Keras' form: e = p - t, l = mean e + softplus(-2 e) - log 2; d/de = tanh(e)."""
+    e = p - t
+    return (e + _softplus(-2 * e) - p.dtype.type(math.log(2))).mean(axis=1), np.tanh(e) / p.shape[1]
+
+
+def _kld(p: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """l = sum tc log(tc / pc), tc = clip(t, eps, 1), pc = clip(p, eps, 1)."""
+    tc = np.clip(t, _CLIP, 1)
+    pc, inside = _clip_and_mask(p, 1.0)
+    return (tc * np.log(tc / pc)).sum(axis=1), np.where(inside, -tc / pc, 0)
+
+
+def _poisson(p: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """l = mean p - t log(p + eps)."""
+    q = p + p.dtype.type(_CLIP)
+    return (p - t * np.log(q)).mean(axis=1), (1 - t / q) / p.shape[1]
+
+
+def _hinge(p: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """y = 2 t - 1 if every target is 0 or 1 (Keras' conversion), else t;
+    l = mean max(1 - y p, 0)."""
+    y = 2 * t - 1 if np.all((t == 0) | (t == 1)) else t
+    m = 1 - y * p
+    return np.maximum(m, 0).mean(axis=1), np.where(m > 0, -y, 0) / p.shape[1]
+
+
+def _categorical_hinge(p: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """l = max(neg - pos + 1, 0), pos = sum t p, neg = max (1 - t) p; the max's gradient shared
+    among its ties (as JAX's)."""
+    v = (1 - t) * p
+    neg = v.max(axis=1, keepdims=True)
+    at_max = (v == neg).astype(p.dtype)
+    l = neg[:, 0] - (t * p).sum(axis=1) + 1
+    g = -t + (1 - t) * at_max / at_max.sum(axis=1, keepdims=True)
+    return np.maximum(l, 0), np.where((l > 0)[:, None], g, 0)
+
+
+def _cosine(p: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """l = -sum t_hat p_hat, x_hat = x min(1 / |x|, 1 / eps) (Keras' l2 normalize)."""
+    big = p.dtype.type(1 / _CLIP)
+    with np.errstate(divide="ignore"):
+        rp = 1 / np.sqrt((p * p).sum(axis=1, keepdims=True))
+        rt = np.minimum(1 / np.sqrt((t * t).sum(axis=1, keepdims=True)), big)
+    p_norm = rp < big
+    rp = np.where(p_norm, rp, big)
+    t_hat, p_hat = t * rt, p * rp
+    l = -(t_hat * p_hat).sum(axis=1)
+    # |p| > eps: d l/dp = -(t_hat - (t_hat . p_hat) p_hat) / |p|; else -t_hat / eps
+    return l, np.where(p_norm, -(t_hat + l[:, None] * p_hat) * rp, -t_hat * big)
+
+
+# each (p, t) -> (l, g); the sparse ones run as the dense ones on one-hot targets
+_LOSSES: dict[str, Callable[..., tuple[NDArray[Any], NDArray[Any]]]] = {
     "categorical_crossentropy": _cce, "softmax_crossentropy": _softmax_cce,
-    "binary_crossentropy": _bce, "mean_squared_error": _mse}
+    "binary_crossentropy": _bce, "mean_squared_error": _mse, "mean_absolute_error": _mae,
+    "huber": _huber, "log_cosh": _log_cosh, "kl_divergence": _kld, "poisson": _poisson,
+    "hinge": _hinge, "categorical_hinge": _categorical_hinge, "cosine_similarity": _cosine,
+    "sigmoid_binary_crossentropy": _sigmoid_bce}
 _LOSS_NAMES = {code: name for name, code in _codes.LOSSES.items()}
+_FUSED = ("softmax_crossentropy", "sparse_softmax_crossentropy")
 
 
-def loss_backward(dp: NDArray[Any] | None, p: NDArray[Any], t: NDArray[Any], loss: int) -> float:
-    """The batch-mean loss `loss` (a code of fastnn/_codes.py LOSSES) of p against t (int64
-    labels for the sparse ones); writes dp := d loss / d p unless dp is None."""
+def loss_backward(dp: NDArray[Any] | None, p: NDArray[Any], t: NDArray[Any], loss: int,
+                  sw: NDArray[Any] | None = None, per_sample: NDArray[Any] | None = None) -> float:
+    """sum_i sw_i l_i / n for the loss `loss` (a code of fastnn/_codes.py LOSSES) of p against
+    t (int64 labels for the sparse ones), sw (n,) or None (ones); writes dp := d(that) / d p
+    unless dp is None (the fused softmax ones: required, w.r.t. the logits) and per_sample := l
+    unless None."""
+    return _weighted_loss(dp, p, t, loss, sw, per_sample, {})
+
+
+def _weighted_loss(dp: NDArray[Any] | None, p: NDArray[Any], t: NDArray[Any], loss: int,
+                   sw: NDArray[Any] | None, per_sample: NDArray[Any] | None,
+                   hyper: dict[str, float]) -> float:
     name = _LOSS_NAMES.get(loss)
     if name is None:
         raise ValueError(f"Expected loss to be a loss code in {sorted(_LOSS_NAMES)}. "
                          f"Received: loss={loss}")
+    if dp is None and name in _FUSED:
+        raise ValueError("Expected dz, the gradient buffer. Received: None")
     if name in _codes.SPARSE_LOSSES:
         t, name = _one_hot(t, p), name.replace("sparse_", "")
-    return _LOSSES[name](dp, p, t)
+    n = p.shape[0]
+    l, g = _LOSSES[name](p, t, **hyper)
+    w = np.ones(n, p.dtype) if sw is None else sw
+    if dp is not None:
+        dp[...] = g * (w / p.dtype.type(n))[:, None]
+    if per_sample is not None:
+        per_sample[...] = l
+    return float((w.astype(np.float64) * l).sum() / n)
+
+
+def huber_backward(dp: NDArray[Any] | None, p: NDArray[Any], t: NDArray[Any], delta: float,
+                   sw: NDArray[Any] | None = None, per_sample: NDArray[Any] | None = None
+                   ) -> float:
+    """loss_backward for the Huber loss with its delta (> 0)."""
+    if not delta > 0:
+        raise ValueError(f"Expected delta > 0. Received: delta={delta}")
+    return _weighted_loss(dp, p, t, _codes.LOSSES["huber"], sw, per_sample, {"delta": delta})
 
 
 # ---- optimizers (Keras 3 rules, see struct fnn_optimizer in src_c/fastnn.h) ---------------
@@ -380,13 +477,146 @@ class OptimizerStep:
         """This step's scalars: its learning rate, its number t (from 1), nadam's product."""
         self.learning_rate, self.iterations, self.u_product = learning_rate, iterations, u_product
 
-    def step(self, p: NDArray[Any], g: NDArray[Any], start: int = 0) -> None:
-        """The step on elements [start, size) of p, g and the state."""
-        views = {n: a[start:] for n, a in self.slots.items()}
-        _RULES[self.rule](p.reshape(-1)[start:], g.reshape(-1)[start:], views, self)
+    def step(self, p: NDArray[Any], g: NDArray[Any], start: int = 0,
+             stop: int | None = None) -> None:
+        """The step on elements [start, stop) of p, g and the state (stop None: the size)."""
+        end = self.size if stop is None else stop
+        if not start <= end <= self.size:
+            raise ValueError(f"Expected stop in [start, {self.size}]. Received: stop={stop}")
+        views = {n: a[start:end] for n, a in self.slots.items()}
+        _RULES[self.rule](p.reshape(-1)[start:end], g.reshape(-1)[start:end], views, self)
 
     def outer_step(self, p: NDArray[Any], a: NDArray[Any], b: NDArray[Any]) -> None:
         """The step on elements [0, a.size * b.size) with the gradient outer(a, b)."""
         k = a.size * b.size
         views = {n: v[:k] for n, v in self.slots.items()}
         _RULES[self.rule](p.reshape(-1)[:k], np.outer(a, b).reshape(-1), views, self)
+
+
+# ---- bfloat16 products with float32 sums (src_c/bf16.c) ------------------------------------
+# A bf16 array is uint16: the top 16 bits of a float32.  The twins round exactly as the C
+# kernels do, and multiply in float32 (a product of two bfloat16 is exact there), adding in
+# NumPy's order: a C path and its twin differ only in the order of float32 additions.
+
+_BF16_TK, _BF16_TN = 32, 16  # a packed tile: 32 rows (k) x 16 columns, in pairs of rows
+
+
+def _bf16(x: NDArray[Any]) -> NDArray[np.uint16]:
+    """float32 -> bfloat16 bits: round to nearest even on the top 16 bits; NaN stays NaN (made
+    quiet, bit 6 set); zero and subnormal inputs become a zero of their sign (VCVTNEPS2BF16)."""
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    nan = (u & 0x7FFFFFFF) > 0x7F800000
+    tiny = (u & 0x7F800000) == 0
+    rne = (u + (0x7FFF + ((u >> 16) & 1))) >> 16  # wraps around only for negative NaNs
+    return np.where(nan, (u >> 16) | 0x40, np.where(tiny, (u >> 16) & 0x8000, rne)).astype(np.uint16)
+
+
+def _f32(h: NDArray[Any]) -> NDArray[np.float32]:
+    """bfloat16 bits -> their float32 values (exact)."""
+    return (np.asarray(h, np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def _bf16_pack(b: NDArray[Any]) -> NDArray[np.uint16]:
+    """The packed form of a bf16 (k, n) matrix: tiles of 32 rows x 16 columns, zero-padded,
+    each 16 rows of 16 column pairs (b[2r, j], b[2r + 1, j]); a column block's tiles in a row."""
+    k, n = b.shape
+    kb, nb = -(-k // _BF16_TK), -(-n // _BF16_TN)
+    pad = np.zeros((kb * _BF16_TK, nb * _BF16_TN), np.uint16)
+    pad[:k, :n] = b
+    # pad[32 t + 2 r + e, 16 s + c] -> packed[s, t, r, c, e]
+    return pad.reshape(kb, 16, 2, nb, 16).transpose(3, 0, 1, 4, 2).reshape(-1)
+
+
+def _bf16_unpack(bp: NDArray[Any], k: int, n: int) -> NDArray[np.uint16]:
+    """The (k, n) bf16 matrix of its packed form (the inverse of _bf16_pack)."""
+    kb, nb = -(-k // _BF16_TK), -(-n // _BF16_TN)
+    t = np.asarray(bp).reshape(nb, kb, 16, 16, 2).transpose(1, 2, 4, 0, 3)
+    return t.reshape(kb * _BF16_TK, nb * _BF16_TN)[:k, :n]
+
+
+def bf16_paths() -> list[str]:
+    """The reference has one path: NumPy."""
+    return ["numpy"]
+
+
+def bf16_path() -> str:
+    return "numpy"
+
+
+def bf16_set_path(path: str | None) -> None:
+    if path not in (None, "numpy"):
+        raise ValueError(f"Expected path to be 'numpy' or None (the NumPy backend has no other "
+                         f"bf16 path). Received: path={path!r}")
+
+
+def bf16_packed_size(k: int, n: int) -> int:
+    """Elements (uint16) of the packed form of a (k, n) matrix."""
+    return -(-n // _BF16_TN) * -(-k // _BF16_TK) * _BF16_TK * _BF16_TN
+
+
+def bf16_backward_scratch_size(n: int, in_: int, out: int) -> int:
+    """Elements of dense_backward_bf16's scratch: bf16(dz), pack(bf16(dz)), x16.T."""
+    return n * out + bf16_packed_size(n, out) + in_ * n
+
+
+def bf16_convert_forward(y: NDArray[Any], x: NDArray[Any]) -> None:
+    """y := bf16(x) elementwise."""
+    y[...] = _bf16(x)
+
+
+def bf16_pack_forward(wp: NDArray[Any] | None, wtp: NDArray[Any] | None,
+                      w: NDArray[Any]) -> None:
+    """wp := pack(bf16(w)), wtp := pack(bf16(w.T)); either may be None."""
+    w16 = _bf16(w)
+    if wp is not None:
+        wp[...] = _bf16_pack(w16)
+    if wtp is not None:
+        wtp[...] = _bf16_pack(w16.T)
+
+
+def optimizer_step_bf16pack(opt: OptimizerStep, p: NDArray[Any], wp: NDArray[Any] | None,
+                            wtp: NDArray[Any] | None, g: NDArray[Any], start: int, in_: int,
+                            out: int) -> None:
+    """opt's step on the kernel w = p[start : start + in_ out] (in_, out), then its packs."""
+    stop = start + in_ * out
+    views = {n: a[start:stop] for n, a in opt.slots.items()}
+    w = p.reshape(-1)[start:stop]
+    _RULES[opt.rule](w, g.reshape(-1)[start:stop], views, opt)
+    bf16_pack_forward(wp, wtp, w.reshape(in_, out))
+
+
+def dense_forward_bf16(y: NDArray[Any], z: NDArray[Any] | None, y16: NDArray[Any] | None,
+                       x16: NDArray[Any], wp: NDArray[Any], b: NDArray[Any] | None, act: int,
+                       params: Sequence[float]) -> None:
+    """y := act(x @ w + b), bf16 products and float32 sums; z: x @ w + b; y16: bf16(y)."""
+    n, k = x16.shape
+    pre = _f32(x16) @ _f32(_bf16_unpack(wp, k, y.shape[1]))
+    if b is not None:
+        pre += b
+    if z is not None:
+        z[...] = pre
+    y[...] = _act(pre, act, params)
+    if y16 is not None:
+        y16[...] = _bf16(y)
+
+
+def dense_backward_bf16(dw: NDArray[Any] | None, db: NDArray[Any] | None,
+                        dx: NDArray[Any] | None, dz: NDArray[Any], scratch: NDArray[Any],
+                        dy: NDArray[Any], x16: NDArray[Any], wtp: NDArray[Any], y: NDArray[Any],
+                        z: NDArray[Any] | None, act: int, params: Sequence[float]) -> None:
+    """dz := dy * act'(.), db := sum(dz), dw := x.T @ bf16(dz), dx := bf16(dz) @ w.T; scratch
+    receives bf16(dz) (for dx), then pack(bf16(dz)) and x16.T (for dw), as the C kernel's."""
+    n, k = x16.shape
+    out = dy.shape[1]
+    dz[...] = _act_grad(dy, y, z, act, params)
+    dz16 = _bf16(dz)
+    s1, s2 = n * out, n * out + bf16_packed_size(n, out)
+    if db is not None:
+        db[...] = dz.sum(axis=0)
+    if dx is not None:
+        scratch[:s1] = dz16.reshape(-1)
+        dx[...] = _f32(dz16) @ _f32(_bf16_unpack(wtp, out, k))
+    if dw is not None:
+        scratch[s1:s2] = _bf16_pack(dz16)
+        scratch[s2:] = x16.T.reshape(-1)
+        dw[...] = _f32(x16).T @ _f32(dz16)

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, Sequence, cast
+from typing import (TYPE_CHECKING, Any, Callable, Hashable, Iterable, Iterator, NamedTuple,
+                    Sequence, cast)
 
 import numpy as np
 
@@ -38,6 +39,7 @@ from fastnn.optimizers import Optimizer
 if TYPE_CHECKING:
     import threading
 
+    from fastnn._batches import Batch
     from numpy.typing import NDArray
 
     from fastnn._kernels import DenseStack
@@ -48,44 +50,71 @@ if TYPE_CHECKING:
 _SOFTMAX = _codes.ACTIVATIONS["softmax"]
 
 
-def pack_parameters(layers: Sequence[Layer], rng: np.random.Generator
-                    ) -> tuple[list[NDArray[Any]], list[NDArray[Any]]]:
+class Packed(NamedTuple):
+    """The parameter buffers of `pack_parameters`: the trainable weights and their gradients
+    (what the optimizer steps), and the non-trainable weights (never stepped)."""
+    params: list[NDArray[Any]]
+    grads: list[NDArray[Any]]
+    frozen: list[NDArray[Any]]
+
+
+def pack_parameters(layers: Sequence[Layer], rng: np.random.Generator) -> Packed:
     """Make every layer's weights (and gradients) views of one flat array (`Layer.bind_weights`):
-    the optimizer then updates all parameters in one kernel call, one pass.  Weights a layer
-    already has are copied in; declared ones (`Layer.add_weight`) are initialized in place with
-    rng, so the peak memory is the weights and gradients (checked to fit first).  Returns
-    (params, grads): one array each, or one per weight where the layers' dtypes differ."""
-    specs = [(l, shape, init) for l in layers for _, shape, init in l.weight_specs]
+    the optimizer then updates all parameters in one kernel call, one pass.  The trainable
+    weights come first (in layer order), then the non-trainable ones (`Layer.weight_trainable`:
+    a frozen layer's, moving statistics), so the optimizer's buffer is the flat array's prefix.
+    Weights a layer already has are copied in; declared ones (`Layer.add_weight`) are
+    initialized in place with rng, so the peak memory is the weights and gradients (checked to
+    fit first).  Returns one array each, or one per weight where the layers' dtypes differ."""
+    specs = [(l, i, spec, trainable) for l in layers
+             for i, (spec, trainable) in enumerate(zip(l.weight_specs, l.weight_trainable()))]
     if not specs:
-        return [], []
-    sizes = [int(np.prod(shape)) for _, shape, _ in specs]
-    _data.ensure_memory(2 * sum(n * l.dtype.itemsize for (l, _, _), n in zip(specs, sizes)),
+        return Packed([], [], [])
+    order = sorted(range(len(specs)), key=lambda j: not specs[j][3])  # stable: trainable first
+    sizes = [int(np.prod(spec.shape)) for _, _, spec, _ in specs]
+    _data.ensure_memory(2 * sum(n * l.dtype.itemsize for (l, _, _, _), n in zip(specs, sizes)),
                         "the model's weights and their gradients")
-    dtypes, flat = {l.dtype for l, _, _ in specs}, None
+    dtypes = {l.dtype for l, _, _, _ in specs}
+    n_train = sum(sizes[j] for j in order if specs[j][3])
+    cut: dict[int, tuple[NDArray[Any], NDArray[Any]]] = {}
     if len(dtypes) == 1:
         flat = np.empty(sum(sizes), dtypes.pop())
         gflat = np.zeros_like(flat)
-        ends = np.cumsum(sizes)
-        cut = [(flat[e - n:e], gflat[e - n:e]) for e, n in zip(ends, sizes)]
+        e = 0
+        for j in order:
+            cut[j] = (flat[e:e + sizes[j]], gflat[e:e + sizes[j]])
+            e += sizes[j]
+        packed = Packed([flat[:n_train]] if n_train else [], [gflat[:n_train]] if n_train else [],
+                        [flat[n_train:]] if n_train < len(flat) else [])
     else:  # mixed precision: one array each
-        cut = [(np.empty(n, l.dtype), np.zeros(n, l.dtype)) for (l, _, _), n in zip(specs, sizes)]
-    k = 0
+        for j, (l, _, _, _) in enumerate(specs):
+            cut[j] = (np.empty(sizes[j], l.dtype), np.zeros(sizes[j], l.dtype))
+        packed = Packed([cut[j][0] for j in order if specs[j][3]],
+                        [cut[j][1] for j in order if specs[j][3]],
+                        [cut[j][0] for j in order if not specs[j][3]])
+    j = 0
     for layer in layers:
         views: list[NDArray[Any]] = []
         gviews: list[NDArray[Any]] = []
-        for i, (_, shape, init) in enumerate(layer.weight_specs):
-            w, g = (a.reshape(shape) for a in cut[k])
+        for i, spec in enumerate(layer.weight_specs):
+            w, g = (a.reshape(spec.shape) for a in cut[j])
             if len(layer.weights) == len(layer.weight_specs):
                 w[...] = layer.weights[i]
             else:
-                initializers.fill(init, w, rng)
+                initializers.fill(spec.initializer, w, rng)
             views.append(w)
             gviews.append(g)
-            k += 1
+            j += 1
         layer.bind_weights(views, gviews)
-    if flat is not None:
-        return [flat], [gflat]
-    return [w for w, _ in cut], [g for _, g in cut]
+    return packed
+
+
+def rows(idx: NDArray[Any]) -> slice | NDArray[Any]:
+    """idx as a slice when it is a run of consecutive rows (a view, no copy), else idx."""
+    if len(idx) and idx[-1] - idx[0] == len(idx) - 1 and (len(idx) < 3 or
+                                                           bool(np.all(np.diff(idx) == 1))):
+        return slice(int(idx[0]), int(idx[-1]) + 1)
+    return idx
 
 
 def _bases(a: Any) -> Iterator[NDArray[Any]]:
@@ -116,11 +145,13 @@ class TrainStep:
         # layers before the first one with weights need no input gradient
         self.first = with_weights[0] if with_weights else len(self.layers)
         act = self.layers[-1].activation
-        self.fused = (loss.fused_code is not None and not loss.from_logits and act is not None
+        self.fused = (loss.fused_code is not None and not loss.softmax_logits and act is not None
                       and act.name == "softmax")
         first = self.layers[self.first] if self.first < len(self.layers) else None
-        # at batch size 1 the first kernel's gradient goes to the optimizer as x dz.T
-        self.rank1 = type(first) is Dense and len(params) == 1
+        # the first kernel leads the optimizer's buffer (a trainable Dense): at batch size 1 its
+        # gradient goes to the optimizer as x dz.T; with threads it may be owned by rows
+        self.rank1 = (type(first) is Dense and len(params) == 1
+                      and all(first.weight_trainable()))
         # batch size -> (compiled step or None, what it was built for)
         self._stacks: dict[int, tuple[DenseStack | None, tuple[Any, ...]]] = {}
 
@@ -141,19 +172,21 @@ class TrainStep:
             self.release()
             lock.release()
 
-    def evaluate(self, x: NDArray[Any], t: NDArray[Any], batch_size: int,
-                 metrics: Sequence[Metric]) -> float:
-        """The summed loss over prepared (x, t), batch by batch (the metrics take every batch);
-        the mean is that over len(x)."""
-        metric_t = _data.metric_targets(metrics, t)
-        total = 0.0
-        for s in range(0, len(x), batch_size):
-            e = min(len(x), s + batch_size)
-            p = forward(self.layers, x[s:e], training=False)
-            total += float(self.loss_value(p, t[s:e])) * (e - s)
-            for m, mt in zip(metrics, metric_t):
-                m.update(p, mt[s:e])
-        return total
+    def evaluate(self, batches: Iterable[Batch], metrics: Sequence[Metric],
+                 weighted: Sequence[bool]) -> tuple[float, float]:
+        """The summed loss over the batches (`fastnn._batches`: prepared arrays and the rows of
+        each batch), and the number of samples; the metrics take every batch (those weighted
+        with the batch's sample weights)."""
+        total, count = 0.0, 0
+        for b in batches:
+            sl = rows(b.idx)
+            p = forward(self.layers, b.x[sl], training=False)
+            sw = None if b.sw is None else b.sw[sl]
+            total += float(self.loss_value(p, cast("NDArray[Any]", b.t)[sl], sw)) * len(b.idx)
+            count += len(b.idx)
+            for m, mt, w in zip(metrics, b.mt, weighted):
+                m.update(p, mt[sl], sw if w else None)
+        return total, count
 
     def release(self) -> None:
         """Drop the compiled steps: they hold the training arrays (fit calls this at its end,
@@ -163,31 +196,37 @@ class TrainStep:
     # ---- the step ---------------------------------------------------------------------------
 
     def run(self, optimizer: Optimizer, x: NDArray[Any], t: NDArray[Any],
-            idx: NDArray[Any]) -> tuple[float, NDArray[Any] | None]:
-        """One optimizer step on the samples idx of (x, t), prepared arrays: fit's step.
-        Returns (loss value, predictions: a reused buffer).  Under a distribution
-        (fastnn.distribution) this rank's share of idx is stepped: see _distributed."""
+            idx: NDArray[Any], sw: NDArray[Any] | None = None
+            ) -> tuple[float, NDArray[Any] | None]:
+        """One optimizer step on the samples idx of (x, t), prepared arrays, weighted by the
+        per-sample weights sw (or None): fit's step.  Returns (loss value, predictions: a
+        reused buffer).  Under a distribution (fastnn.distribution) this rank's share of idx
+        is stepped: see _distributed."""
         dist = distribution.active()
         if dist is not None:
-            return self._distributed(dist, optimizer, x, t, idx)
-        stack = self.compiled_step(optimizer, x, t, len(idx))
+            return self._distributed(dist, optimizer, x, t, idx, sw)
+        stack = self.compiled_step(optimizer, x, t, len(idx), sw)
         if stack is None:
-            return self._python_step(optimizer, self.gather("x", x, idx), self.gather("t", t, idx))
+            return self._python_step(optimizer, self.gather("x", x, idx), self.gather("t", t, idx),
+                                     None if sw is None else self.gather("sw", sw, idx))
         optimizer.begin_step(self.params)
         return stack.run(idx), stack.predictions
 
-    def gradients(self, xb: NDArray[Any], tb: NDArray[Any]) -> float:
-        """Forward, loss and backward on the batch, layer by layer: fills every layer's grads
-        (nothing is stepped).  Returns the loss value."""
-        return self._gradients(xb, tb, rank1_ok=False)[0]
+    def gradients(self, xb: NDArray[Any], tb: NDArray[Any],
+                  swb: NDArray[Any] | None = None) -> float:
+        """Forward, loss and backward on the batch (weighted by swb, or None), layer by layer:
+        fills every layer's grads (nothing is stepped).  Returns the loss value."""
+        return self._gradients(xb, tb, rank1_ok=False, swb=swb)[0]
 
-    def loss_value(self, p: NDArray[Any], tb: NDArray[Any]) -> float:
-        """The loss of the outputs p (probabilities, or logits for a from_logits loss)."""
-        if self.loss.from_logits:
+    def loss_value(self, p: NDArray[Any], tb: NDArray[Any],
+                   swb: NDArray[Any] | None = None) -> float:
+        """The loss of the outputs p (probabilities, or logits for a from_logits loss),
+        weighted by swb (or None)."""
+        if self.loss.softmax_logits:
             probs = self.buffers.get("probs", p.shape, p.dtype, training=False)
             backend.K.act_forward(probs, p, _SOFTMAX, ())
             p = probs
-        return self.loss.value(p, tb)
+        return self.loss.value(p, tb, swb)
 
     def gather(self, key: Hashable, a: NDArray[Any], idx: NDArray[Any]) -> NDArray[Any]:
         """a[idx] written into the step's reused batch buffer `key` (one per shape)."""
@@ -196,8 +235,8 @@ class TrainStep:
         return buf
 
     def _distributed(self, dist: distribution.DataParallel, optimizer: Optimizer,
-                     x: NDArray[Any], t: NDArray[Any],
-                     idx: NDArray[Any]) -> tuple[float, NDArray[Any] | None]:
+                     x: NDArray[Any], t: NDArray[Any], idx: NDArray[Any],
+                     sw: NDArray[Any] | None) -> tuple[float, NDArray[Any] | None]:
         """Data parallel: this rank's rows of the global batch idx, their gradient (layer by
         layer) scaled by their share of the batch, the gradients summed over the ranks in place
         (one allreduce per parameter buffer), then the same optimizer step on every rank.
@@ -206,8 +245,10 @@ class TrainStep:
         p: NDArray[Any] | None
         value, p = 0.0, None
         if e > s:
-            value, p, _ = self._gradients(self.gather("x", x, idx[s:e]),
-                                          self.gather("t", t, idx[s:e]), rank1_ok=False)
+            value, p, _ = self._gradients(
+                self.gather("x", x, idx[s:e]), self.gather("t", t, idx[s:e]), rank1_ok=False,
+                loss_scale=optimizer.loss_scale_factor,
+                swb=None if sw is None else self.gather("sw", sw, idx[s:e]))
             share = (e - s) / len(idx)
             value *= share
             for g in self.grads:
@@ -222,17 +263,21 @@ class TrainStep:
 
     # ---- layer by layer -----------------------------------------------------------------------
 
-    def _python_step(self, optimizer: Optimizer, xb: NDArray[Any],
-                     tb: NDArray[Any]) -> tuple[float, NDArray[Any]]:
-        value, p, rank1 = self._gradients(xb, tb, rank1_ok=True)
+    def _python_step(self, optimizer: Optimizer, xb: NDArray[Any], tb: NDArray[Any],
+                     swb: NDArray[Any] | None) -> tuple[float, NDArray[Any]]:
+        value, p, rank1 = self._gradients(xb, tb, rank1_ok=optimizer.plain,
+                                          loss_scale=optimizer.loss_scale_factor, swb=swb)
         optimizer.apply(self.params, self.grads, rank1)
         return value, p
 
-    def _gradients(self, xb: NDArray[Any], tb: NDArray[Any], rank1_ok: bool
+    def _gradients(self, xb: NDArray[Any], tb: NDArray[Any], rank1_ok: bool,
+                   loss_scale: float | None = None, swb: NDArray[Any] | None = None
                    ) -> tuple[float, NDArray[Any], tuple[NDArray[Any], NDArray[Any]] | None]:
         """Forward, loss and backward: fills every layer's grads and returns (loss, predictions,
         rank1).  With rank1_ok and a single sample, the first dense kernel's gradient is left
-        as rank1 = (x, dz) for the optimizer instead; else rank1 is None."""
+        as rank1 = (x, dz) for the optimizer instead; else rank1 is None.  loss_scale: the
+        gradients are of loss * loss_scale (the optimizer's loss_scale_factor; the returned
+        loss is unscaled, as Keras logs it)."""
         inputs = []
         p = xb
         for layer in self.layers:
@@ -240,13 +285,15 @@ class TrainStep:
             p = layer.call(p, training=True)
         grad = self.buffers.get("grad", p.shape, p.dtype)
         if self.fused:
-            value = self.loss.fused_value_and_grad(grad, p, tb)
-        elif self.loss.from_logits:  # the model outputs logits: softmax here, fused gradient
+            value = self.loss.fused_value_and_grad(grad, p, tb, swb)
+        elif self.loss.softmax_logits:  # the model outputs logits: softmax here, fused gradient
             probs = self.buffers.get("probs", p.shape, p.dtype)
             backend.K.act_forward(probs, p, _SOFTMAX, ())
-            value = self.loss.fused_value_and_grad(grad, probs, tb)
+            value = self.loss.fused_value_and_grad(grad, probs, tb, swb)
         else:
-            value = self.loss.value_and_grad(grad, p, tb)
+            value = self.loss.value_and_grad(grad, p, tb, swb)
+        if loss_scale is not None:
+            grad *= grad.dtype.type(loss_scale)
         d = grad
         last, first = len(self.layers) - 1, self.first
         for i in range(last, first, -1):
@@ -267,12 +314,12 @@ class TrainStep:
     # ---- compiled -------------------------------------------------------------------------------
 
     def compiled_step(self, optimizer: Optimizer, x: NDArray[Any], t: NDArray[Any],
-                      n: int) -> DenseStack | None:
+                      n: int, sw: NDArray[Any] | None = None) -> DenseStack | None:
         """The compiled step (`_kernels.DenseStack`) that runs batches of n samples of the
-        prepared (x, t) under this optimizer, built on first use; None where the layer-by-layer
-        step runs (see the module docstring)."""
+        prepared (x, t) (weighted by sw, or None) under this optimizer, built on first use;
+        None where the layer-by-layer step runs (see the module docstring)."""
         kernels = optimizer.kernels(self.params) if self.params else None
-        built_for = (optimizer, kernels, x, t)
+        built_for = (optimizer, kernels, x, t, sw)
         hit = self._stacks.pop(n, None)
         if hit is not None and all(a is b for a, b in zip(hit[1], built_for)):
             self._stacks[n] = hit  # most recently used last
@@ -281,20 +328,21 @@ class TrainStep:
         make = getattr(backend.K, "DenseStack", None)
         dense = self.layers[self.first:]
         if (make is not None and self.jit_compile is not False and dense and len(self.params) == 1
-                and type(optimizer).apply is Optimizer.apply
+                and type(optimizer).apply is Optimizer.apply and optimizer.plain
                 and all(type(l) is Flatten for l in self.layers[:self.first])
                 and all(type(l) is Dense for l in dense)
-                and (self.fused or not self.loss.from_logits)):
+                and (self.fused or not self.loss.softmax_logits) and self.loss.kernel_only):
             # (params is not empty, and every layer in dense is a Dense)
             stack = self._build_stack(make, cast("list[Any]", kernels)[0], x, t, n,
-                                      cast("list[Dense]", dense))
+                                      cast("list[Dense]", dense), sw)
         if len(self._stacks) >= 2:  # an epoch's two batch sizes (full, last); no more
             del self._stacks[next(iter(self._stacks))]
         self._stacks[n] = (stack, built_for)
         return stack
 
     def _build_stack(self, make: Callable[..., DenseStack], opt_kernel: Any, x: NDArray[Any],
-                     t: NDArray[Any], n: int, dense: Sequence[Dense]) -> DenseStack:
+                     t: NDArray[Any], n: int, dense: Sequence[Dense],
+                     sw: NDArray[Any] | None) -> DenseStack:
         loss = self.loss.fused_code if self.fused else self.loss.code
         buf = self.buffers.get
         specs: list[tuple[Any, ...]] = []
@@ -308,7 +356,8 @@ class TrainStep:
             width = l.units
         threads = backend.K.get_num_threads()["openmp"]
         part = (buf("part", (threads - 1, n, dense[0].units), x.dtype)
-                if threads > 1 and n > 1 else None)
+                if threads > 1 and n > 1 and self.rank1 else None)
         return make(x, t, buf("x", (n, *x.shape[1:]), x.dtype), buf("t", (n, *t.shape[1:]), t.dtype),
                     buf("grad", (n, width), x.dtype), specs, loss, self.params[0], self.grads[0],
-                    opt_kernel, self.rank1, part, threads)
+                    opt_kernel, self.rank1, part, threads, sw,
+                    None if sw is None else buf("sw", (n,), x.dtype))

@@ -153,26 +153,32 @@ def is_primary() -> bool:
 
 
 def allreduce_sums(dist: DataParallel, values: Sequence[float], metrics: Sequence[Metric] = (),
-                   since: Sequence[tuple[float, int]] | None = None) -> NDArray[np.float64]:
-    """The sums over the ranks of `values` (floats), returned, and of the metrics' states: each
-    metric's change since the states `since` (all of it when None) is summed and added to
-    `since`, so the metrics hold the global state on every rank.  One small allreduce."""
-    since = since or [(0.0, 0)] * len(metrics)
-    buf = np.array(list(values) + [v - b for m, s in zip(metrics, since)
-                                   for v, b in zip(m.state(), s)], np.float64)
+                   since: Sequence[NDArray[np.float64]] | None = None) -> NDArray[np.float64]:
+    """The sums over the ranks of `values` (floats), returned, and of the metrics' states
+    (`Metric.state()`, flat float64 arrays of sums): each metric's change since the states
+    `since` (all of it when None) is summed and added to `since`, so the metrics hold the
+    global state on every rank.  One small allreduce."""
+    states = [m.state() for m in metrics]
+    since = since if since is not None else [np.zeros_like(s) for s in states]
+    buf = np.concatenate([np.asarray(values, np.float64)] +
+                         [s - b for s, b in zip(states, since)])
     dist.allreduce_(buf)
-    for i, (m, (total, count)) in enumerate(zip(metrics, since)):
-        k = len(values) + 2 * i
-        m.set_state(total + buf[k], count + round(buf[k + 1]))
+    k = len(values)
+    for m, b in zip(metrics, since):
+        m.set_state(b + buf[k:k + b.size])
+        k += b.size
     return buf[:len(values)]
 
 
-def sync_replicas(dist: DataParallel, params: Sequence[NDArray[Any]], optimizer: Optimizer,
+def sync_replicas(dist: DataParallel, params: Sequence[NDArray[Any]],
+                  frozen: Sequence[NDArray[Any]], optimizer: Optimizer,
                   rng: np.random.Generator) -> None:
-    """Rank 0's weights, optimizer state and step count, and generator on every rank (at the
-    start of fit; the optimizer's state built first)."""
+    """Rank 0's weights (trainable params, non-trainable frozen), optimizer state and step
+    count, and generator on every rank (at the start of fit; the optimizer's state built
+    first)."""
     optimizer.kernels(params)
-    for a in list(params) + list(optimizer.variables):
+    for a in (list(params) + list(frozen) + optimizer.variables + optimizer.moving_averages
+              + optimizer.gradient_accumulators):
         dist.broadcast_(a)
-    optimizer.iterations = dist.broadcast(optimizer.iterations)
+    optimizer.calls = dist.broadcast(optimizer.calls)
     rng.bit_generator.state = dist.broadcast(rng.bit_generator.state)

@@ -55,7 +55,11 @@ older Keras 3 releases, which refuse unknown keys, read the file too (checked: K
 compile_config (a compiled model): the optimizer by Keras class (SGD, Adagrad, RMSprop, Adam,
 AdamW, Nadam) with its hyper-parameters (learning-rate schedules ExponentialDecay,
 PiecewiseConstantDecay, InverseTimeDecay as keras.optimizers.schedules objects), the loss by its
-Keras name (an object when from_logits=True), the metrics by Keras name, jit_compile "auto".
+Keras function name at its class's defaults, else as a keras.losses object with its get_config()
+(CategoricalCrossentropy, SparseCategoricalCrossentropy, BinaryCrossentropy, MeanSquaredError,
+MeanAbsoluteError, Huber (with its delta, which Keras' own Huber config leaves out), LogCosh,
+KLDivergence, Poisson, Hinge, CategoricalHinge, CosineSimilarity), the metrics by Keras name,
+jit_compile "auto".
 The optimizer variables are written in full, as Keras 3 builds them: iterations (int64 scalar),
 learning_rate (float32 scalar; none with a schedule), then the state arrays, one per weight:
 SGD momentums (if momentum); Adagrad accumulators; RMSprop all velocities, then all momentums (if
@@ -68,7 +72,7 @@ resumes where it stopped, in Keras or in fastnn.
 Reading (load_keras) accepts what Keras 3 writes for those layers, plus Keras' ReLU (any
 max_value, negative_slope >= 0, threshold), LeakyReLU, ELU and Softmax (last axis) layers, each
 read as a fastnn Activation layer.  Anything fastnn cannot compute the same way raises
-UnsupportedError (a ValueError) naming it and the file (a Conv2D layer, a regularizer, trainable=False, a mixed-precision dtype
+UnsupportedError (a ValueError) naming it and the file (a Conv2D layer, a regularizer, a mixed-precision dtype
 policy, Flatten(channels_first) of a multi-axis input, ...).  A compile_config fastnn does not
 understand (another optimizer, loss or metric, clipping, EMA, loss weights, a lambda) leaves
 the model uncompiled, with a warning naming it; compile=False skips it.
@@ -150,14 +154,11 @@ _OPTIMIZERS: dict[str, type[optimizers.Optimizer]] = {
     c.__name__: c for c in (optimizers.SGD, optimizers.Adagrad, optimizers.RMSprop,
                             optimizers.Adam, optimizers.AdamW, optimizers.Nadam)}
 # Keras' base optimizer options, as fastnn writes them (all off)
-_OPTIMIZER_BASE = {"clipnorm": None, "global_clipnorm": None, "clipvalue": None,
-                   "use_ema": False, "ema_momentum": 0.99, "ema_overwrite_frequency": None}
-# ... and what fastnn accepts reading: the value that means "off" (a type for "any of these")
-_OPTIMIZER_OFF = {"clipnorm": None, "global_clipnorm": None, "clipvalue": None,
-                  "use_ema": False, "ema_momentum": (int, float),
-                  "ema_overwrite_frequency": None, "loss_scale_factor": None,
-                  "gradient_accumulation_steps": None, "decay": (type(None), int, float),
-                  "jit_compile": (bool,), "is_legacy_optimizer": False}
+_OPTIMIZER_BASE = ("clipnorm", "global_clipnorm", "clipvalue", "use_ema", "ema_momentum",
+                   "ema_overwrite_frequency", "loss_scale_factor", "gradient_accumulation_steps")
+# ... and what fastnn accepts reading besides: the value that means "off" (a type: any of these)
+_OPTIMIZER_OFF = {"decay": (type(None), int, float), "jit_compile": (bool,),
+                  "is_legacy_optimizer": False}
 _OPTIMIZER_KEYS = {  # each class's own hyper-parameters (besides learning_rate, weight_decay)
     "SGD": ("momentum", "nesterov"), "Adagrad": ("initial_accumulator_value", "epsilon"),
     "RMSprop": ("rho", "momentum", "epsilon", "centered"),
@@ -168,19 +169,9 @@ _SCHEDULES: dict[str, type[optimizers.LearningRateSchedule]] = {
     c.__name__: c for c in (optimizers.ExponentialDecay, optimizers.PiecewiseConstantDecay,
                             optimizers.InverseTimeDecay)}
 
-_LOSSES: dict[type[losses.Loss], str] = {
-    losses.CategoricalCrossentropy: "CategoricalCrossentropy",
-    losses.SparseCategoricalCrossentropy: "SparseCategoricalCrossentropy",
-    losses.BinaryCrossentropy: "BinaryCrossentropy",
-    losses.MeanSquaredError: "MeanSquaredError"}
-_LOSS_NAMES = {"categorical_crossentropy": "categorical_crossentropy",
-               "sparse_categorical_crossentropy": "sparse_categorical_crossentropy",
-               "binary_crossentropy": "binary_crossentropy",
-               "mean_squared_error": "mean_squared_error", "mse": "mean_squared_error",
-               "CategoricalCrossentropy": "categorical_crossentropy",
-               "SparseCategoricalCrossentropy": "sparse_categorical_crossentropy",
-               "BinaryCrossentropy": "binary_crossentropy",
-               "MeanSquaredError": "mean_squared_error"}
+# every fastnn loss is a Keras class of the same name (fastnn/losses.py); a loss at its class's
+# defaults is written as the name of its Keras function, as compile(loss="...") records it
+_LOSS_FUNCTION_OF = {c: name for name, c in losses._CLASS_OF_FUNCTION.items()}
 # metric strings both libraries know, and Keras metric classes by fastnn name
 _METRIC_NAMES = ("accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy",
                  "binary_accuracy", "mae", "mean_absolute_error", "mse", "mean_squared_error")
@@ -298,7 +289,7 @@ def _keras_layers(model: Sequential) -> list[_KerasLayer]:
     out, shape = [], tuple(cast("tuple[Any, ...]", model.input_shape)[1:])
     for layer in model.layers:
         where = f"layer {layer.name!r}"
-        base = {"name": layer.name, "trainable": True, "dtype": _policy(layer.dtype)}
+        base = {"name": layer.name, "trainable": layer.trainable, "dtype": _policy(layer.dtype)}
         kind = type(layer)
         # (the casts: mypy narrows layer by `type(layer) is`, not by `kind is`)
         if kind is layers_module.Dense:
@@ -371,23 +362,20 @@ def _optimizer_config(opt: optimizers.Optimizer) -> dict[str, Any]:
         lr = float(lr)
     wd = cfg.pop("weight_decay")
     config = {"name": cfg.pop("name"), "learning_rate": lr,
-              "weight_decay": None if wd is None else float(wd), **_OPTIMIZER_BASE}
+              "weight_decay": None if wd is None else float(wd),
+              **{k: cfg[k] for k in _OPTIMIZER_BASE}}
     config.update({k: cfg[k] for k in _OPTIMIZER_KEYS[name]})
     return _obj("keras.optimizers", name, config)
 
 
 def _loss_config(loss: losses.Loss) -> str | dict[str, Any]:
-    cls = _LOSSES.get(type(loss))
-    if cls is None:
-        raise ValueError(f"The loss {type(loss).__name__} has no Keras equivalent; Keras files "
-                         f"take {sorted(_LOSSES.values())}")
-    name = _LOSS_NAMES[cls]
-    if not loss.from_logits:
-        return name
-    cfg = {"name": name, "reduction": "sum_over_batch_size", "from_logits": True}
-    if cls == "CategoricalCrossentropy":
-        cfg.update(label_smoothing=0.0, axis=-1)
-    return _obj("keras.losses", cls, cfg)
+    cls = type(loss)
+    if cls not in _LOSS_FUNCTION_OF:
+        raise ValueError(f"The loss {cls.__name__} has no Keras equivalent; Keras files take "
+                         f"{sorted(c.__name__ for c in _LOSS_FUNCTION_OF)}")
+    if loss.get_config() == cls().get_config():
+        return _LOSS_FUNCTION_OF[cls]
+    return cast("dict[str, Any]", _plain(losses.serialize(loss)))
 
 
 def _compile_config(model: Sequential) -> dict[str, Any]:
@@ -420,7 +408,7 @@ def _model_config(model: Sequential, keras_layers: list[_KerasLayer]) -> dict[st
         if in_shape is not None:
             entry["build_config"] = {"input_shape": [None, *in_shape]}
         entries.append(entry)
-    config = _obj("keras", "Sequential", {"name": model.name, "trainable": True,
+    config = _obj("keras", "Sequential", {"name": model.name, "trainable": model.trainable,
                                           "dtype": _policy(dtype), "layers": entries,
                                           "build_input_shape": shape})
     config["build_config"] = {"input_shape": shape}
@@ -428,9 +416,31 @@ def _model_config(model: Sequential, keras_layers: list[_KerasLayer]) -> dict[st
     return config
 
 
+def _per_weight(buffers: Sequence[NDArray[Any]], weights: Sequence[NDArray[Any]]
+                ) -> list[NDArray[Any]]:
+    """Flat per-parameter-buffer arrays cut into arrays shaped as the weights (in order)."""
+    flat = np.concatenate([a.reshape(-1) for a in buffers])
+    if flat.size != sum(w.size for w in weights):
+        raise RuntimeError("the optimizer state does not match the model's weights")
+    ends = np.cumsum([w.size for w in weights])
+    return [flat[e - w.size:e].reshape(w.shape) for e, w in zip(ends, weights)]
+
+
+def _optimizer_extras(opt: optimizers.Optimizer) -> list[list[NDArray[Any]]]:
+    """The optimizer's arrays Keras keeps before the rule's: the moving averages (use_ema),
+    then the gradient accumulators, each per parameter buffer (None: not built yet)."""
+    built = opt.state is not None
+    out = []
+    if opt.use_ema:
+        out.append(opt.moving_averages if built else [])
+    if opt.gradient_accumulation_steps:
+        out.append(opt.gradient_accumulators if built else [])
+    return out
+
+
 def _optimizer_arrays(model: Sequential) -> list[NDArray[Any]]:
     """optimizer.variables as Keras 3 orders them (see the module docstring)."""
-    opt, weights = model.optimizer, model.weights
+    opt, weights = model.optimizer, model.trainable_weights
     groups = _slot_groups(opt)
     slots = [s for g in groups for s in g]
     mine = opt.variables
@@ -441,18 +451,17 @@ def _optimizer_arrays(model: Sequential) -> list[NDArray[Any]]:
             raise RuntimeError(f"{type(opt).__name__} holds {len(mine)} state arrays for "
                                f"{ns} slots")
         for j, s in enumerate(slots):
-            flat = np.concatenate([a.reshape(-1) for a in mine[j::ns]])
-            if flat.size != sum(w.size for w in weights):
-                raise RuntimeError("the optimizer state does not match the model's weights")
-            ends = np.cumsum([w.size for w in weights])
-            per_slot[s] = [flat[e - w.size:e].reshape(w.shape) for e, w in zip(ends, weights)]
+            per_slot[s] = _per_weight(mine[j::ns], weights)
     else:  # not trained yet: the state Keras builds
         init = (cast(optimizers.Adagrad, opt).initial_accumulator_value
                 if type(opt).__name__ == "Adagrad" else 0.0)
         per_slot = {s: [np.full(w.shape, init, w.dtype) for w in weights] for s in slots}
-    arrays = [np.array(opt.iterations, np.int64)]
+    arrays = [np.array(opt.calls, np.int64)]
     if not _has_schedule(opt):
         arrays.append(np.array(opt.learning_rate, np.float32))
+    for extra in _optimizer_extras(opt):
+        arrays.extend(_per_weight(extra, weights) if extra else
+                      [np.zeros(w.shape, w.dtype) for w in weights])
     for group in groups:
         for i in range(len(weights)):
             arrays.extend(per_slot[s][i] for s in group)
@@ -770,9 +779,7 @@ def _layer(f: _File, entry: Any, where: str,
         f.unsupported(f"{where}: an InputLayer is only read as the first layer.")
     f.check(cfg, "dict", f"{where}.config")
     name = f.check(cfg.get("name"), "str", f"{where}.config.name", null=True)
-    if cfg.get("trainable", True) is not True:
-        f.unsupported(f"{where}: trainable={_files.short(cfg.get('trainable'))} (a frozen layer) is "
-                      "not supported by fastnn.")
+    f.check(cfg.get("trainable", True), "bool", f"{where}.config.trainable")
     dtype = _dtype(f, cfg.get("dtype"), f"{where}.config.dtype")
     kw = {"name": name, "dtype": dtype}
     null = {k: None for k in ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
@@ -908,8 +915,7 @@ def _model(f: _Archive, top: Any) -> tuple[Sequential, list[str], int]:
                       "not supported by fastnn).")
     f.check(config, "dict", "model.config")
     name = f.check(config.get("name"), "str", "model.config.name", null=True)
-    if config.get("trainable", True) is not True:
-        f.unsupported("trainable=False (a frozen model) is not supported by fastnn.")
+    model_trainable = f.check(config.get("trainable", True), "bool", "model.config.trainable")
     _dtype(f, config.get("dtype"), "model.config.dtype")
     entries = f.check(config.get("layers"), "list", "model.config.layers")
     if len(entries) > _MAX_LAYERS:
@@ -929,6 +935,7 @@ def _model(f: _Archive, top: Any) -> tuple[Sequential, list[str], int]:
         where = f"model.layers[{first + i}]"
         try:
             layer, lcls, s, n = _layer(f, entry, where, s)
+            layer.trainable = entry["config"].get("trainable", True)  # (checked: a bool)
         except (UnsupportedError, FileFormatError):
             raise
         except (ValueError, TypeError) as e:  # refused by the layer's constructor
@@ -942,6 +949,8 @@ def _model(f: _Archive, top: Any) -> tuple[Sequential, list[str], int]:
         model = Sequential(name=name)
         for layer in layers:
             model.add(layer, build=False)
+        if not model_trainable:
+            model.trainable = False
         model.build((None, *shape))
     except (ValueError, TypeError) as e:
         f.fail(f"invalid model description: {e}")
@@ -1028,8 +1037,8 @@ def _read_optimizer(f: _File, value: Any) -> optimizers.Optimizer:
         f.unsupported(f"the optimizer {cls} is not supported by fastnn (it has "
                       f"{sorted(_OPTIMIZERS)}).")
     cfg = dict(f.check(cfg, "dict", "compile_config.optimizer.config"))
-    kwargs = {k: cfg.pop(k) for k in _OPTIMIZER_KEYS[cls] if k in cfg}
-    for flag in ("nesterov", "amsgrad", "centered"):
+    kwargs = {k: cfg.pop(k) for k in _OPTIMIZER_KEYS[cls] + _OPTIMIZER_BASE if k in cfg}
+    for flag in ("nesterov", "amsgrad", "centered", "use_ema"):
         if flag in kwargs:
             f.check(kwargs[flag], "bool", f"compile_config.optimizer.config.{flag}")
     name = f.check(cfg.pop("name", None), "str", "compile_config.optimizer.config.name", null=True)
@@ -1054,32 +1063,34 @@ def _read_optimizer(f: _File, value: Any) -> optimizers.Optimizer:
 
 
 def _read_loss(f: _File, value: Any) -> losses.Loss:
-    cfg: dict[str, Any] = {}
     if value is None:
         f.unsupported("a compile_config without a loss is not supported by fastnn.")
     name: Any  # (parsed JSON until checked below)
+    cfg: dict[str, Any] | None = None
     if type(value) is str:
         name = value
     else:
-        cls, cfg = _keras_object(f, value, "compile_config.loss")
-        if cls == "function":
-            name, cfg = cfg, {}
-        else:
-            name, cfg = cls, dict(f.check(cfg, "dict", "compile_config.loss.config"))
-    if type(name) is not str or name not in _LOSS_NAMES:
+        name, cfg = _keras_object(f, value, "compile_config.loss")
+        if name == "function":
+            name, cfg = cfg, None
+    known = losses._CLASSES if cfg is not None else {n: None for n in losses.NAMES}
+    if type(name) is not str or name not in known:
         f.unsupported(f"the loss {_files.short(name)} is not supported by fastnn (it has "
-                      f"{sorted(set(_LOSS_NAMES.values()))}).")
-    name = _LOSS_NAMES[name]
-    from_logits = f.check(cfg.pop("from_logits", False), "bool",
-                         "compile_config.loss.config.from_logits")
-    if from_logits and name not in ("categorical_crossentropy",
-                                    "sparse_categorical_crossentropy"):
-        f.unsupported(f"the loss {name} with from_logits=True is not supported by fastnn.")
-    cfg.pop("name", None)
+                      f"{losses.NAMES}).")
+    if cfg is None:
+        return losses.get(name)
+    cfg = dict(f.check(cfg, "dict", "compile_config.loss.config"))
+    if "from_logits" in cfg:
+        f.check(cfg["from_logits"], "bool", "compile_config.loss.config.from_logits")
     cfg.pop("dtype", None)
-    _check_off(f, cfg, {"reduction": "sum_over_batch_size", "label_smoothing": 0.0, "axis": -1,
-                        "ignore_class": None, "fn": name}, name)
-    return losses.from_config({"name": name, "from_logits": from_logits})
+    if cfg.get("reduction", "sum_over_batch_size") in (None, "none"):
+        f.unsupported(f"the loss {name} with reduction={cfg['reduction']!r} (no scalar to "
+                      "train on) is not supported by fastnn.")
+    try:
+        return losses.deserialize({"class_name": name, "config": cfg})
+    except (TypeError, ValueError) as e:
+        f.unsupported(f"the loss {name} with config {_files.short(cfg)} is not supported by "
+                      f"fastnn: {e}")
 
 
 def _read_metrics(f: _File, value: Any) -> list[str]:
@@ -1136,7 +1147,7 @@ def _compile(f: _File, model: Sequential, cc: Any) -> None:
 def _read_optimizer_state(h5: _H5, model: Sequential) -> None:
     """The optimizer variables (Keras' order) into the compiled model's optimizer: all of them,
     or only iterations (and learning_rate) when the file's optimizer had not stepped yet."""
-    opt, weights = model.optimizer, model.weights
+    opt, weights = model.optimizer, model.trainable_weights
     g = h5.child(h5.file, "optimizer", "the group optimizer", "group", optional=True)
     v = None if g is None else h5.child(g, "vars", "optimizer/vars", "group", optional=True)
     if v is None:
@@ -1145,7 +1156,8 @@ def _read_optimizer_state(h5: _H5, model: Sequential) -> None:
     slots = [s for grp in groups for s in grp]
     scalars = 1 + (not _has_schedule(opt))
     nadam = type(opt).__name__ == "Nadam"
-    full = scalars + len(slots) * len(weights) + nadam
+    n_extra = len(_optimizer_extras(opt))
+    full = scalars + (n_extra + len(slots)) * len(weights) + nadam
     n = h5.count(v, "optimizer/vars")
     if n not in (0, scalars, full):
         h5.fail(f"{h5.what}: optimizer/vars holds {n} variables; a {type(opt).__name__} for this "
@@ -1163,6 +1175,11 @@ def _read_optimizer_state(h5: _H5, model: Sequential) -> None:
     if n == full:
         per_slot: dict[str, list[Any]]  # (None until each array is read)
         per_slot, k = {s: [None] * len(weights) for s in slots}, scalars
+        extras = []
+        for e in range(n_extra):
+            extras.append([h5.array(v, str(k + i), f"optimizer/vars/{k + i}", w.shape)
+                           for i, w in enumerate(weights)])
+            k += len(weights)
         for grp in groups:
             for i, w in enumerate(weights):
                 for s in grp:
@@ -1176,15 +1193,23 @@ def _read_optimizer_state(h5: _H5, model: Sequential) -> None:
             u = h5.array(v, str(k), f"optimizer/vars/{k} (u_product)", ())
             if not np.isfinite(u):
                 h5.fail(f"{h5.what}: optimizer/vars/{k} holds NaN or Inf.")
+        model.build_optimizer()
+        for arrays, bufs in zip(extras, _optimizer_extras(opt)):
+            flat, start = np.concatenate([a.reshape(-1) for a in arrays]), 0
+            if not np.isfinite(flat).all():
+                h5.fail(f"{h5.what}: an optimizer average or accumulator holds NaN or Inf.")
+            for buf in bufs:
+                buf.reshape(-1)[...] = flat[start:start + buf.size]
+                start += buf.size
         if slots:  # fastnn's state: per parameter buffer, each slot, flat
-            mine, ns = model.build_optimizer(), len(slots)
+            mine, ns = opt.variables, len(slots)
             for j, s in enumerate(slots):
                 flat = np.concatenate([a.reshape(-1) for a in per_slot[s]])
                 start = 0
                 for buf in mine[j::ns]:
                     buf.reshape(-1)[...] = flat[start:start + buf.size]
                     start += buf.size
-    opt.iterations = it
+    opt.calls = it
     if lr is not None and np.float32(lr) != np.float32(opt.learning_rate):
         opt.learning_rate = lr  # changed since the config was written (else keep its digits)
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numbers
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Hashable, Sequence, cast
+from typing import TYPE_CHECKING, Any, Callable, Hashable, NamedTuple, Sequence, cast
 
 import numpy as np
 
@@ -51,6 +51,14 @@ class Buffers:
         return b
 
 
+class WeightSpec(NamedTuple):
+    """A weight declared by `Layer.add_weight`: made when the model packs its parameters."""
+    name: str
+    shape: tuple[int, ...]
+    initializer: Initializer
+    trainable: bool = True
+
+
 def _shape_tuple(name: str, shape: Any) -> tuple[int, ...]:
     if isinstance(shape, int):
         shape = (shape,)
@@ -74,7 +82,7 @@ class Layer:
     activation: activations.Spec | None = None
 
     def __init__(self, name: str | None = None, input_shape: int | Sequence[int] | None = None,
-                 dtype: DTypeLike | None = None) -> None:
+                 dtype: DTypeLike | None = None, trainable: bool = True) -> None:
         kind = type(self).__name__.lower()
         Layer._count[kind] = Layer._count.get(kind, 0) + 1
         if name is not None and not isinstance(name, str):
@@ -83,8 +91,9 @@ class Layer:
         self.input_shape = None if input_shape is None else _shape_tuple("input_shape", input_shape)
         self.dtype = config.dtype(dtype)
         self.built = False
-        # (name, shape, initializer) of each weight, declared by build
-        self.weight_specs: list[tuple[str, tuple[int, ...], Initializer]] = []
+        self.trainable = trainable
+        # each weight's declaration (name, shape, initializer, trainable), made by build
+        self.weight_specs: list[WeightSpec] = []
         # parameter arrays, updated in place by the optimizer
         self.weights: list[NDArray[Any]] = []
         self.grads: list[NDArray[Any]] = []    # their gradients, same order and shapes
@@ -106,11 +115,37 @@ class Layer:
         return tuple(input_shape)
 
     def add_weight(self, shape: Sequence[int], initializer: str | Initializer,
-                   name: str) -> None:
+                   name: str, trainable: bool = True) -> None:
         """Declare a weight, as Keras' add_weight: its array is made when the model packs its
         parameters (`_step.pack_parameters`), initialized in place in the model's one buffer,
-        so building needs no memory beyond the weights and their gradients."""
-        self.weight_specs.append((name, tuple(int(d) for d in shape), initializers.get(initializer)))
+        so building needs no memory beyond the weights and their gradients.  A non-trainable
+        weight (trainable=False, e.g. a moving statistic) is never stepped by the optimizer."""
+        self.weight_specs.append(WeightSpec(name, tuple(int(d) for d in shape),
+                                            initializers.get(initializer), bool(trainable)))
+
+    @property
+    def trainable(self) -> bool:
+        """Whether the optimizer updates this layer's weights, as in Keras: setting it takes
+        effect at the model's next compile() (Keras' rule), which re-packs the parameters."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"Expected trainable to be a bool. Received: trainable={value!r}")
+        self._trainable = bool(value)
+
+    def weight_trainable(self) -> list[bool]:
+        """For each weight (declaration order): whether the optimizer steps it."""
+        return [self._trainable and s.trainable for s in self.weight_specs]
+
+    @property
+    def trainable_weights(self) -> list[NDArray[Any]]:
+        return [w for w, t in zip(self.weights, self.weight_trainable()) if t]
+
+    @property
+    def non_trainable_weights(self) -> list[NDArray[Any]]:
+        return [w for w, t in zip(self.weights, self.weight_trainable()) if not t]
 
     def bind_weights(self, weights: Sequence[NDArray[Any]], grads: Sequence[NDArray[Any]]) -> None:
         """Use these arrays (same shapes, same values) as the weights and gradients."""
@@ -129,11 +164,15 @@ class Layer:
         return self._buffers.get(key, shape, self.dtype, training)
 
     def get_config(self) -> dict[str, Any]:
-        return {"name": self.name, "dtype": self.dtype.name}
+        return {"name": self.name, "trainable": self.trainable, "dtype": self.dtype.name}
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Self:
-        return cls(**cfg)
+        cfg = dict(cfg)
+        trainable = cfg.pop("trainable", True)
+        layer = cls(**cfg)
+        layer.trainable = trainable
+        return layer
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}>"
@@ -188,9 +227,10 @@ class Dense(Layer):
                  bias_initializer: str | Initializer = "zeros",
                  input_shape: int | Sequence[int] | None = None, name: str | None = None,
                  dtype: DTypeLike | None = None, **kwargs: Any) -> None:
+        trainable = kwargs.pop("trainable", True)
         if kwargs:
             raise TypeError(f"Dense got unexpected keyword arguments: {sorted(kwargs)}")
-        super().__init__(name=name, input_shape=input_shape, dtype=dtype)
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
         if not isinstance(units, (int, np.integer)) or isinstance(units, bool) or units < 1:
             raise ValueError(f"Expected units to be a positive int. Received: units={units!r}")
         self.units = int(units)

@@ -86,11 +86,7 @@ class Sequential(Trainer):
                              "layer, add layers.Input(shape=...), or call fit/build with data.")
         build_all(self.layers, self._input_shape, self._rng)  # all or nothing
         self.built = True
-        # one flat parameter buffer, the layers keep views (see _step.pack_parameters)
-        self._params, self._grads = _step.pack_parameters(self.layers, self._rng)
-        self._trainer = None
-        if self.optimizer is not None:
-            self.optimizer.state = None  # the parameters moved: state starts afresh
+        self._pack_weights()
 
     @property
     def input_shape(self) -> tuple[int | None, ...] | None:
@@ -104,6 +100,25 @@ class Sequential(Trainer):
     def weights(self) -> list[NDArray[Any]]:
         """The weight arrays, layer by layer (views into the model's parameter buffer)."""
         return [w for l in self.layers for w in l.weights] if self.built else []
+
+    @property
+    def trainable(self) -> bool:
+        """Whether any layer trains; setting it sets every layer's `trainable`, as in Keras
+        (applied at the next compile())."""
+        return any(l.trainable for l in self.layers) if self.layers else True
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        for l in self.layers:
+            l.trainable = value
+
+    @property
+    def trainable_weights(self) -> list[NDArray[Any]]:
+        return [w for l in self.layers for w in l.trainable_weights] if self.built else []
+
+    @property
+    def non_trainable_weights(self) -> list[NDArray[Any]]:
+        return [w for l in self.layers for w in l.non_trainable_weights] if self.built else []
 
     def count_params(self) -> int:
         return int(sum(w.size for w in self.weights))

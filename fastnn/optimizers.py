@@ -33,7 +33,10 @@ if TYPE_CHECKING:
 # ---- learning-rate schedules ---------------------------------------------------------------
 
 class LearningRateSchedule:
-    """A learning rate as a function of the optimizer's step counter (from 0)."""
+    """A learning rate as a function of the optimizer's step counter (from 0).  A schedule's
+    config is its constructor's arguments, `name` included (Keras' get_config/from_config)."""
+
+    name: str
 
     def __call__(self, step: int) -> float:
         raise NotImplementedError
@@ -41,13 +44,17 @@ class LearningRateSchedule:
     def get_config(self) -> dict[str, Any]:
         return dict(vars(self))
 
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> LearningRateSchedule:
+        return cls(**config)
+
 
 class _DecaySchedule(LearningRateSchedule):
     """Shared by the decays of the form f(initial_learning_rate, decay_rate, step / decay_steps);
     staircase=True floors step / decay_steps (a step decay)."""
 
     def __init__(self, initial_learning_rate: float, decay_steps: float, decay_rate: float,
-                 staircase: bool = False) -> None:
+                 staircase: bool = False, name: str | None = None) -> None:
         _positive("initial_learning_rate", initial_learning_rate, allow_zero=True)
         _positive("decay_steps", decay_steps)
         _positive("decay_rate", decay_rate, allow_zero=True)
@@ -55,6 +62,7 @@ class _DecaySchedule(LearningRateSchedule):
         self.decay_steps = decay_steps
         self.decay_rate = float(decay_rate)
         self.staircase = bool(staircase)
+        self.name = name or type(self).__name__
 
     def _progress(self, step: int) -> float:
         e = step / self.decay_steps
@@ -73,10 +81,11 @@ class ExponentialDecay(_DecaySchedule):
 class PiecewiseConstantDecay(LearningRateSchedule):
     """lr = values[i] for boundaries[i-1] < step <= boundaries[i] (a step schedule)."""
 
-    def __init__(self, boundaries: Sequence[float], values: Sequence[float]) -> None:
-        for name, seq in (("boundaries", boundaries), ("values", values)):
+    def __init__(self, boundaries: Sequence[float], values: Sequence[float],
+                 name: str = "PiecewiseConstant") -> None:
+        for arg, seq in (("boundaries", boundaries), ("values", values)):
             if not isinstance(seq, (list, tuple, np.ndarray)):
-                raise TypeError(f"Expected {name} to be a list. Received: {name}={seq!r}")
+                raise TypeError(f"Expected {arg} to be a list. Received: {arg}={seq!r}")
         if len(values) != len(boundaries) + 1:
             raise ValueError(f"Expected len(values) == len(boundaries) + 1. Received: "
                              f"{len(boundaries)} boundaries and {len(values)} values")
@@ -89,6 +98,7 @@ class PiecewiseConstantDecay(LearningRateSchedule):
             _positive(f"values[{i}]", v, allow_zero=True)
         self.boundaries = list(boundaries)
         self.values = [float(v) for v in values]
+        self.name = name
 
     def __call__(self, step: int) -> float:
         for b, v in zip(self.boundaries, self.values):
@@ -136,7 +146,15 @@ class Optimizer:
     rule: str | None = None
 
     def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[], float] = 0.001,
-                 weight_decay: float | None = None, name: str | None = None) -> None:
+                 weight_decay: float | None = None, clipnorm: float | None = None,
+                 clipvalue: float | None = None, global_clipnorm: float | None = None,
+                 use_ema: bool = False, ema_momentum: float = 0.99,
+                 ema_overwrite_frequency: int | None = None,
+                 loss_scale_factor: float | None = None,
+                 gradient_accumulation_steps: int | None = None, name: str | None = None,
+                 **kwargs: Any) -> None:
+        if kwargs:
+            raise ValueError(f"Argument(s) not recognized: {kwargs}")
         self._schedule: LearningRateSchedule | Callable[[], float] | None
         self._lr: float | None  # the learning rate when there is no schedule
         if isinstance(learning_rate, LearningRateSchedule) or callable(learning_rate):
@@ -149,13 +167,90 @@ class Optimizer:
         if weight_decay is not None:
             _positive("weight_decay", weight_decay, allow_zero=True)
         self.weight_decay = weight_decay
+        clips = {"clipnorm": clipnorm, "clipvalue": clipvalue, "global_clipnorm": global_clipnorm}
+        if sum(v is not None for v in clips.values()) > 1:
+            raise ValueError("Only one of `clipnorm`, `clipvalue` and `global_clipnorm` can be "
+                             "set. Received: " + ", ".join(f"{k}={v}" for k, v in clips.items()))
+        for k, v in clips.items():
+            if v is not None:
+                _positive(k, v, allow_zero=True)
+        self.clipnorm, self.clipvalue, self.global_clipnorm = clipnorm, clipvalue, global_clipnorm
+        if gradient_accumulation_steps is not None and (
+                isinstance(gradient_accumulation_steps, bool)
+                or not isinstance(gradient_accumulation_steps, (int, np.integer))
+                or gradient_accumulation_steps < 2):
+            raise ValueError("`gradient_accumulation_steps` must be an integer >= 2. Received: "
+                             f"gradient_accumulation_steps={gradient_accumulation_steps}")
+        self.gradient_accumulation_steps = gradient_accumulation_steps
+        if use_ema:
+            if not 0 <= ema_momentum <= 1:
+                raise ValueError(f"`ema_momentum` must be in the range [0, 1]. "
+                                 f"Received: ema_momentum={ema_momentum}")
+            if ema_overwrite_frequency is not None and (
+                    isinstance(ema_overwrite_frequency, bool)
+                    or not isinstance(ema_overwrite_frequency, (int, np.integer))
+                    or ema_overwrite_frequency < 1):
+                raise ValueError("`ema_overwrite_frequency` must be an integer >= 1 or None. "
+                                 f"Received: ema_overwrite_frequency={ema_overwrite_frequency}")
+        self.use_ema, self.ema_momentum = bool(use_ema), ema_momentum
+        self.ema_overwrite_frequency = ema_overwrite_frequency
+        if loss_scale_factor is not None:
+            _positive("loss_scale_factor", loss_scale_factor)
+        self.loss_scale_factor = loss_scale_factor
         self.name = name or self.name
-        self.iterations = 0
+        self.iterations = 0      # update steps (Keras' `iterations`)
+        self._micro_steps = 0    # calls of apply under gradient accumulation
         # per parameter array: dict slot -> array
         self.state: list[dict[str, NDArray[Any]]] | None = None
+        self._accumulated: list[NDArray[Any]] | None = None  # gradient accumulators
+        self._averages: list[NDArray[Any]] | None = None     # EMA of the parameters
+        self._exclude_names: tuple[str, ...] = ()
+        self._exclude_ids: set[int] = set()
+        self._layout: list[tuple[int, int, int, str]] = []  # (array, start, stop, name)
         self._kernels: list[Any] | None
         self._built_for: Any
         self._kernels = self._built_for = None
+        self._no_decay: list[Any] | None = None
+
+    @property
+    def plain(self) -> bool:
+        """True when a step is the rule alone over the whole flat buffer (no clipping,
+        accumulation, moving average, loss scaling or weight-decay exclusion): the compiled
+        training step and the rank-1 path then apply (see fastnn/_step.py); else the gradient
+        is formed and `apply` does each of those in Keras' order."""
+        return (self.clipnorm is None and self.clipvalue is None and self.global_clipnorm is None
+                and not self.gradient_accumulation_steps and not self.use_ema
+                and self.loss_scale_factor is None
+                and not (self.weight_decay and (self._exclude_names or self._exclude_ids)))
+
+    def exclude_from_weight_decay(self, var_list: Sequence[NDArray[Any]] | None = None,
+                                  var_names: Sequence[str] | None = None) -> None:
+        """Exclude variables from weight decay, as Keras: those of var_list, and those whose
+        name ("dense/bias": the layer's name, then the weight's) contains one of var_names.
+        Only before the optimizer is built (ValueError after, as Keras)."""
+        if self.state is not None:
+            raise ValueError("`exclude_from_weight_decay()` can only be configured before the "
+                             "optimizer is built.")
+        self._exclude_ids = {id(v) for v in var_list or ()}
+        self._exclude_names = tuple(var_names or ())
+
+    def set_variables(self, variables: Sequence[tuple[str, NDArray[Any]]],
+                      params: Sequence[NDArray[Any]]) -> None:
+        """Tell the optimizer the model's trainable variables: (name, array) with each array a
+        view into one of params (the flat buffers it steps), for the per-variable options
+        (clipnorm, exclude_from_weight_decay).  Set by the model when it compiles."""
+        layout = []
+        for name, v in variables:
+            for i, p in enumerate(params):
+                off = (v.__array_interface__["data"][0] - p.__array_interface__["data"][0])
+                off //= p.itemsize
+                if 0 <= off and off + v.size <= p.size and np.shares_memory(v, p):
+                    layout.append((i, int(off), int(off + v.size), name))
+                    break
+            else:
+                raise ValueError(f"Expected variable {name!r} to be a view into the parameters.")
+        self._layout = layout
+        self._variable_ids = {name: id(v) for name, v in variables}
 
     def _slots(self) -> tuple[str, ...]:
         """The state arrays this optimizer keeps (names of fastnn/_codes.py OPTIMIZER_SLOTS)."""
@@ -183,20 +278,63 @@ class Optimizer:
 
     @learning_rate.setter
     def learning_rate(self, value: float) -> None:
+        """A new float rate; as in Keras, an optimizer built on a LearningRateSchedule
+        refuses it (TypeError)."""
+        if isinstance(self._schedule, LearningRateSchedule):
+            raise TypeError("This optimizer was created with a `LearningRateSchedule` object as "
+                            "its `learning_rate` constructor argument, hence its learning rate "
+                            "is not settable. If you need the learning rate to be settable, you "
+                            "should instantiate the optimizer with a float `learning_rate` "
+                            "argument.")
         _positive("learning_rate", value, allow_zero=True)
         self._schedule, self._lr = None, float(value)
 
+    @property
+    def schedule(self) -> LearningRateSchedule | Callable[[], float] | None:
+        """The learning-rate schedule (or callable) the optimizer was built on, else None."""
+        return self._schedule
+
     def build(self, params: Sequence[NDArray[Any]]) -> None:
         """Create the state for these parameter arrays (zeros, or the rule's initial value),
-        checked to fit in memory first."""
-        _data.ensure_memory(len(self._slots()) * sum(p.nbytes for p in params),
+        checked to fit in memory first; with gradient accumulation or EMA, their arrays too."""
+        extra = bool(self.gradient_accumulation_steps) + self.use_ema
+        _data.ensure_memory((len(self._slots()) + extra) * sum(p.nbytes for p in params),
                             f"the {type(self).__name__} state")
         self.state = [{s: self._init_slot(s, p) for s in self._slots()} for p in params]
+        self._accumulated = ([np.zeros_like(p) for p in params]
+                             if self.gradient_accumulation_steps else None)
+        # (zeros as Keras makes them: the first step sets the average to the weights)
+        self._averages = [np.zeros_like(p) for p in params] if self.use_ema else None
         self._kernels = None
 
     @property
     def variables(self) -> list[NDArray[Any]]:
+        """The rule's state arrays, per parameter buffer, slot by slot (`_slots()`)."""
         return [st[s] for st in (self.state or []) for s in self._slots()]
+
+    @property
+    def moving_averages(self) -> list[NDArray[Any]]:
+        """use_ema: the moving average of each parameter buffer (Keras' "average" variables);
+        else, or before the state is built, []."""
+        return list(self._averages or [])
+
+    @property
+    def gradient_accumulators(self) -> list[NDArray[Any]]:
+        """gradient_accumulation_steps: the summed gradients of the steps since the last
+        update, per parameter buffer; else, or before the state is built, []."""
+        return list(self._accumulated or [])
+
+    @property
+    def calls(self) -> int:
+        """Keras' `iteration` variable: the number of apply() calls, which is `iterations`
+        (the update steps) times gradient_accumulation_steps plus the pending calls."""
+        return self._micro_steps if self.gradient_accumulation_steps else self.iterations
+
+    @calls.setter
+    def calls(self, value: int) -> None:
+        self._micro_steps = int(value)
+        steps = self.gradient_accumulation_steps
+        self.iterations = int(value) // steps if steps else int(value)
 
     def kernels(self, params: Sequence[NDArray[Any]]) -> list[Any]:
         """The active backend's kernel object of each parameter array (`OptimizerStep`: the
@@ -205,9 +343,12 @@ class Optimizer:
             self.build(params)
         if self._kernels is None or self._built_for is not backend.K:
             hyper = {**self._hyper(), "weight_decay": self.weight_decay or 0.0}
+            states = cast("list[dict[str, NDArray[Any]]]", self.state)  # built above
             self._kernels = [backend.K.OptimizerStep(p, self.rule, hyper, st)
-                             for p, st in zip(params, cast("list[dict[str, NDArray[Any]]]",
-                                                           self.state))]  # built above
+                             for p, st in zip(params, states)]
+            # the same rule and state without weight decay, for excluded variables
+            self._no_decay = [backend.K.OptimizerStep(p, self.rule, {**hyper, "weight_decay": 0.0},
+                                                      st) for p, st in zip(params, states)]
             self._built_for = backend.K
         return self._kernels
 
@@ -218,32 +359,148 @@ class Optimizer:
         lr = self.learning_rate
         self.iterations += 1
         u = self._u_product(self.iterations)
-        for k in kernels:
+        for k in kernels + cast("list[Any]", self._no_decay):
             k.begin(lr, self.iterations, u)
         return kernels
 
+    def scale_loss(self, loss: float) -> float:
+        """loss * loss_scale_factor (the gradient `apply` receives is of the scaled loss)."""
+        return loss if self.loss_scale_factor is None else loss * self.loss_scale_factor
+
     def apply(self, params: Sequence[NDArray[Any]], grads: Sequence[NDArray[Any]],
               rank1: tuple[NDArray[Any], NDArray[Any]] | None = None) -> None:
-        """One step on every parameter array.  rank1=(a, b): the gradient of the first
-        a.size * b.size elements of params[0] is outer(a, b) (a dense kernel's, for one
-        sample) and is applied without being formed; those elements of grads[0] are not read."""
+        """One step on every parameter array, as Keras' apply: unscale the gradients
+        (loss_scale_factor), accumulate them (gradient_accumulation_steps: the update happens
+        every that many calls, with the mean), clip them (clipnorm per variable,
+        global_clipnorm, clipvalue), then weight decay and the rule in one kernel pass, then the
+        moving average (use_ema).  The gradients may be modified in place.
+
+        rank1=(a, b) (only when `plain`): the gradient of the first a.size * b.size elements of
+        params[0] is outer(a, b) (a dense kernel's, for one sample) and is applied without being
+        formed; those elements of grads[0] are not read."""
+        if self.plain:
+            self._step(params, grads, rank1)
+            return
+        if rank1 is not None:
+            raise ValueError("Expected rank1=None: this optimizer needs the whole gradient.")
+        before = self.iterations
+        if self.state is None:
+            self.build(params)
+        if self.loss_scale_factor is not None:
+            for g in grads:
+                g /= g.dtype.type(self.loss_scale_factor)
+        update = True
+        if self.gradient_accumulation_steps:
+            steps = self.gradient_accumulation_steps
+            self._micro_steps += 1
+            update = self._micro_steps % steps == 0
+            for g, acc in zip(grads, cast("list[NDArray[Any]]", self._accumulated)):
+                if update:
+                    g += acc
+                    g /= g.dtype.type(steps)
+                    acc[...] = 0
+                else:
+                    acc += g
+        if update:
+            self._clip(grads)
+            self._step(params, grads, None)
+        if self.use_ema:
+            momentum = self.ema_momentum if before else 0.0
+            for p, avg in zip(params, cast("list[NDArray[Any]]", self._averages)):
+                avg *= avg.dtype.type(momentum)
+                avg += avg.dtype.type(1 - momentum) * p
+            if self.ema_overwrite_frequency and (before + 1) % self.ema_overwrite_frequency == 0:
+                self.finalize_variable_values(params)
+
+    def finalize_variable_values(self, params: Sequence[NDArray[Any]]) -> None:
+        """With use_ema, overwrite the parameters with their moving average (fit does this at
+        its end, as Keras)."""
+        if self.use_ema and self._averages is not None:
+            for p, avg in zip(params, self._averages):
+                p[...] = avg
+
+    def _variables_of(self, params: Sequence[NDArray[Any]]) -> list[tuple[int, int, int, str]]:
+        """(array, start, stop, name) of each variable; each array its own without a layout."""
+        return self._layout or [(i, 0, p.size, f"variable_{i}") for i, p in enumerate(params)]
+
+    def _clip(self, grads: Sequence[NDArray[Any]]) -> None:
+        """Keras' clipping of the gradients, in place."""
+        if self.clipnorm:
+            c = self.clipnorm
+            for i, a, b, _ in self._variables_of(grads):
+                g = grads[i].reshape(-1)[a:b]
+                norm = math.sqrt(float(np.dot(g, g)))
+                if norm > 0:  # g * c / max(norm, c)
+                    g *= g.dtype.type(c / max(norm, c))
+        elif self.global_clipnorm:
+            c = self.global_clipnorm
+            norm = math.sqrt(sum(float(np.dot(g.reshape(-1), g.reshape(-1))) for g in grads))
+            scale = c * min(1.0 / norm if norm else math.inf, 1.0 / c)
+            if not math.isfinite(norm):
+                scale = math.nan  # as Keras: a non-finite norm makes every gradient NaN
+            for g in grads:
+                g *= g.dtype.type(scale)
+        elif self.clipvalue:
+            for g in grads:
+                np.clip(g, -self.clipvalue, self.clipvalue, out=g)
+
+    def _step(self, params: Sequence[NDArray[Any]], grads: Sequence[NDArray[Any]],
+              rank1: tuple[NDArray[Any], NDArray[Any]] | None) -> None:
+        """Weight decay and the rule, one kernel pass per parameter array (per run of
+        variables excluded from weight decay or not)."""
         kernels = self.begin_step(params)
+        plain = cast("list[Any]", self._no_decay)
+        excluded: dict[int, list[tuple[int, int]]] = {}
+        if self.weight_decay and (self._exclude_names or self._exclude_ids):
+            ids = getattr(self, "_variable_ids", {})
+            for i, a, b, name in self._variables_of(params):
+                if any(s in name for s in self._exclude_names) or ids.get(name) in self._exclude_ids:
+                    excluded.setdefault(i, []).append((a, b))
         for i, (k, p, g) in enumerate(zip(kernels, params, grads)):
             start = 0
             if rank1 is not None and i == 0:
                 k.outer_step(p, *rank1)
                 start = rank1[0].size * rank1[1].size
+            for a, b in sorted(excluded.get(i, [])):
+                if a > start:
+                    k.step(p, g, start, a)
+                plain[i].step(p, g, a, b)
+                start = b
             if p.size > start:
                 k.step(p, g, start)
 
     def get_config(self) -> dict[str, Any]:
+        """Keras' config keys: name, learning_rate (a float or a schedule's
+        {"schedule", "config"}), weight_decay, the clipping, EMA, loss-scale and accumulation
+        options, then the rule's own (subclasses)."""
         lr: float | dict[str, Any] | None = self._lr
         if self._schedule is not None:
             if not isinstance(self._schedule, LearningRateSchedule):
                 raise ValueError("Cannot save an optimizer whose learning rate is a plain "
                                  "callable; use a fastnn.optimizers.schedules class.")
             lr = {"schedule": type(self._schedule).__name__, "config": self._schedule.get_config()}
-        return {"learning_rate": lr, "weight_decay": self.weight_decay, "name": self.name}
+        return {"name": self.name, "learning_rate": lr, "weight_decay": self.weight_decay,
+                "clipnorm": self.clipnorm, "global_clipnorm": self.global_clipnorm,
+                "clipvalue": self.clipvalue, "use_ema": self.use_ema,
+                "ema_momentum": self.ema_momentum,
+                "ema_overwrite_frequency": self.ema_overwrite_frequency,
+                "loss_scale_factor": self.loss_scale_factor,
+                "gradient_accumulation_steps": self.gradient_accumulation_steps}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> Optimizer:
+        """The optimizer a get_config() describes (no state), as Keras' from_config; a
+        schedule may be given as {"schedule", "config"} or Keras' {"class_name", "config"}."""
+        cfg = _config(config, "optimizer")
+        lr = cfg.get("learning_rate")
+        if isinstance(lr, dict):
+            kind = lr.get("schedule", lr.get("class_name"))
+            if not isinstance(kind, str) or kind not in _SCHEDULES:
+                raise ValueError(f"Unknown learning-rate schedule {kind!r}; fastnn has "
+                                 f"{sorted(_SCHEDULES)}")
+            cfg["learning_rate"] = _SCHEDULES[kind].from_config(_config(lr.get("config"),
+                                                                        "schedule"))
+        return cls(**cfg)
 
 
 def _positive(name: str, value: Any, allow_zero: bool = False) -> None:
@@ -289,8 +546,8 @@ class SGD(Optimizer):
 
     def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[], float] = 0.01,
                  momentum: float = 0.0, nesterov: bool = False, weight_decay: float | None = None,
-                 name: str | None = None) -> None:
-        super().__init__(learning_rate, weight_decay, name)
+                 name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(learning_rate, weight_decay, name=name, **kwargs)
         if isinstance(momentum, bool) or not isinstance(momentum, (int, float)) or not 0 <= momentum <= 1:
             raise ValueError(f"Expected momentum to be a float in [0, 1]. Received: momentum={momentum!r}")
         self.momentum = float(momentum)
@@ -319,8 +576,9 @@ class Adagrad(Optimizer):
 
     def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[], float] = 0.001,
                  initial_accumulator_value: float = 0.1, epsilon: float = 1e-7,
-                 weight_decay: float | None = None, name: str | None = None) -> None:
-        super().__init__(learning_rate, weight_decay, name)
+                 weight_decay: float | None = None, name: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(learning_rate, weight_decay, name=name, **kwargs)
         _positive("initial_accumulator_value", initial_accumulator_value, allow_zero=True)
         _positive("epsilon", epsilon)
         self.initial_accumulator_value = float(initial_accumulator_value)
@@ -360,8 +618,8 @@ class RMSprop(Optimizer):
     def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[], float] = 0.001,
                  rho: float = 0.9, momentum: float = 0.0, epsilon: float = 1e-7,
                  centered: bool = False, weight_decay: float | None = None,
-                 name: str | None = None) -> None:
-        super().__init__(learning_rate, weight_decay, name)
+                 name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(learning_rate, weight_decay, name=name, **kwargs)
         if not 0 <= rho <= 1:
             raise ValueError(f"Expected rho in [0, 1]. Received: rho={rho!r}")
         _positive("momentum", momentum, allow_zero=True)
@@ -399,8 +657,8 @@ class Adam(Optimizer):
     def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[], float] = 0.001,
                  beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7,
                  amsgrad: bool = False, weight_decay: float | None = None,
-                 name: str | None = None) -> None:
-        super().__init__(learning_rate, weight_decay, name)
+                 name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(learning_rate, weight_decay, name=name, **kwargs)
         self.beta_1, self.beta_2, self.epsilon = _moments(beta_1, beta_2, epsilon)
         self.amsgrad = bool(amsgrad)
 
@@ -427,10 +685,12 @@ class AdamW(Adam):
 
     def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[], float] = 0.001,
                  weight_decay: float = 0.004, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-7, amsgrad: bool = False, name: str | None = None) -> None:
+                 epsilon: float = 1e-7, amsgrad: bool = False, name: str | None = None,
+                 **kwargs: Any) -> None:
         if weight_decay is None:
             raise ValueError("Argument `weight_decay` must be a float. Received: weight_decay=None")
-        super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay, name)
+        super().__init__(learning_rate, beta_1, beta_2, epsilon, amsgrad, weight_decay, name=name,
+                         **kwargs)
 
 
 class Nadam(Optimizer):
@@ -449,8 +709,9 @@ class Nadam(Optimizer):
 
     def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[], float] = 0.001,
                  beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7,
-                 weight_decay: float | None = None, name: str | None = None) -> None:
-        super().__init__(learning_rate, weight_decay, name)
+                 weight_decay: float | None = None, name: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(learning_rate, weight_decay, name=name, **kwargs)
         self.beta_1, self.beta_2, self.epsilon = _moments(beta_1, beta_2, epsilon)
         self._product = (0, 1.0)  # (t, P_t)
 
@@ -493,10 +754,10 @@ def get(identifier: str | Optimizer) -> Optimizer:
 
 
 def serialize(opt: Optimizer) -> dict[str, Any]:
-    return {"class": type(opt).__name__, "config": opt.get_config(), "iterations": opt.iterations}
+    return {"class": type(opt).__name__, "config": opt.get_config(), "iterations": opt.calls}
 
 
-_FLAGS = ("nesterov", "amsgrad", "centered", "staircase")  # the bool arguments of configs
+_FLAGS = ("nesterov", "amsgrad", "centered", "staircase", "use_ema")  # the bool arguments of configs
 
 
 def _config(cfg: Any, what: str) -> dict[str, Any]:
@@ -522,16 +783,11 @@ def deserialize(d: Any) -> Optimizer:
     cfg = _config(d.get("config"), "optimizer")
     if cfg.get("name") is not None and not isinstance(cfg["name"], str):
         raise TypeError(f"Expected name to be a str. Received: name={cfg['name']!r}")
-    lr = cfg.get("learning_rate")
-    if isinstance(lr, dict):
-        if not isinstance(lr.get("schedule"), str) or lr["schedule"] not in _SCHEDULES:
-            raise ValueError(f"Unknown learning-rate schedule {lr.get('schedule')!r} in the saved file")
-        cfg["learning_rate"] = _SCHEDULES[lr["schedule"]](**_config(lr.get("config"), "schedule"))
-    opt = classes[d["class"]](**cfg)
+    opt = classes[d["class"]].from_config(cfg)
     iterations = d.get("iterations", 0)
     if isinstance(iterations, bool) or not isinstance(iterations, int) \
             or not 0 <= iterations < 2**63 - 1:  # the kernels count steps in an int64
         raise ValueError(f"Expected iterations to be an int in [0, 2**63 - 1). "
                          f"Received: iterations={iterations!r}")
-    opt.iterations = iterations
+    opt.calls = iterations
     return opt

@@ -85,7 +85,10 @@ def _entries(meta: dict[str, Any], weights: Sequence[NDArray[Any]],
         yield f"optimizer/{i}.npy", _npy(v)
 
 
-def save_model(model: Sequential, filepath: StrOrBytesPath) -> None:
+def save_model(model: Sequential, filepath: StrOrBytesPath,
+               training_state: dict[str, Any] | None = None) -> None:
+    """training_state: plain JSON data stored with the model under "training_state" (what
+    callbacks.BackupAndRestore needs to resume; see load_training_state)."""
     if not distribution.is_primary():  # a distributed fit: rank 0 writes, the others not
         return
     if not model.built:
@@ -96,9 +99,17 @@ def save_model(model: Sequential, filepath: StrOrBytesPath) -> None:
     if model.compiled:
         meta["compile"] = model.get_compile_config()
         meta["optimizer"] = optimizers.serialize(model.optimizer)
-        opt_vars = model.optimizer.variables
+        opt_vars = _optimizer_state(model.optimizer)
     meta["n_weights"], meta["n_optimizer"] = len(model.weights), len(opt_vars)
+    if training_state is not None:
+        meta["training_state"] = training_state
     _write_zip(filepath, _entries(meta, model.weights, opt_vars))
+
+
+def _optimizer_state(opt: optimizers.Optimizer) -> list[NDArray[Any]]:
+    """Every state array of an optimizer, in the file's order: the rule's (`variables`), then
+    the moving averages (use_ema), then the gradient accumulators."""
+    return opt.variables + opt.moving_averages + opt.gradient_accumulators
 
 
 def save_weights(model: Sequential, filepath: StrOrBytesPath) -> None:
@@ -261,20 +272,25 @@ def load_model(filepath: StrOrBytesPath, model_cls: type[Sequential]) -> Sequent
             except _BAD as e:
                 r.fail(f"invalid optimizer or compile settings: {e}")
             if meta.get("n_optimizer", 0):
-                mine = model.build_optimizer()
-                if len(mine) != meta["n_optimizer"]:
-                    r.fail(f"it holds {meta['n_optimizer']} optimizer state arrays; its "
-                           f"optimizer has {len(mine)}.")
-                variables = r.arrays("optimizer", mine)
-                for i, v in enumerate(variables):
-                    if not np.isfinite(v).all():
-                        r.fail(f"optimizer/{i}.npy holds NaN or Inf; training from it would "
-                               "produce NaN.")
-                for a, b in zip(mine, variables):
+                model.build_optimizer()
+                mine = _optimizer_state(model.optimizer)
+                for a, b in zip(mine, _optimizer_variables(r, mine)):
                     a[...] = b
         return model
     finally:
         r.close()
+
+
+def _optimizer_variables(r: _Reader, mine: list[NDArray[Any]]) -> list[NDArray[Any]]:
+    """The file's optimizer state arrays for these (`_optimizer_state`), checked finite."""
+    if len(mine) != r.meta.get("n_optimizer", 0):
+        r.fail(f"it holds {r.meta.get('n_optimizer', 0)} optimizer state arrays; its "
+               f"optimizer has {len(mine)}.")
+    variables = r.arrays("optimizer", mine)
+    for i, v in enumerate(variables):
+        if not np.isfinite(v).all():
+            r.fail(f"optimizer/{i}.npy holds NaN or Inf; training from it would produce NaN.")
+    return variables
 
 
 def _weights(r: _Reader, model: Sequential) -> list[NDArray[Any]]:
@@ -291,5 +307,43 @@ def load_weights(model: Sequential, filepath: StrOrBytesPath) -> None:
     r = _Reader(filepath)
     try:
         model.set_weights(_weights(r, model))
+    finally:
+        r.close()
+
+
+def load_training_state(model: Sequential, filepath: StrOrBytesPath,
+                        check: Callable[[Any], Any]) -> Any:
+    """Restore a save_model file into this built, compiled model, all or nothing: its
+    weights, its optimizer's state arrays, step count and (when neither is a schedule)
+    learning rate.  `check(training_state)` (the file's "training_state", None if it has
+    none) runs before anything is assigned and may raise; returns what it returns.  For
+    callbacks.BackupAndRestore: the model must be the one that was saved."""
+    if not model.built or not model.compiled:
+        raise ValueError("Expected a built, compiled model to restore a training state into.")
+    r = _Reader(filepath)
+    try:
+        if r.meta["format"] != "fastnn-model":
+            r.fail("it holds only weights, not a training state.")
+        weights = _weights(r, model)
+        try:
+            saved = optimizers.deserialize(r.meta.get("optimizer"))
+        except _BAD as e:
+            r.fail(f"invalid optimizer: {e}")
+        opt = model.optimizer
+        if type(saved) is not type(opt):
+            r.fail(f"its optimizer is {type(saved).__name__}; the model's is "
+                   f"{type(opt).__name__}.")
+        if opt.state is None:
+            model.build_optimizer()
+        mine = _optimizer_state(opt)
+        variables = _optimizer_variables(r, mine)
+        result = check(r.meta.get("training_state"))
+        model.set_weights(weights)
+        for a, b in zip(mine, variables):
+            a[...] = b
+        opt.calls = saved.calls
+        if saved.schedule is None and opt.schedule is None:
+            opt.learning_rate = saved.learning_rate
+        return result
     finally:
         r.close()

@@ -45,6 +45,57 @@ def to_categorical(x: ArrayLike, num_classes: int | None = None) -> NDArray[np.f
     return out
 
 
+class PyDataset:
+    """Keras' `keras.utils.PyDataset`: a dataset of batches for fit, evaluate and predict,
+    for data that does not fit in memory.  Subclass it: `__getitem__(index)` returns batch
+    `index` as (x, y), (x, y, sample_weight) or, for predict, x; `__len__` the number of
+    batches (or override `num_batches`, None for an unknown length: batches are then read until
+    __getitem__ raises IndexError).  `on_epoch_begin`/`on_epoch_end` run around every epoch.
+
+    Args:
+        workers: threads fetching batches ahead (default 1: in the training thread).
+        use_multiprocessing: accepted for Keras compatibility; fastnn always uses threads
+            (its kernels release the GIL, so threads overlap loading with training).
+        max_queue_size: batches fetched ahead at most with workers > 1 (default 10).
+    """
+
+    def __init__(self, workers: int = 1, use_multiprocessing: bool = False,
+                 max_queue_size: int = 10) -> None:
+        for name, value in (("workers", workers), ("max_queue_size", max_queue_size)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"Expected {name} to be an int >= 1. Received: {name}={value!r}")
+        self._workers, self._max_queue_size = workers, max_queue_size
+        self._use_multiprocessing = bool(use_multiprocessing)
+
+    @property
+    def workers(self) -> int:
+        return getattr(self, "_workers", 1)
+
+    @property
+    def use_multiprocessing(self) -> bool:
+        return getattr(self, "_use_multiprocessing", False)
+
+    @property
+    def max_queue_size(self) -> int:
+        return getattr(self, "_max_queue_size", 10)
+
+    def __getitem__(self, index: int) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must define __getitem__(index)")
+
+    @property
+    def num_batches(self) -> int | None:
+        """The number of batches (len(self)); None when the dataset has no __len__."""
+        if hasattr(self, "__len__"):
+            return len(self)
+        return None
+
+    def on_epoch_begin(self) -> None:
+        """Called at the start of every epoch."""
+
+    def on_epoch_end(self) -> None:
+        """Called at the end of every epoch (e.g. to reshuffle)."""
+
+
 def set_random_seed(seed: int) -> None:
     """Seed Python's `random`, NumPy's global RNG and fastnn's own seed source, as
     `keras.utils.set_random_seed` does: models built afterwards get identical weights and
@@ -73,6 +124,8 @@ def print_summary(model: Sequential, print_fn: Callable[[str], Any] = print) -> 
          for i, h in enumerate(("Layer (type)", "Output Shape", "Param #"))]
     total = model.count_params()
     size = total * _config.dtype().itemsize
+    frozen = int(sum(w.size for w in model.non_trainable_weights))
+    fsize = frozen * _config.dtype().itemsize
     lines = [f'Model: "{model.name}"', "┏" + "┳".join("━" * x for x in w) + "┓",
              "┃" + "┃".join(h.ljust(x) if i < 2 else h.rjust(x) for i, (h, x) in
                             enumerate(zip(("Layer (type)", "Output Shape", "Param #"), w))) + "┃",
@@ -82,8 +135,8 @@ def print_summary(model: Sequential, print_fn: Callable[[str], Any] = print) -> 
                                     for i, (c, x) in enumerate(zip(r, w))) + "│")
     lines.append("└" + "┴".join("─" * x for x in w) + "┘")
     lines += [f" Total params: {total:,} ({_bytes(size)})",
-              f" Trainable params: {total:,} ({_bytes(size)})",
-              " Non-trainable params: 0 (0.00 B)"]
+              f" Trainable params: {total - frozen:,} ({_bytes(size - fsize)})",
+              f" Non-trainable params: {frozen:,} ({_bytes(fsize)})"]
     print_fn("\n".join(lines))
 
 

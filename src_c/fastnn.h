@@ -10,7 +10,8 @@
    Matrix products go through the BLAS (scipy-openblas32, cblas with a `scipy_` prefix).
    Where each lives: layers.inc (dense, activations), losses.inc, optimizers.inc, step.inc (a
    whole training step), each written once for a real type and instantiated for float and
-   double by layers.c, losses.c, optimizers.c, step.c; runtime.c (threads, BLAS, gather). */
+   double by layers.c, losses.c, optimizers.c, step.c; runtime.c (threads, BLAS, gather);
+   bf16.c (bfloat16 products with float32 sums for a dense layer, float32 only). */
 #ifndef FASTNN_H
 #define FASTNN_H
 
@@ -92,7 +93,11 @@ enum fnn_loss_code {
     FNN_LOSS_CCE = 0, FNN_LOSS_SCCE = 1,                 /* from probabilities */
     FNN_LOSS_SOFTMAX_CCE = 2, FNN_LOSS_SOFTMAX_SCCE = 3, /* fused with the last softmax */
     FNN_LOSS_BCE = 4, FNN_LOSS_MSE = 5,
-    FNN_N_LOSS = 6
+    FNN_LOSS_MAE = 6, FNN_LOSS_HUBER = 7, FNN_LOSS_LOG_COSH = 8, FNN_LOSS_KLD = 9,
+    FNN_LOSS_POISSON = 10, FNN_LOSS_HINGE = 11, FNN_LOSS_CATEGORICAL_HINGE = 12,
+    FNN_LOSS_COSINE = 13,
+    FNN_LOSS_SIGMOID_BCE = 14,                           /* binary, from logits */
+    FNN_N_LOSS = 15
 };
 
 /* Optimizer rules (Keras 3's), the rule of struct fnn_optimizer. */
@@ -151,6 +156,8 @@ struct fnn_dense_stack {
     const void *x, *t;        /* training inputs (rows of x_row_bytes), targets (rows or int64) */
     int64_t x_row_bytes, t_row_bytes;
     void *xb, *tb, *grad;     /* batch buffers: inputs, targets, d loss / d output (n, k) */
+    const void *sw;           /* per-sample weights of the training rows (T), or NULL */
+    void *swb;                /* their batch buffer (n), or NULL */
     int loss;                 /* enum fnn_loss_code */
     void *p;                  /* flat parameters and gradients (n_params) */
     void *g;
@@ -189,33 +196,31 @@ int fnn_dense_stack_owns(const struct fnn_dense_stack *s, int64_t n);
        Overwrites dx. */                                                                    \
     void fnn_act_backward_##S(T *dx, const T *dy, const T *y, const T *x,                   \
                               int64_t n, int64_t m, struct fnn_activation act);           \
-    /* Losses over p, t (n, k); each returns the batch mean of the per-sample loss and,     \
-       unless dp is NULL, overwrites dp (n, k) := d(loss)/dp.                               \
-       categorical: q = p / sum_row(p), c = clip(q, 1e-7, 1-1e-7), l = -sum t*log(c). */   \
-    double fnn_categorical_crossentropy_backward_##S(T *dp, const T *p, const T *t,         \
-                                                     int64_t n, int64_t k);                 \
-    /* sparse: labels (n) int64 in [0, k), l = -log(clip(q[label])). */                     \
-    double fnn_sparse_categorical_crossentropy_backward_##S(T *dp, const T *p,              \
-                                                            const int64_t *labels,          \
-                                                            int64_t n, int64_t k);          \
-    /* Fused softmax + crossentropy: p = softmax(logits), value as above,                   \
-       dz := (p * sum_row(t) - t) / n, the gradient with respect to the logits              \
-       (= (p - t) / n for one-hot or any t whose rows sum to 1). */                         \
-    double fnn_softmax_crossentropy_backward_##S(T *dz, const T *p, const T *t,             \
-                                                 int64_t n, int64_t k);                     \
-    double fnn_sparse_softmax_crossentropy_backward_##S(T *dz, const T *p,                  \
-                                                        const int64_t *labels,              \
-                                                        int64_t n, int64_t k);              \
-    /* binary: c = clip(p), l = mean_k -(t log c + (1-t) log(1-c)). */                      \
-    double fnn_binary_crossentropy_backward_##S(T *dp, const T *p, const T *t,              \
-                                                int64_t n, int64_t k);                      \
-    /* mse: l = mean_k (p - t)^2. */                                                         \
-    double fnn_mean_squared_error_backward_##S(T *dp, const T *p, const T *t,               \
-                                               int64_t n, int64_t k);                       \
-    /* Any loss by its code (enum fnn_loss_code), as the kernels above: t is T (n, k), or   \
-       int64 labels (n) for the sparse ones; dp may be NULL but for the fused ones. */      \
-    double fnn_loss_backward_##S(T *dp, const T *p, const void *t, int64_t n, int64_t k,     \
-                                 int loss);                                                 \
+    /* Any loss by its code (enum fnn_loss_code), value and gradient in one pass.  p, t (n, k)  \
+       (t: int64 labels (n) in [0, k) for the sparse ones), sw (n) per-sample weights or NULL \
+       (all ones).  Per sample, over the last axis (Keras' formulas, eps = FNN_EPSILON):      \
+       cce:      q = p / sum_k p, l = -sum_k t log clip(q, eps, 1 - eps)  (scce: t = one_hot) \
+       softmax_cce (scce): p = softmax(z), l as cce; the gradient is w.r.t. z:             \
+                 d l / d z = p sum_k t - t  (= p - t for rows of t summing to 1)              \
+       bce:      c = clip(p, eps, 1 - eps), l = mean_k -(t log c + (1 - t) log(1 - c))       \
+       sigmoid_bce: p holds logits z, l = mean_k softplus(z) - t z, gradient w.r.t. z        \
+       mse:      l = mean_k (p - t)^2          mae: l = mean_k |p - t|                      \
+       huber:    delta = 1, see fnn_huber_backward                                          \
+       log_cosh: e = p - t, l = mean_k e + softplus(-2 e) - log 2                           \
+       kld:      l = sum_k tc log(tc / pc), tc = clip(t, eps, 1), pc = clip(p, eps, 1)      \
+       poisson:  l = mean_k p - t log(p + eps)                                              \
+       hinge:    y = 2 t - 1 if every t of the batch is 0 or 1, else t; l = mean_k max(1 - y p, 0) \
+       categorical_hinge: l = max(max_k (1 - t) p - sum_k t p + 1, 0)                       \
+       cosine:   x_hat = x min(1 / |x|, 1 / eps), l = -sum_k t_hat p_hat.                   \
+       per_sample (n) := l_i unless NULL; returns sum_i sw_i l_i / n (Keras'                \
+       "sum_over_batch_size"); dp (n, k) := d(return value) / dp (row i: sw_i / n d l_i/dp) \
+       unless NULL (the fused softmax ones require it).  Overwrites dp and per_sample. */    \
+    double fnn_loss_backward_##S(T *dp, T *per_sample, const T *p, const void *t, const T *sw, \
+                                 int64_t n, int64_t k, int loss);                          \
+    /* Huber with its delta (> 0), as fnn_loss_backward:  e = p - t,                        \
+       l = mean_k (|e| <= delta ? e^2 / 2 : delta |e| - delta^2 / 2). */                    \
+    double fnn_huber_backward_##S(T *dp, T *per_sample, const T *p, const T *t, const T *sw, \
+                                  int64_t n, int64_t k, T delta);                           \
     /* The optimizer step o (its rule: see struct fnn_optimizer) on elements [off, off + n)  \
        of p, g and o's state arrays, in place, one pass.  Overwrites those elements. */      \
     void fnn_optimizer_step_##S(T *p, const T *g, int64_t off, int64_t n,                    \
@@ -233,6 +238,70 @@ int fnn_dense_stack_owns(const struct fnn_dense_stack *s, int64_t n);
 FNN_DECLARE(float, f32)
 FNN_DECLARE(double, f64)
 #undef FNN_DECLARE
+
+/* ---- bfloat16 products with float32 sums (bf16.c) ------------------------------------------
+   bfloat16 values are stored as uint16_t: the top half of a float32.  bf16(x) rounds a float32
+   to the nearest bfloat16, ties to even, as VCVTNEPS2BF16 does: NaN stays NaN (made quiet),
+   +-inf stays, zero and subnormal inputs become a zero of their sign (subnormals are flushed,
+   as every fastnn kernel flushes them).  Products of two bfloat16 are exact in float32; they
+   are added in float32, in an order that differs between paths.  A weight matrix is read in
+   a packed layout (fnn_bf16_packed_size, fnn_bf16_pack_forward; described in bf16.c). */
+
+/* The instruction paths of the bf16 kernels, chosen at run time: the best this machine runs,
+   or the one FASTNN_BF16_PATH names (portable, avx512bf16 or amx; read at the first call), or
+   the one fnn_bf16_set_path sets.  Results differ between paths only in the order of float32
+   additions. */
+enum fnn_bf16_path_code {
+    FNN_BF16_PORTABLE = 0,   /* float32 loops */
+    FNN_BF16_AVX512BF16 = 1, /* VDPBF16PS */
+    FNN_BF16_AMX = 2,        /* AMX tiles (TDPBF16PS) */
+    FNN_BF16_N_PATH = 3
+};
+int fnn_bf16_paths(void);    /* the paths this machine runs: bit p for path p */
+/* The path the kernels run; -1 when FASTNN_BF16_PATH names an unknown or unavailable path
+   (the kernels then run the portable one; fastnn/_kernels.pyx refuses to call them). */
+int fnn_bf16_get_path(void);
+/* Force path (-1: back to FASTNN_BF16_PATH, else the best); returns the path now run, or -1
+   (and changes nothing) when this machine cannot run it. */
+int fnn_bf16_set_path(int path);
+const char *fnn_bf16_path_name(int path);
+
+/* Elements (uint16_t) of the packed form of a (k, n) matrix: ceil(n/16) ceil(k/32) 512. */
+int64_t fnn_bf16_packed_size(int64_t k, int64_t n);
+/* Elements (uint16_t) of fnn_dense_backward_bf16's scratch: n out + packed(n, out) + in n. */
+int64_t fnn_bf16_backward_scratch_size(int64_t n, int64_t in, int64_t out);
+
+/* y := bf16(x).  x float32 (n), y (n).  Overwrites y. */
+void fnn_bf16_convert_forward(uint16_t *y, const float *x, int64_t n);
+/* wp := pack(bf16(w)), wtp := pack(bf16(w.T)).  w float32 (in, out); wp of
+   fnn_bf16_packed_size(in, out), wtp of fnn_bf16_packed_size(out, in), either may be NULL.
+   Overwrites wp, wtp (padding included). */
+void fnn_bf16_pack_forward(uint16_t *wp, uint16_t *wtp, const float *w, int64_t in,
+                           int64_t out);
+/* fnn_optimizer_step_f32(p, g, off, in out, o) (same rule, same float32 results, bit for bit),
+   on the kernel w = p[off : off + in out] (in, out), and in the same pass wp, wtp := the packs
+   of the updated w, as fnn_bf16_pack_forward writes them (either may be NULL).  Overwrites
+   those elements of p and o's state, and wp, wtp. */
+void fnn_optimizer_step_bf16pack_f32(float *p, uint16_t *wp, uint16_t *wtp, const float *g,
+                                     int64_t off, int64_t in, int64_t out,
+                                     const struct fnn_optimizer *o);
+/* y := act(x @ w + b), products in bfloat16, sums in float32.  x16 (n, in) bf16; wp the
+   packed w (in, out); b (out) float32 or NULL; y (n, out) float32; z (n, out) or NULL receives
+   the pre-activation x @ w + b; y16 (n, out) or NULL receives bf16(y), the next layer's input.
+   The epilogue is fnn_dense_forward_f32's.  Overwrites y, z, y16. */
+void fnn_dense_forward_bf16(float *y, float *z, uint16_t *y16, const uint16_t *x16,
+                            const uint16_t *wp, const float *b, int64_t n, int64_t in,
+                            int64_t out, struct fnn_activation act);
+/* dz := dy * act'(.) (float32, as fnn_dense_backward_f32), db := sum_rows(dz) (float32),
+   dw := x.T @ bf16(dz), dx := bf16(dz) @ w.T (bfloat16 products, float32 sums).  x16 (n, in)
+   bf16, the forward's input; wtp the packed w.T (fnn_bf16_pack_forward); y, z as
+   fnn_dense_backward_f32; dz (n, out) may be dy; dw (in, out), db (out), dx (n, in) may be
+   NULL; scratch of fnn_bf16_backward_scratch_size(n, in, out).  Overwrites dw, db, dx, dz,
+   scratch. */
+void fnn_dense_backward_bf16(float *dw, float *db, float *dx, float *dz, uint16_t *scratch,
+                             const float *dy, const uint16_t *x16, const uint16_t *wtp,
+                             const float *y, const float *z, int64_t n, int64_t in,
+                             int64_t out, struct fnn_activation act);
 
 #ifdef __cplusplus
 }

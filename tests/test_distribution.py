@@ -54,7 +54,10 @@ TRAIN = textwrap.dedent("""
         y = labels if target == "labels" else np.eye(3)[labels]
         m = models.Sequential([layers.Dense(8, activation="tanh", input_shape=(6,)),
                                layers.Dense(3, activation=act)], seed=1)
-        m.compile(opt, loss, metrics=["accuracy"])
+        # (AUC and Precision: states of confusion counts at thresholds, summed over the ranks;
+        # as in Keras, they take targets of the outputs' shape)
+        m.compile(opt, loss, metrics=["accuracy"] + (["auc", "precision"] if target == "onehot"
+                                                     else []))
         h = m.fit(x.astype(dtype), y, epochs=3, batch_size=batch, verbose=0, validation_split=0.2)
         distribution.set_distribution(None)
         fastnn.config.set_floatx("float32")

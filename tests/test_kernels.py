@@ -77,39 +77,71 @@ def act_case(act, n, m, backward, params=None):
     return run
 
 
-def loss_case(name, n, k):
-    sparse = "sparse" in name
+def _loss_inputs(name, n, k, dtype, rng):
+    """(p, t) in each loss's domain, with its edges: clipped probabilities, targets of 0,
+    huber errors on both sides of delta, a zero row for cosine_similarity."""
+    logits = _rand(rng, (n, k), dtype, 2.0)
+    labels = rng.integers(0, k, n)
+    onehot = np.eye(k, dtype=dtype)[labels]
+    if "sparse" in name:
+        t = labels
+    elif name in ("binary_crossentropy", "sigmoid_binary_crossentropy"):
+        t = rng.integers(0, 2, (n, k)).astype(dtype)
+        t[0] = rng.random(k).astype(dtype)  # one soft-label row
+    elif name == "hinge":  # {0, 1} labels (converted) when n is odd, else {-1, 1}
+        t = rng.integers(0, 2, (n, k)).astype(dtype)
+        if n % 2 == 0:
+            t = 2 * t - 1
+    elif name == "categorical_hinge":
+        t = onehot
+    elif name == "poisson":
+        t = rng.integers(0, 4, (n, k)).astype(dtype)
+    elif name in ("mean_squared_error", "mean_absolute_error", "huber", "log_cosh",
+                  "cosine_similarity"):
+        t = _rand(rng, (n, k), dtype)
+    else:  # categorical, kl_divergence: distributions, one soft row
+        t = onehot
+        t[0] = rng.random(k).astype(dtype)
+        t[0] /= t[0].sum()
+    if "softmax" in name or "categorical_crossentropy" in name or name == "kl_divergence":
+        p = np.empty_like(logits)
+        R.act_forward(p, logits, R.SOFTMAX, ())
+        if "softmax" not in name and name != "kl_divergence":
+            p *= dtype(1.5)  # unnormalised probabilities exercise the normalisation
+    elif name == "binary_crossentropy":
+        p = np.empty_like(logits)
+        R.act_forward(p, logits, R.SIGMOID, ())
+    elif name == "poisson":
+        p = np.exp(logits / 2)
+    else:
+        p = logits
+    if name == "cosine_similarity" and n > 1:
+        p[-1] = 0  # |p| < eps: p_hat = p / eps
+    return p, t
+
+
+def loss_case(name, n, k, weighted=False):
     fused = "softmax" in name
 
     def run(K, dtype, rng):
-        logits = _rand(rng, (n, k), dtype, 2.0)
-        if fused or "categorical" in name:
-            p = np.empty_like(logits)
-            R.act_forward(p, logits, R.SOFTMAX, ())
-            if not fused:  # unnormalised probabilities exercise the normalisation
-                p *= dtype(1.5)
-        elif name == "binary_crossentropy":
-            p = np.empty_like(logits)
-            R.act_forward(p, logits, R.SIGMOID, ())
-        else:
-            p = logits
-        labels = rng.integers(0, k, n)
-        if sparse:
-            t = labels
-        elif name == "binary_crossentropy":
-            t = rng.integers(0, 2, (n, k)).astype(dtype)
-        elif name == "mean_squared_error":
-            t = _rand(rng, (n, k), dtype)
-        else:
-            t = np.eye(k, dtype=dtype)[labels]
-            t[0] = rng.random(k).astype(dtype)  # one soft-label row
-            t[0] /= t[0].sum()
+        p, t = _loss_inputs(name, n, k, dtype, rng)
+        sw = rng.random(n).astype(dtype) if weighted else None
         dp = np.full((n, k), np.nan, dtype)
+        per_sample = np.full(n, np.nan, dtype)
         code = LOSSES[name]
-        out = [np.array(K.loss_backward(dp, p, t, code)), dp]
+        out = [np.array(K.loss_backward(dp, p, t, code, sw, per_sample)), dp, per_sample]
         if not fused:
-            out.append(np.array(K.loss_backward(None, p, t, code)))
+            out.append(np.array(K.loss_backward(None, p, t, code, sw)))
         return out
+    return run
+
+
+def huber_case(n, k, delta, weighted):
+    def run(K, dtype, rng):
+        p, t = _rand(rng, (n, k), dtype, 2.0), _rand(rng, (n, k), dtype)
+        sw = rng.random(n).astype(dtype) if weighted else None
+        dp, per_sample = np.full((n, k), np.nan, dtype), np.full(n, np.nan, dtype)
+        return [np.array(K.huber_backward(dp, p, t, delta, sw, per_sample)), dp, per_sample]
     return run
 
 
@@ -213,12 +245,13 @@ def _registry():
         for n, m in [(1, 1), (3, 17), (64, 100)]:
             cases[f"act_forward-{label}-{n}x{m}"] = act_case(act, n, m, False, params)
             cases[f"act_backward-{label}-{n}x{m}"] = act_case(act, n, m, True, params)
-    losses = ["categorical_crossentropy", "sparse_categorical_crossentropy",
-              "softmax_crossentropy", "sparse_softmax_crossentropy",
-              "binary_crossentropy", "mean_squared_error"]
-    for name in losses:
-        for n, k in [(1, 1), (1, 3), (7, 10), (33, 5)]:
+    for name in LOSSES:
+        for n, k in [(1, 1), (1, 3), (7, 10), (33, 5), (4, 37)]:
             cases[f"{name}-{n}x{k}"] = loss_case(name, n, k)
+        cases[f"{name}-weighted-9x17"] = loss_case(name, 9, 17, weighted=True)
+    for delta in (0.5, 2.0):
+        cases[f"huber_delta{delta}-7x10"] = huber_case(7, 10, delta, False)
+        cases[f"huber_delta{delta}-weighted-1x19"] = huber_case(1, 19, delta, True)
     for label, make in OPTIMIZERS.items():
         for size in [(1,), (17,), (31, 33), (300001,)]:
             cases[f"{label}_step-{'x'.join(map(str, size))}"] = optimizer_case(make, size)

@@ -407,8 +407,8 @@ def test_bad_targets():
         classifier().fit(X, y + 0.5)
     with pytest.raises(ValueError, match="only one class"):
         classifier().fit(X, np.zeros(30))
-    with pytest.raises(TypeError, match="sample_weight"):  # Sequential.fit has none
-        classifier().fit(X, y, sample_weight=np.ones(30))
+    with pytest.raises(ValueError, match="sample_weight"):  # passed on to Sequential.fit
+        classifier().fit(X, y, sample_weight=np.ones(29))
 
 
 def test_without_scikit_learn(monkeypatch):

@@ -1,0 +1,195 @@
+"""bfloat16 products (src_c/bf16.c) on each path this machine runs, beside float32 in the same run.
+
+Verify, then time.  For the book's dense layers (forward 128x784x512 and 128x512x10, and their
+backward products dw := x.T @ dz, dx := dz @ w.T) and a large 2048^3 product: GFLOP/s (median
+and best over repeats) of fastnn's bf16 kernels on each path, of fastnn's float32 kernels (the
+BLAS's sgemm) and of NumPy's float32 matmul, with every pool pinned to the same thread count;
+torch.matmul in bfloat16 too when torch imports.  Also the fused optimizer step + pack against
+the plain step followed by a separate pack.
+
+    python bench/bf16.py [--threads 2] [--quick]
+"""
+import argparse
+import ast
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from common import environment, pin_threads, timeit  # noqa: E402
+
+from fastnn import _codes  # noqa: E402
+from fastnn import _kernels as C  # noqa: E402
+from fastnn import _reference as R  # noqa: E402
+
+LINEAR = _codes.ACTIVATIONS["linear"]
+
+
+def gflops(flops, t):
+    return flops / t / 1e9
+
+
+def layer(rng, n, i, o):
+    x = rng.standard_normal((n, i)).astype(np.float32)
+    w = (rng.standard_normal((i, o)) / np.sqrt(i)).astype(np.float32)
+    x16 = np.empty(x.shape, np.uint16)
+    C.bf16_convert_forward(x16, x)
+    wp = np.empty(C.bf16_packed_size(i, o), np.uint16)
+    wtp = np.empty(C.bf16_packed_size(o, i), np.uint16)
+    C.bf16_pack_forward(wp, wtp, w)
+    dy = (rng.standard_normal((n, o)) / n).astype(np.float32)
+    return x, w, x16, wp, wtp, dy
+
+
+def verify(paths, shapes):
+    """Every path's forward and backward within the summation-order bound of the NumPy twin."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests"))
+    from tolerances import bf16_product_atol
+    rng = np.random.default_rng(0)
+    for n, i, o in shapes:
+        x, w, x16, wp, wtp, dy = layer(rng, n, i, o)
+        a, b = np.abs(R._f32(x16)).astype(np.float64), np.abs(R._f32(R._bf16(w))).astype(np.float64)
+        want = np.empty((n, o), np.float32)
+        R.dense_forward_bf16(want, None, None, x16, wp, None, LINEAR, ())
+        for p in paths:
+            C.bf16_set_path(p)
+            y = np.empty((n, o), np.float32)
+            C.dense_forward_bf16(y, None, None, x16, wp, None, LINEAR, ())
+            err = np.abs(y - want) - bf16_product_atol(a, b) - 1e-6
+            assert (err <= 0).all(), f"{p} forward {n}x{i}x{o}: off by {err.max()}"
+    C.bf16_set_path(None)
+    print("verified: every path's forward matches the NumPy twin within the bound "
+          "(tests/tolerances.py bf16_product_atol)")
+
+
+SHAPES = [(128, 784, 512), (128, 512, 10), (2048, 2048, 2048)]
+
+
+def measure_torch(threads, rep):
+    """torch.matmul in bfloat16 for the same products: {(kind, shape): (median, best)}."""
+    import torch
+    torch.set_num_threads(threads)
+    rng = np.random.default_rng(1)
+    out = {}
+    for n, i, o in SHAPES:
+        big = n == 2048
+        tx, tw, tdz = (torch.from_numpy(rng.standard_normal(s).astype(np.float32)).bfloat16()
+                       for s in ((n, i), (i, o), (n, o)))
+        out[("forward", (n, i, o))] = timeit(lambda: torch.matmul(tx, tw), repeat=3 if big else rep,
+                                              warmup=1, min_time=0.002)
+        if not big:
+            out[("backward", (n, i, o))] = timeit(
+                lambda: (torch.matmul(tx.T, tdz), torch.matmul(tdz, tw.T)), repeat=rep, warmup=1,
+                min_time=0.002)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--quick", action="store_true", help="fewer repeats, no portable 2048^3")
+    ap.add_argument("--torch-child", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    rep = 5 if args.quick else 11
+    if args.torch_child:  # its own process: torch's thread pool never meets fastnn's
+        print(repr({k: v for k, v in measure_torch(args.threads, rep).items()}))
+        return
+    pin_threads(args.threads)
+    print("\n".join(environment(args.threads)))
+    print(f"load average: {os.getloadavg()}")
+    paths = C.bf16_paths()
+    verify(paths, SHAPES[:2] if args.quick else SHAPES)
+
+    # phase 1: fastnn (bf16 on each path, float32), phase 2: NumPy, phase 3: torch in a child
+    # process; each phase alone, so no thread pool spins while another one works
+    rng = np.random.default_rng(1)
+    res = {}
+    for n, i, o in SHAPES:
+        big = n == 2048
+        reps = 3 if big else rep
+        x, w, x16, wp, wtp, dy = layer(rng, n, i, o)
+        y = np.empty((n, o), np.float32)
+        dw, dx, db = np.empty((i, o), np.float32), np.empty((n, i), np.float32), np.empty(o, np.float32)
+        dz = np.empty_like(dy)
+        scratch = np.empty(C.bf16_backward_scratch_size(n, i, o), np.uint16)
+        for p in paths:
+            if big and p == "portable" and args.quick:
+                continue
+            C.bf16_set_path(p)
+            res[("forward", (n, i, o), f"bf16 {p}")] = timeit(
+                lambda: C.dense_forward_bf16(y, None, None, x16, wp, None, LINEAR, ()),
+                repeat=reps, warmup=1, min_time=0.002)
+            if not big:
+                res[("backward", (n, i, o), f"bf16 {p}")] = timeit(
+                    lambda: C.dense_backward_bf16(dw, db, dx, dz, scratch, dy, x16, wtp, y, None,
+                                                  LINEAR, ()), repeat=reps, warmup=1, min_time=0.002)
+        C.bf16_set_path(None)
+        res[("forward", (n, i, o), "f32 fastnn")] = timeit(
+            lambda: C.dense_forward(y, None, x, w, None, LINEAR, ()), repeat=reps, warmup=1,
+            min_time=0.002)
+        if not big:
+            res[("backward", (n, i, o), "f32 fastnn")] = timeit(
+                lambda: C.dense_backward(dw, db, dx, dz, dy, x, w, y, None, LINEAR, ()),
+                repeat=reps, warmup=1, min_time=0.002)
+
+    # the fused optimizer step + pack (adam on the 784 x 512 kernel) against step, then pack
+    i, o = 784, 512
+    p = rng.standard_normal(i * o).astype(np.float32)
+    g = rng.standard_normal(i * o).astype(np.float32)
+    slots = {"momentums": np.zeros_like(p), "velocities": np.zeros_like(p)}
+    opt = C.OptimizerStep(p, "adam", {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}, slots)
+    opt.begin(1e-3, 1)
+    wp, wtp = np.empty(C.bf16_packed_size(i, o), np.uint16), np.empty(C.bf16_packed_size(o, i), np.uint16)
+    fused = timeit(lambda: C.optimizer_step_bf16pack(opt, p, wp, wtp, g, 0, i, o), repeat=rep,
+                   warmup=1, min_time=0.002)
+    plain = timeit(lambda: opt.step(p, g), repeat=rep, warmup=1, min_time=0.002)
+    pack = timeit(lambda: C.bf16_pack_forward(wp, wtp, p.reshape(i, o)), repeat=rep, warmup=1,
+                  min_time=0.002)
+
+    time.sleep(0.5)  # fastnn's threads stop spinning
+    for n, i, o in SHAPES:
+        big = n == 2048
+        x, w, _, _, _, dy = layer(rng, n, i, o)
+        y, dw, dx = np.empty((n, o), np.float32), np.empty((i, o), np.float32), np.empty((n, i), np.float32)
+        res[("forward", (n, i, o), "f32 numpy")] = timeit(
+            lambda: np.matmul(x, w, out=y), repeat=3 if big else rep, warmup=1, min_time=0.002)
+        if not big:
+            res[("backward", (n, i, o), "f32 numpy")] = timeit(
+                lambda: (np.matmul(x.T, dy, out=dw), np.matmul(dy, w.T, out=dx)), repeat=rep,
+                warmup=1, min_time=0.002)
+
+    time.sleep(0.5)
+    child = subprocess.run([sys.executable, os.path.abspath(__file__), "--torch-child",
+                            "--threads", str(args.threads)] + (["--quick"] if args.quick else []),
+                           capture_output=True, text=True)
+    if child.returncode == 0:
+        for (kind, shape), v in ast.literal_eval(child.stdout.strip().splitlines()[-1]).items():
+            res[(kind, shape, "torch bf16")] = v
+        torch_note = "torch bf16: torch.matmul on bfloat16 tensors, in a separate process"
+    else:
+        torch_note = "torch: not importable (pip install torch for its bf16 column)"
+
+    print(f"\nGFLOP/s, median (best) over {rep} repeats (3 for 2048^3); each library timed in a "
+          f"phase of its own, threads pinned to {args.threads}.  bf16 paths: {paths}; f32 fastnn: "
+          f"fastnn's float32 kernels (sgemm inside); f32 numpy: np.matmul; {torch_note}")
+    labels = [f"bf16 {p}" for p in paths] + ["f32 fastnn", "f32 numpy", "torch bf16"]
+    for kind in ("forward", "backward"):
+        for n, i, o in SHAPES:
+            flops = (2 if kind == "forward" else 4) * n * i * o
+            cells = [f"{lab}: {gflops(flops, res[(kind, (n, i, o), lab)][0]):7.1f} "
+                     f"({gflops(flops, res[(kind, (n, i, o), lab)][1]):7.1f})"
+                     for lab in labels if (kind, (n, i, o), lab) in res]
+            if cells:
+                print(f"{kind:8s} {n}x{i}x{o:<10} " + "  ".join(cells))
+    print("(backward: dw := x.T @ dz and dx := dz @ w.T, 4 n in out flops; fastnn's kernels also "
+          "write db and, for bf16, bf16(dz) and its packs)")
+    print(f"\nadam step on a 784x512 kernel + both packs (median): fused {fused[0] * 1e6:.0f} us; "
+          f"step {plain[0] * 1e6:.0f} us + pack {pack[0] * 1e6:.0f} us = "
+          f"{(plain[0] + pack[0]) * 1e6:.0f} us (bf16 path {C.bf16_path()})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,522 @@
+"""fastnn.metrics against Keras 3.15: the documented examples (the docstrings and tests of
+keras/src/metrics/*.py, cited at each value), hand computations with sample weights, the
+stateful API (reset_state, __call__, get_config round trips, names), errors on bad input,
+AUC against a direct computation from sorted scores, and the training loop's use of the
+metrics (fit / evaluate logs, the state the distribution sums).
+
+The metrics sum in float64: values computed by hand are compared at float64 tolerance
+(tests/tolerances.py); Keras' own (float32) printed values only to their printed digits."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from fastnn import layers, losses, metrics, models
+from tolerances import TOL
+
+F64 = TOL[np.float64]
+
+
+def approx(v):
+    return pytest.approx(v, rel=F64["rtol"], abs=F64["atol"])
+
+
+def run(m, *args, **kwargs):
+    m.update_state(*args, **kwargs)
+    return m.result()
+
+
+# ---- Keras' documented examples ---------------------------------------------------------------
+# (y_true, y_pred, sample_weight, result) from the docstrings of keras/src/metrics/*.py
+
+CAT_T, CAT_P = [[0, 0, 1], [0, 1, 0]], [[0.1, 0.9, 0.8], [0.05, 0.95, 0]]
+KERAS_EXAMPLES = [
+    # reduction_metrics.py, Mean
+    (lambda: metrics.Mean(), ([1, 3, 5, 7],), None, 4.0),
+    (lambda: metrics.Mean(), ([1, 3, 5, 7],), [1, 1, 0, 0], 2.0),
+    # accuracy_metrics.py
+    (metrics.Accuracy, ([[1], [2], [3], [4]], [[0], [2], [3], [4]]), None, 0.75),
+    (metrics.Accuracy, ([[1], [2], [3], [4]], [[0], [2], [3], [4]]), [1, 1, 0, 0], 0.5),
+    (metrics.BinaryAccuracy, ([[1], [1], [0], [0]], [[0.98], [1], [0], [0.6]]), None, 0.75),
+    (metrics.BinaryAccuracy, ([[1], [1], [0], [0]], [[0.98], [1], [0], [0.6]]), [1, 0, 0, 1],
+     0.5),
+    (metrics.CategoricalAccuracy, (CAT_T, CAT_P), None, 0.5),
+    (metrics.CategoricalAccuracy, (CAT_T, CAT_P), [0.7, 0.3], 0.3),
+    (metrics.SparseCategoricalAccuracy, ([[2], [1]], [[0.1, 0.6, 0.3], [0.05, 0.95, 0]]), None,
+     0.5),
+    (metrics.SparseCategoricalAccuracy, ([[2], [1]], [[0.1, 0.6, 0.3], [0.05, 0.95, 0]]),
+     [0.7, 0.3], 0.3),
+    (lambda: metrics.TopKCategoricalAccuracy(k=1), (CAT_T, CAT_P), None, 0.5),
+    (lambda: metrics.TopKCategoricalAccuracy(k=1), (CAT_T, CAT_P), [0.7, 0.3], 0.3),
+    (lambda: metrics.SparseTopKCategoricalAccuracy(k=1), ([2, 1], CAT_P), None, 0.5),
+    (lambda: metrics.SparseTopKCategoricalAccuracy(k=1), ([2, 1], CAT_P), [0.7, 0.3], 0.3),
+    (lambda: metrics.SparseTopKCategoricalAccuracy(k=1, from_sorted_ids=True),
+     ([2, 1], [[1, 0, 3], [1, 2, 3]]), None, 0.5),
+    # regression_metrics.py
+    (metrics.MeanSquaredError, ([[0, 1], [0, 0]], [[1, 1], [0, 0]]), None, 0.25),
+    (metrics.MeanAbsoluteError, ([[0, 1], [0, 0]], [[1, 1], [0, 0]]), None, 0.25),
+    (metrics.MeanAbsoluteError, ([[0, 1], [0, 0]], [[1, 1], [0, 0]]), [1, 0], 0.5),
+    (metrics.RootMeanSquaredError, ([[0, 1], [0, 0]], [[1, 1], [0, 0]]), None, 0.5),
+    (metrics.RootMeanSquaredError, ([[0, 1], [0, 0]], [[1, 1], [0, 0]]), [1, 0],
+     math.sqrt(0.5)),  # (printed 0.70710677)
+    # confusion_metrics.py
+    (metrics.Precision, ([0, 1, 1, 1], [1, 0, 1, 1]), None, 2 / 3),  # (printed 0.6666667)
+    (metrics.Precision, ([0, 1, 1, 1], [1, 0, 1, 1]), [0, 0, 1, 0], 1.0),
+    (lambda: metrics.Precision(top_k=2), ([0, 0, 1, 1], [1, 1, 1, 1]), None, 0.0),
+    (lambda: metrics.Precision(top_k=4), ([0, 0, 1, 1], [1, 1, 1, 1]), None, 0.5),
+    (metrics.Recall, ([0, 1, 1, 1], [1, 0, 1, 1]), None, 2 / 3),
+    (metrics.Recall, ([0, 1, 1, 1], [1, 0, 1, 1]), [0, 0, 1, 0], 1.0),
+    (lambda: metrics.AUC(num_thresholds=3), ([0, 0, 1, 1], [0, 0.5, 0.3, 0.9]), None, 0.75),
+    (lambda: metrics.AUC(num_thresholds=3), ([0, 0, 1, 1], [0, 0.5, 0.3, 0.9]), [1, 0, 0, 1],
+     1.0),
+]
+
+
+@pytest.mark.parametrize("make, args, weight, expected", KERAS_EXAMPLES)
+def test_keras_documented_examples(make, args, weight, expected):
+    m = make()
+    assert run(m, *args, sample_weight=weight) == approx(expected)
+    m.reset_state()  # reset_state, then the same batch again: the same value
+    assert m.result() == 0.0 and all(not v.any() for v in m.variables)
+    assert run(m, *args, sample_weight=weight) == approx(expected)
+
+
+# ---- Keras' tests (keras/src/metrics/confusion_metrics_test.py), with their hand counts --------
+
+AUC_T, AUC_P, AUC_W = [0, 0, 1, 1], np.array([0, 0.5, 0.3, 0.9], np.float32), [1, 2, 3, 4]
+
+
+def test_auc_keras_tests_weighted():
+    # AUCTest: thresholds [-1e-7, 0.5, 1 + 1e-7]; weighted counts tp = [7, 4, 0], fp = [3, 0, 0],
+    # fn = [0, 3, 7], tn = [0, 3, 3]
+    m = metrics.AUC(num_thresholds=3)
+    m.update_state(AUC_T, AUC_P, sample_weight=AUC_W)
+    tp, fp, tn, fn = m.variables
+    assert tp.tolist() == [7, 4, 0] and fp.tolist() == [3, 0, 0]
+    assert fn.tolist() == [0, 3, 7] and tn.tolist() == [0, 3, 3]
+    recall = [1, 4 / 7, 0]
+    roc = {"interpolation": (recall[0] + recall[1]) / 2,  # widths [1, 0]
+           "majoring": max(recall[0], recall[1]), "minoring": min(recall[0], recall[1])}
+    precision = [0.7, 1.0, 0.0]
+    pr = {"majoring": 1 * (1 - 4 / 7) + 1 * (4 / 7),
+          "minoring": 0.7 * (1 - 4 / 7) + 0 * (4 / 7),
+          # test_weighted_pr_interpolation: slope [0.5, 1], intercept [2, 0], p ratio [2.5, 1]
+          "interpolation": 0.5 * (3 + 2 * math.log(2.5)) / 7 + 4 / 7}
+    for method in ("interpolation", "majoring", "minoring"):
+        auc = metrics.AUC(num_thresholds=3, summation_method=method)
+        assert auc(AUC_T, AUC_P, sample_weight=AUC_W) == approx(roc[method])
+        auc = metrics.AUC(num_thresholds=3, curve="PR", summation_method=method)
+        assert auc(AUC_T, AUC_P, sample_weight=AUC_W) == approx(pr[method])
+    assert precision[0] == pytest.approx(7 / 10)
+    # test_weighted_pr_interpolation_negative_weights: max(tp + fn, 0) is 0 -> 0
+    assert metrics.AUC(num_thresholds=3, curve="PR")(AUC_T, AUC_P, sample_weight=[-1, -2, -3, -4]) \
+        == 0.0
+
+
+def test_auc_keras_tests_unweighted_logits_manual_thresholds():
+    # test_unweighted / test_unweighted_from_logits / test_manual_thresholds: 0.75 * 1 + 0.25 * 0
+    assert metrics.AUC(num_thresholds=3)(AUC_T, AUC_P) == approx(0.75)
+    logits = -np.log(1.0 / (AUC_P.astype(np.float64) + 1e-12) - 1.0)
+    assert metrics.AUC(num_thresholds=3, from_logits=True)(AUC_T, logits) == approx(0.75)
+    m = metrics.AUC(num_thresholds=2, thresholds=[0.5])
+    assert m.num_thresholds == 3
+    assert m.thresholds == pytest.approx([-1e-7, 0.5, 1 + 1e-7], abs=1e-12)
+    assert m(AUC_T, AUC_P) == approx(0.75)
+    # test_unweighted_all_correct
+    assert metrics.AUC()(AUC_T, np.array(AUC_T, np.float32)) == approx(1.0)
+
+
+def test_precision_keras_tests():
+    # test_unweighted_with_threshold: [0.5, 0.0], a vector for several thresholds
+    r = metrics.Precision(thresholds=[0.5, 0.7])([0, 1, 1, 0], [1, 0, 0.6, 0])
+    assert isinstance(r, np.ndarray) and r.tolist() == [0.5, 0.0]
+    # test_weighted_with_threshold and test_multiple_updates: weights of y's shape
+    p = metrics.Precision(thresholds=[0.5, 1.0])
+    t, y = np.array([[0, 1], [1, 0]]), np.array([[1, 0], [0.6, 0]], np.float32)
+    w = np.array([[4, 0], [3, 1]], np.float32)
+    assert p(t, y, sample_weight=w) == approx([3 / 7, 0])
+    assert p(t, y, sample_weight=w) == approx([6 / 14, 0])
+    # test_unweighted_top_k, test_weighted_top_k (a scalar weight in the second batch)
+    assert metrics.Precision(top_k=3)([0, 1, 1, 0, 0], [0.2, 0.1, 0.5, 0, 0.2]) == approx(1 / 3)
+    p = metrics.Precision(top_k=3)
+    p([[0, 1, 1, 0, 1]], [[0.2, 0.1, 0.4, 0, 0.2]], sample_weight=np.array([[1, 4, 2, 3, 5]]))
+    r = p([1, 0, 1, 1, 1], [0.2, 0.6, 0.4, 0.2, 0.2], sample_weight=np.array(3))
+    assert r == approx(((2 + 5) + (3 + 3)) / ((1 + 2 + 5) + (3 + 3 + 3)))
+    # test_unweighted_class_id_multiclass
+    p = metrics.Precision(class_id=1)
+    y = [[0.1, 0.2, 0.7], [0.5, 0.3, 0.2], [0.2, 0.6, 0.2], [0.7, 0.2, 0.1], [0.1, 0.1, 0.8]]
+    t = [[0, 0, 1], [1, 0, 0], [0, 1, 0], [1, 0, 0], [0, 0, 1]]
+    assert p(t, y) == 1.0 and p.true_positives.tolist() == [1] and p.false_positives.tolist() == [0]
+    # test_unweighted_top_k_and_threshold
+    p = metrics.Precision(thresholds=0.7, top_k=2)
+    assert p([0, 1, 1, 0, 1], [0.2, 0.8, 0.6, 0, 0.2]) == 1.0
+    assert p.true_positives.tolist() == [1] and p.false_positives.tolist() == [0]
+    # an all-negative batch: 0 (divide_no_nan)
+    assert metrics.Precision()([0, 0, 0, 0], [0, 0, 0, 0]) == 0.0
+
+
+def test_recall_by_hand_with_weights_class_id_and_top_k():
+    # 4 samples x 3 classes; class 2: labels [1, 0, 1, 1], predictions above 0.5 at samples 0, 1
+    t = np.array([[0, 0, 1], [1, 0, 0], [0, 1, 1], [0, 0, 1]])
+    y = np.array([[0.1, 0.2, 0.7], [0.1, 0.3, 0.6], [0.2, 0.7, 0.1], [0.5, 0.4, 0.3]])
+    w = np.array([1.0, 2.0, 3.0, 4.0])
+    # tp = w0 = 1; fn = w2 + w3 = 7
+    assert metrics.Recall(class_id=2)(t, y, sample_weight=w) == approx(1 / 8)
+    # top_k=1: the argmax of each row is positive; labels: 5, found at rows 0 (class 2) and 2
+    # (class 1), each row's weight on its elements
+    assert metrics.Recall(top_k=1)(t, y, sample_weight=w) == approx((1 + 3) / (1 + 2 + 3 + 3 + 4))
+    # evenly spread thresholds (Keras' bucket method): of the 5 labels, all above 0, 2 above
+    # 0.5 (the 0.7 at rows 0 and 2), none above 1
+    r = metrics.Recall(thresholds=[0.0, 0.5, 1.0])
+    assert r(t, y).tolist() == approx([1.0, 2 / 5, 0.0])
+
+
+# ---- weighted means by hand --------------------------------------------------------------------
+
+def test_mean_metrics_weighted_by_hand():
+    t = np.array([[1, 0, 1], [0, 0, 1], [1, 1, 1]], np.float64)
+    y = np.array([[0.9, 0.4, 0.2], [0.6, 0.1, 0.8], [0.7, 0.7, 0.3]], np.float64)
+    w = np.array([0.5, 2.0, 1.5])
+    # per-sample binary accuracy (threshold 0.5): [2/3, 2/3, 2/3] -> weighted mean 2/3
+    assert metrics.BinaryAccuracy()(t, y, sample_weight=w) == approx(2 / 3)
+    # threshold 0.25: matches [[1, 0, 0], [0, 1, 1], [1, 1, 1]] -> [1/3, 2/3, 1]
+    acc = (0.5 * 1 / 3 + 2.0 * 2 / 3 + 1.5 * 1) / 4.0
+    assert metrics.BinaryAccuracy(threshold=0.25)(t, y, sample_weight=w) == approx(acc)
+    d = y - t
+    mse = (d ** 2).mean(axis=1)
+    assert metrics.MeanSquaredError()(t, y, sample_weight=w) == approx(np.dot(w, mse) / w.sum())
+    assert metrics.MeanAbsoluteError()(t, y, sample_weight=w) == \
+        approx(np.dot(w, np.abs(d).mean(axis=1)) / w.sum())
+    assert metrics.RootMeanSquaredError()(t, y, sample_weight=w) == \
+        approx(math.sqrt(np.dot(w, mse) / w.sum()))
+    # a weight per element (y's shape): per sample sum(w * v) / n_outputs, count the mean weight
+    w2 = np.array([[1, 0, 2], [0, 1, 1], [3, 1, 0]], np.float64)
+    m = (w2 * (d ** 2)).mean(axis=1).sum() / w2.mean(axis=1).sum()
+    assert metrics.RootMeanSquaredError()(t, y, sample_weight=w2) == approx(math.sqrt(m))
+    # a scalar weight (as Keras: the batch counts as one sample of that weight)
+    mean = metrics.Mean()
+    mean.update_state([1, 3, 5, 7], sample_weight=0.3)
+    mean.update_state([2.0], sample_weight=[2.0])
+    assert mean.result() == approx((0.3 * 4 + 2 * 2) / 2.3)
+
+
+def test_call_updates_the_state_and_returns_the_running_result():
+    # as Keras 3 (Metric.__call__: update_state, then result): 4.0, then (16 + 1) / 5
+    m = metrics.Mean()
+    assert m([1, 3, 5, 7]) == 4.0
+    assert m([1.0]) == approx(3.4)
+    a = metrics.CategoricalAccuracy()
+    assert a(CAT_T, CAT_P) == 0.5
+    assert a([[1, 0, 0]], [[0.9, 0.1, 0]]) == approx(2 / 3)
+
+
+def test_top_k_ties_count_as_in_the_top_k():
+    # Keras' in_top_k: rank = 1 + #(scores > the label's); ties with the k-th are in
+    y = [[0.3, 0.3, 0.3, 0.1], [0.1, 0.5, 0.4, 0.0]]
+    assert metrics.SparseTopKCategoricalAccuracy(k=1)([2, 2], y) == 0.5
+    assert metrics.SparseTopKCategoricalAccuracy(k=2)([2, 3], y) == 0.5
+    assert metrics.TopKCategoricalAccuracy(k=1)([[0, 1, 0, 0], [0, 1, 0, 0]], y) == 1.0
+
+
+# ---- AUC against a direct computation ----------------------------------------------------------
+
+def _scores(n, rng):
+    """n distinct scores, each in the middle of its own bucket of 10000 (so that the
+    thresholded curve is the exact one), with random labels and weights."""
+    scores = (rng.permutation(n) * 10 + 5.5) / 10000  # (bucket b holds (b, b + 1] / 10000)
+    return scores, (rng.random(n) < 0.4).astype(np.float64), rng.random(n) + 0.1
+
+
+def test_auc_roc_matches_the_trapezoid_of_sorted_scores():
+    rng = np.random.default_rng(0)
+    s, t, w = _scores(600, rng)
+    order = np.argsort(-s)
+    tpr = np.concatenate([[0], np.cumsum((t * w)[order])]) / np.sum(t * w)
+    fpr = np.concatenate([[0], np.cumsum(((1 - t) * w)[order])]) / np.sum((1 - t) * w)
+    exact = np.sum((fpr[1:] - fpr[:-1]) * (tpr[1:] + tpr[:-1]) / 2)
+    m = metrics.AUC(num_thresholds=10001, dtype="float64")
+    for part in np.array_split(np.arange(600), 7):  # several batches
+        m.update_state(t[part], s[part], sample_weight=w[part])
+    assert m.result() == approx(exact)
+    # unweighted: the Mann-Whitney statistic, P(score of a positive > score of a negative)
+    pos, neg = s[t == 1], s[t == 0]
+    mw = np.mean(pos[:, None] > neg[None, :])
+    assert metrics.AUC(num_thresholds=10001, dtype="float64")(t, s) == approx(mw)
+
+
+def test_auc_pr_interpolation_matches_the_integral_of_sorted_scores():
+    # Davis & Goadrich: from one score to the next, tp and p = tp + fp grow linearly; over a
+    # positive's step recall rises by 1 / #positives and the precision is (tp + u) / (p + u),
+    # u in [0, 1]: integral 1 + (tp - p) ln((p + 1) / p), or 1 from p = 0
+    rng = np.random.default_rng(1)
+    s, t, _ = _scores(300, rng)
+    labels = t[np.argsort(-s)]
+    area, tp, p = 0.0, 0.0, 0.0
+    for positive in labels:
+        if positive:
+            area += (1.0 if p == 0 else 1 + (tp - p) * math.log((p + 1) / p)) / labels.sum()
+            tp += 1
+        p += 1
+    m = metrics.AUC(num_thresholds=10001, curve="PR", dtype="float64")
+    assert m(t, s) == approx(area)
+    # the bounds: minoring <= interpolation <= majoring
+    lo = metrics.AUC(num_thresholds=10001, curve="PR", summation_method="minoring", dtype="float64")
+    hi = metrics.AUC(num_thresholds=10001, curve="PR", summation_method="majoring", dtype="float64")
+    assert lo(t, s) <= m.result() <= hi(t, s)
+
+
+def test_auc_multi_label_and_label_weights():
+    rng = np.random.default_rng(2)
+    t = (rng.random((40, 3)) < 0.5).astype(np.float64)
+    y = rng.random((40, 3))
+    per = [metrics.AUC(num_thresholds=50)(t[:, j], y[:, j]) for j in range(3)]
+    assert metrics.AUC(num_thresholds=50, multi_label=True)(t, y) == approx(np.mean(per))
+    lw = np.array([0.2, 0.0, 1.8])
+    m = metrics.AUC(num_thresholds=50, multi_label=True, label_weights=lw)
+    assert m(t, y) == approx(np.dot(per, lw) / lw.sum())
+    assert m.true_positives.shape == (50, 3)
+    m = metrics.AUC(num_thresholds=50, multi_label=True, num_labels=3)
+    assert len(m.state()) == 4 * 50 * 3
+
+
+# ---- config, names, serialization -------------------------------------------------------------
+
+CONFIGURED = [
+    lambda: metrics.Mean(name="m"), lambda: metrics.Accuracy(dtype="float64"),
+    lambda: metrics.BinaryAccuracy(threshold=0.3), metrics.CategoricalAccuracy,
+    metrics.SparseCategoricalAccuracy, lambda: metrics.TopKCategoricalAccuracy(k=2),
+    lambda: metrics.SparseTopKCategoricalAccuracy(k=2, from_sorted_ids=True),
+    metrics.MeanSquaredError, metrics.MeanAbsoluteError, metrics.RootMeanSquaredError,
+    lambda: metrics.Precision(thresholds=[0.3, 0.6], class_id=1, name="p"),
+    lambda: metrics.Recall(top_k=2), lambda: metrics.Recall(thresholds=np.array([0.2, 0.9])),
+    lambda: metrics.AUC(num_thresholds=17, curve="PR", summation_method="majoring",
+                        from_logits=True),
+    lambda: metrics.AUC(thresholds=[0.3, 0.5], multi_label=True, num_labels=3,
+                        label_weights=[1, 2, 3]),
+]
+
+
+@pytest.mark.parametrize("make", CONFIGURED)
+def test_get_config_round_trip(make):
+    m = make()
+    cfg = m.get_config()
+    assert json.loads(json.dumps(cfg)) == cfg  # (plain data, as Keras' AUC test checks)
+    again = type(m).from_config(cfg)
+    assert again.get_config() == cfg and again.name == m.name
+    back = metrics.deserialize(metrics.serialize(m))
+    assert type(back) is type(m) and back.get_config() == cfg
+    assert metrics.get(metrics.serialize(m)).get_config() == cfg
+
+
+def test_keras_configs_and_names():
+    # keras.metrics.serialize(keras.metrics.BinaryAccuracy()) in Keras 3.15
+    assert metrics.serialize(metrics.BinaryAccuracy()) == {
+        "module": "keras.metrics", "class_name": "BinaryAccuracy",
+        "config": {"name": "binary_accuracy", "dtype": "float32", "threshold": 0.5},
+        "registered_name": None}
+    cfg = metrics.AUC(name="auc").get_config()  # keras.metrics.AUC().get_config()
+    assert cfg == {"name": "auc", "dtype": "float32", "num_thresholds": 200, "curve": "ROC",
+                   "summation_method": "interpolation", "multi_label": False,
+                   "num_labels": None, "label_weights": None, "from_logits": False}
+    assert metrics.Precision(name="p").get_config() == {
+        "name": "p", "dtype": "float32", "thresholds": None, "top_k": None, "class_id": None}
+    # names: the class name in snake case, made unique when not given (Keras' auto_name)
+    a, b = metrics.Precision(), metrics.Precision()
+    assert a.name.startswith("precision") and b.name.startswith("precision_") and a.name != b.name
+    assert metrics.AUC().name.startswith("auc")
+    assert metrics.Mean().name == "mean" and metrics.Accuracy().name == "accuracy"
+    assert len(metrics.Mean().variables) == 2 and len(metrics.AUC().variables) == 4
+
+
+def test_get_by_keras_names():
+    # keras/src/metrics/__init__.py: class names, their snake case, and the aliases
+    for name, cls in [("mse", metrics.MeanSquaredError), ("MAE", metrics.MeanAbsoluteError),
+                      ("auc", metrics.AUC), ("AUC", metrics.AUC), ("recall", metrics.Recall),
+                      ("root_mean_squared_error", metrics.RootMeanSquaredError),
+                      ("top_k_categorical_accuracy", metrics.TopKCategoricalAccuracy),
+                      ("accuracy", metrics.Accuracy)]:
+        assert type(metrics.get(name)) is cls
+    assert metrics.get("mse").name == "mean_squared_error"  # keras.metrics.get("mse").name
+    assert type(metrics.get(metrics.Recall)) is metrics.Recall
+    m = metrics.Precision()
+    assert metrics.get(m) is m
+    assert type(metrics.get({"class_name": "AUC", "config": {"curve": "PR"}})) is metrics.AUC
+
+
+def test_compile_resolution_as_keras():
+    # keras/src/trainers/compile_utils.py get_metric: "accuracy"/"acc" (any case) by shapes,
+    # binary for one output, sparse for labels of a lower rank; a string names the metric
+    sparse = losses.get("sparse_categorical_crossentropy")
+    cce = losses.get("categorical_crossentropy")
+    bce = losses.get("binary_crossentropy")
+    assert type(metrics.get("acc", sparse, 10)) is metrics.SparseCategoricalAccuracy
+    assert type(metrics.get("Accuracy", cce, 10)) is metrics.CategoricalAccuracy
+    assert type(metrics.get("accuracy", bce, 1)) is metrics.BinaryAccuracy
+    # (Keras 3: several sigmoid outputs with one-hot-shaped targets -> categorical accuracy)
+    assert type(metrics.get("accuracy", bce, 3)) is metrics.CategoricalAccuracy
+    assert metrics.get("acc", cce, 10).name == "acc"
+    assert metrics.get("mse", cce, 10).name == "mse" and metrics.get("AUC", bce, 1).name == "AUC"
+
+
+# ---- errors ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: metrics.Precision(thresholds=1.5), r"thresholds in \[0, 1\].*1\.5"),
+    (lambda: metrics.Recall(thresholds=[0.2, -0.1]), r"thresholds in \[0, 1\].*-0\.1"),
+    (lambda: metrics.Precision(top_k=0), r"top_k .*Received: top_k=0"),
+    (lambda: metrics.Recall(class_id=-1), r"class_id .*Received: class_id=-1"),
+    (lambda: metrics.AUC(num_thresholds=1), r"num_thresholds to be an int >= 2.*=1"),
+    (lambda: metrics.AUC(curve="XX"), r"curve to be one of .*Received: curve='XX'"),
+    (lambda: metrics.AUC(summation_method="mid"), r"summation_method to be one of .*'mid'"),
+    (lambda: metrics.AUC(num_labels=3), r"num_labels only with multi_label=True"),
+    (lambda: metrics.AUC(label_weights=[1, -1]), r"label_weights .*non-negative"),
+    (lambda: metrics.BinaryAccuracy(threshold="half"), r"threshold .*'half'"),
+    (lambda: metrics.TopKCategoricalAccuracy(k=0), r"k to be an int >= 1.*k=0"),
+    (lambda: metrics.Mean(dtype="int8"), r"dtype .*'int8'"),
+    (lambda: metrics.get("f1_score"), r"metrics from .*Received: 'f1_score'"),
+    (lambda: metrics.deserialize({"class_name": "Nope", "config": {}}), r"class_name .*'Nope'"),
+])
+def test_bad_configuration(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("make, args, match", [
+    (metrics.MeanSquaredError, ([[0, 1], [0, 0]], [[1, 1, 0], [0, 0, 0]]),
+     r"y_true and y_pred of the same shape.*y_true.shape=\(2, 2\), y_pred.shape=\(2, 3\)"),
+    (metrics.AUC, ([0, 1, 1], [0.1, 0.2]), r"y_true.shape=\(3,\), y_pred.shape=\(2,\)"),
+    (metrics.CategoricalAccuracy, ([[0, 1]], [[0.2, 0.8], [0.5, 0.5]]), r"one-hot y_true"),
+    (metrics.SparseCategoricalAccuracy, ([0, 1, 1], [[0.2, 0.8], [0.5, 0.5]]),
+     r"y_true.shape=\(3,\), y_pred.shape=\(2, 2\)"),
+    (metrics.SparseTopKCategoricalAccuracy, ([0, 3], [[0.2, 0.8], [0.5, 0.5]]),
+     r"labels in \[0, 2\)"),
+    (lambda: metrics.Precision(class_id=1), ([0, 1], [0.2, 0.8]),
+     r"\(batch, classes\) with class_id"),
+    (lambda: metrics.Precision(class_id=4), ([[0, 1]], [[0.2, 0.8]]), r"class_id < 2"),
+    (lambda: metrics.AUC(multi_label=True), ([0, 1], [0.2, 0.8]), r"rank 2 with multi_label"),
+    (metrics.Accuracy, (["a"], ["b"]), r"y_true to hold real numbers"),
+])
+def test_bad_input(make, args, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        make().update_state(*args)
+
+
+def test_bad_sample_weight():
+    with pytest.raises(ValueError, match=r"sample_weight broadcastable .*Received: sample_weight"):
+        metrics.MeanSquaredError().update_state([[0, 1], [0, 0]], [[1, 1], [0, 0]],
+                                                sample_weight=[1, 2, 3])
+    with pytest.raises(ValueError, match=r"sample_weight broadcastable .*y_pred"):
+        metrics.AUC().update_state([0, 1], [0.3, 0.6], sample_weight=[1, 2, 3])
+
+
+# ---- the training loop's contract ---------------------------------------------------------------
+
+@pytest.mark.parametrize("make", [metrics.CategoricalAccuracy, metrics.BinaryAccuracy,
+                                  metrics.MeanSquaredError, metrics.RootMeanSquaredError,
+                                  lambda: metrics.TopKCategoricalAccuracy(k=2),
+                                  metrics.Precision, lambda: metrics.Recall(thresholds=[0.2, 0.7]),
+                                  metrics.AUC, lambda: metrics.AUC(curve="PR", multi_label=True)])
+def test_update_with_weights_and_summed_states(make):
+    rng = np.random.default_rng(3)
+    y = rng.random((30, 4)).astype(np.float32)
+    t = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 30)]
+    w = rng.random(30) + 0.5
+    whole = make()
+    whole.update_state(t, y, sample_weight=w)  # the public API ...
+    fast = make()  # ... and the loop's: prepared targets once, update per batch, (n,) weights
+    tt = fast.prepare_targets(t)
+    for part in np.array_split(np.arange(30), 4):
+        fast.update(y[part], tt[part], w[part])
+    assert fast.state() == approx(whole.state())
+    assert np.all(np.asarray(fast.result()) == approx(np.asarray(whole.result())))
+    # two halves on two metrics (two ranks): their states summed are the whole one's
+    a, b = make(), make()
+    a.update(y[:12], a.prepare_targets(t[:12]), w[:12])
+    b.update(y[12:], b.prepare_targets(t[12:]), w[12:])
+    merged = make()
+    merged.prepare_targets(t)
+    merged.set_state(a.state() + b.state())
+    assert np.all(np.asarray(merged.result()) == approx(np.asarray(whole.result())))
+    with pytest.raises(ValueError, match="state of shape"):
+        merged.set_state(np.zeros(merged.state().size + 1))
+
+
+def _model(n_out, act, loss, ms):
+    m = models.Sequential([layers.Dense(6, activation="relu", input_shape=(5,)),
+                           layers.Dense(n_out, activation=act)], seed=0)
+    m.compile("adam", loss, metrics=ms)
+    return m
+
+
+def test_fit_and_evaluate_report_the_metrics():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(90, 5)).astype(np.float32)
+    y = (x[:, :1] + 0.3 * rng.normal(size=(90, 1)) > 0).astype(np.float32)
+    auc, prec = metrics.AUC(num_thresholds=50), metrics.Precision(thresholds=[0.3])
+    m = _model(1, "sigmoid", "binary_crossentropy", ["accuracy", auc, prec, "mse"])
+    hist = m.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert set(hist.history) == {"loss", "accuracy", auc.name, prec.name, "mse"}
+    logs = m.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    p = m.predict(x, verbose=0)
+    # evaluate's values are the metrics over all of x, batch by batch
+    assert logs["accuracy"] == approx(np.mean((p > 0.5) == (y == 1)))
+    # (the squared errors are float32, as the predictions: Keras computes them in their dtype)
+    assert logs["mse"] == pytest.approx(np.mean((p.astype(np.float64) - y) ** 2),
+                                        rel=TOL[np.float32]["rtol"], abs=TOL[np.float32]["atol"])
+    assert logs[auc.name] == approx(metrics.AUC(num_thresholds=50)(y, p))
+    assert logs[prec.name] == approx(metrics.Precision(thresholds=[0.3])(y, p))
+    # validation data: evaluated on empty copies, the training metrics untouched
+    hist = m.fit(x[:60], y[:60], epochs=1, batch_size=16, verbose=0,
+                 validation_data=(x[60:], y[60:]))
+    p = m.predict(x[60:], verbose=0)
+    assert hist.history["val_" + auc.name][0] == approx(metrics.AUC(num_thresholds=50)(y[60:], p))
+    assert hist.history[auc.name][0] == approx(auc.result())
+
+
+def test_fit_sparse_accuracies():
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(64, 5)).astype(np.float32)
+    labels = rng.integers(0, 3, 64)
+    top2 = metrics.SparseTopKCategoricalAccuracy(k=2)
+    m = _model(3, "softmax", "sparse_categorical_crossentropy", ["accuracy", top2])
+    m.fit(x, labels, epochs=1, batch_size=16, verbose=0)
+    logs = m.evaluate(x, labels, batch_size=10, verbose=0, return_dict=True)
+    p = m.predict(x, verbose=0)
+    assert logs["accuracy"] == approx(np.mean(np.argmax(p, 1) == labels))
+    second = np.sort(p, axis=1)[:, -2]
+    assert logs[top2.name] == approx(np.mean(p[np.arange(64), labels] >= second))
+
+
+class BinaryTruePositives(metrics.Metric):
+    """keras/src/metrics/metric.py's example subclass, its state a variable updated in place."""
+
+    def __init__(self, name="binary_true_positives", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.true_positives = self.add_variable(shape=(), initializer="zeros",
+                                                name="true_positives")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        values = np.logical_and(np.asarray(y_true, bool), np.asarray(y_pred, bool))
+        values = values.astype(np.float64)
+        if sample_weight is not None:
+            values = values * np.broadcast_to(np.asarray(sample_weight)[:, None], values.shape)
+        self.true_positives += values.sum()
+
+    def result(self):
+        return float(self.true_positives)
+
+
+def test_a_user_metric_in_the_stateful_api_and_in_evaluate():
+    m = BinaryTruePositives()
+    assert m([[1], [0], [1]], [[1], [1], [0]]) == 1.0
+    assert m([[1], [1]], [[1], [1]], sample_weight=[0.5, 2.0]) == 3.5
+    assert len(m.variables) == 1 and m.state().tolist() == [3.5]
+    m.reset_state()
+    assert m.result() == 0.0
+    x = np.array([[1.0, 0, 0, 0, 0], [0, 1, 0, 0, 0], [0, 0, 1, 0, 0], [0, 0, 0, 1, 0]], np.float32)
+    y = np.array([[1], [0], [1], [1]], np.float32)
+    model = _model(1, "relu", "mse", [BinaryTruePositives()])
+    logs = model.evaluate(x, y, batch_size=3, verbose=0, return_dict=True)
+    p = model.predict(x, verbose=0)  # (the default update: update_state(t, p) per batch)
+    assert logs["binary_true_positives"] == float(np.sum((y != 0) & (p != 0)))
