@@ -99,6 +99,18 @@ cdef extern from "fastnn.h" nogil:
     void fnn_optimizer_outer_step_f32(float *p, const float *a, const float *b, int64_t rows, int64_t cols, const fnn_optimizer *o) noexcept
     void fnn_optimizer_outer_step_f64(double *p, const double *a, const double *b, int64_t rows, int64_t cols, const fnn_optimizer *o) noexcept
 
+    void fnn_batchnorm_forward_f32(float *y, float *mean, float *var, const float *x, const float *gamma, const float *beta, int64_t n, int64_t m, float epsilon, int training) noexcept
+    void fnn_batchnorm_forward_f64(double *y, double *mean, double *var, const double *x, const double *gamma, const double *beta, int64_t n, int64_t m, double epsilon, int training) noexcept
+    void fnn_batchnorm_backward_f32(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x, const float *mean, const float *var, const float *gamma, int64_t n, int64_t m, float epsilon) noexcept
+    void fnn_batchnorm_backward_f64(double *dx, double *dgamma, double *dbeta, const double *dy, const double *x, const double *mean, const double *var, const double *gamma, int64_t n, int64_t m, double epsilon) noexcept
+    void fnn_layernorm_forward_f32(float *y, float *mean, float *rstd, const float *x, const float *gamma, const float *beta, int64_t n, int64_t m, float epsilon) noexcept
+    void fnn_layernorm_forward_f64(double *y, double *mean, double *rstd, const double *x, const double *gamma, const double *beta, int64_t n, int64_t m, double epsilon) noexcept
+    void fnn_layernorm_backward_f32(float *dx, float *dgamma, float *dbeta, const float *dy, const float *x, const float *mean, const float *rstd, const float *gamma, int64_t n, int64_t m) noexcept
+    void fnn_layernorm_backward_f64(double *dx, double *dgamma, double *dbeta, const double *dy, const double *x, const double *mean, const double *rstd, const double *gamma, int64_t n, int64_t m) noexcept
+    void fnn_prelu_forward_f32(float *y, const float *x, const float *alpha, int64_t n, int64_t m) noexcept
+    void fnn_prelu_forward_f64(double *y, const double *x, const double *alpha, int64_t n, int64_t m) noexcept
+    void fnn_prelu_backward_f32(float *dx, float *dalpha, const float *dy, const float *x, const float *alpha, int64_t n, int64_t m) noexcept
+    void fnn_prelu_backward_f64(double *dx, double *dalpha, const double *dy, const double *x, const double *alpha, int64_t n, int64_t m) noexcept
     # bfloat16 products with float32 sums (src_c/bf16.c); bf16 values are uint16_t
     enum fnn_bf16_path_code:
         FNN_BF16_PORTABLE, FNN_BF16_AVX512BF16, FNN_BF16_AMX, FNN_BF16_N_PATH
@@ -183,3 +195,45 @@ cdef inline double dense_stack_step_k(real *kind, const fnn_dense_stack *s, cons
         return fnn_dense_stack_step_f32(s, idx, n)
     else:
         return fnn_dense_stack_step_f64(s, idx, n)
+
+
+cdef inline void batchnorm_forward_k(real *y, real *mean, real *var, const real *x, const real *gamma, const real *beta, int64_t n, int64_t m, double epsilon, int training) noexcept nogil:
+    if real is float:
+        fnn_batchnorm_forward_f32(y, mean, var, x, gamma, beta, n, m, <float>epsilon, training)
+    else:
+        fnn_batchnorm_forward_f64(y, mean, var, x, gamma, beta, n, m, epsilon, training)
+
+
+cdef inline void batchnorm_backward_k(real *dx, real *dgamma, real *dbeta, const real *dy, const real *x, const real *mean, const real *var, const real *gamma, int64_t n, int64_t m, double epsilon) noexcept nogil:
+    if real is float:
+        fnn_batchnorm_backward_f32(dx, dgamma, dbeta, dy, x, mean, var, gamma, n, m, <float>epsilon)
+    else:
+        fnn_batchnorm_backward_f64(dx, dgamma, dbeta, dy, x, mean, var, gamma, n, m, epsilon)
+
+
+cdef inline void layernorm_forward_k(real *y, real *mean, real *rstd, const real *x, const real *gamma, const real *beta, int64_t n, int64_t m, double epsilon) noexcept nogil:
+    if real is float:
+        fnn_layernorm_forward_f32(y, mean, rstd, x, gamma, beta, n, m, <float>epsilon)
+    else:
+        fnn_layernorm_forward_f64(y, mean, rstd, x, gamma, beta, n, m, epsilon)
+
+
+cdef inline void layernorm_backward_k(real *dx, real *dgamma, real *dbeta, const real *dy, const real *x, const real *mean, const real *rstd, const real *gamma, int64_t n, int64_t m) noexcept nogil:
+    if real is float:
+        fnn_layernorm_backward_f32(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, n, m)
+    else:
+        fnn_layernorm_backward_f64(dx, dgamma, dbeta, dy, x, mean, rstd, gamma, n, m)
+
+
+cdef inline void prelu_forward_k(real *y, const real *x, const real *alpha, int64_t n, int64_t m) noexcept nogil:
+    if real is float:
+        fnn_prelu_forward_f32(y, x, alpha, n, m)
+    else:
+        fnn_prelu_forward_f64(y, x, alpha, n, m)
+
+
+cdef inline void prelu_backward_k(real *dx, real *dalpha, const real *dy, const real *x, const real *alpha, int64_t n, int64_t m) noexcept nogil:
+    if real is float:
+        fnn_prelu_backward_f32(dx, dalpha, dy, x, alpha, n, m)
+    else:
+        fnn_prelu_backward_f64(dx, dalpha, dy, x, alpha, n, m)

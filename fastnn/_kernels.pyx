@@ -320,6 +320,208 @@ cdef int _act_backward(real *kind, dx, dy, y, x, int act, params) except -1:
     return 0
 
 
+# ---- normalization and PReLU (src_c/norm.inc) ------------------------------------------------
+
+cdef int _rows_2d(x, str name) except -1:
+    if not cnp.PyArray_Check(x) or cnp.PyArray_NDIM(<cnp.ndarray>x) != 2:
+        raise ValueError(f"Expected 2-D {name} (rows, features). Received: {name}.shape={np.shape(x)}")
+    _check_sizes(x.shape[0], x.shape[1], 1)
+    return 0
+
+
+cdef real *_opt(real *kind, a, str name, int t, int64_t d0, bint out) except? NULL:
+    """The data pointer of a 1-D operand (d0,), or NULL for None."""
+    if a is None:
+        return NULL
+    return <real *>_ptr(a, name, t, 1, d0, 0, out, "x")
+
+
+def batchnorm_forward(y, mean, var, x, gamma, beta, double epsilon, bint training):
+    """y := (x - mean) * gamma / sqrt(var + epsilon) + beta over the rows of x (n, m); training:
+    mean, var (m) := the batch's (biased variance), else they are read.  gamma, beta or None."""
+    if _is_f32(x, "x"):
+        _batchnorm_forward(<float *>NULL, y, mean, var, x, gamma, beta, epsilon, training)
+    else:
+        _batchnorm_forward(<double *>NULL, y, mean, var, x, gamma, beta, epsilon, training)
+
+
+cdef int _batchnorm_forward(real *kind, y, mean, var, x, gamma, beta, double epsilon,
+                            bint training) except -1:
+    cdef int t = _typenum(kind)
+    _rows_2d(x, "x")
+    if not epsilon > 0:
+        raise ValueError(f"Expected epsilon > 0. Received: epsilon={epsilon}")
+    cdef int64_t n = x.shape[0], m = x.shape[1]
+    cdef real *px = <real *>_ptr(x, "x", t, 2, n, m, False, None)
+    cdef real *py = <real *>_ptr(y, "y", t, 2, n, m, True, "x")
+    cdef real *pm = <real *>_ptr(mean, "mean", t, 1, m, 0, training, "x")
+    cdef real *pv = <real *>_ptr(var, "var", t, 1, m, 0, training, "x")
+    cdef real *pg = _opt(kind, gamma, "gamma", t, m, False)
+    cdef real *pb = _opt(kind, beta, "beta", t, m, False)
+    outs = (("y", y), ("mean", mean), ("var", var)) if training else (("y", y),)
+    for k, (oname, out) in enumerate(outs):
+        for iname, inp in (("x", x), ("gamma", gamma), ("beta", beta)) + \
+                (() if training else (("mean", mean), ("var", var))):
+            _disjoint(oname, out, iname, inp)
+        for oname2, out2 in outs[k + 1:]:
+            _disjoint(oname, out, oname2, out2)
+    with nogil:
+        batchnorm_forward_k(py, pm, pv, px, pg, pb, n, m, epsilon, training)
+    return 0
+
+
+def batchnorm_backward(dx, dgamma, dbeta, dy, x, mean, var, gamma, double epsilon):
+    """The gradient of batchnorm_forward(training=True) with its batch statistics mean, var:
+    dx (may be dy), dgamma, dbeta (m, required); gamma or None."""
+    if _is_f32(x, "x"):
+        _batchnorm_backward(<float *>NULL, dx, dgamma, dbeta, dy, x, mean, var, gamma, epsilon)
+    else:
+        _batchnorm_backward(<double *>NULL, dx, dgamma, dbeta, dy, x, mean, var, gamma, epsilon)
+
+
+cdef int _batchnorm_backward(real *kind, dx, dgamma, dbeta, dy, x, mean, var, gamma,
+                             double epsilon) except -1:
+    cdef int t = _typenum(kind)
+    _rows_2d(x, "x")
+    if not epsilon > 0:
+        raise ValueError(f"Expected epsilon > 0. Received: epsilon={epsilon}")
+    cdef int64_t n = x.shape[0], m = x.shape[1]
+    cdef real *px = <real *>_ptr(x, "x", t, 2, n, m, False, None)
+    cdef real *pdy = <real *>_ptr(dy, "dy", t, 2, n, m, False, "x")
+    cdef real *pdx = <real *>_ptr(dx, "dx", t, 2, n, m, True, "x")
+    cdef real *pm = <real *>_ptr(mean, "mean", t, 1, m, 0, False, "x")
+    cdef real *pv = <real *>_ptr(var, "var", t, 1, m, 0, False, "x")
+    cdef real *pdg = <real *>_ptr(dgamma, "dgamma", t, 1, m, 0, True, "x")
+    cdef real *pdb = <real *>_ptr(dbeta, "dbeta", t, 1, m, 0, True, "x")
+    cdef real *pg = _opt(kind, gamma, "gamma", t, m, False)
+    outs = (("dx", dx), ("dgamma", dgamma), ("dbeta", dbeta))
+    for k, (oname, out) in enumerate(outs):
+        for iname, inp in (("x", x), ("mean", mean), ("var", var), ("gamma", gamma)):
+            _disjoint(oname, out, iname, inp)
+        for oname2, out2 in outs[k + 1:]:
+            _disjoint(oname, out, oname2, out2)
+        if pdx != pdy or oname != "dx":  # dx may be exactly dy
+            _disjoint(oname, out, "dy", dy)
+    with nogil:
+        batchnorm_backward_k(pdx, pdg, pdb, pdy, px, pm, pv, pg, n, m, epsilon)
+    return 0
+
+
+def layernorm_forward(y, mean, rstd, x, gamma, beta, double epsilon):
+    """y := (x - mean) * rstd * gamma + beta per row of x (n, m); mean, rstd (n) written."""
+    if _is_f32(x, "x"):
+        _layernorm_forward(<float *>NULL, y, mean, rstd, x, gamma, beta, epsilon)
+    else:
+        _layernorm_forward(<double *>NULL, y, mean, rstd, x, gamma, beta, epsilon)
+
+
+cdef int _layernorm_forward(real *kind, y, mean, rstd, x, gamma, beta, double epsilon) except -1:
+    cdef int t = _typenum(kind)
+    _rows_2d(x, "x")
+    if not epsilon > 0:
+        raise ValueError(f"Expected epsilon > 0. Received: epsilon={epsilon}")
+    cdef int64_t n = x.shape[0], m = x.shape[1]
+    cdef real *px = <real *>_ptr(x, "x", t, 2, n, m, False, None)
+    cdef real *py = <real *>_ptr(y, "y", t, 2, n, m, True, "x")
+    cdef real *pm = <real *>_ptr(mean, "mean", t, 1, n, 0, True, "x")
+    cdef real *pr = <real *>_ptr(rstd, "rstd", t, 1, n, 0, True, "x")
+    cdef real *pg = _opt(kind, gamma, "gamma", t, m, False)
+    cdef real *pb = _opt(kind, beta, "beta", t, m, False)
+    outs = (("y", y), ("mean", mean), ("rstd", rstd))
+    for k, (oname, out) in enumerate(outs):
+        for iname, inp in (("x", x), ("gamma", gamma), ("beta", beta)):
+            _disjoint(oname, out, iname, inp)
+        for oname2, out2 in outs[k + 1:]:
+            _disjoint(oname, out, oname2, out2)
+    with nogil:
+        layernorm_forward_k(py, pm, pr, px, pg, pb, n, m, epsilon)
+    return 0
+
+
+def layernorm_backward(dx, dgamma, dbeta, dy, x, mean, rstd, gamma):
+    """The gradient of layernorm_forward: dx (may be dy); dgamma, dbeta, gamma or None."""
+    if _is_f32(x, "x"):
+        _layernorm_backward(<float *>NULL, dx, dgamma, dbeta, dy, x, mean, rstd, gamma)
+    else:
+        _layernorm_backward(<double *>NULL, dx, dgamma, dbeta, dy, x, mean, rstd, gamma)
+
+
+cdef int _layernorm_backward(real *kind, dx, dgamma, dbeta, dy, x, mean, rstd, gamma) except -1:
+    cdef int t = _typenum(kind)
+    _rows_2d(x, "x")
+    cdef int64_t n = x.shape[0], m = x.shape[1]
+    cdef real *px = <real *>_ptr(x, "x", t, 2, n, m, False, None)
+    cdef real *pdy = <real *>_ptr(dy, "dy", t, 2, n, m, False, "x")
+    cdef real *pdx = <real *>_ptr(dx, "dx", t, 2, n, m, True, "x")
+    cdef real *pm = <real *>_ptr(mean, "mean", t, 1, n, 0, False, "x")
+    cdef real *pr = <real *>_ptr(rstd, "rstd", t, 1, n, 0, False, "x")
+    cdef real *pdg = _opt(kind, dgamma, "dgamma", t, m, True)
+    cdef real *pdb = _opt(kind, dbeta, "dbeta", t, m, True)
+    cdef real *pg = _opt(kind, gamma, "gamma", t, m, False)
+    outs = (("dx", dx), ("dgamma", dgamma), ("dbeta", dbeta))
+    for k, (oname, out) in enumerate(outs):
+        for iname, inp in (("x", x), ("mean", mean), ("rstd", rstd), ("gamma", gamma)):
+            _disjoint(oname, out, iname, inp)
+        for oname2, out2 in outs[k + 1:]:
+            _disjoint(oname, out, oname2, out2)
+        if pdx != pdy or oname != "dx":  # dx may be exactly dy
+            _disjoint(oname, out, "dy", dy)
+    with nogil:
+        layernorm_backward_k(pdx, pdg, pdb, pdy, px, pm, pr, pg, n, m)
+    return 0
+
+
+def prelu_forward(y, x, alpha):
+    """y := x > 0 ? x : alpha * x; x, y (n, m), alpha (m) per column."""
+    if _is_f32(x, "x"):
+        _prelu_forward(<float *>NULL, y, x, alpha)
+    else:
+        _prelu_forward(<double *>NULL, y, x, alpha)
+
+
+cdef int _prelu_forward(real *kind, y, x, alpha) except -1:
+    cdef int t = _typenum(kind)
+    _rows_2d(x, "x")
+    cdef int64_t n = x.shape[0], m = x.shape[1]
+    cdef real *px = <real *>_ptr(x, "x", t, 2, n, m, False, None)
+    cdef real *pa = <real *>_ptr(alpha, "alpha", t, 1, m, 0, False, "x")
+    cdef real *py = <real *>_ptr(y, "y", t, 2, n, m, True, "x")
+    _disjoint("y", y, "x", x)
+    _disjoint("y", y, "alpha", alpha)
+    with nogil:
+        prelu_forward_k(py, px, pa, n, m)
+    return 0
+
+
+def prelu_backward(dx, dalpha, dy, x, alpha):
+    """dx := dy * (x > 0 ? 1 : alpha) (dx may be dy), dalpha := sum_rows(dy * min(x, 0)) or None."""
+    if _is_f32(x, "x"):
+        _prelu_backward(<float *>NULL, dx, dalpha, dy, x, alpha)
+    else:
+        _prelu_backward(<double *>NULL, dx, dalpha, dy, x, alpha)
+
+
+cdef int _prelu_backward(real *kind, dx, dalpha, dy, x, alpha) except -1:
+    cdef int t = _typenum(kind)
+    _rows_2d(x, "x")
+    cdef int64_t n = x.shape[0], m = x.shape[1]
+    cdef real *px = <real *>_ptr(x, "x", t, 2, n, m, False, None)
+    cdef real *pa = <real *>_ptr(alpha, "alpha", t, 1, m, 0, False, "x")
+    cdef real *pdy = <real *>_ptr(dy, "dy", t, 2, n, m, False, "x")
+    cdef real *pdx = <real *>_ptr(dx, "dx", t, 2, n, m, True, "x")
+    cdef real *pda = _opt(kind, dalpha, "dalpha", t, m, True)
+    outs = (("dx", dx), ("dalpha", dalpha))
+    for k, (oname, out) in enumerate(outs):
+        for iname, inp in (("x", x), ("alpha", alpha)):
+            _disjoint(oname, out, iname, inp)
+        if pdx != pdy or oname != "dx":
+            _disjoint(oname, out, "dy", dy)
+    _disjoint("dx", dx, "dalpha", dalpha)
+    with nogil:
+        prelu_backward_k(pdx, pda, pdy, px, pa, n, m)
+    return 0
+
+
 # ---- losses ------------------------------------------------------------------------------
 # Every loss kernel by its code (fastnn/_codes.py LOSSES): the targets are int64 labels (n,)
 # for the sparse ones, else an array shaped like p.  dp None: the value only.  sw (n,) or None:

@@ -203,6 +203,77 @@ def gather_rows(out: NDArray[Any], x: NDArray[Any], idx: NDArray[Any]) -> None:
     np.take(x, idx, axis=0, out=out)
 
 
+# ---- normalization and PReLU (src_c/norm.inc) ---------------------------------------------
+
+def batchnorm_forward(y: NDArray[Any], mean: NDArray[Any], var: NDArray[Any], x: NDArray[Any],
+                      gamma: NDArray[Any] | None, beta: NDArray[Any] | None, epsilon: float,
+                      training: bool) -> None:
+    """y := (x - mean) * gamma / sqrt(var + epsilon) + beta over the rows of x; training:
+    mean, var := the batch's (biased variance, as Keras' ops.moments), else read."""
+    if training:
+        x64 = x.astype(np.float64)
+        mu = x64.mean(axis=0)
+        mean[...] = mu
+        var[...] = ((x64 - mu) ** 2).mean(axis=0)
+    g = (1 if gamma is None else gamma) / np.sqrt(var + x.dtype.type(epsilon))
+    y[...] = (x - mean) * g + (0 if beta is None else beta)
+
+
+def batchnorm_backward(dx: NDArray[Any], dgamma: NDArray[Any], dbeta: NDArray[Any],
+                       dy: NDArray[Any], x: NDArray[Any], mean: NDArray[Any], var: NDArray[Any],
+                       gamma: NDArray[Any] | None, epsilon: float) -> None:
+    """The gradient through the batch statistics: dbeta := sum dy, dgamma := sum dy xhat,
+    dx := gamma / sqrt(var + eps) / n * (n dy - dbeta - xhat dgamma)."""
+    n = x.shape[0]
+    inv = 1 / np.sqrt(var + x.dtype.type(epsilon))
+    xhat = (x - mean) * inv
+    db = dy.sum(axis=0, dtype=np.float64)
+    dg = (dy.astype(np.float64) * xhat).sum(axis=0)
+    dbeta[...] = db
+    dgamma[...] = dg
+    g = (1 if gamma is None else gamma) * inv / x.dtype.type(n)
+    dx[...] = g * (n * dy - dbeta - xhat * dgamma)
+
+
+def layernorm_forward(y: NDArray[Any], mean: NDArray[Any], rstd: NDArray[Any], x: NDArray[Any],
+                      gamma: NDArray[Any] | None, beta: NDArray[Any] | None,
+                      epsilon: float) -> None:
+    """Per row: mean, rstd := 1 / sqrt(var + epsilon); y := (x - mean) rstd gamma + beta."""
+    x64 = x.astype(np.float64)
+    mu = x64.mean(axis=1)
+    mean[...] = mu
+    rstd[...] = 1 / np.sqrt(((x64 - mu[:, None]) ** 2).mean(axis=1) + epsilon)
+    y[...] = ((x - mean[:, None]) * rstd[:, None] * (1 if gamma is None else gamma)
+              + (0 if beta is None else beta))
+
+
+def layernorm_backward(dx: NDArray[Any], dgamma: NDArray[Any] | None, dbeta: NDArray[Any] | None,
+                       dy: NDArray[Any], x: NDArray[Any], mean: NDArray[Any], rstd: NDArray[Any],
+                       gamma: NDArray[Any] | None) -> None:
+    """xhat := (x - mean) rstd, g := dy gamma; dx := rstd (g - mean(g) - xhat mean(g xhat))."""
+    xhat = (x - mean[:, None]) * rstd[:, None]
+    if dgamma is not None:
+        dgamma[...] = (dy.astype(np.float64) * xhat).sum(axis=0)
+    if dbeta is not None:
+        dbeta[...] = dy.sum(axis=0, dtype=np.float64)
+    g = dy * (1 if gamma is None else gamma)
+    dx[...] = rstd[:, None] * (g - g.mean(axis=1, keepdims=True)
+                               - xhat * (g * xhat).mean(axis=1, keepdims=True))
+
+
+def prelu_forward(y: NDArray[Any], x: NDArray[Any], alpha: NDArray[Any]) -> None:
+    """y := x > 0 ? x : alpha x (alpha per column)."""
+    y[...] = np.where(x > 0, x, alpha * x)
+
+
+def prelu_backward(dx: NDArray[Any], dalpha: NDArray[Any] | None, dy: NDArray[Any],
+                   x: NDArray[Any], alpha: NDArray[Any]) -> None:
+    """dalpha := sum_rows(dy min(x, 0)); dx := dy (x > 0 ? 1 : alpha)."""
+    if dalpha is not None:
+        dalpha[...] = (dy.astype(np.float64) * np.minimum(x, 0)).sum(axis=0)
+    dx[...] = np.where(x > 0, dy, alpha * dy)
+
+
 # ---- losses: per-sample values l (n,) and their gradients d l_i / d p_i (n, k) -------------
 # Keras' formulas over the last axis (see fnn_loss_backward in src_c/fastnn.h); each takes
 # (p, t) and returns (l, g).  loss_backward weights and averages them.

@@ -7,7 +7,9 @@ optimizer kernel over all parameters (they live in one flat buffer, see `pack_pa
 fused-softmax decision, the fast paths and the choice of the step that runs:
 
 - **compiled** (the compiled backend, a stack of Dense layers after optional Flattens, an
-  optimizer declared by its rule): the whole step is one call into C, `_kernels.DenseStack`
+  optimizer declared by its rule, and no regularizer or constraint on any layer: any other
+  layer (BatchNormalization, LayerNormalization, PReLU, ...) or a Dense with a regularizer or
+  constraint takes the layer-by-layer step): the whole step is one call into C, `_kernels.DenseStack`
   (`fnn_dense_stack_step` in src_c/step.inc), with its fast paths: at batch size 1 the first
   kernel's gradient goes to the optimizer as the factors of x dz.T (never written); with
   several threads the first layer is owned by rows.  It is the only step such a model runs
@@ -18,6 +20,11 @@ fused-softmax decision, the fast paths and the choice of the step that runs:
   oracle of the compiled one; on the compiled backend it makes the same kernel calls in the
   same order, so the two agree bit for bit (except where the first layer is owned by rows,
   which rounds its sum differently; tests/test_train_step.py).
+
+Regularizers and constraints (fastnn/regularizers.py, constraints.py) are applied in one
+place, `TrainStep._activity`, the end of `_gradients` and `TrainStep._constrain`: the weight and activity penalties
+are added to the loss (fit's and evaluate's, as Keras reports them) and their gradients to the
+gradients before the optimizer step; the constraints project the weights after it.
 
 Entry points (used by models.py, gradcheck.py and the tests): `pack_parameters`,
 `forward`, and `TrainStep.run`, `gradients`, `loss_value`, `gather`,
@@ -145,13 +152,16 @@ class TrainStep:
         # layers before the first one with weights need no input gradient
         self.first = with_weights[0] if with_weights else len(self.layers)
         act = self.layers[-1].activation
+        # any penalty or constraint: the layer-by-layer step, see _activity and _constrain
+        self.regularized = any(l.regularized for l in self.layers)
         self.fused = (loss.fused_code is not None and not loss.softmax_logits and act is not None
-                      and act.name == "softmax")
+                      and act.name == "softmax"
+                      and self.layers[-1].activity_regularizer is None)
         first = self.layers[self.first] if self.first < len(self.layers) else None
         # the first kernel leads the optimizer's buffer (a trainable Dense): at batch size 1 its
         # gradient goes to the optimizer as x dz.T; with threads it may be owned by rows
         self.rank1 = (type(first) is Dense and len(params) == 1
-                      and all(first.weight_trainable()))
+                      and all(first.weight_trainable()) and not self.regularized)
         # batch size -> (compiled step or None, what it was built for)
         self._stacks: dict[int, tuple[DenseStack | None, tuple[Any, ...]]] = {}
 
@@ -180,9 +190,13 @@ class TrainStep:
         total, count = 0.0, 0
         for b in batches:
             sl = rows(b.idx)
-            p = forward(self.layers, b.x[sl], training=False)
+            if self.regularized:  # Keras' evaluated loss includes the penalties
+                p, penalty = self._forward_penalized(b.x[sl])
+            else:
+                p, penalty = forward(self.layers, b.x[sl], training=False), 0.0
             sw = None if b.sw is None else b.sw[sl]
-            total += float(self.loss_value(p, cast("NDArray[Any]", b.t)[sl], sw)) * len(b.idx)
+            total += (float(self.loss_value(p, cast("NDArray[Any]", b.t)[sl], sw))
+                      + penalty) * len(b.idx)
             count += len(b.idx)
             for m, mt, w in zip(metrics, b.mt, weighted):
                 m.update(p, mt[sl], sw if w else None)
@@ -259,6 +273,7 @@ class TrainStep:
         for g in self.grads:
             dist.allreduce_(g)
         optimizer.apply(self.params, self.grads)
+        self._constrain()
         return value, p
 
     # ---- layer by layer -----------------------------------------------------------------------
@@ -268,6 +283,7 @@ class TrainStep:
         value, p, rank1 = self._gradients(xb, tb, rank1_ok=optimizer.plain,
                                           loss_scale=optimizer.loss_scale_factor, swb=swb)
         optimizer.apply(self.params, self.grads, rank1)
+        self._constrain()
         return value, p
 
     def _gradients(self, xb: NDArray[Any], tb: NDArray[Any], rank1_ok: bool,
@@ -296,11 +312,17 @@ class TrainStep:
             grad *= grad.dtype.type(loss_scale)
         d = grad
         last, first = len(self.layers) - 1, self.first
+        outputs = inputs[1:] + [p]
         for i in range(last, first, -1):
+            if self.regularized:
+                value += self._activity(i, outputs[i], d, loss_scale)
             d = cast("NDArray[Any]",  # need_dx=True: an array
                      self.layers[i].backward(d, need_dx=True,
                                              skip_activation=self.fused and i == last))
         rank1 = None
+        if self.regularized:
+            value += sum(self._activity(i, outputs[i], d if i == first else None, loss_scale)
+                         for i in range(min(first, last) + 1))
         if first <= last:
             layer, skip = self.layers[first], self.fused and first == last
             if rank1_ok and len(xb) == 1 and self.rank1:
@@ -309,7 +331,35 @@ class TrainStep:
                 rank1 = (inputs[first].reshape(-1), d.reshape(-1))  # d now holds dz
             else:
                 layer.backward(d, need_dx=False, skip_activation=skip)
+        if self.regularized:  # the weight penalties' gradients, after backward wrote the grads
+            value += sum(l.regularization_loss(add_gradients=True, scale=loss_scale or 1.0)
+                         for l in self.layers)
         return value, p, rank1
+
+    # ---- regularizers and constraints (the one place the step applies them) ----------------
+
+    def _activity(self, i: int, y: NDArray[Any], dy: NDArray[Any] | None,
+                  loss_scale: float | None) -> float:
+        """Layer i's activity penalty of its output y, its gradient (times the optimizer's
+        loss_scale_factor, as the loss's) added to dy (the gradient of the loss with respect to
+        y) unless None; the weight penalties are added at the end of _gradients, once backward
+        has written the weight gradients."""
+        return self.layers[i].activity_loss(y, dy, scale=loss_scale or 1.0)
+
+    def _forward_penalized(self, x: NDArray[Any]) -> tuple[NDArray[Any], float]:
+        """forward(training=False) and the penalties Keras adds to an evaluated loss."""
+        penalty = 0.0
+        for layer in self.layers:
+            x = layer.call(x, training=False)
+            penalty += layer.regularization_loss(add_gradients=False)
+            penalty += layer.activity_loss(x)
+        return x, penalty
+
+    def _constrain(self) -> None:
+        """Project the constrained weights after the optimizer step, as Keras."""
+        if self.regularized:
+            for layer in self.layers:
+                layer.apply_constraints()
 
     # ---- compiled -------------------------------------------------------------------------------
 
@@ -328,6 +378,7 @@ class TrainStep:
         make = getattr(backend.K, "DenseStack", None)
         dense = self.layers[self.first:]
         if (make is not None and self.jit_compile is not False and dense and len(self.params) == 1
+                and not self.regularized
                 and type(optimizer).apply is Optimizer.apply and optimizer.plain
                 and all(type(l) is Flatten for l in self.layers[:self.first])
                 and all(type(l) is Dense for l in dense)

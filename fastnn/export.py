@@ -18,6 +18,7 @@ becomes a group of nodes named after it ("<layer name>/..."), its weights initia
     Activation      the activation (Identity for linear)
     Flatten         Flatten(axis=1)
     Dropout         Identity: dropout is the identity at inference, as in predict
+    (and the layers of issue #11: see "the layers of issue #11" below)
 
     linear          nothing (Identity in an Activation layer)
     relu, sigmoid,
@@ -191,7 +192,10 @@ def _check_path(filepath: object) -> str:
 
 
 _KINDS = (layers_module.Dense, layers_module.Activation, layers_module.Flatten,
-          layers_module.Dropout)
+          layers_module.Dropout, layers_module.BatchNormalization,
+          layers_module.LayerNormalization, layers_module.ReLU, layers_module.LeakyReLU,
+          layers_module.PReLU, layers_module.Softmax, layers_module.GaussianNoise,
+          layers_module.Reshape, layers_module.Rescaling, layers_module.Normalization)
 
 
 def _check_model(model: Sequential) -> np.dtype[Any]:
@@ -275,9 +279,16 @@ class _Graph:
             return self.node("Identity", [t], f"{p}/Identity") if out == t else out
         if isinstance(layer, layers_module.Flatten):
             return self.node("Flatten", [t], f"{p}/Flatten", axis=1)
-        if isinstance(layer, layers_module.Dropout):
+        if isinstance(layer, (layers_module.Dropout, layers_module.GaussianNoise)):
             return self.node("Identity", [t], f"{p}/Identity")
-        raise AssertionError(type(layer))  # _check_model refused it
+        return _NEW_LAYERS[type(layer)](self, layer, t, p)
+
+    def ints(self, name: str, values: Iterable[int]) -> str:
+        """An int64 initializer (a shape); returns its name."""
+        from onnx import numpy_helper
+        name = self._unique(name)
+        self.initializers.append(numpy_helper.from_array(np.array(list(values), np.int64), name))
+        return name
 
     def activation(self, spec: Spec, t: str, p: str) -> str:
         return _ACTIVATIONS[_CODE_NAMES[spec.code]](self, t, p, spec.params)
@@ -484,6 +495,127 @@ _ACTIVATIONS: dict[str, _Activation] = {
     "hard_silu": _hard_silu, "exponential": _op("Exp"), "relu6": _relu6, "mish": _mish,
     "log_softmax": _op("LogSoftmax", axis=-1),
 }
+
+
+# ---- the layers of issue #11 (normalization, activation layers, reshaping, preprocessing) -----
+#
+#   BatchNormalization  inference (the moving statistics): BatchNormalization on 2-D float32
+#                       inputs (features on axis 1, as ONNX wants them), else x * a + b with
+#                       a = gamma / sqrt(moving_variance + epsilon), b = beta - moving_mean * a
+#   LayerNormalization  LayerNormalization (opset 17) over the trailing axes it normalizes;
+#                       float64: ReduceMean, Sub, Mul, Add, Sqrt, Div (the ops' epsilon
+#                       attribute is a float32, off by 5e-8 relative for 1e-3)
+#   ReLU                as the relu activation with the layer's arguments (Relu, LeakyRelu,
+#                       relu6's Min(Max(x, 0), 6), or the Where form of relu_general above)
+#   LeakyReLU           as the leaky_relu activation;  PReLU  PRelu (float64: Where)
+#   Softmax             Softmax(axis)  (one axis)
+#   Reshape             Reshape to (batch, *output shape);  GaussianNoise  Identity
+#   Rescaling           Mul, Add;  Normalization  Sub, Div (invert: Mul, Add)
+# Not exportable (a ValueError naming the layer): Softmax over several axes,
+# LayerNormalization over axes that are not the trailing ones.
+
+
+def _bn(g: _Graph, layer: Any, t: str, p: str) -> str:
+    bn = cast(layers_module.BatchNormalization, layer)
+    shape = cast("tuple[int, ...]", bn.input_shape)
+    m = bn.moving_mean.shape[0]
+    gamma = np.ones(m) if bn.gamma is None else bn.gamma
+    beta = np.zeros(m) if bn.beta is None else bn.beta
+    if len(shape) == 1 and g.dtype == np.float32:
+        return g.node("BatchNormalization",
+                      [t, g.weight(f"{p}/gamma", gamma), g.weight(f"{p}/beta", beta),
+                       g.weight(f"{p}/moving_mean", bn.moving_mean),
+                       g.weight(f"{p}/moving_variance", bn.moving_variance)],
+                      f"{p}/BatchNormalization", epsilon=float(bn.epsilon))
+    a = gamma / np.sqrt(bn.moving_variance.astype(np.float64) + bn.epsilon)
+    b = beta - bn.moving_mean * a
+    axis = bn.axis % (len(shape) + 1)
+    bshape = [1] * len(shape)
+    bshape[axis - 1] = m
+    t = g.node("Mul", [t, g.weight(f"{p}/scale", a.reshape(bshape))], f"{p}/Mul")
+    return g.node("Add", [t, g.weight(f"{p}/offset", b.reshape(bshape))], f"{p}/Add")
+
+
+def _ln(g: _Graph, layer: Any, t: str, p: str) -> str:
+    ln = cast(layers_module.LayerNormalization, layer)
+    rank = len(cast("tuple[int, ...]", ln.input_shape)) + 1
+    axes = [a % rank for a in cast("list[int]", ln.axis)]
+    if axes != list(range(axes[0], rank)):
+        raise ValueError(f"Expected LayerNormalization over trailing axes for ONNX export (its "
+                         f"LayerNormalization op normalizes axes [axis, rank)). Received: layer "
+                         f"{ln.name!r} with axis={ln.axis}")
+    shape = [cast("tuple[int, ...]", ln.input_shape)[a - 1] for a in axes]
+    gamma = np.ones(shape) if ln.gamma is None else ln.gamma
+    if g.dtype != np.float32:  # written out: the op's epsilon attribute is a float32
+        mean = g.node("ReduceMean", [t], f"{p}/ReduceMean", axes=axes, keepdims=1)
+        d = g.node("Sub", [t, mean], f"{p}/Sub")
+        var = g.node("ReduceMean", [g.node("Mul", [d, d], f"{p}/Mul")], f"{p}/ReduceMean",
+                     axes=axes, keepdims=1)
+        std = g.node("Sqrt", [g.node("Add", [var, g.const(f"{p}/epsilon", ln.epsilon)],
+                                     f"{p}/Add")], f"{p}/Sqrt")
+        y = g.node("Mul", [g.node("Div", [d, std], f"{p}/Div"), g.weight(f"{p}/gamma", gamma)],
+                   f"{p}/Mul")
+        return y if ln.beta is None else g.node("Add", [y, g.weight(f"{p}/beta", ln.beta)],
+                                                f"{p}/Add")
+    inputs = [t, g.weight(f"{p}/gamma", gamma)]
+    if ln.beta is not None:
+        inputs.append(g.weight(f"{p}/beta", ln.beta))
+    return g.node("LayerNormalization", inputs, f"{p}/LayerNormalization", axis=axes[0],
+                  epsilon=float(ln.epsilon))
+
+
+def _relu_layer(g: _Graph, layer: Any, t: str, p: str) -> str:
+    """As the relu activation with the layer's arguments (the kernel it runs)."""
+    return g.activation(cast(layers_module.ReLU, layer)._kernel, t, p)
+
+
+def _leaky_layer(g: _Graph, layer: Any, t: str, p: str) -> str:
+    return g.activation(cast(layers_module.LeakyReLU, layer)._spec, t, p)
+
+
+def _prelu(g: _Graph, layer: Any, t: str, p: str) -> str:
+    alpha = g.weight(f"{p}/alpha", cast("NDArray[Any]", cast(layers_module.PReLU, layer).alpha))
+    if g.dtype == np.float32:
+        return g.node("PRelu", [t, alpha], f"{p}/PRelu")
+    return _where_positive(g, t, p, g.node("Mul", [t, alpha], f"{p}/Mul"))
+
+
+def _softmax_layer(g: _Graph, layer: Any, t: str, p: str) -> str:
+    sm = cast(layers_module.Softmax, layer)
+    axes = sm.axis if isinstance(sm.axis, list) else [sm.axis]
+    if len(axes) != 1:
+        raise ValueError(f"Expected Softmax over one axis for ONNX export. Received: layer "
+                         f"{sm.name!r} with axis={sm.axis}")
+    return g.node("Softmax", [t], f"{p}/Softmax", axis=int(axes[0]))
+
+
+def _reshape(g: _Graph, layer: Any, t: str, p: str) -> str:
+    shape = g.ints(f"{p}/shape", [0, *layer.output_shape])  # 0: the batch size, kept
+    return g.node("Reshape", [t, shape], f"{p}/Reshape")
+
+
+def _rescaling(g: _Graph, layer: Any, t: str, p: str) -> str:
+    r = cast(layers_module.Rescaling, layer)
+    t = g.node("Mul", [t, g.weight(f"{p}/scale", np.asarray(r.scale, np.float64))], f"{p}/Mul")
+    return g.node("Add", [t, g.weight(f"{p}/offset", np.asarray(r.offset, np.float64))],
+                  f"{p}/Add")
+
+
+def _normalization(g: _Graph, layer: Any, t: str, p: str) -> str:
+    n = cast(layers_module.Normalization, layer)
+    mean, std = (a.reshape(a.shape[1:]) for a in n._stats())  # without the batch axis
+    m, s = g.weight(f"{p}/mean", mean), g.weight(f"{p}/std", std)
+    if n.invert:
+        return g.node("Add", [g.node("Mul", [t, s], f"{p}/Mul"), m], f"{p}/Add")
+    return g.node("Div", [g.node("Sub", [t, m], f"{p}/Sub"), s], f"{p}/Div")
+
+
+_NEW_LAYERS: dict[type, Callable[[_Graph, Any, str, str], str]] = {
+    layers_module.BatchNormalization: _bn, layers_module.LayerNormalization: _ln,
+    layers_module.ReLU: _relu_layer, layers_module.LeakyReLU: _leaky_layer,
+    layers_module.PReLU: _prelu, layers_module.Softmax: _softmax_layer,
+    layers_module.Reshape: _reshape, layers_module.Rescaling: _rescaling,
+    layers_module.Normalization: _normalization}
 
 
 def _fresh(name: str, taken: set[str]) -> str:

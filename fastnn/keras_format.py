@@ -69,9 +69,15 @@ interleaved, then u_product (float scalar).  A compiled model that has not train
 initial state (zeros; Adagrad's initial_accumulator_value).  Keras reloads all of it, so training
 resumes where it stopped, in Keras or in fastnn.
 
-Reading (load_keras) accepts what Keras 3 writes for those layers, plus Keras' ReLU (any
-max_value, negative_slope >= 0, threshold), LeakyReLU, ELU and Softmax (last axis) layers, each
-read as a fastnn Activation layer.  Anything fastnn cannot compute the same way raises
+The layers of issue #11 are written and read under their Keras class names with Keras' config
+keys and variables: BatchNormalization (gamma, beta, moving_mean, moving_variance),
+LayerNormalization, PReLU, ReLU, LeakyReLU, Softmax, GaussianNoise, Reshape, Rescaling and
+Normalization (mean, variance and its int count); regularizers L1, L2, L1L2 and constraints
+MaxNorm, NonNeg, UnitNorm, MinMaxNorm as keras.regularizers / keras.constraints objects (checked:
+Keras 3.15 loads such a file and predicts and evaluates the same; fastnn reads Keras' own).
+
+Reading (load_keras) accepts what Keras 3 writes for those layers, plus Keras' ELU layer, read
+as a fastnn Activation layer.  Anything fastnn cannot compute the same way raises
 UnsupportedError (a ValueError) naming it and the file (a Conv2D layer, a regularizer, a mixed-precision dtype
 policy, Flatten(channels_first) of a multi-axis input, ...).  A compile_config fastnn does not
 understand (another optimizer, loss or metric, clipping, EMA, loss weights, a lambda) leaves
@@ -125,6 +131,11 @@ if TYPE_CHECKING:
     # a layer as Keras has it: (class name, config, weights, input shape or None)
     _KerasLayer = tuple[str, dict[str, Any], list[NDArray[Any]], tuple[int, ...] | None]
 
+# the layers of issue #11 that fastnn writes and reads under their Keras class names (see
+# _new_layer_config and _read_new_layer); ReLU, LeakyReLU and Softmax are read as these too
+_NEW_LAYERS = ("BatchNormalization", "LayerNormalization", "PReLU", "GaussianNoise", "Reshape",
+               "Rescaling", "Normalization")
+
 __all__ = ["save_keras", "load_keras", "save_weights_h5", "load_weights_h5", "UnsupportedError",
            "KERAS_VERSION"]
 
@@ -145,9 +156,12 @@ _H5_PER_OBJECT = 16 << 10   # ... and per group or dataset (Keras' files take ab
 # The key of a layer class in model.weights.h5: its snake_case name (keras.src.utils.naming).
 _KEYS = {"Dense": "dense", "Activation": "activation", "Flatten": "flatten",
          "Dropout": "dropout", "LeakyReLU": "leaky_re_lu", "ELU": "elu", "ReLU": "re_lu",
-         "Softmax": "softmax"}
+         "Softmax": "softmax", "BatchNormalization": "batch_normalization",
+         "LayerNormalization": "layer_normalization", "PReLU": "p_re_lu",
+         "GaussianNoise": "gaussian_noise", "Reshape": "reshape", "Rescaling": "rescaling",
+         "Normalization": "normalization"}
 _SUPPORTED = ("InputLayer", "Dense", "Activation", "Flatten", "Dropout", "ReLU", "LeakyReLU",
-              "ELU", "Softmax")
+              "ELU", "Softmax", *_NEW_LAYERS)
 
 # The optimizers: fastnn class -> Keras class name (the same names)
 _OPTIMIZERS: dict[str, type[optimizers.Optimizer]] = {
@@ -277,6 +291,9 @@ def _activation_layer(spec: activations.Spec, name: str,
                          f"layers take arguments only for {sorted(_ACTIVATION_LAYERS)}).")
     cls, keys = _ACTIVATION_LAYERS[spec.name]
     kw = {**activations.DEFAULTS[spec.name], **spec.kwargs}
+    if spec.name == "relu" and kw["threshold"] < 0:  # Keras' ReLU layer refuses it
+        raise ValueError(f"{name}: the activation {spec!r} has no Keras file form (Keras' ReLU "
+                         f"layer takes a threshold >= 0).")
     return cls, {**base, **{k: kw[k] for k in keys}}
 
 
@@ -301,7 +318,8 @@ def _keras_layers(model: Sequential) -> list[_KerasLayer]:
                    "kernel_initializer": _initializer(layer.kernel_initializer, where),
                    "bias_initializer": _initializer(layer.bias_initializer, where),
                    "kernel_regularizer": None, "bias_regularizer": None,
-                   "kernel_constraint": None, "bias_constraint": None}
+                   "kernel_constraint": None, "bias_constraint": None,
+                   **_regularizer_entries(layer, ("kernel", "bias"))}
             out.append(("Dense", cfg, layer.weights, shape))
             if split:
                 out.append((*_activation_layer(act, f"{layer.name}_activation", layer.dtype),
@@ -320,9 +338,13 @@ def _keras_layers(model: Sequential) -> list[_KerasLayer]:
             out.append(("Dropout", {**base, "rate": layer.rate,
                                     "seed": None if seed is None else int(seed),
                                     "noise_shape": None}, [], None))
+        elif kind.__name__ in _NEW_LAYERS + ("ReLU", "LeakyReLU", "Softmax"):
+            cfg, built = _new_layer_config(layer, base, where)
+            out.append((kind.__name__, cfg, _variables(layer), shape if built else None))
         else:
             raise ValueError(f"{where}: {kind.__name__} layers cannot be written in Keras "
-                             "format; fastnn writes Dense, Activation, Flatten and Dropout.")
+                             "format; fastnn writes Dense, Activation, Flatten, Dropout and "
+                             f"{', '.join(_NEW_LAYERS)}, ReLU, LeakyReLU, Softmax.")
         shape = tuple(layer.output_shape)
     names = [cfg["name"] for _, cfg, _, _ in out]
     twice = sorted({n for n in names if names.count(n) > 1})
@@ -330,6 +352,71 @@ def _keras_layers(model: Sequential) -> list[_KerasLayer]:
         raise ValueError(f"Keras needs unique layer names; the model has {twice} more than "
                          "once (give the layers distinct name=...).")
     return out
+
+
+def _variables(layer: layers_module.Layer) -> list[NDArray[Any]]:
+    """A layer's variables as Keras stores them: its weights, and Normalization's int count."""
+    if isinstance(layer, layers_module.Normalization) and layer.weights:
+        return [*layer.weights, layer.count]
+    return list(layer.weights)
+
+
+def _regularizer_entries(layer: layers_module.Layer, prefixes: Iterable[str]) -> dict[str, Any]:
+    """Keras' <prefix>_regularizer / _constraint entries (all of them, None where unset), and
+    activity_regularizer when set (Keras leaves it out otherwise)."""
+    from fastnn import constraints, regularizers
+    out: dict[str, Any] = {}
+    for w in prefixes:
+        out[f"{w}_regularizer"] = _plain(regularizers.serialize(layer.weight_regularizers.get(w)))
+        out[f"{w}_constraint"] = _plain(constraints.serialize(layer.weight_constraints.get(w)))
+    if layer.activity_regularizer is not None:
+        out["activity_regularizer"] = _plain(regularizers.serialize(layer.activity_regularizer))
+    return out
+
+
+def _new_layer_config(layer: Any, base: dict[str, Any], where: str
+                      ) -> tuple[dict[str, Any], bool]:
+    """(Keras config, whether Keras writes a build_config) of a layer of issue #11."""
+    L = layers_module
+    if isinstance(layer, L.BatchNormalization):
+        return {**base, "axis": layer.axis, "momentum": layer.momentum, "epsilon": layer.epsilon,
+                "center": layer.center, "scale": layer.scale,
+                **{f"{k}_initializer": _initializer(getattr(layer, f"{k}_initializer"), where)
+                   for k in ("beta", "gamma", "moving_mean", "moving_variance")},
+                **_regularizer_entries(layer, ("beta", "gamma")),
+                "synchronized": False, "renorm": False, "renorm_clipping": None,
+                "renorm_momentum": 0.99}, True
+    if isinstance(layer, L.LayerNormalization):
+        return {**base, "axis": layer.axis, "epsilon": layer.epsilon, "center": layer.center,
+                "scale": layer.scale, "rms_scaling": False,
+                "beta_initializer": _initializer(layer.beta_initializer, where),
+                "gamma_initializer": _initializer(layer.gamma_initializer, where),
+                **_regularizer_entries(layer, ("beta", "gamma"))}, True
+    if isinstance(layer, L.PReLU):
+        return {**base, "alpha_initializer": _initializer(layer.alpha_initializer, where),
+                **_regularizer_entries(layer, ("alpha",)),
+                "shared_axes": layer.shared_axes}, True
+    if isinstance(layer, L.ReLU):
+        return {**base, "max_value": layer.max_value, "negative_slope": layer.negative_slope,
+                "threshold": layer.threshold}, False
+    if isinstance(layer, L.LeakyReLU):
+        return {**base, "negative_slope": layer.negative_slope}, False
+    if isinstance(layer, L.Softmax):
+        return {**base, "axis": layer.axis}, False
+    if isinstance(layer, L.GaussianNoise):
+        if layer.seed is not None and not isinstance(layer.seed, (int, np.integer)):
+            raise ValueError(f"{where}: Keras takes an int seed for GaussianNoise. Received: "
+                             f"{layer.seed!r}")
+        return {**base, "stddev": layer.stddev,
+                "seed": None if layer.seed is None else int(layer.seed)}, False
+    if isinstance(layer, L.Reshape):
+        return {**base, "target_shape": list(layer.target_shape)}, False
+    if isinstance(layer, L.Rescaling):
+        cfg = layer.get_config()
+        return {**base, "scale": cfg["scale"], "offset": cfg["offset"]}, True
+    cfg = layer.get_config()  # Normalization
+    return {**base, "axis": cfg["axis"], "invert": cfg["invert"], "mean": cfg["mean"],
+            "variance": cfg["variance"]}, True
 
 
 def _unique_keys(class_names: Iterable[str]) -> list[str]:
@@ -484,7 +571,7 @@ def _h5_bytes(model: Sequential, keras_layers: list[_KerasLayer]) -> bytes:
             v = group.create_group(key).create_group("vars")
             v.attrs["name"] = cfg["name"]
             for i, w in enumerate(weights):
-                v.create_dataset(str(i), data=np.ascontiguousarray(w))
+                v.create_dataset(str(i), data=np.asarray(w, order="C"))  # (0-d stays 0-d)
         if model.compiled:
             v = f.create_group("optimizer").create_group("vars")
             v.attrs["name"] = model.optimizer.name
@@ -782,9 +869,12 @@ def _layer(f: _File, entry: Any, where: str,
     f.check(cfg.get("trainable", True), "bool", f"{where}.config.trainable")
     dtype = _dtype(f, cfg.get("dtype"), f"{where}.config.dtype")
     kw = {"name": name, "dtype": dtype}
-    null = {k: None for k in ("kernel_regularizer", "bias_regularizer", "activity_regularizer",
-                              "kernel_constraint", "bias_constraint", "quantization_config",
-                              "lora_rank", "lora_alpha")}
+    null: dict[str, object] = {k: None for k in ("quantization_config", "lora_rank",
+                                                 "lora_alpha")}
+    # regularizers and constraints: checked here, made by the layer from the checked dicts
+    null.update({k: lambda v, w: _regularizer_object(f, v, w) for k in (
+        "kernel_regularizer", "bias_regularizer", "activity_regularizer", "kernel_constraint",
+        "bias_constraint")})
 
     def number(lo: float = 0.0) -> Callable[[Any, str], None]:
         def check(v: Any, w: str) -> None:
@@ -823,7 +913,10 @@ def _layer(f: _File, entry: Any, where: str,
                                                             "glorot_uniform"),
                                                  f"{where}.config.kernel_initializer"),
             bias_initializer=_initializer_name(f, cfg.get("bias_initializer", "zeros"),
-                                               f"{where}.config.bias_initializer"), **kw)
+                                               f"{where}.config.bias_initializer"),
+            **{k: cfg.get(k) for k in ("kernel_regularizer", "bias_regularizer",
+                                       "activity_regularizer", "kernel_constraint",
+                                       "bias_constraint")}, **kw)
         return layer, cls, (units,), (shape[0] + use_bias) * units
     if cls == "Flatten":
         _options(f, cfg, {"data_format": lambda v, w: None}, cls, where)
@@ -842,35 +935,157 @@ def _layer(f: _File, entry: Any, where: str,
                           "noise_shape": None}, cls, where)
         rate = f.check(cfg.get("rate"), "number", f"{where}.config.rate")
         return layers_module.Dropout(rate, seed=cfg.get("seed"), **kw), cls, shape, 0
+    if cls in _NEW_LAYERS + ("ReLU", "LeakyReLU", "Softmax"):
+        return _read_new_layer(f, cls, cfg, entry, where, shape, kw, number)
     if cls == "Activation":
         _options(f, cfg, {"activation": lambda v, w: None}, cls, where)
         spec = _activation(f, cfg.get("activation"), f"{where}.config.activation")
-    elif cls == "LeakyReLU":
-        key = "alpha" if "alpha" in cfg and "negative_slope" not in cfg else "negative_slope"
-        _options(f, cfg, {key: number()}, cls, where)
-        spec = activations.Spec("leaky_relu", {"negative_slope": cfg.get(key, 0.3)})  # Keras': 0.3
-    elif cls == "ELU":
+    else:  # ELU
         _options(f, cfg, {"alpha": number(-math.inf)}, cls, where)
         if cfg.get("alpha", 1.0) <= 0:
             f.unsupported(f"{where}: ELU(alpha={cfg['alpha']}) is not supported by fastnn "
                           "(alpha > 0 only).")
         spec = activations.Spec("elu", {"alpha": cfg.get("alpha", 1.0)})
-    elif cls == "ReLU":
-        def max_value(v: Any, w: str) -> None:
-            if v is not None:
-                number()(v, w)
-        _options(f, cfg, {"max_value": max_value, "negative_slope": number(),
-                          "threshold": lambda v, w: f.check(v, "number", w)}, cls, where)
-        spec = activations.Spec("relu", {k: cfg[k] for k in ("max_value", "negative_slope",
-                                                             "threshold") if k in cfg})
-    else:  # Softmax
-        def axis(v: Any, w: str) -> None:
-            if v not in (-1, len(shape), [-1], [len(shape)]) or type(v) is bool:
-                f.unsupported(f"{where}: Softmax(axis={_files.short(v)}) is not supported by fastnn "
-                              "(softmax over the last axis only).")
-        _options(f, cfg, {"axis": axis}, cls, where)
-        spec = activations.Spec("softmax")
     return layers_module.Activation(spec, **kw), cls, shape, 0
+
+
+def _regularizer_object(f: _File, value: Any, where: str) -> None:
+    """A Keras regularizer or constraint entry fastnn has (None, or keras.regularizers L1, L2,
+    L1L2 / keras.constraints MaxNorm, NonNeg, UnitNorm, MinMaxNorm with number options)."""
+    if value is None:
+        return
+    from fastnn import constraints, regularizers
+    cls, cfg = _keras_object(f, value, where)
+    module = regularizers if where.endswith("regularizer") else constraints
+    if cls not in module._BY_NAME or not cls[0].isupper():
+        f.unsupported(f"{where}: {cls} is not supported by fastnn (it has "
+                      f"{sorted(k for k in module._BY_NAME if k[0].isupper())}).")
+    cfg = f.check(cfg if cfg is not None else {}, "dict", f"{where}.config")
+    for k, v in cfg.items():
+        if k == "axis" and isinstance(v, list):
+            for a in v:
+                f.check(a, "int", f"{where}.config.axis")
+        elif k == "axis":
+            f.check(v, "int", f"{where}.config.axis")
+        else:
+            f.check(v, "number", f"{where}.config.{k}", null=k in ("l1", "l2"))
+    try:
+        module.get(value)
+    except (ValueError, TypeError) as e:
+        f.fail(f"invalid {where}: {e}")
+
+
+def _read_new_layer(f: _File, cls: str, cfg: dict[str, Any], entry: Any, where: str,
+                    shape: tuple[int, ...], kw: dict[str, Any], number: Callable[..., Any]
+                    ) -> tuple[layers_module.Layer, str, tuple[int, ...], int]:
+    """A layer of issue #11 (and Keras' ReLU, LeakyReLU, Softmax) from its Keras config:
+    (fastnn layer, class, output shape, parameter count)."""
+    L = layers_module
+
+    def init(key: str, default: str) -> str | Initializer:
+        return _initializer_name(f, cfg.get(key, default), f"{where}.config.{key}")
+
+    def reg(*keys: str) -> dict[str, Any]:
+        for k in keys:
+            _regularizer_object(f, cfg.get(k), f"{where}.config.{k}")
+        return {k: cfg.get(k) for k in keys}
+
+    def anything(v: Any, w: str) -> None:
+        pass
+
+    def boolean(v: Any, w: str) -> None:
+        f.check(v, "bool", w)
+
+    def axis_list(v: Any, w: str) -> None:
+        for a in (v if isinstance(v, list) else [v]):
+            f.check(a, "int", w)
+
+    layer: layers_module.Layer
+    if cls == "BatchNormalization":
+        norm_regs = ("beta_regularizer", "gamma_regularizer", "beta_constraint",
+                     "gamma_constraint")
+        _options(f, cfg, {"axis": lambda v, w: f.check(v, "int", w), "momentum": number(-math.inf),
+                          "epsilon": number(), "center": boolean, "scale": boolean,
+                          **{f"{k}_initializer": anything for k in ("beta", "gamma",
+                                                                    "moving_mean",
+                                                                    "moving_variance")},
+                          **{k: anything for k in norm_regs},
+                          "synchronized": False, "renorm": False, "renorm_clipping": None,
+                          "renorm_momentum": number(-math.inf)}, cls, where)
+        layer = L.BatchNormalization(
+            axis=cfg.get("axis", -1), momentum=cfg.get("momentum", 0.99),
+            epsilon=cfg.get("epsilon", 1e-3), center=cfg.get("center", True),
+            scale=cfg.get("scale", True), beta_initializer=init("beta_initializer", "zeros"),
+            gamma_initializer=init("gamma_initializer", "ones"),
+            moving_mean_initializer=init("moving_mean_initializer", "zeros"),
+            moving_variance_initializer=init("moving_variance_initializer", "ones"),
+            **reg(*norm_regs), **kw)
+    elif cls == "LayerNormalization":
+        norm_regs = ("beta_regularizer", "gamma_regularizer", "beta_constraint",
+                     "gamma_constraint")
+        _options(f, cfg, {"axis": axis_list, "epsilon": number(), "center": boolean,
+                          "scale": boolean, "rms_scaling": False, "beta_initializer": anything,
+                          "gamma_initializer": anything, **{k: anything for k in norm_regs}},
+                 cls, where)
+        layer = L.LayerNormalization(
+            axis=cfg.get("axis", -1), epsilon=cfg.get("epsilon", 1e-3),
+            center=cfg.get("center", True), scale=cfg.get("scale", True),
+            beta_initializer=init("beta_initializer", "zeros"),
+            gamma_initializer=init("gamma_initializer", "ones"), **reg(*norm_regs), **kw)
+    elif cls == "PReLU":
+        _options(f, cfg, {"alpha_initializer": anything, "alpha_regularizer": anything,
+                          "alpha_constraint": anything,
+                          "shared_axes": lambda v, w: None if v is None else axis_list(v, w)},
+                 cls, where)
+        layer = L.PReLU(alpha_initializer=init("alpha_initializer", "zeros"),
+                        shared_axes=cfg.get("shared_axes"),
+                        **reg("alpha_regularizer", "alpha_constraint"), **kw)
+    elif cls == "ReLU":
+        _options(f, cfg, {"max_value": lambda v, w: f.check(v, "number", w, null=True),
+                          "negative_slope": number(), "threshold": number()}, cls, where)
+        layer = L.ReLU(max_value=cfg.get("max_value"),
+                       negative_slope=cfg.get("negative_slope", 0.0),
+                       threshold=cfg.get("threshold", 0.0), **kw)
+    elif cls == "LeakyReLU":
+        key = "alpha" if "alpha" in cfg and "negative_slope" not in cfg else "negative_slope"
+        _options(f, cfg, {key: number()}, cls, where)
+        layer = L.LeakyReLU(cfg.get(key, 0.3), **kw)  # Keras' default: 0.3
+    elif cls == "Softmax":
+        _options(f, cfg, {"axis": axis_list}, cls, where)
+        layer = L.Softmax(axis=cfg.get("axis", -1), **kw)
+    elif cls == "GaussianNoise":
+        _options(f, cfg, {"stddev": number(), "seed": lambda v, w: f.check(v, "int", w, null=True)},
+                 cls, where)
+        layer = L.GaussianNoise(f.check(cfg.get("stddev"), "number", f"{where}.config.stddev"),
+                                seed=cfg.get("seed"), **kw)
+    elif cls == "Reshape":
+        _options(f, cfg, {"target_shape": axis_list}, cls, where)
+        layer = L.Reshape(f.check(cfg.get("target_shape"), "list", f"{where}.config.target_shape"),
+                          **kw)
+    elif cls == "Rescaling":
+        def num_or_list(v: Any, w: str) -> None:
+            if not isinstance(v, list):
+                f.check(v, "number", w)
+            elif not all(type(e) in (int, float) for e in np.ravel(np.asarray(v, object))):
+                f.fail(f"Expected {w} to hold numbers. Received: {_files.short(v)}")
+        _options(f, cfg, {"scale": num_or_list, "offset": num_or_list}, cls, where)
+        layer = L.Rescaling(cfg.get("scale"), cfg.get("offset", 0.0), **kw)
+    else:  # Normalization
+        def stats(v: Any, w: str) -> None:
+            if v is not None and not isinstance(v, list):
+                f.check(v, "number", w)
+        _options(f, cfg, {"axis": lambda v, w: None if v is None else axis_list(v, w),
+                          "invert": boolean, "mean": stats, "variance": stats}, cls, where)
+        layer = L.Normalization(axis=cfg.get("axis", -1), mean=cfg.get("mean"),
+                                variance=cfg.get("variance"), invert=cfg.get("invert", False),
+                                **kw)
+    out_shape = layer.compute_output_shape(shape)
+    if cls in ("BatchNormalization", "LayerNormalization", "PReLU", "Normalization"):
+        layer.build(shape)  # declares the weights (arrays come when the model packs them)
+        count = sum(math.prod(s.shape) for s in layer.weight_specs)
+    else:
+        count = 0
+    return layer, cls, tuple(out_shape), count
 
 
 def _input_shape(f: _File, config: dict[str, Any],
@@ -972,6 +1187,7 @@ def _read_weights(h5: _H5, model: Sequential, classes: list[str]) -> None:
     if group is None:
         return
     values = []
+    counts: list[tuple[NDArray[Any], NDArray[Any]]] = []
     for key, layer in zip(keys, model.layers):
         where = f"layers/{key}/vars"
         sub = h5.child(group, key, f"layers/{key}", "group", optional=not layer.weights)
@@ -981,11 +1197,15 @@ def _read_weights(h5: _H5, model: Sequential, classes: list[str]) -> None:
         if v is None:
             continue
         n = h5.count(v, where)
-        if n != len(layer.weights):
+        variables = _variables(layer)
+        if n != len(variables):
             h5.fail(f"{h5.what}: {where} holds {n} variables; layer {layer.name!r} has "
-                   f"{len(layer.weights)}.")
+                   f"{len(variables)}.")
         values += [h5.array(v, str(i), f"{where}/{i}", w.shape)
                    for i, w in enumerate(layer.weights)]
+        if len(variables) > len(layer.weights):  # Normalization's count, an int
+            counts.append((variables[-1], h5.array(v, str(n - 1), f"{where}/{n - 1}", (),
+                                                   kinds="i")))
     try:
         extra = [k for k in group if k not in keys]
     except h5.ERRORS as e:
@@ -997,6 +1217,8 @@ def _read_weights(h5: _H5, model: Sequential, classes: list[str]) -> None:
             h5.fail(f"{h5.what} holds weights for layers/{k}, a layer the model does not have "
                    f"(its layers: {keys}).")
     model.set_weights(values)
+    for target, value in counts:
+        target[...] = value
 
 
 def _keras_class(layer: layers_module.Layer) -> str:
@@ -1005,7 +1227,8 @@ def _keras_class(layer: layers_module.Layer) -> str:
     if kind is layers_module.Activation:
         return _activation_layer(cast(layers_module.Activation, layer).activation, layer.name,
                                  layer.dtype)[0]
-    if kind in (layers_module.Dense, layers_module.Flatten, layers_module.Dropout):
+    if kind in (layers_module.Dense, layers_module.Flatten, layers_module.Dropout) or \
+            kind.__name__ in _NEW_LAYERS + ("ReLU", "LeakyReLU", "Softmax"):
         return kind.__name__
     raise ValueError(f"layer {layer.name!r}: {kind.__name__} has no Keras weights layout.")
 

@@ -12,19 +12,22 @@ uses a separate set per thread, so several threads may predict with one model at
 from __future__ import annotations
 
 import numbers
+import re
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Hashable, NamedTuple, Sequence, cast
+from typing import TYPE_CHECKING, Any, Callable, Hashable, Iterator, NamedTuple, Sequence, cast
 
 import numpy as np
 
-from fastnn import activations, backend, config, initializers
+from fastnn import activations, backend, config, constraints, initializers, regularizers
 
 if TYPE_CHECKING:
     from numpy.typing import DTypeLike, NDArray
     from typing_extensions import Self
 
+    from fastnn.constraints import Constraint
     # an initializer: a built-in one (fastnn.initializers.Initializer) or any callable
     Initializer = Callable[..., Any]
+    from fastnn.regularizers import Regularizer
 
 
 class Buffers:
@@ -49,6 +52,12 @@ class Buffers:
         if b is None or b.shape != shape or b.dtype != dtype:
             b = bufs[key] = np.empty(shape, dtype)
         return b
+
+
+def _snake_case(name: str) -> str:
+    """Keras' default layer names (keras.src.utils.naming.to_snake_case): ReLU -> re_lu."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z])([A-Z])", r"\1_\2", name).lower()
 
 
 class WeightSpec(NamedTuple):
@@ -83,7 +92,7 @@ class Layer:
 
     def __init__(self, name: str | None = None, input_shape: int | Sequence[int] | None = None,
                  dtype: DTypeLike | None = None, trainable: bool = True) -> None:
-        kind = type(self).__name__.lower()
+        kind = _snake_case(type(self).__name__)  # as Keras: "dense", "batch_normalization"
         Layer._count[kind] = Layer._count.get(kind, 0) + 1
         if name is not None and not isinstance(name, str):
             raise TypeError(f"Expected name to be a str. Received: {name!r}")
@@ -98,6 +107,11 @@ class Layer:
         self.weights: list[NDArray[Any]] = []
         self.grads: list[NDArray[Any]] = []    # their gradients, same order and shapes
         self._buffers = Buffers()
+        # by weight name: the penalties and constraints the training step applies (see
+        # regularization_loss, apply_constraints); the penalty of the output, over batch size
+        self.weight_regularizers: dict[str, Regularizer] = {}
+        self.weight_constraints: dict[str, Constraint] = {}
+        self.activity_regularizer: Regularizer | None = None
 
     if TYPE_CHECKING:  # every layer of a model defines these two (not InputLayer)
         def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
@@ -177,6 +191,58 @@ class Layer:
     def __repr__(self) -> str:
         return f"<{type(self).__name__} name={self.name}>"
 
+    # ---- regularizers and constraints (fastnn/regularizers.py, fastnn/constraints.py) ----------
+
+    @property
+    def regularized(self) -> bool:
+        """Whether the training step has penalties or constraints to apply for this layer."""
+        return bool(self.weight_regularizers or self.weight_constraints
+                    or self.activity_regularizer is not None)
+
+    def _named_weights(self, table: dict[str, Any]) -> list[tuple[int, Any]]:
+        """(index, table[name]) of the trainable weights named in table (as Keras, a frozen
+        weight has no penalty and no constraint)."""
+        names = [s.name for s in self.weight_specs]
+        trainable = self.weight_trainable()
+        return [(names.index(n), v) for n, v in table.items()
+                if n in names and trainable[names.index(n)]]
+
+    def regularization_loss(self, add_gradients: bool, scale: float = 1.0) -> float:
+        """The sum of the weight penalties (as Keras' layer.losses from weight regularizers);
+        add_gradients: also add each penalty's gradient (times scale) to its weight's gradient
+        (self.grads)."""
+        total = 0.0
+        for i, reg in self._named_weights(self.weight_regularizers):
+            total += reg(self.weights[i])
+            if add_gradients:
+                if scale == 1.0:
+                    reg.add_gradient(self.weights[i], self.grads[i])
+                else:
+                    g = np.zeros_like(self.grads[i])
+                    reg.add_gradient(self.weights[i], g)
+                    self.grads[i] += g * g.dtype.type(scale)
+        return total
+
+    def activity_loss(self, y: NDArray[Any], dy: NDArray[Any] | None = None,
+                      scale: float = 1.0) -> float:
+        """activity_regularizer(y) / batch size, as Keras; dy (the gradient of the loss with
+        respect to the output y, or None): its gradient (times scale) is added in place."""
+        reg = self.activity_regularizer
+        if reg is None:
+            return 0.0
+        n = y.shape[0]
+        if dy is not None:
+            g = np.zeros_like(y)
+            reg.add_gradient(y, g)
+            dy += g * dy.dtype.type(scale / n)
+        penalty: float = reg(y) / n
+        return penalty
+
+    def apply_constraints(self) -> None:
+        """Project the constrained weights in place (after each optimizer step, as Keras)."""
+        for i, c in self._named_weights(self.weight_constraints):
+            self.weights[i][...] = c(self.weights[i])
+
 
 class InputLayer(Layer):
     """The model's input: shape without the batch dimension."""
@@ -212,6 +278,12 @@ class Dense(Layer):
         kernel_initializer, bias_initializer: names or instances of `fastnn.initializers`
             (e.g. "he_normal", `initializers.Orthogonal(gain=2.0)`), or callables
             (shape, dtype=None) -> array; defaults "glorot_uniform" and "zeros".
+        kernel_regularizer, bias_regularizer, activity_regularizer: `fastnn.regularizers`
+            (or names, e.g. "l2"); the penalty is added to the training loss, the activity
+            one divided by the batch size (default None).
+        kernel_constraint, bias_constraint: `fastnn.constraints` (or names, e.g. "max_norm"),
+            applied after each optimizer step (default None).  A Dense layer with any of these
+            five trains layer by layer, not in the compiled Dense-stack step.
         input_shape: the shape of one sample, when this is the first layer (default None).
         name: the layer's name (default None: "dense", "dense_1", ...).
         dtype: "float32" or "float64" (default None: `fastnn.config.floatx()`).
@@ -225,12 +297,18 @@ class Dense(Layer):
                  activation: str | activations.Spec | Callable[..., Any] | None = None,
                  use_bias: bool = True, kernel_initializer: str | Initializer = "glorot_uniform",
                  bias_initializer: str | Initializer = "zeros",
+                 kernel_regularizer: Any = None, bias_regularizer: Any = None,
+                 activity_regularizer: Any = None, kernel_constraint: Any = None,
+                 bias_constraint: Any = None,
                  input_shape: int | Sequence[int] | None = None, name: str | None = None,
                  dtype: DTypeLike | None = None, **kwargs: Any) -> None:
         trainable = kwargs.pop("trainable", True)
         if kwargs:
             raise TypeError(f"Dense got unexpected keyword arguments: {sorted(kwargs)}")
         super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
+        _set_regularizers(self, {"kernel": (kernel_regularizer, kernel_constraint),
+                                 "bias": (bias_regularizer, bias_constraint)},
+                          activity_regularizer)
         if not isinstance(units, (int, np.integer)) or isinstance(units, bool) or units < 1:
             raise ValueError(f"Expected units to be a positive int. Received: units={units!r}")
         self.units = int(units)
@@ -288,7 +366,8 @@ class Dense(Layer):
         return {**super().get_config(), "units": self.units,
                 "activation": activations.serialize(self.activation), "use_bias": self.use_bias,
                 "kernel_initializer": _init_name(self.kernel_initializer),
-                "bias_initializer": _init_name(self.bias_initializer)}
+                "bias_initializer": _init_name(self.bias_initializer),
+                **_regularizer_config(self, {"kernel": "kernel", "bias": "bias"})}
 
 
 _LINEAR = activations.Spec("linear")
@@ -425,3 +504,843 @@ def build_all(layers: Sequence[Layer], input_shape: Sequence[int],
 
 LAYERS: dict[str, type[Layer]] = {
     c.__name__: c for c in (InputLayer, Dense, Activation, Flatten, Dropout)}
+
+
+# ==== Keras layers for dense networks (issue #11): normalization, activation layers, noise,
+# reshaping, preprocessing; with the regularizer/constraint plumbing Dense shares. ============
+
+def _set_regularizers(layer: Layer, table: dict[str, tuple[Any, Any]],
+                      activity_regularizer: Any = None) -> None:
+    """Resolve {weight name: (regularizer, constraint)} (names, dicts, objects or None) onto the
+    layer (`Layer.regularization_loss`, `Layer.apply_constraints`)."""
+    for weight, (reg, con) in table.items():
+        r, c = regularizers.get(reg), constraints.get(con)
+        if r is not None:
+            layer.weight_regularizers[weight] = r
+        if c is not None:
+            layer.weight_constraints[weight] = c
+    layer.activity_regularizer = regularizers.get(activity_regularizer)
+
+
+def _regularizer_config(layer: Layer, keys: dict[str, str]) -> dict[str, Any]:
+    """The config entries <key>_regularizer / <key>_constraint (keys: config prefix -> weight
+    name) and activity_regularizer that are set (serialized as Keras does); unset ones are left
+    out, so configs without them stay as they were."""
+    out: dict[str, Any] = {}
+    for prefix, weight in keys.items():
+        if weight in layer.weight_regularizers:
+            out[f"{prefix}_regularizer"] = regularizers.serialize(layer.weight_regularizers[weight])
+        if weight in layer.weight_constraints:
+            out[f"{prefix}_constraint"] = constraints.serialize(layer.weight_constraints[weight])
+    if layer.activity_regularizer is not None:
+        out["activity_regularizer"] = regularizers.serialize(layer.activity_regularizer)
+    return out
+
+
+def _number(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
+        raise ValueError(f"Expected {name} to be a number. Received: {name}={value!r}")
+    return float(value)
+
+
+def _axes(name: str, axis: Any, rank: int, input_shape: Sequence[int]) -> tuple[int, ...]:
+    """Keras axes (ints into the input shape with its batch dimension, negative from the end)
+    as sorted non-negative ints, each a sample axis (>= 1)."""
+    items = list(axis) if isinstance(axis, (list, tuple)) else [axis]
+    out = []
+    for a in items:
+        if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or not -rank <= a < rank:
+            raise ValueError(f"Axis {a!r} is out of bounds for input shape "
+                             f"{(None, *input_shape)}. Received: {name}={axis!r}")
+        a = int(a) % rank
+        if a == 0:
+            raise ValueError(f"Expected {name} to name sample axes, not the batch axis 0 "
+                             f"(fastnn normalizes within a batch's features). Received: "
+                             f"{name}={axis!r}")
+        out.append(a)
+    if len(set(out)) != len(out):
+        raise ValueError(f"Expected distinct axes. Received: {name}={axis!r}")
+    return tuple(sorted(out))
+
+
+class _FeaturesLast:
+    """x (batch, ...) as a C-contiguous 2-D (rows, features) array with `axes` (sorted, of the
+    full shape) as the features, and back.  A view when the axes are the trailing ones (the
+    usual axis=-1), else a transposed copy."""
+
+    def __init__(self, shape: Sequence[int], axes: Sequence[int]) -> None:
+        rank = len(shape)
+        rest = [d for d in range(rank) if d not in axes]
+        self.order = rest + list(axes)
+        self.identity = self.order == list(range(rank))
+        self.features = int(np.prod([shape[a] for a in axes]))
+
+    def rows(self, x: NDArray[Any]) -> tuple[NDArray[Any], tuple[int, ...]]:
+        moved = x if self.identity else np.ascontiguousarray(x.transpose(self.order))
+        return moved.reshape(-1, self.features), moved.shape
+
+    def back(self, y2: NDArray[Any], moved_shape: tuple[int, ...]) -> NDArray[Any]:
+        y = y2.reshape(moved_shape)
+        return y if self.identity else np.ascontiguousarray(y.transpose(np.argsort(self.order)))
+
+
+class BatchNormalization(Layer):
+    """Normalizes each feature with the batch's statistics in training and moving statistics at
+    inference, as keras.layers.BatchNormalization:
+
+        training=True (fit, train_on_batch, model(x, training=True)):
+            mean, var := the batch's per-feature mean and (biased) variance;
+            moving_mean := moving_mean * momentum + mean * (1 - momentum)   (likewise var)
+        training=False (predict, evaluate, model(x)):  mean, var := moving_mean, moving_var
+        y := (x - mean) * gamma / sqrt(var + epsilon) + beta
+
+    The gradient flows through the batch statistics (the C kernels of src_c/norm.inc).
+
+    Args:
+        axis: the feature axis (an int of the input shape with its batch axis; default -1).
+        momentum: of the moving statistics (default 0.99).
+        epsilon: added to the variance (default 1e-3; must be > 0 in fastnn).
+        center, scale: learn beta / gamma (default True each).
+        beta_initializer, gamma_initializer, moving_mean_initializer,
+        moving_variance_initializer: defaults "zeros", "ones", "zeros", "ones".
+        beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint: default None.
+        renorm, synchronized: only False (fastnn has neither batch renormalization nor several
+            devices); renorm_clipping, renorm_momentum are accepted for Keras' configs.
+
+    Weights: gamma (if scale), beta (if center), trainable; moving_mean, moving_variance,
+    non-trainable (`add_weight(trainable=False)`), in Keras' order.  As Keras, a frozen layer
+    (trainable=False) uses the moving statistics in training too.
+    """
+
+    def __init__(self, axis: int = -1, momentum: float = 0.99, epsilon: float = 1e-3,
+                 center: bool = True, scale: bool = True,
+                 beta_initializer: str | Initializer = "zeros",
+                 gamma_initializer: str | Initializer = "ones",
+                 moving_mean_initializer: str | Initializer = "zeros",
+                 moving_variance_initializer: str | Initializer = "ones",
+                 beta_regularizer: Any = None, gamma_regularizer: Any = None,
+                 beta_constraint: Any = None, gamma_constraint: Any = None,
+                 renorm: bool = False, renorm_clipping: Any = None,
+                 renorm_momentum: float = 0.99, synchronized: bool = False,
+                 input_shape: int | Sequence[int] | None = None, name: str | None = None,
+                 dtype: DTypeLike | None = None, trainable: bool = True) -> None:
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
+        if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+            raise ValueError(f"Expected axis to be an int. Received: axis={axis!r}")
+        if renorm or synchronized:
+            raise ValueError(f"Expected renorm=False and synchronized=False: fastnn has neither. "
+                             f"Received: renorm={renorm!r}, synchronized={synchronized!r}")
+        self.axis = int(axis)
+        self.momentum = _number("momentum", momentum)
+        self.epsilon = _number("epsilon", epsilon)
+        if not self.epsilon > 0:
+            raise ValueError(f"Expected epsilon > 0. Received: epsilon={epsilon!r}")
+        self.center, self.scale = bool(center), bool(scale)
+        self.beta_initializer, self.gamma_initializer = beta_initializer, gamma_initializer
+        self.moving_mean_initializer = moving_mean_initializer
+        self.moving_variance_initializer = moving_variance_initializer
+        for init in (beta_initializer, gamma_initializer, moving_mean_initializer,
+                     moving_variance_initializer):
+            initializers.get(init)
+        self.renorm_clipping, self.renorm_momentum = renorm_clipping, renorm_momentum
+        _set_regularizers(self, {"beta": (beta_regularizer, beta_constraint),
+                                 "gamma": (gamma_regularizer, gamma_constraint)})
+        self.gamma: NDArray[Any] | None = None
+        self.beta: NDArray[Any] | None = None
+
+    def build(self, input_shape: Sequence[int], rng: np.random.Generator | None = None) -> None:
+        full = (1, *input_shape)
+        axes = _axes("axis", self.axis, len(full), input_shape)
+        super().build(input_shape, rng)
+        self._layout = _FeaturesLast(full, axes)
+        m = (full[axes[0]],)
+        if self.scale:
+            self.add_weight(m, self.gamma_initializer, "gamma")
+        if self.center:
+            self.add_weight(m, self.beta_initializer, "beta")
+        self.add_weight(m, self.moving_mean_initializer, "moving_mean", trainable=False)
+        self.add_weight(m, self.moving_variance_initializer, "moving_variance", trainable=False)
+
+    def bind_weights(self, weights: Sequence[NDArray[Any]], grads: Sequence[NDArray[Any]]) -> None:
+        super().bind_weights(weights, grads)
+        it = iter(self.weights)
+        self.gamma = next(it) if self.scale else None
+        self.beta = next(it) if self.center else None
+        self.moving_mean, self.moving_variance = next(it), next(it)
+
+    def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
+        x2, moved = self._layout.rows(x)
+        m = x2.shape[1]
+        y2 = self._buf("y", x2.shape, training)
+        # as Keras, a frozen layer (trainable=False) normalizes with the moving statistics
+        # even in training, and leaves them as they are
+        self._batch_stats = training and self.trainable
+        if self._batch_stats:
+            mean, var = self._buf("mean", (m,)), self._buf("var", (m,))
+            backend.K.batchnorm_forward(y2, mean, var, x2, self.gamma, self.beta, self.epsilon,
+                                        True)
+            mo, keep = self.dtype.type(1.0 - self.momentum), self.dtype.type(self.momentum)
+            # Keras' update: moving := moving * momentum + batch * (1 - momentum)
+            self.moving_mean[...] = self.moving_mean * keep + mean * mo
+            self.moving_variance[...] = self.moving_variance * keep + var * mo
+            self._x2, self._moved, self._mean, self._var = x2, moved, mean, var
+        else:
+            backend.K.batchnorm_forward(y2, self.moving_mean, self.moving_variance, x2,
+                                        self.gamma, self.beta, self.epsilon, False)
+            if training:
+                self._moved = moved
+        return self._layout.back(y2, moved)
+
+    def backward(self, dy: NDArray[Any], need_dx: bool,
+                 skip_activation: bool = False) -> NDArray[Any] | None:
+        dy2, _ = self._layout.rows(dy)
+        if not self._batch_stats:  # frozen: a fixed affine map, dx := dy * gamma / sqrt(var + eps)
+            dy2 *= (1 if self.gamma is None else self.gamma) / np.sqrt(
+                self.moving_variance + self.dtype.type(self.epsilon))
+            return self._layout.back(dy2, self._moved) if need_dx else None
+        m = dy2.shape[1]
+        g = iter(self.grads)
+        dgamma = next(g) if self.scale else self._buf("dgamma", (m,))
+        dbeta = next(g) if self.center else self._buf("dbeta", (m,))
+        backend.K.batchnorm_backward(dy2, dgamma, dbeta, dy2, self._x2, self._mean, self._var,
+                                     self.gamma, self.epsilon)
+        return self._layout.back(dy2, self._moved) if need_dx else None
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axis": self.axis, "momentum": self.momentum,
+                "epsilon": self.epsilon, "center": self.center, "scale": self.scale,
+                "beta_initializer": _init_name(self.beta_initializer),
+                "gamma_initializer": _init_name(self.gamma_initializer),
+                "moving_mean_initializer": _init_name(self.moving_mean_initializer),
+                "moving_variance_initializer": _init_name(self.moving_variance_initializer),
+                **_regularizer_config(self, {"beta": "beta", "gamma": "gamma"})}
+
+
+class LayerNormalization(Layer):
+    """Normalizes each sample over `axis`, as keras.layers.LayerNormalization:
+    y := (x - mean) / sqrt(var + epsilon) * gamma + beta, mean and (biased) var of each sample
+    over the axes; the same in training and inference (C kernels, src_c/norm.inc).
+
+    Args:
+        axis: an int or a list of ints of the input shape (with its batch axis; default -1).
+            As Keras, `layer.axis` becomes a sorted list once built.
+        epsilon: default 1e-3 (must be > 0 in fastnn).  center, scale: default True.
+        beta_initializer, gamma_initializer: default "zeros", "ones".
+        beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint: default None.
+    Weights: gamma (if scale), beta (if center), of the shape of the normalized axes.
+    """
+
+    def __init__(self, axis: int | Sequence[int] = -1, epsilon: float = 1e-3,
+                 center: bool = True, scale: bool = True,
+                 beta_initializer: str | Initializer = "zeros",
+                 gamma_initializer: str | Initializer = "ones",
+                 beta_regularizer: Any = None, gamma_regularizer: Any = None,
+                 beta_constraint: Any = None, gamma_constraint: Any = None,
+                 rms_scaling: bool = False,
+                 input_shape: int | Sequence[int] | None = None, name: str | None = None,
+                 dtype: DTypeLike | None = None, trainable: bool = True) -> None:
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
+        if isinstance(axis, (list, tuple)):
+            self.axis: int | list[int] = list(axis)
+        elif isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
+            self.axis = int(axis)
+        else:
+            raise TypeError("Expected an int or a list/tuple of ints for the argument 'axis', "
+                            f"but received: {axis!r}")
+        if rms_scaling:
+            raise ValueError("Expected rms_scaling=False (deprecated in Keras, not in fastnn). "
+                             f"Received: rms_scaling={rms_scaling!r}")
+        self.epsilon = _number("epsilon", epsilon)
+        if not self.epsilon > 0:
+            raise ValueError(f"Expected epsilon > 0. Received: epsilon={epsilon!r}")
+        self.center, self.scale = bool(center), bool(scale)
+        self.beta_initializer, self.gamma_initializer = beta_initializer, gamma_initializer
+        initializers.get(beta_initializer)
+        initializers.get(gamma_initializer)
+        _set_regularizers(self, {"beta": (beta_regularizer, beta_constraint),
+                                 "gamma": (gamma_regularizer, gamma_constraint)})
+        self.gamma: NDArray[Any] | None = None
+        self.beta: NDArray[Any] | None = None
+
+    def build(self, input_shape: Sequence[int], rng: np.random.Generator | None = None) -> None:
+        full = (1, *input_shape)
+        axes = _axes("axis", self.axis, len(full), input_shape)
+        super().build(input_shape, rng)
+        self._layout = _FeaturesLast(full, axes)
+        self.axis = sorted(self.axis if isinstance(self.axis, list) else [self.axis])
+        shape = tuple(full[a] for a in axes)
+        if self.scale:
+            self.add_weight(shape, self.gamma_initializer, "gamma")
+        if self.center:
+            self.add_weight(shape, self.beta_initializer, "beta")
+
+    def bind_weights(self, weights: Sequence[NDArray[Any]], grads: Sequence[NDArray[Any]]) -> None:
+        super().bind_weights(weights, grads)
+        it = iter(self.weights)
+        self.gamma = next(it) if self.scale else None
+        self.beta = next(it) if self.center else None
+
+    def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
+        x2, moved = self._layout.rows(x)
+        n = x2.shape[0]
+        y2 = self._buf("y", x2.shape, training)
+        mean, rstd = self._buf("mean", (n,), training), self._buf("rstd", (n,), training)
+        gamma = None if self.gamma is None else self.gamma.reshape(-1)
+        beta = None if self.beta is None else self.beta.reshape(-1)
+        backend.K.layernorm_forward(y2, mean, rstd, x2, gamma, beta, self.epsilon)
+        if training:
+            self._x2, self._moved, self._mean, self._rstd = x2, moved, mean, rstd
+        return self._layout.back(y2, moved)
+
+    def backward(self, dy: NDArray[Any], need_dx: bool,
+                 skip_activation: bool = False) -> NDArray[Any] | None:
+        dy2, _ = self._layout.rows(dy)
+        g = iter(self.grads)
+        dgamma = next(g).reshape(-1) if self.scale else None
+        dbeta = next(g).reshape(-1) if self.center else None
+        backend.K.layernorm_backward(dy2, dgamma, dbeta, dy2, self._x2, self._mean, self._rstd,
+                                     None if self.gamma is None else self.gamma.reshape(-1))
+        return self._layout.back(dy2, self._moved) if need_dx else None
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axis": self.axis, "epsilon": self.epsilon,
+                "center": self.center, "scale": self.scale,
+                "beta_initializer": _init_name(self.beta_initializer),
+                "gamma_initializer": _init_name(self.gamma_initializer),
+                **_regularizer_config(self, {"beta": "beta", "gamma": "gamma"})}
+
+
+class _Elementwise(Layer):
+    """An activation-like layer: the same shape out, the activation kernels over the rows."""
+
+    def _rows(self, x: NDArray[Any]) -> NDArray[Any]:
+        return x.reshape(x.shape[0], -1)
+
+
+class ReLU(_Elementwise):
+    """keras.layers.ReLU: f(x) = min(x, max_value) for x > threshold, else
+    negative_slope * (x - threshold) (Keras' relu with its three options).
+
+    Args:
+        max_value: None (the default: no cap) or a float >= 0.
+        negative_slope: float >= 0 (default 0.0).  threshold: float >= 0 (default 0.0).
+    It runs the kernel of `activations.relu` with these arguments (the plain relu, leaky
+    relu, relu6 or the general one, fastnn.activations.spec picks).
+    """
+
+    def __init__(self, max_value: float | None = None, negative_slope: float = 0.0,
+                 threshold: float = 0.0, input_shape: int | Sequence[int] | None = None,
+                 name: str | None = None, dtype: DTypeLike | None = None, trainable: bool = True) -> None:
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
+        if max_value is not None and _number("max_value", max_value) < 0.0:
+            raise ValueError("max_value of a ReLU layer cannot be a negative value. "
+                             f"Received: max_value={max_value}")
+        if negative_slope is None or _number("negative_slope", negative_slope) < 0.0:
+            raise ValueError("negative_slope of a ReLU layer cannot be None or a negative value. "
+                             f"Received: negative_slope={negative_slope}")
+        if threshold is None or _number("threshold", threshold) < 0.0:
+            raise ValueError("threshold of a ReLU layer cannot be None or a negative value. "
+                             f"Received: threshold={threshold}")
+        self.max_value = None if max_value is None else float(max_value)
+        self.negative_slope, self.threshold = float(negative_slope), float(threshold)
+        self._kernel = activations.Spec("relu", {"max_value": self.max_value,
+                                                 "negative_slope": self.negative_slope,
+                                                 "threshold": self.threshold})
+
+    def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
+        x2 = self._rows(x)
+        y = self._buf("y", x2.shape, training)
+        backend.K.act_forward(y, x2, self._kernel.code, self._kernel.params)
+        if training:
+            self._x, self._y = x2, y
+        return y.reshape(x.shape)
+
+    def backward(self, dy: NDArray[Any], need_dx: bool,
+                 skip_activation: bool = False) -> NDArray[Any]:
+        dy2 = dy.reshape(self._y.shape)
+        backend.K.act_backward(dy2, dy2, self._y, self._x, self._kernel.code,
+                               self._kernel.params)
+        return dy
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "max_value": self.max_value,
+                "negative_slope": self.negative_slope, "threshold": self.threshold}
+
+
+class LeakyReLU(_Elementwise):
+    """keras.layers.LeakyReLU: f(x) = x for x > 0, negative_slope * x otherwise.
+    negative_slope: float >= 0; default 0.3, Keras' layer default (the function
+    `activations.leaky_relu` defaults to 0.2).  Keras' deprecated `alpha=` is accepted too."""
+
+    def __init__(self, negative_slope: float = 0.3, input_shape: int | Sequence[int] | None = None,
+                 name: str | None = None, dtype: DTypeLike | None = None, trainable: bool = True,
+                 **kwargs: Any) -> None:
+        if "alpha" in kwargs:
+            negative_slope = kwargs.pop("alpha")
+        if kwargs:
+            raise TypeError(f"LeakyReLU got unexpected keyword arguments: {sorted(kwargs)}")
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
+        if negative_slope is None or _number("negative_slope", negative_slope) < 0:
+            raise ValueError("The negative_slope value of a Leaky ReLU layer cannot be None or "
+                             "negative value. Expected a float. "
+                             f"Received: negative_slope={negative_slope}")
+        self.negative_slope = float(negative_slope)
+        self._spec = activations.Spec("leaky_relu", {"negative_slope": self.negative_slope})
+
+    def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
+        x2 = self._rows(x)
+        y = self._buf("y", x2.shape, training)
+        backend.K.act_forward(y, x2, self._spec.code, self._spec.params)
+        if training:
+            self._y = y
+        return y.reshape(x.shape)
+
+    def backward(self, dy: NDArray[Any], need_dx: bool,
+                 skip_activation: bool = False) -> NDArray[Any]:
+        dy2 = dy.reshape(self._y.shape)
+        backend.K.act_backward(dy2, dy2, self._y, None, self._spec.code, self._spec.params)
+        return dy
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "negative_slope": self.negative_slope}
+
+
+class PReLU(Layer):
+    """keras.layers.PReLU: f(x) = x for x > 0, alpha * x otherwise, with a learned alpha of the
+    sample's shape (1 along shared_axes); C kernels (src_c/norm.inc).
+
+    Args:
+        alpha_initializer: default "zeros" (Keras writes "Zeros").
+        alpha_regularizer, alpha_constraint: default None.
+        shared_axes: None (the default), an int or a list of axes (of the input shape with its
+            batch axis) along which alpha is shared.
+    """
+
+    def __init__(self, alpha_initializer: str | Initializer = "zeros",
+                 alpha_regularizer: Any = None, alpha_constraint: Any = None,
+                 shared_axes: int | Sequence[int] | None = None,
+                 input_shape: int | Sequence[int] | None = None, name: str | None = None,
+                 dtype: DTypeLike | None = None, trainable: bool = True) -> None:
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
+        self.alpha_initializer = alpha_initializer
+        initializers.get(alpha_initializer)
+        if shared_axes is None:
+            self.shared_axes: list[int] | None = None
+        else:
+            items = list(shared_axes) if isinstance(shared_axes, (list, tuple)) else [shared_axes]
+            for a in items:
+                if isinstance(a, bool) or not isinstance(a, (int, np.integer)) or a < 1:
+                    raise ValueError(f"Expected shared_axes to be axes >= 1 of the input shape. "
+                                     f"Received: shared_axes={shared_axes!r}")
+            self.shared_axes = [int(cast(int, a)) for a in items]
+        _set_regularizers(self, {"alpha": (alpha_regularizer, alpha_constraint)})
+        self.alpha: NDArray[Any] | None = None
+
+    def build(self, input_shape: Sequence[int], rng: np.random.Generator | None = None) -> None:
+        shape = list(input_shape)
+        for a in self.shared_axes or []:
+            if a > len(shape):
+                raise ValueError(f"Expected shared_axes within the input's {len(shape)} sample "
+                                 f"axes. Received: shared_axes={self.shared_axes}")
+            shape[a - 1] = 1
+        super().build(input_shape, rng)
+        self.add_weight(tuple(shape), self.alpha_initializer, "alpha")
+
+    def bind_weights(self, weights: Sequence[NDArray[Any]], grads: Sequence[NDArray[Any]]) -> None:
+        super().bind_weights(weights, grads)
+        self.alpha = self.weights[0]
+
+    def _alpha_row(self, training: bool) -> NDArray[Any]:
+        """alpha broadcast to one sample, flat (a view without shared axes)."""
+        alpha = cast("NDArray[Any]", self.alpha)
+        sample = cast("tuple[int, ...]", self.input_shape)
+        if alpha.shape == sample:
+            return alpha.reshape(-1)
+        row = self._buf("alpha", (int(np.prod(sample)),), training)
+        row.reshape(sample)[...] = alpha
+        return row
+
+    def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
+        x2 = x.reshape(x.shape[0], -1)
+        y = self._buf("y", x2.shape, training)
+        a = self._alpha_row(training)
+        backend.K.prelu_forward(y, x2, a)
+        if training:
+            self._x, self._a = x2, a
+        return y.reshape(x.shape)
+
+    def backward(self, dy: NDArray[Any], need_dx: bool,
+                 skip_activation: bool = False) -> NDArray[Any] | None:
+        dy2 = dy.reshape(self._x.shape)
+        grad = self.grads[0]
+        shared = grad.shape != self.input_shape
+        da = self._buf("dalpha", self._a.shape) if shared else grad.reshape(-1)
+        backend.K.prelu_backward(dy2, da, dy2, self._x, self._a)
+        if shared:  # the sum over the shared axes
+            sample = cast("tuple[int, ...]", self.input_shape)
+            axes = tuple(a - 1 for a in self.shared_axes or [])
+            grad[...] = da.reshape(sample).sum(axis=axes, keepdims=True)
+        return dy if need_dx else None
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "alpha_initializer": _init_name(self.alpha_initializer),
+                "shared_axes": self.shared_axes,
+                **_regularizer_config(self, {"alpha": "alpha"})}
+
+
+class Softmax(Layer):
+    """keras.layers.Softmax: softmax over `axis` (an int or a list of axes of the input shape
+    with its batch axis; default -1).  Over the last axis it is an output softmax that a
+    crossentropy loss fuses with, as a Dense(activation="softmax") is."""
+
+    def __init__(self, axis: int | Sequence[int] = -1,
+                 input_shape: int | Sequence[int] | None = None, name: str | None = None,
+                 dtype: DTypeLike | None = None, trainable: bool = True) -> None:
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
+        if isinstance(axis, (list, tuple)):
+            self.axis: int | list[int] = [int(a) for a in axis]
+        elif isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
+            self.axis = int(axis)
+        else:
+            raise ValueError(f"Expected axis to be an int or a list of ints. Received: "
+                             f"axis={axis!r}")
+
+    def build(self, input_shape: Sequence[int], rng: np.random.Generator | None = None) -> None:
+        full = (1, *input_shape)
+        axes = _axes("axis", self.axis, len(full), input_shape)
+        super().build(input_shape, rng)
+        self._layout = _FeaturesLast(full, axes)
+        if axes == (len(full) - 1,):
+            self.activation = activations.Spec("softmax")  # fused with the loss when last
+
+    def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
+        x2, moved = self._layout.rows(x)
+        y = self._buf("y", x2.shape, training)
+        backend.K.act_forward(y, x2, activations.Spec("softmax").code, ())
+        if training:
+            self._y, self._moved = y, moved
+        return self._layout.back(y, moved)
+
+    def backward(self, dy: NDArray[Any], need_dx: bool,
+                 skip_activation: bool = False) -> NDArray[Any]:
+        if skip_activation:
+            return dy
+        dy2, _ = self._layout.rows(dy)
+        backend.K.act_backward(dy2, dy2, self._y, None, activations.Spec("softmax").code, ())
+        return self._layout.back(dy2, self._moved)
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "axis": self.axis}
+
+
+class GaussianNoise(Layer):
+    """keras.layers.GaussianNoise: adds N(0, stddev^2) noise in training only; the identity at
+    inference.  stddev: in [0, 1] (Keras' check).  seed: an int or None (then the model's
+    generator seeds it, as Dropout)."""
+
+    def __init__(self, stddev: float, seed: int | None = None,
+                 input_shape: int | Sequence[int] | None = None, name: str | None = None,
+                 dtype: DTypeLike | None = None, trainable: bool = True) -> None:
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
+        if not 0 <= _number("stddev", stddev) <= 1:
+            raise ValueError("Invalid value received for argument `stddev`. Expected a float "
+                             f"value between 0 and 1. Received: stddev={stddev}")
+        self.stddev, self.seed = float(stddev), seed
+        self.rng = np.random.default_rng(seed)
+
+    def build(self, input_shape: Sequence[int], rng: np.random.Generator | None = None) -> None:
+        super().build(input_shape, rng)
+        if self.seed is None and rng is not None:
+            self.rng = np.random.default_rng(rng.integers(2**63))
+
+    def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
+        if not training or self.stddev == 0:
+            return x
+        y = self._buf("y", x.shape)
+        self.rng.standard_normal(dtype=self.dtype, out=y)
+        y *= self.dtype.type(self.stddev)
+        y += x
+        return y
+
+    def backward(self, dy: NDArray[Any], need_dx: bool,
+                 skip_activation: bool = False) -> NDArray[Any]:
+        return dy
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "stddev": self.stddev, "seed": self.seed}
+
+
+class Reshape(Layer):
+    """keras.layers.Reshape: each sample to target_shape (a tuple of ints, at most one -1 for
+    the size that makes the total unchanged)."""
+
+    def __init__(self, target_shape: Sequence[int],
+                 input_shape: int | Sequence[int] | None = None, name: str | None = None,
+                 dtype: DTypeLike | None = None, trainable: bool = True) -> None:
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
+        try:
+            target = tuple(target_shape)
+        except TypeError:
+            raise ValueError(f"Expected target_shape to be a tuple of ints. "
+                             f"Received: target_shape={target_shape!r}") from None
+        for d in target:
+            if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d < -1 or d == 0:
+                raise ValueError("Each dimension in `target_shape` must be a positive integer, "
+                                 f"or `-1` for a single unknown dimension. Received: "
+                                 f"target_shape={target_shape!r}.")
+        if sum(d == -1 for d in target) > 1:
+            raise ValueError("There must be at most one unknown dimension (-1) in "
+                             f"`target_shape`. Received: target_shape={target_shape!r}.")
+        self.target_shape = tuple(int(d) for d in target)
+
+    def compute_output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+        size, known = int(np.prod(input_shape)), int(np.prod([d for d in self.target_shape
+                                                               if d != -1]))
+        if -1 not in self.target_shape:
+            if size != known:
+                raise ValueError("The total size of the tensor must be unchanged. Received: "
+                                 f"input_shape={tuple(input_shape)}, "
+                                 f"target_shape={self.target_shape}")
+            return self.target_shape
+        if size % known:
+            raise ValueError("The total size of the tensor must be unchanged. Received: "
+                             f"input_shape={tuple(input_shape)}, target_shape={self.target_shape}")
+        return tuple(size // known if d == -1 else d for d in self.target_shape)
+
+    def build(self, input_shape: Sequence[int], rng: np.random.Generator | None = None) -> None:
+        self.compute_output_shape(input_shape)  # refuses a size that does not fit
+        super().build(input_shape, rng)
+
+    def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
+        return x.reshape(x.shape[0], *self.output_shape)
+
+    def backward(self, dy: NDArray[Any], need_dx: bool,
+                 skip_activation: bool = False) -> NDArray[Any]:
+        return dy.reshape(dy.shape[0], *cast("tuple[int, ...]", self.input_shape))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "target_shape": list(self.target_shape)}
+
+
+class Rescaling(Layer):
+    """keras.layers.Rescaling: y := x * scale + offset (e.g. scale=1/255 for pixels).
+    scale, offset: numbers, or arrays that broadcast against one sample."""
+
+    def __init__(self, scale: Any, offset: Any = 0.0,
+                 input_shape: int | Sequence[int] | None = None, name: str | None = None,
+                 dtype: DTypeLike | None = None, trainable: bool = True) -> None:
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
+        for key, v in (("scale", scale), ("offset", offset)):
+            a = np.asarray(v)
+            if a.dtype.kind not in "fiu" or not np.all(np.isfinite(a)):
+                raise ValueError(f"Expected {key} to be a finite number or array of numbers. "
+                                 f"Received: {key}={v!r}")
+        self.scale, self.offset = scale, offset
+        self._scale = np.asarray(scale, self.dtype)
+        self._offset = np.asarray(offset, self.dtype)
+
+    def build(self, input_shape: Sequence[int], rng: np.random.Generator | None = None) -> None:
+        for key, a in (("scale", self._scale), ("offset", self._offset)):
+            try:
+                shape = np.broadcast_shapes(a.shape, tuple(input_shape))
+            except ValueError:
+                shape = None
+            if shape != tuple(input_shape):
+                raise ValueError(f"Expected {key} to broadcast against samples of shape "
+                                 f"{tuple(input_shape)}. Received: {key}.shape={a.shape}")
+        super().build(input_shape, rng)
+
+    def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
+        y = self._buf("y", x.shape, training)
+        np.multiply(x, self._scale, out=y)
+        y += self._offset
+        return y
+
+    def backward(self, dy: NDArray[Any], need_dx: bool,
+                 skip_activation: bool = False) -> NDArray[Any]:
+        dy *= self._scale
+        return dy
+
+    def get_config(self) -> dict[str, Any]:
+        plain = [v.tolist() if isinstance(v, np.ndarray) else
+                 float(v) if isinstance(v, (numbers.Real, np.floating)) else v
+                 for v in (self.scale, self.offset)]
+        return {**super().get_config(), "scale": plain[0], "offset": plain[1]}
+
+
+class Normalization(Layer):
+    """keras.layers.Normalization: y := (x - mean) / max(sqrt(variance), 1e-7), per position of
+    `axis` (invert=True: y := mean + x * max(sqrt(variance), 1e-7)).
+
+    Args:
+        axis: the axes kept (an int, a tuple of ints of the input shape with its batch axis, or
+            None: one mean and variance for everything); default -1.
+        mean, variance: fixed statistics (numbers or arrays; both or neither), or None and
+            `adapt(data)` computes them.
+        invert: default False.
+
+    `adapt(data)`: data an array (samples first) or an iterable of such batches; mean and
+    variance (biased) over all but the kept axes, as Keras (for batches, Keras' running
+    combination of the batch means and variances).  The statistics are not trained.
+    """
+
+    def __init__(self, axis: int | Sequence[int] | None = -1, mean: Any = None,
+                 variance: Any = None, invert: bool = False,
+                 input_shape: int | Sequence[int] | None = None, name: str | None = None,
+                 dtype: DTypeLike | None = None, trainable: bool = True) -> None:
+        super().__init__(name=name, input_shape=input_shape, dtype=dtype, trainable=trainable)
+        if axis is None:
+            self.axis: tuple[int, ...] = ()
+        elif isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
+            self.axis = (int(axis),)
+        else:
+            self.axis = tuple(cast("Sequence[int]", axis))
+        if (mean is not None) != (variance is not None):
+            raise ValueError("When setting values directly, both `mean` and `variance` must be "
+                             f"set. Received: mean={mean} and variance={variance}")
+        if mean is not None:
+            if np.shape(mean) != np.shape(variance):
+                raise ValueError("When setting values directly, `mean` and `variance` must have "
+                                 f"the same shape. Received: mean shape {np.shape(mean)} and "
+                                 f"variance shape {np.shape(variance)}")
+            if len(np.shape(mean)) > len(self.axis):
+                raise ValueError("The rank of `mean` must be less than or equal to the number "
+                                 f"of axes ({len(self.axis)}). Received: mean shape "
+                                 f"{np.shape(mean)} for axis {self.axis}")
+        self.input_mean, self.input_variance, self.invert = mean, variance, bool(invert)
+        self.mean: NDArray[Any] | None = None  # the fixed statistics, broadcast (built)
+        self.variance: NDArray[Any] | None = None
+        self.count = np.zeros((), np.int32)
+
+    def build(self, input_shape: Sequence[int], rng: np.random.Generator | None = None) -> None:
+        full = (1, *input_shape)
+        nd = len(full)
+        if any(not -nd <= a < nd for a in self.axis):
+            raise ValueError("All `axis` values must be in the range [-ndim, ndim). Received "
+                             f"inputs with ndim={nd}, while axis={self.axis}")
+        keep = tuple(sorted(a % nd for a in self.axis))
+        if 0 in keep:
+            raise ValueError(f"Expected axis to keep sample axes, not the batch axis 0. "
+                             f"Received: axis={self.axis}")
+        super().build(input_shape, rng)
+        self._keep, self._reduce = keep, tuple(d for d in range(nd) if d not in keep)
+        self._broadcast = tuple(full[d] if d in keep else 1 for d in range(nd))
+        stats_shape = tuple(full[d] for d in keep)
+        self.mean = self.variance = None
+        if self.input_mean is None:  # Keras' non-trainable weights mean, variance (and count)
+            self.add_weight(stats_shape, "zeros", "mean", trainable=False)
+            self.add_weight(stats_shape, "ones", "variance", trainable=False)
+            # Keras' third weight, an int that its adapt(array) leaves at 0: kept here, outside
+            # the model's float buffer (keras_format writes and reads it)
+            self.count = np.zeros((), np.int32)
+            if not self.weights:  # adapt() before the model packs the weights: arrays of its own
+                w = [np.zeros(stats_shape, self.dtype), np.ones(stats_shape, self.dtype)]
+                self.bind_weights(w, [np.zeros_like(a) for a in w])
+        else:
+            mean, var = (np.asarray(v, np.float64) for v in (self.input_mean, self.input_variance))
+            if mean.ndim:
+                expanded = [1] * nd
+                for i in range(1, mean.ndim + 1):
+                    expanded[keep[-i]] = mean.shape[-i]
+                mean, var = mean.reshape(expanded), var.reshape(expanded)
+            self.mean = np.broadcast_to(mean, self._broadcast).astype(self.dtype)
+            self.variance = np.broadcast_to(var, self._broadcast).astype(self.dtype)
+
+    def _stats(self) -> tuple[NDArray[Any], NDArray[Any]]:
+        """(mean, max(sqrt(variance), 1e-7)) broadcast against a batch: the fixed statistics,
+        else the adapted weights as they are now (after adapt, set_weights or loading)."""
+        if self.mean is not None and self.variance is not None:
+            mean, var = self.mean, self.variance
+        else:
+            mean, var = (w.reshape(self._broadcast) for w in self.weights[:2])
+        return mean, np.maximum(np.sqrt(var), self.dtype.type(1e-7))
+
+    def adapt(self, data: Any) -> None:
+        """Compute mean and variance from data (an array, samples first, or an iterable of
+        batches), as Keras' adapt."""
+        batches: Any
+        first: Any
+        if isinstance(data, np.ndarray) or (hasattr(data, "__array__")
+                                            and not hasattr(data, "__next__")):
+            first, batches, whole = np.asarray(data), None, True
+        elif hasattr(data, "__iter__"):
+            it = iter(data)
+            first = next(it, None)
+            if first is None:
+                raise ValueError("adapt() received an empty iterable (no batches). Expected at "
+                                 "least one batch.")
+            first = np.asarray(first)
+            batches, whole = _chain(first, it), False
+        else:
+            raise TypeError(f"Unsupported data type: {type(data)}. `adapt` supports "
+                            "`np.ndarray` and iterables of batches.")
+        if first.ndim < 1 or first.dtype.kind not in "fiub":
+            raise ValueError(f"Expected adapt data of numbers with a batch axis. Received: "
+                             f"shape {first.shape}, dtype {first.dtype}")
+        if not self.built:
+            self.build(first.shape[1:])
+        elif tuple(first.shape[1:]) != self.input_shape:
+            raise ValueError(f"The layer was built with input_shape={self.input_shape} (one "
+                             f"sample), but adapt() is being called with data with an incompatible "
+                             f"shape, data.shape={first.shape}")
+        if self.input_mean is not None:
+            raise ValueError("adapt() is for a Normalization layer without fixed mean and "
+                             "variance. Received a layer built with mean= and variance=.")
+        if whole:
+            x = first.astype(np.float64)
+            total_mean, total_var = x.mean(axis=self._reduce), x.var(axis=self._reduce)
+        else:
+            total_mean = np.zeros(self.weights[0].shape)
+            total_var = np.zeros(self.weights[0].shape)
+            total = 0
+            for b in batches:
+                b = np.asarray(b, self.dtype)
+                if tuple(b.shape[1:]) != self.input_shape:
+                    raise ValueError(f"adapt() yielded a batch with incompatible shape. "
+                                     f"Expected samples of {self.input_shape}, got {b.shape}.")
+                bm, bv = b.mean(axis=self._reduce), b.var(axis=self._reduce)
+                count = int(np.prod([b.shape[d] for d in self._reduce])) if self._reduce else 1
+                total += count
+                w = count / total
+                new_mean = total_mean * (1 - w) + bm * w
+                total_var = (total_var + (total_mean - new_mean) ** 2) * (1 - w) + \
+                    (bv + (bm - new_mean) ** 2) * w
+                total_mean = new_mean
+        self.weights[0][...] = total_mean
+        self.weights[1][...] = total_var
+
+    def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
+        y = self._buf("y", x.shape, training)
+        mean, std = self._stats()
+        if self.invert:
+            np.multiply(x, std, out=y)
+            y += mean
+        else:
+            np.subtract(x, mean, out=y)
+            y /= std
+        return y
+
+    def backward(self, dy: NDArray[Any], need_dx: bool,
+                 skip_activation: bool = False) -> NDArray[Any]:
+        std = self._stats()[1]
+        if self.invert:
+            dy *= std
+        else:
+            dy /= std
+        return dy
+
+    def get_config(self) -> dict[str, Any]:
+        def plain(v: Any) -> Any:
+            return None if v is None else np.asarray(v).tolist()
+        return {**super().get_config(), "axis": list(self.axis), "invert": self.invert,
+                "mean": plain(self.input_mean), "variance": plain(self.input_variance)}
+
+
+def _chain(first: Any, rest: Iterator[Any]) -> Iterator[Any]:
+    yield first
+    yield from rest
+
+
+LAYERS.update({c.__name__: c for c in (
+    BatchNormalization, LayerNormalization, ReLU, LeakyReLU, PReLU, Softmax, GaussianNoise,
+    Reshape, Rescaling, Normalization)})

@@ -9,9 +9,10 @@
      caller's floating-point mode: subnormal operands otherwise cost ~100 cycles each.
    Matrix products go through the BLAS (scipy-openblas32, cblas with a `scipy_` prefix).
    Where each lives: layers.inc (dense, activations), losses.inc, optimizers.inc, step.inc (a
-   whole training step), each written once for a real type and instantiated for float and
-   double by layers.c, losses.c, optimizers.c, step.c; runtime.c (threads, BLAS, gather);
-   bf16.c (bfloat16 products with float32 sums for a dense layer, float32 only). */
+   whole training step), norm.inc (batch/layer normalization, PReLU), each written once for a
+   real type and instantiated for float and double by layers.c, losses.c, optimizers.c,
+   step.c, norm.c; runtime.c (threads, BLAS, gather); bf16.c (bfloat16 products with float32
+   sums for a dense layer, float32 only). */
 #ifndef FASTNN_H
 #define FASTNN_H
 
@@ -233,7 +234,40 @@ int fnn_dense_stack_owns(const struct fnn_dense_stack *s, int64_t n);
     /* One training step on the rows idx (n) of the stack's x and t, with the optimizer's    \
        scalars for this step already set: returns the batch loss. */                        \
     double fnn_dense_stack_step_##S(const struct fnn_dense_stack *s, const int64_t *idx,     \
-                                    int64_t n);
+                                    int64_t n);                                             \
+    /* Batch normalization over the rows of x (n, m), per feature j (norm.inc):             \
+       training: mean := sum_rows(x) / n, var := sum_rows((x - mean)^2) / n (biased, as     \
+       Keras; overwritten), else mean, var (m) are read;                                    \
+       y := (x - mean) * gamma / sqrt(var + epsilon) + beta; gamma, beta (m) or NULL        \
+       (1, 0).  Overwrites y (n, m). */                                                      \
+    void fnn_batchnorm_forward_##S(T *y, T *mean, T *var, const T *x, const T *gamma,       \
+                                   const T *beta, int64_t n, int64_t m, T epsilon,          \
+                                   int training);                                          \
+    /* Its gradient with the batch statistics mean, var of x:  xhat := (x - mean) /         \
+       sqrt(var + epsilon), dbeta := sum_rows(dy), dgamma := sum_rows(dy xhat),             \
+       dx := gamma / sqrt(var + epsilon) / n * (n dy - dbeta - xhat dgamma).                \
+       dgamma, dbeta (m) are required; gamma may be NULL (1); dx may be dy.  Overwrites     \
+       dx, dgamma, dbeta. */                                                                \
+    void fnn_batchnorm_backward_##S(T *dx, T *dgamma, T *dbeta, const T *dy, const T *x,    \
+                                    const T *mean, const T *var, const T *gamma,            \
+                                    int64_t n, int64_t m, T epsilon);                       \
+    /* Layer normalization of each row of x (n, m): mean := mean_row(x), rstd :=            \
+       1 / sqrt(mean_row((x - mean)^2) + epsilon) (n each), y := (x - mean) rstd gamma +    \
+       beta; gamma, beta (m) or NULL.  Overwrites y, mean, rstd. */                         \
+    void fnn_layernorm_forward_##S(T *y, T *mean, T *rstd, const T *x, const T *gamma,      \
+                                   const T *beta, int64_t n, int64_t m, T epsilon);        \
+    /* Its gradient: xhat := (x - mean) rstd, g := dy gamma, dx := rstd (g - mean_row(g) -  \
+       xhat mean_row(g xhat)), dgamma := sum_rows(dy xhat), dbeta := sum_rows(dy);          \
+       dgamma, dbeta, gamma may be NULL; dx may be dy.  Overwrites dx, dgamma, dbeta. */    \
+    void fnn_layernorm_backward_##S(T *dx, T *dgamma, T *dbeta, const T *dy, const T *x,    \
+                                    const T *mean, const T *rstd, const T *gamma,           \
+                                    int64_t n, int64_t m);                                  \
+    /* PReLU: y := x > 0 ? x : alpha x, alpha (m) per column of x, y (n, m).  Overwrites y. */ \
+    void fnn_prelu_forward_##S(T *y, const T *x, const T *alpha, int64_t n, int64_t m);     \
+    /* dx := dy (x > 0 ? 1 : alpha), dalpha := sum_rows(dy min(x, 0)) (or NULL); dx may be  \
+       dy.  Overwrites dx, dalpha. */                                                        \
+    void fnn_prelu_backward_##S(T *dx, T *dalpha, const T *dy, const T *x, const T *alpha,  \
+                                int64_t n, int64_t m);
 
 FNN_DECLARE(float, f32)
 FNN_DECLARE(double, f64)

@@ -118,7 +118,14 @@ def test_every_layer_kind(tmp_path):
                                layers.Dense(16, activation="relu"),
                                layers.Dropout(0.5),
                                layers.Dense(8, use_bias=False),
-                               layers.Activation("softmax")], seed=2)
+                               layers.Activation("softmax"),
+                               # the layers of issue #11 (tests/test_layers_keras.py has more)
+                               layers.Rescaling(2.0, -1.0), layers.Normalization(mean=0.1,
+                                                                                 variance=0.5),
+                               layers.BatchNormalization(), layers.PReLU(),
+                               layers.Reshape((2, 4)), layers.LayerNormalization(),
+                               layers.ReLU(max_value=1.0), layers.LeakyReLU(),
+                               layers.Softmax(axis=1), layers.GaussianNoise(0.1)], seed=2)
     kinds = {type(l) for l in model.layers} | {layers.InputLayer}
     assert kinds == set(layers.LAYERS.values())
     _, sess = exported(model, tmp_path)

@@ -212,6 +212,40 @@ def gather_case(shape, dtype_override=None):
     return run
 
 
+def norm_case(op, n, m, affine, training=True, dx_is_dy=False):
+    """batchnorm/layernorm forward (training or with given statistics) and backward, prelu
+    forward and backward (src_c/norm.inc); affine=False: gamma, beta (dgamma, dbeta) None."""
+    def run(K, dtype, rng):
+        x = _rand(rng, (n, m), dtype, 2.0) + dtype(0.5)
+        gamma = _rand(rng, (m,), dtype) if affine else None
+        beta = _rand(rng, (m,), dtype) if affine else None
+        y, dy = np.full_like(x, np.nan), _rand(rng, (n, m), dtype, 1.0 / n)
+        dx = dy.copy() if dx_is_dy else np.full_like(x, np.nan)
+        if op == "prelu":
+            alpha = _rand(rng, (m,), dtype, 0.5)
+            K.prelu_forward(y, x, alpha)
+            da = np.full((m,), np.nan, dtype) if affine else None
+            K.prelu_backward(dx, da, dx if dx_is_dy else dy, x, alpha)
+            return [y, dx] + ([da] if affine else [])
+        if op == "batchnorm":
+            mean, var = np.full((m,), np.nan, dtype), np.full((m,), np.nan, dtype)
+            if not training:
+                mean, var = _rand(rng, (m,), dtype), rng.random(m).astype(dtype) + dtype(0.1)
+            K.batchnorm_forward(y, mean, var, x, gamma, beta, 1e-3, training)
+            R.batchnorm_forward(y.copy(), mean, var, x, gamma, beta, 1e-3, training)  # same stats
+            dg, db = np.full((m,), np.nan, dtype), np.full((m,), np.nan, dtype)
+            K.batchnorm_backward(dx, dg, db, dx if dx_is_dy else dy, x, mean, var, gamma, 1e-3)
+            return [y, mean, var, dx, dg, db]
+        mean, rstd = np.full((n,), np.nan, dtype), np.full((n,), np.nan, dtype)
+        K.layernorm_forward(y, mean, rstd, x, gamma, beta, 1e-3)
+        R.layernorm_forward(y.copy(), mean, rstd, x, gamma, beta, 1e-3)
+        dg = np.full((m,), np.nan, dtype) if affine else None
+        db = np.full((m,), np.nan, dtype) if affine else None
+        K.layernorm_backward(dx, dg, db, dx if dx_is_dy else dy, x, mean, rstd, gamma)
+        return [y, mean, rstd, dx] + ([dg, db] if affine else [])
+    return run
+
+
 def _registry():
     cases = {}
     # (64, 100, 10) and (131, 515, 11) are small products that the kernels split into row
@@ -260,6 +294,15 @@ def _registry():
     for shape in [(1, 1), (7, 13), (300, 784), (5, 4, 3)]:
         cases[f"gather-{'x'.join(map(str, shape))}"] = gather_case(shape)
     cases["gather-int64-labels"] = gather_case((50,), np.int64)
+    # 1 x 1, sizes off the SIMD width and the 64-column chunks, one past FNN_OMP_MIN_ELEMS
+    for n, m in [(1, 1), (2, 3), (7, 65), (33, 130), (300, 129)]:
+        for affine in (True, False):
+            a = "affine" if affine else "plain"
+            for op in ("batchnorm", "layernorm", "prelu"):
+                cases[f"{op}-{n}x{m}-{a}"] = norm_case(op, n, m, affine)
+            cases[f"batchnorm_inference-{n}x{m}-{a}"] = norm_case("batchnorm", n, m, affine, False)
+        for op in ("batchnorm", "layernorm", "prelu"):
+            cases[f"{op}-{n}x{m}-dx_is_dy"] = norm_case(op, n, m, True, dx_is_dy=True)
     return cases
 
 
