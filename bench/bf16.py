@@ -53,11 +53,11 @@ def verify(paths, shapes):
         x, w, x16, wp, wtp, dy = layer(rng, n, i, o)
         a, b = np.abs(R._f32(x16)).astype(np.float64), np.abs(R._f32(R._bf16(w))).astype(np.float64)
         want = np.empty((n, o), np.float32)
-        R.dense_forward_bf16(want, None, None, x16, wp, None, LINEAR, 0.0)
+        R.dense_forward_bf16(want, None, None, x16, wp, None, LINEAR, ())
         for p in paths:
             C.bf16_set_path(p)
             y = np.empty((n, o), np.float32)
-            C.dense_forward_bf16(y, None, None, x16, wp, None, LINEAR, 0.0)
+            C.dense_forward_bf16(y, None, None, x16, wp, None, LINEAR, ())
             err = np.abs(y - want) - bf16_product_atol(a, b) - 1e-6
             assert (err <= 0).all(), f"{p} forward {n}x{i}x{o}: off by {err.max()}"
     C.bf16_set_path(None)
@@ -120,19 +120,19 @@ def main():
                 continue
             C.bf16_set_path(p)
             res[("forward", (n, i, o), f"bf16 {p}")] = timeit(
-                lambda: C.dense_forward_bf16(y, None, None, x16, wp, None, LINEAR, 0.0),
+                lambda: C.dense_forward_bf16(y, None, None, x16, wp, None, LINEAR, ()),
                 repeat=reps, warmup=1, min_time=0.002)
             if not big:
                 res[("backward", (n, i, o), f"bf16 {p}")] = timeit(
                     lambda: C.dense_backward_bf16(dw, db, dx, dz, scratch, dy, x16, wtp, y, None,
-                                                  LINEAR, 0.0), repeat=reps, warmup=1, min_time=0.002)
+                                                  LINEAR, ()), repeat=reps, warmup=1, min_time=0.002)
         C.bf16_set_path(None)
         res[("forward", (n, i, o), "f32 fastnn")] = timeit(
-            lambda: C.dense_forward(y, None, x, w, None, LINEAR, 0.0), repeat=reps, warmup=1,
+            lambda: C.dense_forward(y, None, x, w, None, LINEAR, ()), repeat=reps, warmup=1,
             min_time=0.002)
         if not big:
             res[("backward", (n, i, o), "f32 fastnn")] = timeit(
-                lambda: C.dense_backward(dw, db, dx, dz, dy, x, w, y, None, LINEAR, 0.0),
+                lambda: C.dense_backward(dw, db, dx, dz, dy, x, w, y, None, LINEAR, ()),
                 repeat=reps, warmup=1, min_time=0.002)
 
     # the fused optimizer step + pack (adam on the 784 x 512 kernel) against step, then pack

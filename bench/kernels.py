@@ -15,7 +15,7 @@ from fastnn import _reference as R
 F32 = np.float32
 ACT = R.ACT_CODES
 LOSS = _codes.LOSSES
-ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
+PARAMS = {"leaky_relu": (0.2,), "elu": (1.0,), "relu_general": (0.1, 2.5, 0.3)}  # kernel parameters
 # the benchmarked optimizers' hyper-parameters (the values the old per-rule calls passed; no weight decay)
 SGD_MOMENTUM = {"momentum": 0.9, "nesterov": False, "weight_decay": 0.0}
 ADAGRAD = {"epsilon": 1e-7, "weight_decay": 0.0}
@@ -139,8 +139,8 @@ def verify(rng):
     for act in ACT:
         got, want = np.empty((128, 512), F32), np.empty((128, 512), F32)
         z = np.empty_like(got) if act == "gelu" else None
-        C.dense_forward(got, z, x, w, b, ACT[act], ALPHA.get(act, 0.0))
-        R.dense_forward(want, None, x, w, b, ACT[act], ALPHA.get(act, 0.0))
+        C.dense_forward(got, z, x, w, b, ACT[act], PARAMS.get(act, ()))
+        R.dense_forward(want, None, x, w, b, ACT[act], PARAMS.get(act, ()))
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
     g = _rand(rng, (407050,), 1e-3)
     for name in ("rmsprop", "adam"):
@@ -168,7 +168,7 @@ def dense_forward_rows(rng, quick=False):
         y = np.empty((n, o), F32)
         z = np.empty_like(y) if act == "gelu" else None
         mt = 0.02 if n * i * o < 1e6 else 0.0
-        ours = timeit(lambda: C.dense_forward(y, z, x, w, b, ACT[act], ALPHA.get(act, 0.0)), min_time=mt)
+        ours = timeit(lambda: C.dense_forward(y, z, x, w, b, ACT[act], PARAMS.get(act, ())), min_time=mt)
 
         def numpy_way():
             np.matmul(x, w, out=y)
@@ -191,7 +191,7 @@ def dense_backward_rows(rng):
         dy0 = _rand(rng, (n, o))
         dz, dw, db = np.empty_like(dy0), np.empty_like(w), np.empty(o, F32)
         dx = np.empty_like(x) if need_dx else None
-        ours = timeit(lambda: C.dense_backward(dw, db, dx, dz, dy0, x, w, y, None, ACT[act], 0.0), min_time=0.02)
+        ours = timeit(lambda: C.dense_backward(dw, db, dx, dz, dy0, x, w, y, None, ACT[act], ()), min_time=0.02)
 
         def numpy_way():
             np_act_grad(dz, dy0, y, act)
@@ -212,9 +212,9 @@ def activation_backward_rows(rng):
     x = _rand(rng, (n, m))
     for act in ("relu", "sigmoid", "tanh", "softmax", "leaky_relu", "elu"):
         y = np.empty_like(x)
-        R.act_forward(y, x, ACT[act], ALPHA.get(act, 0.0))
+        R.act_forward(y, x, ACT[act], PARAMS.get(act, ()))
         dy, dx = _rand(rng, (n, m)), np.empty_like(x)
-        ours = timeit(lambda: C.act_backward(dx, dy, y, None, ACT[act], ALPHA.get(act, 0.0)), min_time=0.02)
+        ours = timeit(lambda: C.act_backward(dx, dy, y, None, ACT[act], PARAMS.get(act, ())), min_time=0.02)
         theirs = timeit(lambda: np_act_grad(dx, dy, y, act), min_time=0.02)
         rows.append(row("activation backward", f"{n}x{m} {act}", ours, theirs, 3 * n * m * 4, "GB/s"))
     return rows
@@ -225,7 +225,7 @@ def loss_rows(rng):
     n, k = 128, 10
     z = _rand(rng, (n, k), 2)
     p = np.empty_like(z)
-    R.act_forward(p, z, ACT["softmax"], 0.0)
+    R.act_forward(p, z, ACT["softmax"], ())
     t = np.eye(k, dtype=F32)[rng.integers(0, k, n)]
     d = np.empty_like(p)
     ours = timeit(lambda: C.loss_backward(d, p, t, LOSS["softmax_crossentropy"]), min_time=0.02)
@@ -336,10 +336,10 @@ def denormal_rows(rng):
     x_norm, x_sub = _rand(rng, (128, 784)), np.full((128, 784), tiny)
     w, b, y = _rand(rng, (784, 512), 0.05), np.zeros(512, F32), np.empty((128, 512), F32)
     cases.append(("dense forward 128x784x512 relu", lambda xx: (lambda: C.dense_forward(
-        y, None, xx, w, b, ACT["relu"], 0.0)), x_norm, x_sub))
+        y, None, xx, w, b, ACT["relu"], ())), x_norm, x_sub))
     a_norm, a_sub, out = _rand(rng, (128, 512)), np.full((128, 512), tiny), np.empty((128, 512), F32)
     cases.append(("activation forward 128x512 sigmoid", lambda a: (lambda: C.act_forward(
-        out, a, ACT["sigmoid"], 0.0)), a_norm, a_sub))
+        out, a, ACT["sigmoid"], ())), a_norm, a_sub))
     for name, make, normal, sub in cases:
         t_norm = timeit(make(normal.copy()), min_time=0.02)
         t_sub = timeit(make(sub.copy()) if name.startswith("rmsprop") else make(sub), min_time=0.02)
@@ -364,15 +364,15 @@ def batch1_kernel_time(rng):
     k1 = optimizer_step(C, w1, "rmsprop", RMSPROP, {"velocities": v1}, 1e-3)
     k_rest = optimizer_step(C, rest, "rmsprop", RMSPROP, {"velocities": v_rest}, 1e-3)
     C.gather_rows(xb, x, idx)
-    C.dense_forward(h, None, xb, w1, b1, ACT["relu"], 0.0)
-    C.dense_forward(p, None, h, w2, b2, ACT["softmax"], 0.0)
+    C.dense_forward(h, None, xb, w1, b1, ACT["relu"], ())
+    C.dense_forward(p, None, h, w2, b2, ACT["softmax"], ())
     parts = {
         "gather": lambda: (C.gather_rows(xb, x, idx), C.gather_rows(tb, t, idx)),
-        "dense forward 784x512 relu": lambda: C.dense_forward(h, None, xb, w1, b1, ACT["relu"], 0.0),
-        "dense forward 512x10 softmax": lambda: C.dense_forward(p, None, h, w2, b2, ACT["softmax"], 0.0),
+        "dense forward 784x512 relu": lambda: C.dense_forward(h, None, xb, w1, b1, ACT["relu"], ()),
+        "dense forward 512x10 softmax": lambda: C.dense_forward(p, None, h, w2, b2, ACT["softmax"], ()),
         "softmax+crossentropy": lambda: C.loss_backward(dz, p, tb, LOSS["softmax_crossentropy"]),
-        "dense backward 512x10 +dx": lambda: C.dense_backward(dw2, db2, dh, dz, dz.copy(), h, w2, p, None, ACT["linear"], 0.0),
-        "dense backward 784x512 relu (no dw)": lambda: C.dense_backward(None, db1, None, dh, dh, xb, w1, h, None, ACT["relu"], 0.0),
+        "dense backward 512x10 +dx": lambda: C.dense_backward(dw2, db2, dh, dz, dz.copy(), h, w2, p, None, ACT["linear"], ()),
+        "dense backward 784x512 relu (no dw)": lambda: C.dense_backward(None, db1, None, dh, dh, xb, w1, h, None, ACT["relu"], ()),
         "rmsprop rank-1 784x512": lambda: k1.outer_step(w1, xb[0], dh[0]),
         "rmsprop 5,642": lambda: k_rest.step(rest, g_rest),
     }

@@ -1,13 +1,20 @@
 """The codes and constants the C kernels and Python share, mirrored from src_c/fastnn.h
-(enum fnn_act, enum fnn_loss_code, enum fnn_opt_rule, FNN_EPSILON).  One place on the
+(enum fnn_act, struct fnn_activation, enum fnn_loss_code, enum fnn_opt_rule, FNN_EPSILON).  One place on the
 Python side: the layers, losses, optimizers and both backends read them from here, and
 tests/test_codes.py checks them against the compiled module."""
 
-# enum fnn_act
+# enum fnn_act: the kernels' activation codes (fastnn/activations.py maps Keras' functions and
+# arguments to them: relu_general is relu with parameters, gelu_tanh gelu(approximate=True))
 ACTIVATIONS = {
     "linear": 0, "relu": 1, "sigmoid": 2, "tanh": 3, "softmax": 4, "leaky_relu": 5, "elu": 6,
-    "gelu": 7,
+    "gelu": 7, "relu_general": 8, "gelu_tanh": 9, "silu": 10, "softplus": 11, "softsign": 12,
+    "selu": 13, "hard_sigmoid": 14, "hard_silu": 15, "exponential": 16, "relu6": 17, "mish": 18,
+    "log_softmax": 19,
 }
+# FNN_ACT_NEEDS_X: the codes whose backward reads the pre-activation, not only the output
+ACT_NEEDS_X = ("gelu", "relu_general", "gelu_tanh", "silu", "hard_silu", "mish")
+# FNN_ACT_PARAMS: the parameters of struct fnn_activation
+ACT_PARAMS = 3
 
 # enum fnn_loss_code: the loss kernels by code (the fused ones take the softmax's logits)
 LOSSES = {

@@ -113,6 +113,7 @@ KINDS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "bool": (lambda v: type(v) is bool, "true or false"),
     "dict": (lambda v: type(v) is dict, "an object"),
     "list": (lambda v: type(v) is list, "a list"),
+    "config": (lambda v: type(v) in (str, dict), "a name or an object"),
     "shape": (lambda v: type(v) is list and len(v) > 0
               and all(type(d) is int and d > 0 for d in v), "a list of positive ints"),
 }

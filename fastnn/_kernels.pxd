@@ -4,7 +4,14 @@ from libc.stdint cimport int64_t, uint16_t
 cdef extern from "fastnn.h" nogil:
     enum fnn_act:
         FNN_LINEAR, FNN_RELU, FNN_SIGMOID, FNN_TANH, FNN_SOFTMAX, FNN_LEAKY_RELU, FNN_ELU,
-        FNN_GELU, FNN_N_ACT
+        FNN_GELU, FNN_RELU_GENERAL, FNN_GELU_TANH, FNN_SILU, FNN_SOFTPLUS, FNN_SOFTSIGN,
+        FNN_SELU, FNN_HARD_SIGMOID, FNN_HARD_SILU, FNN_EXPONENTIAL, FNN_RELU6, FNN_MISH,
+        FNN_LOG_SOFTMAX, FNN_N_ACT
+    bint FNN_ACT_NEEDS_X(int code)
+    enum: FNN_ACT_PARAMS
+    struct fnn_activation:
+        int code
+        double param[FNN_ACT_PARAMS]
 
     enum fnn_loss_code:
         FNN_LOSS_CCE, FNN_LOSS_SCCE, FNN_LOSS_SOFTMAX_CCE, FNN_LOSS_SOFTMAX_SCCE, FNN_LOSS_BCE,
@@ -38,8 +45,7 @@ cdef extern from "fastnn.h" nogil:
         void *y
         void *z
         void *dx
-        int act
-        double alpha
+        fnn_activation act
 
     struct fnn_dense_stack:
         int64_t n_layers
@@ -75,14 +81,14 @@ cdef extern from "fastnn.h" nogil:
     const char *fnn_blas_config() noexcept
     void fnn_gather_forward_u8(void *out, const void *x, const int64_t *idx, int64_t n, int64_t row_bytes) noexcept
 
-    void fnn_dense_forward_f32(float *y, float *z, const float *x, const float *w, const float *b, int64_t n, int64_t i, int64_t o, int act, float alpha) noexcept
-    void fnn_dense_forward_f64(double *y, double *z, const double *x, const double *w, const double *b, int64_t n, int64_t i, int64_t o, int act, double alpha) noexcept
-    void fnn_dense_backward_f32(float *dw, float *db, float *dx, float *dz, const float *dy, const float *x, const float *w, const float *y, const float *z, int64_t n, int64_t i, int64_t o, int act, float alpha) noexcept
-    void fnn_dense_backward_f64(double *dw, double *db, double *dx, double *dz, const double *dy, const double *x, const double *w, const double *y, const double *z, int64_t n, int64_t i, int64_t o, int act, double alpha) noexcept
-    void fnn_act_forward_f32(float *y, const float *x, int64_t n, int64_t m, int act, float alpha) noexcept
-    void fnn_act_forward_f64(double *y, const double *x, int64_t n, int64_t m, int act, double alpha) noexcept
-    void fnn_act_backward_f32(float *dx, const float *dy, const float *y, const float *x, int64_t n, int64_t m, int act, float alpha) noexcept
-    void fnn_act_backward_f64(double *dx, const double *dy, const double *y, const double *x, int64_t n, int64_t m, int act, double alpha) noexcept
+    void fnn_dense_forward_f32(float *y, float *z, const float *x, const float *w, const float *b, int64_t n, int64_t i, int64_t o, fnn_activation act) noexcept
+    void fnn_dense_forward_f64(double *y, double *z, const double *x, const double *w, const double *b, int64_t n, int64_t i, int64_t o, fnn_activation act) noexcept
+    void fnn_dense_backward_f32(float *dw, float *db, float *dx, float *dz, const float *dy, const float *x, const float *w, const float *y, const float *z, int64_t n, int64_t i, int64_t o, fnn_activation act) noexcept
+    void fnn_dense_backward_f64(double *dw, double *db, double *dx, double *dz, const double *dy, const double *x, const double *w, const double *y, const double *z, int64_t n, int64_t i, int64_t o, fnn_activation act) noexcept
+    void fnn_act_forward_f32(float *y, const float *x, int64_t n, int64_t m, fnn_activation act) noexcept
+    void fnn_act_forward_f64(double *y, const double *x, int64_t n, int64_t m, fnn_activation act) noexcept
+    void fnn_act_backward_f32(float *dx, const float *dy, const float *y, const float *x, int64_t n, int64_t m, fnn_activation act) noexcept
+    void fnn_act_backward_f64(double *dx, const double *dy, const double *y, const double *x, int64_t n, int64_t m, fnn_activation act) noexcept
 
     double fnn_loss_backward_f32(float *dp, float *per_sample, const float *p, const void *t, const float *sw, int64_t n, int64_t k, int loss) noexcept
     double fnn_loss_backward_f64(double *dp, double *per_sample, const double *p, const void *t, const double *sw, int64_t n, int64_t k, int loss) noexcept
@@ -117,8 +123,8 @@ cdef extern from "fastnn.h" nogil:
     void fnn_bf16_convert_forward(uint16_t *y, const float *x, int64_t n) noexcept
     void fnn_bf16_pack_forward(uint16_t *wp, uint16_t *wtp, const float *w, int64_t i, int64_t o) noexcept
     void fnn_optimizer_step_bf16pack_f32(float *p, uint16_t *wp, uint16_t *wtp, const float *g, int64_t off, int64_t i, int64_t o, const fnn_optimizer *opt) noexcept
-    void fnn_dense_forward_bf16(float *y, float *z, uint16_t *y16, const uint16_t *x16, const uint16_t *wp, const float *b, int64_t n, int64_t i, int64_t o, int act, float alpha) noexcept
-    void fnn_dense_backward_bf16(float *dw, float *db, float *dx, float *dz, uint16_t *scratch, const float *dy, const uint16_t *x16, const uint16_t *wtp, const float *y, const float *z, int64_t n, int64_t i, int64_t o, int act, float alpha) noexcept
+    void fnn_dense_forward_bf16(float *y, float *z, uint16_t *y16, const uint16_t *x16, const uint16_t *wp, const float *b, int64_t n, int64_t i, int64_t o, fnn_activation act) noexcept
+    void fnn_dense_backward_bf16(float *dw, float *db, float *dx, float *dz, uint16_t *scratch, const float *dy, const uint16_t *x16, const uint16_t *wtp, const float *y, const float *z, int64_t n, int64_t i, int64_t o, fnn_activation act) noexcept
 
 
 # Each kernel once for both real types (scikit-learn's `floating` pattern): the wrappers in
@@ -128,32 +134,32 @@ ctypedef fused real:
     double
 
 
-cdef inline void dense_forward_k(real *y, real *z, const real *x, const real *w, const real *b, int64_t n, int64_t i, int64_t o, int act, double alpha) noexcept nogil:
+cdef inline void dense_forward_k(real *y, real *z, const real *x, const real *w, const real *b, int64_t n, int64_t i, int64_t o, fnn_activation act) noexcept nogil:
     if real is float:
-        fnn_dense_forward_f32(y, z, x, w, b, n, i, o, act, <float>alpha)
+        fnn_dense_forward_f32(y, z, x, w, b, n, i, o, act)
     else:
-        fnn_dense_forward_f64(y, z, x, w, b, n, i, o, act, alpha)
+        fnn_dense_forward_f64(y, z, x, w, b, n, i, o, act)
 
 
-cdef inline void dense_backward_k(real *dw, real *db, real *dx, real *dz, const real *dy, const real *x, const real *w, const real *y, const real *z, int64_t n, int64_t i, int64_t o, int act, double alpha) noexcept nogil:
+cdef inline void dense_backward_k(real *dw, real *db, real *dx, real *dz, const real *dy, const real *x, const real *w, const real *y, const real *z, int64_t n, int64_t i, int64_t o, fnn_activation act) noexcept nogil:
     if real is float:
-        fnn_dense_backward_f32(dw, db, dx, dz, dy, x, w, y, z, n, i, o, act, <float>alpha)
+        fnn_dense_backward_f32(dw, db, dx, dz, dy, x, w, y, z, n, i, o, act)
     else:
-        fnn_dense_backward_f64(dw, db, dx, dz, dy, x, w, y, z, n, i, o, act, alpha)
+        fnn_dense_backward_f64(dw, db, dx, dz, dy, x, w, y, z, n, i, o, act)
 
 
-cdef inline void act_forward_k(real *y, const real *x, int64_t n, int64_t m, int act, double alpha) noexcept nogil:
+cdef inline void act_forward_k(real *y, const real *x, int64_t n, int64_t m, fnn_activation act) noexcept nogil:
     if real is float:
-        fnn_act_forward_f32(y, x, n, m, act, <float>alpha)
+        fnn_act_forward_f32(y, x, n, m, act)
     else:
-        fnn_act_forward_f64(y, x, n, m, act, alpha)
+        fnn_act_forward_f64(y, x, n, m, act)
 
 
-cdef inline void act_backward_k(real *dx, const real *dy, const real *y, const real *x, int64_t n, int64_t m, int act, double alpha) noexcept nogil:
+cdef inline void act_backward_k(real *dx, const real *dy, const real *y, const real *x, int64_t n, int64_t m, fnn_activation act) noexcept nogil:
     if real is float:
-        fnn_act_backward_f32(dx, dy, y, x, n, m, act, <float>alpha)
+        fnn_act_backward_f32(dx, dy, y, x, n, m, act)
     else:
-        fnn_act_backward_f64(dx, dy, y, x, n, m, act, alpha)
+        fnn_act_backward_f64(dx, dy, y, x, n, m, act)
 
 
 cdef inline double loss_backward_k(real *dp, real *per_sample, const real *p, const void *t, const real *sw, int64_t n, int64_t k, int loss) noexcept nogil:

@@ -27,14 +27,24 @@ NAME = "compiled"
 cdef int64_t _BLAS_MAX = 2147483647  # scipy-openblas32 takes 32-bit sizes
 
 
+# enum fnn_act, by the names of fastnn/_codes.py
+_ACT_ENUM = {"linear": FNN_LINEAR, "relu": FNN_RELU, "sigmoid": FNN_SIGMOID, "tanh": FNN_TANH,
+             "softmax": FNN_SOFTMAX, "leaky_relu": FNN_LEAKY_RELU, "elu": FNN_ELU,
+             "gelu": FNN_GELU, "relu_general": FNN_RELU_GENERAL, "gelu_tanh": FNN_GELU_TANH,
+             "silu": FNN_SILU, "softplus": FNN_SOFTPLUS, "softsign": FNN_SOFTSIGN,
+             "selu": FNN_SELU, "hard_sigmoid": FNN_HARD_SIGMOID, "hard_silu": FNN_HARD_SILU,
+             "exponential": FNN_EXPONENTIAL, "relu6": FNN_RELU6, "mish": FNN_MISH,
+             "log_softmax": FNN_LOG_SOFTMAX}
+
+
 def codes():
     """The codes and constants this build was compiled with (tests/test_codes.py compares
     them with fastnn/_codes.py)."""
     return {
-        "activations": {"linear": FNN_LINEAR, "relu": FNN_RELU, "sigmoid": FNN_SIGMOID,
-                        "tanh": FNN_TANH, "softmax": FNN_SOFTMAX, "leaky_relu": FNN_LEAKY_RELU,
-                        "elu": FNN_ELU, "gelu": FNN_GELU},
+        "activations": _ACT_ENUM,
         "n_activations": FNN_N_ACT,
+        "act_needs_x": tuple(k for k, v in _ACT_ENUM.items() if FNN_ACT_NEEDS_X(v)),
+        "act_params": FNN_ACT_PARAMS,
         "losses": {"categorical_crossentropy": FNN_LOSS_CCE,
                    "sparse_categorical_crossentropy": FNN_LOSS_SCCE,
                    "softmax_crossentropy": FNN_LOSS_SOFTMAX_CCE,
@@ -121,14 +131,30 @@ cdef int _disjoint(str out_name, object out, str in_name, object other) except -
     return 0
 
 
-cdef int _check_act(int act, double alpha) except -1:
+cdef fnn_activation _activation(int act, object params) except *:
+    """The struct fnn_activation of code act and its parameters (a sequence of at most
+    FNN_ACT_PARAMS floats, the missing ones 0), checked as the kernels need them."""
+    cdef fnn_activation a
+    cdef int k
     if act < 0 or act >= FNN_N_ACT:
         raise ValueError(f"Expected act to be an activation code in {sorted(_codes.ACTIVATIONS.values())}. "
                          f"Received: act={act}")
-    if (act == FNN_LEAKY_RELU and alpha < 0) or (act == FNN_ELU and alpha <= 0):
+    params = tuple(params)
+    if len(params) > FNN_ACT_PARAMS:
+        raise ValueError(f"Expected at most {FNN_ACT_PARAMS} activation parameters. "
+                         f"Received: params={params}")
+    a.code = act
+    for k in range(FNN_ACT_PARAMS):
+        a.param[k] = float(params[k]) if k < len(params) else 0.0
+        if a.param[k] != a.param[k]:
+            raise ValueError(f"Expected activation parameters that are not NaN. Received: params={params}")
+    if (act == FNN_LEAKY_RELU and a.param[0] < 0) or (act == FNN_ELU and a.param[0] <= 0):
         raise ValueError(f"Expected alpha >= 0 for leaky_relu and > 0 for elu (the backward "
-                         f"pass reads the sign of the output). Received: alpha={alpha}")
-    return 0
+                         f"pass reads the sign of the output). Received: alpha={a.param[0]}")
+    if act == FNN_RELU_GENERAL and (a.param[0] < 0 or a.param[1] < 0 or a.param[2] in (float("inf"), float("-inf"))):
+        raise ValueError(f"Expected relu parameters negative_slope >= 0, max_value >= 0 (inf: "
+                         f"None) and a finite threshold. Received: params={params}")
+    return a
 
 
 cdef int _check_sizes(int64_t n, int64_t a, int64_t b) except -1:
@@ -150,22 +176,23 @@ cdef int _check_labels(const int64_t *lab, int64_t n, int64_t k) except -1:
 
 # ---- dense and activation --------------------------------------------------------------
 
-def dense_forward(y, z, x, w, b, int act, double alpha):
-    """y := act(x @ w + b); z (or None) receives x @ w + b.  x (n, in), w (in, out)."""
+def dense_forward(y, z, x, w, b, int act, params):
+    """y := act(x @ w + b); z (or None) receives x @ w + b.  x (n, in), w (in, out);
+    params: act's parameters (struct fnn_activation)."""
     if _is_f32(x, "x"):
-        _dense_forward(<float *>NULL, y, z, x, w, b, act, alpha)
+        _dense_forward(<float *>NULL, y, z, x, w, b, act, params)
     else:
-        _dense_forward(<double *>NULL, y, z, x, w, b, act, alpha)
+        _dense_forward(<double *>NULL, y, z, x, w, b, act, params)
 
 
-cdef int _dense_forward(real *kind, y, z, x, w, b, int act, double alpha) except -1:
+cdef int _dense_forward(real *kind, y, z, x, w, b, int act, params) except -1:
     cdef int t = _typenum(kind)
     if cnp.PyArray_NDIM(<cnp.ndarray>x) != 2 or not cnp.PyArray_Check(w) or cnp.PyArray_NDIM(<cnp.ndarray>w) != 2:
         raise ValueError(f"Expected 2-D x and w. Received: x.shape={np.shape(x)}, "
                          f"w.shape={np.shape(w)}")
     cdef int64_t n = x.shape[0], i = x.shape[1], o = w.shape[1]
     _check_sizes(n, i, o)
-    _check_act(act, alpha)
+    cdef fnn_activation a = _activation(act, params)
     cdef real *px = <real *>_ptr(x, "x", t, 2, n, i, False, None)
     cdef real *pw = <real *>_ptr(w, "w", t, 2, i, o, False, "x")
     cdef real *pb = NULL
@@ -179,31 +206,32 @@ cdef int _dense_forward(real *kind, y, z, x, w, b, int act, double alpha) except
         _disjoint(oname, out, "x", x); _disjoint(oname, out, "w", w); _disjoint(oname, out, "b", b)
     _disjoint("y", y, "z", z)
     with nogil:
-        dense_forward_k(py, pz, px, pw, pb, n, i, o, act, alpha)
+        dense_forward_k(py, pz, px, pw, pb, n, i, o, a)
     return 0
 
 
-def dense_backward(dw, db, dx, dz, dy, x, w, y, z, int act, double alpha):
+def dense_backward(dw, db, dx, dz, dy, x, w, y, z, int act, params):
     """dz := dy * act'(.), dw := x.T @ dz, db := sum(dz), dx := dz @ w.T (dw, db, dx may be None).
 
-    dz is scratch of dy's shape and may be dy itself; z (pre-activation) is needed for gelu."""
+    dz is scratch of dy's shape and may be dy itself; z (pre-activation) is needed for the
+    codes of _codes.ACT_NEEDS_X (gelu, ...)."""
     if _is_f32(x, "x"):
-        _dense_backward(<float *>NULL, dw, db, dx, dz, dy, x, w, y, z, act, alpha)
+        _dense_backward(<float *>NULL, dw, db, dx, dz, dy, x, w, y, z, act, params)
     else:
-        _dense_backward(<double *>NULL, dw, db, dx, dz, dy, x, w, y, z, act, alpha)
+        _dense_backward(<double *>NULL, dw, db, dx, dz, dy, x, w, y, z, act, params)
 
 
 cdef int _dense_backward(real *kind, dw, db, dx, dz, dy, x, w, y, z, int act,
-                         double alpha) except -1:
+                         params) except -1:
     cdef int t = _typenum(kind)
     if cnp.PyArray_NDIM(<cnp.ndarray>x) != 2 or not cnp.PyArray_Check(w) or cnp.PyArray_NDIM(<cnp.ndarray>w) != 2:
         raise ValueError(f"Expected 2-D x and w. Received: x.shape={np.shape(x)}, "
                          f"w.shape={np.shape(w)}")
     cdef int64_t n = x.shape[0], i = x.shape[1], o = w.shape[1]
     _check_sizes(n, i, o)
-    _check_act(act, alpha)
-    if act == FNN_GELU and z is None:
-        raise ValueError("Expected z (the pre-activation) for act=gelu. Received: z=None")
+    cdef fnn_activation a = _activation(act, params)
+    if FNN_ACT_NEEDS_X(act) and z is None:
+        raise ValueError(f"Expected z (the pre-activation) for act={act}. Received: z=None")
     cdef real *px = <real *>_ptr(x, "x", t, 2, n, i, False, None)
     cdef real *pw = <real *>_ptr(w, "w", t, 2, i, o, False, "x")
     cdef real *pdy = <real *>_ptr(dy, "dy", t, 2, n, o, False, "x")
@@ -231,51 +259,52 @@ cdef int _dense_backward(real *kind, dw, db, dx, dz, dy, x, w, y, z, int act,
         if pdz != pdy or oname != "dz":  # dz may be exactly dy, nothing else may touch dy
             _disjoint(oname, out, "dy", dy)
     with nogil:
-        dense_backward_k(pdw, pdb, pdx, pdz, pdy, px, pw, py, pz, n, i, o, act, alpha)
+        dense_backward_k(pdw, pdb, pdx, pdz, pdy, px, pw, py, pz, n, i, o, a)
     return 0
 
 
-def act_forward(y, x, int act, double alpha):
-    """y := act(x), row-wise over the last axis for softmax.  x, y (n, m); y may be x."""
+def act_forward(y, x, int act, params):
+    """y := act(x), row-wise over the last axis for (log_)softmax.  x, y (n, m); y may be x."""
     if _is_f32(x, "x"):
-        _act_forward(<float *>NULL, y, x, act, alpha)
+        _act_forward(<float *>NULL, y, x, act, params)
     else:
-        _act_forward(<double *>NULL, y, x, act, alpha)
+        _act_forward(<double *>NULL, y, x, act, params)
 
 
-cdef int _act_forward(real *kind, y, x, int act, double alpha) except -1:
+cdef int _act_forward(real *kind, y, x, int act, params) except -1:
     cdef int t = _typenum(kind)
     if cnp.PyArray_NDIM(<cnp.ndarray>x) != 2:
         raise ValueError(f"Expected 2-D x. Received: x.shape={np.shape(x)}")
     cdef int64_t n = x.shape[0], m = x.shape[1]
     _check_sizes(n, m, 1)
-    _check_act(act, alpha)
+    cdef fnn_activation a = _activation(act, params)
     cdef real *px = <real *>_ptr(x, "x", t, 2, n, m, False, None)
     cdef real *py = <real *>_ptr(y, "y", t, 2, n, m, True, "x")
     if py != px:
         _disjoint("y", y, "x", x)
     with nogil:
-        act_forward_k(py, px, n, m, act, alpha)
+        act_forward_k(py, px, n, m, a)
     return 0
 
 
-def act_backward(dx, dy, y, x, int act, double alpha):
-    """dx := dy * act'(x) from y = act(x) (x is read only for gelu and may be None otherwise)."""
+def act_backward(dx, dy, y, x, int act, params):
+    """dx := dy * act'(x) from y = act(x) (x is read only for the codes of _codes.ACT_NEEDS_X
+    and may be None otherwise)."""
     if _is_f32(dy, "dy"):
-        _act_backward(<float *>NULL, dx, dy, y, x, act, alpha)
+        _act_backward(<float *>NULL, dx, dy, y, x, act, params)
     else:
-        _act_backward(<double *>NULL, dx, dy, y, x, act, alpha)
+        _act_backward(<double *>NULL, dx, dy, y, x, act, params)
 
 
-cdef int _act_backward(real *kind, dx, dy, y, x, int act, double alpha) except -1:
+cdef int _act_backward(real *kind, dx, dy, y, x, int act, params) except -1:
     cdef int t = _typenum(kind)
     if cnp.PyArray_NDIM(<cnp.ndarray>dy) != 2:
         raise ValueError(f"Expected 2-D dy. Received: dy.shape={np.shape(dy)}")
     cdef int64_t n = dy.shape[0], m = dy.shape[1]
     _check_sizes(n, m, 1)
-    _check_act(act, alpha)
-    if act == FNN_GELU and x is None:
-        raise ValueError("Expected x (the pre-activation) for act=gelu. Received: x=None")
+    cdef fnn_activation a = _activation(act, params)
+    if FNN_ACT_NEEDS_X(act) and x is None:
+        raise ValueError(f"Expected x (the pre-activation) for act={act}. Received: x=None")
     cdef real *pdy = <real *>_ptr(dy, "dy", t, 2, n, m, False, None)
     cdef real *py = <real *>_ptr(y, "y", t, 2, n, m, False, "dy")
     cdef real *px = NULL
@@ -287,7 +316,7 @@ cdef int _act_backward(real *kind, dx, dy, y, x, int act, double alpha) except -
     _disjoint("dx", dx, "y", y)
     _disjoint("dx", dx, "x", x)
     with nogil:
-        act_backward_k(pdx, pdy, py, px, n, m, act, alpha)
+        act_backward_k(pdx, pdy, py, px, n, m, a)
     return 0
 
 
@@ -726,7 +755,7 @@ cdef class DenseStack:
 
     Built by fastnn/_step.py for one batch size from arrays it owns (this object keeps them
     alive); every size is checked here, so run() only checks the batch's indices.
-      layers: [(w, b, dw, db, y, z, dx, act, alpha)] with None for absent arrays;
+      layers: [(w, b, dw, db, y, z, dx, act, params)] with None for absent arrays;
       loss: a code of fastnn/_codes.py LOSSES;  opt: the OptimizerStep of p (its scalars set
       by begin() before each run);  part: scratch of (part_threads - 1) x n x (layer 0's
       width) for the row-owned layer 0;  sw, swb: per-sample weights of x's rows and their
@@ -764,8 +793,10 @@ cdef class DenseStack:
             raise MemoryError()
         cdef int64_t width = cnp.PyArray_SIZE(<cnp.ndarray>xb) // n if n else 0
         for i in range(L):
-            w, b, dw, db, y, z, dx, act, alpha = layers[i]
-            _check_act(act, alpha)
+            w, b, dw, db, y, z, dx, act, params = layers[i]
+            self.layer[i].act = _activation(act, params)
+            if FNN_ACT_NEEDS_X(act) and z is None:
+                raise ValueError(f"Expected z (the pre-activation) for layer {i}'s act={act}. Received: z=None")
             fi, fo = w.shape[0], w.shape[1]
             if fi != width:
                 raise ValueError(f"Expected layer {i} to take {width} inputs. Received: w.shape={w.shape}")
@@ -779,7 +810,6 @@ cdef class DenseStack:
             self.layer[i].dx = _ptr(dx, "dx", dt, 2, n, fi, True, "p") if dx is not None else NULL
             if i and dx is None:
                 raise ValueError(f"Expected dx for layer {i}")
-            self.layer[i].act, self.layer[i].alpha = act, alpha
             width = fo
         self.predictions = layers[L - 1][4]
         self.s.n_layers = L
@@ -978,7 +1008,7 @@ def optimizer_step_bf16pack(OptimizerStep opt, p, wp, wtp, g, int64_t start, int
         fnn_optimizer_step_bf16pack_f32(pv, pp, pt, pg, start, in_, out, &opt.o)
 
 
-def dense_forward_bf16(y, z, y16, x16, wp, b, int act, double alpha):
+def dense_forward_bf16(y, z, y16, x16, wp, b, int act, params):
     """y := act(x @ w + b) with bfloat16 products and float32 sums.  x16 (n, in) bf16 (uint16);
     wp the packed w (bf16_pack_forward); b (out) float32 or None; y (n, out) float32; z (or
     None) receives x @ w + b, y16 (or None) bf16(y)."""
@@ -987,7 +1017,7 @@ def dense_forward_bf16(y, z, y16, x16, wp, b, int act, double alpha):
     _shape2(y, "y")
     cdef int64_t n = x16.shape[0], i = x16.shape[1], o = y.shape[1]
     _check_sizes(n, i, o)
-    _check_act(act, alpha)
+    cdef fnn_activation a = _activation(act, params)
     cdef const uint16_t *px = <const uint16_t *>_ptr(x16, "x16", cnp.NPY_UINT16, 2, n, i, False, None)
     cdef const uint16_t *pw = <const uint16_t *>_ptr(wp, "wp", cnp.NPY_UINT16, 1, fnn_bf16_packed_size(i, o), 0, False, None)
     cdef float *py = <float *>_ptr(y, "y", cnp.NPY_FLOAT32, 2, n, o, True, None)
@@ -1006,13 +1036,13 @@ def dense_forward_bf16(y, z, y16, x16, wp, b, int act, double alpha):
         for oname2, out2 in outs[k + 1:]:
             _disjoint(oname, out, oname2, out2)
     with nogil:
-        fnn_dense_forward_bf16(py, pz, py16, px, pw, pb, n, i, o, act, <float>alpha)
+        fnn_dense_forward_bf16(py, pz, py16, px, pw, pb, n, i, o, a)
 
 
-def dense_backward_bf16(dw, db, dx, dz, scratch, dy, x16, wtp, y, z, int act, double alpha):
+def dense_backward_bf16(dw, db, dx, dz, scratch, dy, x16, wtp, y, z, int act, params):
     """dz := dy * act'(.), db := sum(dz) (float32), dw := x.T @ bf16(dz), dx := bf16(dz) @ w.T
     (bfloat16 products, float32 sums).  x16 (n, in) bf16, the forward's input; wtp the packed
-    w.T (bf16_pack_forward); dy, y, z (n, out) float32 (z, the pre-activation, for gelu only);
+    w.T (bf16_pack_forward); dy, y, z (n, out) float32 (z, the pre-activation: ACT_NEEDS_X);
     dz (n, out) float32, may be dy; dw (in, out), db (out), dx (n, in) float32 or None; scratch
     uint16 of bf16_backward_scratch_size(n, in, out)."""
     _bf16_ready()
@@ -1020,9 +1050,9 @@ def dense_backward_bf16(dw, db, dx, dz, scratch, dy, x16, wtp, y, z, int act, do
     _shape2(dy, "dy")
     cdef int64_t n = x16.shape[0], i = x16.shape[1], o = dy.shape[1]
     _check_sizes(n, i, o)
-    _check_act(act, alpha)
-    if act == FNN_GELU and z is None:
-        raise ValueError("Expected z (the pre-activation) for act=gelu. Received: z=None")
+    cdef fnn_activation a = _activation(act, params)
+    if FNN_ACT_NEEDS_X(act) and z is None:
+        raise ValueError(f"Expected z (the pre-activation) for act={act}. Received: z=None")
     cdef const uint16_t *px = <const uint16_t *>_ptr(x16, "x16", cnp.NPY_UINT16, 2, n, i, False, None)
     cdef const uint16_t *pw = <const uint16_t *>_ptr(wtp, "wtp", cnp.NPY_UINT16, 1, fnn_bf16_packed_size(o, i), 0, False, None)
     cdef const float *pdy = <const float *>_ptr(dy, "dy", cnp.NPY_FLOAT32, 2, n, o, False, None)
@@ -1052,8 +1082,7 @@ def dense_backward_bf16(dw, db, dx, dz, scratch, dy, x16, wtp, y, z, int act, do
         if <const float *>pdz != pdy or oname != "dz":  # dz may be exactly dy, nothing else
             _disjoint(oname, out, "dy", dy)
     with nogil:
-        fnn_dense_backward_bf16(pdw, pdb, pdx, pdz, ps, pdy, px, pw, py, pz, n, i, o, act,
-                                <float>alpha)
+        fnn_dense_backward_bf16(pdw, pdb, pdx, pdz, ps, pdy, px, pw, py, pz, n, i, o, a)
 
 
 # ---- build facts and threads ---------------------------------------------------------------

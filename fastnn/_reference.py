@@ -8,7 +8,7 @@ the backend `fastnn.set_backend("numpy")` selects.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import TYPE_CHECKING, Any, Callable, Sequence, cast
 
 import numpy as np
 
@@ -20,41 +20,98 @@ if TYPE_CHECKING:
 NAME = "numpy"
 
 ACT_CODES = _codes.ACTIVATIONS
-LINEAR, RELU, SIGMOID, TANH, SOFTMAX, LEAKY_RELU, ELU, GELU = (
-    ACT_CODES[a] for a in ("linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "elu",
-                           "gelu"))
+(LINEAR, RELU, SIGMOID, TANH, SOFTMAX, LEAKY_RELU, ELU, GELU, RELU_GENERAL, GELU_TANH, SILU,
+ SOFTPLUS, SOFTSIGN, SELU, HARD_SIGMOID, HARD_SILU, EXPONENTIAL, RELU6, MISH,
+ LOG_SOFTMAX) = range(20)
+assert list(ACT_CODES.values()) == list(range(20))
 _CLIP = _codes.EPSILON
 _erf = np.vectorize(math.erf, otypes=[np.float64])
+SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
+GELU_K, GELU_C = math.sqrt(2 / math.pi), 0.044715  # gelu's tanh form
 
 
-def _act(v: NDArray[Any], act: int, alpha: float) -> NDArray[Any]:
-    """act(v) for a 2-D array v (softmax over the last axis)."""
+def _param(params: Sequence[float], dtype: Any) -> list[Any]:
+    """The FNN_ACT_PARAMS parameters (missing ones 0) as scalars of dtype, as the kernels
+    convert them."""
+    if len(params) > _codes.ACT_PARAMS:
+        raise ValueError(f"Expected at most {_codes.ACT_PARAMS} activation parameters. "
+                         f"Received: params={tuple(params)}")
+    return [dtype.type(params[k]) if k < len(params) else dtype.type(0)
+            for k in range(_codes.ACT_PARAMS)]
+
+
+def _sigmoid(v: NDArray[Any]) -> NDArray[Any]:
+    # 1 / (1 + e^-v) without overflow: e^-|v| never exceeds 1
+    e = np.exp(-np.abs(v))
+    return np.where(v >= 0, 1 / (1 + e), e / (1 + e))
+
+
+def _softplus(v: NDArray[Any]) -> NDArray[Any]:
+    """log(1 + e^v) = max(v, 0) + log1p(e^-|v|)."""
+    return np.maximum(v, 0) + np.log1p(np.exp(-np.abs(v)))
+
+
+def _relu_general(v: NDArray[Any], slope: Any, hi: Any, t: Any) -> NDArray[Any]:
+    """Keras' relu(v, negative_slope, max_value (inf: None), threshold)."""
+    lo = -np.inf if np.isinf(hi) else 0
+    return np.where(v > t, np.minimum(np.maximum(v, lo), hi), slope * (v - t))
+
+
+def _act(v: NDArray[Any], act: int, params: Sequence[float]) -> NDArray[Any]:
+    """act(v) for a 2-D array v ((log_)softmax over the last axis)."""
+    p = _param(params, v.dtype)
     if act == LINEAR:
         return v
     if act == RELU:
         return np.maximum(v, 0)
     if act == SIGMOID:
-        # 1 / (1 + e^-v) without overflow: e^-|v| never exceeds 1
-        e = np.exp(-np.abs(v))
-        return np.where(v >= 0, 1 / (1 + e), e / (1 + e))
+        return _sigmoid(v)
     if act == TANH:
         return np.tanh(v)
     if act == SOFTMAX:
         e = np.exp(v - v.max(axis=1, keepdims=True))
         return e / e.sum(axis=1, keepdims=True)
     if act == LEAKY_RELU:
-        return np.where(v > 0, v, alpha * v)
+        return np.where(v > 0, v, p[0] * v)
     if act == ELU:
-        return np.where(v > 0, v, alpha * np.expm1(np.minimum(v, 0)))
+        return np.where(v > 0, v, p[0] * np.expm1(np.minimum(v, 0)))
     if act == GELU:
         return 0.5 * v * (1 + _erf(v / math.sqrt(2)).astype(v.dtype))
+    if act == RELU_GENERAL:
+        return _relu_general(v, *p)
+    if act == GELU_TANH:
+        # Keras' v/2 (1 + tanh(u)) written as v sigmoid(2u): no cancellation for v < -3
+        return v * _sigmoid(2 * GELU_K * (v + GELU_C * v ** 3))
+    if act == SILU:
+        return v * _sigmoid(v)
+    if act == SOFTPLUS:
+        return _softplus(v)
+    if act == SOFTSIGN:
+        return v / (1 + np.abs(v))
+    if act == SELU:
+        return SELU_SCALE * np.where(v > 0, v, SELU_ALPHA * np.expm1(np.minimum(v, 0)))
+    if act == HARD_SIGMOID:
+        return np.clip(v + 3, 0, 6) / 6
+    if act == HARD_SILU:
+        return v * (np.clip(v + 3, 0, 6) / 6)
+    if act == EXPONENTIAL:
+        return np.exp(v)
+    if act == RELU6:
+        return np.clip(v, 0, 6)
+    if act == MISH:
+        return v * np.tanh(_softplus(v))
+    if act == LOG_SOFTMAX:  # the sum in float64, as the kernels
+        s = v - v.max(axis=1, keepdims=True)
+        return s - np.log(np.exp(s).sum(axis=1, keepdims=True, dtype=np.float64).astype(v.dtype))
     raise ValueError(f"Expected act to be an activation code in {sorted(ACT_CODES.values())}. "
                      f"Received: act={act}")
 
 
 def _act_grad(dy: NDArray[Any], y: NDArray[Any], x: NDArray[Any] | None, act: int,
-              alpha: float) -> NDArray[Any]:
-    """dy * act'(.) written from the output y (and the pre-activation x for gelu)."""
+              params: Sequence[float]) -> NDArray[Any]:
+    """dy * act'(.) written from the output y (and the pre-activation x for the codes of
+    _codes.ACT_NEEDS_X)."""
+    p = _param(params, dy.dtype)
     if act == LINEAR:
         return dy
     if act == RELU:
@@ -66,34 +123,64 @@ def _act_grad(dy: NDArray[Any], y: NDArray[Any], x: NDArray[Any] | None, act: in
     if act == SOFTMAX:  # Jacobian-vector product: y * (dy - <dy, y>)
         return y * (dy - (dy * y).sum(axis=1, keepdims=True))
     if act == LEAKY_RELU:
-        return np.where(y > 0, dy, alpha * dy)
+        return np.where(y > 0, dy, p[0] * dy)
     if act == ELU:  # alpha (e^x - 1) has derivative alpha e^x = y + alpha
-        return np.where(y > 0, dy, dy * (y + alpha))
+        return np.where(y > 0, dy, dy * (y + p[0]))
+    if act == SOFTPLUS:  # sigmoid(x) = 1 - e^-y
+        return dy * -np.expm1(-y)
+    if act == SOFTSIGN:  # 1 / (1 + |x|)^2 = (1 - |y|)^2
+        return dy * (1 - np.abs(y)) ** 2
+    if act == SELU:  # x <= 0: scale alpha e^x = y + scale alpha
+        return np.where(y > 0, dy * SELU_SCALE, dy * (y + SELU_SCALE * SELU_ALPHA))
+    if act == HARD_SIGMOID:
+        return np.where((y > 0) & (y < 1), dy / 6, 0)
+    if act == EXPONENTIAL:
+        return dy * y
+    if act == RELU6:
+        return np.where((y > 0) & (y < 6), dy, 0)
+    if act == LOG_SOFTMAX:  # dy - e^y sum(dy), the sum in float64 as the kernels
+        return dy - np.exp(y) * dy.sum(axis=1, keepdims=True, dtype=np.float64).astype(dy.dtype)
+    x = cast("NDArray[Any]", x)  # the callers of the codes below pass the pre-activation
     if act == GELU:  # Phi(x) + x phi(x)
-        x = cast("NDArray[Any]", x)  # gelu's callers pass its pre-activation
         cdf = 0.5 * (1 + _erf(x / math.sqrt(2)).astype(x.dtype))
         return dy * (cdf + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi))
+    if act == RELU_GENERAL:  # x > t: 1 strictly inside (lo, hi), else 0; x <= t: slope
+        slope, hi, t = p
+        lo = -np.inf if np.isinf(hi) else 0
+        return np.where(x > t, np.where((x > lo) & (x < hi), dy, 0), slope * dy)
+    if act == GELU_TANH:
+        s = _sigmoid(2 * GELU_K * (x + GELU_C * x ** 3))  # s + x 2 s (1 - s) du/dx
+        return dy * (s + x * s * (1 - s) * (2 * GELU_K) * (1 + 3 * GELU_C * x * x))
+    if act == SILU:  # s (1 + x (1 - s))
+        s = _sigmoid(x)
+        return dy * (s * (1 + x * (1 - s)))
+    if act == HARD_SILU:
+        return dy * np.where(x < -3, 0, np.where(x > 3, 1, (2 * x + 3) / 6))
+    if act == MISH:  # tanh(sp) + x (1 - tanh(sp)^2) sigmoid(x)
+        th = np.tanh(_softplus(x))
+        return dy * (th + x * (1 - th * th) * _sigmoid(x))
     raise ValueError(f"Expected act to be an activation code. Received: act={act}")
 
 
 # ---- dense and activation ------------------------------------------------------------------
 
 def dense_forward(y: NDArray[Any], z: NDArray[Any] | None, x: NDArray[Any], w: NDArray[Any],
-                  b: NDArray[Any] | None, act: int, alpha: float) -> None:
+                  b: NDArray[Any] | None, act: int, params: Sequence[float]) -> None:
     """y := act(x @ w + b); z (or None) receives x @ w + b."""
     pre = x @ w
     if b is not None:
         pre += b
     if z is not None:
         z[...] = pre
-    y[...] = _act(pre, act, alpha)
+    y[...] = _act(pre, act, params)
 
 
 def dense_backward(dw: NDArray[Any] | None, db: NDArray[Any] | None, dx: NDArray[Any] | None,
                    dz: NDArray[Any], dy: NDArray[Any], x: NDArray[Any], w: NDArray[Any],
-                   y: NDArray[Any], z: NDArray[Any] | None, act: int, alpha: float) -> None:
+                   y: NDArray[Any], z: NDArray[Any] | None, act: int,
+                   params: Sequence[float]) -> None:
     """dz := dy * act'(.), dw := x.T @ dz, db := sum(dz), dx := dz @ w.T."""
-    dz[...] = _act_grad(dy, y, z, act, alpha)
+    dz[...] = _act_grad(dy, y, z, act, params)
     if dw is not None:
         dw[...] = x.T @ dz
     if db is not None:
@@ -102,13 +189,13 @@ def dense_backward(dw: NDArray[Any] | None, db: NDArray[Any] | None, dx: NDArray
         dx[...] = dz @ w.T
 
 
-def act_forward(y: NDArray[Any], x: NDArray[Any], act: int, alpha: float) -> None:
-    y[...] = _act(x, act, alpha)
+def act_forward(y: NDArray[Any], x: NDArray[Any], act: int, params: Sequence[float]) -> None:
+    y[...] = _act(x, act, params)
 
 
 def act_backward(dx: NDArray[Any], dy: NDArray[Any], y: NDArray[Any], x: NDArray[Any] | None,
-                 act: int, alpha: float) -> None:
-    dx[...] = _act_grad(dy, y, x, act, alpha)
+                 act: int, params: Sequence[float]) -> None:
+    dx[...] = _act_grad(dy, y, x, act, params)
 
 
 def gather_rows(out: NDArray[Any], x: NDArray[Any], idx: NDArray[Any]) -> None:
@@ -223,14 +310,10 @@ def _bce(p: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
     return -(t * np.log(c) + (1 - t) * np.log(1 - c)).mean(axis=1), g
 
 
-def _softplus(x: NDArray[Any]) -> NDArray[Any]:
-    return np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))
-
-
 def _sigmoid_bce(z: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
     """From logits z: l = mean softplus(z) - t z (= -t log sigmoid(z) - (1 - t) log sigmoid(-z));
     the gradient w.r.t. z: (sigmoid(z) - t) / k."""
-    return (_softplus(z) - t * z).mean(axis=1), (_act(z, SIGMOID, 0.0) - t) / z.shape[1]
+    return (_softplus(z) - t * z).mean(axis=1), (_act(z, SIGMOID, ()) - t) / z.shape[1]
 
 
 def _mse(p: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
@@ -575,7 +658,7 @@ def optimizer_step_bf16pack(opt: OptimizerStep, p: NDArray[Any], wp: NDArray[Any
 
 def dense_forward_bf16(y: NDArray[Any], z: NDArray[Any] | None, y16: NDArray[Any] | None,
                        x16: NDArray[Any], wp: NDArray[Any], b: NDArray[Any] | None, act: int,
-                       alpha: float) -> None:
+                       params: Sequence[float]) -> None:
     """y := act(x @ w + b), bf16 products and float32 sums; z: x @ w + b; y16: bf16(y)."""
     n, k = x16.shape
     pre = _f32(x16) @ _f32(_bf16_unpack(wp, k, y.shape[1]))
@@ -583,7 +666,7 @@ def dense_forward_bf16(y: NDArray[Any], z: NDArray[Any] | None, y16: NDArray[Any
         pre += b
     if z is not None:
         z[...] = pre
-    y[...] = _act(pre, act, alpha)
+    y[...] = _act(pre, act, params)
     if y16 is not None:
         y16[...] = _bf16(y)
 
@@ -591,12 +674,12 @@ def dense_forward_bf16(y: NDArray[Any], z: NDArray[Any] | None, y16: NDArray[Any
 def dense_backward_bf16(dw: NDArray[Any] | None, db: NDArray[Any] | None,
                         dx: NDArray[Any] | None, dz: NDArray[Any], scratch: NDArray[Any],
                         dy: NDArray[Any], x16: NDArray[Any], wtp: NDArray[Any], y: NDArray[Any],
-                        z: NDArray[Any] | None, act: int, alpha: float) -> None:
+                        z: NDArray[Any] | None, act: int, params: Sequence[float]) -> None:
     """dz := dy * act'(.), db := sum(dz), dw := x.T @ bf16(dz), dx := bf16(dz) @ w.T; scratch
     receives bf16(dz) (for dx), then pack(bf16(dz)) and x16.T (for dw), as the C kernel's."""
     n, k = x16.shape
     out = dy.shape[1]
-    dz[...] = _act_grad(dy, y, z, act, alpha)
+    dz[...] = _act_grad(dy, y, z, act, params)
     dz16 = _bf16(dz)
     s1, s2 = n * out, n * out + bf16_packed_size(n, out)
     if db is not None:

@@ -245,7 +245,7 @@ class TrainStep:
         weighted by swb (or None)."""
         if self.loss.softmax_logits:
             probs = self.buffers.get("probs", p.shape, p.dtype, training=False)
-            backend.K.act_forward(probs, p, _SOFTMAX, 0.0)
+            backend.K.act_forward(probs, p, _SOFTMAX, ())
             p = probs
         return self.loss.value(p, tb, swb)
 
@@ -311,7 +311,7 @@ class TrainStep:
             value = self.loss.fused_value_and_grad(grad, p, tb, swb)
         elif self.loss.softmax_logits:  # the model outputs logits: softmax here, fused gradient
             probs = self.buffers.get("probs", p.shape, p.dtype)
-            backend.K.act_forward(probs, p, _SOFTMAX, 0.0)
+            backend.K.act_forward(probs, p, _SOFTMAX, ())
             value = self.loss.fused_value_and_grad(grad, probs, tb, swb)
         else:
             value = self.loss.value_and_grad(grad, p, tb, swb)
@@ -410,7 +410,7 @@ class TrainStep:
             specs.append((l.kernel, l.bias, l.grads[0], l.grads[1] if l.use_bias else None,
                           buf(("y", i), (n, l.units), x.dtype),
                           buf(("z", i), (n, l.units), x.dtype) if act.needs_preactivation else None,
-                          buf(("dx", i), (n, width), x.dtype) if i else None, act.code, act.alpha))
+                          buf(("dx", i), (n, width), x.dtype) if i else None, act.code, act.params))
             width = l.units
         threads = backend.K.get_num_threads()["openmp"]
         part = (buf("part", (threads - 1, n, dense[0].units), x.dtype)

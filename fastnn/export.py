@@ -24,14 +24,32 @@ becomes a group of nodes named after it ("<layer name>/..."), its weights initia
     relu, sigmoid,
     tanh            Relu, Sigmoid, Tanh
     softmax         Softmax(axis=-1), over the last axis as fastnn's
+    log_softmax     LogSoftmax(axis=-1)
     leaky_relu      LeakyRelu(alpha)                 float64: Where(x > 0, x, alpha * x)
+    (relu with only negative_slope is leaky_relu, relu(max_value=6) relu6)
+    relu (other     Where(x > threshold, Min(Max(x, 0), max_value), negative_slope * (x -
+     arguments)     threshold)) (no Max without max_value, as Keras)
+    relu6           Min(Max(x, 0), 6)
     elu             Elu(alpha)                       float64: Where(x > 0, x,
                                                               alpha * (exp(min(x, 0)) - 1))
+    selu            Selu(alpha, gamma)               float64: scale * the elu form
     gelu            0.5 * x * (1 + Erf(x / sqrt 2)), the exact gelu (Keras' approximate=False);
-                    float64: x * Phi(x) with Phi from erfc, see _gelu_float64 below
+                    float64: x * Phi(x) with Phi from erfc, see _gelu_float64 below;
+                    approximate=True: x * Sigmoid(2 sqrt(2/pi) (x + 0.044715 x^3)), Keras'
+                    x/2 (1 + tanh(...)) without its cancellation for x < -3
+    silu            x * Sigmoid(x)
+    softplus        Softplus                         float64: Max(x, 0) + log1p(Exp(-Abs(x)))
+    softsign        Softsign                         float64: x / (1 + Abs(x))
+    hard_sigmoid    HardSigmoid(alpha=1/6, beta=1/2) (Keras 3's relu6(x + 3) / 6)
+                                                     float64: Min(Max(x + 3, 0), 6) / 6
+    hard_silu       x * the hard_sigmoid above (HardSwish is the same formula)
+    exponential     Exp
+    mish            x * Tanh(softplus(x))
+    (log1p(u) in float64: Log(w) * u / (w - 1), w = 1 + u, u where w == 1: Goldberg's
+    accurate form, as ONNX has no Log1p)
 
-The float64 forms are there because onnxruntime's CPU kernels of Elu and Erf (and of
-LeakyRelu in recent opsets) are float32 only: written with ops it runs in double (Where,
+The float64 forms are there because onnxruntime's CPU kernels of Elu, Erf, Selu, Softplus,
+Softsign, HardSigmoid (and of LeakyRelu in recent opsets) are float32 only: written with ops it runs in double (Where,
 Greater, Less, Min, Exp, Mul, Add, Sub, Div, Abs), a float64 model computes in float64
 throughout and matches predict to float64 rounding.  Opset 17 is chosen for reach (the Gelu
 op came in opset 20), so gelu is the Erf form, which onnxruntime fuses into its Gelu kernel
@@ -58,11 +76,11 @@ from __future__ import annotations
 import functools
 import math
 import os
-from typing import TYPE_CHECKING, Any, Callable, Iterable, cast
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, cast
 
 import numpy as np
 
-from fastnn import _files
+from fastnn import _codes, _files, activations
 from fastnn import layers as layers_module
 
 if TYPE_CHECKING:
@@ -196,9 +214,9 @@ def _check_model(model: Sequential) -> np.dtype[Any]:
                 raise ValueError(f"Expected every layer in the model's dtype {dtype.name} (the "
                                  f"first layer's), as predict does. Received: layer "
                                  f"{layer.name!r} with dtype {np.dtype(layer.dtype).name}")
-            if layer.activation.name not in _ACTIVATIONS:
+            if _CODE_NAMES[layer.activation.code] not in _ACTIVATIONS:
                 raise ValueError(f"Expected activations in {sorted(_ACTIVATIONS)} for ONNX "
-                                 f"export. Received: {layer.activation.name!r} in layer "
+                                 f"export. Received: {layer.activation!r} in layer "
                                  f"{layer.name!r}")
     return dtype
 
@@ -272,29 +290,122 @@ class _Graph:
         return name
 
     def activation(self, spec: Spec, t: str, p: str) -> str:
-        return _ACTIVATIONS[spec.name](self, t, p, spec.alpha)
+        return _ACTIVATIONS[_CODE_NAMES[spec.code]](self, t, p, spec.params)
 
 
 if TYPE_CHECKING:
-    # an activation's nodes: (graph, input name, name prefix, alpha) -> output name
-    _Activation = Callable[[_Graph, str, str, float], str]
+    # an activation's nodes: (graph, input name, name prefix, kernel parameters) -> output name
+    _Activation = Callable[[_Graph, str, str, Sequence[float]], str]
+
+_CODE_NAMES = {code: name for name, code in _codes.ACTIVATIONS.items()}
 
 
-def _linear(g: _Graph, t: str, p: str, alpha: float) -> str:
+def _linear(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
     return t
 
 
 def _op(op: str, **attrs: Any) -> _Activation:
-    return lambda g, t, p, alpha: g.node(op, [t], f"{p}/{op}", **attrs)
+    return lambda g, t, p, params: g.node(op, [t], f"{p}/{op}", **attrs)
 
 
-def _leaky_relu(g: _Graph, t: str, p: str, alpha: float) -> str:
+def _op32(op: str, composed: _Activation, **attrs: Any) -> _Activation:
+    """The ONNX op in float32; `composed` (ops onnxruntime runs in double) in float64."""
+    def act(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+        if g.dtype == np.float32:
+            return g.node(op, [t], f"{p}/{op}", **attrs)
+        return composed(g, t, p, params)
+    return act
+
+
+def _bin(g: _Graph, op: str, a: str, b: str, p: str) -> str:
+    return g.node(op, [a, b], f"{p}/{op}")
+
+
+def _clip(g: _Graph, t: str, p: str, lo: float, hi: float) -> str:
+    """Min(Max(t, lo), hi), either side left out when infinite (NaN passes, as Keras')."""
+    if not math.isinf(lo):
+        t = _bin(g, "Max", t, g.const(f"{p}/lo", lo), p)
+    if not math.isinf(hi):
+        t = _bin(g, "Min", t, g.const(f"{p}/hi", hi), p)
+    return t
+
+
+def _relu_general(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    slope, hi, thr = params
+    c = _clip(g, t, p, -math.inf if math.isinf(hi) else 0.0, hi)
+    below = _bin(g, "Mul", _bin(g, "Sub", t, g.const(f"{p}/threshold", thr), p),
+                 g.const(f"{p}/slope", slope), p)
+    above = _bin(g, "Greater", t, g.const(f"{p}/threshold", thr), p)
+    return g.node("Where", [above, c, below], f"{p}/Where")
+
+
+def _relu6(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    return _clip(g, t, p, 0.0, 6.0)
+
+
+def _hard_sigmoid64(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    c = _clip(g, _bin(g, "Add", t, g.const(f"{p}/three", 3), p), p, 0.0, 6.0)
+    return _bin(g, "Div", c, g.const(f"{p}/six", 6), p)
+
+
+def _hard_silu(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    return _bin(g, "Mul", t, _ACTIVATIONS["hard_sigmoid"](g, t, p, params), p)
+
+
+def _log1p(g: _Graph, u: str, p: str) -> str:
+    """log(1 + u) to float64 accuracy for small u: Log(w) * u / (w - 1), w = 1 + u (u itself
+    where w rounds to 1)."""
+    w = _bin(g, "Add", u, g.const(f"{p}/one", 1), p)
+    wm1 = _bin(g, "Sub", w, g.const(f"{p}/one", 1), p)
+    exact = _bin(g, "Div", _bin(g, "Mul", g.node("Log", [w], f"{p}/Log"), u, p), wm1, p)
+    tiny = _bin(g, "Equal", w, g.const(f"{p}/one", 1), p)
+    return g.node("Where", [tiny, u, exact], f"{p}/Where")
+
+
+def _softplus64(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    """max(x, 0) + log1p(exp(-|x|)), as fastnn's kernels."""
+    e = g.node("Exp", [g.node("Neg", [g.node("Abs", [t], f"{p}/Abs")], f"{p}/Neg")], f"{p}/Exp")
+    return _bin(g, "Add", _bin(g, "Max", t, g.const(f"{p}/zero", 0), p), _log1p(g, e, p), p)
+
+
+def _softsign64(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    d = _bin(g, "Add", g.node("Abs", [t], f"{p}/Abs"), g.const(f"{p}/one", 1), p)
+    return _bin(g, "Div", t, d, p)
+
+
+def _selu64(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    e = _elu(g, t, p, (activations.SELU_ALPHA,))
+    return _bin(g, "Mul", e, g.const(f"{p}/scale", activations.SELU_SCALE), p)
+
+
+def _silu(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    return _bin(g, "Mul", t, g.node("Sigmoid", [t], f"{p}/Sigmoid"), p)
+
+
+def _mish(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    sp = _ACTIVATIONS["softplus"](g, t, p, params)
+    return _bin(g, "Mul", t, g.node("Tanh", [sp], f"{p}/Tanh"), p)
+
+
+def _gelu_tanh(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    """Keras' approximate gelu x/2 (1 + tanh(u)), u = sqrt(2/pi) (x + 0.044715 x^3), as
+    fastnn's kernels write it: x * Sigmoid(2u) (no cancellation for x < -3)."""
+    x3 = _bin(g, "Mul", _bin(g, "Mul", t, t, p), t, p)
+    inner = _bin(g, "Add", t, _bin(g, "Mul", x3, g.const(f"{p}/c", 0.044715), p), p)
+    s = g.node("Sigmoid", [_bin(g, "Mul", inner, g.const(f"{p}/k2", 2 * math.sqrt(2 / math.pi)),
+                                p)], f"{p}/Sigmoid")
+    return _bin(g, "Mul", t, s, p)
+
+
+def _leaky_relu(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    alpha = params[0]
     if g.dtype == np.float32:
         return g.node("LeakyRelu", [t], f"{p}/LeakyRelu", alpha=float(alpha))
     return _where_positive(g, t, p, g.node("Mul", [t, g.const(f"{p}/alpha", alpha)], f"{p}/Mul"))
 
 
-def _elu(g: _Graph, t: str, p: str, alpha: float) -> str:
+def _elu(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    alpha = params[0]
     if g.dtype == np.float32:
         return g.node("Elu", [t], f"{p}/Elu", alpha=float(alpha))
     e = g.node("Exp", [g.node("Min", [t, g.const(f"{p}/zero", 0)], f"{p}/Min")], f"{p}/Exp")
@@ -309,7 +420,7 @@ def _where_positive(g: _Graph, t: str, p: str, otherwise: str) -> str:
     return g.node("Where", [positive, t, otherwise], f"{p}/Where")
 
 
-def _gelu(g: _Graph, t: str, p: str, alpha: float) -> str:
+def _gelu(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
     if g.dtype == np.float32:  # 0.5 * x * (1 + erf(x / sqrt 2)): onnxruntime fuses this form
         s = g.node("Div", [t, g.const(f"{p}/sqrt2", math.sqrt(2))], f"{p}/Div")
         erf1 = g.node("Add", [g.node("Erf", [s], f"{p}/Erf"), g.const(f"{p}/one", 1)],
@@ -376,6 +487,12 @@ def _erfc_fit() -> tuple[float, float, float, tuple[float, ...]]:
 _ACTIVATIONS: dict[str, _Activation] = {
     "linear": _linear, "relu": _op("Relu"), "sigmoid": _op("Sigmoid"), "tanh": _op("Tanh"),
     "softmax": _op("Softmax", axis=-1), "leaky_relu": _leaky_relu, "elu": _elu, "gelu": _gelu,
+    "relu_general": _relu_general, "gelu_tanh": _gelu_tanh, "silu": _silu,
+    "softplus": _op32("Softplus", _softplus64), "softsign": _op32("Softsign", _softsign64),
+    "selu": _op32("Selu", _selu64, alpha=activations.SELU_ALPHA, gamma=activations.SELU_SCALE),
+    "hard_sigmoid": _op32("HardSigmoid", _hard_sigmoid64, alpha=1 / 6, beta=0.5),
+    "hard_silu": _hard_silu, "exponential": _op("Exp"), "relu6": _relu6, "mish": _mish,
+    "log_softmax": _op("LogSoftmax", axis=-1),
 }
 
 
@@ -387,8 +504,8 @@ _ACTIVATIONS: dict[str, _Activation] = {
 #   LayerNormalization  LayerNormalization (opset 17) over the trailing axes it normalizes;
 #                       float64: ReduceMean, Sub, Mul, Add, Sqrt, Div (the ops' epsilon
 #                       attribute is a float32, off by 5e-8 relative for 1e-3)
-#   ReLU                Relu / LeakyRelu, with max_value or threshold:
-#                       Where(x > threshold, Min(x, max_value), negative_slope * (x - threshold))
+#   ReLU                as the relu activation with the layer's arguments (Relu, LeakyRelu,
+#                       relu6's Min(Max(x, 0), 6), or the Where form of relu_general above)
 #   LeakyReLU           as the leaky_relu activation;  PReLU  PRelu (float64: Where)
 #   Softmax             Softmax(axis)  (one axis)
 #   Reshape             Reshape to (batch, *output shape);  GaussianNoise  Identity
@@ -447,22 +564,12 @@ def _ln(g: _Graph, layer: Any, t: str, p: str) -> str:
 
 
 def _relu_layer(g: _Graph, layer: Any, t: str, p: str) -> str:
-    r = cast(layers_module.ReLU, layer)
-    if r.max_value is None and r.threshold == 0:
-        if r.negative_slope == 0:
-            return g.node("Relu", [t], f"{p}/Relu")
-        return _leaky_relu(g, t, p, r.negative_slope)
-    high = t if r.max_value is None else g.node("Min", [t, g.const(f"{p}/max", r.max_value)],
-                                                  f"{p}/Min")
-    thr = g.const(f"{p}/threshold", r.threshold)
-    low = g.node("Mul", [g.node("Sub", [t, thr], f"{p}/Sub"),
-                         g.const(f"{p}/negative_slope", r.negative_slope)], f"{p}/Mul")
-    above = g.node("Greater", [t, thr], f"{p}/Greater")
-    return g.node("Where", [above, high, low], f"{p}/Where")
+    """As the relu activation with the layer's arguments (the kernel it runs)."""
+    return g.activation(cast(layers_module.ReLU, layer)._kernel, t, p)
 
 
 def _leaky_layer(g: _Graph, layer: Any, t: str, p: str) -> str:
-    return _leaky_relu(g, t, p, cast(layers_module.LeakyReLU, layer).negative_slope)
+    return g.activation(cast(layers_module.LeakyReLU, layer)._spec, t, p)
 
 
 def _prelu(g: _Graph, layer: Any, t: str, p: str) -> str:

@@ -40,11 +40,12 @@ files Keras 3.15 writes:
   A `.weights.h5` file (model.save_weights) is that HDF5 file on its own.
 
 What fastnn writes, in Keras' terms: Sequential of InputLayer (always), Dense, Activation, Flatten
-(channels_last), Dropout; the activations linear, relu, sigmoid, tanh, softmax, gelu (exact, as
-Keras' "gelu"), leaky_relu and elu.  Keras' activation strings carry no parameter: a leaky_relu or
-elu with a parameter other than Keras' default (0.2, 1.0) is written as a LeakyReLU(negative_slope)
-or ELU(alpha) layer (after a linear Dense, for a Dense).  Initializers by Keras class
-(GlorotUniform, GlorotNormal, HeUniform, HeNormal, RandomNormal(0, 0.05), Zeros, Ones).
+(channels_last), Dropout; every activation of fastnn.activations by its Keras name.  Keras'
+activation strings carry no argument: a relu, leaky_relu or elu with arguments other than Keras'
+defaults is written as a ReLU(max_value, negative_slope, threshold), LeakyReLU(negative_slope)
+or ELU(alpha) layer (after a linear Dense, for a Dense); gelu(approximate=True) has no Keras file
+form (ValueError).  Initializers by Keras class
+(every Keras 3 initializer but STFT, with its config).
 Config keys that only recent Keras releases know and that hold their default (Dense's
 quantization_config, InputLayer's ragged and optional, the optimizers' loss_scale_factor and
 gradient_accumulation_steps, the initializers' input_axes and output_axes) are left out, so that
@@ -114,7 +115,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Mapping, NoReturn
 
 import numpy as np
 
-from fastnn import _files, activations, distribution, losses, optimizers
+from fastnn import _files, activations, distribution, initializers, losses, optimizers
 from fastnn import layers as layers_module
 from fastnn.saving import FileFormatError
 
@@ -123,7 +124,8 @@ if TYPE_CHECKING:
     from _typeshed import StrOrBytesPath
     from numpy.typing import DTypeLike, NDArray
 
-    from fastnn.initializers import Initializer
+    # an initializer: a built-in one (fastnn.initializers.Initializer) or any callable
+    Initializer = Callable[..., Any]
     from fastnn.models import Sequential
 
     # a layer as Keras has it: (class name, config, weights, input shape or None)
@@ -160,17 +162,6 @@ _KEYS = {"Dense": "dense", "Activation": "activation", "Flatten": "flatten",
          "Normalization": "normalization"}
 _SUPPORTED = ("InputLayer", "Dense", "Activation", "Flatten", "Dropout", "ReLU", "LeakyReLU",
               "ELU", "Softmax", *_NEW_LAYERS)
-
-# fastnn initializer name -> Keras class and config
-_INITIALIZERS: dict[str, tuple[str, dict[str, Any]]] = {
-    "zeros": ("Zeros", {}), "ones": ("Ones", {}),
-    "glorot_uniform": ("GlorotUniform", {"seed": None}),
-    "glorot_normal": ("GlorotNormal", {"seed": None}),
-    "he_uniform": ("HeUniform", {"seed": None}),
-    "he_normal": ("HeNormal", {"seed": None}),
-    "random_normal": ("RandomNormal", {"mean": 0.0, "stddev": 0.05, "seed": None}),
-}
-_INITIALIZER_BY_CLASS = {cls: name for name, (cls, _) in _INITIALIZERS.items()}
 
 # The optimizers: fastnn class -> Keras class name (the same names)
 _OPTIMIZERS: dict[str, type[optimizers.Optimizer]] = {
@@ -267,18 +258,27 @@ def _has_schedule(opt: optimizers.Optimizer) -> bool:
 # ---- writing ----------------------------------------------------------------------------------
 
 def _initializer(init: str | Initializer, where: str) -> dict[str, Any]:
-    name = init if isinstance(init, str) else getattr(init, "__name__", None)
-    if name not in _INITIALIZERS:
+    """An initializer as Keras' object config; the axes of the variance scaling ones are left
+    out when None (older Keras 3 releases refuse the keys)."""
+    obj = initializers.get(init)
+    if not isinstance(obj, initializers.Initializer) or \
+            type(obj).__name__ not in initializers.NAMES_BY_CLASS:
         raise ValueError(f"{where}: the initializer {init!r} has no Keras equivalent; Keras "
-                         f"files take {sorted(_INITIALIZERS)}")
-    cls, cfg = _INITIALIZERS[name]
-    return _obj("keras.initializers", cls, dict(cfg))
+                         f"files take {sorted(initializers.NAMES)}")
+    cfg = {k: v for k, v in obj.get_config().items()
+           if not (k in ("input_axes", "output_axes") and v is None)}
+    return _obj("keras.initializers", type(obj).__name__, cfg)
 
 
 def _parametrized(spec: activations.Spec) -> bool:
-    """True for a leaky_relu/elu whose parameter differs from Keras' default (no string for it)."""
-    return spec.name in activations.DEFAULT_ALPHA and \
-        spec.alpha != activations.DEFAULT_ALPHA[spec.name]
+    """True for an activation with arguments other than Keras' defaults (no string for it)."""
+    return bool(spec.kwargs)
+
+
+# the Keras layer of an activation with arguments: class name, its config keys
+_ACTIVATION_LAYERS = {"relu": ("ReLU", ("max_value", "negative_slope", "threshold")),
+                      "leaky_relu": ("LeakyReLU", ("negative_slope",)),
+                      "elu": ("ELU", ("alpha",))}
 
 
 def _activation_layer(spec: activations.Spec, name: str,
@@ -286,9 +286,15 @@ def _activation_layer(spec: activations.Spec, name: str,
     base = {"name": name, "trainable": True, "dtype": _policy(dtype)}
     if not _parametrized(spec):
         return "Activation", {**base, "activation": spec.name}
-    if spec.name == "leaky_relu":
-        return "LeakyReLU", {**base, "negative_slope": spec.alpha}
-    return "ELU", {**base, "alpha": spec.alpha}
+    if spec.name not in _ACTIVATION_LAYERS:
+        raise ValueError(f"{name}: the activation {spec!r} has no Keras file form (Keras "
+                         f"layers take arguments only for {sorted(_ACTIVATION_LAYERS)}).")
+    cls, keys = _ACTIVATION_LAYERS[spec.name]
+    kw = {**activations.DEFAULTS[spec.name], **spec.kwargs}
+    if spec.name == "relu" and kw["threshold"] < 0:  # Keras' ReLU layer refuses it
+        raise ValueError(f"{name}: the activation {spec!r} has no Keras file form (Keras' ReLU "
+                         f"layer takes a threshold >= 0).")
+    return cls, {**base, **{k: kw[k] for k in keys}}
 
 
 def _keras_layers(model: Sequential) -> list[_KerasLayer]:
@@ -806,34 +812,33 @@ def _activation(f: _File, value: Any, where: str) -> activations.Spec:
             f.unsupported(f"{where}: the activation object {cls} is not supported by fastnn.")
         name = cfg
     f.check(name, "str", where)
-    if name not in activations.NAMES:
+    if name not in activations.NAMES and name not in activations.ALIASES:
         f.unsupported(f"{where}: the activation {name!r} is not supported by fastnn (it has "
                       f"{list(activations.NAMES)}).")
     return activations.Spec(name)
 
 
-def _initializer_name(f: _File, value: Any, where: str) -> str:
+def _initializer_name(f: _File, value: Any, where: str) -> str | Initializer:
+    """An initializer of a Keras file: its snake_case name when it has Keras' defaults (and no
+    seed), else the initializer."""
     if type(value) is str:
-        if value in _INITIALIZERS:
-            return value
-        if value in _INITIALIZER_BY_CLASS:
-            return _INITIALIZER_BY_CLASS[value]
-        f.unsupported(f"{where}: the initializer {value!r} is not supported by fastnn (it has "
-                      f"{sorted(_INITIALIZER_BY_CLASS)}).")
+        if value not in initializers.ALL:
+            f.unsupported(f"{where}: the initializer {value!r} is not supported by fastnn (it has "
+                          f"{sorted(initializers.NAMES_BY_CLASS)}).")
+        return initializers.NAMES_BY_CLASS[initializers.ALL[value].__name__]
     cls, cfg = _keras_object(f, value, where)
     cfg = f.check(cfg if cfg is not None else {}, "dict", f"{where}.config")
-    if cls not in _INITIALIZER_BY_CLASS:
+    if cls not in initializers.NAMES_BY_CLASS:
         f.unsupported(f"{where}: the initializer {cls} is not supported by fastnn (it has "
-                      f"{sorted(_INITIALIZER_BY_CLASS)}).")
-    name = _INITIALIZER_BY_CLASS[cls]
-    defaults = {**_INITIALIZERS[name][1], "input_axes": None, "output_axes": None}
-    for key, v in cfg.items():
-        if key == "seed":  # only decides the draws, which the file's weights replace
-            f.check(v, "int", f"{where}.config.seed", null=True)
-        elif key not in defaults or v != defaults[key]:
-            f.unsupported(f"{where}: {cls}({key}={_files.short(v)}) is not supported by fastnn "
-                          f"(it has {cls}({', '.join(f'{k}={d}' for k, d in defaults.items())})).")
-    return name
+                      f"{sorted(initializers.NAMES_BY_CLASS)}).")
+    f.check(cfg.get("seed"), "int", f"{where}.config.seed", null=True)
+    try:
+        obj = initializers.deserialize({"class_name": cls, "config": cfg})
+    except (ValueError, TypeError) as e:
+        f.unsupported(f"{where}: {cls}({_files.short(cfg)}) is not supported by fastnn ({e}).")
+    if obj == type(obj)():
+        return initializers.NAMES_BY_CLASS[cls]
+    return cast("Initializer", obj)
 
 
 def _options(f: _File, cfg: dict[str, Any], allowed: Mapping[str, object], cls: str,
@@ -946,7 +951,10 @@ def _layer(f: _File, entry: Any, where: str,
         spec = _activation(f, cfg.get("activation"), f"{where}.config.activation")
     else:  # ELU
         _options(f, cfg, {"alpha": number(-math.inf)}, cls, where)
-        spec = activations.Spec("elu", cfg.get("alpha", 1.0))
+        if cfg.get("alpha", 1.0) <= 0:
+            f.unsupported(f"{where}: ELU(alpha={cfg['alpha']}) is not supported by fastnn "
+                          "(alpha > 0 only).")
+        spec = activations.Spec("elu", {"alpha": cfg.get("alpha", 1.0)})
     return layers_module.Activation(spec, **kw), cls, shape, 0
 
 
@@ -983,7 +991,7 @@ def _read_new_layer(f: _File, cls: str, cfg: dict[str, Any], entry: Any, where: 
     (fastnn layer, class, output shape, parameter count)."""
     L = layers_module
 
-    def init(key: str, default: str) -> str:
+    def init(key: str, default: str) -> str | Initializer:
         return _initializer_name(f, cfg.get(key, default), f"{where}.config.{key}")
 
     def reg(*keys: str) -> dict[str, Any]:

@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from typing_extensions import Self
 
     from fastnn.constraints import Constraint
-    from fastnn.initializers import Initializer
+    # an initializer: a built-in one (fastnn.initializers.Initializer) or any callable
+    Initializer = Callable[..., Any]
     from fastnn.regularizers import Regularizer
 
 
@@ -430,11 +431,14 @@ class Dense(Layer):
 
     Args:
         units: positive int, the output width.
-        activation: a name from `fastnn.activations` (e.g. "relu", "softmax") or None
-            (the default: linear, no activation).
+        activation: a name from `fastnn.activations` (e.g. "relu", "softmax"), one of its
+            functions, a functools.partial of one with keyword arguments (e.g.
+            `functools.partial(activations.relu, max_value=6.0)`), or None (the default:
+            linear, no activation).  Kept as `self.activation`, a callable that applies it.
         use_bias: whether to add a bias vector (default True).
-        kernel_initializer, bias_initializer: names from `fastnn.initializers` or callables
-            (shape, dtype, rng) -> array; defaults "glorot_uniform" and "zeros".
+        kernel_initializer, bias_initializer: names or instances of `fastnn.initializers`
+            (e.g. "he_normal", `initializers.Orthogonal(gain=2.0)`), or callables
+            (shape, dtype=None) -> array; defaults "glorot_uniform" and "zeros".
         kernel_regularizer, bias_regularizer, activity_regularizer: `fastnn.regularizers`
             (or names, e.g. "l2"); the penalty is added to the training loss, the activity
             one divided by the batch size (default None).
@@ -482,12 +486,15 @@ class Dense(Layer):
         if not isinstance(units, (int, np.integer)) or isinstance(units, bool) or units < 1:
             raise ValueError(f"Expected units to be a positive int. Received: units={units!r}")
         self.units = int(units)
-        self.activation = activations.get(activation)
+        self.activation = activations.spec(activation)
         self.use_bias = bool(use_bias)
-        self.kernel_initializer = kernel_initializer
-        self.bias_initializer = bias_initializer
         self._kernel_init = initializers.get(kernel_initializer)
         self._bias_init = initializers.get(bias_initializer)
+        # as given when a name, else resolved (a config dict or class becomes an instance)
+        self.kernel_initializer = kernel_initializer if isinstance(kernel_initializer, str) \
+            else self._kernel_init
+        self.bias_initializer = bias_initializer if isinstance(bias_initializer, str) \
+            else self._bias_init
 
     def build(self, input_shape: Sequence[int], rng: np.random.Generator | None = None) -> None:
         if len(input_shape) != 1:
@@ -512,7 +519,7 @@ class Dense(Layer):
         y = self._buf("y", (n, self.units), training)
         z = self._buf("z", (n, self.units), training) if self.activation.needs_preactivation else None
         backend.K.dense_forward(y, z, x, self.kernel, self.bias, self.activation.code,
-                                self.activation.alpha)
+                                self.activation.params)
         if training:  # what backward needs
             self._x, self._y, self._z = x, y, z
         return y
@@ -526,12 +533,12 @@ class Dense(Layer):
         dx = self._buf("dx", self._x.shape) if need_dx else None
         backend.K.dense_backward(self.grads[0] if need_dw else None,
                                  self.grads[1] if self.use_bias else None, dx, dy, dy, self._x,
-                                 self.kernel, self._y, self._z, act.code, act.alpha)
+                                 self.kernel, self._y, self._z, act.code, act.params)
         return dx
 
     def get_config(self) -> dict[str, Any]:
         return {**super().get_config(), "units": self.units,
-                "activation": self.activation.name, "use_bias": self.use_bias,
+                "activation": activations.serialize(self.activation), "use_bias": self.use_bias,
                 "kernel_initializer": _init_name(self.kernel_initializer),
                 "bias_initializer": _init_name(self.bias_initializer),
                 "kernel_regularizer": None, "bias_regularizer": None,  # (Keras' keys, in
@@ -545,12 +552,19 @@ _DENSE_OFF = ("lora_rank", "lora_alpha", "quantization_config")
 _LINEAR = activations.Spec("linear")
 
 
-def _init_name(init: str | Initializer) -> str:
-    return init if isinstance(init, str) else getattr(init, "__name__", "glorot_uniform")
+def _init_name(init: str | Initializer) -> str | dict[str, Any]:
+    """An initializer as a layer's config holds it: a name as given, a built-in initializer's
+    Keras config (`initializers.serialize`), else the callable's name."""
+    if isinstance(init, str):
+        return init
+    if isinstance(init, initializers.Initializer):
+        return initializers.serialize(init)
+    return cast(str, getattr(init, "__name__", "glorot_uniform"))
 
 
 class Activation(Layer):
-    """Applies an activation function to its input (softmax over the last axis)."""
+    """Applies an activation function to its input (softmax over the last axis): a name, a
+    function of `fastnn.activations` or a functools.partial of one, as Dense takes it."""
 
     activation = _ActivationAttribute()  # (a Spec; assigning resolves a name)
 
@@ -558,12 +572,12 @@ class Activation(Layer):
                  input_shape: int | Sequence[int] | None = None, name: str | None = None,
                  dtype: DTypeLike | None = None) -> None:
         super().__init__(name=name, input_shape=input_shape, dtype=dtype)
-        self.activation = activations.get(activation)
+        self.activation = activations.spec(activation)
 
     def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
         x2 = x.reshape(-1, x.shape[-1])
         y = self._buf("y", x2.shape, training)
-        backend.K.act_forward(y, x2, self.activation.code, self.activation.alpha)
+        backend.K.act_forward(y, x2, self.activation.code, self.activation.params)
         if training:
             self._x, self._y = x2, y
         return y.reshape(x.shape)
@@ -574,11 +588,11 @@ class Activation(Layer):
             return dy
         dy2 = dy.reshape(self._y.shape)
         backend.K.act_backward(dy2, dy2, self._y, self._x, self.activation.code,
-                               self.activation.alpha)
+                               self.activation.params)
         return dy
 
     def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "activation": self.activation.name}
+        return {**super().get_config(), "activation": activations.serialize(self.activation)}
 
 
 class Flatten(Layer):
@@ -1041,8 +1055,8 @@ class ReLU(_Elementwise):
     Args:
         max_value: None (the default: no cap) or a float >= 0.
         negative_slope: float >= 0 (default 0.0).  threshold: float >= 0 (default 0.0).
-    The plain relu and the leaky one (threshold 0, no cap) run the activation kernels; with a
-    max_value or a threshold the layer computes in NumPy (no C kernel for them yet).
+    It runs the kernel of `activations.relu` with these arguments (the plain relu, leaky
+    relu, relu6 or the general one, fastnn.activations.spec picks).
     """
 
     def __init__(self, max_value: float | None = None, negative_slope: float = 0.0,
@@ -1060,23 +1074,14 @@ class ReLU(_Elementwise):
                              f"Received: threshold={threshold}")
         self.max_value = None if max_value is None else float(max_value)
         self.negative_slope, self.threshold = float(negative_slope), float(threshold)
-        self._kernel: activations.Spec | None = None
-        if self.max_value is None and self.threshold == 0.0:
-            self._kernel = (activations.Spec("relu") if self.negative_slope == 0.0
-                            else activations.Spec("leaky_relu", self.negative_slope))
+        self._kernel = activations.Spec("relu", {"max_value": self.max_value,
+                                                 "negative_slope": self.negative_slope,
+                                                 "threshold": self.threshold})
 
     def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
         x2 = self._rows(x)
         y = self._buf("y", x2.shape, training)
-        if self._kernel is not None:
-            backend.K.act_forward(y, x2, self._kernel.code, self._kernel.alpha)
-        else:  # NumPy: max_value / threshold (no kernel for them yet)
-            t = self.dtype.type(self.threshold)
-            np.copyto(y, np.where(x2 > t, x2, 0))
-            if self.max_value is not None:
-                np.minimum(y, self.dtype.type(self.max_value), out=y)
-            if self.negative_slope:
-                y -= self.dtype.type(self.negative_slope) * np.maximum(t - x2, 0)
+        backend.K.act_forward(y, x2, self._kernel.code, self._kernel.params)
         if training:
             self._x, self._y = x2, y
         return y.reshape(x.shape)
@@ -1084,16 +1089,8 @@ class ReLU(_Elementwise):
     def backward(self, dy: NDArray[Any], need_dx: bool,
                  skip_activation: bool = False) -> NDArray[Any]:
         dy2 = dy.reshape(self._y.shape)
-        if self._kernel is not None:
-            backend.K.act_backward(dy2, dy2, self._y, self._x, self._kernel.code,
-                                   self._kernel.alpha)
-        else:  # NumPy: f'(x) = 1 on (threshold, max_value), negative_slope below threshold
-            x = self._x
-            inside = x > self.threshold
-            if self.max_value is not None:
-                inside &= x < self.max_value
-            dy2 *= np.where(inside, 1, np.where(x > self.threshold, 0, self.negative_slope)
-                            ).astype(dy2.dtype)
+        backend.K.act_backward(dy2, dy2, self._y, self._x, self._kernel.code,
+                               self._kernel.params)
         return dy
 
     def get_config(self) -> dict[str, Any]:
@@ -1119,12 +1116,12 @@ class LeakyReLU(_Elementwise):
                              "negative value. Expected a float. "
                              f"Received: negative_slope={negative_slope}")
         self.negative_slope = float(negative_slope)
-        self._spec = activations.Spec("leaky_relu", self.negative_slope)
+        self._spec = activations.Spec("leaky_relu", {"negative_slope": self.negative_slope})
 
     def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
         x2 = self._rows(x)
         y = self._buf("y", x2.shape, training)
-        backend.K.act_forward(y, x2, self._spec.code, self._spec.alpha)
+        backend.K.act_forward(y, x2, self._spec.code, self._spec.params)
         if training:
             self._y = y
         return y.reshape(x.shape)
@@ -1132,7 +1129,7 @@ class LeakyReLU(_Elementwise):
     def backward(self, dy: NDArray[Any], need_dx: bool,
                  skip_activation: bool = False) -> NDArray[Any]:
         dy2 = dy.reshape(self._y.shape)
-        backend.K.act_backward(dy2, dy2, self._y, None, self._spec.code, self._spec.alpha)
+        backend.K.act_backward(dy2, dy2, self._y, None, self._spec.code, self._spec.params)
         return dy
 
     def get_config(self) -> dict[str, Any]:
@@ -1250,7 +1247,7 @@ class Softmax(Layer):
     def call(self, x: NDArray[Any], training: bool = False) -> NDArray[Any]:
         x2, moved = self._layout.rows(x)
         y = self._buf("y", x2.shape, training)
-        backend.K.act_forward(y, x2, activations.Spec("softmax").code, 0.0)
+        backend.K.act_forward(y, x2, activations.Spec("softmax").code, ())
         if training:
             self._y, self._moved = y, moved
         return self._layout.back(y, moved)
@@ -1260,7 +1257,7 @@ class Softmax(Layer):
         if skip_activation:
             return dy
         dy2, _ = self._layout.rows(dy)
-        backend.K.act_backward(dy2, dy2, self._y, None, activations.Spec("softmax").code, 0.0)
+        backend.K.act_backward(dy2, dy2, self._y, None, activations.Spec("softmax").code, ())
         return self._layout.back(dy2, self._moved)
 
     def get_config(self) -> dict[str, Any]:

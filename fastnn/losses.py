@@ -246,7 +246,7 @@ def _as_float(a: ArrayLike, name: str, dtype: DTypeLike | None) -> NDArray[Any]:
 
 def _softmax(z: NDArray[Any]) -> NDArray[Any]:
     p = np.empty_like(z)
-    backend.K.act_forward(p, z, _SOFTMAX, 0.0)
+    backend.K.act_forward(p, z, _SOFTMAX, ())
     return p
 
 

@@ -128,8 +128,9 @@ def save_weights(model: Sequential, filepath: StrOrBytesPath) -> None:
 # The layer config keys fastnn writes (a trailing "?": null allowed).  Other keys are left to
 # the layer constructors, which refuse unknown ones, except the input shape, which only
 # model.input_shape gives.
-_LAYER_KEYS = {"name": "str?", "trainable": "bool", "dtype": "str?", "units": "int", "activation": "str",
-               "use_bias": "bool", "kernel_initializer": "str", "bias_initializer": "str",
+_LAYER_KEYS = {"name": "str?", "trainable": "bool", "dtype": "str?", "units": "int",
+               "activation": "config", "use_bias": "bool", "kernel_initializer": "config",
+               "bias_initializer": "config",
                "rate": "number", "seed": "int?"}
 _NOT_LAYER_KEYS = ("input_shape", "shape")
 # Everything loading may raise on a bad file, however it is bad.

@@ -646,14 +646,14 @@ static void fnn_bf16_transpose_block(uint16_t *xt, const uint16_t *x, int64_t n,
 
 void fnn_dense_forward_bf16(float *y, float *z, uint16_t *y16, const uint16_t *x16,
                             const uint16_t *wp, const float *b, int64_t n, int64_t in,
-                            int64_t out, int act, float alpha) {
+                            int64_t out, struct fnn_activation act) {
     const int path = fnn_bf16_run_path();
     float *acc = z ? z : y; /* the product goes here, then the epilogue (layers.inc's) */
     FNN_PARALLEL_BEGIN((double)n * (double)in * (double)out >= FNN_BF16_PAR_MNK)
     fnn_bf16_gemm(acc, out, x16, in, wp, n, out, in, path);
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < n; i++) {
-        fnn_dense_epilogue_row_f32(y, z, acc, b, i, out, act, alpha);
+        fnn_dense_epilogue_row_f32(y, z, acc, b, i, out, act);
         if (y16) fnn_bf16_convert_row(y16 + i * out, y + i * out, out, path);
     }
     FNN_PARALLEL_END
@@ -665,12 +665,12 @@ void fnn_dense_forward_bf16(float *y, float *z, uint16_t *y16, const uint16_t *x
 void fnn_dense_backward_bf16(float *dw, float *db, float *dx, float *dz, uint16_t *scratch,
                              const float *dy, const uint16_t *x16, const uint16_t *wtp,
                              const float *y, const float *z, int64_t n, int64_t in,
-                             int64_t out, int act, float alpha) {
+                             int64_t out, struct fnn_activation act) {
     const int path = fnn_bf16_run_path();
     /* scratch: dz16 (n, out) := bf16(dz), row-major (a of dx := dz16 @ w.T); dzp := pack(dz)
        (B of dw := x.T @ dz); xt (in, n) := x16.T (a of dw) */
     uint16_t *dz16 = scratch, *dzp = dz16 + n * out, *xt = dzp + fnn_bf16_packed_size(n, out);
-    fnn_act_backward_f32(dz, dy, y, z, n, out, act, alpha); /* dz := dy * act'(.) */
+    fnn_act_backward_f32(dz, dy, y, z, n, out, act); /* dz := dy * act'(.) */
     const double mnk = (double)n * (double)in * (double)out;
     FNN_PARALLEL_BEGIN(mnk >= FNN_BF16_PAR_MNK)
     if (dx) {

@@ -27,17 +27,49 @@ extern "C" {
 #define FNN_EPSILON 1e-7
 
 /* Activation codes, shared by the dense and activation kernels.  fastnn/_codes.py mirrors every
-   code and constant of this header (tests/test_codes.py checks it against the build). */
+   code and constant of this header (tests/test_codes.py checks it against the build).  The
+   Keras activation and its parameters (struct fnn_activation, param[0..2]) of each code: */
 enum fnn_act {
     FNN_LINEAR = 0,
-    FNN_RELU = 1,
+    FNN_RELU = 1,        /* max(x, 0), Keras' relu with its defaults */
     FNN_SIGMOID = 2,
     FNN_TANH = 3,
     FNN_SOFTMAX = 4,     /* row-wise over the last axis */
-    FNN_LEAKY_RELU = 5,  /* alpha = negative slope (>= 0) */
-    FNN_ELU = 6,         /* alpha = scale of the negative part (> 0) */
+    FNN_LEAKY_RELU = 5,  /* param[0] = negative slope (>= 0) */
+    FNN_ELU = 6,         /* param[0] = alpha, the scale of the negative part (> 0) */
     FNN_GELU = 7,        /* exact (erf) form; backward needs the pre-activation */
-    FNN_N_ACT = 8
+    /* Keras' relu(x, negative_slope, max_value, threshold) in general: param[0] = negative_slope
+       (>= 0), param[1] = max_value (>= 0, +inf for None), param[2] = threshold;
+       y := x > threshold ? (max_value finite ? clip(x, 0, max_value) : x)
+                          : negative_slope * (x - threshold).  Backward needs x. */
+    FNN_RELU_GENERAL = 8,
+    FNN_GELU_TANH = 9,   /* gelu(approximate=True): x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)));
+                            backward needs x */
+    FNN_SILU = 10,       /* x sigmoid(x); backward needs x */
+    FNN_SOFTPLUS = 11,   /* log(1 + e^x) */
+    FNN_SOFTSIGN = 12,   /* x / (1 + |x|) */
+    FNN_SELU = 13,       /* scale (x > 0 ? x : alpha (e^x - 1)), Keras' alpha and scale */
+    FNN_HARD_SIGMOID = 14, /* relu6(x + 3) / 6 */
+    FNN_HARD_SILU = 15,  /* x relu6(x + 3) / 6; backward needs x */
+    FNN_EXPONENTIAL = 16, /* e^x */
+    FNN_RELU6 = 17,      /* min(max(x, 0), 6) */
+    FNN_MISH = 18,       /* x tanh(softplus(x)); backward needs x */
+    FNN_LOG_SOFTMAX = 19, /* x - max - log(sum e^(x - max)), row-wise over the last axis */
+    FNN_N_ACT = 20
+};
+
+/* Whether an activation's backward reads its input (the pre-activation x or z), not only its
+   output y. */
+#define FNN_ACT_NEEDS_X(code)                                                              \
+    ((code) == FNN_GELU || (code) == FNN_RELU_GENERAL || (code) == FNN_GELU_TANH ||         \
+     (code) == FNN_SILU || (code) == FNN_HARD_SILU || (code) == FNN_MISH)
+
+/* An activation: its code and parameters (enum fnn_act says which; the others are 0), passed
+   by value to every kernel that applies one. */
+#define FNN_ACT_PARAMS 3
+struct fnn_activation {
+    int code;                      /* enum fnn_act */
+    double param[FNN_ACT_PARAMS];
 };
 
 /* Once, before any kernel: route the BLAS's threads through fastnn's OpenMP team. */
@@ -116,8 +148,7 @@ struct fnn_dense_layer {
     const void *w, *b;  /* kernel (in, out), bias (out) or NULL: views into the flat p */
     void *dw, *db;      /* their gradients: views into the flat g; dw unused when rank1 */
     void *y, *z, *dx;   /* output (n, out); pre-activation (n, out) or NULL; dx (n, in) or NULL */
-    int act;            /* the layer's activation; the last layer's is skipped when fused */
-    double alpha;
+    struct fnn_activation act; /* the layer's; the last layer's is skipped when fused */
 };
 
 struct fnn_dense_stack {
@@ -151,20 +182,21 @@ int fnn_dense_stack_owns(const struct fnn_dense_stack *s, int64_t n);
     /* y := act(x @ w + b).  x (n, in), w (in, out), b (out) or NULL, y (n, out);          \
        z (n, out) or NULL receives the pre-activation x @ w + b.  Overwrites y and z. */   \
     void fnn_dense_forward_##S(T *y, T *z, const T *x, const T *w, const T *b,              \
-                               int64_t n, int64_t in, int64_t out, int act, T alpha);      \
+                               int64_t n, int64_t in, int64_t out, struct fnn_activation act); \
     /* dz := dy * act'(.), dw := x.T @ dz, db := sum_rows(dz), dx := dz @ w.T.             \
        dz (n, out) is scratch and may be the same buffer as dy; dw, db, dx may be NULL;     \
-       y is the forward output, z the pre-activation (read only for gelu, else NULL ok).   \
+       y is the forward output, z the pre-activation (read only if FNN_ACT_NEEDS_X).       \
        Overwrites dw, db, dx, dz. */                                                        \
     void fnn_dense_backward_##S(T *dw, T *db, T *dx, T *dz, const T *dy, const T *x,        \
                                 const T *w, const T *y, const T *z,                         \
-                                int64_t n, int64_t in, int64_t out, int act, T alpha);     \
+                                int64_t n, int64_t in, int64_t out, struct fnn_activation act); \
     /* y := act(x).  x, y (n, m); y may be x.  Overwrites y. */                             \
-    void fnn_act_forward_##S(T *y, const T *x, int64_t n, int64_t m, int act, T alpha);    \
-    /* dx := dy * act'(x), written from y = act(x) (and x for gelu).  dx may be dy.        \
+    void fnn_act_forward_##S(T *y, const T *x, int64_t n, int64_t m,                        \
+                             struct fnn_activation act);                                 \
+    /* dx := dy * act'(x), from y = act(x) (and x if FNN_ACT_NEEDS_X).  dx may be dy.      \
        Overwrites dx. */                                                                    \
     void fnn_act_backward_##S(T *dx, const T *dy, const T *y, const T *x,                   \
-                              int64_t n, int64_t m, int act, T alpha);                     \
+                              int64_t n, int64_t m, struct fnn_activation act);           \
     /* Any loss by its code (enum fnn_loss_code), value and gradient in one pass.  p, t (n, k)  \
        (t: int64 labels (n) in [0, k) for the sparse ones), sw (n) per-sample weights or NULL \
        (all ones).  Per sample, over the last axis (Keras' formulas, eps = FNN_EPSILON):      \
@@ -293,7 +325,7 @@ void fnn_optimizer_step_bf16pack_f32(float *p, uint16_t *wp, uint16_t *wtp, cons
    The epilogue is fnn_dense_forward_f32's.  Overwrites y, z, y16. */
 void fnn_dense_forward_bf16(float *y, float *z, uint16_t *y16, const uint16_t *x16,
                             const uint16_t *wp, const float *b, int64_t n, int64_t in,
-                            int64_t out, int act, float alpha);
+                            int64_t out, struct fnn_activation act);
 /* dz := dy * act'(.) (float32, as fnn_dense_backward_f32), db := sum_rows(dz) (float32),
    dw := x.T @ bf16(dz), dx := bf16(dz) @ w.T (bfloat16 products, float32 sums).  x16 (n, in)
    bf16, the forward's input; wtp the packed w.T (fnn_bf16_pack_forward); y, z as
@@ -303,7 +335,7 @@ void fnn_dense_forward_bf16(float *y, float *z, uint16_t *y16, const uint16_t *x
 void fnn_dense_backward_bf16(float *dw, float *db, float *dx, float *dz, uint16_t *scratch,
                              const float *dy, const uint16_t *x16, const uint16_t *wtp,
                              const float *y, const float *z, int64_t n, int64_t in,
-                             int64_t out, int act, float alpha);
+                             int64_t out, struct fnn_activation act);
 
 #ifdef __cplusplus
 }

@@ -166,7 +166,7 @@ void fnn_blas_serial_end(void);
     void fnn_gemm_rows_##S(T *c, const T *a, const T *b, int ta, int tb, int64_t r0,           \
                            int64_t r1, int64_t m, int64_t n, int64_t k);                      \
     void fnn_dense_epilogue_row_##S(T *y, T *z, T *acc, const T *b, int64_t i, int64_t out,    \
-                                    int act, T alpha);
+                                    struct fnn_activation act);
 FNN_DECLARE_SHARED(float, f32)
 FNN_DECLARE_SHARED(double, f64)
 #undef FNN_DECLARE_SHARED

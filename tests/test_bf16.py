@@ -16,6 +16,7 @@ import pytest
 
 from fastnn import _codes
 from fastnn import _reference as R
+from act_params import PARAMS
 from tolerances import TOL, bf16_product_atol
 
 C = pytest.importorskip("fastnn._kernels")
@@ -174,14 +175,14 @@ SHAPES = [(n, i, o) for n in (1, 3, 128) for i in (1, 17, 784) for o in (1, 10, 
 ACTS3 = ("linear", "relu", "softmax")
 
 
-def _forward(K, x16, w, b, act, keep_z=False, alpha=0.0):
+def _forward(K, x16, w, b, act, keep_z=False, params=()):
     n, o = x16.shape[0], w.shape[1]
     wp = np.empty(R.bf16_packed_size(*w.shape), np.uint16)
     R.bf16_pack_forward(wp, None, w)
     y = np.full((n, o), np.nan, np.float32)
     z = np.full((n, o), np.nan, np.float32) if keep_z else None
     y16 = np.full((n, o), 0xFFFF, np.uint16)
-    K.dense_forward_bf16(y, z, y16, x16, wp, b, ACT[act], alpha)
+    K.dense_forward_bf16(y, z, y16, x16, wp, b, ACT[act], params)
     return y, z, y16
 
 
@@ -232,13 +233,13 @@ def test_dense_forward_bf16_matches_twin(path, on_path, shape):
 def test_dense_forward_bf16_every_activation(path, on_path, act):
     """The epilogue is the float32 dense kernel's (layers.inc), z the pre-activation."""
     _, x16, w, b = _case(5, 37, 40, 3)
-    alpha = {"leaky_relu": 0.2, "elu": 1.0}.get(act, 0.0)
-    y, z, _ = _forward(C, x16, w, b, act, keep_z=True, alpha=alpha)
-    want_y, want_z, _ = _forward(R, x16, w, b, act, keep_z=True, alpha=alpha)
+    params = PARAMS.get(act, ())
+    y, z, _ = _forward(C, x16, w, b, act, keep_z=True, params=params)
+    want_y, want_z, _ = _forward(R, x16, w, b, act, keep_z=True, params=params)
     pre_atol = _forward_atol(x16, w, want_z, "linear")
     _close(z, want_z, pre_atol)
     y_of_z = np.empty_like(y)  # y is act(z) exactly as the float32 kernel computes it
-    C.act_forward(y_of_z, z, ACT[act], alpha)
+    C.act_forward(y_of_z, z, ACT[act], params)
     np.testing.assert_array_equal(y, y_of_z)
 
 
@@ -273,7 +274,7 @@ def _backward(K, x16, w, y, dy, act, want=("dw", "db", "dx")):
     dx = np.full((n, i), np.nan, np.float32) if "dx" in want else None
     dz = np.full_like(dy, np.nan)
     scratch = np.zeros(K.bf16_backward_scratch_size(n, i, o), np.uint16)
-    K.dense_backward_bf16(dw, db, dx, dz, scratch, dy, x16, wtp, y, None, ACT[act], 0.0)
+    K.dense_backward_bf16(dw, db, dx, dz, scratch, dy, x16, wtp, y, None, ACT[act], ())
     return dw, db, dx, dz, scratch
 
 
@@ -318,7 +319,7 @@ def test_dense_backward_bf16_dz_may_be_dy():
     dw, dx, db = np.empty((40, 21), np.float32), np.empty((9, 40), np.float32), np.empty(21, np.float32)
     scratch = np.empty(C.bf16_backward_scratch_size(9, 40, 21), np.uint16)
     dz = dy.copy()
-    C.dense_backward_bf16(dw, db, dx, dz, scratch, dz, x16, wtp, y, None, ACT["relu"], 0.0)
+    C.dense_backward_bf16(dw, db, dx, dz, scratch, dz, x16, wtp, y, None, ACT["relu"], ())
     _backward_check((dw, db, dx, dz, scratch), want, x16, w, 9)
 
 
@@ -462,20 +463,20 @@ def test_bad_operands_are_refused():
     wp = np.zeros(C.bf16_packed_size(17, 5), np.uint16)
     y = np.zeros((3, 5), np.float32)
     with pytest.raises(TypeError, match="Expected x16 with dtype uint16"):
-        C.dense_forward_bf16(y, None, None, x16.astype(np.float32), wp, None, 0, 0.0)
+        C.dense_forward_bf16(y, None, None, x16.astype(np.float32), wp, None, 0, ())
     with pytest.raises(ValueError, match=r"Expected wp with shape \(512,\)"):
-        C.dense_forward_bf16(y, None, None, x16, wp[:-1], None, 0, 0.0)
+        C.dense_forward_bf16(y, None, None, x16, wp[:-1], None, 0, ())
     with pytest.raises(ValueError, match="Expected y16 with shape"):
-        C.dense_forward_bf16(y, None, np.zeros((3, 4), np.uint16), x16, wp, None, 0, 0.0)
+        C.dense_forward_bf16(y, None, np.zeros((3, 4), np.uint16), x16, wp, None, 0, ())
     with pytest.raises(ValueError, match="Expected y16 not to share memory with x16"):
-        C.dense_forward_bf16(y, None, x16.reshape(-1)[:15].reshape(3, 5), x16, wp, None, 0, 0.0)
+        C.dense_forward_bf16(y, None, x16.reshape(-1)[:15].reshape(3, 5), x16, wp, None, 0, ())
     with pytest.raises(ValueError, match="Expected y with shape"):
         C.bf16_convert_forward(np.zeros(4, np.uint16), np.zeros((2, 2), np.float32))
     with pytest.raises(TypeError, match="Expected w with dtype float32"):
         C.bf16_pack_forward(wp, None, w.astype(np.float64))
     with pytest.raises(ValueError, match="Expected scratch with shape"):
         C.dense_backward_bf16(None, None, None, y.copy(), np.zeros(3, np.uint16), y, x16,
-                              np.zeros(C.bf16_packed_size(5, 17), np.uint16), y, None, 0, 0.0)
+                              np.zeros(C.bf16_packed_size(5, 17), np.uint16), y, None, 0, ())
     p = np.zeros(5 + 17 * 5, np.float32)
     opt = C.OptimizerStep(p, "sgd", {}, {})
     with pytest.raises(ValueError, match="Expected start in"):
@@ -511,7 +512,7 @@ for path in C.bf16_paths():
     C.bf16_pack_forward(wp, wtp, w)
     y = at_page_end(4 * n * o).view(np.float32).reshape(n, o)
     y16 = at_page_end(2 * n * o).view(np.uint16).reshape(n, o)
-    C.dense_forward_bf16(y, None, y16, x16, wp, None, 0, 0.0)
+    C.dense_forward_bf16(y, None, y16, x16, wp, None, 0, ())
     dw = at_page_end(4 * i * o).view(np.float32).reshape(i, o)
     dx = at_page_end(4 * n * i).view(np.float32).reshape(n, i)
     db = at_page_end(4 * o).view(np.float32)
@@ -519,7 +520,7 @@ for path in C.bf16_paths():
     scratch = at_page_end(2 * C.bf16_backward_scratch_size(n, i, o)).view(np.uint16)
     dy = at_page_end(4 * n * o).view(np.float32).reshape(n, o)
     dy[...] = y
-    C.dense_backward_bf16(dw, db, dx, dz, scratch, dy, x16, wtp, y, None, 0, 0.0)
+    C.dense_backward_bf16(dw, db, dx, dz, scratch, dy, x16, wtp, y, None, 0, ())
     c = at_page_end(2 * n * o).view(np.uint16)
     C.bf16_convert_forward(c, dy.reshape(-1))
 print("ok")

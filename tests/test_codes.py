@@ -15,6 +15,8 @@ def test_codes_match_the_compiled_header():
     built = C.codes()
     assert built["activations"] == _codes.ACTIVATIONS
     assert built["n_activations"] == len(_codes.ACTIVATIONS)
+    assert built["act_needs_x"] == _codes.ACT_NEEDS_X
+    assert built["act_params"] == _codes.ACT_PARAMS
     assert built["losses"] == _codes.LOSSES
     assert built["n_losses"] == len(_codes.LOSSES)
     assert built["optimizer_rules"] == _codes.OPTIMIZER_RULES
@@ -39,5 +41,5 @@ def test_every_public_module_reads_the_codes_not_the_oracle():
 
 def test_the_constants_are_used_where_they_belong():
     assert config.epsilon() == _codes.EPSILON
-    assert activations.get("gelu").code == _codes.ACTIVATIONS["gelu"]
+    assert activations.spec("gelu").code == _codes.ACTIVATIONS["gelu"]
     assert losses.get("categorical_crossentropy").fused_code == _codes.LOSSES["softmax_crossentropy"]

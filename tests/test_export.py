@@ -11,6 +11,7 @@ tolerance is tight enough to catch any wrong formula: a wrong alpha, the tanh ap
 of gelu (off by up to 5e-4 in float32; asserted below), softmax over another axis, Dropout
 applied at inference.
 """
+import functools
 import math
 import os
 import stat
@@ -62,8 +63,11 @@ def exported(model, tmp_path, name="m.onnx"):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", activations.NAMES)
 def test_every_activation_matches_predict(tmp_path, act, dtype):
-    """Each activation fused in Dense and in an Activation layer, at batch 1, 7, 33, 300."""
-    model = models.Sequential([layers.Dense(24, activation=act, input_shape=(6,), dtype=dtype),
+    """Each activation fused in Dense and in an Activation layer, at batch 1, 7, 33, 300.
+    (exponential follows a tanh layer: exp(exp(x)) would reach 1e280, where one ulp of the
+    inner exp moves the outer one by 600 ulps.)"""
+    first = "tanh" if act == "exponential" else act
+    model = models.Sequential([layers.Dense(24, activation=first, input_shape=(6,), dtype=dtype),
                                layers.Activation(act, dtype=dtype),
                                layers.Dense(5, activation=act, dtype=dtype)], seed=3)
     path, sess = exported(model, tmp_path)
@@ -76,13 +80,32 @@ def test_every_activation_matches_predict(tmp_path, act, dtype):
 @pytest.mark.parametrize("name,alpha", [("leaky_relu", 0.05), ("leaky_relu", 1.7),
                                         ("elu", 0.4), ("elu", 2.5)])
 def test_alpha_of_leaky_relu_and_elu_is_exported(tmp_path, name, alpha, dtype):
-    spec = activations.Spec(name, alpha)
+    key = "negative_slope" if name == "leaky_relu" else "alpha"
+    spec = functools.partial(getattr(activations, name), **{key: alpha})
     model = models.Sequential([layers.Dense(16, activation=spec, input_shape=(5,), dtype=dtype),
                                layers.Activation(spec, dtype=dtype)], seed=1)
-    assert model.layers[0].activation.alpha == alpha
+    assert model.layers[0].activation.params == (alpha,)
     _, sess = exported(model, tmp_path)
     for n in (1, 33):
         assert_matches(model, sess, samples(n, (5,), dtype, seed=n))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", [
+    functools.partial(activations.relu, negative_slope=0.1, max_value=2.0, threshold=0.3),
+    functools.partial(activations.relu, threshold=-0.5),
+    functools.partial(activations.relu, max_value=1.5),
+    functools.partial(activations.relu, max_value=6.0),
+    functools.partial(activations.relu, negative_slope=0.25),
+    functools.partial(activations.gelu, approximate=True)], ids=repr)
+def test_activation_arguments_are_exported(tmp_path, act, dtype):
+    """relu with arguments (every kernel it maps to) and gelu's tanh form."""
+    model = models.Sequential([layers.Dense(24, activation=act, input_shape=(6,), dtype=dtype),
+                               layers.Activation(act, dtype=dtype),
+                               layers.Dense(5, activation=act, dtype=dtype)], seed=3)
+    _, sess = exported(model, tmp_path)
+    for n in (1, 33):
+        assert_matches(model, sess, samples(n, (6,), dtype, seed=n))
 
 
 def test_every_layer_kind(tmp_path):

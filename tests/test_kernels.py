@@ -4,6 +4,8 @@ A case builds its inputs from a seed, runs one backend, and returns everything t
 wrote (outputs, updated state, returned loss).  The same case runs on both backends and
 the results must agree within the dtype's tolerance.
 """
+import math
+
 import numpy as np
 import pytest
 
@@ -11,11 +13,11 @@ import fastnn
 from fastnn import _kernels as C
 from fastnn import _reference as R
 from fastnn import optimizers
-from fastnn._codes import LOSSES
+from fastnn._codes import ACT_NEEDS_X, LOSSES
+from act_params import PARAMS
 from tolerances import TOL
 
 ACTS = list(R.ACT_CODES)
-ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
 
 
 def _rand(rng, shape, dtype, scale=1.0):
@@ -24,24 +26,28 @@ def _rand(rng, shape, dtype, scale=1.0):
 
 # ---- the cases -----------------------------------------------------------------------------
 
-def dense_forward_case(act, n, i, o, bias, keep_z):
+def dense_forward_case(act, n, i, o, bias, keep_z, params=None):
+    params = PARAMS.get(act, ()) if params is None else params
+
     def run(K, dtype, rng):
         x, w = _rand(rng, (n, i), dtype), _rand(rng, (i, o), dtype, 1 / np.sqrt(i))
         b = _rand(rng, (o,), dtype) if bias else None
         y = np.full((n, o), np.nan, dtype)
         z = np.full((n, o), np.nan, dtype) if keep_z else None
-        K.dense_forward(y, z, x, w, b, R.ACT_CODES[act], ALPHA.get(act, 0.0))
+        K.dense_forward(y, z, x, w, b, R.ACT_CODES[act], params)
         return [y] + ([z] if keep_z else [])
     return run
 
 
-def dense_backward_case(act, n, i, o, bias, want_dx, dz_is_dy):
+def dense_backward_case(act, n, i, o, bias, want_dx, dz_is_dy, params=None):
+    params = PARAMS.get(act, ()) if params is None else params
+
     def run(K, dtype, rng):
-        code, alpha = R.ACT_CODES[act], ALPHA.get(act, 0.0)
+        code = R.ACT_CODES[act]
         x, w = _rand(rng, (n, i), dtype), _rand(rng, (i, o), dtype, 1 / np.sqrt(i))
         z = _rand(rng, (n, o), dtype)
         y = np.empty_like(z)
-        R.act_forward(y, z, code, alpha)  # the same forward output for both backends
+        R.act_forward(y, z, code, params)  # the same forward output for both backends
         # dy at the scale of a batch-mean loss's gradient, 1/n, as in training: at O(1) the
         # float32 rounding of a 131-term sum near zero reaches the absolute tolerance
         dy = _rand(rng, (n, o), dtype, 1.0 / n)
@@ -49,22 +55,24 @@ def dense_backward_case(act, n, i, o, bias, want_dx, dz_is_dy):
         dw = np.full((i, o), np.nan, dtype)
         db = np.full((o,), np.nan, dtype) if bias else None
         dx = np.full((n, i), np.nan, dtype) if want_dx else None
-        K.dense_backward(dw, db, dx, dz, dy, x, w, y, z, code, alpha)
+        K.dense_backward(dw, db, dx, dz, dy, x, w, y, z, code, params)
         return [a for a in (dw, db, dx, dz) if a is not None]
     return run
 
 
-def act_case(act, n, m, backward):
+def act_case(act, n, m, backward, params=None):
+    params = PARAMS.get(act, ()) if params is None else params
+
     def run(K, dtype, rng):
-        code, alpha = R.ACT_CODES[act], ALPHA.get(act, 0.0)
+        code = R.ACT_CODES[act]
         x = _rand(rng, (n, m), dtype, 3.0)
         y = np.full_like(x, np.nan)
-        K.act_forward(y, x, code, alpha)
+        K.act_forward(y, x, code, params)
         if not backward:
             return [y]
         dy, dx = _rand(rng, (n, m), dtype), np.full_like(x, np.nan)
-        R.act_forward(y, x, code, alpha)
-        K.act_backward(dx, dy, y, x, code, alpha)
+        R.act_forward(y, x, code, params)
+        K.act_backward(dx, dy, y, x, code, params)
         return [dx]
     return run
 
@@ -97,12 +105,12 @@ def _loss_inputs(name, n, k, dtype, rng):
         t[0] /= t[0].sum()
     if "softmax" in name or "categorical_crossentropy" in name or name == "kl_divergence":
         p = np.empty_like(logits)
-        R.act_forward(p, logits, R.SOFTMAX, 0.0)
+        R.act_forward(p, logits, R.SOFTMAX, ())
         if "softmax" not in name and name != "kl_divergence":
             p *= dtype(1.5)  # unnormalised probabilities exercise the normalisation
     elif name == "binary_crossentropy":
         p = np.empty_like(logits)
-        R.act_forward(p, logits, R.SIGMOID, 0.0)
+        R.act_forward(p, logits, R.SIGMOID, ())
     elif name == "poisson":
         p = np.exp(logits / 2)
     else:
@@ -250,13 +258,27 @@ def _registry():
             for bias in (True, False):
                 b = "b" if bias else "nob"
                 cases[f"dense_forward-{act}-{n}x{i}x{o}-{b}"] = dense_forward_case(
-                    act, n, i, o, bias, keep_z=(act == "gelu"))
+                    act, n, i, o, bias, keep_z=act in ACT_NEEDS_X)
                 cases[f"dense_backward-{act}-{n}x{i}x{o}-{b}"] = dense_backward_case(
                     act, n, i, o, bias, want_dx=bias, dz_is_dy=not bias)
         cases[f"dense_forward-{act}-5x17x33-b-keepz"] = dense_forward_case(act, 5, 17, 33, True, True)
         for n, m in [(1, 1), (3, 17), (64, 100), (2, 70000)]:
             cases[f"act_forward-{act}-{n}x{m}"] = act_case(act, n, m, False)
             cases[f"act_backward-{act}-{n}x{m}"] = act_case(act, n, m, True)
+    # other parameters of the parametrised codes: relu without max_value (no clip below) and
+    # a negative threshold, relu with all three and a threshold below 0, other slopes/alphas
+    for label, (act, params) in {"relu_general_nomax": ("relu_general", (0.0, math.inf, -0.5)),
+                                 "relu_general_neg": ("relu_general", (0.3, 1.0, -0.7)),
+                                 "leaky_relu_1.7": ("leaky_relu", (1.7,)),
+                                 "elu_0.4": ("elu", (0.4,))}.items():
+        for n, i, o in [(1, 7, 3), (5, 17, 33), (64, 100, 10)]:
+            cases[f"dense_forward-{label}-{n}x{i}x{o}-b"] = dense_forward_case(
+                act, n, i, o, True, True, params)
+            cases[f"dense_backward-{label}-{n}x{i}x{o}-b"] = dense_backward_case(
+                act, n, i, o, True, True, False, params)
+        for n, m in [(1, 1), (3, 17), (64, 100)]:
+            cases[f"act_forward-{label}-{n}x{m}"] = act_case(act, n, m, False, params)
+            cases[f"act_backward-{label}-{n}x{m}"] = act_case(act, n, m, True, params)
     for name in LOSSES:
         for n, k in [(1, 1), (1, 3), (7, 10), (33, 5), (4, 37)]:
             cases[f"{name}-{n}x{k}"] = loss_case(name, n, k)
@@ -325,13 +347,13 @@ def test_exp_based_activations_over_their_whole_range(act):
     v = np.concatenate([np.linspace(-110, 110, 200_000), [-0.625, 0.625, -1e-30, 0.0, 1e-30]])
     x = v.astype(np.float32).reshape(-1, 5) if act == "softmax" else v.astype(np.float32).reshape(1, -1)
     got, want = np.empty_like(x), np.empty_like(x)
-    C.act_forward(got, x, R.ACT_CODES[act], ALPHA.get(act, 0.0))
-    R.act_forward(want, x, R.ACT_CODES[act], ALPHA.get(act, 0.0))
+    C.act_forward(got, x, R.ACT_CODES[act], PARAMS.get(act, ()))
+    R.act_forward(want, x, R.ACT_CODES[act], PARAMS.get(act, ()))
     np.testing.assert_allclose(got, want, **TOL[np.float32])
     if act == "softmax":  # exp itself, where the results span every exponent: relative error
         z = np.stack([v, np.zeros_like(v)], 1).astype(np.float32)
         p = np.empty_like(z)
-        C.act_forward(p, z, R.ACT_CODES["softmax"], 0.0)
+        C.act_forward(p, z, R.ACT_CODES["softmax"], ())
         e = np.exp(-np.abs(z[:, 0].astype(np.float64)))
         small = e / (1 + e)  # the smaller of the two probabilities
         mine = np.minimum(p[:, 0], p[:, 1]).astype(np.float64)
@@ -345,11 +367,11 @@ def test_nan_and_inf_propagate_like_numpy(act, dtype):
     """A diverged network feeds NaN and +-inf to the kernels: they pass them on as NumPy does
     (softmax rows containing NaN become NaN), never turning them into finite numbers."""
     x = np.array([[np.nan, 1.0, -2.0], [np.inf, 0.5, 0.0], [-np.inf, 3.0, 1.0]], dtype)
-    code, alpha = R.ACT_CODES[act], ALPHA.get(act, 0.0)
+    code, params = R.ACT_CODES[act], PARAMS.get(act, ())
     got, want = np.empty_like(x), np.empty_like(x)
-    C.act_forward(got, x, code, alpha)
+    C.act_forward(got, x, code, params)
     with np.errstate(all="ignore"):
-        R.act_forward(want, x, code, alpha)
+        R.act_forward(want, x, code, params)
     np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
     finite = np.isfinite(want)
     np.testing.assert_allclose(got[finite], want[finite], **TOL[dtype])

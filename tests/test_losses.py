@@ -365,11 +365,11 @@ def test_fused_softmax_twins_with_weights_are_the_gradient_through_softmax(spars
 
     def loss():
         p = np.empty_like(z)
-        R.act_forward(p, z, R.SOFTMAX, 0.0)
+        R.act_forward(p, z, R.SOFTMAX, ())
         return R.loss_backward(None, p, t, LOSSES[plain], sw)
 
     p, dz = np.empty_like(z), np.empty_like(z)
-    R.act_forward(p, z, R.SOFTMAX, 0.0)
+    R.act_forward(p, z, R.SOFTMAX, ())
     assert R.loss_backward(dz, p, t, LOSSES[fused], sw) == pytest.approx(loss(), rel=1e-14)
     np.testing.assert_allclose(dz, _numgrad(loss, z), rtol=1e-6, atol=1e-8)
 

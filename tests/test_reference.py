@@ -8,8 +8,8 @@ import pytest
 
 from fastnn import _reference as R
 from fastnn._codes import LOSSES, OPTIMIZER_SLOTS
+from act_params import PARAMS
 
-ALPHA = {"leaky_relu": 0.2, "elu": 1.0}
 
 
 def numgrad(f, a, h=1e-6):
@@ -33,20 +33,20 @@ def assert_grad(analytic, numeric):
 @pytest.mark.parametrize("act", list(R.ACT_CODES))
 def test_dense_backward_matches_finite_differences(act):
     rng = np.random.default_rng(1)
-    code, alpha = R.ACT_CODES[act], ALPHA.get(act, 0.0)
+    code, params = R.ACT_CODES[act], PARAMS.get(act, ())
     n, i, o = 4, 5, 3
     x, w, b = rng.standard_normal((n, i)), rng.standard_normal((i, o)), rng.standard_normal(o)
     r = rng.standard_normal((n, o))  # loss = sum(r * y), so dy = r
 
     def loss():
         y = np.empty((n, o))
-        R.dense_forward(y, None, x, w, b, code, alpha)
+        R.dense_forward(y, None, x, w, b, code, params)
         return float((r * y).sum())
 
     y, z = np.empty((n, o)), np.empty((n, o))
-    R.dense_forward(y, z, x, w, b, code, alpha)
+    R.dense_forward(y, z, x, w, b, code, params)
     dw, db, dx, dz = np.empty((i, o)), np.empty(o), np.empty((n, i)), np.empty((n, o))
-    R.dense_backward(dw, db, dx, dz, r, x, w, y, z, code, alpha)
+    R.dense_backward(dw, db, dx, dz, r, x, w, y, z, code, params)
     assert_grad(dw, numgrad(loss, w))
     assert_grad(db, numgrad(loss, b))
     assert_grad(dx, numgrad(loss, x))
@@ -55,17 +55,17 @@ def test_dense_backward_matches_finite_differences(act):
 @pytest.mark.parametrize("act", list(R.ACT_CODES))
 def test_act_backward_matches_finite_differences(act):
     rng = np.random.default_rng(2)
-    code, alpha = R.ACT_CODES[act], ALPHA.get(act, 0.0)
+    code, params = R.ACT_CODES[act], PARAMS.get(act, ())
     x, r = rng.standard_normal((3, 6)) * 2, rng.standard_normal((3, 6))
 
     def loss():
         y = np.empty_like(x)
-        R.act_forward(y, x, code, alpha)
+        R.act_forward(y, x, code, params)
         return float((r * y).sum())
 
     y, dx = np.empty_like(x), np.empty_like(x)
-    R.act_forward(y, x, code, alpha)
-    R.act_backward(dx, r, y, x, code, alpha)
+    R.act_forward(y, x, code, params)
+    R.act_backward(dx, r, y, x, code, params)
     assert_grad(dx, numgrad(loss, x))
 
 
@@ -104,11 +104,11 @@ def test_fused_softmax_crossentropy_is_the_gradient_through_softmax(sparse):
 
     def loss():
         p = np.empty_like(z)
-        R.act_forward(p, z, R.SOFTMAX, 0.0)
+        R.act_forward(p, z, R.SOFTMAX, ())
         return R.loss_backward(None, p, t, LOSSES[loss_name])
 
     p, dz = np.empty_like(z), np.empty_like(z)
-    R.act_forward(p, z, R.SOFTMAX, 0.0)
+    R.act_forward(p, z, R.SOFTMAX, ())
     fused = "sparse_softmax_crossentropy" if sparse else "softmax_crossentropy"
     value = R.loss_backward(dz, p, t, LOSSES[fused])
     assert value == pytest.approx(loss(), rel=1e-14)
@@ -131,11 +131,11 @@ def test_categorical_crossentropy_by_hand():
 
 def test_softmax_and_sigmoid_by_hand():
     y = np.empty((1, 3))
-    R.act_forward(y, np.array([[1.0, 2.0, 3.0]]), R.SOFTMAX, 0.0)
+    R.act_forward(y, np.array([[1.0, 2.0, 3.0]]), R.SOFTMAX, ())
     e = np.exp([1.0, 2.0, 3.0])
     np.testing.assert_allclose(y[0], e / e.sum(), rtol=1e-15)
     s = np.empty((1, 2))
-    R.act_forward(s, np.array([[0.0, math.log(3)]]), R.SIGMOID, 0.0)
+    R.act_forward(s, np.array([[0.0, math.log(3)]]), R.SIGMOID, ())
     np.testing.assert_allclose(s[0], [0.5, 0.75], rtol=1e-15)
 
 

@@ -159,6 +159,6 @@ def test_kernels_restore_the_callers_floating_point_mode():
     m = tiny_model(seed=0, optimizer="rmsprop")
     m.fit(x, y, epochs=1, batch_size=8, verbose=0)  # dense, loss and optimizer kernels
     a = np.full((2, 3), 1e-40, np.float32)
-    C.act_forward(np.empty_like(a), a, C.ACT_CODES["sigmoid"], 0.0)
+    C.act_forward(np.empty_like(a), a, C.ACT_CODES["sigmoid"], ())
     assert (tiny * np.float32(0.01))[0] > 0  # still a subnormal, not flushed to zero
     assert np.float32(1e-40) * np.float32(1) > 0
