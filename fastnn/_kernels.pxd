@@ -46,6 +46,9 @@ cdef extern from "fastnn.h" nogil:
         void *z
         void *dx
         fnn_activation act
+        void *wp
+        void *wtp
+        void *y16
 
     struct fnn_dense_stack:
         int64_t n_layers
@@ -66,6 +69,8 @@ cdef extern from "fastnn.h" nogil:
         int rank1
         void *part
         int64_t part_threads
+        int bf16
+        void *scratch
 
     int fnn_dense_stack_owns(const fnn_dense_stack *s, int64_t n) noexcept
     double fnn_dense_stack_step_f32(const fnn_dense_stack *s, const int64_t *idx, int64_t n) noexcept

@@ -770,9 +770,10 @@ cdef class DenseStack:
     cdef readonly object predictions  # the last layer's output buffer
 
     def __cinit__(self, x, t, xb, tb, grad, list layers, int loss, p, g, OptimizerStep opt,
-                  bint rank1, part=None, int64_t part_threads=0, sw=None, swb=None):
+                  bint rank1, part=None, int64_t part_threads=0, sw=None, swb=None,
+                  scratch=None):
         self.layer = NULL
-        self.keep = (x, t, xb, tb, grad, layers, p, g, opt, part, sw, swb)
+        self.keep = (x, t, xb, tb, grad, layers, p, g, opt, part, sw, swb, scratch)
         # this object holds raw pointers into x, t and sw: a weak reference makes NumPy refuse
         # to resize them (even with refcheck=False) while it lives, so they cannot move under it
         self.pins = [weakref.ref(a) for a in (x, t, sw) if isinstance(a, np.ndarray)]
@@ -792,8 +793,17 @@ cdef class DenseStack:
         if self.layer == NULL:
             raise MemoryError()
         cdef int64_t width = cnp.PyArray_SIZE(<cnp.ndarray>xb) // n if n else 0
+        # mixed bfloat16: scratch given, x and xb hold bf16 rows, each layer adds (wp, wtp, y16)
+        cdef bint bf16 = scratch is not None
+        if bf16 and (dt != cnp.NPY_FLOAT32 or rank1 or part is not None):
+            raise ValueError("Expected a float32 stack without rank1 or part for bfloat16.")
+        cdef int xt = cnp.NPY_UINT16 if bf16 else dt
+        cdef int64_t widest = 0
         for i in range(L):
-            w, b, dw, db, y, z, dx, act, params = layers[i]
+            if len(layers[i]) != (12 if bf16 else 9):
+                raise ValueError(f"Expected layer {i} as {12 if bf16 else 9} entries. "
+                                 f"Received: {len(layers[i])}")
+            w, b, dw, db, y, z, dx, act, params = layers[i][:9]
             self.layer[i].act = _activation(act, params)
             if FNN_ACT_NEEDS_X(act) and z is None:
                 raise ValueError(f"Expected z (the pre-activation) for layer {i}'s act={act}. Received: z=None")
@@ -810,13 +820,23 @@ cdef class DenseStack:
             self.layer[i].dx = _ptr(dx, "dx", dt, 2, n, fi, True, "p") if dx is not None else NULL
             if i and dx is None:
                 raise ValueError(f"Expected dx for layer {i}")
+            self.layer[i].wp = self.layer[i].wtp = self.layer[i].y16 = NULL
+            if bf16:
+                wp, wtp, y16 = layers[i][9:]
+                self.layer[i].wp = _ptr(wp, "wp", cnp.NPY_UINT16, 0,
+                                        fnn_bf16_packed_size(fi, fo), 0, True, None)
+                self.layer[i].wtp = _ptr(wtp, "wtp", cnp.NPY_UINT16, 0,
+                                         fnn_bf16_packed_size(fo, fi), 0, True, None)
+                if i < L - 1:
+                    self.layer[i].y16 = _ptr(y16, "y16", cnp.NPY_UINT16, 2, n, fo, True, None)
+                widest = max(widest, fnn_bf16_backward_scratch_size(n, fi, fo))
             width = fo
         self.predictions = layers[L - 1][4]
         self.s.n_layers = L
         self.s.layer = self.layer
         cdef int64_t k = width, x_elems = cnp.PyArray_SIZE(<cnp.ndarray>x) // self.rows
-        self.s.x = _ptr(x, "x", dt, 0, self.rows * x_elems, 0, False, "p")
-        self.s.xb = _ptr(xb, "xb", dt, 0, n * x_elems, 0, True, "p")
+        self.s.x = _ptr(x, "x", xt, 0, self.rows * x_elems, 0, False, None)
+        self.s.xb = _ptr(xb, "xb", xt, 0, n * x_elems, 0, True, None)
         self.s.x_row_bytes = x_elems * x.dtype.itemsize
         if x_elems != self.layer[0].in_:
             raise ValueError(f"Expected samples of {self.layer[0].in_} values. Received: x.shape={x.shape}")
@@ -839,6 +859,13 @@ cdef class DenseStack:
         self.s.n_params = nparams
         self.s.opt = &opt.o
         self.s.rank1 = rank1
+        self.s.bf16, self.s.scratch = bf16, NULL
+        if bf16:
+            self.s.scratch = _ptr(scratch, "scratch", cnp.NPY_UINT16, 0,
+                                  cnp.PyArray_SIZE(<cnp.ndarray>scratch), 0, True, None)
+            if cnp.PyArray_SIZE(<cnp.ndarray>scratch) < widest:
+                raise ValueError(f"Expected a scratch of {widest} elements at least. "
+                                 f"Received: {cnp.PyArray_SIZE(<cnp.ndarray>scratch)}")
         self.s.part, self.s.part_threads = NULL, 0
         if part is not None and part_threads > 1:  # layer 0 owned by rows: see fastnn.h
             self.s.part = _ptr(part, "part", dt, 0, (part_threads - 1) * n * self.layer[0].out,

@@ -149,6 +149,10 @@ struct fnn_dense_layer {
     void *dw, *db;      /* their gradients: views into the flat g; dw unused when rank1 */
     void *y, *z, *dx;   /* output (n, out); pre-activation (n, out) or NULL; dx (n, in) or NULL */
     struct fnn_activation act; /* the layer's; the last layer's is skipped when fused */
+    /* mixed bfloat16 (struct fnn_dense_stack bf16): the packed bf16 kernel and its transpose
+       (fnn_bf16_pack_forward), and the bf16 copy of y (n, out), the next layer's input (NULL
+       for the last layer) */
+    void *wp, *wtp, *y16;
 };
 
 struct fnn_dense_stack {
@@ -173,6 +177,12 @@ struct fnn_dense_stack {
        of layer 0, or NULL. */
     void *part;
     int64_t part_threads;
+    /* Mixed bfloat16 (float32 stacks only): x and xb hold bfloat16 rows (uint16_t), every
+       layer's products run in bf16 with float32 sums (fnn_dense_forward_bf16/backward_bf16),
+       and each kernel's optimizer step also writes its packs (fnn_optimizer_step_bf16pack_f32);
+       rank1 and part are unused.  scratch: fnn_bf16_backward_scratch_size of the widest layer. */
+    int bf16;
+    void *scratch;
 };
 
 /* Whether a step of n samples owns layer 0 by rows (see part above) with the current threads. */
