@@ -793,11 +793,11 @@ cdef class DenseStack:
         if self.layer == NULL:
             raise MemoryError()
         cdef int64_t width = cnp.PyArray_SIZE(<cnp.ndarray>xb) // n if n else 0
-        # mixed bfloat16: scratch given, x and xb hold bf16 rows, each layer adds (wp, wtp, y16)
+        # mixed bfloat16: scratch given, xb holds bf16 rows, each layer adds (wp, wtp, y16)
         cdef bint bf16 = scratch is not None
         if bf16 and (dt != cnp.NPY_FLOAT32 or rank1 or part is not None):
             raise ValueError("Expected a float32 stack without rank1 or part for bfloat16.")
-        cdef int xt = cnp.NPY_UINT16 if bf16 else dt
+        cdef int xbt = cnp.NPY_UINT16 if bf16 else dt  # the batch: bf16 rows, gathered
         cdef int64_t widest = 0
         for i in range(L):
             if len(layers[i]) != (12 if bf16 else 9):
@@ -835,8 +835,8 @@ cdef class DenseStack:
         self.s.n_layers = L
         self.s.layer = self.layer
         cdef int64_t k = width, x_elems = cnp.PyArray_SIZE(<cnp.ndarray>x) // self.rows
-        self.s.x = _ptr(x, "x", xt, 0, self.rows * x_elems, 0, False, None)
-        self.s.xb = _ptr(xb, "xb", xt, 0, n * x_elems, 0, True, None)
+        self.s.x = _ptr(x, "x", dt, 0, self.rows * x_elems, 0, False, "p")
+        self.s.xb = _ptr(xb, "xb", xbt, 0, n * x_elems, 0, True, None)
         self.s.x_row_bytes = x_elems * x.dtype.itemsize
         if x_elems != self.layer[0].in_:
             raise ValueError(f"Expected samples of {self.layer[0].in_} values. Received: x.shape={x.shape}")

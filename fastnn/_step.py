@@ -160,8 +160,11 @@ class TrainStep:
         first = self.layers[self.first] if self.first < len(self.layers) else None
         # the first kernel leads the optimizer's buffer (a trainable Dense): at batch size 1 its
         # gradient goes to the optimizer as x dz.T; with threads it may be owned by rows
+        # mixed_bfloat16 Dense layers (their products in bf16): no rank-1 or row-owned path
+        self.mixed = [l.dtype_policy.mixed for l in self.layers if type(l) is Dense]
         self.rank1 = (type(first) is Dense and len(params) == 1
-                      and all(first.weight_trainable()) and not self.regularized)
+                      and all(first.weight_trainable()) and not self.regularized
+                      and not any(self.mixed))
         # batch size -> (compiled step or None, what it was built for)
         self._stacks: dict[int, tuple[DenseStack | None, tuple[Any, ...]]] = {}
         self._activations = [l.activation for l in self.layers]  # what the step was made for
@@ -389,7 +392,8 @@ class TrainStep:
                 and type(optimizer).apply is Optimizer.apply and optimizer.plain
                 and all(type(l) is Flatten for l in self.layers[:self.first])
                 and all(type(l) is Dense for l in dense)
-                and (self.fused or not self.loss.softmax_logits) and self.loss.kernel_only):
+                and (self.fused or not self.loss.softmax_logits) and self.loss.kernel_only
+                and (all(self.mixed) or not any(self.mixed))):
             # (params is not empty, and every layer in dense is a Dense)
             stack = self._build_stack(make, cast("list[Any]", kernels)[0], x, t, n,
                                       cast("list[Dense]", dense), sw)
@@ -415,7 +419,21 @@ class TrainStep:
         threads = backend.K.get_num_threads()["openmp"]
         part = (buf("part", (threads - 1, n, dense[0].units), x.dtype)
                 if threads > 1 and n > 1 and self.rank1 else None)
-        return make(x, t, buf("x", (n, *x.shape[1:]), x.dtype), buf("t", (n, *t.shape[1:]), t.dtype),
-                    buf("grad", (n, width), x.dtype), specs, loss, self.params[0], self.grads[0],
-                    opt_kernel, self.rank1, part, threads, sw,
-                    None if sw is None else buf("sw", (n,), x.dtype))
+        scratch = None
+        xb = buf("x", (n, *x.shape[1:]), x.dtype)
+        if all(self.mixed):  # the batch in bf16, and per layer its packs and bf16 output
+            K = backend.K
+            xb = buf("x16", (n, *x.shape[1:]), np.uint16)
+            for i, l in enumerate(dense):
+                fi, fo = cast("NDArray[Any]", l.kernel).shape
+                wp = buf(("wp", i), (K.bf16_packed_size(fi, fo),), np.uint16)
+                wtp = buf(("wtp", i), (K.bf16_packed_size(fo, fi),), np.uint16)
+                K.bf16_pack_forward(wp, wtp, l.kernel)  # (then each step's optimizer pass)
+                specs[i] += (wp, wtp, buf(("y16", i), (n, fo), np.uint16)
+                             if i < len(dense) - 1 else None)
+            scratch = buf("bf16_scratch", (max(K.bf16_backward_scratch_size(
+                n, *cast("NDArray[Any]", l.kernel).shape) for l in dense),), np.uint16)
+        return make(x, t, xb, buf("t", (n, *t.shape[1:]), t.dtype),
+                    buf("grad", (n, width), self.params[0].dtype), specs, loss, self.params[0],
+                    self.grads[0], opt_kernel, self.rank1, part, threads, sw,
+                    None if sw is None else buf("sw", (n,), self.params[0].dtype), scratch)

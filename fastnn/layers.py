@@ -20,8 +20,8 @@ from typing import (TYPE_CHECKING, Any, Callable, Hashable, Iterator, NamedTuple
 
 import numpy as np
 
-from fastnn import (_data, activations, backend, config, constraints, initializers, regularizers,
-                    utils)
+from fastnn import (_data, activations, backend, config, constraints, initializers,
+                    mixed_precision, regularizers, utils)
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, DTypeLike, NDArray
@@ -179,7 +179,10 @@ class Layer:
             raise TypeError(f"Expected name to be a str. Received: {name!r}")
         self.name = name or (kind if Layer._count[kind] == 1 else f"{kind}_{Layer._count[kind] - 1}")
         self.input_shape = None if input_shape is None else _shape_tuple("input_shape", input_shape)
-        self.dtype = config.dtype(dtype)
+        # Keras' DTypePolicy (fastnn.mixed_precision): dtype is the variables' (float32 or
+        # float64); under "mixed_bfloat16" a Dense layer's products run in bfloat16
+        self.dtype_policy = mixed_precision.get(dtype)
+        self.dtype = np.dtype(self.dtype_policy.variable_dtype)
         self.built = False
         self.trainable = trainable
         # each weight's declaration (name, shape, initializer, trainable), made by build
@@ -307,7 +310,7 @@ class Layer:
     def get_config(self) -> dict[str, Any]:
         """The constructor's arguments, by Keras' config keys (values as plain data: the dtype,
         activation and initializers by name)."""
-        return {"name": self.name, "trainable": self.trainable, "dtype": self.dtype.name}
+        return {"name": self.name, "trainable": self.trainable, "dtype": self.dtype_policy.name}
 
     @classmethod
     def from_config(cls, cfg: dict[str, Any]) -> Self:
@@ -518,10 +521,30 @@ class Dense(Layer):
         n = x.shape[0]
         y = self._buf("y", (n, self.units), training)
         z = self._buf("z", (n, self.units), training) if self.activation.needs_preactivation else None
+        if self.dtype_policy.mixed:
+            return self._call_bf16(x, y, z, training)
         backend.K.dense_forward(y, z, x, self.kernel, self.bias, self.activation.code,
                                 self.activation.params)
         if training:  # what backward needs
             self._x, self._y, self._z = x, y, z
+        return y
+
+    def _call_bf16(self, x: NDArray[Any], y: NDArray[Any], z: NDArray[Any] | None,
+                   training: bool) -> NDArray[Any]:
+        """mixed_bfloat16: x and the kernel rounded to bfloat16 (the kernel packed as the
+        product reads it, and its transpose for the backward), sums, bias and activation in
+        float32.  The compiled step (src_c/step.inc bf16_step) makes the same calls."""
+        K, (i, o) = backend.K, cast("NDArray[Any]", self.kernel).shape
+        get = self._buffers.get
+        x16 = get("x16", x.shape, np.uint16, training)
+        K.bf16_convert_forward(x16, x)
+        wp = get("wp", (K.bf16_packed_size(i, o),), np.uint16, training)
+        wtp = get("wtp", (K.bf16_packed_size(o, i),), np.uint16) if training else None
+        K.bf16_pack_forward(wp, wtp, self.kernel)
+        K.dense_forward_bf16(y, z, None, x16, wp, self.bias, self.activation.code,
+                             self.activation.params)
+        if training:
+            self._x, self._x16, self._wtp, self._y, self._z = x, x16, wtp, y, z
         return y
 
     def backward(self, dy: NDArray[Any], need_dx: bool, skip_activation: bool = False,
@@ -531,6 +554,14 @@ class Dense(Layer):
         need_dw=False leaves the kernel gradient x.T @ dz to the caller (a rank-1 step)."""
         act = _LINEAR if skip_activation else self.activation
         dx = self._buf("dx", self._x.shape) if need_dx else None
+        if self.dtype_policy.mixed:  # (need_dw: the compiled step never asks otherwise)
+            K, n = backend.K, self._x.shape[0]
+            scratch = self._buffers.get("scratch", (K.bf16_backward_scratch_size(
+                n, self._x.shape[1], self.units),), np.uint16)
+            K.dense_backward_bf16(self.grads[0], self.grads[1] if self.use_bias else None, dx,
+                                  dy, scratch, dy, self._x16, self._wtp, self._y, self._z,
+                                  act.code, act.params)
+            return dx
         backend.K.dense_backward(self.grads[0] if need_dw else None,
                                  self.grads[1] if self.use_bias else None, dx, dy, dy, self._x,
                                  self.kernel, self._y, self._z, act.code, act.params)

@@ -177,7 +177,8 @@ struct fnn_dense_stack {
        of layer 0, or NULL. */
     void *part;
     int64_t part_threads;
-    /* Mixed bfloat16 (float32 stacks only): x and xb hold bfloat16 rows (uint16_t), every
+    /* Mixed bfloat16 (float32 stacks only): xb holds the batch's rows of x in bfloat16
+       (uint16_t, converted as they are gathered), every
        layer's products run in bf16 with float32 sums (fnn_dense_forward_bf16/backward_bf16),
        and each kernel's optimizer step also writes its packs (fnn_optimizer_step_bf16pack_f32);
        rank1 and part are unused.  scratch: fnn_bf16_backward_scratch_size of the widest layer. */

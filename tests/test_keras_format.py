@@ -415,7 +415,7 @@ def test_what_keras_cannot_represent_is_refused_before_writing(tmp_path):
         models.Sequential([layers.Input((2,)), layers.Dense(2), Custom()]),
         # x is written as two Keras layers, x and x_activation (an ELU): a name used twice
         models.Sequential([layers.Input((2,)), layers.Dense(2, name="x", activation=
-                                                            activations.Spec("elu", 0.5)),
+                                                            activations.Spec("elu", {"alpha": 0.5})),
                            layers.Dense(2, name="x_activation")]),
         models.Sequential([layers.Input((2,)), models.Sequential([layers.Dense(2)])]),
         models.Sequential([layers.Input((2,)), layers.Dense(2, kernel_initializer=lambda s, d,
