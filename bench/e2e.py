@@ -1,6 +1,7 @@
 """One end-to-end training run of the book's MNIST network, in this process; prints JSON.
 
-    python bench/e2e.py --impl {fastnn,fastnn-numpy,numpy,torch} --batch-size 128 --epochs 5
+    python bench/e2e.py --impl {fastnn,fastnn-bf16,fastnn-numpy,numpy,torch,torch-bf16} \
+        --batch-size 128 --epochs 5
     python bench/e2e.py --impl fastnn --batch-size 1 --steps 3000
 
 run.py starts one process per implementation, so each peak memory (ru_maxrss) is its own.
@@ -29,6 +30,8 @@ def run_fastnn(args, x, y, xt, yt):
     from fastnn import callbacks, layers, models
     if args.impl == "fastnn-numpy":
         fastnn.set_backend("numpy")
+    if args.impl == "fastnn-bf16":
+        fastnn.mixed_precision.set_global_policy("mixed_bfloat16")
     model = models.Sequential([layers.Dense(512, activation="relu", input_shape=(784,)),
                                layers.Dense(10, activation="softmax")], seed=0)
     model.compile("rmsprop", "categorical_crossentropy")
@@ -74,7 +77,12 @@ def run_torch(args, x, y, xt, yt):
         for s in range(steps):
             idx = perm[s * args.batch_size:(s + 1) * args.batch_size]
             opt.zero_grad()
-            lossf(net(X[idx]), Y[idx]).backward()
+            if args.impl == "torch-bf16":  # PyTorch's CPU autocast to bfloat16
+                with torch.autocast("cpu", dtype=torch.bfloat16):
+                    loss = lossf(net(X[idx]), Y[idx])
+            else:
+                loss = lossf(net(X[idx]), Y[idx])
+            loss.backward()
             opt.step()
         times.append(time.perf_counter() - t0)
     with torch.no_grad():
@@ -84,7 +92,8 @@ def run_torch(args, x, y, xt, yt):
 
 def main(argv=None):
     p = argparse.ArgumentParser()
-    p.add_argument("--impl", required=True, choices=["fastnn", "fastnn-numpy", "numpy", "torch"])
+    p.add_argument("--impl", required=True, choices=["fastnn", "fastnn-bf16", "fastnn-numpy",
+                                                     "numpy", "torch", "torch-bf16"])
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--steps", type=int, default=0, help="a fixed number of steps instead of epochs")
@@ -92,7 +101,8 @@ def main(argv=None):
     args = p.parse_args(argv)
     pin_threads(args.threads)
     data = load()
-    run = {"fastnn": run_fastnn, "fastnn-numpy": run_fastnn, "numpy": run_numpy, "torch": run_torch}[args.impl]
+    run = {"fastnn": run_fastnn, "fastnn-bf16": run_fastnn, "fastnn-numpy": run_fastnn,
+           "numpy": run_numpy, "torch": run_torch, "torch-bf16": run_torch}[args.impl]
     t0 = time.perf_counter()
     times, acc = run(args, *data)
     total = time.perf_counter() - t0

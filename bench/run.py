@@ -124,7 +124,8 @@ def main():
         print(f"subnormal inputs: {r['case']:40s} {r['normal_ms']:.4f} ms normal, "
               f"{r['subnormal_ms']:.4f} ms subnormal (x{r['slowdown']:.2f})")
 
-    impls = ["fastnn", "fastnn-numpy", "numpy"] + (["torch"] if have_torch() else [])
+    impls = (["fastnn", "fastnn-bf16", "fastnn-numpy", "numpy"]
+             + (["torch", "torch-bf16"] if have_torch() else []))
     epochs = 2 if args.quick else 5
     book, sgd1, full = {}, {}, {}
     # The machine drifts during a run (shared host), so the implementations take turns:
@@ -180,6 +181,17 @@ def main():
         md.append(f"fastnn / PyTorch eager: {epoch_time(book['fastnn']) / epoch_time(book['torch']):.2f} x")
     else:
         md.append("PyTorch: not importable in this environment, not measured.")
+    f32, bf = epoch_time(book["fastnn"]), epoch_time(book["fastnn-bf16"])
+    md += ["", "## Mixed precision (mixed_bfloat16: bf16 products, float32 sums; targets of #13)", "",
+           "| ratio | measured | target |", "| --- | --- | --- |",
+           f"| fastnn-bf16 / fastnn float32 epoch | {bf / f32:.2f} x | <= 0.40 x |"]
+    if "torch" in book:
+        md += [f"| fastnn-bf16 / PyTorch eager float32 | {bf / epoch_time(book['torch']):.2f} x | <= 0.20 x |",
+               f"| fastnn-bf16 / PyTorch bf16 autocast | {bf / epoch_time(book['torch-bf16']):.2f} x "
+               f"| <= 0.25 x |"]
+    md += ["", f"Test accuracy after {epochs} epochs: fastnn-bf16 {book['fastnn-bf16']['test_acc']:.4f}, "
+               f"fastnn float32 {book['fastnn']['test_acc']:.4f}.  The bf16 products alone: "
+               "`python bench/bf16.py` (GFLOP/s per path beside float32 and PyTorch)."]
     md += ["", "## Batch size 1 (true SGD) and full batch", "",
            "| implementation | batch 1: us / step | batch 1: s / 60k-sample epoch (extrapolated) | full batch: s / step |",
            "| --- | --- | --- | --- |"]

@@ -12,7 +12,7 @@ import scipy_openblas32 as _blas  # noqa: F401  (loads the BLAS the compiled ker
 from fastnn import backend
 from fastnn.backend import get_backend as get_backend, set_backend as set_backend
 from fastnn import (activations, callbacks, config, datasets, initializers, layers,  # noqa: E402
-                    losses, metrics, models, optimizers, utils)
+                    losses, metrics, mixed_precision, models, optimizers, utils)
 
 from fastnn.gradcheck import (gradcheck as gradcheck,  # noqa: E402
                               gradcheck_function as gradcheck_function)
@@ -100,4 +100,5 @@ def show_config(file: _typing.IO[str] | None = None) -> None:
             bf16 = f"none ({e})"
         lines.append(f"bf16 products: {bf16} (this machine runs: "
                      f"{', '.join(backend.compiled.bf16_paths())})")
+    lines.append(f"dtype policy: {mixed_precision.global_policy().name}")
     print("\n".join(lines), file=file)

@@ -76,6 +76,18 @@ def mnist_main(args: argparse.Namespace) -> int:
         fastnn.set_num_threads(args.threads)
     if args.seed is not None:
         fastnn.utils.set_random_seed(args.seed)
+    fastnn.mixed_precision.set_global_policy(args.dtype)
+    try:
+        return _train_mnist(args)
+    finally:
+        fastnn.mixed_precision.set_global_policy(None)
+
+
+def _train_mnist(args: argparse.Namespace) -> int:
+    from fastnn import callbacks, layers, models
+    from fastnn.datasets import mnist
+    from fastnn.utils import to_categorical
+
     if args.plot:
         import matplotlib  # importable: check_mnist_args made sure
         matplotlib.use("Agg")
@@ -104,7 +116,8 @@ def mnist_main(args: argparse.Namespace) -> int:
                               batch_size=args.batch_size, verbose=args.verbose, callbacks=cbs)
     test_loss, test_acc = network.evaluate(test_images, test_labels, verbose=0)
     print(f"backend: {fastnn.get_backend()}  optimizer: {args.optimizer}  "
-          f"batch size: {args.batch_size}  threads: {fastnn.get_num_threads()}")
+          f"batch size: {args.batch_size}  threads: {fastnn.get_num_threads()}  "
+          f"dtype policy: {args.dtype}")
     if times:
         print("time per epoch: " + ", ".join(f"{t:.2f}s" for t in times) +
               f"  (median {sorted(times)[len(times) // 2]:.2f}s)")
@@ -159,6 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     m.add_argument("--threads", type=int_at_least(1), default=None,
                    help="threads for kernels and BLAS, >= 1 (default: fastnn's current count)")
     m.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+    m.add_argument("--dtype", default="float32", choices=["float32", "mixed_bfloat16"],
+                   help="the dtype policy (fastnn.mixed_precision): mixed_bfloat16 runs the "
+                        "matrix products in bfloat16 with float32 sums (AMX where available)")
+    m.add_argument("--mixed-precision", dest="dtype", action="store_const",
+                   const="mixed_bfloat16", help="the same as --dtype mixed_bfloat16")
     sub.add_parser("info", help="show the build (BLAS, OpenMP, SIMD, threads)")
     args = parser.parse_args(argv)
     if args.command == "info":

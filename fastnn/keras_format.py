@@ -115,7 +115,8 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Mapping, NoReturn
 
 import numpy as np
 
-from fastnn import _files, activations, distribution, initializers, losses, optimizers
+from fastnn import (_files, activations, distribution, initializers, losses,
+                    mixed_precision, optimizers)
 from fastnn import layers as layers_module
 from fastnn.saving import FileFormatError
 
@@ -211,8 +212,10 @@ def _obj(module: str, class_name: str, config: dict[str, Any]) -> dict[str, Any]
             "registered_name": None}
 
 
-def _policy(dtype: DTypeLike) -> dict[str, Any]:
-    return _obj("keras", "DTypePolicy", {"name": np.dtype(dtype).name})
+def _policy(dtype: Any) -> dict[str, Any]:
+    """Keras' DTypePolicy of a dtype or a fastnn.mixed_precision policy."""
+    name = dtype.name if isinstance(dtype, mixed_precision.DTypePolicy) else np.dtype(dtype).name
+    return _obj("keras", "DTypePolicy", {"name": name})
 
 
 def _plain(value: Any) -> Any:
@@ -309,7 +312,8 @@ def _keras_layers(model: Sequential) -> list[_KerasLayer]:
         if not isinstance(layer, layers_module.Layer):
             raise ValueError(f"{where}: a nested Sequential model cannot be written in Keras "
                              "format by fastnn (fastnn's own format saves it).")
-        base = {"name": layer.name, "trainable": layer.trainable, "dtype": _policy(layer.dtype)}
+        base = {"name": layer.name, "trainable": layer.trainable,
+                "dtype": _policy(layer.dtype_policy)}
         kind = type(layer)
         # (the casts: mypy narrows layer by `type(layer) is`, not by `kind is`)
         if kind is layers_module.Dense:
@@ -783,7 +787,8 @@ def _keras_object(f: _File, value: Any, where: str) -> tuple[str, Any]:
 
 
 def _dtype(f: _File, value: Any, where: str) -> str | None:
-    """A layer's dtype: a DTypePolicy object or a string, float32 or float64."""
+    """A layer's dtype: a DTypePolicy object or a string, float32, float64 or mixed_bfloat16
+    (fastnn.mixed_precision)."""
     if value is None:
         return None
     name = value
@@ -795,9 +800,9 @@ def _dtype(f: _File, value: Any, where: str) -> str | None:
                           "(float32 or float64 only).")
         name = cfg.get("name")
     f.check(name, "str", where)
-    if name not in ("float32", "float64"):
+    if name not in ("float32", "float64", "mixed_bfloat16"):
         f.unsupported(f"{where}: dtype {name!r} is not supported by fastnn (its kernels compute "
-                      "in float32 or float64).")
+                      "in float32, float64 or mixed_bfloat16).")
     return cast(str, name)  # (checked above: a str)
 
 

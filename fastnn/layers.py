@@ -147,7 +147,7 @@ class _ActivationAttribute:
 
     def __set__(self, layer: Layer,
                 value: str | activations.Spec | Callable[..., Any] | None) -> None:
-        layer.__dict__["_activation"] = activations.get(value)
+        layer.__dict__["_activation"] = activations.spec(value)
 
 
 class Layer:

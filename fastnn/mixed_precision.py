@@ -43,8 +43,8 @@ class DTypePolicy:
         if not isinstance(name, str) or name not in _NAMES:
             hint = (" fastnn has no float16 kernels; use 'mixed_bfloat16'."
                     if isinstance(name, str) and "float16" in name else "")
-            raise ValueError(f"Expected a dtype policy name in {list(_NAMES)}. "
-                             f"Received: name={name!r}.{hint}")
+            raise ValueError(f"Expected dtype to be a dtype policy name in {list(_NAMES)}. "
+                             f"Received: dtype={name!r}.{hint}")
         self._name = name
 
     @property

@@ -136,6 +136,16 @@ def print_summary(model: Sequential, print_fn: Callable[[str], Any] = print) -> 
     lines += [f" Total params: {total:,} ({_bytes(size)})",
               f" Trainable params: {total - frozen:,} ({_bytes(size - fsize)})",
               f" Non-trainable params: {frozen:,} ({_bytes(fsize)})"]
+    policies = {l.dtype_policy.name for l in model.layers if hasattr(l, "dtype_policy")}
+    if any(p != "float32" for p in policies):  # which policy, and which bf16 kernels run
+        from fastnn import backend
+        path = ""
+        if "mixed_bfloat16" in policies and backend.compiled is not None:
+            try:
+                path = f" (bf16 products: {backend.compiled.bf16_path()})"
+            except ValueError as e:
+                path = f" (bf16 products: none: {e})"
+        lines.append(f" Dtype policy: {', '.join(sorted(policies))}{path}")
     print_fn("\n".join(lines))
 
 
