@@ -539,12 +539,11 @@ class Dense(Layer):
         x16 = get("x16", x.shape, np.uint16, training)
         K.bf16_convert_forward(x16, x)
         wp = get("wp", (K.bf16_packed_size(i, o),), np.uint16, training)
-        wtp = get("wtp", (K.bf16_packed_size(o, i),), np.uint16) if training else None
-        K.bf16_pack_forward(wp, wtp, self.kernel)
+        K.bf16_pack_forward(wp, None, self.kernel)
         K.dense_forward_bf16(y, z, None, x16, wp, self.bias, self.activation.code,
                              self.activation.params)
         if training:
-            self._x, self._x16, self._wtp, self._y, self._z = x, x16, wtp, y, z
+            self._x, self._x16, self._y, self._z = x, x16, y, z
         return y
 
     def backward(self, dy: NDArray[Any], need_dx: bool, skip_activation: bool = False,
@@ -558,8 +557,12 @@ class Dense(Layer):
             K, n = backend.K, self._x.shape[0]
             scratch = self._buffers.get("scratch", (K.bf16_backward_scratch_size(
                 n, self._x.shape[1], self.units),), np.uint16)
+            i, o = cast("NDArray[Any]", self.kernel).shape
+            wtp = self._buffers.get("wtp", (K.bf16_packed_size(o, i),), np.uint16)
+            if need_dx:  # w.T packed, for dx (the first layer needs none)
+                K.bf16_pack_forward(None, wtp, self.kernel)
             K.dense_backward_bf16(self.grads[0], self.grads[1] if self.use_bias else None, dx,
-                                  dy, scratch, dy, self._x16, self._wtp, self._y, self._z,
+                                  dy, scratch, dy, self._x16, wtp, self._y, self._z,
                                   act.code, act.params)
             return dx
         backend.K.dense_backward(self.grads[0] if need_dw else None,
