@@ -31,6 +31,9 @@ CASES = {  # name: (optimizer, loss, output activation, targets, batch size, dty
     "sgd-mse": ("sgd", "mse", "linear", "onehot", 16, "float64"),
     "nadam-bce": ("nadam", "binary_crossentropy", "sigmoid", "onehot", 12, "float64"),
     "rmsprop-cce-f32": ("rmsprop", "categorical_crossentropy", "softmax", "onehot", 16, "float32"),
+    # per-sample weights (fit's sample_weight): each rank weighs its share of the batch
+    "adam-cce-weighted": ("adam", "categorical_crossentropy", "softmax", "onehot-weighted", 16,
+                          "float64"),
 }
 
 TRAIN = textwrap.dedent("""
@@ -52,13 +55,15 @@ TRAIN = textwrap.dedent("""
             distribution.set_distribution(distribution.DataParallel())
         x, labels = data()
         y = labels if target == "labels" else np.eye(3)[labels]
+        sw = np.linspace(0.2, 2.0, len(x)) if target.endswith("weighted") else None
         m = models.Sequential([layers.Dense(8, activation="tanh", input_shape=(6,)),
                                layers.Dense(3, activation=act)], seed=1)
         # (AUC and Precision: states of confusion counts at thresholds, summed over the ranks;
         # as in Keras, they take targets of the outputs' shape)
-        m.compile(opt, loss, metrics=["accuracy"] + (["auc", "precision"] if target == "onehot"
-                                                     else []))
-        h = m.fit(x.astype(dtype), y, epochs=3, batch_size=batch, verbose=0, validation_split=0.2)
+        m.compile(opt, loss, metrics=["accuracy"] + (["auc", "precision"]
+                                                     if target.startswith("onehot") else []))
+        h = m.fit(x.astype(dtype), y, epochs=3, batch_size=batch, verbose=0, validation_split=0.2,
+                  sample_weight=sw)
         distribution.set_distribution(None)
         fastnn.config.set_floatx("float32")
         return m.get_weights(), h.history
