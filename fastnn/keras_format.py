@@ -476,7 +476,11 @@ def _loss_config(loss: losses.Loss) -> str | dict[str, Any]:
 def _compile_config(model: Sequential) -> dict[str, Any]:
     if not model.compiled:
         return {}
-    metrics = cast("dict[str, Any]", model.get_compile_config())["metrics"]  # (compiled)
+    cc = cast("dict[str, Any]", model.get_compile_config())  # (compiled)
+    if cc["weighted_metrics"] or cc["loss_weights"] is not None:
+        raise ValueError("fastnn writes no weighted_metrics or loss_weights to .keras files yet; "
+                         "save in fastnn's own format")
+    metrics = [m if isinstance(m, str) else m["config"]["name"] for m in cc["metrics"]]
     for m in metrics:
         if m not in _METRIC_NAMES:
             raise ValueError(f"The metric {m!r} has no Keras name; Keras files take "

@@ -38,7 +38,7 @@ from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, Sequenc
 
 import numpy as np
 
-from fastnn import _files, distribution, losses, optimizers
+from fastnn import _files, distribution, losses, metrics as metrics_module, optimizers
 
 if TYPE_CHECKING:
     from _typeshed import StrOrBytesPath
@@ -104,6 +104,12 @@ def save_model(model: Sequential, filepath: StrOrBytesPath,
     if training_state is not None:
         meta["training_state"] = training_state
     _write_zip(filepath, _entries(meta, model.weights, opt_vars))
+
+
+def compiled_metrics(saved: list[Any]) -> list[str | metrics_module.Metric]:
+    """Compiled metrics as get_compile_config wrote them: names stay names (compile resolves
+    them against the loss), Keras-serialized objects become those objects."""
+    return [m if isinstance(m, str) else metrics_module.deserialize(m) for m in saved]
 
 
 def _optimizer_state(opt: optimizers.Optimizer) -> list[NDArray[Any]]:
@@ -222,8 +228,13 @@ class _Reader(_files.BoundedZip):
     def check_compile_config(self, cfg: Any) -> None:
         self.check(cfg, "dict", "compile")
         self.check(cfg.get("loss"), "dict", "compile.loss")
-        for i, m in enumerate(self.check(cfg.get("metrics"), "list", "compile.metrics")):
-            self.check(m, "str", f"compile.metrics[{i}]")
+        for key in ("metrics", "weighted_metrics"):
+            for i, m in enumerate(self.check(cfg.get(key, []), "list", f"compile.{key}")):
+                if not isinstance(m, str):  # a Keras-serialized metric object
+                    self.check(m, "dict", f"compile.{key}[{i}]")
+        lw = cfg.get("loss_weights")
+        if lw is not None and (isinstance(lw, bool) or not isinstance(lw, (int, float, list))):
+            self.fail(f"compile.loss_weights is {lw!r}; expected a number, a list or null.")
 
     def arrays(self, group: str, like: Sequence[NDArray[Any]]) -> list[NDArray[Any]]:
         """group/<i>.npy for every array of like, each checked to be a float array of that
@@ -284,7 +295,10 @@ def load_model(filepath: StrOrBytesPath, model_cls: type[Sequential]) -> Sequent
             try:
                 model.compile(optimizer=optimizers.deserialize(meta.get("optimizer")),
                               loss=losses.from_config(meta["compile"]["loss"]),
-                              metrics=meta["compile"]["metrics"])
+                              loss_weights=meta["compile"].get("loss_weights"),
+                              metrics=compiled_metrics(meta["compile"]["metrics"]),
+                              weighted_metrics=compiled_metrics(
+                                  meta["compile"].get("weighted_metrics", [])))
             except _BAD as e:
                 r.fail(f"invalid optimizer or compile settings: {e}")
             if meta.get("n_optimizer", 0):

@@ -162,13 +162,13 @@ class Trainer:
             self.optimizer.state = None
 
     def get_compile_config(self) -> dict[str, Any] | None:
-        """The compile() arguments as plain data (loss config, metric names), or None."""
+        """The compile() arguments as plain data (loss config, metric names or Keras'
+        serialized metrics, weighted metrics, loss weights), or None."""
         if not self.compiled:
             return None
         return {"loss": self.loss.get_config(),
-                "metrics": [m if isinstance(m, str) else m.name for m in self._metric_ids],
-                "weighted_metrics": [m if isinstance(m, str) else m.name
-                                     for m in self._weighted_ids] or None,
+                "metrics": [metrics_module.serialize(m) for m in self._metric_ids],
+                "weighted_metrics": [metrics_module.serialize(m) for m in self._weighted_ids],
                 "loss_weights": self.loss_weights}
 
     def build_optimizer(self) -> list[NDArray[Any]]:
@@ -502,7 +502,7 @@ class Trainer:
     def _fit_epochs(self, data: _batches.EpochIterator, val: Any, val_batch_size: int,
                     val_steps: int | None, val_freq: int | Sequence[int], epochs: int,
                     verbose: int, callbacks: Any, initial_epoch: int) -> callbacks_module.History:
-        trainer = self.trainer
+        trainer, loss = self.trainer, self.loss
         # as Keras: the callbacks, then History (it sees every key), then a ProgbarLogger
         history = callbacks_module.History()
         cbs = callbacks_module.CallbackList(
@@ -532,11 +532,16 @@ class Trainer:
                 for step, batch in data.epoch():
                     if batch_hooks:
                         cbs.on_train_batch_begin(step)
+                    if self._trainer is None:  # recompiled (a callback): as Keras, the new
+                        trainer.release()      # loss, optimizer and metrics apply from now
+                        trainer = self._recompiled(data, loss)
+                        loss, batch = self.loss, batch._replace(mt=_data.metric_targets(
+                            self.metrics, cast("NDArray[Any]", batch.t)))
                     value = self._train_batch(trainer, batch)
                     loss_sum += value * len(batch.idx)
                     seen += len(batch.idx)
                     if batch_hooks:
-                        cbs.on_train_batch_end(step, {**running(), "loss": float(value)})
+                        cbs.on_train_batch_end(step, running())  # (Keras: running means)
                     if interrupted():
                         raise KeyboardInterrupt
                     if self.stop_training:
@@ -566,10 +571,25 @@ class Trainer:
             raise  # as Keras: Ctrl-C leaves fit; model.history holds the finished epochs
         finally:
             interrupted.restore()
+            trainer.release()
             if epochs > 0:  # as Keras: with use_ema, the weights become their moving average
                 self.optimizer.finalize_variable_values(self._params)
         cbs.on_train_end(logs)
         return history
+
+    def _recompiled(self, data: _batches.EpochIterator, before: losses.Loss) -> _step.TrainStep:
+        """The step after compile() ran inside fit: its metrics resolved, the arrays' metric
+        targets made for them.  A loss that takes other targets than the one fit prepared them
+        for (integer labels against one-hot rows) is refused: fit no longer has the raw y."""
+        if self.loss.sparse != before.sparse:
+            raise ValueError(f"Expected a loss taking the same targets when recompiling inside "
+                             f"fit. Received: {type(self.loss).__name__} after "
+                             f"{type(before).__name__}; call fit again instead.")
+        self._resolve_metrics()
+        src = data.source
+        if isinstance(src, _batches.ArraySource):
+            src.mt = _data.metric_targets(self.metrics, cast("NDArray[Any]", src.t))
+        return self.trainer
 
     def _validation_source(self, val: Any, batch_size: int
                            ) -> _batches.ArraySource | _batches.StreamSource:

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any, Callable, cast
 
 import numpy as np
 
-from fastnn import losses, optimizers
+from fastnn import losses, optimizers, saving
 from fastnn.models import Sequential
 
 if TYPE_CHECKING:
@@ -120,7 +120,7 @@ def _model_from_state(state: dict[str, Any]) -> Sequential:
         loss = state["loss"] if state["loss"] is not None else \
             losses.from_config(state["compile"]["loss"])
         model.compile(optimizer=optimizers.deserialize(state["optimizer"]), loss=loss,
-                      metrics=list(state["compile"]["metrics"]),
+                      metrics=saving.compiled_metrics(state["compile"]["metrics"]),
                       jit_compile=state["jit_compile"])
         if state["optimizer_variables"] is not None:
             for mine, saved in zip(model.build_optimizer(), state["optimizer_variables"]):

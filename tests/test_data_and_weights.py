@@ -280,3 +280,58 @@ def test_bad_batches_are_named():
         _model().fit(iter([(x,)]), verbose=0)
     with pytest.raises(ValueError, match="workers"):
         _Dataset(x, y, 4, workers=0)
+
+
+# ---- recompiling inside fit, batch logs, compile settings in files ----------------------------
+
+def test_recompiling_in_a_callback_applies_the_new_optimizer_loss_and_metrics():
+    # Keras: compile() inside fit takes effect from the next step.  After the switch at the end
+    # of epoch 1, epoch 2's steps are SGD(0.0) steps: the weights stay, and the logs carry the
+    # new metric.
+    x, y, _ = _data(32)
+    m = _model(optimizer=optimizers.Adam(0.01))
+    state = {}
+
+    def switch(epoch, logs):
+        if epoch == 0:
+            m.compile(optimizers.SGD(0.0), "categorical_crossentropy", metrics=["mae"])
+            state["w"] = m.get_weights()
+    h = m.fit(x, y, epochs=2, batch_size=8, verbose=0,
+              callbacks=[callbacks.LambdaCallback(on_epoch_end=switch)])
+    for a, b in zip(m.get_weights(), state["w"]):
+        np.testing.assert_array_equal(a, b)
+    assert "mae" in h.history and len(h.history["mae"]) == 1  # epoch 2 only
+    m2 = _model()
+    m2.compile(optimizers.SGD(0.1), "categorical_crossentropy")
+
+    def to_sparse(epoch, logs):
+        m2.compile(optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match="same targets"):
+        m2.fit(x, y, epochs=2, verbose=0, callbacks=[callbacks.LambdaCallback(
+            on_epoch_end=to_sparse)])
+
+
+def test_batch_logs_are_the_epochs_running_means_as_keras():
+    x, y, _ = _data(24)
+    m = _model(metrics=["accuracy"])
+    seen = []
+    m.fit(x, y, epochs=1, batch_size=8, shuffle=False, verbose=0, callbacks=[
+        callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: seen.append(logs["loss"]))])
+    w0 = _model(metrics=["accuracy"])
+    per_batch = [w0.train_on_batch(x[s:s + 8], y[s:s + 8], return_dict=True)["loss"]
+                 for s in (0, 8, 16)]
+    np.testing.assert_allclose(seen, np.cumsum(per_batch) / np.arange(1, 4), rtol=1e-6)
+
+
+def test_metric_objects_weighted_metrics_and_loss_weights_survive_fastnn_files(tmp_path):
+    from fastnn import metrics
+    x, y, _ = _data(24)
+    m = _model(metrics=[metrics.Precision(thresholds=0.3, name="p30")],
+               weighted_metrics=["accuracy"], loss_weights=0.5)
+    m.fit(x, y, epochs=1, verbose=0)
+    m.save(tmp_path / "m.fastnn")
+    back = models.load_model(tmp_path / "m.fastnn")
+    w = np.linspace(0, 1, 24)
+    want = m.evaluate(x, y, sample_weight=w, verbose=0, return_dict=True)
+    assert list(want) == ["loss", "p30", "accuracy"]
+    assert back.evaluate(x, y, sample_weight=w, verbose=0, return_dict=True) == want
