@@ -6,14 +6,17 @@ optimizer kernel over all parameters (they live in one flat buffer, see `pack_pa
 `TrainStep` owns everything a step needs besides the layers' weights: the batch buffers, the
 fused-softmax decision, the fast paths and the choice of the step that runs:
 
-- **compiled** (the compiled backend, a stack of Dense layers after optional Flattens, an
-  optimizer declared by its rule, and no regularizer or constraint on any layer: any other
-  layer (BatchNormalization, LayerNormalization, PReLU, ...) or a Dense with a regularizer or
-  constraint takes the layer-by-layer step): the whole step is one call into C, `_kernels.DenseStack`
-  (`fnn_dense_stack_step` in src_c/step.inc), with its fast paths: at batch size 1 the first
-  kernel's gradient goes to the optimizer as the factors of x dz.T (never written); with
-  several threads the first layer is owned by rows.  It is the only step such a model runs
-  (fit, train_on_batch).
+- **compiled** (the compiled backend, a stack of Dense layers after optional Flattens, a
+  `plain` optimizer declared by its rule (no clipping, accumulation, EMA, loss scaling or
+  decay exclusion), a loss its kernel computes alone, no regularizer or constraint, and every
+  Dense in float32/float64 or every one in mixed_bfloat16; any other layer (BatchNormalization,
+  LayerNormalization, PReLU, ...) takes the layer-by-layer step): the whole step is one call
+  into C, `_kernels.DenseStack` (`fnn_dense_stack_step` in src_c/step.inc), per-sample weights
+  included, with its fast paths: at batch size 1 the first kernel's gradient goes to the
+  optimizer as the factors of x dz.T (never written); with several threads the first layer is
+  owned by rows.  Under mixed_bfloat16 it is `bf16_step`: the batch gathered into bfloat16,
+  the products on the bf16 kernels, each kernel's optimizer pass writing its packs.  It is the
+  only step such a model runs (fit, train_on_batch).
 - **layer by layer** (every other model, the NumPy backend, and `jit_compile=False`): the
   same kernels called from Python, one layer at a time (`Layer.call` / `Layer.backward`),
   with the same rank-1 fast path.  On the NumPy backend this is the reference step, the
@@ -22,8 +25,8 @@ fused-softmax decision, the fast paths and the choice of the step that runs:
   which rounds its sum differently; tests/test_train_step.py).
 
 Regularizers and constraints (fastnn/regularizers.py, constraints.py) are applied in one
-place, `TrainStep._activity`, the end of `_gradients` and `TrainStep._constrain`: the weight and activity penalties
-are added to the loss (fit's and evaluate's, as Keras reports them) and their gradients to the
+place, `TrainStep._activity`, the end of `_gradients` and `TrainStep._constrain`: the weight
+and activity penalties are added to the loss (fit's and evaluate's, as Keras reports them) and their gradients to the
 gradients before the optimizer step; the constraints project the weights after it.
 
 Entry points (used by models.py, gradcheck.py and the tests): `pack_parameters`,
