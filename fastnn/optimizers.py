@@ -350,9 +350,10 @@ class Optimizer:
             states = cast("list[dict[str, NDArray[Any]]]", self.state)  # built above
             self._kernels = [backend.K.OptimizerStep(p, self.rule, hyper, st)
                              for p, st in zip(params, states)]
-            # the same rule and state without weight decay, for excluded variables
+            # the same rule and state without weight decay, for excluded variables (if any)
             self._no_decay = [backend.K.OptimizerStep(p, self.rule, {**hyper, "weight_decay": 0.0},
-                                                      st) for p, st in zip(params, states)]
+                                                      st) for p, st in zip(params, states)
+                              ] if self._exclude_names or self._exclude_ids else []
             self._built_for = backend.K
         return self._kernels
 

@@ -612,7 +612,8 @@ class Trainer:
         before = [m.state() for m in self.metrics] if dist is not None else None
         value, p = trainer.run(self.optimizer, b.x, cast("NDArray[Any]", b.t), b.idx, b.sw)
         if len(rows):
-            sw = None if b.sw is None else trainer.gather("metric_sw", b.sw, rows)
+            sw = (trainer.gather("metric_sw", b.sw, rows)
+                  if b.sw is not None and any(self._weighted) else None)
             for i, (m, mt, weighted) in enumerate(zip(self.metrics, b.mt, self._weighted)):
                 # (p: this rank's predictions, an array as it has rows)
                 m.update(cast("NDArray[Any]", p), trainer.gather(("m", i), mt, rows),
