@@ -645,7 +645,11 @@ class _ConfusionMetric(Metric):
 
 
 class _AtThresholds(_ConfusionMetric):
-    """Precision and Recall: the true positives and one other count at each threshold."""
+    """Precision and Recall: the true positives and one other count at each threshold (the
+    subclass' `_other`: "false_positives" or "false_negatives", _confusion's 2nd or 4th)."""
+
+    _other: str
+    _other_index: int
 
     def __init__(self, thresholds: float | Sequence[float] | None = None,
                  top_k: int | None = None, class_id: int | None = None,
@@ -665,6 +669,13 @@ class _AtThresholds(_ConfusionMetric):
         self.thresholds = listed
         self._evenly = _evenly_distributed(listed)
         self.true_positives = self.add_variable((len(listed),), name="true_positives")
+        setattr(self, self._other, self.add_variable((len(listed),), name=self._other))
+
+    def update(self, p: NDArray[Any], t: NDArray[Any],
+               sample_weight: NDArray[Any] | None = None) -> None:
+        counts = self._counts(p, t, sample_weight)
+        self.true_positives += counts[0]
+        getattr(self, self._other)[...] += counts[self._other_index]
 
     def _counts(self, p: NDArray[Any], t: NDArray[Any], sample_weight: NDArray[Any] | None
                 ) -> tuple[NDArray[np.float64], ...]:
@@ -703,18 +714,7 @@ class Precision(_AtThresholds):
 
     direction = "up"
 
-    def __init__(self, thresholds: float | Sequence[float] | None = None,
-                 top_k: int | None = None, class_id: int | None = None,
-                 name: str | None = None, dtype: DTypeLike | None = None) -> None:
-        super().__init__(thresholds, top_k, class_id, name, dtype)
-        self.false_positives = self.add_variable((len(self.thresholds),),
-                                                 name="false_positives")
-
-    def update(self, p: NDArray[Any], t: NDArray[Any],
-               sample_weight: NDArray[Any] | None = None) -> None:
-        tp, fp, _, _ = self._counts(p, t, sample_weight)
-        self.true_positives += tp
-        self.false_positives += fp
+    _other, _other_index = "false_positives", 1
 
 
 class Recall(_AtThresholds):
@@ -727,18 +727,7 @@ class Recall(_AtThresholds):
 
     direction = "up"
 
-    def __init__(self, thresholds: float | Sequence[float] | None = None,
-                 top_k: int | None = None, class_id: int | None = None,
-                 name: str | None = None, dtype: DTypeLike | None = None) -> None:
-        super().__init__(thresholds, top_k, class_id, name, dtype)
-        self.false_negatives = self.add_variable((len(self.thresholds),),
-                                                 name="false_negatives")
-
-    def update(self, p: NDArray[Any], t: NDArray[Any],
-               sample_weight: NDArray[Any] | None = None) -> None:
-        tp, _, _, fn = self._counts(p, t, sample_weight)
-        self.true_positives += tp
-        self.false_negatives += fn
+    _other, _other_index = "false_negatives", 3
 
 
 _CURVES = {"ROC": "ROC", "roc": "ROC", "PR": "PR", "pr": "PR", "PRGAIN": "PRGAIN",
