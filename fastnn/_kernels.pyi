@@ -80,7 +80,7 @@ class DenseStack:
     def predictions(self) -> _Array: ...
     def __new__(cls, x: _Array, t: _Array, xb: _Array, tb: _Array, grad: _Array,
                 layers: list[tuple[Any, ...]], loss: int, p: _Array, g: _Array,
-                opt: OptimizerStep, rank1: bool, part: _Array | None = None,
+                opt: OptimizerStep | None, rank1: bool, part: _Array | None = None,
                 part_threads: int = 0, sw: _Array | None = None,
                 swb: _Array | None = None, scratch: _Array | None = None) -> Self: ...
     @property

@@ -757,7 +757,7 @@ cdef class DenseStack:
     alive); every size is checked here, so run() only checks the batch's indices.
       layers: [(w, b, dw, db, y, z, dx, act, params)] with None for absent arrays;
       loss: a code of fastnn/_codes.py LOSSES;  opt: the OptimizerStep of p (its scalars set
-      by begin() before each run);  part: scratch of (part_threads - 1) x n x (layer 0's
+      by begin() before each run), or None: run() leaves the gradients in g, unstepped;  part: scratch of (part_threads - 1) x n x (layer 0's
       width) for the row-owned layer 0;  sw, swb: per-sample weights of x's rows and their
       batch buffer (n), or None (unweighted)."""
     cdef fnn_dense_stack s
@@ -784,7 +784,9 @@ cdef class DenseStack:
         if loss < 0 or loss >= FNN_N_LOSS:
             raise ValueError(f"Unknown loss code {loss}")
         cdef int64_t n = xb.shape[0], L = len(layers), i, nparams = cnp.PyArray_SIZE(<cnp.ndarray>p)
-        if opt.size != nparams or opt.dtype != p.dtype:
+        if opt is None and (rank1 or part is not None or scratch is not None):
+            raise ValueError("Expected an optimizer for a step with rank1, part or bf16.")
+        if opt is not None and (opt.size != nparams or opt.dtype != p.dtype):
             raise ValueError(f"Expected an optimizer for {nparams} parameters of {p.dtype}. "
                              f"Received one for {opt.size} of {opt.dtype}")
         self.batch_size = n
@@ -857,7 +859,7 @@ cdef class DenseStack:
         self.s.p = _ptr(p, "p", dt, 0, nparams, 0, True, None)
         self.s.g = _ptr(g, "g", dt, 0, nparams, 0, True, "p")
         self.s.n_params = nparams
-        self.s.opt = &opt.o
+        self.s.opt = &opt.o if opt is not None else NULL
         self.s.rank1 = rank1
         self.s.bf16, self.s.scratch = bf16, NULL
         if bf16:

@@ -264,18 +264,23 @@ class TrainStep:
     def _distributed(self, dist: distribution.DataParallel, optimizer: Optimizer,
                      x: NDArray[Any], t: NDArray[Any], idx: NDArray[Any],
                      sw: NDArray[Any] | None) -> tuple[float, NDArray[Any] | None]:
-        """Data parallel: this rank's rows of the global batch idx, their gradient (layer by
-        layer) scaled by their share of the batch, the gradients summed over the ranks in place
+        """Data parallel: this rank's rows of the global batch idx, their gradient (one call
+        into C for a Dense stack, `compiled_step(grads_only=True)`, else layer by layer) scaled
+        by their share of the batch, the gradients summed over the ranks in place
         (one allreduce per parameter buffer), then the same optimizer step on every rank.
         Returns (this rank's part of the batch loss, its predictions or None)."""
         s, e = dist.shard(len(idx))
         p: NDArray[Any] | None
         value, p = 0.0, None
+        stack = self.compiled_step(optimizer, x, t, e - s, sw, grads_only=True) if e > s else None
+        if stack is not None:  # this rank's gradients in one call into C, unstepped
+            value, p = stack.run(idx[s:e]), stack.predictions
         if e > s:
-            value, p, _ = self._gradients(
-                self.gather("x", x, idx[s:e]), self.gather("t", t, idx[s:e]), rank1_ok=False,
-                loss_scale=optimizer.loss_scale_factor,
-                swb=None if sw is None else self.gather("sw", sw, idx[s:e]))
+            if stack is None:
+                value, p, _ = self._gradients(
+                    self.gather("x", x, idx[s:e]), self.gather("t", t, idx[s:e]),
+                    rank1_ok=False, loss_scale=optimizer.loss_scale_factor,
+                    swb=None if sw is None else self.gather("sw", sw, idx[s:e]))
             share = (e - s) / len(idx)
             value *= share
             for g in self.grads:
@@ -377,12 +382,14 @@ class TrainStep:
     # ---- compiled -------------------------------------------------------------------------------
 
     def compiled_step(self, optimizer: Optimizer, x: NDArray[Any], t: NDArray[Any],
-                      n: int, sw: NDArray[Any] | None = None) -> DenseStack | None:
+                      n: int, sw: NDArray[Any] | None = None,
+                      grads_only: bool = False) -> DenseStack | None:
         """The compiled step (`_kernels.DenseStack`) that runs batches of n samples of the
         prepared (x, t) (weighted by sw, or None) under this optimizer, built on first use;
-        None where the layer-by-layer step runs (see the module docstring)."""
-        kernels = optimizer.kernels(self.params) if self.params else None
-        built_for = (optimizer, kernels, x, t, sw)
+        None where the layer-by-layer step runs (see the module docstring).  grads_only: a
+        step that stops with the gradients (data parallel; float32/float64 models)."""
+        kernels = optimizer.kernels(self.params) if self.params and not grads_only else None
+        built_for = (optimizer, kernels, x, t, sw, grads_only)
         hit = self._stacks.pop(n, None)
         if hit is not None and all(a is b for a, b in zip(hit[1], built_for)):
             self._stacks[n] = hit  # most recently used last
@@ -396,10 +403,11 @@ class TrainStep:
                 and all(type(l) is Flatten for l in self.layers[:self.first])
                 and all(type(l) is Dense for l in dense)
                 and (self.fused or not self.loss.softmax_logits) and self.loss.kernel_only
-                and (all(self.mixed) or not any(self.mixed))):
+                and (all(self.mixed) or not any(self.mixed))
+                and not (grads_only and any(self.mixed))):
             # (params is not empty, and every layer in dense is a Dense)
-            stack = self._build_stack(make, cast("list[Any]", kernels)[0], x, t, n,
-                                      cast("list[Dense]", dense), sw)
+            stack = self._build_stack(make, None if grads_only else cast("list[Any]", kernels)[0],
+                                      x, t, n, cast("list[Dense]", dense), sw)
         if len(self._stacks) >= 2:  # an epoch's two batch sizes (full, last); no more
             del self._stacks[next(iter(self._stacks))]
         self._stacks[n] = (stack, built_for)
@@ -420,8 +428,9 @@ class TrainStep:
                           buf(("dx", i), (n, width), x.dtype) if i else None, act.code, act.params))
             width = l.units
         threads = backend.K.get_num_threads()["openmp"]
+        rank1 = self.rank1 and opt_kernel is not None
         part = (buf("part", (threads - 1, n, dense[0].units), x.dtype)
-                if threads > 1 and n > 1 and self.rank1 else None)
+                if threads > 1 and n > 1 and rank1 else None)
         scratch = None
         xb = buf("x", (n, *x.shape[1:]), x.dtype)
         if all(self.mixed):  # the batch in bf16, and per layer its packs and bf16 output
@@ -438,5 +447,5 @@ class TrainStep:
                 n, *cast("NDArray[Any]", l.kernel).shape) for l in dense),), np.uint16)
         return make(x, t, xb, buf("t", (n, *t.shape[1:]), t.dtype),
                     buf("grad", (n, width), self.params[0].dtype), specs, loss, self.params[0],
-                    self.grads[0], opt_kernel, self.rank1, part, threads, sw,
+                    self.grads[0], opt_kernel, rank1, part, threads, sw,
                     None if sw is None else buf("sw", (n,), self.params[0].dtype), scratch)

@@ -167,7 +167,9 @@ struct fnn_dense_stack {
     void *p;                  /* flat parameters and gradients (n_params) */
     void *g;
     int64_t n_params;
-    const struct fnn_optimizer *opt; /* its state as long as p; this step's scalars set */
+    /* its state as long as p, this step's scalars set; NULL: the step ends with the gradients
+       in g (data parallel: the ranks add them up, then the optimizer steps; no rank1, part) */
+    const struct fnn_optimizer *opt;
     int rank1;                /* at n == 1, layer 0's kernel (first in p) steps from x dz.T */
     /* Scratch for layer 0 when each thread owns a block of its kernel's rows (n > 1, a product
        too big to split in row blocks of the batch, and as many threads as part_threads): the
