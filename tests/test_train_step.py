@@ -241,3 +241,23 @@ def test_row_owned_first_layer_trains_as_the_python_step(threads):
             assert np.array_equal(a, b)
         else:
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+def test_a_compiled_step_without_optimizer_leaves_the_layer_by_layer_gradients():
+    # (the data-parallel step: each rank's gradients in one call, then the allreduce)
+    x, y, _ = blobs(40, 6, 3)
+    m = _model()
+    m.compile(optimizers.RMSprop(), "categorical_crossentropy")
+    t = m.loss.prepare_targets(y, 3, np.float32)
+    sw = np.linspace(0.5, 1.5, 40).astype(np.float32)
+    idx = np.arange(3, 19, dtype=np.int64)
+    w0 = m.get_weights()
+    m.trainer.gradients(x[idx], t[idx], sw[idx])
+    want = [g.copy() for l in m.layers for g in l.grads]
+    stack = m.trainer.compiled_step(m.optimizer, x, t, len(idx), sw, grads_only=True)
+    assert stack is not None and not stack.owns_first_layer
+    stack.run(idx)
+    for a, b in zip([g for l in m.layers for g in l.grads], want):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(m.get_weights(), w0):  # nothing stepped
+        np.testing.assert_array_equal(a, b)
