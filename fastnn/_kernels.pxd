@@ -126,6 +126,8 @@ cdef extern from "fastnn.h" nogil:
     int64_t fnn_bf16_packed_size(int64_t k, int64_t n) noexcept
     int64_t fnn_bf16_backward_scratch_size(int64_t n, int64_t i, int64_t o) noexcept
     void fnn_bf16_convert_forward(uint16_t *y, const float *x, int64_t n) noexcept
+    void fnn_bf16_gather_forward(uint16_t *out, const float *x, const int64_t *idx, int64_t n,
+                                 int64_t width) noexcept
     void fnn_bf16_pack_forward(uint16_t *wp, uint16_t *wtp, const float *w, int64_t i, int64_t o) noexcept
     void fnn_optimizer_step_bf16pack_f32(float *p, uint16_t *wp, uint16_t *wtp, const float *g, int64_t off, int64_t i, int64_t o, const fnn_optimizer *opt) noexcept
     void fnn_dense_forward_bf16(float *y, float *z, uint16_t *y16, const uint16_t *x16, const uint16_t *wp, const float *b, int64_t n, int64_t i, int64_t o, fnn_activation act) noexcept

@@ -982,6 +982,25 @@ def bf16_convert_forward(y, x):
         fnn_bf16_convert_forward(py, px, n)
 
 
+def bf16_gather_forward(out, x, idx):
+    """out[i] := bf16(x[idx[i]]): rows of x (rows, width) float32 gathered into out (n,
+    width) uint16, converted as they are copied (the mixed step's batch gather)."""
+    _bf16_ready()
+    if not cnp.PyArray_Check(x) or cnp.PyArray_NDIM(<cnp.ndarray>x) != 2:
+        raise ValueError(f"Expected x of shape (rows, width). Received: {np.shape(x)}")
+    cdef int64_t rows = x.shape[0], width = x.shape[1]
+    cdef const int64_t *pi = <const int64_t *>_ptr(idx, "idx", cnp.NPY_INT64, 1, len(idx), 0,
+                                                   False, None)
+    cdef int64_t n = len(idx), i
+    cdef const float *px = <const float *>_ptr(x, "x", cnp.NPY_FLOAT32, 2, rows, width, False, None)
+    cdef uint16_t *po = <uint16_t *>_ptr(out, "out", cnp.NPY_UINT16, 2, n, width, True, None)
+    for i in range(n):
+        if pi[i] < 0 or pi[i] >= rows:
+            raise ValueError(f"Expected idx in [0, {rows}). Received: idx[{i}]={pi[i]}")
+    with nogil:
+        fnn_bf16_gather_forward(po, px, pi, n, width)
+
+
 def bf16_pack_forward(wp, wtp, w):
     """wp := pack(bf16(w)) (the forward's weights), wtp := pack(bf16(w.T)) (the backward's);
     w float32 (in, out); wp of bf16_packed_size(in, out), wtp of bf16_packed_size(out, in)

@@ -635,6 +635,11 @@ def bf16_convert_forward(y: NDArray[Any], x: NDArray[Any]) -> None:
     y[...] = _bf16(x)
 
 
+def bf16_gather_forward(out: NDArray[Any], x: NDArray[Any], idx: NDArray[Any]) -> None:
+    """out[i] := bf16(x[idx[i]])."""
+    out[...] = _bf16(x[idx])
+
+
 def bf16_pack_forward(wp: NDArray[Any] | None, wtp: NDArray[Any] | None,
                       w: NDArray[Any]) -> None:
     """wp := pack(bf16(w)), wtp := pack(bf16(w.T)); either may be None."""

@@ -212,6 +212,16 @@ void fnn_bf16_convert_forward(uint16_t *y, const float *x, int64_t n) {
     FNN_PARALLEL_END
 }
 
+void fnn_bf16_gather_forward(uint16_t *out, const float *x, const int64_t *idx, int64_t n,
+                             int64_t width) {
+    const int path = fnn_bf16_run_path();
+    FNN_PARALLEL_BEGIN(n * width >= 4 * FNN_OMP_MIN_ELEMS)
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < n; i++)
+        fnn_bf16_convert_row(out + i * width, x + idx[i] * width, width, path);
+    FNN_PARALLEL_END
+}
+
 /* ---- packing ---------------------------------------------------------------------------- */
 
 /* A packed tile from a 32 x 32 piece t of bf16 values (rows: k, columns: n): of its columns

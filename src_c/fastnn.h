@@ -320,6 +320,10 @@ int64_t fnn_bf16_backward_scratch_size(int64_t n, int64_t in, int64_t out);
 
 /* y := bf16(x).  x float32 (n), y (n).  Overwrites y. */
 void fnn_bf16_convert_forward(uint16_t *y, const float *x, int64_t n);
+/* out[i, :] := bf16(x[idx[i], :]) for i < n: the batch gather that writes bfloat16 directly.
+   x float32 rows of width, out (n, width); every idx in x's rows.  Overwrites out. */
+void fnn_bf16_gather_forward(uint16_t *out, const float *x, const int64_t *idx, int64_t n,
+                             int64_t width);
 /* wp := pack(bf16(w)), wtp := pack(bf16(w.T)).  w float32 (in, out); wp of
    fnn_bf16_packed_size(in, out), wtp of fnn_bf16_packed_size(out, in), either may be NULL.
    Overwrites wp, wtp (padding included). */

@@ -122,6 +122,22 @@ def test_conversion_bit_exact(path, on_path):
 
 
 @pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("n,width", [(1, 1), (3, 17), (128, 784), (200, 33)])
+def test_gather_converts_the_rows_it_copies(path, on_path, n, width):
+    rng = np.random.default_rng(width)
+    x = rng.standard_normal((257, width)).astype(np.float32)
+    x[5, 0] = np.nan
+    idx = rng.integers(0, 257, n).astype(np.int64)
+    idx[0] = 5
+    got, want = np.empty((n, width), np.uint16), np.empty((n, width), np.uint16)
+    C.bf16_gather_forward(got, x, idx)
+    R.bf16_gather_forward(want, x, idx)
+    np.testing.assert_array_equal(got, want)
+    with pytest.raises(ValueError, match="idx"):
+        C.bf16_gather_forward(got, x, np.full(n, 257, np.int64))
+
+
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("n", [1, 15, 16, 17, 31, 32, 33, 4099])
 def test_conversion_writes_exactly_its_elements(path, on_path, n):
     """Masked tails: nothing past y[n - 1] is written."""
