@@ -54,3 +54,17 @@ def blobs(n=60, d=5, k=3, seed=0):
     centers = rng.standard_normal((k, d)) * 3
     x = (centers[labels] + rng.standard_normal((n, d))).astype("float32")
     return x, np.eye(k, dtype="float32")[labels], labels
+
+
+def numgrad(f, a, h=1e-6):
+    """Central differences of the scalar f() with respect to every entry of a (in place)."""
+    g = np.zeros_like(a)
+    for idx in np.ndindex(a.shape):
+        old = a[idx]
+        a[idx] = old + h
+        up = f()
+        a[idx] = old - h
+        down = f()
+        a[idx] = old
+        g[idx] = (up - down) / (2 * h)
+    return g

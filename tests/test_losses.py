@@ -14,6 +14,7 @@ from fastnn import gradcheck, layers, losses, models
 from fastnn._codes import LOSSES
 from test_kernels import _loss_inputs
 from tolerances import TOL
+from conftest import numgrad
 
 FUNCTIONS = ["categorical_crossentropy", "sparse_categorical_crossentropy",
              "binary_crossentropy", "mean_squared_error", "mean_absolute_error", "huber",
@@ -312,18 +313,6 @@ def test_ignore_class_masks_as_keras():
 
 # ---- the twins' gradients ----------------------------------------------------------------
 
-def _numgrad(f, a, h=1e-6):
-    g = np.zeros_like(a)
-    for idx in np.ndindex(a.shape):
-        old = a[idx]
-        a[idx] = old + h
-        up = f()
-        a[idx] = old - h
-        down = f()
-        a[idx] = old
-        g[idx] = (up - down) / (2 * h)
-    return g
-
 
 @pytest.mark.parametrize("name", [n for n in LOSSES if "softmax" not in n])
 def test_twins_match_finite_differences(name):
@@ -339,7 +328,7 @@ def test_twins_match_finite_differences(name):
     value = R.loss_backward(dp, p, t, LOSSES[name], sw)
     assert value == pytest.approx(R.loss_backward(None, p, t, LOSSES[name], sw), rel=1e-15)
     # away from the kinks (|e| = delta, margin 0, a tie of the max): central differences
-    np.testing.assert_allclose(dp, _numgrad(lambda: R.loss_backward(None, p, t, LOSSES[name], sw), p),
+    np.testing.assert_allclose(dp, numgrad(lambda: R.loss_backward(None, p, t, LOSSES[name], sw), p),
                                rtol=1e-6, atol=1e-8)
 
 
@@ -349,7 +338,7 @@ def test_huber_twin_with_delta_matches_finite_differences(delta):
     p, t = rng.standard_normal((3, 4)) * 2, rng.standard_normal((3, 4))
     dp = np.empty_like(p)
     R.huber_backward(dp, p, t, delta)
-    np.testing.assert_allclose(dp, _numgrad(lambda: R.huber_backward(None, p, t, delta), p),
+    np.testing.assert_allclose(dp, numgrad(lambda: R.huber_backward(None, p, t, delta), p),
                                rtol=1e-6, atol=1e-8)
 
 
@@ -371,7 +360,7 @@ def test_fused_softmax_twins_with_weights_are_the_gradient_through_softmax(spars
     p, dz = np.empty_like(z), np.empty_like(z)
     R.act_forward(p, z, R.SOFTMAX, ())
     assert R.loss_backward(dz, p, t, LOSSES[fused], sw) == pytest.approx(loss(), rel=1e-14)
-    np.testing.assert_allclose(dz, _numgrad(loss, z), rtol=1e-6, atol=1e-8)
+    np.testing.assert_allclose(dz, numgrad(loss, z), rtol=1e-6, atol=1e-8)
 
 
 # ---- through a model: the training step's gradient ----------------------------------------

@@ -4,7 +4,6 @@ of float32) with float32 sums, within the bound of tests/tolerances.py; the comp
 bit-identical to the layer-by-layer one; the NumPy backend's layer-by-layer step as their
 oracle; the bf16 kernel paths forced in turn; files and summaries; and (-m slow) the book's
 network reaching 0.975 on five seeds."""
-import os
 import subprocess
 import sys
 
@@ -119,6 +118,14 @@ def test_a_frozen_layer_under_mixed_precision():
         np.testing.assert_array_equal(a, b)
 
 
+def _sgd_epoch(x, y, batch_size=16, dtype="mixed_bfloat16"):
+    """The weights after one in-order SGD(0.1) epoch of a fresh mixed model."""
+    m = _model(dtype=dtype)
+    m.compile(optimizers.SGD(0.1), "categorical_crossentropy")
+    m.fit(x, y, epochs=1, batch_size=batch_size, shuffle=False, verbose=0)
+    return m.get_weights()
+
+
 def test_the_numpy_backend_is_the_oracle_of_the_mixed_step():
     # the reference backend emulates bf16 rounding with float32 sums in its own order: the
     # same training to float32 summation differences (a few steps, a tolerance of float32's)
@@ -127,10 +134,7 @@ def test_the_numpy_backend_is_the_oracle_of_the_mixed_step():
     for name in ("compiled", "numpy"):
         fastnn.set_backend(name)
         try:
-            m = _model()
-            m.compile(optimizers.SGD(0.1), "categorical_crossentropy")
-            m.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
-            out.append(m.get_weights())
+            out.append(_sgd_epoch(x, y))
         finally:
             fastnn.set_backend("compiled")
     for a, b in zip(*out):
@@ -141,10 +145,7 @@ def test_mixed_training_differs_from_float32_but_follows_it():
     x, y = _data()
     res = {}
     for dtype in ("float32", "mixed_bfloat16"):
-        m = _model(dtype=dtype)
-        m.compile(optimizers.SGD(0.1), "categorical_crossentropy")
-        m.fit(x, y, epochs=1, batch_size=32, shuffle=False, verbose=0)
-        res[dtype] = m.get_weights()
+        res[dtype] = _sgd_epoch(x, y, batch_size=32, dtype=dtype)
     for a, b in zip(res["float32"], res["mixed_bfloat16"]):
         assert not np.array_equal(a, b)
         np.testing.assert_allclose(a, b, atol=2e-2)
@@ -160,10 +161,7 @@ def test_every_bf16_path_trains_the_same_to_float32_sums(path):
     for p in ("portable", path):
         K.bf16_set_path(p)
         try:
-            m = _model()
-            m.compile(optimizers.SGD(0.1), "categorical_crossentropy")
-            m.fit(x, y, epochs=1, batch_size=16, shuffle=False, verbose=0)
-            out.append(m.get_weights())
+            out.append(_sgd_epoch(x, y))
         finally:
             K.bf16_set_path(None)
     for a, b in zip(*out):

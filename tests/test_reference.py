@@ -9,21 +9,7 @@ import pytest
 from fastnn import _reference as R
 from fastnn._codes import LOSSES, OPTIMIZER_SLOTS
 from act_params import PARAMS
-
-
-
-def numgrad(f, a, h=1e-6):
-    """Central differences of the scalar f() with respect to every entry of a (in place)."""
-    g = np.zeros_like(a)
-    for idx in np.ndindex(a.shape):
-        old = a[idx]
-        a[idx] = old + h
-        up = f()
-        a[idx] = old - h
-        down = f()
-        a[idx] = old
-        g[idx] = (up - down) / (2 * h)
-    return g
+from conftest import numgrad
 
 
 def assert_grad(analytic, numeric):
