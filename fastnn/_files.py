@@ -31,26 +31,35 @@ class _Terminated(BaseException):
 
 
 @contextlib.contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
+def _sigterm_unwinds() -> Iterator[Callable[[], None]]:
     """While the body runs in the main thread, SIGTERM raises _Terminated instead of killing
     the process at once, so `except BaseException` cleanups run; then the previous (default)
     handler is restored and the signal delivered again, so the process still ends by SIGTERM.
+    The body gets `arm`: a SIGTERM before arm() is only recorded, and arm() raises it, so a
+    signal can't unwind the body before it has recorded what its cleanup must undo.
     Only the default handler is replaced: a program's own Python handler already runs as an
     ordinary callback (whatever it raises unwinds the write), and an ignored SIGTERM stays
     ignored."""
     if (threading.current_thread() is not threading.main_thread()
             or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL):
-        yield
+        yield lambda: None
         return
     fired: list[int] = []
+    armed: list[bool] = []
 
     def on_sigterm(signum: int, frame: FrameType | None) -> None:
         if not fired:  # a second SIGTERM must not interrupt the cleanup of the first
             fired.append(signum)
+            if armed:
+                raise _Terminated
+
+    def arm() -> None:
+        armed.append(True)
+        if fired:
             raise _Terminated
     signal.signal(signal.SIGTERM, on_sigterm)
     try:
-        yield
+        yield arm
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         if fired:
@@ -70,11 +79,12 @@ def write_atomic(filepath: StrOrBytesPath, write: Callable[[IO[bytes]], object])
         os.umask(umask)
         mode = 0o666 & ~umask  # mkstemp makes 0600
     tmp = None
-    with _sigterm_unwinds():
+    with _sigterm_unwinds() as arm:
         try:
             fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp",
                                        dir=os.path.dirname(target))
             with os.fdopen(fd, "wb") as f:
+                arm()  # from here a SIGTERM unwinds: tmp is known to the cleanup
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())

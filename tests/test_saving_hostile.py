@@ -585,3 +585,28 @@ def test_sigterm_mid_save_removes_the_temporary_and_keeps_the_file(tmp_path):
     assert child.returncode == -signal.SIGTERM  # it still ends by SIGTERM
     assert list(tmp_path.glob(".fastnn-*.tmp")) == []
     assert path.read_bytes() == before
+
+
+_CHILD_EARLY = textwrap.dedent("""
+    import os, signal, sys, tempfile
+    from fastnn import layers, models
+
+    real = tempfile.mkstemp
+    def mkstemp(*args, **kwargs):  # SIGTERM lands once the file exists, before save knows it
+        made = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return made
+    tempfile.mkstemp = mkstemp
+    models.Sequential([layers.Dense(4, input_shape=(3,))], seed=1).save(sys.argv[1])
+""")
+
+
+def test_sigterm_as_the_temporary_is_made_still_removes_it(tmp_path):
+    path = tmp_path / "m.fastnn"
+    tiny_model(seed=0).save(path)
+    before = path.read_bytes()
+    child = subprocess.run([sys.executable, "-c", _CHILD_EARLY, str(path)],
+                           capture_output=True, timeout=60)
+    assert child.returncode == -signal.SIGTERM, child.stderr
+    assert list(tmp_path.glob(".fastnn-*.tmp")) == []
+    assert path.read_bytes() == before
