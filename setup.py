@@ -61,9 +61,9 @@ link_args.append("-Wl,-rpath,$ORIGIN/../scipy_openblas32/lib")
 
 # src_c/: the runtime, and one file per kind of kernel, each a template (.inc) made for float
 # and double by each_real.h.
-C_FILES = ("runtime", "layers", "losses", "optimizers", "step", "bf16", "norm")
+C_FILES = ("runtime", "layers", "losses", "optimizers", "step", "bf16", "norm", "gemm")
 C_HEADERS = ("fastnn.h", "runtime.h", "each_real.h", "real_instance.h", "layers.inc", "losses.inc",
-             "optimizers.inc", "step.inc", "norm.inc")
+             "optimizers.inc", "step.inc", "norm.inc", "gemm.inc")
 
 ext = Extension(
     "fastnn._kernels",

@@ -527,6 +527,32 @@ cdef int _prelu_backward(real *kind, dx, dalpha, dy, x, alpha) except -1:
 # for the sparse ones, else an array shaped like p.  dp None: the value only.  sw (n,) or None:
 # per-sample weights; per_sample (n,) or None receives each sample's unweighted loss.
 
+def matmul_forward(c, a, b, bint trans_a=False):
+    """c := op(a) @ b on the calling thread, never the BLAS (the step's row-owned products);
+    op(a) (m, k) is a, or a.T when trans_a (a stored (k, m)); b (k, n), c (m, n)."""
+    if _is_f32(a, "a"):
+        _matmul_forward(<float *>NULL, c, a, b, trans_a)
+    else:
+        _matmul_forward(<double *>NULL, c, a, b, trans_a)
+
+
+cdef int _matmul_forward(real *kind, c, a, b, bint trans_a) except -1:
+    cdef int t = _typenum(kind)
+    _rows_2d(a, "a")
+    _rows_2d(b, "b")
+    cdef int64_t m = a.shape[1] if trans_a else a.shape[0]
+    cdef int64_t k = a.shape[0] if trans_a else a.shape[1]
+    cdef int64_t n = b.shape[1]
+    cdef real *pa = <real *>_ptr(a, "a", t, 2, a.shape[0], a.shape[1], False, None)
+    cdef real *pb = <real *>_ptr(b, "b", t, 2, k, n, False, "a")
+    cdef real *pc = <real *>_ptr(c, "c", t, 2, m, n, True, "a")
+    _disjoint("c", c, "a", a)
+    _disjoint("c", c, "b", b)
+    with nogil:
+        matmul_forward_k(pc, pa, pb, trans_a, m, n, k)
+    return 0
+
+
 def loss_backward(dp, p, t, int loss, sw=None, per_sample=None):
     """sum_i sw_i l_i / n, the weighted losses of p against t over the batch size (Keras'
     "sum_over_batch_size"); writes dp := d(that) / d p unless dp is None (the fused softmax

@@ -261,6 +261,12 @@ def layernorm_backward(dx: NDArray[Any], dgamma: NDArray[Any] | None, dbeta: NDA
                                - xhat * (g * xhat).mean(axis=1, keepdims=True))
 
 
+def matmul_forward(c: NDArray[Any], a: NDArray[Any], b: NDArray[Any],
+                   trans_a: bool = False) -> None:
+    """c := op(a) @ b; op(a) is a, or a.T when trans_a."""
+    c[...] = (a.T if trans_a else a) @ b
+
+
 def prelu_forward(y: NDArray[Any], x: NDArray[Any], alpha: NDArray[Any]) -> None:
     """y := x > 0 ? x : alpha x (alpha per column)."""
     y[...] = np.where(x > 0, x, alpha * x)

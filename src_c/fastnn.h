@@ -280,7 +280,12 @@ int fnn_dense_stack_owns(const struct fnn_dense_stack *s, int64_t n);
     /* dx := dy (x > 0 ? 1 : alpha), dalpha := sum_rows(dy min(x, 0)) (or NULL); dx may be  \
        dy.  Overwrites dx, dalpha. */                                                        \
     void fnn_prelu_backward_##S(T *dx, T *dalpha, const T *dy, const T *x, const T *alpha,  \
-                                int64_t n, int64_t m);
+                                int64_t n, int64_t m);                                      \
+    /* c (m, n) := op(a) @ b on the calling thread, never the BLAS (whose thread count is    \
+       the caller's): the row-owned products of the step.  Row-major with row strides lda,  \
+       ldb, ldc; ta: a is stored transposed, (k, m).  Overwrites c. */                      \
+    void fnn_matmul_forward_##S(T *c, const T *a, const T *b, int ta, int64_t m, int64_t n, \
+                                int64_t k, int64_t lda, int64_t ldb, int64_t ldc);
 
 FNN_DECLARE(float, f32)
 FNN_DECLARE(double, f64)

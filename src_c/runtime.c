@@ -1,5 +1,5 @@
 /* fastnn's runtime: build facts, threads (fastnn's OpenMP team runs the BLAS's jobs too),
-   serial BLAS sections, when to split a product, and the batch gather.  See fastnn.h. */
+   when to split a product, and the batch gather.  See fastnn.h. */
 #define _GNU_SOURCE
 #include "runtime.h"
 
@@ -32,10 +32,9 @@ int64_t fnn_row_blocks(int64_t m, int64_t n, int64_t k) {
 /* The BLAS's count: the one fastnn's caller wants (set_num_threads, or the BLAS's own count
    from its environment, or one set from outside fastnn, e.g. by threadpoolctl, adopted when
    seen), and the one fastnn set it to (the wanted count under the same caps as the team).
-   Serial sections (below) hold the BLAS at one thread while any runs, then set it back. */
+   No kernel changes it otherwise: products that run one per thread use fnn_matmul_forward. */
 static int fnn_blas_wanted = 1;
 static int fnn_blas_applied = -1; /* -1: not set by fastnn yet */
-static int fnn_blas_serial_depth = 0;
 #ifdef _OPENMP
 static omp_lock_t fnn_blas_lock;
 #define FNN_BLAS_LOCK omp_set_lock(&fnn_blas_lock)
@@ -189,13 +188,12 @@ static int fnn_blas_target(void) {
 
 /* A count someone set from outside fastnn since fastnn last set one becomes the wanted one. */
 static void fnn_blas_adopt(void) {
-    if (fnn_blas_serial_depth || fnn_blas_applied < 0) return;
+    if (fnn_blas_applied < 0) return;
     const int cur = scipy_openblas_get_num_threads();
     if (cur != fnn_blas_applied) fnn_blas_wanted = cur;
 }
 
 static void fnn_blas_apply(void) {
-    if (fnn_blas_serial_depth) return; /* the last section's end applies it */
     const int t = fnn_blas_target();
     if (scipy_openblas_get_num_threads() != t) scipy_openblas_set_num_threads(t);
     __atomic_store_n(&fnn_blas_applied, t, __ATOMIC_RELAXED);
@@ -398,7 +396,6 @@ void fnn_blas_check(void) {
 #ifdef _OPENMP
 static void fnn_after_fork_in_child(void) {
     fnn_forked = 1;
-    fnn_blas_serial_depth = 0; /* a section the parent was in does not go on in the child */
     FNN_STORE(fnn_limit, 1 << 30); /* the parent's load: the child has no monitor */
 #ifdef __linux__
     fnn_mon.busy = 0;
@@ -452,25 +449,9 @@ void fnn_set_num_threads(int n) {
     FNN_BLAS_UNLOCK;
 }
 
-void fnn_blas_serial_begin(void) {
-    FNN_BLAS_LOCK;
-    if (fnn_blas_serial_depth == 0) {
-        fnn_blas_adopt();
-        scipy_openblas_set_num_threads(1);
-    }
-    fnn_blas_serial_depth++;
-    FNN_BLAS_UNLOCK;
-}
-
-void fnn_blas_serial_end(void) {
-    FNN_BLAS_LOCK;
-    if (--fnn_blas_serial_depth == 0) fnn_blas_apply();
-    FNN_BLAS_UNLOCK;
-}
-
 int fnn_get_num_threads(void) { return fnn_team_max(); } /* the team's size: P, runtime.h */
 
-int fnn_blas_get_num_threads(void) { /* the caller's count, also inside a serial section */
+int fnn_blas_get_num_threads(void) { /* the caller's count */
     FNN_BLAS_LOCK;
     fnn_blas_adopt();
     const int n = fnn_blas_wanted;

@@ -150,12 +150,11 @@ static inline void fnn_block_rows(int64_t blk, int64_t blocks, int64_t m, int64_
    product, else a multiple of the thread count, each block at least one row. */
 int64_t fnn_row_blocks(int64_t m, int64_t n, int64_t k);
 
-/* A section whose BLAS calls run on the calling thread (each OpenMP thread computing its own
-   product): the BLAS is held at one thread from the first begin to the last end, across every
-   thread that is inside such a section, and set back to the count of fnn_set_num_threads
-   after (never to a count some section saw). */
-void fnn_blas_serial_begin(void);
-void fnn_blas_serial_end(void);
+/* fnn_matmul_forward's blocking (gemm.inc): tiles of FNN_GEMM_MR rows x FNN_GEMM_NV vectors
+   of 64 bytes, panels of B of FNN_GEMM_KC rows (on the stack: KC x 64 bytes x NV). */
+#define FNN_GEMM_MR 6
+#define FNN_GEMM_NV 4
+#define FNN_GEMM_KC 256
 
 /* Shared by the dense kernels (layers.inc) and the step driver (step.inc).
    fnn_gemm_rows: rows [r0, r1) of C (m, n) := op(A) @ op(B), row-major; ta: A is stored

@@ -246,6 +246,23 @@ def norm_case(op, n, m, affine, training=True, dx_is_dy=False):
     return run
 
 
+# fnn_matmul_forward's tiles are 6 rows x 64 (f32) or 32 (f64) columns, its panels 256 rows of
+# b: sizes on, off and one past each, and the owned products of the book's network (2 shares)
+MATMUL_SHAPES = [(1, 1, 1), (6, 64, 256), (7, 65, 257), (5, 33, 3), (13, 130, 100),
+                 (128, 512, 392)]
+
+
+def matmul_case(m, n, k, trans_a):
+    """fastnn's own serial GEMM (the step's row-owned products)."""
+    def run(K, dtype, rng):
+        a = _rand(rng, (k, m) if trans_a else (m, k), dtype)
+        b = _rand(rng, (k, n), dtype)
+        c = np.full((m, n), np.nan, dtype)
+        K.matmul_forward(c, a, b, trans_a)
+        return [c]
+    return run
+
+
 def _registry():
     cases = {}
     # (64, 100, 10) and (131, 515, 11) are small products that the kernels split into row
@@ -291,6 +308,9 @@ def _registry():
             cases[f"{label}_step-{'x'.join(map(str, size))}"] = optimizer_case(make, size)
         for rows, cols in [(1, 1), (3, 17), (784, 512)]:
             cases[f"{label}_outer_step-{rows}x{cols}"] = outer_step_case(make, rows, cols)
+    for m, n, k in MATMUL_SHAPES:
+        for ta in (False, True):
+            cases[f"matmul-{m}x{n}x{k}{'-ta' if ta else ''}"] = matmul_case(m, n, k, ta)
     for shape in [(1, 1), (7, 13), (300, 784), (5, 4, 3)]:
         cases[f"gather-{'x'.join(map(str, shape))}"] = gather_case(shape)
     cases["gather-int64-labels"] = gather_case((50,), np.int64)
@@ -320,6 +340,26 @@ def test_kernel_matches_reference(case, dtype):
         assert g.dtype == w.dtype and g.shape == w.shape
         assert np.all(np.isfinite(g)), "a kernel left its output (partly) unwritten"
         np.testing.assert_allclose(g, w, **TOL[dtype])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("ta", [False, True], ids=["a", "aT"])
+@pytest.mark.parametrize("m,n,k", MATMUL_SHAPES + [(13, 130, 600), (3, 70, 1000)])
+def test_matmul_forward_within_the_rounding_bound(m, n, k, ta, dtype):
+    """Long sums differ from NumPy's in their order, so fnn_matmul_forward is held to the
+    forward error bound of a dot product of k terms: |c - a @ b| <= gamma_k (|a| @ |b|),
+    gamma_k = k u / (1 - k u), u the unit roundoff; a @ b and |a| @ |b| in extended precision."""
+    rng = np.random.default_rng(3)
+    a = _rand(rng, (k, m) if ta else (m, k), dtype)
+    b = _rand(rng, (k, n), dtype)
+    c = np.full((m, n), np.nan, dtype)
+    C.matmul_forward(c, a, b, ta)
+    wide = np.longdouble
+    exact, size = np.empty((m, n), wide), np.empty((m, n), wide)
+    R.matmul_forward(exact, a.astype(wide), b.astype(wide), ta)
+    R.matmul_forward(size, np.abs(a).astype(wide), np.abs(b).astype(wide), ta)
+    u = wide(np.finfo(dtype).eps) / 2
+    assert np.all(np.abs(c.astype(wide) - exact) <= k * u / (1 - k * u) * size)
 
 
 @pytest.mark.parametrize("threads", [1, 3])

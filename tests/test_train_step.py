@@ -3,6 +3,10 @@ the Python step that calls the same kernels one by one: the weights, optimizer s
 logged losses must be bit-identical, for every optimizer, loss and activation it takes; and
 equal to float32 rounding where a big first layer is owned by rows per thread."""
 import functools
+import os
+import subprocess
+import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -208,6 +212,45 @@ def test_compiled_step_refuses_bad_indices():
         stack.run(np.arange(5, dtype=np.int64))
     with pytest.raises(TypeError, match="int64"):
         stack.run(np.arange(10, dtype=np.int32))
+
+
+_WATCH_BLAS = textwrap.dedent("""
+    import ctypes, glob, os, threading
+    import numpy as np, scipy_openblas32, fastnn
+    from fastnn import layers, models
+    lib = ctypes.CDLL(glob.glob(os.path.join(scipy_openblas32.get_lib_dir(), "*.so*"))[0])
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1024, 784)).astype(np.float32)
+    y = np.eye(10, dtype=np.float32)[rng.integers(0, 10, 1024)]
+    m = models.Sequential([layers.Dense(512, activation="relu", input_shape=(784,)),
+                           layers.Dense(10, activation="softmax")], seed=1)
+    m.compile("rmsprop", "categorical_crossentropy")
+    fastnn.set_num_threads(2)
+    seen, done = set(), threading.Event()
+    def watch():
+        while not done.is_set():
+            seen.add(lib.scipy_openblas_get_num_threads())
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    m.fit(x, y, epochs=3, batch_size=128, verbose=0)
+    done.set()
+    watcher.join()
+    print(sorted(seen))
+""")
+
+
+@pytest.mark.skipif(not _kernels.build_info()["openmp"], reason="built without OpenMP")
+def test_the_row_owned_step_never_changes_the_blas_thread_count():
+    """The per-thread products of a row-owned first layer (the book's network at two threads)
+    run in fastnn's own GEMM: the BLAS's thread count, read from another thread all through
+    fit, stays the caller's 2 (it used to drop to 1 for those products).  In a child process
+    without the contention monitor (FASTNN_ALLOW_OVERSUBSCRIPTION=1), which would otherwise
+    shrink the count for the busy watching thread."""
+    env = dict(os.environ, FASTNN_ALLOW_OVERSUBSCRIPTION="1")
+    out = subprocess.run([sys.executable, "-c", _WATCH_BLAS], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[2]"]
 
 
 @pytest.mark.parametrize("threads", [1, 2, 3])
