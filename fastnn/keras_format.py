@@ -477,16 +477,17 @@ def _compile_config(model: Sequential) -> dict[str, Any]:
     if not model.compiled:
         return {}
     cc = cast("dict[str, Any]", model.get_compile_config())  # (compiled)
-    if cc["weighted_metrics"] or cc["loss_weights"] is not None:
-        raise ValueError("fastnn writes no weighted_metrics or loss_weights to .keras files yet; "
-                         "save in fastnn's own format")
-    metrics = [m if isinstance(m, str) else m["config"]["name"] for m in cc["metrics"]]
-    for m in metrics:
-        if m not in _METRIC_NAMES:
-            raise ValueError(f"The metric {m!r} has no Keras name; Keras files take "
-                             f"{list(_METRIC_NAMES)}")
+    names: dict[str, list[str]] = {}
+    for key in ("metrics", "weighted_metrics"):
+        names[key] = [m if isinstance(m, str) else m["config"]["name"] for m in cc[key]]
+        for m in names[key]:
+            if m not in _METRIC_NAMES:
+                raise ValueError(f"The metric {m!r} has no Keras name; Keras files take "
+                                 f"{list(_METRIC_NAMES)}")
+    lw = cc["loss_weights"]  # as compile took it (a number, or a list of one), as Keras writes
     return {"optimizer": _optimizer_config(model.optimizer), "loss": _loss_config(model.loss),
-            "loss_weights": None, "metrics": list(metrics) or None, "weighted_metrics": None,
+            "loss_weights": list(lw) if isinstance(lw, tuple) else lw,
+            "metrics": names["metrics"] or None, "weighted_metrics": names["weighted_metrics"] or None,
             "run_eagerly": False, "steps_per_execution": 1, "jit_compile": "auto"}
 
 
@@ -1336,7 +1337,7 @@ def _read_loss(f: _File, value: Any) -> losses.Loss:
                       f"fastnn: {e}")
 
 
-def _read_metrics(f: _File, value: Any) -> list[str]:
+def _read_metrics(f: _File, value: Any, key: str = "metrics") -> list[str]:
     if value is None:
         return []
     if type(value) is not list:
@@ -1345,7 +1346,7 @@ def _read_metrics(f: _File, value: Any) -> list[str]:
     out = []
     name: str | None  # (None: a metric class fastnn does not have)
     for i, m in enumerate(value):
-        where = f"compile_config.metrics[{i}]"
+        where = f"compile_config.{key}[{i}]"
         if type(m) is str:
             name = m
         elif type(m) is not dict:
@@ -1373,14 +1374,18 @@ def _read_metrics(f: _File, value: Any) -> list[str]:
 def _compile(f: _File, model: Sequential, cc: Any) -> None:
     """Compile model as the compile_config says (UnsupportedError if fastnn lacks any of it)."""
     f.check(cc, "dict", "compile_config")
-    for key in ("loss_weights", "weighted_metrics"):
-        if cc.get(key) is not None:
-            f.unsupported(f"compile_config.{key} is not supported by fastnn.")
+    lw = cc.get("loss_weights")
+    number = lambda v: type(v) in (int, float) and math.isfinite(v)  # noqa: E731
+    if not (lw is None or number(lw) or (type(lw) is list and len(lw) == 1 and number(lw[0]))):
+        f.unsupported(f"compile_config.loss_weights {_files.short(lw)} is not supported by "
+                      "fastnn (one output: a number or a list of one number).")
     try:
         optimizer = _read_optimizer(f, cc.get("optimizer", "rmsprop"))
         loss = _read_loss(f, cc.get("loss"))
         metrics = _read_metrics(f, cc.get("metrics"))
-        model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+        weighted = _read_metrics(f, cc.get("weighted_metrics"), "weighted_metrics")
+        model.compile(optimizer=optimizer, loss=loss, metrics=metrics, loss_weights=lw,
+                      weighted_metrics=weighted or None)
     except (UnsupportedError, FileFormatError):
         raise
     except (ValueError, TypeError) as e:  # refused by a constructor: a poisoned value

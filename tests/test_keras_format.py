@@ -536,6 +536,34 @@ def test_reads_keras_activation_layers_and_compile_config(tmp_path):
     assert m.optimizer.learning_rate == 0.0010000000474974513
 
 
+@pytest.mark.parametrize("loss_weights", [0.5, [0.25]])
+def test_loss_weights_and_weighted_metrics_round_trip_as_keras_writes_them(tmp_path, loss_weights):
+    """Keras 3.15 writes compile(loss_weights=0.5, weighted_metrics=["accuracy", "mse"]) as
+    "loss_weights": 0.5 ([0.25] as given) and "weighted_metrics": ["accuracy", "mse"] (checked
+    with Keras); fastnn writes the same and reads them back into compile."""
+    x, y = _data(seed=2, shape=(5,))
+    sw = np.linspace(0.1, 2.0, len(x)).astype("float32")
+    m = models.Sequential([layers.Input((x.shape[1],)), layers.Dense(y.shape[1], activation="softmax")],
+                          seed=3)
+    m.compile("adam", "categorical_crossentropy", loss_weights=loss_weights, metrics=["accuracy"],
+              weighted_metrics=["accuracy", "mse"])
+    m.fit(x, y, sample_weight=sw, epochs=1, batch_size=8, verbose=0)
+    kf.save_keras(m, tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as z:
+        cc = json.loads(z.read("config.json"))["compile_config"]
+    assert cc["loss_weights"] == loss_weights
+    assert cc["metrics"] == ["accuracy"] and cc["weighted_metrics"] == ["accuracy", "mse"]
+    k = kf.load_keras(tmp_path / "m.keras")
+    assert k.get_compile_config() == m.get_compile_config()
+    got = k.evaluate(x, y, sample_weight=sw, batch_size=8, verbose=0, return_dict=True)
+    want = m.evaluate(x, y, sample_weight=sw, batch_size=8, verbose=0, return_dict=True)
+    assert got == want and set(got) == {"loss", "accuracy", "weighted_accuracy", "mse"}
+    p = m.predict(x, verbose=0)  # the weighted loss, by hand: loss_weights x weighted mean
+    lw = loss_weights if isinstance(loss_weights, float) else loss_weights[0]
+    cce = -np.sum(y * np.log(np.clip(p, 1e-7, 1 - 1e-7)), axis=1)
+    assert got["loss"] == pytest.approx(lw * np.sum(sw * cce) / len(x), rel=1e-5)
+
+
 def test_unsupported_compile_config_loads_uncompiled_with_a_warning(tmp_path):
     w = [np.ones((4, 2), "float32"), np.zeros(2, "float32")]
     lion = {"module": "keras.optimizers", "class_name": "Lion", "registered_name": None,
@@ -552,8 +580,12 @@ def test_unsupported_compile_config_loads_uncompiled_with_a_warning(tmp_path):
                          "config": {"name": "cce", "reduction": "sum_over_batch_size",
                                     "from_logits": False, "label_smoothing": 0.0,
                                     "axis": 1}}}, "axis"),
-                     ({"optimizer": "adam", "loss": "mse", "loss_weights": [0.5]},
-                      "loss_weights")]:
+                     ({"optimizer": "adam", "loss": "mse", "loss_weights": [0.5, 0.5]},
+                      "loss_weights"),
+                     ({"optimizer": "adam", "loss": "mse", "loss_weights": {"out": 0.5}},
+                      "loss_weights"),
+                     ({"optimizer": "adam", "loss": "mse", "weighted_metrics": ["auc"]},
+                      "auc")]:
         path = _keras_style_file(tmp_path, [_dense("dense", 2)], {"layers/dense": w}, cc)
         with pytest.warns(UserWarning, match=what):
             m = kf.load_keras(path)
