@@ -1375,7 +1375,7 @@ def _compile(f: _File, model: Sequential, cc: Any) -> None:
     """Compile model as the compile_config says (UnsupportedError if fastnn lacks any of it)."""
     f.check(cc, "dict", "compile_config")
     lw = cc.get("loss_weights")
-    number = lambda v: type(v) in (int, float) and math.isfinite(v)  # noqa: E731
+    number = _files.KINDS["number"][0]
     if not (lw is None or number(lw) or (type(lw) is list and len(lw) == 1 and number(lw[0]))):
         f.unsupported(f"compile_config.loss_weights {_files.short(lw)} is not supported by "
                       "fastnn (one output: a number or a list of one number).")
