@@ -35,6 +35,9 @@ files Keras 3.15 writes:
                                                  name made unique in layer order ("dense",
                                                  "dense_1", "dropout", "dense_2"...), never the
                                                  layer's own name; every layer has its group
+                        /layers/<key>/layers/... a nested Sequential's layers, keyed within it
+                                                 (its entry in config.json: the model's form
+                                                 above, with "compile_config": {})
                         /optimizer/vars/<i>      optimizer.variables in Keras' order (below)
 
   A `.weights.h5` file (model.save_weights) is that HDF5 file on its own.
@@ -129,8 +132,10 @@ if TYPE_CHECKING:
     Initializer = Callable[..., Any]
     from fastnn.models import Sequential
 
-    # a layer as Keras has it: (class name, config, weights, input shape or None)
-    _KerasLayer = tuple[str, dict[str, Any], list[NDArray[Any]], tuple[int, ...] | None]
+    # a layer as Keras has it: (class name, config, weights, input shape or None, and for a
+    # nested Sequential its own layers so)
+    _KerasLayer = tuple[str, dict[str, Any], list[NDArray[Any]], tuple[int, ...] | None,
+                        list[Any]]
 
 # the layers of issue #11 that fastnn writes and reads under their Keras class names (see
 # _new_layer_config and _read_new_layer); ReLU, LeakyReLU and Softmax are read as these too
@@ -160,7 +165,7 @@ _KEYS = {"Dense": "dense", "Activation": "activation", "Flatten": "flatten",
          "Softmax": "softmax", "BatchNormalization": "batch_normalization",
          "LayerNormalization": "layer_normalization", "PReLU": "p_re_lu",
          "GaussianNoise": "gaussian_noise", "Reshape": "reshape", "Rescaling": "rescaling",
-         "Normalization": "normalization"}
+         "Normalization": "normalization", "Sequential": "sequential"}
 _SUPPORTED = ("InputLayer", "Dense", "Activation", "Flatten", "Dropout", "ReLU", "LeakyReLU",
               "ELU", "Softmax", *_NEW_LAYERS)
 
@@ -300,18 +305,23 @@ def _activation_layer(spec: activations.Spec, name: str,
     return cls, {**base, **{k: kw[k] for k in keys}}
 
 
-def _keras_layers(model: Sequential) -> list[_KerasLayer]:
-    """The model's layers as Keras layers: [(class_name, config, weights, input shape or None)]
-    (a Dense with a parametrized activation becomes two)."""
+def _keras_layers(model: Sequential, taken: frozenset[str] = frozenset()) -> list[_KerasLayer]:
+    """The model's layers as Keras layers: [(class_name, config, weights, input shape or None,
+    a nested model's own)] (a Dense with a parametrized activation becomes two; a nested
+    Sequential is one, written as Keras nests it).  taken: the names of the enclosing models'
+    layers (their input layers' names avoid them)."""
     out: list[_KerasLayer]
     shape: tuple[int, ...]
     # (cast: a built model's input shape, (None, d1, ...), is not None)
     out, shape = [], tuple(cast("tuple[Any, ...]", model.input_shape)[1:])
     for layer in model.layers:
         where = f"layer {layer.name!r}"
-        if not isinstance(layer, layers_module.Layer):
-            raise ValueError(f"{where}: a nested Sequential model cannot be written in Keras "
-                             "format by fastnn (fastnn's own format saves it).")
+        if not isinstance(layer, layers_module.Layer):  # a nested Sequential
+            inner = _keras_layers(layer, taken | {l.name for l in model.layers})
+            config = _model_config(layer, inner, taken | {l.name for l in model.layers})
+            out.append(("Sequential", config["config"], [], shape, inner))
+            shape = tuple(cast("tuple[int, ...]", layer.output_shape)[1:])
+            continue
         base = {"name": layer.name, "trainable": layer.trainable,
                 "dtype": _policy(layer.dtype_policy)}
         kind = type(layer)
@@ -327,15 +337,16 @@ def _keras_layers(model: Sequential) -> list[_KerasLayer]:
                    "kernel_regularizer": None, "bias_regularizer": None,
                    "kernel_constraint": None, "bias_constraint": None,
                    **_regularizer_entries(layer, ("kernel", "bias"))}
-            out.append(("Dense", cfg, layer.weights, shape))
+            out.append(("Dense", cfg, layer.weights, shape, []))
             if split:
                 out.append((*_activation_layer(act, f"{layer.name}_activation", layer.dtype),
-                            [], None))
+                            [], None, []))
         elif kind is layers_module.Activation:
             layer = cast(layers_module.Activation, layer)
-            out.append((*_activation_layer(layer.activation, layer.name, layer.dtype), [], None))
+            out.append((*_activation_layer(layer.activation, layer.name, layer.dtype), [], None,
+                        []))
         elif kind is layers_module.Flatten:
-            out.append(("Flatten", {**base, "data_format": "channels_last"}, [], shape))
+            out.append(("Flatten", {**base, "data_format": "channels_last"}, [], shape, []))
         elif kind is layers_module.Dropout:
             layer = cast(layers_module.Dropout, layer)
             seed = layer.seed
@@ -345,16 +356,16 @@ def _keras_layers(model: Sequential) -> list[_KerasLayer]:
             out.append(("Dropout", {**base, "rate": layer.rate,
                                     "seed": None if seed is None else int(seed),
                                     "noise_shape": None if layer.noise_shape is None
-                                    else list(layer.noise_shape)}, [], None))
+                                    else list(layer.noise_shape)}, [], None, []))
         elif kind.__name__ in _NEW_LAYERS + ("ReLU", "LeakyReLU", "Softmax"):
             cfg, built = _new_layer_config(layer, base, where)
-            out.append((kind.__name__, cfg, _variables(layer), shape if built else None))
+            out.append((kind.__name__, cfg, _variables(layer), shape if built else None, []))
         else:
             raise ValueError(f"{where}: {kind.__name__} layers cannot be written in Keras "
                              "format; fastnn writes Dense, Activation, Flatten, Dropout and "
                              f"{', '.join(_NEW_LAYERS)}, ReLU, LeakyReLU, Softmax.")
         shape = tuple(layer.output_shape)
-    names = [cfg["name"] for _, cfg, _, _ in out]
+    names = [cfg["name"] for _, cfg, _, _, _ in out]
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ValueError(f"Keras needs unique layer names; the model has {twice} more than "
@@ -491,10 +502,11 @@ def _compile_config(model: Sequential) -> dict[str, Any]:
             "run_eagerly": False, "steps_per_execution": 1, "jit_compile": "auto"}
 
 
-def _model_config(model: Sequential, keras_layers: list[_KerasLayer]) -> dict[str, Any]:
+def _model_config(model: Sequential, keras_layers: list[_KerasLayer],
+                  taken: frozenset[str] = frozenset()) -> dict[str, Any]:
     shape = [None, *cast("tuple[Any, ...]", model.input_shape)[1:]]  # (built: not None)
     dtype = model._leaves()[0].dtype if model.layers else np.dtype("float32")
-    names = {cfg["name"] for _, cfg, _, _ in keras_layers}
+    names = taken | {cfg["name"] for _, cfg, _, _, _ in keras_layers}
     input_name = "input_layer"
     k = 0
     while input_name in names:
@@ -503,10 +515,12 @@ def _model_config(model: Sequential, keras_layers: list[_KerasLayer]) -> dict[st
     entries = [_obj("keras.layers", "InputLayer",
                     {"batch_shape": shape, "dtype": np.dtype(dtype).name, "sparse": False,
                      "name": input_name})]
-    for cls, cfg, _, in_shape in keras_layers:
-        entry = _obj("keras.layers", cls, cfg)
+    for cls, cfg, _, in_shape, _ in keras_layers:
+        entry = _obj("keras" if cls == "Sequential" else "keras.layers", cls, cfg)
         if in_shape is not None:
             entry["build_config"] = {"input_shape": [None, *in_shape]}
+        if cls == "Sequential":
+            entry["compile_config"] = {}  # (as Keras writes a nested model)
         entries.append(entry)
     config = _obj("keras", "Sequential", {"name": model.name, "trainable": model.trainable,
                                           "dtype": _policy(dtype), "layers": entries,
@@ -572,19 +586,27 @@ def _optimizer_arrays(model: Sequential) -> list[NDArray[Any]]:
     return arrays
 
 
+def _write_layers(group: Any, keras_layers: list[_KerasLayer]) -> None:
+    """Each layer's group <key>/vars (attribute name, datasets 0, 1, ...) in the HDF5 group;
+    a nested model's layers in its own <key>/layers."""
+    keys = _unique_keys([cls for cls, _, _, _, _ in keras_layers])
+    for key, (cls, cfg, weights, _, inner) in zip(keys, keras_layers):
+        g = group.create_group(key)
+        if cls == "Sequential":
+            _write_layers(g.create_group("layers"), inner)
+        v = g.create_group("vars")
+        v.attrs["name"] = cfg["name"]
+        for i, w in enumerate(weights):
+            v.create_dataset(str(i), data=np.asarray(w, order="C"))  # (0-d stays 0-d)
+
+
 def _h5_bytes(model: Sequential, keras_layers: list[_KerasLayer]) -> bytes:
     """model.weights.h5 (also a .weights.h5 file) for these Keras layers, as bytes."""
     h5py = _h5py()
     buf = io.BytesIO()
     with h5py.File(buf, "w") as f:
         f.create_group("vars").attrs["name"] = model.name
-        group = f.create_group("layers")
-        keys = _unique_keys([cls for cls, _, _, _ in keras_layers])
-        for key, (_, cfg, weights, _) in zip(keys, keras_layers):
-            v = group.create_group(key).create_group("vars")
-            v.attrs["name"] = cfg["name"]
-            for i, w in enumerate(weights):
-                v.create_dataset(str(i), data=np.asarray(w, order="C"))  # (0-d stays 0-d)
+        _write_layers(f.create_group("layers"), keras_layers)
         if model.compiled:
             v = f.create_group("optimizer").create_group("vars")
             v.attrs["name"] = model.optimizer.name
@@ -1108,38 +1130,37 @@ def _read_new_layer(f: _File, cls: str, cfg: dict[str, Any], entry: Any, where: 
     return layer, cls, tuple(out_shape), count
 
 
-def _input_shape(f: _File, config: dict[str, Any],
-                 entries: list[Any]) -> tuple[tuple[int, ...] | None, list[Any]]:
+def _input_shape(f: _File, config: dict[str, Any], entries: list[Any],
+                 where: str = "model") -> tuple[tuple[int, ...] | None, list[Any]]:
     """(the sample shape or None, the layer entries after the InputLayer): from the InputLayer,
-    else from the model's build_input_shape."""
+    else from the model's build_input_shape.  where: the model's place in the file."""
     if entries:
-        cls, cfg = _keras_object(f, entries[0], "model.layers[0]")
+        first = f"{where}.layers[0]"
+        cls, cfg = _keras_object(f, entries[0], first)
         if cls == "InputLayer":
-            f.check(cfg, "dict", "model.layers[0].config")
+            f.check(cfg, "dict", f"{first}.config")
             for key, value in cfg.items():
                 if key in ("batch_shape", "batch_input_shape", "name"):
                     continue
                 if key == "dtype":
-                    _dtype(f, value, "model.layers[0].config.dtype")
+                    _dtype(f, value, f"{first}.config.dtype")
                 elif key not in ("sparse", "ragged", "optional"):
-                    f.unsupported(f"model.layers[0]: the InputLayer option {key!r} is not "
+                    f.unsupported(f"{first}: the InputLayer option {key!r} is not "
                                   "supported by fastnn.")
                 elif value not in (None, False):
-                    f.unsupported(f"model.layers[0]: Input({key}={_files.short(value)}) is not "
+                    f.unsupported(f"{first}: Input({key}={_files.short(value)}) is not "
                                   "supported by fastnn.")
             key = "batch_shape" if "batch_shape" in cfg else "batch_input_shape"
-            return f.shape(cfg.get(key), f"model.layers[0].config.{key}"), entries[1:]
+            return f.shape(cfg.get(key), f"{first}.config.{key}"), entries[1:]
     if config.get("build_input_shape") is not None:
-        return f.shape(config["build_input_shape"], "model.config.build_input_shape"), entries
+        return f.shape(config["build_input_shape"], f"{where}.config.build_input_shape"), entries
     return None, entries
 
 
-def _model(f: _Archive, top: Any) -> tuple[Sequential, list[str], int]:
+def _model(f: _Archive, top: Any) -> tuple[Sequential, list[Any], int]:
     """(the fastnn Sequential that config.json describes, built; the Keras class of each of its
-    layers; its parameter count).  Nothing is allocated before the count is checked against
-    the file's size."""
-    from fastnn.models import Sequential
-
+    layers, a nested model's as ("Sequential", its classes); its parameter count).  Nothing is
+    allocated before the count is checked against the file's size."""
     f.check(top, "dict", "config.json")
     if _find_lambda(top.get("config")):  # (one in compile_config only leaves it uncompiled)
         f.unsupported("it holds a Python lambda (`__lambda__`): fastnn never runs code from a "
@@ -1148,48 +1169,78 @@ def _model(f: _Archive, top: Any) -> tuple[Sequential, list[str], int]:
     if cls != "Sequential":
         f.unsupported(f"the model is a {cls}: fastnn reads Sequential models only ({cls} is "
                       "not supported by fastnn).")
-    f.check(config, "dict", "model.config")
-    name = f.check(config.get("name"), "str", "model.config.name", null=True)
-    model_trainable = f.check(config.get("trainable", True), "bool", "model.config.trainable")
-    _dtype(f, config.get("dtype"), "model.config.dtype")
-    entries = f.check(config.get("layers"), "list", "model.config.layers")
+    bc = top.get("build_config")
+    shape = (f.shape(bc["input_shape"], "build_config.input_shape")
+             if isinstance(bc, dict) and bc.get("input_shape") is not None else None)
+    model, classes, count, shape, _ = _sequential(f, config, "model", shape, nested=False)
+    if count * 4 > f.size:  # 4 bytes: the smallest float
+        f.fail(f"its model has {count} parameters, more than its {f.size} bytes can hold.")
+    try:
+        model.build((None, *shape))
+    except (ValueError, TypeError) as e:
+        f.fail(f"invalid model description: {e}")
+    return model, classes, count
+
+
+_MAX_NESTING = 32  # Sequential models inside Sequential models
+
+
+def _sequential(f: _Archive, config: Any, where: str, shape: tuple[int, ...] | None,
+                nested: bool, depth: int = 0
+                ) -> tuple[Sequential, list[Any], int, tuple[int, ...], tuple[int, ...]]:
+    """A Sequential's config as (the model, unbuilt; its layers' Keras classes; its parameter
+    count; its input and output sample shapes).  shape: the input shape the enclosing model
+    gives a nested one (a nested model's own must agree), else a fallback for the top one."""
+    from fastnn.models import Sequential
+
+    if depth > _MAX_NESTING:
+        f.fail(f"Expected Sequential models nested at most {_MAX_NESTING} deep. Received more.")
+    f.check(config, "dict", f"{where}.config")
+    name = f.check(config.get("name"), "str", f"{where}.config.name", null=True)
+    model_trainable = f.check(config.get("trainable", True), "bool", f"{where}.config.trainable")
+    _dtype(f, config.get("dtype"), f"{where}.config.dtype")
+    entries = f.check(config.get("layers"), "list", f"{where}.config.layers")
     if len(entries) > _MAX_LAYERS:
         f.fail(f"Expected at most {_MAX_LAYERS} layers. Received: {len(entries)}")
     first = len(entries)
-    shape, entries = _input_shape(f, config, entries)
+    own, entries = _input_shape(f, config, entries, where)
     first -= len(entries)  # 1 after an InputLayer: the index of entries[0] in the file
-    if shape is None:
-        bc = top.get("build_config")
-        if isinstance(bc, dict) and bc.get("input_shape") is not None:
-            shape = f.shape(bc["input_shape"], "build_config.input_shape")
+    if nested and own is not None and shape is not None and own != shape:
+        f.fail(f"{where} takes samples of shape {own}; the layer before it gives {shape}.")
+    shape = shape if nested else (own or shape)
     if shape is None or not entries:
-        f.unsupported("the model has no input shape or no layers (it was saved unbuilt, "
-                      "without weights); fastnn reads built models.")
-    layers, classes, count, s = [], [], 0, shape
+        f.unsupported(f"{'the model' if not nested else where} has no input shape or no layers "
+                      "(it was saved unbuilt, without weights); fastnn reads built models.")
+    layers: list[Any] = []
+    classes: list[Any] = []
+    layer: Any
+    count, s = 0, shape
     for i, entry in enumerate(entries):
-        where = f"model.layers[{first + i}]"
+        at = f"{where}.layers[{first + i}]"
         try:
-            layer, lcls, s, n = _layer(f, entry, where, s)
-            layer.trainable = entry["config"].get("trainable", True)  # (checked: a bool)
+            if isinstance(entry, dict) and entry.get("class_name") == "Sequential":
+                _, cfg = _keras_object(f, entry, at)
+                layer, inner, n, _, s = _sequential(f, cfg, at, s, nested=True, depth=depth + 1)
+                classes.append(("Sequential", inner))
+            else:
+                layer, lcls, s, n = _layer(f, entry, at, s)
+                layer.trainable = entry["config"].get("trainable", True)  # (checked: a bool)
+                classes.append(lcls)
         except (UnsupportedError, FileFormatError):
             raise
         except (ValueError, TypeError) as e:  # refused by the layer's constructor
-            f.fail(f"invalid {where}: {e}")
+            f.fail(f"invalid {at}: {e}")
         layers.append(layer)
-        classes.append(lcls)
         count += n
-    if count * 4 > f.size:  # 4 bytes: the smallest float
-        f.fail(f"its model has {count} parameters, more than its {f.size} bytes can hold.")
     try:
         model = Sequential(name=name)
         for layer in layers:
             model.add(layer, build=False)
         if not model_trainable:
             model.trainable = False
-        model.build((None, *shape))
     except (ValueError, TypeError) as e:
         f.fail(f"invalid model description: {e}")
-    return model, classes, count
+    return model, classes, count, shape, s
 
 
 def _h5_limit(count: int, n_layers: int, n_weights: int) -> int:
@@ -1199,26 +1250,45 @@ def _h5_limit(count: int, n_layers: int, n_weights: int) -> int:
     return 8 * count * (1 + _MAX_SLOTS) + 64 + _H5_BASE + _H5_PER_OBJECT * n_objects
 
 
-def _read_weights(h5: _H5, model: Sequential, classes: list[str]) -> None:
+def _read_weights(h5: _H5, model: Sequential, classes: list[Any]) -> None:
     """Read the layers' variables of an open weights file, checked against the model, into it.
-    classes: the Keras class of each layer (their keys in the file)."""
-    keys = _unique_keys(classes)
+    classes: the Keras class of each layer (their keys in the file), a nested model's as
+    ("Sequential", its classes)."""
     group = h5.child(h5.file, "layers", "the group layers", "group", optional=not model.weights)
     if group is None:
         return
-    values = []
+    values: list[NDArray[Any]] = []
     counts: list[tuple[NDArray[Any], NDArray[Any]]] = []
-    for key, layer in zip(keys, model._leaves()):  # (a nested model has no keys: refused)
-        where = f"layers/{key}/vars"
-        sub = h5.child(group, key, f"layers/{key}", "group", optional=not layer.weights)
+    _read_layers(h5, group, "layers", model.layers, classes, values, counts)
+    model.set_weights(values)
+    for target, value in counts:
+        target[...] = value
+
+
+def _read_layers(h5: _H5, group: Any, path: str, layers: Sequence[Any], classes: list[Any],
+                 values: list[NDArray[Any]], counts: list[tuple[NDArray[Any], NDArray[Any]]]
+                 ) -> None:
+    """The variables of these layers from the group at path, appended to values in the
+    model's weight order (Normalization's counts to counts); a nested model's from its own
+    <key>/layers group."""
+    keys = _unique_keys([c if isinstance(c, str) else c[0] for c in classes])
+    for key, layer, c in zip(keys, layers, classes):
+        where = f"{path}/{key}/vars"
+        sub = h5.child(group, key, f"{path}/{key}", "group", optional=not layer.weights)
         if sub is None:  # a layer without weights may have no group
+            continue
+        if not isinstance(c, str):  # a nested Sequential
+            inner = h5.child(sub, "layers", f"{path}/{key}/layers", "group",
+                             optional=not layer.weights)
+            if inner is not None:
+                _read_layers(h5, inner, f"{path}/{key}/layers", layer.layers, c[1], values,
+                             counts)
             continue
         v = h5.child(sub, "vars", where, "group", optional=not layer.weights)
         if v is None:
             continue
         n = h5.count(v, where)
-        variables = (_variables(layer) if isinstance(layer, layers_module.Layer)
-                     else layer.weights)
+        variables = _variables(layer)
         if n != len(variables):
             h5.fail(f"{h5.what}: {where} holds {n} variables; layer {layer.name!r} has "
                    f"{len(variables)}.")
@@ -1230,19 +1300,23 @@ def _read_weights(h5: _H5, model: Sequential, classes: list[str]) -> None:
     try:
         extra = [k for k in group if k not in keys]
     except h5.ERRORS as e:
-        h5.fail(f"{h5.what}: cannot read the group layers: {e}")
+        h5.fail(f"{h5.what}: cannot read the group {path}: {e}")
     for k in extra:  # Keras ignores these; weights there mean another architecture
-        sub = h5.child(group, k, f"layers/{k}", "group")
-        v = h5.child(sub, "vars", f"layers/{k}/vars", "group", optional=True)
-        if v is not None and h5.count(v, f"layers/{k}/vars"):
-            h5.fail(f"{h5.what} holds weights for layers/{k}, a layer the model does not have "
+        sub = h5.child(group, k, f"{path}/{k}", "group")
+        v = h5.child(sub, "vars", f"{path}/{k}/vars", "group", optional=True)
+        if v is not None and h5.count(v, f"{path}/{k}/vars"):
+            h5.fail(f"{h5.what} holds weights for {path}/{k}, a layer the model does not have "
                    f"(its layers: {keys}).")
-    model.set_weights(values)
-    for target, value in counts:
-        target[...] = value
 
 
-def _keras_class(layer: layers_module.Layer | Sequential) -> str:
+def _keras_classes(model: Sequential) -> list[Any]:
+    """The Keras class of each of the model's layers (their keys in a weights file), a nested
+    model's as ("Sequential", its classes)."""
+    return [_keras_class(layer) if isinstance(layer, layers_module.Layer)
+            else ("Sequential", _keras_classes(layer)) for layer in model.layers]
+
+
+def _keras_class(layer: layers_module.Layer) -> str:
     """The Keras class a fastnn layer is written as (its key in a weights file)."""
     kind = type(layer)
     if kind is layers_module.Activation:
@@ -1500,7 +1574,7 @@ def load_weights_h5(model: Sequential, filepath: StrOrBytesPath) -> None:
     path = _files.path_str(filepath)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"No weights file at {path!r}")
-    classes = [_keras_class(layer) for layer in model.layers]
+    classes = _keras_classes(model)
     limit = _h5_limit(sum(w.size for w in model.weights), len(model.layers),
                       len(model.weights))
     size = os.path.getsize(path)

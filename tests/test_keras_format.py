@@ -417,7 +417,6 @@ def test_what_keras_cannot_represent_is_refused_before_writing(tmp_path):
         models.Sequential([layers.Input((2,)), layers.Dense(2, name="x", activation=
                                                             activations.Spec("elu", {"alpha": 0.5})),
                            layers.Dense(2, name="x_activation")]),
-        models.Sequential([layers.Input((2,)), models.Sequential([layers.Dense(2)])]),
         models.Sequential([layers.Input((2,)), layers.Dense(2, kernel_initializer=lambda s, d,
                                                             r: np.zeros(s, d))]),
     ]
@@ -534,6 +533,82 @@ def test_reads_keras_activation_layers_and_compile_config(tmp_path):
     assert m.compiled and type(m.optimizer) is optimizers.Adam and m.loss.from_logits
     assert m.get_compile_config()["metrics"] == ["categorical_accuracy", "mae"]
     assert m.optimizer.learning_rate == 0.0010000000474974513
+
+
+DATA = os.path.join(os.path.dirname(__file__), "data")
+
+
+def test_reads_a_nested_model_keras_wrote():
+    """tests/data/keras_nested.keras was written by Keras 3.15.1: Input(3) -> Dense(6, relu)
+    -> Sequential "block" [Dense(5, tanh), Dense(4, relu)] -> Dense(2, softmax), Adam(0.01)
+    after two steps; the .npz holds Keras' predictions and its weights after a third step."""
+    want = np.load(os.path.join(DATA, "keras_nested_expected.npz"))
+    m = kf.load_keras(os.path.join(DATA, "keras_nested.keras"))
+    block = m.layers[1]
+    assert type(block) is models.Sequential and block.name == "block"
+    assert [type(l).__name__ for l in block.layers] == ["Dense", "Dense"]
+    assert np.abs(m.predict(want["x"], verbose=0) - want["predictions"]).max() < 1e-6
+    assert type(m.optimizer) is optimizers.Adam and m.optimizer.iterations == 2
+    m.train_on_batch(want["x"], want["y"])  # Keras' third step, from Keras' optimizer state
+    for i, w in enumerate(m.get_weights()):
+        assert np.abs(want[f"after_{i}"] - w).max() < 1e-6
+
+
+def _nested_model():
+    inner = models.Sequential([layers.Dense(5, activation="tanh"), layers.Dense(4, name="d")],
+                              name="block")
+    m = models.Sequential([layers.Input((3,)), layers.Dense(6, activation="relu"), inner,
+                           layers.Dense(2, activation="softmax")], seed=5)
+    m.compile(optimizers.Adam(0.01), "categorical_crossentropy")
+    return m
+
+
+def test_nested_models_are_written_as_keras_nests_them(tmp_path):
+    """A Sequential inside a Sequential is one entry (module "keras", its own InputLayer and
+    layers, compile_config {}) and its weights sit under layers/sequential/layers/<key>, as in
+    the file Keras wrote (tests/data/keras_nested.keras); the file reads back the same."""
+    x, y = _data(8, seed=1, shape=(3,), k=2)
+    m = _nested_model()
+    m.fit(x, y, epochs=2, batch_size=4, verbose=0)
+    kf.save_keras(m, tmp_path / "m.keras")
+    with zipfile.ZipFile(tmp_path / "m.keras") as z, \
+            zipfile.ZipFile(os.path.join(DATA, "keras_nested.keras")) as zk:
+        mine, theirs = (json.loads(a.read("config.json"))["config"]["layers"][2] for a in (z, zk))
+        assert {k: v for k, v in mine.items() if k != "config"} == \
+            {k: v for k, v in theirs.items() if k != "config"}  # module, class, build/compile
+        assert [e["class_name"] for e in mine["config"]["layers"]] == \
+            [e["class_name"] for e in theirs["config"]["layers"]] == ["InputLayer", "Dense", "Dense"]
+        tree = []
+        for a in (z, zk):
+            f = h5py.File(io.BytesIO(a.read("model.weights.h5")))
+            found = []
+            f.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset)
+                         and name.startswith("layers/") else None)
+            tree.append(sorted(found))
+        assert tree[0] == tree[1] and "layers/sequential/layers/dense_1/vars/1" in tree[0]
+    k = kf.load_keras(tmp_path / "m.keras")
+    assert type(k.layers[1]) is models.Sequential and k.layers[1].layers[1].name == "d"
+    np.testing.assert_array_equal(k.predict(x, verbose=0), m.predict(x, verbose=0))
+    for a, b in zip(k.optimizer.variables, m.optimizer.variables):
+        np.testing.assert_array_equal(a, b)
+    m.train_on_batch(x, y)
+    k.train_on_batch(x, y)
+    for a, b in zip(k.get_weights(), m.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    kf.save_weights_h5(m, tmp_path / "m.weights.h5")  # and the weights file alone
+    fresh = _nested_model()
+    fresh.build((None, 3))
+    kf.load_weights_h5(fresh, tmp_path / "m.weights.h5")
+    for a, b in zip(fresh.get_weights(), m.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_nested_model_that_disagrees_with_its_input_is_refused(tmp_path):
+    def edit(config):  # the nested model's InputLayer says 7 features; the layer before gives 6
+        config["config"]["layers"][2]["config"]["layers"][0]["config"]["batch_shape"] = [None, 7]
+    _rewrite(os.path.join(DATA, "keras_nested.keras"), tmp_path / "bad.keras", edit)
+    with pytest.raises(FileFormatError, match=r"model.layers\[2\] takes samples of shape"):
+        kf.load_keras(tmp_path / "bad.keras")
 
 
 @pytest.mark.parametrize("loss_weights", [0.5, [0.25]])
