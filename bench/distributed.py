@@ -72,8 +72,24 @@ RUN = textwrap.dedent("""
         times[-1] = time.perf_counter() - times[-1]
         reduce_times.append(reducing[0])
     cb = callbacks.LambdaCallback(on_epoch_begin=begin, on_epoch_end=end)
-    m.fit(x, y, epochs=epochs, batch_size=128, verbose=0, callbacks=[cb])
+    cbs = [cb]
+    if mode == "alternate":  # overlap off and on in turns of 20 steps, each step timed
+        step_s, t_step = {False: [], True: []}, [0.0]
+
+        def batch_begin(b, logs):
+            distribution.distribution().overlap = (b // 20) % 2 == 1  # the same on every rank
+            t_step[0] = time.perf_counter()
+
+        def batch_end(b, logs):
+            if len(times) > 1:  # epochs 2..E
+                step_s[distribution.distribution().overlap].append(time.perf_counter() - t_step[0])
+        cbs.append(callbacks.LambdaCallback(on_train_batch_begin=batch_begin,
+                                            on_train_batch_end=batch_end))
+    m.fit(x, y, epochs=epochs, batch_size=128, verbose=0, callbacks=cbs)
     out = {"epoch_times": times, "reduce_times": reduce_times}
+    if mode == "alternate":
+        out["step_s"] = {k: float(np.median(step_s[v])) for k, v in (("blocking", False),
+                                                                     ("overlap", True))}
     if dist:
         d = distribution.distribution()
         g = np.ones(407050, np.float32)
@@ -88,6 +104,7 @@ RUN = textwrap.dedent("""
         out["allreduce_s"] = float(np.median(ts))
         # the same sum as non-blocking allreduces (Iallreduce, then wait): the whole buffer as
         # one bucket, and in this run's buckets under overlap, nothing computed meanwhile
+        d.overlap = d.overlap or mode == "alternate"
         plan = m.trainer._bucketed(d)
         for key, cuts in (("iallreduce_s", [0, g.size]),
                           ("buckets_s", None if plan is None else plan.buckets)):
@@ -113,6 +130,8 @@ CONFIGS = {  # name: (ranks, threads each, mode, extra environment)
     "2 ranks x 1 thread, blocking allreduce": (2, 1, "dist", {}),
     "2 ranks x 1 thread, overlap=True": (2, 1, "overlap", {}),
 }
+ALTERNATE = "2 ranks x 1 thread, blocking and overlap in turns of 20 steps"
+CONFIGS[ALTERNATE] = (2, 1, "alternate", {})
 ASYNC = {"2 ranks x 1 thread, overlap=True, MPIR_CVAR_ASYNC_PROGRESS=1": (
     2, 1, "overlap", {"MPIR_CVAR_ASYNC_PROGRESS": "1"})}  # --async-progress
 
@@ -176,6 +195,9 @@ def main():
         cells = (f"{rd / steps * 1e6:.0f} ({rd / e:.0%}) | {alone * 1e6:.0f}"
                  if configs[name][0] > 1 else "- | -")
         lines.append(f"| {name} | {e:.3f} | {min(epoch):.3f} | {e / steps * 1e6:.0f} | {cells} |")
+    alt = {k: statistics.median(r["step_s"][k] for r in runs[ALTERNATE])
+           for k in ("blocking", "overlap")}
+    summary[ALTERNATE]["step_s"] = alt
     dist_runs = [r for rs in runs.values() for r in rs if "allreduce_s" in r]
     ar = statistics.median(r["allreduce_s"] for r in dist_runs)
     iar = statistics.median(r["iallreduce_s"] for r in dist_runs)
@@ -188,6 +210,10 @@ def main():
         f"{iar * 1e6:.0f} us, overlap's {count} buckets (an Iallreduce each as `ready` posts "
         f"them, then the waits: the overlap rows).  The reduction in a step is timed on rank 0 "
         f"and also holds the wait for the slower rank.",
+        "",
+        f"In turns within one run (the same load on both): median step {alt['blocking'] * 1e6:.0f}"
+        f" us with the blocking allreduce, {alt['overlap'] * 1e6:.0f} us with overlap "
+        f"({alt['overlap'] / alt['blocking']:.2f}x).",
     ]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -318,6 +318,14 @@ def test_overlapped_step_refuses_buckets_it_cannot_honour():
                                     bucketed=_Recorder(g, buckets, g))
     with pytest.raises(ValueError, match="grads-only"):
         m.trainer.compiled_step(m.optimizer, x, t, 6, bucketed=_Recorder(g, [0, g.size], g))
+    # gradients in g out of layer order (layer 1's below layer 0's): a bucket handed once
+    # layer 1 is done would hold layer 0's unfinished gradients
+    l0, l1 = m.layers
+    l0.grads, l1.grads = [g[15:39].reshape(6, 4), g[39:43]], [g[:12].reshape(4, 3), g[12:15]]
+    assert g.size == 43
+    with pytest.raises(ValueError, match="in layer order"):
+        m.trainer.compiled_step(m.optimizer, x, t, 7, grads_only=True,
+                                bucketed=_Recorder(g, [0, 20, g.size], g))
     with pytest.raises(ValueError, match="overlap to be True or False"):
         distribution.DataParallel(overlap="yes")
     with pytest.raises(ValueError, match="bucket_cap_mb"):
