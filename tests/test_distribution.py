@@ -70,6 +70,20 @@ TRAIN = textwrap.dedent("""
         distribution.set_distribution(None)
         fastnn.config.set_floatx("float32")
         return m.get_weights(), h.history
+
+    def one_row_last(jit, dist):
+        # 33 rows in batches of 16: the last batch's one row goes to rank 1, rank 0 gets none
+        if dist:
+            distribution.set_distribution(distribution.DataParallel(overlap=True,
+                                                                    bucket_cap_mb=1e-4))
+        x, labels = data()
+        m = models.Sequential([layers.Dense(8, activation="tanh", input_shape=(6,)),
+                               layers.Dense(3, activation="softmax")], seed=1)
+        m.compile("adam", "sparse_categorical_crossentropy", jit_compile=jit)
+        m.fit(x[:33], labels[:33], epochs=2, batch_size=16, verbose=0,
+              sample_weight=np.linspace(0.2, 2.0, 33))
+        distribution.set_distribution(None)
+        return m.get_weights()
 """)
 
 
@@ -119,8 +133,9 @@ OVERLAP_CASES = ("rmsprop-cce", "adam-scce-b7", "adam-cce-weighted", "rmsprop-cc
 def test_two_ranks_with_overlap_reach_the_single_process_weights(tmp_path):
     """DataParallel(overlap=True): the gradients reduced in buckets (non-blocking allreduces
     started by the compiled step's callback as each bucket is final, every layer's and the
-    first kernel's in chunks); batches of 16 end with a 1-row batch (a rank gets none, and
-    posts zero buckets), the weighted case with sample_weight."""
+    first kernel's in chunks), in float64 and float32, uneven last batches, sample_weight; a
+    last batch of one row (the rank that gets none posts the same buckets, of zeros); and a
+    model stepped layer by layer (its buckets posted after its backward)."""
     cases = {k: CASES[k] for k in OVERLAP_CASES}
     out = _mpiexec(tmp_path, """
         r = distribution.DataParallel().rank
@@ -134,9 +149,16 @@ def test_two_ranks_with_overlap_reach_the_single_process_weights(tmp_path):
             np.savez(f"{name}-rank{r}.npz", *w)
             with open(f"{name}-rank{r}.json", "w") as f:
                 json.dump(posted, f)
+        for jit in (True, False):
+            np.savez(f"one-row-{jit}-rank{r}.npz", *one_row_last(jit, dist=True))
     """.replace("CASES", repr(cases)))
     assert out.returncode == 0, out.stderr[-3000:]
     exec(compile(TRAIN, "train", "exec"), ns := {})
+    for jit in (True, False):  # the compiled step, and layer by layer (buckets posted after)
+        ranks = [np.load(tmp_path / f"one-row-{jit}-rank{r}.npz") for r in (0, 1)]
+        for i, w in enumerate(ns["one_row_last"](jit, dist=False)):
+            np.testing.assert_array_equal(ranks[0][f"arr_{i}"], ranks[1][f"arr_{i}"])
+            np.testing.assert_allclose(ranks[0][f"arr_{i}"], w, rtol=2e-5, atol=1e-6)  # float32
     for name, case in cases.items():
         tol = dict(rtol=1e-9, atol=1e-12) if case[-1] == "float64" else dict(rtol=2e-5, atol=1e-6)
         want_w, _ = ns["train"](case, dist=False)
