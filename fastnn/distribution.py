@@ -9,7 +9,8 @@ passes the same full (x, y); fit takes the same seeded shuffle on every rank and
 rank its share of each global batch of B rows (contiguous parts, as even as they go; a rank
 may get none of a short last batch).  Each rank computes the gradient of its rows, scaled by
 its share of the batch; one in-place allreduce over the flat gradient buffer sums them into the
-gradient of the whole batch, and every rank takes the same optimizer step: all ranks hold the
+gradient of the whole batch (with `DataParallel(overlap=True)`, bucket by bucket as the backward
+finishes them), and every rank takes the same optimizer step: all ranks hold the
 same weights, equal to a single process's fit with the same seed and batch size (to float
 rounding).  At the start of fit the weights, the optimizer state and the generator of shuffling
 and dropout are broadcast from rank 0.  Logged losses and metrics are global (one small
@@ -65,12 +66,13 @@ class DataParallel:
             handed to a non-blocking allreduce as soon as the compiled backward has finished
             it (the last layer's first), so the reduction of the first buckets can run while the
             backward computes the next (as Horovod and DDP do); the optimizer step waits for all
-            of them.  Default False: measured slower on a 2-core machine with both ranks on one
-            node (bench/distributed.py, bench/results/distributed.md): both cores compute, and
-            a shared-memory allreduce is itself CPU work (copies and sums) that only advances
-            inside MPI calls, so there is no idle resource to overlap with, and the buckets cost
-            more calls.  It is for ranks on separate nodes, where the network card moves the
-            data (with MPICH, also set MPIR_CVAR_ASYNC_PROGRESS=1 given a spare core).
+            of them.  Default False: slower where it was measured, two ranks on a 2-core
+            machine (bench/distributed.py: a step 1.2x longer with overlap, and 4x with MPICH's
+            progress thread): both cores compute, and a shared-memory allreduce is itself CPU
+            work (copies and sums) that advances only inside MPI calls, so nothing is idle to
+            overlap with, while the buckets add calls and synchronization points.  It is meant
+            for ranks on separate nodes, where the network card moves the data (with MPICH,
+            MPIR_CVAR_ASYNC_PROGRESS=1 where a core is spare).
         bucket_cap_mb: the size of the first layer's kernel gradient chunks under overlap, in
             megabytes (10^6 bytes), > 0.
     """
