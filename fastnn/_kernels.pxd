@@ -71,6 +71,10 @@ cdef extern from "fastnn.h" nogil:
         int64_t part_threads
         int bf16
         void *scratch
+        void (*ready)(void *ctx, int64_t off, int64_t count) noexcept nogil
+        void *ready_ctx
+        const int64_t *buckets
+        int64_t n_buckets
 
     int fnn_dense_stack_owns(const fnn_dense_stack *s, int64_t n) noexcept
     double fnn_dense_stack_step_f32(const fnn_dense_stack *s, const int64_t *idx, int64_t n) noexcept

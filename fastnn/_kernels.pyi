@@ -8,7 +8,7 @@ aliasing at run time (TypeError/ValueError).
 The two classes are cdef classes: their arguments go to __cinit__, hence __new__ below.
 tests/test_typing.py checks this stub against the built module (mypy's stubtest).
 """
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
@@ -83,7 +83,9 @@ class DenseStack:
                 layers: list[tuple[Any, ...]], loss: int, p: _Array, g: _Array,
                 opt: OptimizerStep | None, rank1: bool, part: _Array | None = None,
                 part_threads: int = 0, sw: _Array | None = None,
-                swb: _Array | None = None, scratch: _Array | None = None) -> Self: ...
+                swb: _Array | None = None, scratch: _Array | None = None,
+                ready: Callable[[int, int], object] | None = None,
+                buckets: _Array | None = None) -> Self: ...
     @property
     def owns_first_layer(self) -> bool: ...
     def run(self, idx: _Array) -> float: ...

@@ -785,7 +785,10 @@ cdef class DenseStack:
       loss: a code of fastnn/_codes.py LOSSES;  opt: the OptimizerStep of p (its scalars set
       by begin() before each run), or None: run() leaves the gradients in g, unstepped;  part: scratch of (part_threads - 1) x n x (layer 0's
       width) for the row-owned layer 0;  sw, swb: per-sample weights of x's rows and their
-      batch buffer (n), or None (unweighted)."""
+      batch buffer (n), or None (unweighted);  ready, buckets (data parallel with overlap,
+      opt None): run() calls ready(off, count) for each bucket g[off:off + count] as soon as
+      its gradients are final, top bucket first (buckets: int64 boundaries 0 < ... < p.size,
+      see fastnn.h); an exception ready raises is raised by run() once the step is over."""
     cdef fnn_dense_stack s
     cdef fnn_dense_layer *layer
     cdef object keep
@@ -794,11 +797,13 @@ cdef class DenseStack:
     cdef readonly int64_t batch_size
     cdef int64_t rows
     cdef readonly object predictions  # the last layer's output buffer
+    cdef object ready, buckets, error  # overlap: the callable, boundaries, its exception
 
     def __cinit__(self, x, t, xb, tb, grad, list layers, int loss, p, g, OptimizerStep opt,
                   bint rank1, part=None, int64_t part_threads=0, sw=None, swb=None,
-                  scratch=None):
+                  scratch=None, ready=None, buckets=None):
         self.layer = NULL
+        self.s.ready, self.s.ready_ctx, self.s.buckets, self.s.n_buckets = NULL, NULL, NULL, 0
         self.keep = (x, t, xb, tb, grad, layers, p, g, opt, part, sw, swb, scratch)
         # this object holds raw pointers into x, t and sw: a weak reference makes NumPy refuse
         # to resize them (even with refcheck=False) while it lives, so they cannot move under it
@@ -899,6 +904,44 @@ cdef class DenseStack:
             self.s.part = _ptr(part, "part", dt, 0, (part_threads - 1) * n * self.layer[0].out,
                                0, True, "p")
             self.s.part_threads = part_threads
+        if ready is not None or buckets is not None:
+            self._set_ready(ready, buckets, layers, g, opt is None and not bf16)
+
+    cdef int _set_ready(self, ready, buckets, list layers, g, bint grads_only) except -1:
+        """Check and set struct fnn_dense_stack's ready and buckets."""
+        if not callable(ready) or buckets is None:
+            raise ValueError(f"Expected ready (a callable) and buckets together. "
+                             f"Received: ready={ready!r}, buckets={buckets!r}")
+        if not grads_only:
+            raise ValueError("Expected a grads-only step (opt=None, no bf16) for ready.")
+        cdef int64_t m = len(buckets) if cnp.PyArray_Check(buckets) else 0
+        cdef int64_t nparams = self.s.n_params, i, lo = 0, off, size
+        _ptr(buckets, "buckets", cnp.NPY_INT64, 1, m, 0, False, None)
+        b = np.array(buckets)  # a copy: the values checked are the values used
+        if m < 2 or b[0] != 0 or b[m - 1] != nparams or not np.all(np.diff(b) > 0):
+            raise ValueError(f"Expected buckets ascending from 0 to {nparams} (p.size). "
+                             f"Received: buckets={buckets}")
+        cdef uintptr_t g0 = <uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>g)
+        cdef int64_t item = g.dtype.itemsize
+        for i in range(len(layers)):  # the gradients in g must lie in layer order
+            for name, a in (("dw", layers[i][2]), ("db", layers[i][3])):
+                if a is None:
+                    continue
+                off = <int64_t>(<uintptr_t>cnp.PyArray_DATA(<cnp.ndarray>a) - g0) // item
+                size = cnp.PyArray_SIZE(<cnp.ndarray>a)
+                if off + size <= 0 or off >= nparams:
+                    continue  # a frozen layer's, outside g
+                if off < lo or off + size > nparams:
+                    raise ValueError(f"Expected the layers' gradients in g in layer order. "
+                                     f"Received: layer {i}'s {name} at [{off}, {off + size}) "
+                                     f"of g, after {lo}")
+                lo = off + size
+        self.ready, self.buckets, self.error = ready, b, None
+        self.s.buckets = <const int64_t *>cnp.PyArray_DATA(<cnp.ndarray>b)
+        self.s.n_buckets = m - 1
+        self.s.ready_ctx = <void *>self
+        self.s.ready = _bucket_ready
+        return 0
 
     def __dealloc__(self):
         free(self.layer)
@@ -923,7 +966,22 @@ cdef class DenseStack:
                 loss = dense_stack_step_k(<float *>NULL, &self.s, pi, self.batch_size)
             else:
                 loss = dense_stack_step_k(<double *>NULL, &self.s, pi, self.batch_size)
+        if self.error is not None:
+            error, self.error = self.error, None
+            raise error
         return loss
+
+
+cdef void _bucket_ready(void *ctx, int64_t off, int64_t count) noexcept nogil:
+    """struct fnn_dense_stack's ready: the DenseStack's ready(off, count), under the GIL; its
+    first exception is kept for run() to raise (the C step cannot unwind), later calls skipped."""
+    with gil:
+        stack = <DenseStack>ctx
+        if stack.error is None:
+            try:
+                stack.ready(off, count)
+            except BaseException as e:
+                stack.error = e
 
 
 # ---- bfloat16 products with float32 sums (src_c/bf16.c) -------------------------------------

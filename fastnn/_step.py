@@ -170,6 +170,9 @@ class TrainStep:
                       and not any(self.mixed))
         # batch size -> (compiled step or None, what it was built for)
         self._stacks: dict[int, tuple[DenseStack | None, tuple[Any, ...]]] = {}
+        # DataParallel(overlap=True): (its distribution, the bucketed allreduce of grads)
+        self._bucketed_for: tuple[distribution.DataParallel,
+                                  distribution.BucketedAllreduce] | None = None
         self._activations = [l.activation for l in self.layers]  # what the step was made for
 
     def stale(self) -> bool:
@@ -272,27 +275,66 @@ class TrainStep:
         s, e = dist.shard(len(idx))
         p: NDArray[Any] | None
         value, p = 0.0, None
-        stack = self.compiled_step(optimizer, x, t, e - s, sw, grads_only=True) if e > s else None
+        share = (e - s) / len(idx)
+        bucketed = self._bucketed(dist)
+        if bucketed is not None:
+            bucketed.start(share if e > s else 1.0)
+        stack = (self.compiled_step(optimizer, x, t, e - s, sw, grads_only=True,
+                                    bucketed=bucketed) if e > s else None)
         if stack is not None:  # this rank's gradients in one call into C, unstepped
-            value, p = stack.run(idx[s:e]), stack.predictions
+            value, p = stack.run(idx[s:e]), stack.predictions  # (bucketed: posted as final)
         if e > s:
             if stack is None:
                 value, p, _ = self._gradients(
                     self.gather("x", x, idx[s:e]), self.gather("t", t, idx[s:e]),
                     rank1_ok=False, loss_scale=optimizer.loss_scale_factor,
                     swb=None if sw is None else self.gather("sw", sw, idx[s:e]))
-            share = (e - s) / len(idx)
             value *= share
-            for g in self.grads:
-                g *= g.dtype.type(share)
+            if bucketed is None:  # (else each bucket is scaled as it is posted)
+                for g in self.grads:
+                    g *= g.dtype.type(share)
         else:
             for g in self.grads:
                 g[...] = 0
-        for g in self.grads:
-            dist.allreduce_(g)
+        if bucketed is not None:
+            bucketed.finish()
+        else:
+            for g in self.grads:
+                dist.allreduce_(g)
         optimizer.apply(self.params, self.grads)
         self._constrain()
         return value, p
+
+    def _bucketed(self, dist: distribution.DataParallel) -> distribution.BucketedAllreduce | None:
+        """The bucketed allreduce of the gradient buffer under dist's overlap (one buffer: a
+        model of mixed dtypes reduces each of its buffers whole), made once per distribution:
+        one bucket per layer's trainable gradients, the lowest layer's kernel gradient (the
+        one the overlapped compiled step computes in row chunks) cut in chunks of about
+        bucket_cap_mb."""
+        if not dist.overlap or len(self.grads) != 1:
+            return None
+        hit = self._bucketed_for
+        if hit is not None and hit[0] is dist and hit[1].buf is self.grads[0]:
+            return hit[1]
+        g = self.grads[0]
+        g0, item = g.__array_interface__["data"][0], g.dtype.itemsize
+        cuts = {0, g.size}
+        kernels = []  # (offset, rows, row size) of each layer's first gradient in g, if 2-D
+        for layer in self.layers:
+            spans = [((a.__array_interface__["data"][0] - g0) // item, a) for a in layer.grads]
+            spans = [(o, a) for o, a in spans if 0 <= o < g.size]
+            if spans:
+                o, a = min(spans, key=lambda oa: oa[0])
+                cuts.add(o)
+                if a.ndim == 2:
+                    kernels.append((o, a.shape[0], a.shape[1]))
+        if kernels:  # the first layer's kernel gradient in row chunks
+            o, r, c = min(kernels)
+            step = max(1, int(dist.bucket_cap_mb * 1e6) // (c * item))
+            cuts.update(o + k * c for k in range(step, r, step))
+        bucketed = distribution.BucketedAllreduce(dist, g, np.array(sorted(cuts), np.int64))
+        self._bucketed_for = (dist, bucketed)
+        return bucketed
 
     # ---- layer by layer -----------------------------------------------------------------------
 
@@ -382,14 +424,16 @@ class TrainStep:
     # ---- compiled -------------------------------------------------------------------------------
 
     def compiled_step(self, optimizer: Optimizer, x: NDArray[Any], t: NDArray[Any],
-                      n: int, sw: NDArray[Any] | None = None,
-                      grads_only: bool = False) -> DenseStack | None:
+                      n: int, sw: NDArray[Any] | None = None, grads_only: bool = False,
+                      bucketed: distribution.BucketedAllreduce | None = None
+                      ) -> DenseStack | None:
         """The compiled step (`_kernels.DenseStack`) that runs batches of n samples of the
         prepared (x, t) (weighted by sw, or None) under this optimizer, built on first use;
         None where the layer-by-layer step runs (see the module docstring).  grads_only: a
-        step that stops with the gradients (data parallel; float32/float64 models)."""
+        step that stops with the gradients (data parallel; float32/float64 models); bucketed
+        (with grads_only): the step hands it each bucket of gradients as soon as it is final."""
         kernels = optimizer.kernels(self.params) if self.params and not grads_only else None
-        built_for = (optimizer, kernels, x, t, sw, grads_only)
+        built_for = (optimizer, kernels, x, t, sw, grads_only, bucketed)
         hit = self._stacks.pop(n, None)
         if hit is not None and all(a is b for a, b in zip(hit[1], built_for)):
             self._stacks[n] = hit  # most recently used last
@@ -407,7 +451,8 @@ class TrainStep:
                 and not (grads_only and any(self.mixed))):
             # (params is not empty, and every layer in dense is a Dense)
             stack = self._build_stack(make, None if grads_only else cast("list[Any]", kernels)[0],
-                                      x, t, n, cast("list[Dense]", dense), sw)
+                                      x, t, n, cast("list[Dense]", dense), sw,
+                                      bucketed)
         if len(self._stacks) >= 2:  # an epoch's two batch sizes (full, last); no more
             del self._stacks[next(iter(self._stacks))]
         self._stacks[n] = (stack, built_for)
@@ -415,7 +460,8 @@ class TrainStep:
 
     def _build_stack(self, make: Callable[..., DenseStack], opt_kernel: Any, x: NDArray[Any],
                      t: NDArray[Any], n: int, dense: Sequence[Dense],
-                     sw: NDArray[Any] | None) -> DenseStack:
+                     sw: NDArray[Any] | None,
+                     bucketed: distribution.BucketedAllreduce | None = None) -> DenseStack:
         loss = self.loss.fused_code if self.fused else self.loss.code
         buf = self.buffers.get
         specs: list[tuple[Any, ...]] = []
@@ -448,4 +494,5 @@ class TrainStep:
         return make(x, t, xb, buf("t", (n, *t.shape[1:]), t.dtype),
                     buf("grad", (n, width), self.params[0].dtype), specs, loss, self.params[0],
                     self.grads[0], opt_kernel, rank1, part, threads, sw,
-                    None if sw is None else buf("sw", (n,), self.params[0].dtype), scratch)
+                    None if sw is None else buf("sw", (n,), self.params[0].dtype), scratch,
+                    *((bucketed.ready, bucketed.buckets) if bucketed is not None else ()))

@@ -9,7 +9,8 @@ passes the same full (x, y); fit takes the same seeded shuffle on every rank and
 rank its share of each global batch of B rows (contiguous parts, as even as they go; a rank
 may get none of a short last batch).  Each rank computes the gradient of its rows, scaled by
 its share of the batch; one in-place allreduce over the flat gradient buffer sums them into the
-gradient of the whole batch, and every rank takes the same optimizer step: all ranks hold the
+gradient of the whole batch (with `DataParallel(overlap=True)`, bucket by bucket as the backward
+finishes them), and every rank takes the same optimizer step: all ranks hold the
 same weights, equal to a single process's fit with the same seed and batch size (to float
 rounding).  At the start of fit the weights, the optimizer state and the generator of shuffling
 and dropout are broadcast from rank 0.  Logged losses and metrics are global (one small
@@ -59,9 +60,32 @@ class DataParallel:
 
     Args:
         devices: accepted for Keras' signature; fastnn runs one rank per process (None).
+        overlap: fastnn's, not Keras' (PyTorch DDP buckets always, its knob is
+            `bucket_cap_mb`).  True: the gradient buffer is reduced in buckets, one per layer
+            and the first layer's kernel gradient in row chunks of about `bucket_cap_mb`, each
+            handed to a non-blocking allreduce as soon as the compiled backward has finished
+            it (the last layer's first), so the reduction of the first buckets can run while the
+            backward computes the next (as Horovod and DDP do); the optimizer step waits for all
+            of them.  Default False: slower where it was measured, two ranks on a 2-core
+            machine (bench/distributed.py: a step 1.2x longer with overlap, and 4x with MPICH's
+            progress thread): both cores compute, and a shared-memory allreduce is itself CPU
+            work (copies and sums) that advances only inside MPI calls, so nothing is idle to
+            overlap with, while the buckets add calls and synchronization points.  It is meant
+            for ranks on separate nodes, where the network card moves the data (with MPICH,
+            MPIR_CVAR_ASYNC_PROGRESS=1 where a core is spare).
+        bucket_cap_mb: the size of the first layer's kernel gradient chunks under overlap, in
+            megabytes (10^6 bytes), > 0.
     """
 
-    def __init__(self, devices: Any = None, **kwargs: Any) -> None:
+    def __init__(self, devices: Any = None, overlap: bool = False, bucket_cap_mb: float = 0.25,
+                 **kwargs: Any) -> None:
+        if not isinstance(overlap, (bool, np.bool_)):
+            raise ValueError(f"Expected overlap to be True or False. Received: overlap={overlap!r}")
+        if (isinstance(bucket_cap_mb, bool) or not isinstance(bucket_cap_mb, (int, float))
+                or not 0 < bucket_cap_mb < float("inf")):
+            raise ValueError(f"Expected bucket_cap_mb to be a number > 0. "
+                             f"Received: bucket_cap_mb={bucket_cap_mb!r}")
+        self.overlap, self.bucket_cap_mb = bool(overlap), float(bucket_cap_mb)
         self.comm: Any = None  # mpi4py's MPI.COMM_WORLD, None without mpi4py
         try:
             from mpi4py import MPI
@@ -105,6 +129,43 @@ class DataParallel:
 
     def __repr__(self) -> str:
         return f"<DataParallel rank {self.rank} of {self.size}>"
+
+
+class BucketedAllreduce:
+    """The allreduce of one flat gradient buffer in buckets (DataParallel's overlap): bucket i
+    is buf[buckets[i]:buckets[i + 1]] (int64 boundaries, 0 to buf.size).  Each step: `start`,
+    then `ready` for buckets as they are final (the compiled step's callback, top bucket first),
+    then `finish`, which posts the buckets not posted yet (top first) and waits for all.  Every
+    rank posts the same buckets in the same order (MPI matches collectives by order)."""
+
+    def __init__(self, dist: DataParallel, buf: NDArray[Any], buckets: NDArray[np.int64]) -> None:
+        self.comm, self._mpi = dist.comm, dist._mpi
+        self.buf, self.buckets = buf, buckets
+        self.scale = 1.0
+        self.requests: list[Any] = []
+
+    def start(self, scale: float) -> None:
+        """A new step, whose buckets are scaled by `scale` (this rank's share of the batch)
+        before they are reduced."""
+        self.scale, self.requests = scale, []
+
+    def ready(self, off: int, count: int) -> None:
+        """buf[off:off + count] (the next bucket, top first) is final: scale it, start its
+        allreduce, and let MPI progress the ones in flight."""
+        seg = self.buf[off:off + count]
+        if self.scale != 1.0:
+            seg *= seg.dtype.type(self.scale)
+        self.requests.append(self.comm.Iallreduce(self._mpi.IN_PLACE, seg, op=self._mpi.SUM))
+        self._mpi.Request.Testall(self.requests)
+
+    def finish(self) -> None:
+        """Post the buckets not posted yet (top first), then wait for every allreduce: buf is
+        the sum over the ranks."""
+        b = self.buckets
+        for i in range(len(b) - 2 - len(self.requests), -1, -1):
+            self.ready(int(b[i]), int(b[i + 1] - b[i]))
+        self._mpi.Request.Waitall(self.requests)
+        self.requests = []
 
 
 def _abort_on_uncaught_exceptions(comm: Any) -> None:

@@ -186,6 +186,18 @@ struct fnn_dense_stack {
        rank1 and part are unused.  scratch: fnn_bf16_backward_scratch_size of the widest layer. */
     int bf16;
     void *scratch;
+    /* Data parallel with overlap (opt NULL; else ready NULL): n_buckets buckets tiling g,
+       bucket i = g[buckets[i], buckets[i + 1]), buckets[0] = 0 < ... < buckets[n_buckets] =
+       n_params, over gradients that lie in g in layer order (checked by the caller).  The step
+       calls ready(ready_ctx, off, count) once per bucket g[off, off + count), top bucket first,
+       on the calling thread outside any parallel region, as soon as every gradient in it is
+       final, so the caller can start its reduction while the backward goes on; layer 0's
+       kernel gradient is then computed in row chunks, top rows first, ending at the bucket
+       boundaries inside it.  ready NULL: no calls, no chunks. */
+    void (*ready)(void *ctx, int64_t off, int64_t count);
+    void *ready_ctx;
+    const int64_t *buckets;
+    int64_t n_buckets;
 };
 
 /* Whether a step of n samples owns layer 0 by rows (see part above) with the current threads. */
