@@ -219,8 +219,10 @@ def test_nested_model_saves_and_loads(tmp_path):
     a = m.fit(x, y, epochs=1, batch_size=5, shuffle=False, verbose=0).history["loss"]
     b = m2.fit(x, y, epochs=1, batch_size=5, shuffle=False, verbose=0).history["loss"]
     assert a == b  # the optimizer state came back too
-    with pytest.raises(ValueError, match="nested Sequential"):
-        m.save(tmp_path / "m.keras")
+    m.save(tmp_path / "m.keras")  # Keras' format nests it too (tests/test_keras_format.py)
+    m3 = models.load_model(tmp_path / "m.keras")
+    assert [type(l).__name__ for l in m3.layers] == ["Sequential", "Dense"]
+    np.testing.assert_array_equal(m3.predict(x, verbose=0), m.predict(x, verbose=0))
 
 
 def test_changing_a_nested_model_rebuilds_the_outer_one():
