@@ -520,7 +520,39 @@ def _nadam(p: NDArray[Any], g: NDArray[Any], s: dict[str, NDArray[Any]], o: Opti
     p -= lr * (cm * m + cg * g) / (np.sqrt(cv * v) + eps)
 
 
-_RULES = {"sgd": _sgd, "adagrad": _adagrad, "rmsprop": _rmsprop, "adam": _adam, "nadam": _nadam}
+def _adamax(p: NDArray[Any], g: NDArray[Any], s: dict[str, NDArray[Any]],
+            o: OptimizerStep) -> None:
+    a = o.learning_rate / (1 - o.beta_1 ** o.iterations)
+    lr, b1, b2, eps, wd, a = _scalars(p, o.learning_rate, o.beta_1, o.beta_2, o.epsilon,
+                                      o.weight_decay, a)
+    m, u = s["momentums"], s["norms"]
+    p *= 1 - lr * wd
+    m += (g - m) * (1 - b1)
+    np.maximum(b2 * u, np.abs(g), out=u)
+    p -= a * m / (u + eps)
+
+
+def _adadelta(p: NDArray[Any], g: NDArray[Any], s: dict[str, NDArray[Any]],
+              o: OptimizerStep) -> None:
+    lr, rho, eps, wd = _scalars(p, o.learning_rate, o.rho, o.epsilon, o.weight_decay)
+    ag, ad = s["accumulated_grads"], s["accumulated_delta_vars"]
+    p *= 1 - lr * wd
+    ag[...] = rho * ag + (1 - rho) * (g * g)
+    delta = -(np.sqrt(ad + eps) * g) / np.sqrt(ag + eps)
+    ad[...] = rho * ad + (1 - rho) * (delta * delta)
+    p += lr * delta
+
+
+def _lion(p: NDArray[Any], g: NDArray[Any], s: dict[str, NDArray[Any]], o: OptimizerStep) -> None:
+    lr, b1, b2, wd = _scalars(p, o.learning_rate, o.beta_1, o.beta_2, o.weight_decay)
+    m = s["momentums"]
+    p *= 1 - lr * wd
+    p -= lr * np.sign(m * b1 + g * (1 - b1))
+    m[...] = m * b2 + g * (1 - b2)
+
+
+_RULES = {"sgd": _sgd, "adagrad": _adagrad, "rmsprop": _rmsprop, "adam": _adam, "nadam": _nadam,
+          "adamax": _adamax, "adadelta": _adadelta, "lion": _lion}
 
 
 class OptimizerStep:

@@ -198,6 +198,12 @@ OPTIMIZERS = {
     "adamw": lambda: optimizers.AdamW(0.01),
     "nadam": lambda: optimizers.Nadam(0.01),
     "nadam_wd": lambda: optimizers.Nadam(0.01, beta_1=0.5, weight_decay=0.004),
+    "adamax": lambda: optimizers.Adamax(0.01),
+    "adamax_wd": lambda: optimizers.Adamax(0.01, beta_1=0.5, beta_2=0.8, weight_decay=0.004),
+    "adadelta": lambda: optimizers.Adadelta(1.0),
+    "adadelta_wd": lambda: optimizers.Adadelta(0.5, rho=0.8, epsilon=1e-4, weight_decay=0.01),
+    "lion": lambda: optimizers.Lion(0.01),
+    "lion_wd": lambda: optimizers.Lion(0.01, beta_1=0.5, beta_2=0.9, weight_decay=0.04),
 }
 
 

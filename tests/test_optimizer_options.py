@@ -165,7 +165,8 @@ def test_bad_options_raise_value_error_as_keras(kwargs, match):
 
 
 @pytest.mark.parametrize("cls", [optimizers.SGD, optimizers.Adagrad, optimizers.RMSprop,
-                                 optimizers.Adam, optimizers.AdamW, optimizers.Nadam])
+                                 optimizers.Adam, optimizers.AdamW, optimizers.Nadam,
+                                 optimizers.Adamax, optimizers.Adadelta, optimizers.Lion])
 def test_get_config_from_config_round_trip(cls):
     sched = optimizers.schedules.ExponentialDecay(0.1, 100, 0.5, name="decay")
     opt = cls(learning_rate=sched, clipnorm=2.0, use_ema=True, ema_momentum=0.5,
