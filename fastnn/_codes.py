@@ -24,6 +24,8 @@ LOSSES = {
     "mean_absolute_error": 6, "huber": 7, "log_cosh": 8, "kl_divergence": 9, "poisson": 10,
     "hinge": 11, "categorical_hinge": 12, "cosine_similarity": 13,
     "sigmoid_binary_crossentropy": 14,  # binary crossentropy from logits (takes the logits)
+    "mean_absolute_percentage_error": 15, "mean_squared_logarithmic_error": 16,
+    "squared_hinge": 17,
 }
 SPARSE_LOSSES = ("sparse_categorical_crossentropy", "sparse_softmax_crossentropy")
 

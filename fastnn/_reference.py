@@ -395,13 +395,36 @@ def _cosine(p: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any
     return l, np.where(p_norm, -(t_hat + l[:, None] * p_hat) * rp, -t_hat * big)
 
 
+def _mape(p: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """l = 100 mean |t - p| / max(|t|, eps)."""
+    den = np.maximum(np.abs(t), p.dtype.type(_CLIP))
+    return 100 * (np.abs(p - t) / den).mean(axis=1), 100 * np.sign(p - t) / den / p.shape[1]
+
+
+def _msle(p: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """e = log(max(p, eps) + 1) - log(max(t, eps) + 1), l = mean e^2 (no gradient where
+    p <= eps)."""
+    eps = p.dtype.type(_CLIP)
+    pc = np.maximum(p, eps)
+    e = np.log(pc + 1) - np.log(np.maximum(t, eps) + 1)
+    return (e * e).mean(axis=1), np.where(p > eps, 2 * e / (pc + 1), 0) / p.shape[1]
+
+
+def _squared_hinge(p: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """y as _hinge's, l = mean max(1 - y p, 0)^2."""
+    y = 2 * t - 1 if np.all((t == 0) | (t == 1)) else t
+    m = np.maximum(1 - y * p, 0)
+    return (m * m).mean(axis=1), -2 * y * m / p.shape[1]
+
+
 # each (p, t) -> (l, g); the sparse ones run as the dense ones on one-hot targets
 _LOSSES: dict[str, Callable[..., tuple[NDArray[Any], NDArray[Any]]]] = {
     "categorical_crossentropy": _cce, "softmax_crossentropy": _softmax_cce,
     "binary_crossentropy": _bce, "mean_squared_error": _mse, "mean_absolute_error": _mae,
     "huber": _huber, "log_cosh": _log_cosh, "kl_divergence": _kld, "poisson": _poisson,
     "hinge": _hinge, "categorical_hinge": _categorical_hinge, "cosine_similarity": _cosine,
-    "sigmoid_binary_crossentropy": _sigmoid_bce}
+    "sigmoid_binary_crossentropy": _sigmoid_bce, "mean_absolute_percentage_error": _mape,
+    "mean_squared_logarithmic_error": _msle, "squared_hinge": _squared_hinge}
 _LOSS_NAMES = {code: name for name, code in _codes.LOSSES.items()}
 _FUSED = ("softmax_crossentropy", "sparse_softmax_crossentropy")
 

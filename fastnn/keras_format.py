@@ -56,13 +56,14 @@ older Keras 3 releases, which refuse unknown keys, read the file too (checked: K
 3.12 and 3.15 load fastnn's files and predict the same; fastnn reads theirs).
 
 compile_config (a compiled model): the optimizer by Keras class (SGD, Adagrad, RMSprop, Adam,
-AdamW, Nadam, Adamax, Adadelta, Lion) with its hyper-parameters (learning-rate schedules ExponentialDecay,
-PiecewiseConstantDecay, InverseTimeDecay as keras.optimizers.schedules objects), the loss by its
-Keras function name at its class's defaults, else as a keras.losses object with its get_config()
-(CategoricalCrossentropy, SparseCategoricalCrossentropy, BinaryCrossentropy, MeanSquaredError,
-MeanAbsoluteError, Huber (with its delta, which Keras' own Huber config leaves out), LogCosh,
-KLDivergence, Poisson, Hinge, CategoricalHinge, CosineSimilarity), the metrics by Keras name,
-jit_compile "auto".
+AdamW, Nadam, Adamax, Adadelta, Lion) with its hyper-parameters (learning-rate schedules
+ExponentialDecay, PiecewiseConstantDecay, InverseTimeDecay as keras.optimizers.schedules
+objects), the loss by its Keras function name at its class's defaults, else as a keras.losses
+object with its get_config() (CategoricalCrossentropy, SparseCategoricalCrossentropy,
+BinaryCrossentropy, MeanSquaredError, MeanAbsoluteError, Huber (with its delta, which Keras' own
+Huber config leaves out), LogCosh, KLDivergence, Poisson, Hinge, CategoricalHinge,
+CosineSimilarity, MeanAbsolutePercentageError, MeanSquaredLogarithmicError, SquaredHinge), the
+metrics by Keras name, jit_compile "auto".
 The optimizer variables are written in full, as Keras 3 builds them: iterations (int64 scalar),
 learning_rate (float32 scalar; none with a schedule), then the state arrays, one per weight:
 SGD momentums (if momentum); Adagrad accumulators; RMSprop all velocities, then all momentums (if

@@ -98,7 +98,8 @@ enum fnn_loss_code {
     FNN_LOSS_POISSON = 10, FNN_LOSS_HINGE = 11, FNN_LOSS_CATEGORICAL_HINGE = 12,
     FNN_LOSS_COSINE = 13,
     FNN_LOSS_SIGMOID_BCE = 14,                           /* binary, from logits */
-    FNN_N_LOSS = 15
+    FNN_LOSS_MAPE = 15, FNN_LOSS_MSLE = 16, FNN_LOSS_SQUARED_HINGE = 17, /* see losses.inc */
+    FNN_N_LOSS = 18
 };
 
 /* Optimizer rules (Keras 3's), the rule of struct fnn_optimizer. */

@@ -187,7 +187,11 @@ def test_compiled_but_untrained_and_uncompiled(tmp_path):
      {"name": "sparse_categorical_crossentropy", "reduction": "sum", "from_logits": False,
       "ignore_class": 0}),
     (losses.MeanSquaredError(name="my_mse"), {"name": "my_mse",
-                                              "reduction": "sum_over_batch_size"})])
+                                              "reduction": "sum_over_batch_size"}),
+    ("mape", "mean_absolute_percentage_error"), ("msle", "mean_squared_logarithmic_error"),
+    ("squared_hinge", "squared_hinge"),
+    (losses.MeanSquaredLogarithmicError(reduction="sum"),
+     {"name": "mean_squared_logarithmic_error", "reduction": "sum"})])
 def test_every_loss_round_trips(tmp_path, loss, written):
     """A loss at its defaults is written as Keras' function name, else as its Keras class and
     get_config() (the keys of Keras 3.15's serialize_keras_object), and read back the same."""
@@ -656,7 +660,8 @@ def test_unsupported_compile_config_loads_uncompiled_with_a_warning(tmp_path):
     ftrl = {"module": "keras.optimizers", "class_name": "Ftrl", "registered_name": None,
             "config": {"name": "ftrl", "learning_rate": 0.001}}
     for cc, what in [({"optimizer": ftrl, "loss": "mse"}, "Ftrl"),
-                     ({"optimizer": "adam", "loss": "squared_hinge"}, "squared_hinge"),
+                     ({"optimizer": "adam", "loss": "binary_focal_crossentropy"},
+                      "binary_focal_crossentropy"),
                      ({"optimizer": "adam", "loss": {
                          "module": "keras.losses", "class_name": "MeanSquaredError",
                          "registered_name": None,
@@ -997,6 +1002,7 @@ _KERAS_OPTIMIZERS_SCRIPT = textwrap.dedent("""
                            weight_decay=0.01),
             "Adadelta": dict(learning_rate=1.0, rho=0.9, epsilon=1e-6),
             "Lion": dict(learning_rate=0.001, beta_1=0.8, beta_2=0.9, weight_decay=0.05)}
+    LOSS = {"Adamax": "msle", "Adadelta": "squared_hinge", "Lion": "mape"}
     for name, kw in OPTS.items():
         # fastnn's file: load (no warning), resume training for one step
         with warnings.catch_warnings(record=True) as caught:
@@ -1013,8 +1019,7 @@ _KERAS_OPTIMIZERS_SCRIPT = textwrap.dedent("""
         keras.utils.set_random_seed(0)
         k = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5, activation="tanh"),
                               keras.layers.Dense(3, activation="softmax")])
-        k.compile(optimizer=getattr(keras.optimizers, name)(**kw),
-                  loss="categorical_crossentropy")
+        k.compile(optimizer=getattr(keras.optimizers, name)(**kw), loss=LOSS[name])
         k.fit(x, y, epochs=3, batch_size=len(x), verbose=0, shuffle=False)
         k.save(d + f"/keras_{name}.keras")
         k.train_on_batch(x, y)
@@ -1025,7 +1030,8 @@ _KERAS_OPTIMIZERS_SCRIPT = textwrap.dedent("""
 
 def test_real_keras_and_fastnn_exchange_adamax_adadelta_lion(tmp_path):
     """Each way, the optimizer and its state: Keras resumes fastnn's Adamax/Adadelta/Lion (its
-    class, config and next step), and fastnn resumes Keras' (the same next step)."""
+    class, config and next step), and fastnn resumes Keras' (the same next step); the models
+    train with msle, squared_hinge and mape, so those losses' gradients are Keras' too."""
     env = _keras_env()
     if env is None:
         pytest.skip("Keras 3 with a backend (jax, tensorflow or torch) is not installed")
@@ -1036,11 +1042,11 @@ def test_real_keras_and_fastnn_exchange_adamax_adadelta_lion(tmp_path):
                                                 weight_decay=0.01),
             "Adadelta": lambda: optimizers.Adadelta(1.0, rho=0.9, epsilon=1e-6),
             "Lion": lambda: optimizers.Lion(0.001, beta_1=0.8, beta_2=0.9, weight_decay=0.05)}
-    mine = {}
+    mine, loss = {}, {"Adamax": "msle", "Adadelta": "squared_hinge", "Lion": "mape"}
     for name, make in opts.items():
         m = models.Sequential([layers.Input((4,)), layers.Dense(5, activation="tanh"),
                                layers.Dense(3, activation="softmax")], seed=1)
-        m.compile(make(), "categorical_crossentropy")
+        m.compile(make(), loss[name])
         m.fit(x, y, epochs=2, batch_size=8, verbose=0, shuffle=False)
         kf.save_keras(m, tmp_path / f"fastnn_{name}.keras")
         mine[name] = m
@@ -1061,6 +1067,7 @@ def test_real_keras_and_fastnn_exchange_adamax_adadelta_lion(tmp_path):
             assert np.abs(step[f"arr_{i}"] - w).max() < 1e-5, name
         k = kf.load_keras(tmp_path / f"keras_{name}.keras")
         assert type(k.optimizer).__name__ == name and k.optimizer.iterations == 3
+        assert type(k.loss) is type(losses.get(loss[name]))
         k.train_on_batch(x, y)  # from Keras' state, Keras' fourth step
         step = np.load(tmp_path / f"keras_own_step_{name}.npz")
         for i, w in enumerate(k.get_weights()):

@@ -1,7 +1,8 @@
 """Nadam, AdamW, Adamax, Adadelta and Lion against Keras 3's own unit tests
-(keras/src/optimizers/{nadam,adamw,adamax,adadelta,lion}_test.py): the same inputs, the golden values and tolerances Keras asserts, on both
-backends.  Keras' protocol: one step with gradients 0.01, check golden[0]; then steps with
-gradients 0.1 ... 1.0, checking the next row before each."""
+(keras/src/optimizers/{nadam,adamw,adamax,adadelta,lion}_test.py): the same inputs, the golden
+values and tolerances Keras asserts, on both backends.  Keras' protocol: one step with
+gradients 0.01, check golden[0]; then steps with gradients 0.1 ... 1.0, checking the next row
+before each."""
 import numpy as np
 import pytest
 
