@@ -24,23 +24,29 @@ LOSSES = {
     "mean_absolute_error": 6, "huber": 7, "log_cosh": 8, "kl_divergence": 9, "poisson": 10,
     "hinge": 11, "categorical_hinge": 12, "cosine_similarity": 13,
     "sigmoid_binary_crossentropy": 14,  # binary crossentropy from logits (takes the logits)
+    "mean_absolute_percentage_error": 15, "mean_squared_logarithmic_error": 16,
+    "squared_hinge": 17,
 }
 SPARSE_LOSSES = ("sparse_categorical_crossentropy", "sparse_softmax_crossentropy")
 
 # enum fnn_opt_rule
-OPTIMIZER_RULES = {"sgd": 0, "adagrad": 1, "rmsprop": 2, "adam": 3, "nadam": 4}
+OPTIMIZER_RULES = {"sgd": 0, "adagrad": 1, "rmsprop": 2, "adam": 3, "nadam": 4, "adamax": 5,
+                   "adadelta": 6, "lion": 7}
 
 # struct fnn_optimizer: its hyper-parameters and state arrays, by Keras' names
 OPTIMIZER_HYPER = ("momentum", "nesterov", "rho", "epsilon", "beta_1", "beta_2")
 OPTIMIZER_SLOTS = ("momentums", "velocities", "velocity_hats", "average_gradients",
-                   "accumulators")
+                   "accumulators", "norms", "accumulated_grads", "accumulated_delta_vars")
 
 # FNN_EPSILON: losses clip probabilities to [EPSILON, 1 - EPSILON]
 EPSILON = 1e-7
 
 # the state arrays each rule reads whatever its options (the C step dereferences them)
 OPTIMIZER_REQUIRED = {"sgd": (), "adagrad": ("accumulators",), "rmsprop": ("velocities",),
-                      "adam": ("momentums", "velocities"), "nadam": ("momentums", "velocities")}
+                      "adam": ("momentums", "velocities"), "nadam": ("momentums", "velocities"),
+                      "adamax": ("momentums", "norms"),
+                      "adadelta": ("accumulated_grads", "accumulated_delta_vars"),
+                      "lion": ("momentums",)}
 
 # enum fnn_bf16_path_code: the instruction paths of the bfloat16 kernels (src_c/bf16.c)
 BF16_PATHS = {"portable": 0, "avx512bf16": 1, "amx": 2}

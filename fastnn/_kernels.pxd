@@ -17,9 +17,10 @@ cdef extern from "fastnn.h" nogil:
         FNN_LOSS_CCE, FNN_LOSS_SCCE, FNN_LOSS_SOFTMAX_CCE, FNN_LOSS_SOFTMAX_SCCE, FNN_LOSS_BCE,
         FNN_LOSS_MSE, FNN_LOSS_MAE, FNN_LOSS_HUBER, FNN_LOSS_LOG_COSH, FNN_LOSS_KLD,
         FNN_LOSS_POISSON, FNN_LOSS_HINGE, FNN_LOSS_CATEGORICAL_HINGE, FNN_LOSS_COSINE,
-        FNN_LOSS_SIGMOID_BCE, FNN_N_LOSS
+        FNN_LOSS_SIGMOID_BCE, FNN_LOSS_MAPE, FNN_LOSS_MSLE, FNN_LOSS_SQUARED_HINGE, FNN_N_LOSS
     enum fnn_opt_rule:
-        FNN_OPT_SGD, FNN_OPT_ADAGRAD, FNN_OPT_RMSPROP, FNN_OPT_ADAM, FNN_OPT_NADAM, FNN_N_OPT
+        FNN_OPT_SGD, FNN_OPT_ADAGRAD, FNN_OPT_RMSPROP, FNN_OPT_ADAM, FNN_OPT_NADAM,
+        FNN_OPT_ADAMAX, FNN_OPT_ADADELTA, FNN_OPT_LION, FNN_N_OPT
     double FNN_EPSILON
 
     struct fnn_optimizer:
@@ -34,6 +35,9 @@ cdef extern from "fastnn.h" nogil:
         void *velocity_hats
         void *average_gradients
         void *accumulators
+        void *norms
+        void *accumulated_grads
+        void *accumulated_delta_vars
 
     struct fnn_dense_layer:
         int64_t in_ "in"

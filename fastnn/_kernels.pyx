@@ -55,11 +55,15 @@ def codes():
                    "poisson": FNN_LOSS_POISSON, "hinge": FNN_LOSS_HINGE,
                    "categorical_hinge": FNN_LOSS_CATEGORICAL_HINGE,
                    "cosine_similarity": FNN_LOSS_COSINE,
-                   "sigmoid_binary_crossentropy": FNN_LOSS_SIGMOID_BCE},
+                   "sigmoid_binary_crossentropy": FNN_LOSS_SIGMOID_BCE,
+                   "mean_absolute_percentage_error": FNN_LOSS_MAPE,
+                   "mean_squared_logarithmic_error": FNN_LOSS_MSLE,
+                   "squared_hinge": FNN_LOSS_SQUARED_HINGE},
         "n_losses": FNN_N_LOSS,
         "optimizer_rules": {"sgd": FNN_OPT_SGD, "adagrad": FNN_OPT_ADAGRAD,
                             "rmsprop": FNN_OPT_RMSPROP, "adam": FNN_OPT_ADAM,
-                            "nadam": FNN_OPT_NADAM},
+                            "nadam": FNN_OPT_NADAM, "adamax": FNN_OPT_ADAMAX,
+                            "adadelta": FNN_OPT_ADADELTA, "lion": FNN_OPT_LION},
         "n_optimizer_rules": FNN_N_OPT,
         "epsilon": FNN_EPSILON,
         "bf16_paths": {"portable": FNN_BF16_PORTABLE, "avx512bf16": FNN_BF16_AVX512BF16,
@@ -656,7 +660,7 @@ cdef class OptimizerStep:
         self.o.weight_decay = hyper.get("weight_decay", 0.0) or 0.0
         self.o.learning_rate, self.o.iterations, self.o.u_product = 0.0, 0, 1.0
         names = [n for n in _codes.OPTIMIZER_SLOTS if slots.get(n) is not None]
-        cdef void *ptr[5]
+        cdef void *ptr[8]
         for k, name in enumerate(names):
             ptr[k] = _ptr(slots[name], name, t, 0, self.size, 0, True, "p")
             _disjoint(name, slots[name], "p", p)
@@ -664,12 +668,16 @@ cdef class OptimizerStep:
                 _disjoint(name, slots[name], other, slots[other])
         self.o.momentums = self.o.velocities = self.o.velocity_hats = NULL
         self.o.average_gradients = self.o.accumulators = NULL
+        self.o.norms = self.o.accumulated_grads = self.o.accumulated_delta_vars = NULL
         for k, name in enumerate(names):
             if name == "momentums": self.o.momentums = ptr[k]
             elif name == "velocities": self.o.velocities = ptr[k]
             elif name == "velocity_hats": self.o.velocity_hats = ptr[k]
             elif name == "average_gradients": self.o.average_gradients = ptr[k]
-            else: self.o.accumulators = ptr[k]
+            elif name == "accumulators": self.o.accumulators = ptr[k]
+            elif name == "norms": self.o.norms = ptr[k]
+            elif name == "accumulated_grads": self.o.accumulated_grads = ptr[k]
+            else: self.o.accumulated_delta_vars = ptr[k]
         self.slots = {n: slots[n] for n in names}
 
     def begin(self, double learning_rate, int64_t iterations, double u_product=1.0):

@@ -395,13 +395,36 @@ def _cosine(p: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any
     return l, np.where(p_norm, -(t_hat + l[:, None] * p_hat) * rp, -t_hat * big)
 
 
+def _mape(p: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """l = 100 mean |t - p| / max(|t|, eps)."""
+    den = np.maximum(np.abs(t), p.dtype.type(_CLIP))
+    return 100 * (np.abs(p - t) / den).mean(axis=1), 100 * np.sign(p - t) / den / p.shape[1]
+
+
+def _msle(p: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """e = log(max(p, eps) + 1) - log(max(t, eps) + 1), l = mean e^2 (no gradient where
+    p <= eps)."""
+    eps = p.dtype.type(_CLIP)
+    pc = np.maximum(p, eps)
+    e = np.log(pc + 1) - np.log(np.maximum(t, eps) + 1)
+    return (e * e).mean(axis=1), np.where(p > eps, 2 * e / (pc + 1), 0) / p.shape[1]
+
+
+def _squared_hinge(p: NDArray[Any], t: NDArray[Any]) -> tuple[NDArray[Any], NDArray[Any]]:
+    """y as _hinge's, l = mean max(1 - y p, 0)^2."""
+    y = 2 * t - 1 if np.all((t == 0) | (t == 1)) else t
+    m = np.maximum(1 - y * p, 0)
+    return (m * m).mean(axis=1), -2 * y * m / p.shape[1]
+
+
 # each (p, t) -> (l, g); the sparse ones run as the dense ones on one-hot targets
 _LOSSES: dict[str, Callable[..., tuple[NDArray[Any], NDArray[Any]]]] = {
     "categorical_crossentropy": _cce, "softmax_crossentropy": _softmax_cce,
     "binary_crossentropy": _bce, "mean_squared_error": _mse, "mean_absolute_error": _mae,
     "huber": _huber, "log_cosh": _log_cosh, "kl_divergence": _kld, "poisson": _poisson,
     "hinge": _hinge, "categorical_hinge": _categorical_hinge, "cosine_similarity": _cosine,
-    "sigmoid_binary_crossentropy": _sigmoid_bce}
+    "sigmoid_binary_crossentropy": _sigmoid_bce, "mean_absolute_percentage_error": _mape,
+    "mean_squared_logarithmic_error": _msle, "squared_hinge": _squared_hinge}
 _LOSS_NAMES = {code: name for name, code in _codes.LOSSES.items()}
 _FUSED = ("softmax_crossentropy", "sparse_softmax_crossentropy")
 
@@ -520,7 +543,39 @@ def _nadam(p: NDArray[Any], g: NDArray[Any], s: dict[str, NDArray[Any]], o: Opti
     p -= lr * (cm * m + cg * g) / (np.sqrt(cv * v) + eps)
 
 
-_RULES = {"sgd": _sgd, "adagrad": _adagrad, "rmsprop": _rmsprop, "adam": _adam, "nadam": _nadam}
+def _adamax(p: NDArray[Any], g: NDArray[Any], s: dict[str, NDArray[Any]],
+            o: OptimizerStep) -> None:
+    a = o.learning_rate / (1 - o.beta_1 ** o.iterations)
+    lr, b1, b2, eps, wd, a = _scalars(p, o.learning_rate, o.beta_1, o.beta_2, o.epsilon,
+                                      o.weight_decay, a)
+    m, u = s["momentums"], s["norms"]
+    p *= 1 - lr * wd
+    m += (g - m) * (1 - b1)
+    np.maximum(b2 * u, np.abs(g), out=u)
+    p -= a * m / (u + eps)
+
+
+def _adadelta(p: NDArray[Any], g: NDArray[Any], s: dict[str, NDArray[Any]],
+              o: OptimizerStep) -> None:
+    lr, rho, eps, wd = _scalars(p, o.learning_rate, o.rho, o.epsilon, o.weight_decay)
+    ag, ad = s["accumulated_grads"], s["accumulated_delta_vars"]
+    p *= 1 - lr * wd
+    ag[...] = rho * ag + (1 - rho) * (g * g)
+    delta = -(np.sqrt(ad + eps) * g) / np.sqrt(ag + eps)
+    ad[...] = rho * ad + (1 - rho) * (delta * delta)
+    p += lr * delta
+
+
+def _lion(p: NDArray[Any], g: NDArray[Any], s: dict[str, NDArray[Any]], o: OptimizerStep) -> None:
+    lr, b1, b2, wd = _scalars(p, o.learning_rate, o.beta_1, o.beta_2, o.weight_decay)
+    m = s["momentums"]
+    p *= 1 - lr * wd
+    p -= lr * np.sign(m * b1 + g * (1 - b1))
+    m[...] = m * b2 + g * (1 - b2)
+
+
+_RULES = {"sgd": _sgd, "adagrad": _adagrad, "rmsprop": _rmsprop, "adam": _adam, "nadam": _nadam,
+          "adamax": _adamax, "adadelta": _adadelta, "lion": _lion}
 
 
 class OptimizerStep:

@@ -56,21 +56,23 @@ older Keras 3 releases, which refuse unknown keys, read the file too (checked: K
 3.12 and 3.15 load fastnn's files and predict the same; fastnn reads theirs).
 
 compile_config (a compiled model): the optimizer by Keras class (SGD, Adagrad, RMSprop, Adam,
-AdamW, Nadam) with its hyper-parameters (learning-rate schedules ExponentialDecay,
-PiecewiseConstantDecay, InverseTimeDecay as keras.optimizers.schedules objects), the loss by its
-Keras function name at its class's defaults, else as a keras.losses object with its get_config()
-(CategoricalCrossentropy, SparseCategoricalCrossentropy, BinaryCrossentropy, MeanSquaredError,
-MeanAbsoluteError, Huber (with its delta, which Keras' own Huber config leaves out), LogCosh,
-KLDivergence, Poisson, Hinge, CategoricalHinge, CosineSimilarity), the metrics by Keras name,
-jit_compile "auto".
+AdamW, Nadam, Adamax, Adadelta, Lion) with its hyper-parameters (learning-rate schedules
+ExponentialDecay, PiecewiseConstantDecay, InverseTimeDecay as keras.optimizers.schedules
+objects), the loss by its Keras function name at its class's defaults, else as a keras.losses
+object with its get_config() (CategoricalCrossentropy, SparseCategoricalCrossentropy,
+BinaryCrossentropy, MeanSquaredError, MeanAbsoluteError, Huber (with its delta, which Keras' own
+Huber config leaves out), LogCosh, KLDivergence, Poisson, Hinge, CategoricalHinge,
+CosineSimilarity, MeanAbsolutePercentageError, MeanSquaredLogarithmicError, SquaredHinge), the
+metrics by Keras name, jit_compile "auto".
 The optimizer variables are written in full, as Keras 3 builds them: iterations (int64 scalar),
 learning_rate (float32 scalar; none with a schedule), then the state arrays, one per weight:
 SGD momentums (if momentum); Adagrad accumulators; RMSprop all velocities, then all momentums (if
 momentum), then all average_gradients (if centered); Adam/AdamW momentum and velocity
 interleaved weight by weight, then all velocity_hats (if amsgrad); Nadam momentum and velocity
-interleaved, then u_product (float scalar).  A compiled model that has not trained yet gets the
-initial state (zeros; Adagrad's initial_accumulator_value).  Keras reloads all of it, so training
-resumes where it stopped, in Keras or in fastnn.
+interleaved, then u_product (float scalar); Adamax momentum and norm interleaved; Adadelta
+accumulated_grad and accumulated_delta_var interleaved; Lion momentums.  A compiled model that
+has not trained yet gets the initial state (zeros; Adagrad's initial_accumulator_value).  Keras
+reloads all of it, so training resumes where it stopped, in Keras or in fastnn.
 
 The layers of issue #11 are written and read under their Keras class names with Keras' config
 keys and variables: BatchNormalization (gamma, beta, moving_mean, moving_variance),
@@ -172,7 +174,8 @@ _SUPPORTED = ("InputLayer", "Dense", "Activation", "Flatten", "Dropout", "ReLU",
 # The optimizers: fastnn class -> Keras class name (the same names)
 _OPTIMIZERS: dict[str, type[optimizers.Optimizer]] = {
     c.__name__: c for c in (optimizers.SGD, optimizers.Adagrad, optimizers.RMSprop,
-                            optimizers.Adam, optimizers.AdamW, optimizers.Nadam)}
+                            optimizers.Adam, optimizers.AdamW, optimizers.Nadam,
+                            optimizers.Adamax, optimizers.Adadelta, optimizers.Lion)}
 # Keras' base optimizer options, as fastnn writes them (all off)
 _OPTIMIZER_BASE = ("clipnorm", "global_clipnorm", "clipvalue", "use_ema", "ema_momentum",
                    "ema_overwrite_frequency", "loss_scale_factor", "gradient_accumulation_steps")
@@ -184,7 +187,8 @@ _OPTIMIZER_KEYS = {  # each class's own hyper-parameters (besides learning_rate,
     "RMSprop": ("rho", "momentum", "epsilon", "centered"),
     "Adam": ("beta_1", "beta_2", "epsilon", "amsgrad"),
     "AdamW": ("beta_1", "beta_2", "epsilon", "amsgrad"),
-    "Nadam": ("beta_1", "beta_2", "epsilon")}
+    "Nadam": ("beta_1", "beta_2", "epsilon"), "Adamax": ("beta_1", "beta_2", "epsilon"),
+    "Adadelta": ("rho", "epsilon"), "Lion": ("beta_1", "beta_2")}
 _SCHEDULES: dict[str, type[optimizers.LearningRateSchedule]] = {
     c.__name__: c for c in (optimizers.ExponentialDecay, optimizers.PiecewiseConstantDecay,
                             optimizers.InverseTimeDecay)}
@@ -250,6 +254,12 @@ def _slot_groups(opt: optimizers.Optimizer) -> Sequence[tuple[str, ...]]:
     if name in ("Adam", "AdamW"):
         return [("momentums", "velocities")] + ([("velocity_hats",)]
                                                 if cast(optimizers.Adam, opt).amsgrad else [])
+    if name == "Adamax":
+        return [("momentums", "norms")]
+    if name == "Adadelta":
+        return [("accumulated_grads", "accumulated_delta_vars")]
+    if name == "Lion":
+        return [("momentums",)]
     return [("momentums", "velocities")]  # Nadam
 
 

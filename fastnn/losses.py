@@ -18,6 +18,9 @@ Per sample, over the last axis (eps = 1e-7, Keras' backend.epsilon()):
     hinge:                     mean max(1 - t p, 0), t in {0, 1} turned into {-1, 1}
     categorical_hinge:         max(max((1 - t) p) - sum t p + 1, 0)
     cosine_similarity:         -sum t_hat p_hat, x_hat = x / max(|x|, eps)
+    mean_absolute_percentage_error: 100 mean |t - p| / max(|t|, eps)
+    mean_squared_logarithmic_error: mean (log(max(p, eps) + 1) - log(max(t, eps) + 1))^2
+    squared_hinge:             mean max(1 - t p, 0)^2, t in {0, 1} turned into {-1, 1}
 
 Each loss computes its values, gradient and weighted reduction in one kernel call
 (`fnn_loss_backward` in src_c/fastnn.h).  When the model's last layer is a softmax, the
@@ -572,6 +575,41 @@ class CosineSimilarity(Loss):
         self.axis = _check_axis(axis)
 
 
+class MeanAbsolutePercentageError(Loss):
+    """100 times the mean over the last axis of |y_true - y_pred| / max(|y_true|, 1e-7)."""
+
+    code = _codes.LOSSES["mean_absolute_percentage_error"]
+
+    def __init__(self, reduction: str | None = "sum_over_batch_size",
+                 name: str = "mean_absolute_percentage_error",
+                 dtype: DTypeLike | None = None) -> None:
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+
+class MeanSquaredLogarithmicError(Loss):
+    """Mean over the last axis of (log(max(y_pred, 1e-7) + 1) - log(max(y_true, 1e-7) + 1))^2:
+    values <= 1e-7 count as 1e-7 (no gradient flows to a y_pred there)."""
+
+    code = _codes.LOSSES["mean_squared_logarithmic_error"]
+
+    def __init__(self, reduction: str | None = "sum_over_batch_size",
+                 name: str = "mean_squared_logarithmic_error",
+                 dtype: DTypeLike | None = None) -> None:
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+
+class SquaredHinge(Loss):
+    """Mean over the last axis of max(1 - y_true y_pred, 0)^2.  y_true is -1 or 1; as in
+    Keras, when every target of the call (of the batch, in training) is 0 or 1 they are
+    turned into -1 and 1 first."""
+
+    code = _codes.LOSSES["squared_hinge"]
+
+    def __init__(self, reduction: str | None = "sum_over_batch_size",
+                 name: str = "squared_hinge", dtype: DTypeLike | None = None) -> None:
+        super().__init__(name=name, reduction=reduction, dtype=dtype)
+
+
 # ---- the functions: per-sample values -----------------------------------------------------
 
 def categorical_crossentropy(y_true: ArrayLike, y_pred: ArrayLike, from_logits: bool = False,
@@ -626,24 +664,42 @@ def cosine_similarity(y_true: ArrayLike, y_pred: ArrayLike, axis: int = -1) -> N
     return CosineSimilarity(axis).call(y_true, y_pred)
 
 
+def mean_absolute_percentage_error(y_true: ArrayLike, y_pred: ArrayLike) -> NDArray[Any]:
+    return MeanAbsolutePercentageError().call(y_true, y_pred)
+
+
+def mean_squared_logarithmic_error(y_true: ArrayLike, y_pred: ArrayLike) -> NDArray[Any]:
+    return MeanSquaredLogarithmicError().call(y_true, y_pred)
+
+
+def squared_hinge(y_true: ArrayLike, y_pred: ArrayLike) -> NDArray[Any]:
+    return SquaredHinge().call(y_true, y_pred)
+
+
 # Keras' aliases (keras.losses ALL_OBJECTS_DICT)
 mse = MSE = mean_squared_error
 mae = MAE = mean_absolute_error
 kld = KLD = kl_divergence
 bce = BCE = binary_crossentropy
+mape = MAPE = mean_absolute_percentage_error
+msle = MSLE = mean_squared_logarithmic_error
 
 _CLASSES: dict[str, type[Loss]] = {c.__name__: c for c in (
     CategoricalCrossentropy, SparseCategoricalCrossentropy, BinaryCrossentropy,
     MeanSquaredError, MeanAbsoluteError, Huber, LogCosh, KLDivergence, Poisson, Hinge,
-    CategoricalHinge, CosineSimilarity)}
+    CategoricalHinge, CosineSimilarity, MeanAbsolutePercentageError, MeanSquaredLogarithmicError,
+    SquaredHinge)}
 _FUNCTIONS: dict[str, Callable[..., NDArray[Any]]] = {f.__name__: f for f in (
     categorical_crossentropy, sparse_categorical_crossentropy, binary_crossentropy,
     mean_squared_error, mean_absolute_error, huber, log_cosh, kl_divergence, poisson, hinge,
-    categorical_hinge, cosine_similarity)}
+    categorical_hinge, cosine_similarity, mean_absolute_percentage_error,
+    mean_squared_logarithmic_error, squared_hinge)}
 _ALIASES = {"mse": "mean_squared_error", "MSE": "mean_squared_error",
             "mae": "mean_absolute_error", "MAE": "mean_absolute_error",
             "kld": "kl_divergence", "KLD": "kl_divergence",
-            "bce": "binary_crossentropy", "BCE": "binary_crossentropy"}
+            "bce": "binary_crossentropy", "BCE": "binary_crossentropy",
+            "mape": "mean_absolute_percentage_error", "MAPE": "mean_absolute_percentage_error",
+            "msle": "mean_squared_logarithmic_error", "MSLE": "mean_squared_logarithmic_error"}
 # each function's class (its loss object), and each class's default name
 _CLASS_OF_FUNCTION = {"categorical_crossentropy": CategoricalCrossentropy,
                       "sparse_categorical_crossentropy": SparseCategoricalCrossentropy,
@@ -652,7 +708,10 @@ _CLASS_OF_FUNCTION = {"categorical_crossentropy": CategoricalCrossentropy,
                       "mean_absolute_error": MeanAbsoluteError, "huber": Huber,
                       "log_cosh": LogCosh, "kl_divergence": KLDivergence, "poisson": Poisson,
                       "hinge": Hinge, "categorical_hinge": CategoricalHinge,
-                      "cosine_similarity": CosineSimilarity}
+                      "cosine_similarity": CosineSimilarity,
+                      "mean_absolute_percentage_error": MeanAbsolutePercentageError,
+                      "mean_squared_logarithmic_error": MeanSquaredLogarithmicError,
+                      "squared_hinge": SquaredHinge}
 _CLASS_OF_NAME = {**_CLASS_OF_FUNCTION, "huber_loss": Huber}
 NAMES = sorted({*_CLASSES, *_FUNCTIONS, *_ALIASES})
 

@@ -13,6 +13,9 @@ With `weight_decay=wd`, every rule first applies decoupled weight decay
 | Adagrad | a = 0.1 | a := a + g^2;  p := p - lr g / sqrt(a + eps) |
 | RMSprop | v = 0 | v := rho v + (1 - rho) g^2;  p := p - lr g / sqrt(v + eps) |
 | Adam | m = v = 0 | m += (g - m)(1 - b1);  v += (g^2 - v)(1 - b2); p := p - lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps) |
+| Adamax | m = u = 0 | m += (g - m)(1 - b1);  u := max(b2 u, abs(g));  p := p - lr / (1 - b1^t) m / (u + eps) |
+| Adadelta | ag = ad = 0 | ag := rho ag + (1 - rho) g^2;  d := -sqrt(ad + eps) g / sqrt(ag + eps);  ad := rho ad + (1 - rho) d^2;  p := p + lr d |
+| Lion | m = 0 | p := p - lr sign(b1 m + (1 - b1) g);  m := b2 m + (1 - b2) g |
 
 Learning rates may be a float or a schedule from `optimizers.schedules`.
 """
@@ -516,7 +519,8 @@ def _positive(name: str, value: Any, allow_zero: bool = False) -> None:
 
 
 def _moments(beta_1: float, beta_2: float, epsilon: float) -> tuple[float, float, float]:
-    """Adam's and Nadam's hyper-parameters, checked: (beta_1, beta_2, epsilon) as floats."""
+    """Adam's, Nadam's and Adamax's hyper-parameters, checked: (beta_1, beta_2, epsilon) as
+    floats."""
     for k, v in (("beta_1", beta_1), ("beta_2", beta_2)):
         if isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) or not 0 <= v < 1:
             raise ValueError(f"Expected {k} in [0, 1). Received: {k}={v!r}")
@@ -743,13 +747,118 @@ class Nadam(Optimizer):
                 "epsilon": self.epsilon}
 
 
-_CLASSES: tuple[type[Optimizer], ...] = (SGD, Adagrad, RMSprop, Adam, AdamW, Nadam)
+class Adamax(Optimizer):
+    """Adamax, Adam with the infinity norm (Keras 3 rule), at step t = 1, 2, ...:
+
+        m := m + (g - m) * (1 - beta_1);  u := max(beta_2 * u, |g|)
+        p := p - lr / (1 - beta_1^t) * m / (u + epsilon)
+
+    The state is Keras' "momentum" (m) and "norm" (u), both starting at 0.  Defaults:
+    learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7, weight_decay=None (none),
+    name=None ("adamax")."""
+
+    name = "adamax"
+    rule = "adamax"
+
+    def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[], float] = 0.001,
+                 beta_1: float = 0.9, beta_2: float = 0.999, epsilon: float = 1e-7,
+                 weight_decay: float | None = None, name: str | None = None,
+                 **kwargs: Any) -> None:
+        super().__init__(learning_rate, weight_decay, name=name, **kwargs)
+        self.beta_1, self.beta_2, self.epsilon = _moments(beta_1, beta_2, epsilon)
+
+    def _slots(self) -> tuple[str, ...]:
+        return ("momentums", "norms")
+
+    def _hyper(self) -> dict[str, Any]:
+        return {"beta_1": self.beta_1, "beta_2": self.beta_2, "epsilon": self.epsilon}
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2,
+                "epsilon": self.epsilon}
+
+
+class Adadelta(Optimizer):
+    """Adadelta (Keras 3 rule):
+
+        ag := rho * ag + (1 - rho) * g^2
+        delta := -sqrt(ad + epsilon) * g / sqrt(ag + epsilon)
+        ad := rho * ad + (1 - rho) * delta^2
+        p := p + lr * delta
+
+    The state is Keras' "accumulated_grad" (ag) and "accumulated_delta_var" (ad), both
+    starting at 0.  As in Keras, the learning rate multiplies the step (default 0.001; 1.0 is
+    the paper's form).  Defaults: learning_rate=0.001, rho=0.95, epsilon=1e-7,
+    weight_decay=None (none), name=None ("adadelta")."""
+
+    name = "adadelta"
+    rule = "adadelta"
+
+    def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[], float] = 0.001,
+                 rho: float = 0.95, epsilon: float = 1e-7, weight_decay: float | None = None,
+                 name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(learning_rate, weight_decay, name=name, **kwargs)
+        if isinstance(rho, bool) or not isinstance(rho, (int, float, np.floating)) \
+                or not 0 <= rho <= 1:
+            raise ValueError(f"Expected rho in [0, 1]. Received: rho={rho!r}")
+        _positive("epsilon", epsilon)
+        self.rho, self.epsilon = float(rho), float(epsilon)
+
+    def _slots(self) -> tuple[str, ...]:
+        return ("accumulated_grads", "accumulated_delta_vars")
+
+    def _hyper(self) -> dict[str, Any]:
+        return {"rho": self.rho, "epsilon": self.epsilon}
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rho": self.rho, "epsilon": self.epsilon}
+
+
+class Lion(Optimizer):
+    """Lion, the sign of an interpolated momentum (Keras 3 rule):
+
+        p := p - lr * sign(beta_1 * m + (1 - beta_1) * g)
+        m := beta_2 * m + (1 - beta_2) * g
+
+    (sign(0) = 0.)  The state is Keras' "momentum" (m), starting at 0.  beta_1 must lie in
+    (0, 1] (ValueError otherwise; Keras' message says "[0, 1]" but refuses 0 too, which
+    would make it SignSGD).  Defaults: learning_rate=0.001, beta_1=0.9, beta_2=0.99,
+    weight_decay=None (none), name=None ("lion")."""
+
+    name = "lion"
+    rule = "lion"
+
+    def __init__(self, learning_rate: float | LearningRateSchedule | Callable[[], float] = 0.001,
+                 beta_1: float = 0.9, beta_2: float = 0.99, weight_decay: float | None = None,
+                 name: str | None = None, **kwargs: Any) -> None:
+        super().__init__(learning_rate, weight_decay, name=name, **kwargs)
+        if isinstance(beta_1, bool) or not isinstance(beta_1, (int, float, np.floating)) \
+                or not 0 < beta_1 <= 1:
+            raise ValueError("Argument `beta_1` must be in the [0, 1] range. Otherwise, the "
+                             f"optimizer degenerates to SignSGD. Received: beta_1={beta_1}.")
+        if isinstance(beta_2, bool) or not isinstance(beta_2, (int, float, np.floating)) \
+                or not 0 <= beta_2 <= 1:
+            raise ValueError(f"Expected beta_2 in [0, 1]. Received: beta_2={beta_2!r}")
+        self.beta_1, self.beta_2 = float(beta_1), float(beta_2)
+
+    def _slots(self) -> tuple[str, ...]:
+        return ("momentums",)
+
+    def _hyper(self) -> dict[str, Any]:
+        return {"beta_1": self.beta_1, "beta_2": self.beta_2}
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "beta_1": self.beta_1, "beta_2": self.beta_2}
+
+
+_CLASSES: tuple[type[Optimizer], ...] = (SGD, Adagrad, RMSprop, Adam, AdamW, Nadam, Adamax,
+                                         Adadelta, Lion)
 _BY_NAME = {c.__name__.lower(): c for c in _CLASSES}
 
 
 def get(identifier: str | Optimizer) -> Optimizer:
-    """Resolve a name (any case: 'sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'nadam') or an
-    Optimizer instance."""
+    """Resolve a name (any case: 'sgd', 'adagrad', 'rmsprop', 'adam', 'adamw', 'nadam',
+    'adamax', 'adadelta', 'lion') or an Optimizer instance."""
     if isinstance(identifier, Optimizer):
         return identifier
     if isinstance(identifier, str) and identifier.lower() in _BY_NAME:

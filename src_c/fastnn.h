@@ -98,14 +98,15 @@ enum fnn_loss_code {
     FNN_LOSS_POISSON = 10, FNN_LOSS_HINGE = 11, FNN_LOSS_CATEGORICAL_HINGE = 12,
     FNN_LOSS_COSINE = 13,
     FNN_LOSS_SIGMOID_BCE = 14,                           /* binary, from logits */
-    FNN_N_LOSS = 15
+    FNN_LOSS_MAPE = 15, FNN_LOSS_MSLE = 16, FNN_LOSS_SQUARED_HINGE = 17, /* see losses.inc */
+    FNN_N_LOSS = 18
 };
 
 /* Optimizer rules (Keras 3's), the rule of struct fnn_optimizer. */
 enum fnn_opt_rule {
     FNN_OPT_SGD = 0, FNN_OPT_ADAGRAD = 1, FNN_OPT_RMSPROP = 2, FNN_OPT_ADAM = 3,
-    FNN_OPT_NADAM = 4,
-    FNN_N_OPT = 5
+    FNN_OPT_NADAM = 4, FNN_OPT_ADAMAX = 5, FNN_OPT_ADADELTA = 6, FNN_OPT_LION = 7,
+    FNN_N_OPT = 8
 };
 
 /* One optimizer: its rule, hyper-parameters and state, and this step's scalars (set before
@@ -124,19 +125,26 @@ enum fnn_opt_rule {
    nadam:    u_s := beta_1 (1 - 0.5 * 0.96^s), P_t := u_1 ... u_t (u_product);  m, v as adam;
              m_hat := u_{t+1} m / (1 - P_t u_{t+1}) + (1 - u_t) g / (1 - P_t);
              v_hat := v / (1 - beta_2^t);  p := p - lr m_hat / (sqrt(v_hat) + epsilon)
+   adamax:   m := m + (g - m)(1 - beta_1);  u := max(beta_2 u, |g|)            (u: norms)
+             p := p - lr / (1 - beta_1^t) m / (u + epsilon)
+   adadelta: ag := rho ag + (1 - rho) g^2;  d := -sqrt(ad + epsilon) g / sqrt(ag + epsilon);
+             ad := rho ad + (1 - rho) d^2;  p := p + lr d
+             (ag: accumulated_grads, ad: accumulated_delta_vars)
+   lion:     p := p - lr sign(beta_1 m + (1 - beta_1) g);  m := beta_2 m + (1 - beta_2) g
    (m: momentums, v: velocities.) */
 struct fnn_optimizer {
     int rule;                /* enum fnn_opt_rule */
     double momentum;         /* sgd, rmsprop */
     int nesterov;            /* sgd */
-    double rho;              /* rmsprop */
-    double epsilon;          /* adagrad, rmsprop, adam, nadam */
-    double beta_1, beta_2;   /* adam, nadam */
+    double rho;              /* rmsprop, adadelta */
+    double epsilon;          /* adagrad, rmsprop, adam, nadam, adamax, adadelta */
+    double beta_1, beta_2;   /* adam, nadam, adamax, lion */
     double weight_decay;     /* decoupled; 0: none */
     double learning_rate;    /* this step's */
     int64_t iterations;      /* this step's number t, from 1 */
     double u_product;        /* nadam: P_t */
     void *momentums, *velocities, *velocity_hats, *average_gradients, *accumulators;
+    void *norms, *accumulated_grads, *accumulated_delta_vars; /* adamax; adadelta */
 };
 
 /* A whole training step of a stack of dense layers in one call (fit's inner loop without

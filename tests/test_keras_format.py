@@ -133,8 +133,11 @@ def test_round_trip_keeps_predictions_weights_and_compile(saved):
     lambda: optimizers.SGD(optimizers.ExponentialDecay(0.1, 3, 0.5, staircase=True), 0.5),
     lambda: optimizers.Adam(optimizers.PiecewiseConstantDecay([2, 5], [0.01, 0.005, 0.001])),
     lambda: optimizers.RMSprop(optimizers.InverseTimeDecay(0.01, 2, 0.5)),
+    lambda: optimizers.Adamax(0.01, weight_decay=0.01),
+    lambda: optimizers.Adadelta(1.0, rho=0.9),
+    lambda: optimizers.Lion(0.001, beta_2=0.9),
 ], ids=["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw", "nadam", "exp", "piecewise",
-        "inverse"])
+        "inverse", "adamax", "adadelta", "lion"])
 def test_round_trip_resumes_training_exactly(tmp_path, make):
     """The optimizer state survives: the next step is the same, bit for bit."""
     m = _every_layer(optimizer=make(), dropout=0.0)
@@ -184,7 +187,11 @@ def test_compiled_but_untrained_and_uncompiled(tmp_path):
      {"name": "sparse_categorical_crossentropy", "reduction": "sum", "from_logits": False,
       "ignore_class": 0}),
     (losses.MeanSquaredError(name="my_mse"), {"name": "my_mse",
-                                              "reduction": "sum_over_batch_size"})])
+                                              "reduction": "sum_over_batch_size"}),
+    ("mape", "mean_absolute_percentage_error"), ("msle", "mean_squared_logarithmic_error"),
+    ("squared_hinge", "squared_hinge"),
+    (losses.MeanSquaredLogarithmicError(reduction="sum"),
+     {"name": "mean_squared_logarithmic_error", "reduction": "sum"})])
 def test_every_loss_round_trips(tmp_path, loss, written):
     """A loss at its defaults is written as Keras' function name, else as its Keras class and
     get_config() (the keys of Keras 3.15's serialize_keras_object), and read back the same."""
@@ -355,7 +362,8 @@ def _step_by_hand(opt_name):
     b0 = rng.standard_normal(2).astype("float32")
     opt = {"rmsprop": optimizers.RMSprop(momentum=0.5, centered=True),
            "adam": optimizers.Adam(amsgrad=True), "nadam": optimizers.Nadam(),
-           "sgd": optimizers.SGD(0.01, momentum=0.9)}[opt_name]
+           "sgd": optimizers.SGD(0.01, momentum=0.9), "adamax": optimizers.Adamax(),
+           "adadelta": optimizers.Adadelta(), "lion": optimizers.Lion()}[opt_name]
     m = models.Sequential([layers.Input((4,)), layers.Dense(2)], seed=0)
     m.compile(optimizer=opt, loss="mse")
     m.set_weights([w0, b0])
@@ -371,13 +379,21 @@ def _step_by_hand(opt_name):
         return m, head + v + mom + avg
     if opt_name == "sgd":
         return m, head + [-0.01 * g for g in grads]
+    if opt_name == "adamax":  # momentum 0.1 g and norm |g|, interleaved per weight
+        return m, head + [a for g in grads for a in (0.1 * g, np.abs(g))]
+    if opt_name == "adadelta":  # accumulated_grad 0.05 g^2, accumulated_delta_var 0.05 d^2
+        d = [-np.sqrt(1e-7) * g / np.sqrt(0.05 * g * g + 1e-7) for g in grads]
+        return m, head + [a for g, di in zip(grads, d) for a in (0.05 * g * g, 0.05 * di * di)]
+    if opt_name == "lion":  # momentum (1 - 0.99) g
+        return m, head + [0.01 * g for g in grads]
     mv = [a for g in grads for a in (0.1 * g, 0.001 * g * g)]  # interleaved per weight
     if opt_name == "adam":
         return m, head + mv + [0.001 * g * g for g in grads]  # then velocity_hats
     return m, head + mv + [0.9 * (1 - 0.5 * 0.96)]  # nadam: u_product after one step
 
 
-@pytest.mark.parametrize("opt_name", ["rmsprop", "adam", "nadam", "sgd"])
+@pytest.mark.parametrize("opt_name", ["rmsprop", "adam", "nadam", "sgd", "adamax", "adadelta",
+                                      "lion"])
 def test_optimizer_variables_in_keras_order(tmp_path, opt_name):
     m, expected = _step_by_hand(opt_name)
     kf.save_weights_h5(m, tmp_path / "m.weights.h5")
@@ -641,10 +657,11 @@ def test_loss_weights_and_weighted_metrics_round_trip_as_keras_writes_them(tmp_p
 
 def test_unsupported_compile_config_loads_uncompiled_with_a_warning(tmp_path):
     w = [np.ones((4, 2), "float32"), np.zeros(2, "float32")]
-    lion = {"module": "keras.optimizers", "class_name": "Lion", "registered_name": None,
-            "config": {"name": "lion", "learning_rate": 0.001}}
-    for cc, what in [({"optimizer": lion, "loss": "mse"}, "Lion"),
-                     ({"optimizer": "adam", "loss": "squared_hinge"}, "squared_hinge"),
+    ftrl = {"module": "keras.optimizers", "class_name": "Ftrl", "registered_name": None,
+            "config": {"name": "ftrl", "learning_rate": 0.001}}
+    for cc, what in [({"optimizer": ftrl, "loss": "mse"}, "Ftrl"),
+                     ({"optimizer": "adam", "loss": "binary_focal_crossentropy"},
+                      "binary_focal_crossentropy"),
                      ({"optimizer": "adam", "loss": {
                          "module": "keras.losses", "class_name": "MeanSquaredError",
                          "registered_name": None,
@@ -968,6 +985,93 @@ def test_real_keras_reads_fastnn_files_and_fastnn_reads_keras_files(tmp_path):
     fresh.set_weights([np.zeros_like(w) for w in fresh.get_weights()])
     kf.load_weights_h5(fresh, tmp_path / "keras.weights.h5")
     assert np.abs(fresh.predict(x, verbose=0) - own).max() < 1e-5
+
+
+_KERAS_OPTIMIZERS_SCRIPT = textwrap.dedent("""
+    import json, sys, warnings
+    warnings.simplefilter("always")
+    import numpy as np
+    try:
+        import keras
+    except Exception as e:  # not installed, or no usable backend
+        print("NO KERAS", e)
+        sys.exit(3)
+    d, out = sys.argv[1], {}
+    x, y = np.load(d + "/x.npy"), np.load(d + "/y.npy")
+    OPTS = {"Adamax": dict(learning_rate=0.01, beta_1=0.8, beta_2=0.95, epsilon=1e-5,
+                           weight_decay=0.01),
+            "Adadelta": dict(learning_rate=1.0, rho=0.9, epsilon=1e-6),
+            "Lion": dict(learning_rate=0.001, beta_1=0.8, beta_2=0.9, weight_decay=0.05)}
+    LOSS = {"Adamax": "msle", "Adadelta": "squared_hinge", "Lion": "mape"}
+    for name, kw in OPTS.items():
+        # fastnn's file: load (no warning), resume training for one step
+        with warnings.catch_warnings(record=True) as caught:
+            m = keras.saving.load_model(d + f"/fastnn_{name}.keras")
+            iterations = int(m.optimizer.iterations.numpy())
+            m.train_on_batch(x, y)
+        np.savez(d + f"/keras_step_{name}.npz", *m.get_weights())
+        out[name] = {"class": type(m.optimizer).__name__, "iterations": iterations,
+                     "config": {k: v for k, v in m.optimizer.get_config().items()
+                                if k in kw or k == "name"},
+                     "warnings": [str(w.message)[:200] for w in caught
+                                  if issubclass(w.category, UserWarning)]}
+        # Keras' own file after three steps, and its fourth step
+        keras.utils.set_random_seed(0)
+        k = keras.Sequential([keras.Input((4,)), keras.layers.Dense(5, activation="tanh"),
+                              keras.layers.Dense(3, activation="softmax")])
+        k.compile(optimizer=getattr(keras.optimizers, name)(**kw), loss=LOSS[name])
+        k.fit(x, y, epochs=3, batch_size=len(x), verbose=0, shuffle=False)
+        k.save(d + f"/keras_{name}.keras")
+        k.train_on_batch(x, y)
+        np.savez(d + f"/keras_own_step_{name}.npz", *k.get_weights())
+    print(json.dumps(out))
+""")
+
+
+def test_real_keras_and_fastnn_exchange_adamax_adadelta_lion(tmp_path):
+    """Each way, the optimizer and its state: Keras resumes fastnn's Adamax/Adadelta/Lion (its
+    class, config and next step), and fastnn resumes Keras' (the same next step); the models
+    train with msle, squared_hinge and mape, so those losses' gradients are Keras' too."""
+    env = _keras_env()
+    if env is None:
+        pytest.skip("Keras 3 with a backend (jax, tensorflow or torch) is not installed")
+    x, y = _data(n=16, seed=5, shape=(4,))
+    np.save(tmp_path / "x.npy", x)
+    np.save(tmp_path / "y.npy", y)
+    opts = {"Adamax": lambda: optimizers.Adamax(0.01, beta_1=0.8, beta_2=0.95, epsilon=1e-5,
+                                                weight_decay=0.01),
+            "Adadelta": lambda: optimizers.Adadelta(1.0, rho=0.9, epsilon=1e-6),
+            "Lion": lambda: optimizers.Lion(0.001, beta_1=0.8, beta_2=0.9, weight_decay=0.05)}
+    mine, loss = {}, {"Adamax": "msle", "Adadelta": "squared_hinge", "Lion": "mape"}
+    for name, make in opts.items():
+        m = models.Sequential([layers.Input((4,)), layers.Dense(5, activation="tanh"),
+                               layers.Dense(3, activation="softmax")], seed=1)
+        m.compile(make(), loss[name])
+        m.fit(x, y, epochs=2, batch_size=8, verbose=0, shuffle=False)
+        kf.save_keras(m, tmp_path / f"fastnn_{name}.keras")
+        mine[name] = m
+    run = subprocess.run([sys.executable, "-c", _KERAS_OPTIMIZERS_SCRIPT, str(tmp_path)],
+                         env=env, capture_output=True, text=True, timeout=600)
+    if run.returncode == 3:
+        pytest.skip(f"Keras does not import here: {run.stdout.strip()}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = json.loads(run.stdout.strip().splitlines()[-1])
+    for name, m in mine.items():
+        got = out[name]
+        assert got["class"] == name and got["iterations"] == 4 and got["warnings"] == []
+        want = {k: v for k, v in m.optimizer.get_config().items() if k in got["config"]}
+        assert got["config"] == pytest.approx(want)
+        m.train_on_batch(x, y)  # Keras' next step from fastnn's state is fastnn's next step
+        step = np.load(tmp_path / f"keras_step_{name}.npz")
+        for i, w in enumerate(m.get_weights()):
+            assert np.abs(step[f"arr_{i}"] - w).max() < 1e-5, name
+        k = kf.load_keras(tmp_path / f"keras_{name}.keras")
+        assert type(k.optimizer).__name__ == name and k.optimizer.iterations == 3
+        assert type(k.loss) is type(losses.get(loss[name]))
+        k.train_on_batch(x, y)  # from Keras' state, Keras' fourth step
+        step = np.load(tmp_path / f"keras_own_step_{name}.npz")
+        for i, w in enumerate(k.get_weights()):
+            assert np.abs(step[f"arr_{i}"] - w).max() < 1e-5, name
 
 
 def test_model_save_and_load_model_take_the_keras_format_by_its_suffix(tmp_path):

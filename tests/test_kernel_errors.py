@@ -135,7 +135,7 @@ def test_optimizer_operands_checked():
         _opt(p, "adam", momentums=np.zeros(10, np.float32),
              velocities=np.zeros(10, np.float32)).begin(0.1, 0)
     with pytest.raises(ValueError, match="rule in"):
-        _opt(p, "adadelta")
+        _opt(p, "ftrl")
     with pytest.raises(ValueError, match=r"p with 10 elements. Received: p.shape=\(4,\)"):
         _opt(p, "sgd").step(np.ones(4, np.float32), g)
     np.testing.assert_array_equal(p, np.ones(10, np.float32))  # nothing half-applied

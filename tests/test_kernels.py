@@ -88,13 +88,18 @@ def _loss_inputs(name, n, k, dtype, rng):
     elif name in ("binary_crossentropy", "sigmoid_binary_crossentropy"):
         t = rng.integers(0, 2, (n, k)).astype(dtype)
         t[0] = rng.random(k).astype(dtype)  # one soft-label row
-    elif name == "hinge":  # {0, 1} labels (converted) when n is odd, else {-1, 1}
+    elif name in ("hinge", "squared_hinge"):  # {0, 1} (converted) when n is odd, else {-1, 1}
         t = rng.integers(0, 2, (n, k)).astype(dtype)
         if n % 2 == 0:
             t = 2 * t - 1
     elif name == "categorical_hinge":
         t = onehot
     elif name == "poisson":
+        t = rng.integers(0, 4, (n, k)).astype(dtype)
+    elif name == "mean_absolute_percentage_error":  # a zero target: divided by eps
+        t = _rand(rng, (n, k), dtype)
+        t[0, 0] = 0
+    elif name == "mean_squared_logarithmic_error":  # counts; p of both signs (max(p, eps))
         t = rng.integers(0, 4, (n, k)).astype(dtype)
     elif name in ("mean_squared_error", "mean_absolute_error", "huber", "log_cosh",
                   "cosine_similarity"):
@@ -198,6 +203,12 @@ OPTIMIZERS = {
     "adamw": lambda: optimizers.AdamW(0.01),
     "nadam": lambda: optimizers.Nadam(0.01),
     "nadam_wd": lambda: optimizers.Nadam(0.01, beta_1=0.5, weight_decay=0.004),
+    "adamax": lambda: optimizers.Adamax(0.01),
+    "adamax_wd": lambda: optimizers.Adamax(0.01, beta_1=0.5, beta_2=0.8, weight_decay=0.004),
+    "adadelta": lambda: optimizers.Adadelta(1.0),
+    "adadelta_wd": lambda: optimizers.Adadelta(0.5, rho=0.8, epsilon=1e-4, weight_decay=0.01),
+    "lion": lambda: optimizers.Lion(0.01),
+    "lion_wd": lambda: optimizers.Lion(0.01, beta_1=0.5, beta_2=0.9, weight_decay=0.04),
 }
 
 

@@ -19,7 +19,8 @@ from conftest import numgrad
 FUNCTIONS = ["categorical_crossentropy", "sparse_categorical_crossentropy",
              "binary_crossentropy", "mean_squared_error", "mean_absolute_error", "huber",
              "log_cosh", "kl_divergence", "poisson", "hinge", "categorical_hinge",
-             "cosine_similarity"]
+             "cosine_similarity", "mean_absolute_percentage_error",
+             "mean_squared_logarithmic_error", "squared_hinge"]
 CLASSES = {"categorical_crossentropy": losses.CategoricalCrossentropy,
            "sparse_categorical_crossentropy": losses.SparseCategoricalCrossentropy,
            "binary_crossentropy": losses.BinaryCrossentropy,
@@ -28,7 +29,10 @@ CLASSES = {"categorical_crossentropy": losses.CategoricalCrossentropy,
            "log_cosh": losses.LogCosh, "kl_divergence": losses.KLDivergence,
            "poisson": losses.Poisson, "hinge": losses.Hinge,
            "categorical_hinge": losses.CategoricalHinge,
-           "cosine_similarity": losses.CosineSimilarity}
+           "cosine_similarity": losses.CosineSimilarity,
+           "mean_absolute_percentage_error": losses.MeanAbsolutePercentageError,
+           "mean_squared_logarithmic_error": losses.MeanSquaredLogarithmicError,
+           "squared_hinge": losses.SquaredHinge}
 
 
 def _inputs(name, shape, rng, dtype=np.float64):
@@ -59,6 +63,8 @@ def test_aliases_are_the_functions():
     assert losses.mae is losses.MAE is losses.mean_absolute_error
     assert losses.kld is losses.KLD is losses.kl_divergence
     assert losses.bce is losses.BCE is losses.binary_crossentropy
+    assert losses.mape is losses.MAPE is losses.mean_absolute_percentage_error
+    assert losses.msle is losses.MSLE is losses.mean_squared_logarithmic_error
 
 
 def test_per_sample_formulas_by_hand():
@@ -134,6 +140,57 @@ def test_keras_documented_values():
     assert losses.Huber()([[0, 1], [0, 0]], [[0.6, 0.4], [0.4, 0.6]]) == pytest.approx(0.155)
     # log_cosh: [[0, 1], [0, 0]], [[1, 1], [0, 0]] -> 0.108 (the mean over the samples)
     assert losses.LogCosh()([[0., 1.], [0., 0.]], [[1., 1.], [0., 0.]]) == pytest.approx(0.108, abs=1e-3)
+
+
+def test_mape_msle_squared_hinge_keras_documented_values():
+    # MeanAbsolutePercentageError's docstring: [100, 200, 300], [90, 210, 310] -> 6.111111
+    assert losses.MeanAbsolutePercentageError()([100.0, 200.0, 300.0], [90.0, 210.0, 310.0]) == \
+        pytest.approx(6.111111, rel=1e-6)
+    # keras/src/losses/losses_test.py (Keras 3.15): MAPE and MSLE on these, to 3 decimals
+    yt = np.array([[1, 9, 2], [-5, -2, 6]], np.float32)
+    yp = np.array([[4, 8, 12], [8, 1, 3]], np.float32)
+    sw = np.array([[1.2], [3.4]])
+    mape = losses.MeanAbsolutePercentageError
+    assert mape()(yt, yp) == pytest.approx(211.8518, abs=1e-3)
+    assert mape()(yt, yp, sample_weight=2.3) == pytest.approx(487.259, abs=1e-3)
+    assert mape()(yt, yp, sample_weight=sw) == pytest.approx(422.8888, abs=1e-3)
+    assert mape()(yt, yp, sample_weight=0) == pytest.approx(0.0, abs=1e-3)
+    np.testing.assert_allclose(mape(reduction=None)(yt, yp, sample_weight=2.3),
+                               [621.8518, 352.6666], rtol=1e-6)
+    assert mape(reduction="mean_with_sample_weight")(yt, yp, sample_weight=sw) == \
+        pytest.approx(183.865, abs=1e-3)
+    assert mape()(yt, yt) == 0.0
+    msle = losses.MeanSquaredLogarithmicError
+    assert msle()(yt, yp) == pytest.approx(1.4370, abs=1e-3)
+    assert msle()(yt, yp, sample_weight=2.3) == pytest.approx(3.3051, abs=1e-3)
+    assert msle()(yt, yp, sample_weight=sw) == pytest.approx(3.7856, abs=1e-3)
+    assert msle(reduction="mean_with_sample_weight")(yt, yp, sample_weight=sw) == \
+        pytest.approx(1.646, abs=1e-3)
+    # SquaredHinge: {0, 1} labels turned into {-1, 1}
+    yt, yp = np.array([[0.0, 1.0], [0.0, 0.0]]), np.array([[0.6, 0.4], [0.4, 0.6]])
+    sh = losses.SquaredHinge
+    assert sh()(yt, yp) == pytest.approx(1.86, abs=1e-3)
+    assert sh(reduction="sum")(yt, yp) == pytest.approx(3.72, abs=1e-3)
+    np.testing.assert_allclose(sh(reduction=None)(yt, yp), [1.46, 2.26], rtol=1e-12)
+    assert sh()(yt, yp, sample_weight=[1, 0]) == pytest.approx(0.73, abs=1e-3)
+    np.testing.assert_allclose(sh(reduction=None)(yt, yp, sample_weight=[1, 0]), [1.46, 0.0],
+                               rtol=1e-12)
+
+
+def test_mape_msle_squared_hinge_by_hand():
+    # MAPE divides by max(|t|, 1e-7): a zero target counts |p| / 1e-7
+    t, p = np.array([[2.0, -4.0, 0.0]]), np.array([[1.0, -5.0, 1e-9]])
+    np.testing.assert_allclose(losses.mean_absolute_percentage_error(t, p),
+                               [100 * (0.5 + 0.25 + 0.01) / 3], rtol=1e-12)
+    # MSLE: values <= 1e-7 count as 1e-7
+    t, p = np.array([[0.0, 3.0, -2.0]]), np.array([[-1.0, 1.0, 2.0]])
+    e = np.log1p(np.array([1e-7, 1.0, 2.0])) - np.log1p(np.array([1e-7, 3.0, 1e-7]))
+    np.testing.assert_allclose(losses.mean_squared_logarithmic_error(t, p), [np.mean(e * e)],
+                               rtol=1e-12)
+    # squared hinge: t not all 0/1 is taken as is
+    t, p = np.array([[-1.0, 1.0, 0.5]]), np.array([[0.5, 2.0, -1.0]])
+    np.testing.assert_allclose(losses.squared_hinge(t, p), [(1.5 ** 2 + 0 + 1.5 ** 2) / 3],
+                               rtol=1e-12)
 
 
 # ---- reductions and sample weights --------------------------------------------------------
@@ -323,6 +380,8 @@ def test_twins_match_finite_differences(name):
         p = rng.uniform(0.05, 0.9, (n, k))  # inside the clip range
     if name == "cosine_similarity":
         p = rng.standard_normal((n, k))
+    if name == "mean_absolute_percentage_error":
+        t[0, 0] = 0.5  # not 0: |p| / 1e-7 would make the sum too large for differences of h
     sw = rng.random(n) + 0.5
     dp = np.empty_like(p)
     value = R.loss_backward(dp, p, t, LOSSES[name], sw)
@@ -371,6 +430,9 @@ def test_fused_softmax_twins_with_weights_are_the_gradient_through_softmax(spars
     (losses.KLDivergence(), "softmax", "dist"), (losses.Hinge(), "tanh", "binary"),
     (losses.CategoricalHinge(), "linear", "onehot"),
     (losses.CosineSimilarity(), "linear", "real"),
+    (losses.MeanAbsolutePercentageError(), "linear", "real"),
+    (losses.MeanSquaredLogarithmicError(), "relu", "count"),
+    (losses.SquaredHinge(), "tanh", "binary"),
     (losses.BinaryCrossentropy(from_logits=True), "linear", "binary"),
     (losses.BinaryCrossentropy(label_smoothing=0.2), "sigmoid", "binary"),
     (losses.CategoricalCrossentropy(label_smoothing=0.1), "softmax", "onehot"),
@@ -402,6 +464,7 @@ def test_training_gradient_and_loss_value(loss, act, kind):
 
 @pytest.mark.parametrize("loss", ["mae", "huber", "log_cosh", "hinge", "categorical_hinge",
                                   "cosine_similarity", "kl_divergence", "poisson",
+                                  "mape", "msle", "squared_hinge",
                                   losses.BinaryCrossentropy(from_logits=True)])
 def test_compiled_step_equals_the_layer_by_layer_step(loss):
     """The compiled step runs the new kernels through the dispatcher: bit-identical weights."""
@@ -461,7 +524,12 @@ def test_keras_configs():
     ("mae", losses.MeanAbsoluteError), ("kld", losses.KLDivergence),
     ("bce", losses.BinaryCrossentropy), ("huber", losses.Huber), ("Huber", losses.Huber),
     ("log_cosh", losses.LogCosh), ("CategoricalHinge", losses.CategoricalHinge),
-    ("cosine_similarity", losses.CosineSimilarity), ("Poisson", losses.Poisson)])
+    ("cosine_similarity", losses.CosineSimilarity), ("Poisson", losses.Poisson),
+    ("mape", losses.MeanAbsolutePercentageError), ("MAPE", losses.MeanAbsolutePercentageError),
+    ("MeanAbsolutePercentageError", losses.MeanAbsolutePercentageError),
+    ("msle", losses.MeanSquaredLogarithmicError),
+    ("mean_squared_logarithmic_error", losses.MeanSquaredLogarithmicError),
+    ("squared_hinge", losses.SquaredHinge), ("SquaredHinge", losses.SquaredHinge)])
 def test_get_by_name(name, cls):
     assert type(losses.get(name)) is cls
     assert type(losses.get(getattr(losses, name))) is cls
@@ -490,8 +558,8 @@ def test_bad_arguments_are_named():
         losses.SparseCategoricalCrossentropy(ignore_class="void")
     with pytest.raises(TypeError, match="from_logits to be a bool"):
         losses.CategoricalCrossentropy(from_logits="yes")
-    with pytest.raises(ValueError, match="Expected loss to be one of .*Received: loss='mape'"):
-        losses.get("mape")
+    with pytest.raises(ValueError, match="Expected loss to be one of .*Received: loss='dice'"):
+        losses.get("dice")
     with pytest.raises(ValueError, match=r"labels in \[0, 3\).*Received: a label 3"):
         losses.sparse_categorical_crossentropy([0, 3], np.full((2, 3), 1 / 3))
     with pytest.raises(ValueError, match=r"Expected y with shape \(batch, 3\)"):

@@ -204,7 +204,7 @@ def test_fit_before_compile():
 
 
 @pytest.mark.parametrize("kwargs, match", [
-    (dict(optimizer="adadelta"), r"optimizer to be one of \['adagrad', 'adam', 'adamw', 'nadam', 'rmsprop', 'sgd'\].*'adadelta'"),
+    (dict(optimizer="ftrl"), r"optimizer to be one of \['adadelta', 'adagrad', 'adam', 'adamax', 'adamw', 'lion', 'nadam', 'rmsprop', 'sgd'\].*'ftrl'"),
     (dict(loss="crossentropy"), r"loss to be one of .*'crossentropy'"),
     (dict(metrics=["f1_score"]), r"metrics from .*'precision'.*'f1_score'"),
 ])

@@ -165,7 +165,8 @@ def test_bad_options_raise_value_error_as_keras(kwargs, match):
 
 
 @pytest.mark.parametrize("cls", [optimizers.SGD, optimizers.Adagrad, optimizers.RMSprop,
-                                 optimizers.Adam, optimizers.AdamW, optimizers.Nadam])
+                                 optimizers.Adam, optimizers.AdamW, optimizers.Nadam,
+                                 optimizers.Adamax, optimizers.Adadelta, optimizers.Lion])
 def test_get_config_from_config_round_trip(cls):
     sched = optimizers.schedules.ExponentialDecay(0.1, 100, 0.5, name="decay")
     opt = cls(learning_rate=sched, clipnorm=2.0, use_ema=True, ema_momentum=0.5,
@@ -208,3 +209,36 @@ def test_ema_and_accumulation_state_survive_saving(tmp_path, ext):
                     + back.optimizer.variables):
         np.testing.assert_array_equal(a, b)
     assert any(a.any() for a in back.optimizer.gradient_accumulators)  # one pending call
+
+
+@pytest.mark.parametrize("ext", [".keras", ".fastnn"])
+@pytest.mark.parametrize("make", [
+    lambda: optimizers.Adamax(0.01, use_ema=True, gradient_accumulation_steps=2),
+    lambda: optimizers.Adadelta(1.0, use_ema=True, gradient_accumulation_steps=2),
+    lambda: optimizers.Lion(0.001, use_ema=True, gradient_accumulation_steps=2)],
+    ids=["adamax", "adadelta", "lion"])
+def test_new_optimizers_state_survives_saving_with_the_options(tmp_path, ext, make):
+    """Adamax, Adadelta and Lion with the moving average and gradient accumulation: their
+    rule's state, the averages and the pending gradient come back, and the next update step
+    is the same bit for bit."""
+    pytest.importorskip("h5py")
+    x, y = _data(40)
+    m = _model()
+    m.compile(make(), "categorical_crossentropy")
+    for s in range(3):
+        m.train_on_batch(x[8 * s:8 * s + 8], y[8 * s:8 * s + 8])
+    m.save(tmp_path / f"m{ext}")
+    back = models.load_model(tmp_path / f"m{ext}")
+    assert type(back.optimizer) is type(m.optimizer) and back.optimizer.calls == 3
+    assert back.optimizer.get_config() == m.optimizer.get_config()
+    assert all(v.any() for v in back.optimizer.variables)
+    for a, b in zip(m.optimizer.moving_averages + m.optimizer.gradient_accumulators
+                    + m.optimizer.variables,
+                    back.optimizer.moving_averages + back.optimizer.gradient_accumulators
+                    + back.optimizer.variables):
+        np.testing.assert_array_equal(a, b)
+    for model in (m, back):
+        model.train_on_batch(x[24:32], y[24:32])  # the second update step
+    for a, b in zip(m.get_weights() + m.optimizer.variables,
+                    back.get_weights() + back.optimizer.variables):
+        np.testing.assert_array_equal(a, b)

@@ -1,7 +1,8 @@
-"""Nadam and AdamW against Keras 3's own unit tests (keras/src/optimizers/nadam_test.py and
-adamw_test.py): the same inputs, the golden values and tolerances Keras asserts, on both
-backends.  Keras' protocol: one step with gradients 0.01, check golden[0]; then steps with
-gradients 0.1 ... 1.0, checking the next row before each."""
+"""Nadam, AdamW, Adamax, Adadelta and Lion against Keras 3's own unit tests
+(keras/src/optimizers/{nadam,adamw,adamax,adadelta,lion}_test.py): the same inputs, the golden
+values and tolerances Keras asserts, on both backends.  Keras' protocol: one step with
+gradients 0.01, check golden[0]; then steps with gradients 0.1 ... 1.0, checking the next row
+before each."""
 import numpy as np
 import pytest
 
@@ -140,3 +141,192 @@ def test_nadam_after_a_jump_continues_as_the_running_optimizer():
     x = np.ones(4, np.float32)
     _apply(loaded, x, [0.1, 0.2, 0.3, 0.4])  # one step, at once
     assert np.all(np.isfinite(x)) and loaded.iterations == 10**15 + 1
+
+
+# ---- Adamax, Adadelta, Lion (Keras 3.15's adamax_test.py, adadelta_test.py, lion_test.py) ----
+
+ADAMAX_GOLDEN = np.array([  # adamax_test.py test_correctness_with_golden
+    [0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8, 0.8],
+    [0.6827, 0.6873, 0.6888, 0.6896, 0.6901, 0.6904, 0.6906, 0.6908, 0.6909, 0.691],
+    [0.5333, 0.5407, 0.5431, 0.5444, 0.5451, 0.5456, 0.546, 0.5462, 0.5464, 0.5466],
+    [0.368, 0.3773, 0.3804, 0.382, 0.3829, 0.3835, 0.384, 0.3843, 0.3846, 0.3848],
+    [0.1933, 0.204, 0.2076, 0.2094, 0.2105, 0.2112, 0.2117, 0.2121, 0.2124, 0.2126]])
+# adadelta_test.py and lion_test.py: every element takes the same values
+ADADELTA_GOLDEN = np.tile([[0.9978], [0.9947], [0.9915], [0.9882], [0.9849]], (1, 10))
+LION_GOLDEN = np.tile([[0.999], [0.998], [0.997], [0.996], [0.995]], (1, 10))
+NEW = ["adamax", "adadelta", "lion"]
+
+
+@pytest.mark.parametrize("make, golden", [
+    (lambda: optimizers.Adamax(learning_rate=0.2, beta_1=0.85, beta_2=0.95, epsilon=1e-6),
+     ADAMAX_GOLDEN),
+    (lambda: optimizers.Adadelta(learning_rate=1.0, rho=0.8, epsilon=1e-6), ADADELTA_GOLDEN),
+    (lambda: optimizers.Lion(), LION_GOLDEN),
+], ids=NEW)
+def test_new_optimizers_with_keras_golden_values(make, golden, backend_name):
+    test_correctness_with_keras_golden_values(make, golden, backend_name)
+
+
+@pytest.mark.parametrize("make, want", [
+    # Keras' test_single_step values, and by hand: Adamax's first step is
+    # lr / (1 - b1) * (1 - b1) g / (|g| + eps) = lr sign(g) (to eps); Lion's is lr sign(g);
+    # Adadelta's is lr sqrt(eps) g / sqrt(0.05 g^2 + eps) = 0.5 sqrt(1e-7 / 0.05) = 7.07e-4
+    # for every g >> sqrt(eps)
+    (lambda: optimizers.Adamax(learning_rate=0.5), [0.5, 1.5, 2.5, 3.5]),
+    (lambda: optimizers.Adadelta(learning_rate=0.5), [0.9993, 1.9993, 2.9993, 3.9993]),
+    (lambda: optimizers.Lion(learning_rate=0.5), [0.5, 1.5, 2.5, 3.5]),
+], ids=NEW)
+def test_new_optimizers_single_step_as_keras(make, want, backend_name):
+    test_single_step_as_keras(make, want, backend_name)
+
+
+@pytest.mark.parametrize("cls", [optimizers.Adamax, optimizers.Adadelta, optimizers.Lion],
+                         ids=NEW)
+def test_new_optimizers_weight_decay_as_keras(cls, backend_name):
+    test_weight_decay_as_keras(cls, backend_name)
+
+
+def test_new_optimizers_two_steps_by_hand(backend_name):
+    """Two steps of each rule in float64 from its documented formula (p = 1, g = 0.5 then -1):
+    Adamax (lr 0.1, b1 0.5, b2 0.8, eps 0.01): m = 0.25, u = 0.5, p = 1 - 0.1/0.5 * 0.25/0.51;
+      m = -0.375, u = max(0.4, 1) = 1, p -= 0.1/0.75 * -0.375/1.01.
+    Adadelta (lr 1, rho 0.5, eps 0.01): ag = 0.125, d = -sqrt(0.01) 0.5 / sqrt(0.135),
+      ad = 0.5 d^2;  ag = 0.5625, d2 = sqrt(ad + 0.01) / sqrt(0.5725), p = 1 + d + d2.
+    Lion (lr 0.1, b1 0.5, b2 0.8): p = 1 - 0.1, m = 0.1;  sign(0.05 - 0.5) = -1: p = 1."""
+    import math
+    p1 = 1 - 0.1 / 0.5 * 0.25 / 0.51
+    adamax = p1 - 0.1 / 0.75 * -0.375 / 1.01
+    d = -math.sqrt(0.01) * 0.5 / math.sqrt(0.135)
+    ad = 0.5 * d * d
+    adadelta = 1 + d + math.sqrt(ad + 0.01) / math.sqrt(0.5625 + 0.01)
+    for opt, want, state in [
+            (optimizers.Adamax(0.1, beta_1=0.5, beta_2=0.8, epsilon=0.01), adamax, [-0.375, 1.0]),
+            (optimizers.Adadelta(1.0, rho=0.5, epsilon=0.01), adadelta, [0.5625, None]),
+            (optimizers.Lion(0.1, beta_1=0.5, beta_2=0.8), 1.0, [0.8 * 0.1 - 0.2])]:
+        x = np.ones(1)
+        for g in (0.5, -1.0):
+            opt.apply([x], [np.array([g])])
+        assert x[0] == pytest.approx(want, rel=1e-12), type(opt).__name__
+        for v, w in zip(opt.variables, state):
+            if w is not None:
+                assert v[0] == pytest.approx(w, rel=1e-12), type(opt).__name__
+
+
+def test_new_optimizers_defaults_and_names_as_keras():
+    a, d, l = optimizers.Adamax(), optimizers.Adadelta(), optimizers.Lion()
+    assert (a.name, a.learning_rate, a.beta_1, a.beta_2, a.epsilon, a.weight_decay) == \
+        ("adamax", 0.001, 0.9, 0.999, 1e-7, None)
+    assert (d.name, d.learning_rate, d.rho, d.epsilon, d.weight_decay) == \
+        ("adadelta", 0.001, 0.95, 1e-7, None)
+    assert (l.name, l.learning_rate, l.beta_1, l.beta_2, l.weight_decay) == \
+        ("lion", 0.001, 0.9, 0.99, None)
+    # Keras' get_config keys after the base ones, in Keras' order
+    assert list(a.get_config())[-3:] == ["beta_1", "beta_2", "epsilon"]
+    assert list(d.get_config())[-2:] == ["rho", "epsilon"]
+    assert list(l.get_config())[-2:] == ["beta_1", "beta_2"]
+    for name, cls in [("adamax", optimizers.Adamax), ("Adadelta", optimizers.Adadelta),
+                      ("lion", optimizers.Lion)]:
+        assert type(optimizers.get(name)) is cls
+
+
+@pytest.mark.parametrize("beta_1", [-0.1, 0.0, 1.1])
+def test_lion_refuses_beta_1_outside_its_range_as_keras(beta_1):
+    with pytest.raises(ValueError, match=r"Argument `beta_1` must be in the \[0, 1\] range. "
+                       r"Otherwise, the optimizer degenerates to SignSGD. Received: "
+                       rf"beta_1={beta_1}."):
+        optimizers.Lion(beta_1=beta_1)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: optimizers.Adamax(beta_2=1.5), "beta_2"),
+    (lambda: optimizers.Adamax(epsilon=-1.0), "epsilon"),
+    (lambda: optimizers.Adadelta(rho=float("nan")), "rho"),
+    (lambda: optimizers.Adadelta(epsilon=0.0), "epsilon"),
+    (lambda: optimizers.Lion(beta_1=float("nan")), "beta_1"),
+    (lambda: optimizers.Lion(beta_2=2.0), "beta_2"),
+])
+def test_new_optimizers_refuse_poisoned_hyper_parameters(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: optimizers.Adamax(learning_rate=0.5, beta_1=0.8, beta_2=0.95, epsilon=1e-5),
+    lambda: optimizers.Adadelta(learning_rate=0.5, rho=0.9, epsilon=1e-5, weight_decay=0.01),
+    lambda: optimizers.Lion(learning_rate=0.5, beta_1=0.5, beta_2=0.67),
+], ids=NEW)
+def test_new_optimizers_config_round_trip(make):
+    test_config_round_trip_continues_the_same_trajectory(make)
+
+
+def _fit(make, compiled, batch_size, dtype=np.float32):
+    from conftest import blobs
+    x, y, _ = blobs(n=30, d=6, k=3)
+    m = fastnn.Sequential([fastnn.layers.Dense(7, activation="relu", input_shape=(6,), dtype=dtype),
+                           fastnn.layers.Dense(3, activation="softmax", dtype=dtype)], seed=3)
+    m.compile(make(), "categorical_crossentropy", jit_compile="auto" if compiled else False)
+    m.fit(x.astype(dtype), y, epochs=2, batch_size=batch_size, verbose=0)
+    xp, t = np.ascontiguousarray(x, dtype), m.loss.prepare_targets(y, 3, dtype)
+    ran = m.trainer.compiled_step(m.optimizer, xp, t, batch_size) is not None
+    return m.get_weights() + [a.copy() for a in m.optimizer.variables], ran
+
+
+TRAINED = {"adamax": lambda: optimizers.Adamax(0.01, weight_decay=0.004),
+           "adadelta": lambda: optimizers.Adadelta(1.0),
+           "lion": lambda: optimizers.Lion(0.001, weight_decay=0.04)}
+
+
+@pytest.mark.parametrize("name", NEW)
+@pytest.mark.parametrize("batch_size", [1, 7])  # 1: the rank-1 step; 7: a last partial batch
+def test_new_optimizers_in_the_compiled_step(name, batch_size):
+    """fit's compiled step (one call into C per step) is bit for bit the layer-by-layer step,
+    which the golden values above check against Keras."""
+    (a, ran_a), (b, ran_b) = (_fit(TRAINED[name], c, batch_size) for c in (True, False))
+    assert ran_a and not ran_b
+    for u, v in zip(a, b):
+        assert np.array_equal(u, v)
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_new_optimizers_compiled_step_matches_the_numpy_reference(name):
+    runs = []
+    for backend in ("compiled", "numpy"):
+        before = fastnn.get_backend()
+        fastnn.set_backend(backend)
+        try:
+            runs.append(_fit(TRAINED[name], True, 8, np.float64)[0])
+        finally:
+            fastnn.set_backend(before)
+    for u, v in zip(*runs):
+        np.testing.assert_allclose(u, v, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", NEW)
+def test_new_optimizers_with_the_options(name):
+    """clipnorm, use_ema and gradient accumulation take the Python step around the same rule:
+    equal to the rule applied by hand to the clipped / averaged / summed gradients."""
+    g1, g2 = np.array([3.0, -4.0, 0.5]), np.array([-1.0, 2.0, 0.25])
+    plain, x0 = TRAINED[name](), np.array([0.3, -0.2, 0.1])
+    xp = x0.copy()
+    plain.apply([xp], [g1 * min(1.0, 1.0 / np.linalg.norm(g1))])  # clipnorm=1
+    clipped, xc = type(plain).from_config({**plain.get_config(), "clipnorm": 1.0}), x0.copy()
+    clipped.apply([xc], [g1.copy()])
+    np.testing.assert_allclose(xc, xp, rtol=1e-12)
+    acc, xa = type(plain).from_config({**plain.get_config(),
+                                       "gradient_accumulation_steps": 2}), x0.copy()
+    acc.apply([xa], [g1.copy()])
+    np.testing.assert_array_equal(xa, x0)
+    acc.apply([xa], [g2.copy()])
+    ref, xr = TRAINED[name](), x0.copy()
+    ref.apply([xr], [(g1 + g2) / 2])
+    np.testing.assert_allclose(xa, xr, rtol=1e-12)
+    ema, xe = type(plain).from_config({**plain.get_config(), "use_ema": True,
+                                       "ema_momentum": 0.5}), x0.copy()
+    ref, xr = TRAINED[name](), x0.copy()
+    ema.apply([xe], [g1.copy()])
+    ref.apply([xr], [g1.copy()])
+    w1 = xr.copy()
+    ema.apply([xe], [g2.copy()])
+    ref.apply([xr], [g2.copy()])
+    np.testing.assert_array_equal(xe, xr)
+    np.testing.assert_allclose(ema.moving_averages[0], 0.5 * w1 + 0.5 * xr, rtol=1e-12)
