@@ -162,7 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     m.add_argument("--batch-size", type=int_at_least(1), default=128,
                    help="samples per training step, >= 1 (default 128)")
     m.add_argument("--optimizer", default="rmsprop",
-                   choices=["sgd", "adagrad", "rmsprop", "adam", "adamw", "nadam"])
+                   choices=["sgd", "adagrad", "rmsprop", "adam", "adamw", "nadam", "adamax",
+                            "adadelta", "lion"])
     m.add_argument("--backend", default=fastnn.get_backend(), choices=list(fastnn.backend.BACKENDS))
     m.add_argument("--plot", metavar="PNG",
                    help="write training curves to this PNG (needs matplotlib and --epochs >= 1; "
