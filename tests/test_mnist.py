@@ -57,9 +57,9 @@ def test_cli_info_and_bad_option(tmp_path):
     out = subprocess.run([sys.executable, "-m", "fastnn", "info"], capture_output=True, text=True,
                          cwd=tmp_path)
     assert out.returncode == 0 and "BLAS: scipy-openblas32" in out.stdout, out.stderr
-    bad = subprocess.run(fastnn_command() + ["mnist", "--optimizer", "adadelta"],
+    bad = subprocess.run(fastnn_command() + ["mnist", "--optimizer", "ftrl"],
                          capture_output=True, text=True, cwd=tmp_path)
-    assert bad.returncode == 2 and "invalid choice: 'adadelta'" in bad.stderr
+    assert bad.returncode == 2 and "invalid choice: 'ftrl'" in bad.stderr
 
 
 def test_cli_plot_writes_training_curves(tmp_path):
