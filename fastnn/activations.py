@@ -13,7 +13,13 @@ matmul epilogue and Activation applies on its own: a name, one of these function
 Where fastnn differs from Keras (each said again in its docstring):
 - arguments are checked: a negative `negative_slope` or `max_value`, a non-positive elu
   `alpha`, a non-finite value or a non-bool `approximate` raise ValueError naming it (Keras
-  computes something);
+  computes something); so do a negative hard_shrink/soft_shrink `threshold`, a non-positive
+  celu `alpha` or squareplus `b`;
+- `threshold` has no defaults, as in Keras: a layer given "threshold" without its two arguments
+  raises ValueError when built from it (Keras fails when it first calls it); NAMES, the names a
+  layer takes alone, leaves it out;
+- NaN passes through hard_shrink, soft_shrink and threshold (Keras' `where` makes it 0, 0 and
+  default_value), as through every other kernel;
 - layers apply softmax and log_softmax over the last axis only (`axis=-1`); the functions
   take any axis;
 - `deserialize` of an unknown name raises ValueError (Keras returns the string) and accepts
@@ -26,7 +32,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import numpy as np
 
@@ -43,7 +49,14 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "gelu": {"approximate": False},
     "softmax": {"axis": -1},
     "log_softmax": {"axis": -1},
+    "hard_shrink": {"threshold": 0.5},
+    "soft_shrink": {"threshold": 0.5},
+    "threshold": {"threshold": None, "default_value": None},  # Keras' has no defaults: required
+    "celu": {"alpha": 1.0},
+    "squareplus": {"b": 4},
 }
+# The activations whose arguments Keras requires (their DEFAULTS entries are None)
+REQUIRED = {"threshold": ("threshold", "default_value")}
 # Keras' selu constants (keras.activations.selu; the kernels' FNN_SELU_ALPHA, FNN_SELU_SCALE)
 SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
 # Keras' aliases (keras.activations.swish is silu, hard_swish is hard_silu)
@@ -92,6 +105,21 @@ def _resolve(name: str, kwargs: dict[str, Any], any_axis: bool) -> tuple[str, tu
             raise ValueError(f"Expected gelu's approximate to be a bool. "
                              f"Received: approximate={kw['approximate']!r}")
         return ("gelu_tanh" if kw["approximate"] else "gelu"), ()
+    if name in REQUIRED:
+        missing = [k for k in REQUIRED[name] if kw[k] is None]
+        if missing:
+            raise ValueError(f"Expected {name}'s arguments {' and '.join(REQUIRED[name])} (Keras' "
+                             f"{name} has no defaults: pass a functools.partial of it with "
+                             f"them). Received: no {' and no '.join(missing)}")
+    if name in ("hard_shrink", "soft_shrink"):
+        return name, (_number(name, "threshold", kw["threshold"], 0.0),)
+    if name == "threshold":
+        return name, (_number(name, "threshold", kw["threshold"]),
+                      _number(name, "default_value", kw["default_value"]))
+    if name == "celu":
+        return name, (_number(name, "alpha", kw["alpha"], 0.0, strict=True),)
+    if name == "squareplus":
+        return name, (_number(name, "b", kw["b"], 0.0, strict=True),)
     if name in ("softmax", "log_softmax"):
         axis = kw["axis"]
         if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
@@ -196,6 +224,8 @@ def serialize(activation: Any) -> str | dict[str, Any]:
     gives its name ("relu"; "silu" for swish).  A functools.partial of one with arguments
     (or a Spec with arguments) gives Keras' function dict with fastnn's extra key "kwargs"
     (Keras cannot serialize one).  ValueError for anything else."""
+    if _FUNCTIONS.get(getattr(activation, "__name__", None)) is activation:
+        return cast(str, activation.__name__)  # (threshold too, whose Spec needs arguments)
     try:
         s = spec(activation)
     except ValueError:
@@ -357,11 +387,71 @@ def log_softmax(x: ArrayLike, axis: int = -1) -> NDArray[Any]:
     return _apply("log_softmax", x, {"axis": axis})
 
 
-# Keras' function names (Keras 3.15 has more: celu, glu, hard_shrink, hard_tanh, log_sigmoid,
-# soft_shrink, sparse_plus, sparse_sigmoid, sparsemax, squareplus, tanh_shrink, threshold)
+# ---- Keras 3's further element-wise activations (issue #11) ----------------------------------
+
+def hard_tanh(x: ArrayLike) -> NDArray[Any]:
+    """-1 for x < -1, x for -1 <= x <= 1, 1 for x > 1 (clip(x, -1, 1))."""
+    return _apply("hard_tanh", x, {})
+
+
+def hard_shrink(x: ArrayLike, threshold: float = 0.5) -> NDArray[Any]:
+    """x if |x| > threshold, else 0 (ValueError for a negative threshold; NaN stays NaN, where
+    Keras gives 0)."""
+    return _apply("hard_shrink", x, {"threshold": threshold})
+
+
+def soft_shrink(x: ArrayLike, threshold: float = 0.5) -> NDArray[Any]:
+    """x - threshold if x > threshold, x + threshold if x < -threshold, else 0 (ValueError for
+    a negative threshold; NaN stays NaN, where Keras gives 0)."""
+    return _apply("soft_shrink", x, {"threshold": threshold})
+
+
+def tanh_shrink(x: ArrayLike) -> NDArray[Any]:
+    """x - tanh(x)."""
+    return _apply("tanh_shrink", x, {})
+
+
+def threshold(x: ArrayLike, threshold: float, default_value: float) -> NDArray[Any]:
+    """x if x > threshold, else default_value.  Both arguments are required, as in Keras: a
+    layer takes this activation as a functools.partial with both (NaN stays NaN, where Keras
+    gives default_value)."""
+    return _apply("threshold", x, {"threshold": threshold, "default_value": default_value})
+
+
+def log_sigmoid(x: ArrayLike) -> NDArray[Any]:
+    """log(1 / (1 + exp(-x))) = -softplus(-x), computed without overflow."""
+    return _apply("log_sigmoid", x, {})
+
+
+def celu(x: ArrayLike, alpha: float = 1.0) -> NDArray[Any]:
+    """x if x >= 0, else alpha * (exp(x / alpha) - 1) (ValueError for alpha <= 0)."""
+    return _apply("celu", x, {"alpha": alpha})
+
+
+def squareplus(x: ArrayLike, b: float = 4) -> NDArray[Any]:
+    """(x + sqrt(x^2 + b)) / 2 (ValueError for b <= 0).  For x < 0 computed as the equal
+    b / (2 (sqrt(x^2 + b) - x)): Keras' form cancels there (float32 x = -1e4 gives 0 in Keras,
+    1e-4 here)."""
+    return _apply("squareplus", x, {"b": b})
+
+
+def sparse_plus(x: ArrayLike) -> NDArray[Any]:
+    """0 for x <= -1, (x + 1)^2 / 4 for -1 < x < 1, x for x >= 1."""
+    return _apply("sparse_plus", x, {})
+
+
+def sparse_sigmoid(x: ArrayLike) -> NDArray[Any]:
+    """0 for x <= -1, (x + 1) / 2 for -1 < x < 1, 1 for x >= 1."""
+    return _apply("sparse_sigmoid", x, {})
+
+
+# Keras' function names (Keras 3.15 has two more: glu, sparsemax)
 _FUNCTIONS: dict[str, Callable[..., NDArray[Any]]] = {
     f.__name__: f for f in (linear, relu, leaky_relu, relu6, elu, selu, gelu, sigmoid, tanh,
                             silu, softplus, softsign, hard_sigmoid, hard_silu, exponential,
-                            mish, softmax, log_softmax)}
+                            mish, softmax, log_softmax, hard_tanh, hard_shrink, soft_shrink,
+                            tanh_shrink, threshold, log_sigmoid, celu, squareplus, sparse_plus,
+                            sparse_sigmoid)}
 _ALL = {**_FUNCTIONS, **{a: _FUNCTIONS[n] for a, n in ALIASES.items()}}
-NAMES = tuple(_FUNCTIONS)
+# the names a layer takes alone: every function but threshold (its arguments are required)
+NAMES = tuple(n for n in _FUNCTIONS if n not in REQUIRED)

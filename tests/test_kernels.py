@@ -287,7 +287,16 @@ def _registry():
     for label, (act, params) in {"relu_general_nomax": ("relu_general", (0.0, math.inf, -0.5)),
                                  "relu_general_neg": ("relu_general", (0.3, 1.0, -0.7)),
                                  "leaky_relu_1.7": ("leaky_relu", (1.7,)),
-                                 "elu_0.4": ("elu", (0.4,))}.items():
+                                 "elu_0.4": ("elu", (0.4,)),
+                                 # issue #11's: other thresholds (0: soft_shrink is x), a
+                                 # default_value above the threshold and one below, alphas, b
+                                 "hard_shrink_1.3": ("hard_shrink", (1.3,)),
+                                 "soft_shrink_0": ("soft_shrink", (0.0,)),
+                                 "soft_shrink_1.2": ("soft_shrink", (1.2,)),
+                                 "threshold_above": ("threshold", (0.3, 2.0)),
+                                 "threshold_neg": ("threshold", (-0.8, 0.0)),
+                                 "celu_0.4": ("celu", (0.4,)), "celu_2.5": ("celu", (2.5,)),
+                                 "squareplus_0.5": ("squareplus", (0.5,))}.items():
         for n, i, o in [(1, 7, 3), (5, 17, 33), (64, 100, 10)]:
             cases[f"dense_forward-{label}-{n}x{i}x{o}-b"] = dense_forward_case(
                 act, n, i, o, True, True, params)
@@ -380,7 +389,8 @@ def test_dense_kernels_at_other_thread_counts(case, threads):
         np.testing.assert_allclose(g, w, **TOL[np.float32])
 
 
-@pytest.mark.parametrize("act", ["sigmoid", "tanh", "softmax", "elu", "gelu"])
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "softmax", "elu", "gelu", "log_sigmoid",
+                                 "celu", "tanh_shrink", "squareplus"])
 def test_exp_based_activations_over_their_whole_range(act):
     """The vectorised float32 exp/tanh against NumPy on a dense sweep, including the
     overflow and subnormal edges (exp(88.7) ~ FLT_MAX, exp(-103) is subnormal)."""
