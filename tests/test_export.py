@@ -97,9 +97,18 @@ def test_alpha_of_leaky_relu_and_elu_is_exported(tmp_path, name, alpha, dtype):
     functools.partial(activations.relu, max_value=1.5),
     functools.partial(activations.relu, max_value=6.0),
     functools.partial(activations.relu, negative_slope=0.25),
-    functools.partial(activations.gelu, approximate=True)], ids=repr)
+    functools.partial(activations.gelu, approximate=True),
+    # issue #11's: threshold (which has no defaults), the others with other arguments
+    functools.partial(activations.threshold, threshold=0.3, default_value=-1.5),
+    functools.partial(activations.threshold, threshold=-0.2, default_value=2.0),
+    functools.partial(activations.hard_shrink, threshold=1.2),
+    functools.partial(activations.soft_shrink, threshold=0.0),
+    functools.partial(activations.soft_shrink, threshold=1.5),
+    functools.partial(activations.celu, alpha=0.4), functools.partial(activations.celu, alpha=2.5),
+    functools.partial(activations.squareplus, b=0.5)], ids=repr)
 def test_activation_arguments_are_exported(tmp_path, act, dtype):
-    """relu with arguments (every kernel it maps to) and gelu's tanh form."""
+    """relu with arguments (every kernel it maps to), gelu's tanh form, and issue #11's with
+    arguments."""
     model = models.Sequential([layers.Dense(24, activation=act, input_shape=(6,), dtype=dtype),
                                layers.Activation(act, dtype=dtype),
                                layers.Dense(5, activation=act, dtype=dtype)], seed=3)
