@@ -32,7 +32,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
@@ -224,8 +224,9 @@ def serialize(activation: Any) -> str | dict[str, Any]:
     gives its name ("relu"; "silu" for swish).  A functools.partial of one with arguments
     (or a Spec with arguments) gives Keras' function dict with fastnn's extra key "kwargs"
     (Keras cannot serialize one).  ValueError for anything else."""
-    if _FUNCTIONS.get(getattr(activation, "__name__", None)) is activation:
-        return cast(str, activation.__name__)  # (threshold too, whose Spec needs arguments)
+    fname = getattr(activation, "__name__", None)
+    if isinstance(fname, str) and _FUNCTIONS.get(fname) is activation:
+        return fname  # (threshold too, whose Spec needs arguments)
     try:
         s = spec(activation)
     except ValueError:
