@@ -13,6 +13,7 @@ ACTIVATIONS = {
     # Keras 3's further element-wise activations (issue #11)
     "hard_tanh": 20, "hard_shrink": 21, "soft_shrink": 22, "tanh_shrink": 23, "threshold": 24,
     "log_sigmoid": 25, "celu": 26, "squareplus": 27, "sparse_plus": 28, "sparse_sigmoid": 29,
+    "sparsemax": 30,
 }
 # FNN_ACT_NEEDS_X: the codes whose backward reads the pre-activation, not only the output
 ACT_NEEDS_X = ("gelu", "relu_general", "gelu_tanh", "silu", "hard_silu", "mish", "tanh_shrink",

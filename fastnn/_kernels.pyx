@@ -38,7 +38,8 @@ _ACT_ENUM = {"linear": FNN_LINEAR, "relu": FNN_RELU, "sigmoid": FNN_SIGMOID, "ta
              "hard_shrink": FNN_HARD_SHRINK, "soft_shrink": FNN_SOFT_SHRINK,
              "tanh_shrink": FNN_TANH_SHRINK, "threshold": FNN_THRESHOLD,
              "log_sigmoid": FNN_LOG_SIGMOID, "celu": FNN_CELU, "squareplus": FNN_SQUAREPLUS,
-             "sparse_plus": FNN_SPARSE_PLUS, "sparse_sigmoid": FNN_SPARSE_SIGMOID}
+             "sparse_plus": FNN_SPARSE_PLUS, "sparse_sigmoid": FNN_SPARSE_SIGMOID,
+             "sparsemax": FNN_SPARSEMAX}
 
 
 def codes():

@@ -23,8 +23,8 @@ ACT_CODES = _codes.ACTIVATIONS
 (LINEAR, RELU, SIGMOID, TANH, SOFTMAX, LEAKY_RELU, ELU, GELU, RELU_GENERAL, GELU_TANH, SILU,
  SOFTPLUS, SOFTSIGN, SELU, HARD_SIGMOID, HARD_SILU, EXPONENTIAL, RELU6, MISH,
  LOG_SOFTMAX, HARD_TANH, HARD_SHRINK, SOFT_SHRINK, TANH_SHRINK, THRESHOLD, LOG_SIGMOID, CELU,
- SQUAREPLUS, SPARSE_PLUS, SPARSE_SIGMOID) = range(30)
-assert list(ACT_CODES.values()) == list(range(30))
+ SQUAREPLUS, SPARSE_PLUS, SPARSE_SIGMOID, SPARSEMAX) = range(31)
+assert list(ACT_CODES.values()) == list(range(31))
 _CLIP = _codes.EPSILON
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
@@ -56,6 +56,23 @@ def _relu_general(v: NDArray[Any], slope: Any, hi: Any, t: Any) -> NDArray[Any]:
     """Keras' relu(v, negative_slope, max_value (inf: None), threshold)."""
     lo = -np.inf if np.isinf(hi) else 0
     return np.where(v > t, np.minimum(np.maximum(v, lo), hi), slope * (v - t))
+
+
+def _sparsemax(v: NDArray[Any]) -> NDArray[Any]:
+    """Row-wise sparsemax by sorting (Martins & Astudillo 2016, Algorithm 1, as Keras' backends
+    write it once the threshold is fixed, keras-team/keras#23425): with z sorted descending and
+    c its cumulative sums (in float64), the support is the first k with 1 + r z_r > c_r and
+    tau = (c_k - 1) / k; y = max(v - tau, 0).  Rows with NaN or +inf, or only -inf: NaN."""
+    z = -np.sort(-v, axis=1)
+    c = np.cumsum(z, axis=1, dtype=np.float64)
+    r = np.arange(1, v.shape[1] + 1)
+    with np.errstate(invalid="ignore"):
+        k = (1 + r * z.astype(np.float64) > c).sum(axis=1, keepdims=True)
+        tau = (np.take_along_axis(c, np.maximum(k, 1) - 1, axis=1) - 1) / np.maximum(k, 1)
+        y = np.maximum(v.astype(np.float64) - tau, 0).astype(v.dtype)
+    bad = np.isnan(v).any(axis=1) | np.isposinf(v).any(axis=1) | np.isneginf(v).all(axis=1)
+    y[bad] = np.nan
+    return y
 
 
 def _act(v: NDArray[Any], act: int, params: Sequence[float]) -> NDArray[Any]:
@@ -126,6 +143,8 @@ def _act(v: NDArray[Any], act: int, params: Sequence[float]) -> NDArray[Any]:
         return np.where(v <= -1, 0, np.where(v >= 1, v, (v + 1) * (v + 1) * 0.25))
     if act == SPARSE_SIGMOID:
         return np.clip(v + 1, 0, 2) * 0.5
+    if act == SPARSEMAX:
+        return _sparsemax(v)
     raise ValueError(f"Expected act to be an activation code in {sorted(ACT_CODES.values())}. "
                      f"Received: act={act}")
 
@@ -177,6 +196,12 @@ def _act_grad(dy: NDArray[Any], y: NDArray[Any], x: NDArray[Any] | None, act: in
         return dy * np.minimum(np.sqrt(y), 1)
     if act == SPARSE_SIGMOID:
         return np.where((y > 0) & (y < 1), dy * 0.5, 0)
+    if act == SPARSEMAX:  # J = diag(s) - s s^T / |S|, s = [y > 0]: s (dy - mean_S dy)
+        s = y > 0
+        k = s.sum(axis=1, keepdims=True)
+        total = np.where(s, dy, 0).sum(axis=1, keepdims=True, dtype=np.float64)
+        mean = (total / np.maximum(k, 1)).astype(dy.dtype)
+        return np.where(s, dy - mean, 0)
     x = cast("NDArray[Any]", x)  # the callers of the codes below pass the pre-activation
     if act == GELU:  # Phi(x) + x phi(x)
         cdf = 0.5 * (1 + _erf(x / math.sqrt(2)).astype(x.dtype))

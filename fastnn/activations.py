@@ -20,8 +20,11 @@ Where fastnn differs from Keras (each said again in its docstring):
   layer takes alone, leaves it out;
 - NaN passes through hard_shrink, soft_shrink and threshold (Keras' `where` makes it 0, 0 and
   default_value), as through every other kernel;
-- layers apply softmax and log_softmax over the last axis only (`axis=-1`); the functions
-  take any axis;
+- layers apply softmax, log_softmax and sparsemax over the last axis only (`axis=-1`); the
+  functions take any axis;
+- sparsemax is the projection onto the simplex its docstring and reference define (its rows
+  sum to 1): Keras 3.15's backends compute a wrong threshold when more than one entry is in
+  the support (keras-team/keras#23425, fixed upstream after 3.15.1);
 - `deserialize` of an unknown name raises ValueError (Keras returns the string) and accepts
   the aliases "swish" and "hard_swish" (Keras' deserialize refuses them, its get accepts them);
 - `serialize` of a `functools.partial` of one of these functions gives Keras' function dict
@@ -54,6 +57,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "threshold": {"threshold": None, "default_value": None},  # Keras' has no defaults: required
     "celu": {"alpha": 1.0},
     "squareplus": {"b": 4},
+    "sparsemax": {"axis": -1},
 }
 # The activations whose arguments Keras requires (their DEFAULTS entries are None)
 REQUIRED = {"threshold": ("threshold", "default_value")}
@@ -120,7 +124,7 @@ def _resolve(name: str, kwargs: dict[str, Any], any_axis: bool) -> tuple[str, tu
         return name, (_number(name, "alpha", kw["alpha"], 0.0, strict=True),)
     if name == "squareplus":
         return name, (_number(name, "b", kw["b"], 0.0, strict=True),)
-    if name in ("softmax", "log_softmax"):
+    if name in ("softmax", "log_softmax", "sparsemax"):
         axis = kw["axis"]
         if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
             raise ValueError(f"Expected {name}'s axis to be an int. Received: axis={axis!r}")
@@ -264,7 +268,7 @@ def deserialize(config: str | dict[str, Any],
 
 def _apply(name: str, x: ArrayLike, kwargs: dict[str, Any]) -> NDArray[Any]:
     """Keras' activation `name` with kwargs on x: float32 or float64 (other inputs become
-    float32), the same shape; (log_)softmax over kwargs' axis."""
+    float32), the same shape; (log_)softmax and sparsemax over kwargs' axis."""
     code, params = _resolve(name, kwargs, any_axis=True)
     a: NDArray[Any] = np.asarray(x)
     if a.dtype not in (np.float32, np.float64):
@@ -446,13 +450,22 @@ def sparse_sigmoid(x: ArrayLike) -> NDArray[Any]:
     return _apply("sparse_sigmoid", x, {})
 
 
-# Keras' function names (Keras 3.15 has two more: glu, sparsemax)
+def sparsemax(x: ArrayLike, axis: int = -1) -> NDArray[Any]:
+    """max(x - tau, 0) along axis, tau such that the result sums to 1 there: the Euclidean
+    projection onto the probability simplex (Martins & Astudillo 2016; layers: the last axis
+    only).  Keras 3.15.1 computes a wrong tau when more than one entry is in the support (its
+    rows then do not sum to 1, keras-team/keras#23425): for [1.0, 0.8, 0.0] it gives
+    [0.1, 0, 0], fastnn the projection [0.6, 0.4, 0] (the two agree when one entry is)."""
+    return _apply("sparsemax", x, {"axis": axis})
+
+
+# Keras' function names (Keras 3.15 has one more: glu, which halves the last axis)
 _FUNCTIONS: dict[str, Callable[..., NDArray[Any]]] = {
     f.__name__: f for f in (linear, relu, leaky_relu, relu6, elu, selu, gelu, sigmoid, tanh,
                             silu, softplus, softsign, hard_sigmoid, hard_silu, exponential,
                             mish, softmax, log_softmax, hard_tanh, hard_shrink, soft_shrink,
                             tanh_shrink, threshold, log_sigmoid, celu, squareplus, sparse_plus,
-                            sparse_sigmoid)}
+                            sparse_sigmoid, sparsemax)}
 _ALL = {**_FUNCTIONS, **{a: _FUNCTIONS[n] for a, n in ALIASES.items()}}
 # the names a layer takes alone: every function but threshold (its arguments are required)
 NAMES = tuple(n for n in _FUNCTIONS if n not in REQUIRED)

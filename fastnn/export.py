@@ -57,6 +57,11 @@ becomes a group of nodes named after it ("<layer name>/..."), its weights initia
                     fastnn's kernels (no cancellation for x < 0)
     sparse_plus     Where(x < 1, Max(x + 1, 0)^2 / 4, x)
     sparse_sigmoid  Min(Max(x + 1, 0), 2) / 2
+    sparsemax       over the last axis, in double (a float32 model Casts in and out, as the
+                    kernels compute tau in double): z = TopK(x, all) descending, c =
+                    CumSum(z), r = 1, 2, ... (a CumSum of ones), support 1 + r z > c, k its
+                    size, tau = (sum of z over it - 1) / k, Max(x - tau, 0): the projection
+                    onto the simplex (Keras 3.15's threshold is wrong, keras-team/keras#23425)
     (log1p(u) in float64: Log(w) * u / (w - 1), w = 1 + u, u where w == 1: Goldberg's
     accurate form, as ONNX has no Log1p)
 
@@ -562,6 +567,36 @@ def _sparse_sigmoid(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
     return _bin(g, "Mul", c, g.const(f"{p}/half", 0.5), p)
 
 
+def _sparsemax(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    from onnx import TensorProto, helper, numpy_helper
+
+    def const(name: str, value: Any, dtype: Any) -> str:  # a scalar of another dtype too
+        name = g._unique(f"{p}/{name}")
+        g.initializers.append(numpy_helper.from_array(np.asarray(value, dtype), name))
+        return name
+
+    x = t if g.dtype == np.float64 else g.node("Cast", [t], f"{p}/Cast", to=TensorProto.DOUBLE)
+    last = g.node("Shape", [x], f"{p}/Shape", start=-1)  # [m]
+    z, idx = g._unique(f"{p}/TopK"), g._unique(f"{p}/TopK_indices")  # (two outputs)
+    g.nodes.append(helper.make_node("TopK", [x, last], [z, idx], name=z, axis=-1, largest=1,
+                                    sorted=1))
+    axis = const("axis", -1, np.int64)
+    one = const("one", 1.0, np.float64)
+    c = g.node("CumSum", [z, axis], f"{p}/CumSum")
+    r = g.node("CumSum", [g.node("Expand", [one, g.node("Shape", [x], f"{p}/Shape")],
+                                 f"{p}/Expand"), axis], f"{p}/CumSum")
+    support = _bin(g, "Greater", _bin(g, "Add", _bin(g, "Mul", r, z, p), one, p), c, p)
+    axes = g.ints(f"{p}/axes", [-1])
+    k = g.node("ReduceSum", [g.node("Cast", [support], f"{p}/Cast", to=TensorProto.DOUBLE),
+                             axes], f"{p}/ReduceSum", keepdims=1)
+    top = g.node("ReduceSum", [g.node("Where", [support, z, const("zero", 0.0, np.float64)],
+                                      f"{p}/Where"), axes], f"{p}/ReduceSum", keepdims=1)
+    tau = _bin(g, "Div", _bin(g, "Sub", top, one, p), k, p)
+    y = _bin(g, "Max", _bin(g, "Sub", x, tau, p), const("zero", 0.0, np.float64), p)
+    return y if g.dtype == np.float64 else g.node("Cast", [y], f"{p}/Cast",
+                                                  to=TensorProto.FLOAT)
+
+
 _ACTIVATIONS: dict[str, _Activation] = {
     "linear": _linear, "relu": _op("Relu"), "sigmoid": _op("Sigmoid"), "tanh": _op("Tanh"),
     "softmax": _op("Softmax", axis=-1), "leaky_relu": _leaky_relu, "elu": _elu, "gelu": _gelu,
@@ -574,7 +609,7 @@ _ACTIVATIONS: dict[str, _Activation] = {
     "hard_tanh": _hard_tanh, "hard_shrink": _hard_shrink, "soft_shrink": _soft_shrink,
     "tanh_shrink": _tanh_shrink, "threshold": _threshold, "log_sigmoid": _log_sigmoid,
     "celu": _celu, "squareplus": _squareplus, "sparse_plus": _sparse_plus,
-    "sparse_sigmoid": _sparse_sigmoid,
+    "sparse_sigmoid": _sparse_sigmoid, "sparsemax": _sparsemax,
 }
 
 

@@ -67,7 +67,8 @@ enum fnn_act {
     FNN_SQUAREPLUS = 27, /* (x + sqrt(x^2 + b)) / 2; param[0] = b (> 0) */
     FNN_SPARSE_PLUS = 28, /* 0 (x <= -1), (x + 1)^2 / 4 (-1 < x < 1), x (x >= 1) */
     FNN_SPARSE_SIGMOID = 29, /* clip((x + 1) / 2, 0, 1) */
-    FNN_N_ACT = 30
+    FNN_SPARSEMAX = 30,  /* max(x - tau, 0), sum = 1, row-wise over the last axis */
+    FNN_N_ACT = 31
 };
 
 /* Whether an activation's backward reads its input (the pre-activation x or z), not only its

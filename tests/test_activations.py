@@ -21,6 +21,18 @@ def _softplus(x):
     return np.log(np.exp(x) + 1)
 
 
+def _simplex_tau(x):
+    """sparsemax's threshold by its definition, sum max(x - tau, 0) = 1 over the last axis,
+    by bisection on [max - 1, max] (independent of the kernels' and twin's algorithms)."""
+    hi = x.max(axis=-1, keepdims=True)
+    lo = hi - 1
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        above = np.maximum(x - mid, 0).sum(axis=-1, keepdims=True) > 1
+        lo, hi = np.where(above, mid, lo), np.where(above, hi, mid)
+    return (lo + hi) / 2
+
+
 # Keras' documented definitions (keras/src/activations/activations.py docstrings), written
 # naively in float64 (accurate enough on [-4, 4])
 FORMULAS = {
@@ -54,6 +66,7 @@ FORMULAS = {
     "squareplus": lambda x: (x + np.sqrt(x ** 2 + 4)) / 2,
     "sparse_plus": lambda x: np.where(x <= -1, 0, np.where(x >= 1, x, 0.25 * (x + 1) ** 2)),
     "sparse_sigmoid": lambda x: np.where(x <= -1, 0, np.where(x >= 1, 1, 0.5 * (x + 1))),
+    "sparsemax": lambda x: np.maximum(x - _simplex_tau(x), 0),
 }
 
 
@@ -108,6 +121,32 @@ def test_issue11_docstring_examples():
     np.testing.assert_allclose(A.squareplus(x), [0.6180, 1.0, 1.6180], atol=5e-5)
     np.testing.assert_allclose(A.tanh_shrink(x), [-0.23840584, 0.0, 0.23840584], atol=5e-9)
     np.testing.assert_array_equal(A.threshold([-1.0, 0.0, 1.0, 2.0], 1, 0), [0, 0, 0, 2])
+    np.testing.assert_array_equal(A.sparsemax(x), [0.0, 0.0, 1.0])
+
+
+def test_sparsemax_is_the_projection_onto_the_simplex():
+    # Keras' tests (activations_test.py, ops/nn_test.py): one-hot results on every axis layout
+    x = np.linspace(1, 12, num=12)
+    for shape in [(12,), (6, 2), (4, 1, 3)]:
+        want = np.zeros(shape)
+        want[..., -1] = 1.0
+        np.testing.assert_array_equal(A.sparsemax(x.reshape(shape)), want)
+    np.testing.assert_array_equal(A.sparsemax(np.float32([-0.5, 0, 1, 2, 3])), [0, 0, 0, 0, 1])
+    # several entries in the support, by hand (keras-team/keras#23425, where Keras 3.15.1 gives
+    # [0, 0, 0.25] and zeros): sorted [1, 0.5, 0], support of 2, tau = (1.5 - 1) / 2 = 0.25;
+    # [0.1 .. 0.5]: all five, tau = (1.5 - 1) / 5 = 0.1
+    np.testing.assert_allclose(A.sparsemax([[0.0, 0.5, 1.0]]), [[0, 0.25, 0.75]],
+                               **TOL[np.float64])
+    np.testing.assert_allclose(A.sparsemax([0.1, 0.2, 0.3, 0.4, 0.5]), [0, 0.1, 0.2, 0.3, 0.4],
+                               **TOL[np.float64])
+    # rows sum to 1, over any axis; a row shifted by a constant gives the same
+    v = np.random.default_rng(0).standard_normal((3, 5, 4)) * 0.4
+    for axis in (0, 1, -1):
+        y = A.sparsemax(v, axis=axis)
+        np.testing.assert_allclose(y.sum(axis=axis), 1.0, **TOL[np.float64])
+        np.testing.assert_allclose(A.sparsemax(v + 3.0, axis=axis), y, **TOL[np.float64])
+    with pytest.raises(ValueError, match=r"sparsemax over the last axis \(axis=-1\) in a layer"):
+        layers.Activation(functools.partial(A.sparsemax, axis=0))
 
 
 def test_issue11_arguments_and_edges():
@@ -257,6 +296,7 @@ def test_serialize_partials_keep_their_arguments():
     (functools.partial(A.threshold, threshold=0.3, default_value=-1), "threshold", (0.3, -1.0)),
     ("celu", "celu", (1.0,)), ("squareplus", "squareplus", (4.0,)),
     ("sparse_plus", "sparse_plus", ()), ("sparse_sigmoid", "sparse_sigmoid", ()),
+    ("sparsemax", "sparsemax", ()),
 ])
 def test_spec_picks_the_kernel(identifier, code, params):
     s = A.spec(identifier)

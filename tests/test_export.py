@@ -142,6 +142,20 @@ def test_every_layer_kind(tmp_path):
         assert_matches(model, sess, samples(n, (4, 7), "float32", seed=n))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sparsemax_on_the_last_axis_of_3d_samples(tmp_path, dtype):
+    """sparsemax's sorted, cumulative form over the last axis of (batch, 4, 7) samples, with
+    ties and rows whose support is several entries (scale 0.3)."""
+    model = models.Sequential([layers.Input(shape=(4, 7), dtype=dtype),
+                               layers.Activation("sparsemax", dtype=dtype)], seed=0)
+    _, sess = exported(model, tmp_path)
+    for n in (1, 33):
+        x = samples(n, (4, 7), dtype, scale=0.3, seed=n)
+        x[:, 0, :2] = 0.25  # a tie inside the support
+        assert_matches(model, sess, x)
+        assert np.all(model.predict(x, verbose=0).astype(bool).sum(axis=-1)[:, 1:] > 1)
+
+
 def test_graph_nodes_per_layer(tmp_path):
     model = models.Sequential([layers.Flatten(input_shape=(2, 3), name="flat"),
                                layers.Dense(4, activation="gelu", name="hidden"),

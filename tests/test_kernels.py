@@ -60,12 +60,12 @@ def dense_backward_case(act, n, i, o, bias, want_dx, dz_is_dy, params=None):
     return run
 
 
-def act_case(act, n, m, backward, params=None):
+def act_case(act, n, m, backward, params=None, scale=3.0):
     params = PARAMS.get(act, ()) if params is None else params
 
     def run(K, dtype, rng):
         code = R.ACT_CODES[act]
-        x = _rand(rng, (n, m), dtype, 3.0)
+        x = _rand(rng, (n, m), dtype, scale)
         y = np.full_like(x, np.nan)
         K.act_forward(y, x, code, params)
         if not backward:
@@ -305,6 +305,12 @@ def _registry():
         for n, m in [(1, 1), (3, 17), (64, 100)]:
             cases[f"act_forward-{label}-{n}x{m}"] = act_case(act, n, m, False, params)
             cases[f"act_backward-{label}-{n}x{m}"] = act_case(act, n, m, True, params)
+    # sparsemax on close values: supports of many entries (the kernel's fixpoint takes several
+    # rounds; the twin sorts), and a row of ties
+    for n, m in [(3, 17), (64, 100), (2, 70000)]:
+        cases[f"act_forward-sparsemax_close-{n}x{m}"] = act_case("sparsemax", n, m, False, scale=0.05)
+        cases[f"act_backward-sparsemax_close-{n}x{m}"] = act_case("sparsemax", n, m, True, scale=0.05)
+    cases["act_forward-sparsemax_ties-4x9"] = act_case("sparsemax", 4, 9, False, scale=0.0)
     for name in LOSSES:
         for n, k in [(1, 1), (1, 3), (7, 10), (33, 5), (4, 37)]:
             cases[f"{name}-{n}x{k}"] = loss_case(name, n, k)
