@@ -382,3 +382,21 @@ def test_parametrised_twins_match_finite_differences(code, params):
         R.act_forward(yd, down, c, params)
         num[idx] = ((yu - yd) * r).sum() / (2 * h)
     np.testing.assert_allclose(dx, num, rtol=1e-6, atol=1e-8)
+
+
+# ---- issue #11's with arguments in training: the compiled step is the layer-by-layer one ------
+
+@pytest.mark.parametrize("act", [
+    functools.partial(A.threshold, threshold=0.1, default_value=-0.5),
+    functools.partial(A.celu, alpha=0.4), functools.partial(A.squareplus, b=0.5),
+    functools.partial(A.hard_shrink, threshold=0.2), functools.partial(A.soft_shrink, threshold=0.3)],
+    ids=repr)
+def test_compiled_step_is_the_python_step_with_arguments(act):
+    """A hidden layer with each parametrised activation (threshold: the pre-activation kept for
+    its derivative): the compiled step gives the layer-by-layer step's results bit for bit
+    (tests/test_train_step.py runs every name with Keras' defaults)."""
+    from conftest import blobs
+    from test_train_step import OPTIMIZERS, _assert_same, _train
+    x, y, _ = blobs(n=30, d=6, k=3)
+    _assert_same(*[_train(c, OPTIMIZERS["adam"], "categorical_crossentropy", x, y, 8,
+                          hidden_act=act) for c in (True, False)])
