@@ -10,9 +10,14 @@ ACTIVATIONS = {
     "gelu": 7, "relu_general": 8, "gelu_tanh": 9, "silu": 10, "softplus": 11, "softsign": 12,
     "selu": 13, "hard_sigmoid": 14, "hard_silu": 15, "exponential": 16, "relu6": 17, "mish": 18,
     "log_softmax": 19,
+    # Keras 3's further element-wise activations (issue #11)
+    "hard_tanh": 20, "hard_shrink": 21, "soft_shrink": 22, "tanh_shrink": 23, "threshold": 24,
+    "log_sigmoid": 25, "celu": 26, "squareplus": 27, "sparse_plus": 28, "sparse_sigmoid": 29,
+    "sparsemax": 30,
 }
 # FNN_ACT_NEEDS_X: the codes whose backward reads the pre-activation, not only the output
-ACT_NEEDS_X = ("gelu", "relu_general", "gelu_tanh", "silu", "hard_silu", "mish")
+ACT_NEEDS_X = ("gelu", "relu_general", "gelu_tanh", "silu", "hard_silu", "mish", "tanh_shrink",
+               "threshold")
 # FNN_ACT_PARAMS: the parameters of struct fnn_activation
 ACT_PARAMS = 3
 

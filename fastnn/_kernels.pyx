@@ -34,7 +34,12 @@ _ACT_ENUM = {"linear": FNN_LINEAR, "relu": FNN_RELU, "sigmoid": FNN_SIGMOID, "ta
              "silu": FNN_SILU, "softplus": FNN_SOFTPLUS, "softsign": FNN_SOFTSIGN,
              "selu": FNN_SELU, "hard_sigmoid": FNN_HARD_SIGMOID, "hard_silu": FNN_HARD_SILU,
              "exponential": FNN_EXPONENTIAL, "relu6": FNN_RELU6, "mish": FNN_MISH,
-             "log_softmax": FNN_LOG_SOFTMAX}
+             "log_softmax": FNN_LOG_SOFTMAX, "hard_tanh": FNN_HARD_TANH,
+             "hard_shrink": FNN_HARD_SHRINK, "soft_shrink": FNN_SOFT_SHRINK,
+             "tanh_shrink": FNN_TANH_SHRINK, "threshold": FNN_THRESHOLD,
+             "log_sigmoid": FNN_LOG_SIGMOID, "celu": FNN_CELU, "squareplus": FNN_SQUAREPLUS,
+             "sparse_plus": FNN_SPARSE_PLUS, "sparse_sigmoid": FNN_SPARSE_SIGMOID,
+             "sparsemax": FNN_SPARSEMAX}
 
 
 def codes():

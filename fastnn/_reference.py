@@ -22,8 +22,9 @@ NAME = "numpy"
 ACT_CODES = _codes.ACTIVATIONS
 (LINEAR, RELU, SIGMOID, TANH, SOFTMAX, LEAKY_RELU, ELU, GELU, RELU_GENERAL, GELU_TANH, SILU,
  SOFTPLUS, SOFTSIGN, SELU, HARD_SIGMOID, HARD_SILU, EXPONENTIAL, RELU6, MISH,
- LOG_SOFTMAX) = range(20)
-assert list(ACT_CODES.values()) == list(range(20))
+ LOG_SOFTMAX, HARD_TANH, HARD_SHRINK, SOFT_SHRINK, TANH_SHRINK, THRESHOLD, LOG_SIGMOID, CELU,
+ SQUAREPLUS, SPARSE_PLUS, SPARSE_SIGMOID, SPARSEMAX) = range(31)
+assert list(ACT_CODES.values()) == list(range(31))
 _CLIP = _codes.EPSILON
 _erf = np.vectorize(math.erf, otypes=[np.float64])
 SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
@@ -55,6 +56,23 @@ def _relu_general(v: NDArray[Any], slope: Any, hi: Any, t: Any) -> NDArray[Any]:
     """Keras' relu(v, negative_slope, max_value (inf: None), threshold)."""
     lo = -np.inf if np.isinf(hi) else 0
     return np.where(v > t, np.minimum(np.maximum(v, lo), hi), slope * (v - t))
+
+
+def _sparsemax(v: NDArray[Any]) -> NDArray[Any]:
+    """Row-wise sparsemax by sorting (Martins & Astudillo 2016, Algorithm 1, as Keras' backends
+    write it once the threshold is fixed, keras-team/keras#23425): with z sorted descending and
+    c its cumulative sums (in float64), the support is the first k with 1 + r z_r > c_r and
+    tau = (c_k - 1) / k; y = max(v - tau, 0).  Rows with NaN or +inf, or only -inf: NaN."""
+    z = -np.sort(-v, axis=1)
+    c = np.cumsum(z, axis=1, dtype=np.float64)
+    r = np.arange(1, v.shape[1] + 1)
+    with np.errstate(invalid="ignore"):
+        k = (1 + r * z.astype(np.float64) > c).sum(axis=1, keepdims=True)
+        tau = (np.take_along_axis(c, np.maximum(k, 1) - 1, axis=1) - 1) / np.maximum(k, 1)
+        y = np.maximum(v.astype(np.float64) - tau, 0).astype(v.dtype)
+    bad = np.isnan(v).any(axis=1) | np.isposinf(v).any(axis=1) | np.isneginf(v).all(axis=1)
+    y[bad] = np.nan
+    return y
 
 
 def _act(v: NDArray[Any], act: int, params: Sequence[float]) -> NDArray[Any]:
@@ -103,6 +121,30 @@ def _act(v: NDArray[Any], act: int, params: Sequence[float]) -> NDArray[Any]:
     if act == LOG_SOFTMAX:  # the sum in float64, as the kernels
         s = v - v.max(axis=1, keepdims=True)
         return s - np.log(np.exp(s).sum(axis=1, keepdims=True, dtype=np.float64).astype(v.dtype))
+    # Keras 3's further element-wise activations (issue #11); NaN passes through each
+    if act == HARD_TANH:
+        return np.clip(v, -1, 1)
+    if act == HARD_SHRINK:  # |v| > threshold: v, else 0
+        return np.where(np.abs(v) <= p[0], 0, v)
+    if act == SOFT_SHRINK:  # |v| > t: v - sign(v) t, else 0
+        return np.where(np.abs(v) <= p[0], 0, v - np.copysign(p[0], v))
+    if act == TANH_SHRINK:
+        return v - np.tanh(v)
+    if act == THRESHOLD:  # v > threshold: v, else default_value
+        return np.where(v <= p[0], p[1], v)
+    if act == LOG_SIGMOID:  # -softplus(-v) = min(v, 0) - log1p(e^-|v|)
+        return np.minimum(v, 0) - np.log1p(np.exp(-np.abs(v)))
+    if act == CELU:  # alpha (e^(v / alpha) - 1) for v <= 0
+        return np.where(v > 0, v, p[0] * np.expm1(np.minimum(v, 0) / p[0]))
+    if act == SQUAREPLUS:  # (v + s) / 2, s = sqrt(v^2 + b); v < 0: b / (2 (s + |v|)), the same
+        s = np.sqrt(v * v + p[0])
+        return np.where(v >= 0, (v + s) * 0.5, p[0] / (2 * (s + np.abs(v))))
+    if act == SPARSE_PLUS:
+        return np.where(v <= -1, 0, np.where(v >= 1, v, (v + 1) * (v + 1) * 0.25))
+    if act == SPARSE_SIGMOID:
+        return np.clip(v + 1, 0, 2) * 0.5
+    if act == SPARSEMAX:
+        return _sparsemax(v)
     raise ValueError(f"Expected act to be an activation code in {sorted(ACT_CODES.values())}. "
                      f"Received: act={act}")
 
@@ -140,6 +182,26 @@ def _act_grad(dy: NDArray[Any], y: NDArray[Any], x: NDArray[Any] | None, act: in
         return np.where((y > 0) & (y < 6), dy, 0)
     if act == LOG_SOFTMAX:  # dy - e^y sum(dy), the sum in float64 as the kernels
         return dy - np.exp(y) * dy.sum(axis=1, keepdims=True, dtype=np.float64).astype(dy.dtype)
+    if act == HARD_TANH:
+        return np.where((y > -1) & (y < 1), dy, 0)
+    if act in (HARD_SHRINK, SOFT_SHRINK):  # 1 where |x| > threshold (>= 0): where y != 0
+        return np.where(y != 0, dy, 0)
+    if act == LOG_SIGMOID:  # sigmoid(-x) = 1 - e^y
+        return dy * -np.expm1(y)
+    if act == CELU:  # x <= 0: e^(x / alpha) = y / alpha + 1
+        return np.where(y > 0, dy, dy * (y * (1 / p[0]) + 1))
+    if act == SQUAREPLUS:  # (1 + x / s) / 2 = y / s = y^2 / (y^2 + b / 4)
+        return dy * (y * y / (y * y + p[0] / 4))
+    if act == SPARSE_PLUS:  # (x + 1) / 2 = sqrt(y) inside (-1, 1), 0 below, 1 above
+        return dy * np.minimum(np.sqrt(y), 1)
+    if act == SPARSE_SIGMOID:
+        return np.where((y > 0) & (y < 1), dy * 0.5, 0)
+    if act == SPARSEMAX:  # J = diag(s) - s s^T / |S|, s = [y > 0]: s (dy - mean_S dy)
+        s = y > 0
+        k = s.sum(axis=1, keepdims=True)
+        total = np.where(s, dy, 0).sum(axis=1, keepdims=True, dtype=np.float64)
+        mean = (total / np.maximum(k, 1)).astype(dy.dtype)
+        return np.where(s, dy - mean, 0)
     x = cast("NDArray[Any]", x)  # the callers of the codes below pass the pre-activation
     if act == GELU:  # Phi(x) + x phi(x)
         cdf = 0.5 * (1 + _erf(x / math.sqrt(2)).astype(x.dtype))
@@ -159,6 +221,10 @@ def _act_grad(dy: NDArray[Any], y: NDArray[Any], x: NDArray[Any] | None, act: in
     if act == MISH:  # tanh(sp) + x (1 - tanh(sp)^2) sigmoid(x)
         th = np.tanh(_softplus(x))
         return dy * (th + x * (1 - th * th) * _sigmoid(x))
+    if act == TANH_SHRINK:  # 1 - (1 - tanh(x)^2)
+        return dy * np.tanh(x) ** 2
+    if act == THRESHOLD:  # 1 where x > threshold
+        return np.where(x > p[0], dy, 0)
     raise ValueError(f"Expected act to be an activation code. Received: act={act}")
 
 

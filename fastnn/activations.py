@@ -13,9 +13,18 @@ matmul epilogue and Activation applies on its own: a name, one of these function
 Where fastnn differs from Keras (each said again in its docstring):
 - arguments are checked: a negative `negative_slope` or `max_value`, a non-positive elu
   `alpha`, a non-finite value or a non-bool `approximate` raise ValueError naming it (Keras
-  computes something);
-- layers apply softmax and log_softmax over the last axis only (`axis=-1`); the functions
-  take any axis;
+  computes something); so do a negative hard_shrink/soft_shrink `threshold`, a non-positive
+  celu `alpha` or squareplus `b`;
+- `threshold` has no defaults, as in Keras: a layer given "threshold" without its two arguments
+  raises ValueError when built from it (Keras fails when it first calls it); NAMES, the names a
+  layer takes alone, leaves it out;
+- NaN passes through hard_shrink, soft_shrink and threshold (Keras' `where` makes it 0, 0 and
+  default_value), as through every other kernel;
+- layers apply softmax, log_softmax and sparsemax over the last axis only (`axis=-1`); the
+  functions take any axis;
+- sparsemax is the projection onto the simplex its docstring and reference define (its rows
+  sum to 1): Keras 3.15's backends compute a wrong threshold when more than one entry is in
+  the support (keras-team/keras#23425, fixed upstream after 3.15.1);
 - `deserialize` of an unknown name raises ValueError (Keras returns the string) and accepts
   the aliases "swish" and "hard_swish" (Keras' deserialize refuses them, its get accepts them);
 - `serialize` of a `functools.partial` of one of these functions gives Keras' function dict
@@ -43,7 +52,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "gelu": {"approximate": False},
     "softmax": {"axis": -1},
     "log_softmax": {"axis": -1},
+    "hard_shrink": {"threshold": 0.5},
+    "soft_shrink": {"threshold": 0.5},
+    "threshold": {"threshold": None, "default_value": None},  # Keras' has no defaults: required
+    "celu": {"alpha": 1.0},
+    "squareplus": {"b": 4},
+    "sparsemax": {"axis": -1},
 }
+# The activations whose arguments Keras requires (their DEFAULTS entries are None)
+REQUIRED = {"threshold": ("threshold", "default_value")}
 # Keras' selu constants (keras.activations.selu; the kernels' FNN_SELU_ALPHA, FNN_SELU_SCALE)
 SELU_ALPHA, SELU_SCALE = 1.6732632423543772848170429916717, 1.0507009873554804934193349852946
 # Keras' aliases (keras.activations.swish is silu, hard_swish is hard_silu)
@@ -92,7 +109,22 @@ def _resolve(name: str, kwargs: dict[str, Any], any_axis: bool) -> tuple[str, tu
             raise ValueError(f"Expected gelu's approximate to be a bool. "
                              f"Received: approximate={kw['approximate']!r}")
         return ("gelu_tanh" if kw["approximate"] else "gelu"), ()
-    if name in ("softmax", "log_softmax"):
+    if name in REQUIRED:
+        missing = [k for k in REQUIRED[name] if kw[k] is None]
+        if missing:
+            raise ValueError(f"Expected {name}'s arguments {' and '.join(REQUIRED[name])} (Keras' "
+                             f"{name} has no defaults: pass a functools.partial of it with "
+                             f"them). Received: no {' and no '.join(missing)}")
+    if name in ("hard_shrink", "soft_shrink"):
+        return name, (_number(name, "threshold", kw["threshold"], 0.0),)
+    if name == "threshold":
+        return name, (_number(name, "threshold", kw["threshold"]),
+                      _number(name, "default_value", kw["default_value"]))
+    if name == "celu":
+        return name, (_number(name, "alpha", kw["alpha"], 0.0, strict=True),)
+    if name == "squareplus":
+        return name, (_number(name, "b", kw["b"], 0.0, strict=True),)
+    if name in ("softmax", "log_softmax", "sparsemax"):
         axis = kw["axis"]
         if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
             raise ValueError(f"Expected {name}'s axis to be an int. Received: axis={axis!r}")
@@ -196,6 +228,9 @@ def serialize(activation: Any) -> str | dict[str, Any]:
     gives its name ("relu"; "silu" for swish).  A functools.partial of one with arguments
     (or a Spec with arguments) gives Keras' function dict with fastnn's extra key "kwargs"
     (Keras cannot serialize one).  ValueError for anything else."""
+    fname = getattr(activation, "__name__", None)
+    if isinstance(fname, str) and _FUNCTIONS.get(fname) is activation:
+        return fname  # (threshold too, whose Spec needs arguments)
     try:
         s = spec(activation)
     except ValueError:
@@ -233,7 +268,7 @@ def deserialize(config: str | dict[str, Any],
 
 def _apply(name: str, x: ArrayLike, kwargs: dict[str, Any]) -> NDArray[Any]:
     """Keras' activation `name` with kwargs on x: float32 or float64 (other inputs become
-    float32), the same shape; (log_)softmax over kwargs' axis."""
+    float32), the same shape; (log_)softmax and sparsemax over kwargs' axis."""
     code, params = _resolve(name, kwargs, any_axis=True)
     a: NDArray[Any] = np.asarray(x)
     if a.dtype not in (np.float32, np.float64):
@@ -357,11 +392,80 @@ def log_softmax(x: ArrayLike, axis: int = -1) -> NDArray[Any]:
     return _apply("log_softmax", x, {"axis": axis})
 
 
-# Keras' function names (Keras 3.15 has more: celu, glu, hard_shrink, hard_tanh, log_sigmoid,
-# soft_shrink, sparse_plus, sparse_sigmoid, sparsemax, squareplus, tanh_shrink, threshold)
+# ---- Keras 3's further element-wise activations (issue #11) ----------------------------------
+
+def hard_tanh(x: ArrayLike) -> NDArray[Any]:
+    """-1 for x < -1, x for -1 <= x <= 1, 1 for x > 1 (clip(x, -1, 1))."""
+    return _apply("hard_tanh", x, {})
+
+
+def hard_shrink(x: ArrayLike, threshold: float = 0.5) -> NDArray[Any]:
+    """x if |x| > threshold, else 0 (ValueError for a negative threshold; NaN stays NaN, where
+    Keras gives 0)."""
+    return _apply("hard_shrink", x, {"threshold": threshold})
+
+
+def soft_shrink(x: ArrayLike, threshold: float = 0.5) -> NDArray[Any]:
+    """x - threshold if x > threshold, x + threshold if x < -threshold, else 0 (ValueError for
+    a negative threshold; NaN stays NaN, where Keras gives 0)."""
+    return _apply("soft_shrink", x, {"threshold": threshold})
+
+
+def tanh_shrink(x: ArrayLike) -> NDArray[Any]:
+    """x - tanh(x)."""
+    return _apply("tanh_shrink", x, {})
+
+
+def threshold(x: ArrayLike, threshold: float, default_value: float) -> NDArray[Any]:
+    """x if x > threshold, else default_value.  Both arguments are required, as in Keras: a
+    layer takes this activation as a functools.partial with both (NaN stays NaN, where Keras
+    gives default_value)."""
+    return _apply("threshold", x, {"threshold": threshold, "default_value": default_value})
+
+
+def log_sigmoid(x: ArrayLike) -> NDArray[Any]:
+    """log(1 / (1 + exp(-x))) = -softplus(-x), computed without overflow."""
+    return _apply("log_sigmoid", x, {})
+
+
+def celu(x: ArrayLike, alpha: float = 1.0) -> NDArray[Any]:
+    """x if x >= 0, else alpha * (exp(x / alpha) - 1) (ValueError for alpha <= 0)."""
+    return _apply("celu", x, {"alpha": alpha})
+
+
+def squareplus(x: ArrayLike, b: float = 4) -> NDArray[Any]:
+    """(x + sqrt(x^2 + b)) / 2 (ValueError for b <= 0).  For x < 0 computed as the equal
+    b / (2 (sqrt(x^2 + b) - x)): Keras' form cancels there (float32 x = -1e4 gives 0 in Keras,
+    1e-4 here)."""
+    return _apply("squareplus", x, {"b": b})
+
+
+def sparse_plus(x: ArrayLike) -> NDArray[Any]:
+    """0 for x <= -1, (x + 1)^2 / 4 for -1 < x < 1, x for x >= 1."""
+    return _apply("sparse_plus", x, {})
+
+
+def sparse_sigmoid(x: ArrayLike) -> NDArray[Any]:
+    """0 for x <= -1, (x + 1) / 2 for -1 < x < 1, 1 for x >= 1."""
+    return _apply("sparse_sigmoid", x, {})
+
+
+def sparsemax(x: ArrayLike, axis: int = -1) -> NDArray[Any]:
+    """max(x - tau, 0) along axis, tau such that the result sums to 1 there: the Euclidean
+    projection onto the probability simplex (Martins & Astudillo 2016; layers: the last axis
+    only).  Keras 3.15.1 computes a wrong tau when more than one entry is in the support (its
+    rows then do not sum to 1, keras-team/keras#23425): for [1.0, 0.8, 0.0] it gives
+    [0.1, 0, 0], fastnn the projection [0.6, 0.4, 0] (the two agree when one entry is)."""
+    return _apply("sparsemax", x, {"axis": axis})
+
+
+# Keras' function names (Keras 3.15 has one more: glu, which halves the last axis)
 _FUNCTIONS: dict[str, Callable[..., NDArray[Any]]] = {
     f.__name__: f for f in (linear, relu, leaky_relu, relu6, elu, selu, gelu, sigmoid, tanh,
                             silu, softplus, softsign, hard_sigmoid, hard_silu, exponential,
-                            mish, softmax, log_softmax)}
+                            mish, softmax, log_softmax, hard_tanh, hard_shrink, soft_shrink,
+                            tanh_shrink, threshold, log_sigmoid, celu, squareplus, sparse_plus,
+                            sparse_sigmoid, sparsemax)}
 _ALL = {**_FUNCTIONS, **{a: _FUNCTIONS[n] for a, n in ALIASES.items()}}
-NAMES = tuple(_FUNCTIONS)
+# the names a layer takes alone: every function but threshold (its arguments are required)
+NAMES = tuple(n for n in _FUNCTIONS if n not in REQUIRED)

@@ -45,6 +45,23 @@ becomes a group of nodes named after it ("<layer name>/..."), its weights initia
     hard_silu       x * the hard_sigmoid above (HardSwish is the same formula)
     exponential     Exp
     mish            x * Tanh(softplus(x))
+    hard_tanh       Min(Max(x, -1), 1)
+    hard_shrink     Where(Abs(x) > threshold, x, 0)
+    soft_shrink     Where(x > t, x - t, Where(x < -t, x + t, 0))
+    tanh_shrink     x - Tanh(x)
+    threshold       Where(x > threshold, x, default_value)
+    log_sigmoid     -softplus(-x), the softplus above
+    celu            Celu(alpha)                      float64: Where(x > 0, x,
+                                                              alpha * (exp(min(x, 0) / alpha) - 1))
+    squareplus      Where(x < 0, b / (2 (s + Abs(x))), (x + s) / 2), s = Sqrt(x * x + b), as
+                    fastnn's kernels (no cancellation for x < 0)
+    sparse_plus     Where(x < 1, Max(x + 1, 0)^2 / 4, x)
+    sparse_sigmoid  Min(Max(x + 1, 0), 2) / 2
+    sparsemax       over the last axis, in double (a float32 model Casts in and out, as the
+                    kernels compute tau in double): z = TopK(x, all) descending, c =
+                    CumSum(z), r = 1, 2, ... (a CumSum of ones), support 1 + r z > c, k its
+                    size, tau = (sum of z over it - 1) / k, Max(x - tau, 0): the projection
+                    onto the simplex (Keras 3.15's threshold is wrong, keras-team/keras#23425)
     (log1p(u) in float64: Log(w) * u / (w - 1), w = 1 + u, u where w == 1: Goldberg's
     accurate form, as ONNX has no Log1p)
 
@@ -484,6 +501,102 @@ def _erfc_fit() -> tuple[float, float, float, tuple[float, ...]]:
     return c, z_max, tmin, tuple(float(v) for v in coef)
 
 
+# Keras 3's further element-wise activations (issue #11), written as fastnn's kernels write them
+
+def _hard_tanh(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    return _clip(g, t, p, -1.0, 1.0)
+
+
+def _hard_shrink(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    outside = _bin(g, "Greater", g.node("Abs", [t], f"{p}/Abs"),
+                  g.const(f"{p}/threshold", params[0]), p)
+    return g.node("Where", [outside, t, g.const(f"{p}/zero", 0)], f"{p}/Where")
+
+
+def _soft_shrink(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    thr, minus = g.const(f"{p}/threshold", params[0]), g.const(f"{p}/minus_threshold", -params[0])
+    below = g.node("Where", [_bin(g, "Less", t, minus, p), _bin(g, "Add", t, thr, p),
+                             g.const(f"{p}/zero", 0)], f"{p}/Where")
+    return g.node("Where", [_bin(g, "Greater", t, thr, p), _bin(g, "Sub", t, thr, p), below],
+                  f"{p}/Where")
+
+
+def _tanh_shrink(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    return _bin(g, "Sub", t, g.node("Tanh", [t], f"{p}/Tanh"), p)
+
+
+def _threshold(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    above = _bin(g, "Greater", t, g.const(f"{p}/threshold", params[0]), p)
+    return g.node("Where", [above, t, g.const(f"{p}/default_value", params[1])], f"{p}/Where")
+
+
+def _log_sigmoid(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    sp = _ACTIVATIONS["softplus"](g, g.node("Neg", [t], f"{p}/Neg"), p, ())
+    return g.node("Neg", [sp], f"{p}/Neg")
+
+
+def _celu(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    alpha = params[0]
+    if g.dtype == np.float32:
+        return g.node("Celu", [t], f"{p}/Celu", alpha=float(alpha))
+    u = _bin(g, "Div", g.node("Min", [t, g.const(f"{p}/zero", 0)], f"{p}/Min"),
+             g.const(f"{p}/alpha", alpha), p)
+    em1 = _bin(g, "Sub", g.node("Exp", [u], f"{p}/Exp"), g.const(f"{p}/one", 1), p)
+    return _where_positive(g, t, p, _bin(g, "Mul", em1, g.const(f"{p}/alpha", alpha), p))
+
+
+def _squareplus(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    b = g.const(f"{p}/b", params[0])
+    s = g.node("Sqrt", [_bin(g, "Add", _bin(g, "Mul", t, t, p), b, p)], f"{p}/Sqrt")
+    pos = _bin(g, "Mul", _bin(g, "Add", t, s, p), g.const(f"{p}/half", 0.5), p)
+    d = _bin(g, "Mul", _bin(g, "Add", s, g.node("Abs", [t], f"{p}/Abs"), p),
+             g.const(f"{p}/two", 2), p)
+    neg = _bin(g, "Div", b, d, p)
+    return g.node("Where", [_bin(g, "Less", t, g.const(f"{p}/zero", 0), p), neg, pos],
+                  f"{p}/Where")
+
+
+def _sparse_plus(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    w = _clip(g, _bin(g, "Add", t, g.const(f"{p}/one", 1), p), p, 0.0, math.inf)
+    q = _bin(g, "Mul", _bin(g, "Mul", w, w, p), g.const(f"{p}/quarter", 0.25), p)
+    return g.node("Where", [_bin(g, "Less", t, g.const(f"{p}/one", 1), p), q, t], f"{p}/Where")
+
+
+def _sparse_sigmoid(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    c = _clip(g, _bin(g, "Add", t, g.const(f"{p}/one", 1), p), p, 0.0, 2.0)
+    return _bin(g, "Mul", c, g.const(f"{p}/half", 0.5), p)
+
+
+def _sparsemax(g: _Graph, t: str, p: str, params: Sequence[float]) -> str:
+    from onnx import TensorProto, helper, numpy_helper
+
+    def const(name: str, value: Any, dtype: Any) -> str:  # a scalar of another dtype too
+        name = g._unique(f"{p}/{name}")
+        g.initializers.append(numpy_helper.from_array(np.asarray(value, dtype), name))
+        return name
+
+    x = t if g.dtype == np.float64 else g.node("Cast", [t], f"{p}/Cast", to=TensorProto.DOUBLE)
+    last = g.node("Shape", [x], f"{p}/Shape", start=-1)  # [m]
+    z, idx = g._unique(f"{p}/TopK"), g._unique(f"{p}/TopK_indices")  # (two outputs)
+    g.nodes.append(helper.make_node("TopK", [x, last], [z, idx], name=z, axis=-1, largest=1,
+                                    sorted=1))
+    axis = const("axis", -1, np.int64)
+    one = const("one", 1.0, np.float64)
+    c = g.node("CumSum", [z, axis], f"{p}/CumSum")
+    r = g.node("CumSum", [g.node("Expand", [one, g.node("Shape", [x], f"{p}/Shape")],
+                                 f"{p}/Expand"), axis], f"{p}/CumSum")
+    support = _bin(g, "Greater", _bin(g, "Add", _bin(g, "Mul", r, z, p), one, p), c, p)
+    axes = g.ints(f"{p}/axes", [-1])
+    k = g.node("ReduceSum", [g.node("Cast", [support], f"{p}/Cast", to=TensorProto.DOUBLE),
+                             axes], f"{p}/ReduceSum", keepdims=1)
+    top = g.node("ReduceSum", [g.node("Where", [support, z, const("zero", 0.0, np.float64)],
+                                      f"{p}/Where"), axes], f"{p}/ReduceSum", keepdims=1)
+    tau = _bin(g, "Div", _bin(g, "Sub", top, one, p), k, p)
+    y = _bin(g, "Max", _bin(g, "Sub", x, tau, p), const("zero", 0.0, np.float64), p)
+    return y if g.dtype == np.float64 else g.node("Cast", [y], f"{p}/Cast",
+                                                  to=TensorProto.FLOAT)
+
+
 _ACTIVATIONS: dict[str, _Activation] = {
     "linear": _linear, "relu": _op("Relu"), "sigmoid": _op("Sigmoid"), "tanh": _op("Tanh"),
     "softmax": _op("Softmax", axis=-1), "leaky_relu": _leaky_relu, "elu": _elu, "gelu": _gelu,
@@ -493,6 +606,10 @@ _ACTIVATIONS: dict[str, _Activation] = {
     "hard_sigmoid": _op32("HardSigmoid", _hard_sigmoid64, alpha=1 / 6, beta=0.5),
     "hard_silu": _hard_silu, "exponential": _op("Exp"), "relu6": _relu6, "mish": _mish,
     "log_softmax": _op("LogSoftmax", axis=-1),
+    "hard_tanh": _hard_tanh, "hard_shrink": _hard_shrink, "soft_shrink": _soft_shrink,
+    "tanh_shrink": _tanh_shrink, "threshold": _threshold, "log_sigmoid": _log_sigmoid,
+    "celu": _celu, "squareplus": _squareplus, "sparse_plus": _sparse_plus,
+    "sparse_sigmoid": _sparse_sigmoid, "sparsemax": _sparsemax,
 }
 
 

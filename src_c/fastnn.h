@@ -55,14 +55,28 @@ enum fnn_act {
     FNN_RELU6 = 17,      /* min(max(x, 0), 6) */
     FNN_MISH = 18,       /* x tanh(softplus(x)); backward needs x */
     FNN_LOG_SOFTMAX = 19, /* x - max - log(sum e^(x - max)), row-wise over the last axis */
-    FNN_N_ACT = 20
+    /* Keras 3's further element-wise activations (issue #11) */
+    FNN_HARD_TANH = 20,  /* clip(x, -1, 1) */
+    FNN_HARD_SHRINK = 21, /* |x| > param[0] ? x : 0; param[0] = threshold (>= 0) */
+    FNN_SOFT_SHRINK = 22, /* x - t (x > t), x + t (x < -t), else 0; param[0] = t (>= 0) */
+    FNN_TANH_SHRINK = 23, /* x - tanh(x); backward needs x */
+    FNN_THRESHOLD = 24,  /* x > param[0] ? x : param[1] (threshold, default_value); backward
+                            needs x */
+    FNN_LOG_SIGMOID = 25, /* log sigmoid(x) = -softplus(-x) */
+    FNN_CELU = 26,       /* x > 0 ? x : alpha (e^(x / alpha) - 1); param[0] = alpha (> 0) */
+    FNN_SQUAREPLUS = 27, /* (x + sqrt(x^2 + b)) / 2; param[0] = b (> 0) */
+    FNN_SPARSE_PLUS = 28, /* 0 (x <= -1), (x + 1)^2 / 4 (-1 < x < 1), x (x >= 1) */
+    FNN_SPARSE_SIGMOID = 29, /* clip((x + 1) / 2, 0, 1) */
+    FNN_SPARSEMAX = 30,  /* max(x - tau, 0), sum = 1, row-wise over the last axis */
+    FNN_N_ACT = 31
 };
 
 /* Whether an activation's backward reads its input (the pre-activation x or z), not only its
    output y. */
 #define FNN_ACT_NEEDS_X(code)                                                              \
     ((code) == FNN_GELU || (code) == FNN_RELU_GENERAL || (code) == FNN_GELU_TANH ||         \
-     (code) == FNN_SILU || (code) == FNN_HARD_SILU || (code) == FNN_MISH)
+     (code) == FNN_SILU || (code) == FNN_HARD_SILU || (code) == FNN_MISH ||                 \
+     (code) == FNN_TANH_SHRINK || (code) == FNN_THRESHOLD)
 
 /* An activation: its code and parameters (enum fnn_act says which; the others are 0), passed
    by value to every kernel that applies one. */

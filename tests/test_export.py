@@ -97,9 +97,18 @@ def test_alpha_of_leaky_relu_and_elu_is_exported(tmp_path, name, alpha, dtype):
     functools.partial(activations.relu, max_value=1.5),
     functools.partial(activations.relu, max_value=6.0),
     functools.partial(activations.relu, negative_slope=0.25),
-    functools.partial(activations.gelu, approximate=True)], ids=repr)
+    functools.partial(activations.gelu, approximate=True),
+    # issue #11's: threshold (which has no defaults), the others with other arguments
+    functools.partial(activations.threshold, threshold=0.3, default_value=-1.5),
+    functools.partial(activations.threshold, threshold=-0.2, default_value=2.0),
+    functools.partial(activations.hard_shrink, threshold=1.2),
+    functools.partial(activations.soft_shrink, threshold=0.0),
+    functools.partial(activations.soft_shrink, threshold=1.5),
+    functools.partial(activations.celu, alpha=0.4), functools.partial(activations.celu, alpha=2.5),
+    functools.partial(activations.squareplus, b=0.5)], ids=repr)
 def test_activation_arguments_are_exported(tmp_path, act, dtype):
-    """relu with arguments (every kernel it maps to) and gelu's tanh form."""
+    """relu with arguments (every kernel it maps to), gelu's tanh form, and issue #11's with
+    arguments."""
     model = models.Sequential([layers.Dense(24, activation=act, input_shape=(6,), dtype=dtype),
                                layers.Activation(act, dtype=dtype),
                                layers.Dense(5, activation=act, dtype=dtype)], seed=3)
@@ -131,6 +140,20 @@ def test_every_layer_kind(tmp_path):
     _, sess = exported(model, tmp_path)
     for n in BATCHES:
         assert_matches(model, sess, samples(n, (4, 7), "float32", seed=n))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sparsemax_on_the_last_axis_of_3d_samples(tmp_path, dtype):
+    """sparsemax's sorted, cumulative form over the last axis of (batch, 4, 7) samples, with
+    ties and rows whose support is several entries (scale 0.3)."""
+    model = models.Sequential([layers.Input(shape=(4, 7), dtype=dtype),
+                               layers.Activation("sparsemax", dtype=dtype)], seed=0)
+    _, sess = exported(model, tmp_path)
+    for n in (1, 33):
+        x = samples(n, (4, 7), dtype, scale=0.3, seed=n)
+        x[:, 0, :2] = 0.25  # a tie inside the support
+        assert_matches(model, sess, x)
+        assert np.all(model.predict(x, verbose=0).astype(bool).sum(axis=-1)[:, 1:] > 1)
 
 
 def test_graph_nodes_per_layer(tmp_path):

@@ -697,8 +697,8 @@ def test_unsupported_compile_config_loads_uncompiled_with_a_warning(tmp_path):
     ({"module": "keras.layers", "class_name": "Dense", "config": {"units": 3, "activation": {
         "class_name": "__lambda__", "config": {"value": "x"}}}}, "lambda"),
     ({"module": "keras.layers", "class_name": "Dense", "config": {"units": 3,
-                                                                  "activation": "celu"}},
-     "celu"),
+                                                                  "activation": "glu"}},
+     "glu"),
     ({"module": "keras.layers", "class_name": "Dense", "config": {
         "units": 3, "kernel_regularizer": {"module": "keras.regularizers",
                                            "class_name": "OrthogonalRegularizer",

@@ -60,12 +60,12 @@ def dense_backward_case(act, n, i, o, bias, want_dx, dz_is_dy, params=None):
     return run
 
 
-def act_case(act, n, m, backward, params=None):
+def act_case(act, n, m, backward, params=None, scale=3.0):
     params = PARAMS.get(act, ()) if params is None else params
 
     def run(K, dtype, rng):
         code = R.ACT_CODES[act]
-        x = _rand(rng, (n, m), dtype, 3.0)
+        x = _rand(rng, (n, m), dtype, scale)
         y = np.full_like(x, np.nan)
         K.act_forward(y, x, code, params)
         if not backward:
@@ -298,7 +298,16 @@ def _registry():
     for label, (act, params) in {"relu_general_nomax": ("relu_general", (0.0, math.inf, -0.5)),
                                  "relu_general_neg": ("relu_general", (0.3, 1.0, -0.7)),
                                  "leaky_relu_1.7": ("leaky_relu", (1.7,)),
-                                 "elu_0.4": ("elu", (0.4,))}.items():
+                                 "elu_0.4": ("elu", (0.4,)),
+                                 # issue #11's: other thresholds (0: soft_shrink is x), a
+                                 # default_value above the threshold and one below, alphas, b
+                                 "hard_shrink_1.3": ("hard_shrink", (1.3,)),
+                                 "soft_shrink_0": ("soft_shrink", (0.0,)),
+                                 "soft_shrink_1.2": ("soft_shrink", (1.2,)),
+                                 "threshold_above": ("threshold", (0.3, 2.0)),
+                                 "threshold_neg": ("threshold", (-0.8, 0.0)),
+                                 "celu_0.4": ("celu", (0.4,)), "celu_2.5": ("celu", (2.5,)),
+                                 "squareplus_0.5": ("squareplus", (0.5,))}.items():
         for n, i, o in [(1, 7, 3), (5, 17, 33), (64, 100, 10)]:
             cases[f"dense_forward-{label}-{n}x{i}x{o}-b"] = dense_forward_case(
                 act, n, i, o, True, True, params)
@@ -307,6 +316,12 @@ def _registry():
         for n, m in [(1, 1), (3, 17), (64, 100)]:
             cases[f"act_forward-{label}-{n}x{m}"] = act_case(act, n, m, False, params)
             cases[f"act_backward-{label}-{n}x{m}"] = act_case(act, n, m, True, params)
+    # sparsemax on close values: supports of many entries (the kernel's fixpoint takes several
+    # rounds; the twin sorts), and a row of ties
+    for n, m in [(3, 17), (64, 100), (2, 70000)]:
+        cases[f"act_forward-sparsemax_close-{n}x{m}"] = act_case("sparsemax", n, m, False, scale=0.05)
+        cases[f"act_backward-sparsemax_close-{n}x{m}"] = act_case("sparsemax", n, m, True, scale=0.05)
+    cases["act_forward-sparsemax_ties-4x9"] = act_case("sparsemax", 4, 9, False, scale=0.0)
     for name in LOSSES:
         for n, k in [(1, 1), (1, 3), (7, 10), (33, 5), (4, 37)]:
             cases[f"{name}-{n}x{k}"] = loss_case(name, n, k)
@@ -391,7 +406,8 @@ def test_dense_kernels_at_other_thread_counts(case, threads):
         np.testing.assert_allclose(g, w, **TOL[np.float32])
 
 
-@pytest.mark.parametrize("act", ["sigmoid", "tanh", "softmax", "elu", "gelu"])
+@pytest.mark.parametrize("act", ["sigmoid", "tanh", "softmax", "elu", "gelu", "log_sigmoid",
+                                 "celu", "tanh_shrink", "squareplus"])
 def test_exp_based_activations_over_their_whole_range(act):
     """The vectorised float32 exp/tanh against NumPy on a dense sweep, including the
     overflow and subnormal edges (exp(88.7) ~ FLT_MAX, exp(-103) is subnormal)."""

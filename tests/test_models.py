@@ -217,10 +217,10 @@ def test_unknown_names_list_the_valid_ones(kwargs, match):
 
 
 def test_unknown_activation():
-    # celu is a Keras 3 activation fastnn does not have
+    # glu is a Keras 3 activation fastnn does not have
     with pytest.raises(ValueError, match=r"Could not interpret activation function identifier: "
-                                         r"'celu' \(expected one of .*'swish'"):
-        layers.Dense(3, activation="celu")
+                                         r"'glu' \(expected one of .*'swish'"):
+        layers.Dense(3, activation="glu")
 
 
 def test_wrong_input_size_and_length_mismatch_and_nan():

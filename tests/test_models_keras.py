@@ -491,7 +491,7 @@ def test_an_activation_set_after_fit_takes_effect_in_predict_and_the_next_step(j
     for a, b in zip(m.get_weights(), fresh.get_weights()):
         np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError, match="activation"):
-        m.layers[1].activation = "celu"  # (not in fastnn)
+        m.layers[1].activation = "glu"  # (not in fastnn)
 
 
 def test_flatten_channels_first_only_where_it_is_the_same():
