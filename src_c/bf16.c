@@ -271,12 +271,50 @@ FNN_AVX512BF16 static void fnn_bf16_tile_of_rows_avx512(uint16_t *tile, uint16_t
 }
 #endif
 
+#if FNN_BF16_X86
+/* Tile row r0 / 32 of every column block of bp := pack(bf16(src)) straight from src (k, n)
+   float32, padding included: each row p of a tile is one conversion of the 16 columns of src's
+   rows r0 + 2p and r0 + 2p + 1 (VCVTNE2PS2BF16: both rows in one register) and one
+   permutation that interleaves them into pairs; rows past k and columns past n read as 0.
+   The same bits as the conversion then fnn_bf16_tile_of_cols below, in half the passes. */
+static const uint16_t fnn_bf16_pairs[32] __attribute__((aligned(64))) = {
+    0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+    8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+
+FNN_AVX512BF16 static void fnn_bf16_pack_cols_avx512(uint16_t *bp, const float *src, int64_t r0,
+                                                     int64_t k, int64_t n) {
+    const __m512i idx = _mm512_load_si512((const void *)fnn_bf16_pairs);
+    const int64_t rows = fnn_min64(32, k - r0), kb = fnn_ceil_div(k, FNN_BF16_TK);
+    const int64_t nb = fnn_ceil_div(n, FNN_BF16_TN);
+    for (int64_t jb = 0; jb < nb; jb++) {
+        const int64_t cols = fnn_min64(16, n - 16 * jb);
+        const __mmask16 m = cols >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << cols) - 1);
+        uint16_t *tile = bp + (jb * kb + r0 / 32) * FNN_BF16_TILE;
+        const float *col = src + r0 * n + 16 * jb;
+        for (int64_t q = 0; q < 16; q++) {
+            const __m512 a = 2 * q < rows ? _mm512_maskz_loadu_ps(m, col + 2 * q * n)
+                                          : _mm512_setzero_ps();
+            const __m512 b = 2 * q + 1 < rows ? _mm512_maskz_loadu_ps(m, col + (2 * q + 1) * n)
+                                              : _mm512_setzero_ps();
+            const __m512i h = (__m512i)_mm512_cvtne2ps_pbh(b, a); /* a in lanes 0-15 */
+            _mm512_storeu_si512((void *)(tile + q * 32), _mm512_permutexvar_epi16(idx, h));
+        }
+    }
+}
+#endif
+
 /* Rows [r0, r0 + 32) of a float32 matrix src (k, n) into their tiles: bp := pack(bf16(src))
    (tile row r0 / 32 of every column block) and bt := pack(bf16(src.T)) (column blocks r0 / 16
    and r0 / 16 + 1 of src.T (n, k), every tile row), padding included; either may be NULL.
    Each 32 x 32 piece goes through a small array on the stack, converted a row at a time. */
 static void fnn_bf16_pack_rows(uint16_t *bp, uint16_t *bt, const float *src, int64_t r0,
                                int64_t k, int64_t n, int path) {
+#if FNN_BF16_X86
+    if (!bt && path != FNN_BF16_PORTABLE) {
+        if (bp) fnn_bf16_pack_cols_avx512(bp, src, r0, k, n);
+        return;
+    }
+#endif
     uint16_t t[32][32] __attribute__((aligned(64)));
     const int64_t rows = fnn_min64(32, k - r0);
     const int64_t kb = fnn_ceil_div(k, FNN_BF16_TK), nb = fnn_ceil_div(n, FNN_BF16_TN);
@@ -318,19 +356,30 @@ void fnn_bf16_pack_forward(uint16_t *wp, uint16_t *wtp, const float *w, int64_t 
     FNN_PARALLEL_END
 }
 
+/* 32-row blocks stepped per call of the plain step in fnn_optimizer_step_bf16pack_f32. */
+#ifndef FNN_BF16_STEP_BLOCKS
+#define FNN_BF16_STEP_BLOCKS 4
+#endif
+
 void fnn_optimizer_step_bf16pack_f32(float *p, uint16_t *wp, uint16_t *wtp, const float *g,
                                      int64_t off, int64_t in, int64_t out,
                                      const struct fnn_optimizer *o) {
     const int path = fnn_bf16_run_path();
     const int64_t blocks = fnn_ceil_div(in, 32);
     FNN_PARALLEL_BEGIN(in * out >= FNN_OMP_MIN_ELEMS)
-#pragma omp for schedule(static)
-    for (int64_t blk = 0; blk < blocks; blk++) {
-        /* the plain step on these rows (each element's rule reads only its own values, so any
-           split gives the same float32 results), then their packs while they are in cache */
-        const int64_t r0 = 32 * blk, rows = fnn_min64(32, in - r0);
-        fnn_optimizer_step_f32(p, g, off + r0 * out, rows * out, o);
-        fnn_bf16_pack_rows(wp, wtp, p + off, r0, in, out, path);
+    /* each thread its share of the 32-row blocks (as `omp for schedule(static)` shares them),
+       in chunks of FNN_BF16_STEP_BLOCKS: the plain step on a chunk's rows (each element's
+       rule reads only its own values, so any split gives the same float32 results; one call
+       per chunk, as each call inside the team opens a region of its own), then their packs
+       while they are in cache */
+    int64_t b0, b1;
+    fnn_static_rows(fnn_thread_num(), fnn_team_size(), blocks, &b0, &b1);
+    for (int64_t c0 = b0; c0 < b1; c0 += FNN_BF16_STEP_BLOCKS) {
+        const int64_t c1 = fnn_min64(b1, c0 + FNN_BF16_STEP_BLOCKS);
+        const int64_t r0 = 32 * c0, r1 = fnn_min64(in, 32 * c1);
+        fnn_optimizer_step_f32(p, g, off + r0 * out, (r1 - r0) * out, o);
+        for (int64_t blk = c0; blk < c1; blk++)
+            fnn_bf16_pack_rows(wp, wtp, p + off, 32 * blk, in, out, path);
     }
     FNN_PARALLEL_END
 }

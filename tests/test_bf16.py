@@ -183,6 +183,15 @@ def test_pack_bit_exact(path, on_path, shape):
     one = np.zeros_like(got[1])
     C.bf16_pack_forward(None, one, w)
     np.testing.assert_array_equal(one, want[1])
+    # wp alone (its own code on the SIMD paths: straight from the float32 rows), padding and
+    # the values the rounding treats apart (NaN, infinities, subnormals, a tie) included
+    special = np.array([np.nan, -np.inf, np.inf, -0.0, 1e-40, -1e-39,
+                        np.frombuffer(np.uint32(0x3F808000).tobytes(), np.float32)[0]], np.float32)
+    w.flat[::7][:special.size] = special[:w.flat[::7].size]
+    only = np.full_like(got[0], 0xFFFF)
+    C.bf16_pack_forward(only, None, w)
+    R.bf16_pack_forward(want[0], None, w)
+    np.testing.assert_array_equal(only, want[0])
 
 
 # ---- forward and backward against the twins ------------------------------------------------
