@@ -441,6 +441,54 @@ def test_fused_step_and_pack(path, on_path, label, shape):
         np.testing.assert_allclose(s_fused[s], s_twin[s], **F32)
 
 
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("label", ["rmsprop_all", "adamw"])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (33, 47, 19), (40, 130, 300), (128, 784, 512)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_backward_and_step_in_one_pass(path, on_path, label, shape):
+    """dense_backward_step_bf16 (the first layer of the compiled bf16 step) against
+    dense_backward_bf16 then optimizer_step_bf16pack, two steps: every output bit-identical
+    (dz, db, dw in g, the scratch, p, the state, wp); and against its twin: dz, db within
+    float32's tolerance, dw within the products' bound (as dense_backward_bf16's test)."""
+    n, i, o = shape
+    rng, x16, w, b = _case(n, i, o, 3)
+    y, _, _ = _forward(R, x16, w, b, "relu")
+    k = i * o  # p = [head (o) | w (k) | tail (o)]
+    p0 = rng.standard_normal(o + k + o).astype(np.float32)
+    runs = []
+    for kind in ("one", "two", "twin"):
+        K = R if kind == "twin" else C
+        p = p0.copy()
+        opt, state = _optimizer(K, p, label)
+        g = np.full_like(p, np.nan)
+        wp = np.full(C.bf16_packed_size(i, o), 0xFFFF, np.uint16)
+        db, dz = np.full(o, np.nan, np.float32), np.full((n, o), np.nan, np.float32)
+        scratch = np.zeros(C.bf16_backward_scratch_size(n, i, o), np.uint16)
+        for t in (1, 2):
+            dy = (np.random.default_rng(t).standard_normal((n, o)) / n).astype(np.float32)
+            opt.begin(0.01, t, 1.0)
+            if kind == "two":
+                C.dense_backward_bf16(g[o:o + k].reshape(i, o), db, None, dz, scratch, dy, x16,
+                                      np.empty(C.bf16_packed_size(o, i), np.uint16), y, None,
+                                      ACT["relu"], ())
+                C.optimizer_step_bf16pack(opt, p, wp, None, g, o, i, o)
+            else:
+                K.dense_backward_step_bf16(opt, p, wp, g, db, dz, scratch, dy, x16, y, None, o,
+                                           ACT["relu"], ())
+        runs.append((p, g[o:o + k], wp, db, dz, scratch, state))
+    for a, b_ in zip(runs[0][:6], runs[1][:6]):
+        np.testing.assert_array_equal(a, b_)
+    for s_ in runs[0][6]:
+        np.testing.assert_array_equal(runs[0][6][s_], runs[1][6][s_])
+    assert np.isnan(runs[0][0][:o]).sum() == 0 and np.array_equal(runs[0][0][:o], p0[:o])
+    twin = runs[2]
+    np.testing.assert_allclose(runs[0][4], twin[4], **F32)
+    np.testing.assert_allclose(runs[0][3], twin[3], **F32)
+    dz16 = R._f32(R._bf16(twin[4])).astype(np.float64)
+    _close(runs[0][1].reshape(i, o), twin[1].reshape(i, o),
+           bf16_product_atol(np.abs(R._f32(x16).T).astype(np.float64), np.abs(dz16)))
+
+
 # ---- paths, errors, bounds -------------------------------------------------------------------
 
 def test_paths_are_reported():
