@@ -535,7 +535,7 @@ static void fnn_bf16_a_tile(uint16_t *buf, const uint16_t *a, int64_t lda, int64
 
 /* The block of c at (i0, j0) := (acc ? itself : 0) + its product over the k tiles [t0, t1).
    ap, or NULL: a's tiles of these rows and k tiles, copied in a row (fnn_bf16_a_panel). */
-FNN_AMX static void fnn_bf16_block_amx(float *c, int64_t ldc, const uint16_t *a, int64_t lda,
+FNN_AMX static inline __attribute__((always_inline)) void fnn_bf16_block_amx(float *c, int64_t ldc, const uint16_t *a, int64_t lda,
                                        const uint16_t *ap, const uint16_t *bp, int64_t m,
                                        int64_t n, int64_t k, int64_t i0, int64_t j0, int64_t t0,
                                        int64_t t1, int acc) {
