@@ -320,7 +320,8 @@ const char *fnn_bf16_path_name(int path);
 
 /* Elements (uint16_t) of the packed form of a (k, n) matrix: ceil(n/16) ceil(k/32) 512. */
 int64_t fnn_bf16_packed_size(int64_t k, int64_t n);
-/* Elements (uint16_t) of fnn_dense_backward_bf16's scratch: n out + packed(n, out) + in n. */
+/* Elements (uint16_t) of fnn_dense_backward_bf16's scratch: n out + packed(n, out) + in n + 96
+   (bf16(dz), its pack and x16.T, each from the first 64-byte address past the previous one). */
 int64_t fnn_bf16_backward_scratch_size(int64_t n, int64_t in, int64_t out);
 
 /* y := bf16(x).  x float32 (n), y (n).  Overwrites y. */

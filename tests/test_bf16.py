@@ -315,9 +315,13 @@ def _backward_check(got, want, x16, w, n):
     if db is not None:
         np.testing.assert_allclose(db, wdb, **F32)
     if dw is not None and dx is not None:
-        # bf16(dz), pack(bf16(dz)), x16.T: the same bits (computed from the same dz)
+        # bf16(dz), pack(bf16(dz)), x16.T: the same bits (computed from the same dz), each
+        # where its own scratch's alignment puts it
         if np.array_equal(dz, wdz):
-            np.testing.assert_array_equal(scratch, wscratch)
+            i, o = w.shape
+            for part, wpart in zip(R._bf16_scratch_parts(scratch, n, i, o),
+                                   R._bf16_scratch_parts(wscratch, n, i, o)):
+                np.testing.assert_array_equal(scratch[part], wscratch[wpart])
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -332,6 +336,36 @@ def test_dense_backward_bf16_matches_twin(path, on_path, shape):
     want = ("dw", "db", "dx") if seed % 4 else ("dw",) if seed % 8 else ("dx", "db")
     got = _backward(C, x16, w, y, dy, act, want)
     _backward_check(got, _backward(R, x16, w, y, dy, act, want), x16, w, n)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("shift", [0, 1, 8, 31])
+def test_backward_scratch_parts_start_on_64_bytes(path, on_path, shift):
+    """bf16(dz), its pack and x16.T each start on a 64-byte address wherever the scratch
+    starts (shift: elements past a 64-byte boundary): the C kernel writes them where the twin
+    does, bit for bit, and nothing else of the scratch (0xABCD kept)."""
+    n, i, o = 33, 47, 19
+    rng, x16, w, b = _case(n, i, o, 7)
+    y, _, _ = _forward(R, x16, w, b, "relu")
+    dy = rng.standard_normal((n, o)).astype(np.float32)
+    wtp = np.empty(R.bf16_packed_size(o, i), np.uint16)
+    R.bf16_pack_forward(None, wtp, w)
+    size = C.bf16_backward_scratch_size(n, i, o)
+    assert size == R.bf16_backward_scratch_size(n, i, o)
+    got = []
+    for K in (C, R):
+        raw = np.full(size + 64, 0xABCD, np.uint16)
+        start = (-raw.ctypes.data) % 64 // 2 + shift
+        scratch = raw[start:start + size]
+        dw, dx = np.empty((i, o), np.float32), np.empty((n, i), np.float32)
+        K.dense_backward_bf16(dw, np.empty(o, np.float32), dx, np.empty_like(dy), scratch, dy, x16,
+                              wtp, y, None, ACT["relu"], ())
+        got.append(scratch.copy())
+        parts = R._bf16_scratch_parts(scratch, n, i, o)
+        assert [(scratch.ctypes.data + 2 * q.start) % 64 for q in parts] == [0, 0, 0]
+        assert parts[2].stop <= size
+    np.testing.assert_array_equal(got[0], got[1])
+    assert (got[0] != 0xABCD).sum() > 0.9 * (size - 96)
 
 
 def test_dense_backward_bf16_dz_may_be_dy():
@@ -374,7 +408,9 @@ def test_paths_agree_with_each_other(shape):
         _close(dw, first[1][0].astype(np.float64), bf16_product_atol(a16.T, dz16))
         _close(dx, first[1][2].astype(np.float64), bf16_product_atol(dz16, w16.T))
         np.testing.assert_array_equal(db, first[1][1])  # the same float32 sums on every path
-        np.testing.assert_array_equal(scratch, first[1][4])
+        for part, fpart in zip(R._bf16_scratch_parts(scratch, n, i, o),
+                               R._bf16_scratch_parts(first[1][4], n, i, o)):
+            np.testing.assert_array_equal(scratch[part], first[1][4][fpart])
 
 
 # ---- the fused optimizer step + pack ---------------------------------------------------------
@@ -476,8 +512,11 @@ def test_backward_and_step_in_one_pass(path, on_path, label, shape):
                 K.dense_backward_step_bf16(opt, p, wp, g, db, dz, scratch, dy, x16, y, None, o,
                                            ACT["relu"], ())
         runs.append((p, g[o:o + k], wp, db, dz, scratch, state))
-    for a, b_ in zip(runs[0][:6], runs[1][:6]):
+    for a, b_ in zip(runs[0][:5], runs[1][:5]):
         np.testing.assert_array_equal(a, b_)
+    for part, part2 in zip(R._bf16_scratch_parts(runs[0][5], n, i, o)[1:],  # no dx: no bf16(dz)
+                           R._bf16_scratch_parts(runs[1][5], n, i, o)[1:]):
+        np.testing.assert_array_equal(runs[0][5][part], runs[1][5][part2])
     for s_ in runs[0][6]:
         np.testing.assert_array_equal(runs[0][6][s_], runs[1][6][s_])
     assert np.isnan(runs[0][0][:o]).sum() == 0 and np.array_equal(runs[0][0][:o], p0[:o])
