@@ -5,7 +5,8 @@ backward products dw := x.T @ dz, dx := dz @ w.T) and a large 2048^3 product: GF
 and best over repeats) of fastnn's bf16 kernels on each path, of fastnn's float32 kernels (the
 BLAS's sgemm) and of NumPy's float32 matmul, with every pool pinned to the same thread count;
 torch.matmul in bfloat16 too when torch imports.  Also the fused optimizer step + pack against
-the plain step followed by a separate pack.
+the plain step followed by a separate pack, and the first layer's backward + rmsprop step as
+two kernels against dense_backward_step_bf16 (one kernel, as the compiled step runs it).
 
     python bench/bf16.py [--threads 2] [--quick]
 """
@@ -149,6 +150,26 @@ def main():
     pack = timeit(lambda: C.bf16_pack_forward(wp, wtp, p.reshape(i, o)), repeat=rep, warmup=1,
                   min_time=0.002)
 
+    # the book's first layer in the compiled step: its backward (no dx) then its rmsprop step
+    # + pack, as two kernels and as one (dense_backward_step_bf16)
+    n = 128
+    x, w, x16, wp, wtp, dy = layer(rng, n, i, o)
+    relu = _codes.ACTIVATIONS["relu"]
+    y = np.maximum(x @ w, 0).astype(np.float32)
+    p1 = w.reshape(-1).copy()
+    g1, db, dz = np.empty_like(p1), np.empty(o, np.float32), np.empty_like(dy)
+    scratch = np.empty(C.bf16_backward_scratch_size(n, i, o), np.uint16)
+    rms = C.OptimizerStep(p1, "rmsprop", {"rho": 0.9, "epsilon": 1e-7},
+                          {"velocities": np.zeros_like(p1)})
+    rms.begin(1e-3, 1)
+    two = timeit(lambda: (C.dense_backward_bf16(g1.reshape(i, o), db, None, dz, scratch, dy, x16,
+                                                wtp, y, None, relu, ()),
+                          C.optimizer_step_bf16pack(rms, p1, wp, None, g1, 0, i, o)),
+                 repeat=rep, warmup=1, min_time=0.002)
+    one = timeit(lambda: C.dense_backward_step_bf16(rms, p1, wp, g1, db, dz, scratch, dy, x16, y,
+                                                    None, 0, relu, ()),
+                 repeat=rep, warmup=1, min_time=0.002)
+
     time.sleep(0.5)  # fastnn's threads stop spinning
     for n, i, o in SHAPES:
         big = n == 2048
@@ -189,6 +210,9 @@ def main():
     print(f"\nadam step on a 784x512 kernel + both packs (median): fused {fused[0] * 1e6:.0f} us; "
           f"step {plain[0] * 1e6:.0f} us + pack {pack[0] * 1e6:.0f} us = "
           f"{(plain[0] + pack[0]) * 1e6:.0f} us (bf16 path {C.bf16_path()})")
+    print(f"layer 0 of the book (128x784x512, relu), backward without dx + rmsprop step + pack "
+          f"(median (best)): two kernels {two[0] * 1e6:.0f} ({two[1] * 1e6:.0f}) us; one kernel "
+          f"(dense_backward_step_bf16) {one[0] * 1e6:.0f} ({one[1] * 1e6:.0f}) us")
 
 
 if __name__ == "__main__":

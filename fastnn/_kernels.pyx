@@ -1230,6 +1230,57 @@ def dense_backward_bf16(dw, db, dx, dz, scratch, dy, x16, wtp, y, z, int act, pa
         fnn_dense_backward_bf16(pdw, pdb, pdx, pdz, ps, pdy, px, pw, py, pz, n, i, o, a)
 
 
+def dense_backward_step_bf16(OptimizerStep opt, p, wp, g, db, dz, scratch, dy, x16, y, z,
+                             int64_t start, int act, params):
+    """A first layer's backward and its kernel's step in one pass: what
+    dense_backward_bf16(dw, db, None, dz, scratch, dy, x16, -, y, z, act, params) with
+    dw = g[start : start + in out] (in, out), then optimizer_step_bf16pack(opt, p, wp, None,
+    g, start, in, out) give, bit for bit (no dx, so no wtp).  p, g float32 of opt.size; wp of
+    bf16_packed_size(in, out); the rest as dense_backward_bf16 (db may be None)."""
+    _bf16_ready()
+    if opt.dtype != np.float32:
+        raise TypeError(f"Expected an optimizer of float32 parameters. Received one of {opt.dtype}")
+    _shape2(x16, "x16")
+    _shape2(dy, "dy")
+    cdef int64_t n = x16.shape[0], i = x16.shape[1], o = dy.shape[1]
+    _check_sizes(n, i, o)
+    if start < 0 or start + i * o > opt.size:
+        raise ValueError(f"Expected start in [0, {opt.size - i * o}] for a ({i}, {o}) "
+                         f"kernel in {opt.size} parameters. Received: start={start}")
+    cdef fnn_activation a = _activation(act, params)
+    if FNN_ACT_NEEDS_X(act) and z is None:
+        raise ValueError(f"Expected z (the pre-activation) for act={act}. Received: z=None")
+    opt._check_p(p, cnp.NPY_FLOAT32)
+    cdef float *pp = <float *>cnp.PyArray_DATA(<cnp.ndarray>p)
+    cdef float *pg = <float *>_ptr(g, "g", cnp.NPY_FLOAT32, 0, opt.size, 0, True, "p")
+    cdef uint16_t *pwp = <uint16_t *>_ptr(wp, "wp", cnp.NPY_UINT16, 1, fnn_bf16_packed_size(i, o), 0, True, None)
+    cdef const uint16_t *px = <const uint16_t *>_ptr(x16, "x16", cnp.NPY_UINT16, 2, n, i, False, None)
+    cdef const float *pdy = <const float *>_ptr(dy, "dy", cnp.NPY_FLOAT32, 2, n, o, False, None)
+    cdef const float *py = <const float *>_ptr(y, "y", cnp.NPY_FLOAT32, 2, n, o, False, None)
+    cdef const float *pz = NULL
+    if z is not None:
+        pz = <const float *>_ptr(z, "z", cnp.NPY_FLOAT32, 2, n, o, False, None)
+    cdef float *pdz = <float *>_ptr(dz, "dz", cnp.NPY_FLOAT32, 2, n, o, True, None)
+    cdef uint16_t *ps = <uint16_t *>_ptr(scratch, "scratch", cnp.NPY_UINT16, 1,
+                                         fnn_bf16_backward_scratch_size(n, i, o), 0, True, None)
+    cdef float *pdb = NULL
+    if db is not None:
+        pdb = <float *>_ptr(db, "db", cnp.NPY_FLOAT32, 1, o, 0, True, None)
+    ins = (("x16", x16), ("y", y), ("z", z))
+    outs = [("p", p), ("wp", wp), ("g", g), ("db", db), ("dz", dz), ("scratch", scratch)]
+    outs += list(opt.slots.items())
+    for k, (oname, out) in enumerate(outs):
+        for iname, inp in ins:
+            _disjoint(oname, out, iname, inp)
+        for oname2, out2 in outs[k + 1:]:
+            _disjoint(oname, out, oname2, out2)
+        if <const float *>pdz != pdy or oname != "dz":  # dz may be exactly dy, nothing else
+            _disjoint(oname, out, "dy", dy)
+    with nogil:
+        fnn_dense_backward_step_bf16(pp, pwp, pg, pdb, pdz, ps, pdy, px, py, pz, start, n, i,
+                                     o, a, &opt.o)
+
+
 # ---- build facts and threads ---------------------------------------------------------------
 
 def build_info():

@@ -753,8 +753,24 @@ def bf16_packed_size(k: int, n: int) -> int:
 
 
 def bf16_backward_scratch_size(n: int, in_: int, out: int) -> int:
-    """Elements of dense_backward_bf16's scratch: bf16(dz), pack(bf16(dz)), x16.T."""
-    return n * out + bf16_packed_size(n, out) + in_ * n
+    """Elements of dense_backward_bf16's scratch: bf16(dz), pack(bf16(dz)), x16.T, each
+    starting on 64 bytes (up to 31 elements of padding before each)."""
+    return n * out + bf16_packed_size(n, out) + in_ * n + 3 * 32
+
+
+def _bf16_scratch_parts(scratch: NDArray[Any], n: int, in_: int,
+                        out: int) -> tuple[slice, slice, slice]:
+    """Where bf16(dz), its pack and x16.T lie in scratch, as the C kernel places them: each
+    from the first 64-byte address at or past the end of the previous part."""
+    base = int(scratch.ctypes.data)
+
+    def align(e: int) -> int:
+        return e + (-(base + 2 * e)) % 64 // 2
+
+    a = align(0)
+    b = align(a + n * out)
+    c = align(b + bf16_packed_size(n, out))
+    return slice(a, a + n * out), slice(b, b + bf16_packed_size(n, out)), slice(c, c + in_ * n)
 
 
 def bf16_convert_forward(y: NDArray[Any], x: NDArray[Any]) -> None:
@@ -813,13 +829,27 @@ def dense_backward_bf16(dw: NDArray[Any] | None, db: NDArray[Any] | None,
     out = dy.shape[1]
     dz[...] = _act_grad(dy, y, z, act, params)
     dz16 = _bf16(dz)
-    s1, s2 = n * out, n * out + bf16_packed_size(n, out)
+    s1, s2, s3 = _bf16_scratch_parts(scratch, n, k, out)
     if db is not None:
         db[...] = dz.sum(axis=0)
     if dx is not None:
-        scratch[:s1] = dz16.reshape(-1)
+        scratch[s1] = dz16.reshape(-1)
         dx[...] = _f32(dz16) @ _f32(_bf16_unpack(wtp, out, k))
     if dw is not None:
-        scratch[s1:s2] = _bf16_pack(dz16)
-        scratch[s2:] = x16.T.reshape(-1)
+        scratch[s2] = _bf16_pack(dz16)
+        scratch[s3] = x16.T.reshape(-1)
         dw[...] = _f32(x16).T @ _f32(dz16)
+
+
+def dense_backward_step_bf16(opt: OptimizerStep, p: NDArray[Any], wp: NDArray[Any],
+                             g: NDArray[Any], db: NDArray[Any] | None, dz: NDArray[Any],
+                             scratch: NDArray[Any], dy: NDArray[Any], x16: NDArray[Any],
+                             y: NDArray[Any], z: NDArray[Any] | None, start: int, act: int,
+                             params: Sequence[float]) -> None:
+    """dense_backward_bf16 with dw = g[start : start + in out] (no dx), then
+    optimizer_step_bf16pack on that kernel (no wtp)."""
+    in_, out = x16.shape[1], dy.shape[1]
+    dw = g.reshape(-1)[start:start + in_ * out].reshape(in_, out)
+    dense_backward_bf16(dw, db, None, dz, scratch, dy, x16, np.empty(0, np.uint16), y, z, act,
+                        params)
+    optimizer_step_bf16pack(opt, p, wp, None, g, start, in_, out)

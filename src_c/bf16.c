@@ -54,8 +54,27 @@ int64_t fnn_bf16_packed_size(int64_t k, int64_t n) {
     return fnn_ceil_div(n, FNN_BF16_TN) * fnn_ceil_div(k, FNN_BF16_TK) * FNN_BF16_TILE;
 }
 
+/* The backward's scratch holds three parts, each starting on 64 bytes (a tile row that
+   straddles two cache lines costs its loads and stores ~10% of the backward): up to 31
+   elements of padding before each. */
+#define FNN_BF16_SCRATCH_PAD 32
+
 int64_t fnn_bf16_backward_scratch_size(int64_t n, int64_t in, int64_t out) {
-    return n * out + fnn_bf16_packed_size(n, out) + in * n;
+    return n * out + fnn_bf16_packed_size(n, out) + in * n + 3 * FNN_BF16_SCRATCH_PAD;
+}
+
+/* q rounded up to the next 64-byte address (q is 2-byte aligned). */
+static uint16_t *fnn_bf16_align64(uint16_t *q) {
+    return q + ((64 - ((uintptr_t)q & 63)) & 63) / 2;
+}
+
+/* The parts of the backward's scratch: dz16 (n, out), dzp (fnn_bf16_packed_size(n, out)),
+   xt (in, n), in that order. */
+static void fnn_bf16_scratch_parts(uint16_t *scratch, int64_t n, int64_t out, uint16_t **dz16,
+                                   uint16_t **dzp, uint16_t **xt) {
+    *dz16 = fnn_bf16_align64(scratch);
+    *dzp = fnn_bf16_align64(*dz16 + n * out);
+    *xt = fnn_bf16_align64(*dzp + fnn_bf16_packed_size(n, out));
 }
 
 /* ---- paths ---------------------------------------------------------------------------- */
@@ -271,12 +290,50 @@ FNN_AVX512BF16 static void fnn_bf16_tile_of_rows_avx512(uint16_t *tile, uint16_t
 }
 #endif
 
+#if FNN_BF16_X86
+/* Tile row r0 / 32 of every column block of bp := pack(bf16(src)) straight from src (k, n)
+   float32, padding included: each row p of a tile is one conversion of the 16 columns of src's
+   rows r0 + 2p and r0 + 2p + 1 (VCVTNE2PS2BF16: both rows in one register) and one
+   permutation that interleaves them into pairs; rows past k and columns past n read as 0.
+   The same bits as the conversion then fnn_bf16_tile_of_cols below, in half the passes. */
+static const uint16_t fnn_bf16_pairs[32] __attribute__((aligned(64))) = {
+    0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+    8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+
+FNN_AVX512BF16 static void fnn_bf16_pack_cols_avx512(uint16_t *bp, const float *src, int64_t r0,
+                                                     int64_t k, int64_t n) {
+    const __m512i idx = _mm512_load_si512((const void *)fnn_bf16_pairs);
+    const int64_t rows = fnn_min64(32, k - r0), kb = fnn_ceil_div(k, FNN_BF16_TK);
+    const int64_t nb = fnn_ceil_div(n, FNN_BF16_TN);
+    for (int64_t jb = 0; jb < nb; jb++) {
+        const int64_t cols = fnn_min64(16, n - 16 * jb);
+        const __mmask16 m = cols >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << cols) - 1);
+        uint16_t *tile = bp + (jb * kb + r0 / 32) * FNN_BF16_TILE;
+        const float *col = src + r0 * n + 16 * jb;
+        for (int64_t q = 0; q < 16; q++) {
+            const __m512 a = 2 * q < rows ? _mm512_maskz_loadu_ps(m, col + 2 * q * n)
+                                          : _mm512_setzero_ps();
+            const __m512 b = 2 * q + 1 < rows ? _mm512_maskz_loadu_ps(m, col + (2 * q + 1) * n)
+                                              : _mm512_setzero_ps();
+            const __m512i h = (__m512i)_mm512_cvtne2ps_pbh(b, a); /* a in lanes 0-15 */
+            _mm512_storeu_si512((void *)(tile + q * 32), _mm512_permutexvar_epi16(idx, h));
+        }
+    }
+}
+#endif
+
 /* Rows [r0, r0 + 32) of a float32 matrix src (k, n) into their tiles: bp := pack(bf16(src))
    (tile row r0 / 32 of every column block) and bt := pack(bf16(src.T)) (column blocks r0 / 16
    and r0 / 16 + 1 of src.T (n, k), every tile row), padding included; either may be NULL.
    Each 32 x 32 piece goes through a small array on the stack, converted a row at a time. */
 static void fnn_bf16_pack_rows(uint16_t *bp, uint16_t *bt, const float *src, int64_t r0,
                                int64_t k, int64_t n, int path) {
+#if FNN_BF16_X86
+    if (!bt && path != FNN_BF16_PORTABLE) {
+        if (bp) fnn_bf16_pack_cols_avx512(bp, src, r0, k, n);
+        return;
+    }
+#endif
     uint16_t t[32][32] __attribute__((aligned(64)));
     const int64_t rows = fnn_min64(32, k - r0);
     const int64_t kb = fnn_ceil_div(k, FNN_BF16_TK), nb = fnn_ceil_div(n, FNN_BF16_TN);
@@ -318,19 +375,30 @@ void fnn_bf16_pack_forward(uint16_t *wp, uint16_t *wtp, const float *w, int64_t 
     FNN_PARALLEL_END
 }
 
+/* 32-row blocks stepped per call of the plain step in fnn_optimizer_step_bf16pack_f32. */
+#ifndef FNN_BF16_STEP_BLOCKS
+#define FNN_BF16_STEP_BLOCKS 4
+#endif
+
 void fnn_optimizer_step_bf16pack_f32(float *p, uint16_t *wp, uint16_t *wtp, const float *g,
                                      int64_t off, int64_t in, int64_t out,
                                      const struct fnn_optimizer *o) {
     const int path = fnn_bf16_run_path();
     const int64_t blocks = fnn_ceil_div(in, 32);
     FNN_PARALLEL_BEGIN(in * out >= FNN_OMP_MIN_ELEMS)
-#pragma omp for schedule(static)
-    for (int64_t blk = 0; blk < blocks; blk++) {
-        /* the plain step on these rows (each element's rule reads only its own values, so any
-           split gives the same float32 results), then their packs while they are in cache */
-        const int64_t r0 = 32 * blk, rows = fnn_min64(32, in - r0);
-        fnn_optimizer_step_f32(p, g, off + r0 * out, rows * out, o);
-        fnn_bf16_pack_rows(wp, wtp, p + off, r0, in, out, path);
+    /* each thread its share of the 32-row blocks (as `omp for schedule(static)` shares them),
+       in chunks of FNN_BF16_STEP_BLOCKS: the plain step on a chunk's rows (each element's
+       rule reads only its own values, so any split gives the same float32 results; one call
+       per chunk, as each call inside the team opens a region of its own), then their packs
+       while they are in cache */
+    int64_t b0, b1;
+    fnn_static_rows(fnn_thread_num(), fnn_team_size(), blocks, &b0, &b1);
+    for (int64_t c0 = b0; c0 < b1; c0 += FNN_BF16_STEP_BLOCKS) {
+        const int64_t c1 = fnn_min64(b1, c0 + FNN_BF16_STEP_BLOCKS);
+        const int64_t r0 = 32 * c0, r1 = fnn_min64(in, 32 * c1);
+        fnn_optimizer_step_f32(p, g, off + r0 * out, (r1 - r0) * out, o);
+        for (int64_t blk = c0; blk < c1; blk++)
+            fnn_bf16_pack_rows(wp, wtp, p + off, 32 * blk, in, out, path);
     }
     FNN_PARALLEL_END
 }
@@ -416,25 +484,30 @@ FNN_AVX512BF16 static inline __attribute__((always_inline)) void fnn_bf16_block_
     }
 }
 
-FNN_AVX512BF16 static void fnn_bf16_gemm_avx512(float *c, int64_t ldc, const uint16_t *a,
-                                                int64_t lda, const uint16_t *bp, int64_t m,
-                                                int64_t n, int64_t k) {
-    const int64_t rb = fnn_ceil_div(m, 8), nb = fnn_ceil_div(n, 16), cb = fnn_ceil_div(nb, 2);
-#pragma omp for schedule(static)
-    for (int64_t it = 0; it < rb * cb; it++) {
-        const int64_t i0 = (it % rb) * 8, jb = (it / rb) * 2;
-        const int rows = (int)fnn_min64(8, m - i0), two = jb + 1 < nb;
+/* The block of c at rows [i0, i0 + 8) (those below m), column tiles jb and jb + 1 (below n). */
+FNN_AVX512BF16 static void fnn_bf16_block8_avx512(float *c, int64_t ldc, const uint16_t *a,
+                                                  int64_t lda, const uint16_t *bp, int64_t m,
+                                                  int64_t n, int64_t k, int64_t i0, int64_t jb) {
+    const int rows = (int)fnn_min64(8, m - i0), two = jb + 1 < fnn_ceil_div(n, 16);
 #define FNN_BLOCK(R)                                                                    \
     case R:                                                                             \
         if (two) fnn_bf16_block_avx512(c, ldc, a, lda, bp, n, k, i0, jb, R, 2);         \
         else fnn_bf16_block_avx512(c, ldc, a, lda, bp, n, k, i0, jb, R, 1);             \
         break;
-        switch (rows) {
-            FNN_BLOCK(1) FNN_BLOCK(2) FNN_BLOCK(3) FNN_BLOCK(4)
-            FNN_BLOCK(5) FNN_BLOCK(6) FNN_BLOCK(7) FNN_BLOCK(8)
-        }
-#undef FNN_BLOCK
+    switch (rows) {
+        FNN_BLOCK(1) FNN_BLOCK(2) FNN_BLOCK(3) FNN_BLOCK(4)
+        FNN_BLOCK(5) FNN_BLOCK(6) FNN_BLOCK(7) FNN_BLOCK(8)
     }
+#undef FNN_BLOCK
+}
+
+FNN_AVX512BF16 static void fnn_bf16_gemm_avx512(float *c, int64_t ldc, const uint16_t *a,
+                                                int64_t lda, const uint16_t *bp, int64_t m,
+                                                int64_t n, int64_t k) {
+    const int64_t rb = fnn_ceil_div(m, 8), nb = fnn_ceil_div(n, 16), cb = fnn_ceil_div(nb, 2);
+#pragma omp for schedule(static)
+    for (int64_t it = 0; it < rb * cb; it++)
+        fnn_bf16_block8_avx512(c, ldc, a, lda, bp, m, n, k, (it % rb) * 8, (it / rb) * 2);
 }
 
 /* AMX: blocks of 32 rows x 32 columns, 2 x 2 tiles of c (tmm0-3) from 2 tiles of a (tmm4-5)
@@ -481,7 +554,7 @@ static void fnn_bf16_a_tile(uint16_t *buf, const uint16_t *a, int64_t lda, int64
 
 /* The block of c at (i0, j0) := (acc ? itself : 0) + its product over the k tiles [t0, t1).
    ap, or NULL: a's tiles of these rows and k tiles, copied in a row (fnn_bf16_a_panel). */
-FNN_AMX static void fnn_bf16_block_amx(float *c, int64_t ldc, const uint16_t *a, int64_t lda,
+FNN_AMX static inline __attribute__((always_inline)) void fnn_bf16_block_amx(float *c, int64_t ldc, const uint16_t *a, int64_t lda,
                                        const uint16_t *ap, const uint16_t *bp, int64_t m,
                                        int64_t n, int64_t k, int64_t i0, int64_t j0, int64_t t0,
                                        int64_t t1, int acc) {
@@ -550,8 +623,8 @@ FNN_AMX static void fnn_bf16_block_amx(float *c, int64_t ldc, const uint16_t *a,
 #define FNN_AMX_NC 256
 #define FNN_AMX_KC 512
 
-FNN_AMX static void fnn_bf16_gemm_amx(float *c, int64_t ldc, const uint16_t *a, int64_t lda,
-                                      const uint16_t *bp, int64_t m, int64_t n, int64_t k) {
+/* The tile configuration of the AMX blocks, on this thread (_tile_release when done). */
+FNN_AMX static void fnn_bf16_amx_config(void) {
     struct fnn_tilecfg cfg __attribute__((aligned(64)));
     memset(&cfg, 0, sizeof cfg);
     cfg.palette = 1;
@@ -560,6 +633,22 @@ FNN_AMX static void fnn_bf16_gemm_amx(float *c, int64_t ldc, const uint16_t *a, 
         cfg.colsb[t] = 64;
     }
     _tile_loadconfig(&cfg); /* per thread */
+}
+
+/* Rows [i0, i1) of c (i0 a multiple of 32) on this thread, in fnn_bf16_gemm_amx's blocks. */
+FNN_AMX static void fnn_bf16_gemm_rows_amx(float *c, int64_t ldc, const uint16_t *a, int64_t lda,
+                                           const uint16_t *bp, int64_t m, int64_t n, int64_t k,
+                                           int64_t i0, int64_t i1) {
+    fnn_bf16_amx_config();
+    for (int64_t r = i0; r < i1; r += 32)
+        for (int64_t j = 0; j < n; j += 32)
+            fnn_bf16_block_amx(c, ldc, a, lda, NULL, bp, m, n, k, r, j, 0, fnn_ceil_div(k, 32), 0);
+    _tile_release();
+}
+
+FNN_AMX static void fnn_bf16_gemm_amx(float *c, int64_t ldc, const uint16_t *a, int64_t lda,
+                                      const uint16_t *bp, int64_t m, int64_t n, int64_t k) {
+    fnn_bf16_amx_config();
     const int64_t rb = fnn_ceil_div(m, 32), cb = fnn_ceil_div(n, 32), kb = fnn_ceil_div(k, 32);
     if (m * k <= FNN_AMX_A_BIG || n <= FNN_AMX_NC) {
 #pragma omp for schedule(static)
@@ -605,6 +694,30 @@ static void fnn_bf16_gemm(float *c, int64_t ldc, const uint16_t *a, int64_t lda,
 #endif
     (void)path;
     fnn_bf16_gemm_portable(c, ldc, a, lda, bp, m, n, k);
+}
+
+/* Rows [i0, i1) of c (m, n) := a (m, k) @ B (i0 a multiple of 32) on this thread, in the
+   blocks of fnn_bf16_gemm on the path: the same sums, bit for bit (the AMX panels of big
+   products only reorder the blocks and keep c in float32 between chunks of k). */
+static void fnn_bf16_gemm_rows(float *c, int64_t ldc, const uint16_t *a, int64_t lda,
+                               const uint16_t *bp, int64_t m, int64_t n, int64_t k, int64_t i0,
+                               int64_t i1, int path) {
+#if FNN_BF16_X86
+    if (path == FNN_BF16_AMX) {
+        fnn_bf16_gemm_rows_amx(c, ldc, a, lda, bp, m, n, k, i0, i1);
+        return;
+    }
+    if (path == FNN_BF16_AVX512BF16) {
+        for (int64_t r = i0; r < i1; r += 8)
+            for (int64_t jb = 0; jb < fnn_ceil_div(n, 16); jb += 2)
+                fnn_bf16_block8_avx512(c, ldc, a, lda, bp, m, n, k, r, jb);
+        return;
+    }
+#endif
+    (void)path;
+    for (int64_t r = i0; r < i1; r += 4)
+        for (int64_t jb = 0; jb < fnn_ceil_div(n, 16); jb++)
+            fnn_bf16_block_portable(c, ldc, a, lda, bp, m, n, k, r, jb);
 }
 
 /* The 32 x 32 block of xt (in, n) := x.T at (i0, r0), x (n, in) bf16. */
@@ -679,7 +792,8 @@ void fnn_dense_backward_bf16(float *dw, float *db, float *dx, float *dz, uint16_
     const int path = fnn_bf16_run_path();
     /* scratch: dz16 (n, out) := bf16(dz), row-major (a of dx := dz16 @ w.T); dzp := pack(dz)
        (B of dw := x.T @ dz); xt (in, n) := x16.T (a of dw) */
-    uint16_t *dz16 = scratch, *dzp = dz16 + n * out, *xt = dzp + fnn_bf16_packed_size(n, out);
+    uint16_t *dz16, *dzp, *xt;
+    fnn_bf16_scratch_parts(scratch, n, out, &dz16, &dzp, &xt);
     fnn_act_backward_f32(dz, dy, y, z, n, out, act); /* dz := dy * act'(.) */
     const double mnk = (double)n * (double)in * (double)out;
     FNN_PARALLEL_BEGIN(mnk >= FNN_BF16_PAR_MNK)
@@ -707,6 +821,59 @@ void fnn_dense_backward_bf16(float *dw, float *db, float *dx, float *dz, uint16_
 #pragma omp barrier
     if (dw) fnn_bf16_gemm(dw, out, xt, n, dzp, in, out, n, path);
     if (dx) fnn_bf16_gemm(dx, in, dz16, out, wtp, n, in, out, path);
+    FNN_PARALLEL_END
+}
+
+void fnn_dense_backward_step_bf16(float *p, uint16_t *wp, float *g, float *db, float *dz,
+                                  uint16_t *scratch, const float *dy, const uint16_t *x16,
+                                  const float *y, const float *z, int64_t off, int64_t n,
+                                  int64_t in, int64_t out, struct fnn_activation act,
+                                  const struct fnn_optimizer *o) {
+    const int path = fnn_bf16_run_path();
+    /* scratch as fnn_dense_backward_bf16's (its dz16 unused) */
+    uint16_t *dz16, *dzp, *xt;
+    fnn_bf16_scratch_parts(scratch, n, out, &dz16, &dzp, &xt);
+    (void)dz16;
+    float *dw = g + off;
+    const int64_t nblk = fnn_ceil_div(n, 32), blocks = fnn_ceil_div(in, 32);
+    /* rows of dz per call of the activation's backward: few enough that it stays on this
+       thread (fnn_act_backward_f32 shares only calls of FNN_OMP_MIN_ELEMS elements) */
+    const int64_t arows = out < FNN_OMP_MIN_ELEMS ? (FNN_OMP_MIN_ELEMS - 1) / out : 1;
+    const double mnk = (double)n * (double)in * (double)out;
+    FNN_PARALLEL_BEGIN(mnk >= FNN_BF16_PAR_MNK || in * out >= FNN_OMP_MIN_ELEMS)
+    const int64_t t = fnn_thread_num(), nt = fnn_team_size();
+    int64_t b0, b1;
+    /* this thread's 32-row blocks of dz: dz := dy * act'(.), then their tiles of dzp */
+    fnn_static_rows(t, nt, nblk, &b0, &b1);
+    for (int64_t r = 32 * b0; r < fnn_min64(n, 32 * b1); r += arows) {
+        const int64_t rows = fnn_min64(arows, fnn_min64(n, 32 * b1) - r);
+        fnn_act_backward_f32(dz + r * out, dy + r * out, y + r * out, z ? z + r * out : NULL,
+                             rows, out, act);
+    }
+    for (int64_t blk = b0; blk < b1; blk++) fnn_bf16_pack_rows(dzp, NULL, dz, 32 * blk, n, out, path);
+#pragma omp barrier
+    if (db) { /* db := sum_rows(dz), float32, as fnn_dense_backward_bf16 sums it */
+#pragma omp for schedule(static) nowait
+        for (int64_t c0 = 0; c0 < out; c0 += FNN_BF16_DB_CHUNK) {
+            const int64_t c1 = fnn_min64(c0 + FNN_BF16_DB_CHUNK, out);
+            for (int64_t j = c0; j < c1; j++) db[j] = 0;
+            for (int64_t i = 0; i < n; i++)
+                for (int64_t j = c0; j < c1; j++) db[j] += dz[i * out + j];
+        }
+    }
+    /* this thread's 32-row blocks of dw (fnn_optimizer_step_bf16pack_f32's share), a chunk at
+       a time: their rows of xt := x16.T, dw := xt @ dzp, the step, the pack */
+    fnn_static_rows(t, nt, blocks, &b0, &b1);
+    for (int64_t c0 = b0; c0 < b1; c0 += FNN_BF16_STEP_BLOCKS) {
+        const int64_t c1 = fnn_min64(b1, c0 + FNN_BF16_STEP_BLOCKS);
+        const int64_t r0 = 32 * c0, r1 = fnn_min64(in, 32 * c1);
+        for (int64_t i0 = r0; i0 < r1; i0 += 32)
+            for (int64_t s0 = 0; s0 < n; s0 += 32) fnn_bf16_transpose_block(xt, x16, n, in, s0, i0, path);
+        fnn_bf16_gemm_rows(dw, out, xt, n, dzp, in, out, n, r0, r1, path);
+        fnn_optimizer_step_f32(p, g, off + r0 * out, (r1 - r0) * out, o);
+        for (int64_t blk = c0; blk < c1; blk++)
+            fnn_bf16_pack_rows(wp, NULL, p + off, 32 * blk, in, out, path);
+    }
     FNN_PARALLEL_END
 }
 

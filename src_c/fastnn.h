@@ -354,7 +354,8 @@ const char *fnn_bf16_path_name(int path);
 
 /* Elements (uint16_t) of the packed form of a (k, n) matrix: ceil(n/16) ceil(k/32) 512. */
 int64_t fnn_bf16_packed_size(int64_t k, int64_t n);
-/* Elements (uint16_t) of fnn_dense_backward_bf16's scratch: n out + packed(n, out) + in n. */
+/* Elements (uint16_t) of fnn_dense_backward_bf16's scratch: n out + packed(n, out) + in n + 96
+   (bf16(dz), its pack and x16.T, each from the first 64-byte address past the previous one). */
 int64_t fnn_bf16_backward_scratch_size(int64_t n, int64_t in, int64_t out);
 
 /* y := bf16(x).  x float32 (n), y (n).  Overwrites y. */
@@ -392,6 +393,17 @@ void fnn_dense_backward_bf16(float *dw, float *db, float *dx, float *dz, uint16_
                              const float *dy, const uint16_t *x16, const uint16_t *wtp,
                              const float *y, const float *z, int64_t n, int64_t in,
                              int64_t out, struct fnn_activation act);
+/* Layer 0's backward and its kernel's step in one pass (the compiled bf16 step): the results of
+   fnn_dense_backward_bf16(g + off, db, NULL, dz, scratch, dy, x16, -, y, z, n, in, out, act)
+   then fnn_optimizer_step_bf16pack_f32(p, wp, NULL, g, off, in, out, o), bit for bit; each
+   thread computes its rows of dw = g[off : off + in out] (in, out) and steps and packs them
+   while they are in its cache.  db may be NULL.  Overwrites dw, db, dz, scratch, those
+   elements of p and o's state, and wp. */
+void fnn_dense_backward_step_bf16(float *p, uint16_t *wp, float *g, float *db, float *dz,
+                                  uint16_t *scratch, const float *dy, const uint16_t *x16,
+                                  const float *y, const float *z, int64_t off, int64_t n,
+                                  int64_t in, int64_t out, struct fnn_activation act,
+                                  const struct fnn_optimizer *o);
 
 #ifdef __cplusplus
 }

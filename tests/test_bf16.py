@@ -183,6 +183,15 @@ def test_pack_bit_exact(path, on_path, shape):
     one = np.zeros_like(got[1])
     C.bf16_pack_forward(None, one, w)
     np.testing.assert_array_equal(one, want[1])
+    # wp alone (its own code on the SIMD paths: straight from the float32 rows), padding and
+    # the values the rounding treats apart (NaN, infinities, subnormals, a tie) included
+    special = np.array([np.nan, -np.inf, np.inf, -0.0, 1e-40, -1e-39,
+                        np.frombuffer(np.uint32(0x3F808000).tobytes(), np.float32)[0]], np.float32)
+    w.flat[::7][:special.size] = special[:w.flat[::7].size]
+    only = np.full_like(got[0], 0xFFFF)
+    C.bf16_pack_forward(only, None, w)
+    R.bf16_pack_forward(want[0], None, w)
+    np.testing.assert_array_equal(only, want[0])
 
 
 # ---- forward and backward against the twins ------------------------------------------------
@@ -306,9 +315,13 @@ def _backward_check(got, want, x16, w, n):
     if db is not None:
         np.testing.assert_allclose(db, wdb, **F32)
     if dw is not None and dx is not None:
-        # bf16(dz), pack(bf16(dz)), x16.T: the same bits (computed from the same dz)
+        # bf16(dz), pack(bf16(dz)), x16.T: the same bits (computed from the same dz), each
+        # where its own scratch's alignment puts it
         if np.array_equal(dz, wdz):
-            np.testing.assert_array_equal(scratch, wscratch)
+            i, o = w.shape
+            for part, wpart in zip(R._bf16_scratch_parts(scratch, n, i, o),
+                                   R._bf16_scratch_parts(wscratch, n, i, o)):
+                np.testing.assert_array_equal(scratch[part], wscratch[wpart])
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -323,6 +336,36 @@ def test_dense_backward_bf16_matches_twin(path, on_path, shape):
     want = ("dw", "db", "dx") if seed % 4 else ("dw",) if seed % 8 else ("dx", "db")
     got = _backward(C, x16, w, y, dy, act, want)
     _backward_check(got, _backward(R, x16, w, y, dy, act, want), x16, w, n)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("shift", [0, 1, 8, 31])
+def test_backward_scratch_parts_start_on_64_bytes(path, on_path, shift):
+    """bf16(dz), its pack and x16.T each start on a 64-byte address wherever the scratch
+    starts (shift: elements past a 64-byte boundary): the C kernel writes them where the twin
+    does, bit for bit, and nothing else of the scratch (0xABCD kept)."""
+    n, i, o = 33, 47, 19
+    rng, x16, w, b = _case(n, i, o, 7)
+    y, _, _ = _forward(R, x16, w, b, "relu")
+    dy = rng.standard_normal((n, o)).astype(np.float32)
+    wtp = np.empty(R.bf16_packed_size(o, i), np.uint16)
+    R.bf16_pack_forward(None, wtp, w)
+    size = C.bf16_backward_scratch_size(n, i, o)
+    assert size == R.bf16_backward_scratch_size(n, i, o)
+    got = []
+    for K in (C, R):
+        raw = np.full(size + 64, 0xABCD, np.uint16)
+        start = (-raw.ctypes.data) % 64 // 2 + shift
+        scratch = raw[start:start + size]
+        dw, dx = np.empty((i, o), np.float32), np.empty((n, i), np.float32)
+        K.dense_backward_bf16(dw, np.empty(o, np.float32), dx, np.empty_like(dy), scratch, dy, x16,
+                              wtp, y, None, ACT["relu"], ())
+        got.append(scratch.copy())
+        parts = R._bf16_scratch_parts(scratch, n, i, o)
+        assert [(scratch.ctypes.data + 2 * q.start) % 64 for q in parts] == [0, 0, 0]
+        assert parts[2].stop <= size
+    np.testing.assert_array_equal(got[0], got[1])
+    assert (got[0] != 0xABCD).sum() > 0.9 * (size - 96)
 
 
 def test_dense_backward_bf16_dz_may_be_dy():
@@ -365,7 +408,9 @@ def test_paths_agree_with_each_other(shape):
         _close(dw, first[1][0].astype(np.float64), bf16_product_atol(a16.T, dz16))
         _close(dx, first[1][2].astype(np.float64), bf16_product_atol(dz16, w16.T))
         np.testing.assert_array_equal(db, first[1][1])  # the same float32 sums on every path
-        np.testing.assert_array_equal(scratch, first[1][4])
+        for part, fpart in zip(R._bf16_scratch_parts(scratch, n, i, o),
+                               R._bf16_scratch_parts(first[1][4], n, i, o)):
+            np.testing.assert_array_equal(scratch[part], first[1][4][fpart])
 
 
 # ---- the fused optimizer step + pack ---------------------------------------------------------
@@ -430,6 +475,57 @@ def test_fused_step_and_pack(path, on_path, label, shape):
     np.testing.assert_allclose(p_fused, p_twin, **F32)
     for s in s_fused:
         np.testing.assert_allclose(s_fused[s], s_twin[s], **F32)
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("label", ["rmsprop_all", "adamw"])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (33, 47, 19), (40, 130, 300), (128, 784, 512)],
+                         ids=lambda s: "x".join(map(str, s)))
+def test_backward_and_step_in_one_pass(path, on_path, label, shape):
+    """dense_backward_step_bf16 (the first layer of the compiled bf16 step) against
+    dense_backward_bf16 then optimizer_step_bf16pack, two steps: every output bit-identical
+    (dz, db, dw in g, the scratch, p, the state, wp); and against its twin: dz, db within
+    float32's tolerance, dw within the products' bound (as dense_backward_bf16's test)."""
+    n, i, o = shape
+    rng, x16, w, b = _case(n, i, o, 3)
+    y, _, _ = _forward(R, x16, w, b, "relu")
+    k = i * o  # p = [head (o) | w (k) | tail (o)]
+    p0 = rng.standard_normal(o + k + o).astype(np.float32)
+    runs = []
+    for kind in ("one", "two", "twin"):
+        K = R if kind == "twin" else C
+        p = p0.copy()
+        opt, state = _optimizer(K, p, label)
+        g = np.full_like(p, np.nan)
+        wp = np.full(C.bf16_packed_size(i, o), 0xFFFF, np.uint16)
+        db, dz = np.full(o, np.nan, np.float32), np.full((n, o), np.nan, np.float32)
+        scratch = np.zeros(C.bf16_backward_scratch_size(n, i, o), np.uint16)
+        for t in (1, 2):
+            dy = (np.random.default_rng(t).standard_normal((n, o)) / n).astype(np.float32)
+            opt.begin(0.01, t, 1.0)
+            if kind == "two":
+                C.dense_backward_bf16(g[o:o + k].reshape(i, o), db, None, dz, scratch, dy, x16,
+                                      np.empty(C.bf16_packed_size(o, i), np.uint16), y, None,
+                                      ACT["relu"], ())
+                C.optimizer_step_bf16pack(opt, p, wp, None, g, o, i, o)
+            else:
+                K.dense_backward_step_bf16(opt, p, wp, g, db, dz, scratch, dy, x16, y, None, o,
+                                           ACT["relu"], ())
+        runs.append((p, g[o:o + k], wp, db, dz, scratch, state))
+    for a, b_ in zip(runs[0][:5], runs[1][:5]):
+        np.testing.assert_array_equal(a, b_)
+    for part, part2 in zip(R._bf16_scratch_parts(runs[0][5], n, i, o)[1:],  # no dx: no bf16(dz)
+                           R._bf16_scratch_parts(runs[1][5], n, i, o)[1:]):
+        np.testing.assert_array_equal(runs[0][5][part], runs[1][5][part2])
+    for s_ in runs[0][6]:
+        np.testing.assert_array_equal(runs[0][6][s_], runs[1][6][s_])
+    assert np.isnan(runs[0][0][:o]).sum() == 0 and np.array_equal(runs[0][0][:o], p0[:o])
+    twin = runs[2]
+    np.testing.assert_allclose(runs[0][4], twin[4], **F32)
+    np.testing.assert_allclose(runs[0][3], twin[3], **F32)
+    dz16 = R._f32(R._bf16(twin[4])).astype(np.float64)
+    _close(runs[0][1].reshape(i, o), twin[1].reshape(i, o),
+           bf16_product_atol(np.abs(R._f32(x16).T).astype(np.float64), np.abs(dz16)))
 
 
 # ---- paths, errors, bounds -------------------------------------------------------------------

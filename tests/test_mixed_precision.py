@@ -107,6 +107,34 @@ def test_compiled_mixed_step_is_the_layer_by_layer_step(opt, batch_size):
     assert out[0][2] == out[1][2]
 
 
+@pytest.mark.parametrize("path", ["portable", "avx512bf16", "amx"])
+@pytest.mark.parametrize("opt", ["rmsprop", "adam"])
+@pytest.mark.parametrize("shape", [(20, 33, 32), (130, 300, 40)], ids=["small", "wide"])
+def test_compiled_mixed_step_is_the_layer_by_layer_step_on_every_path(path, opt, shape):
+    """The compiled step runs layer 0's backward and its kernel's step as one kernel
+    (fnn_dense_backward_step_bf16), each thread on its rows: bit-identical to the layer-by-layer
+    step's separate kernels on every path, also where the kernel is big enough to be shared by
+    the team (130 x 300 weights) and a batch is not a multiple of 32 rows."""
+    K = backend.compiled
+    if path not in K.bf16_paths():
+        pytest.skip(f"this machine has no {path} path")
+    inputs, hidden, batch_size = shape
+    x, y = _data(96, inputs)
+    out = []
+    K.bf16_set_path(path)
+    try:
+        for jit in ("auto", False):
+            m = _model(hidden=hidden, inputs=inputs)
+            m.compile(opt, "categorical_crossentropy", jit_compile=jit)
+            h = m.fit(x, y, epochs=2, batch_size=batch_size, verbose=0)
+            out.append((m.get_weights(), m.optimizer.variables, h.history["loss"]))
+    finally:
+        K.bf16_set_path(None)
+    for a, b in zip(out[0][0] + out[0][1], out[1][0] + out[1][1]):
+        np.testing.assert_array_equal(a, b)
+    assert out[0][2] == out[1][2]
+
+
 def test_a_frozen_layer_under_mixed_precision():
     x, y = _data()
     m = _model()
