@@ -88,8 +88,8 @@ def pack_parameters(layers: Sequence[Layer], rng: np.random.Generator) -> Packed
     n_train = sum(sizes[j] for j in order if specs[j][3])
     cut: dict[int, tuple[NDArray[Any], NDArray[Any]]] = {}
     if len(dtypes) == 1:
-        flat = np.empty(sum(sizes), dtypes.pop())
-        gflat = np.zeros_like(flat)
+        flat = _data.aligned_empty(sum(sizes), dtypes.pop())
+        gflat = _data.aligned_empty(flat.shape, flat.dtype, zero=True)
         e = 0
         for j in order:
             cut[j] = (flat[e:e + sizes[j]], gflat[e:e + sizes[j]])

@@ -53,7 +53,7 @@ class Buffers:
                 bufs = self._local.bufs = {}
         b = bufs.get(key)
         if b is None or b.shape != shape or b.dtype != dtype:
-            b = bufs[key] = np.empty(shape, dtype)
+            b = bufs[key] = _data.aligned_empty(shape, dtype)
         return b
 
     def __reduce__(self) -> tuple[type[Buffers], tuple[()]]:

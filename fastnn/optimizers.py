@@ -268,7 +268,7 @@ class Optimizer:
         return {}
 
     def _init_slot(self, slot: str, p: NDArray[Any]) -> NDArray[Any]:
-        return np.zeros_like(p)
+        return _data.aligned_empty(p.shape, p.dtype, zero=True)
 
     def _u_product(self, t: int) -> float:
         """The product the nadam rule reads at step t (1 for every other rule)."""

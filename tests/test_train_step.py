@@ -304,3 +304,23 @@ def test_a_compiled_step_without_optimizer_leaves_the_layer_by_layer_gradients()
         np.testing.assert_array_equal(a, b)
     for a, b in zip(m.get_weights(), w0):  # nothing stepped
         np.testing.assert_array_equal(a, b)
+
+
+def test_the_step_arrays_start_on_cache_lines():
+    """The weights, gradients, optimizer state and batch buffers start on 64-byte boundaries
+    (fastnn._data.aligned_empty): NumPy's own large arrays start 16 bytes past one, which cost
+    the bf16 step 12% (bench/e2e.py, same run)."""
+    from fastnn import _data
+    for shape, dtype in [((3,), np.float32), ((5, 7), np.float64), ((0,), np.uint16)]:
+        a = _data.aligned_empty(shape, dtype, zero=True)
+        assert a.shape == shape and a.dtype == dtype and (a == 0).all()
+        assert a.size == 0 or a.ctypes.data % 64 == 0  # (an empty array's pointer is NumPy's)
+    x, y, _ = blobs(n=40, d=30)
+    m = models.Sequential([layers.Dense(64, activation="relu", input_shape=(30,)),
+                           layers.Dense(3, activation="softmax")], seed=0)
+    m.compile("rmsprop", "categorical_crossentropy")
+    m.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    stack = _compiled_steps(m, x, y, 8)[0]
+    assert stack is not None
+    arrays = [m.weights[0], m.trainer.grads[0], *m.optimizer.variables[1:]]
+    assert all(a.ctypes.data % 64 == 0 for a in arrays if a.ndim)
