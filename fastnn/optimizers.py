@@ -141,7 +141,7 @@ class PolynomialDecay(LearningRateSchedule):
         decay_steps: the steps over which to decay (> 0).
         end_learning_rate: the rate reached after decay_steps (default 0.0001).
         power: the power of the polynomial (>= 0, default 1.0: linear).
-        cycle: restart the decay every decay_steps (default False).
+        cycle: restart the decay every decay_steps (a bool, default False).
         name: default "PolynomialDecay".
     """
 
@@ -152,6 +152,8 @@ class PolynomialDecay(LearningRateSchedule):
         _steps("decay_steps", decay_steps)
         _positive("end_learning_rate", end_learning_rate, allow_zero=True)
         _positive("power", power, allow_zero=True)
+        if not isinstance(cycle, (bool, np.bool_)):  # (Keras takes any truth value)
+            raise ValueError(f"Expected cycle to be a bool. Received: cycle={cycle!r}")
         self.initial_learning_rate = float(initial_learning_rate)
         self.decay_steps = decay_steps
         self.end_learning_rate = float(end_learning_rate)
