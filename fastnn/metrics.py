@@ -1247,8 +1247,7 @@ class FBetaScore(Metric):
         """Add a batch: y_true and y_pred (batch, classes), sample_weight None (1), a scalar
         or (batch,)."""
         t, p = _as_array(y_true, "y_true"), _as_array(y_pred, "y_pred")
-        _check_2d("FBetaScore", t, p)  # (F1Score's message too, as Keras)
-        self.update(p, self.prepare_targets(t),
+        self.update(p, t,
                     None if sample_weight is None else _as_array(sample_weight, "sample_weight"))
 
     def prepare_targets(self, y: NDArray[Any]) -> NDArray[Any]:
@@ -1259,6 +1258,7 @@ class FBetaScore(Metric):
 
     def update(self, p: NDArray[Any], t: NDArray[Any],
                sample_weight: NDArray[Any] | None = None) -> None:
+        _check_2d("FBetaScore", t, p)  # (F1Score's message too, as Keras)
         self.prepare_targets(p)
         if self.average != "micro" and p.shape[-1] != len(self.true_positives):
             raise ValueError(f"Expected y_pred with {len(self.true_positives)} classes, as the "
@@ -1391,8 +1391,7 @@ class R2Score(Metric):
         """Add a batch: y_true and y_pred (batch, outputs) (a rank-1 one is made a column),
         sample_weight None (1), a scalar, (batch,) or of y_true's shape."""
         t, p = _same_rank(_as_array(y_true, "y_true"), _as_array(y_pred, "y_pred"))
-        _check_2d("R2Score", t, p)
-        self.update(p, self.prepare_targets(t),
+        self.update(p, t,
                     None if sample_weight is None else _as_array(sample_weight, "sample_weight"))
 
     def prepare_targets(self, y: NDArray[Any]) -> NDArray[Any]:
@@ -1403,6 +1402,7 @@ class R2Score(Metric):
 
     def update(self, p: NDArray[Any], t: NDArray[Any],
                sample_weight: NDArray[Any] | None = None) -> None:
+        _check_2d("R2Score", t, p)
         self.prepare_targets(t)
         if t.shape[-1] != len(self.sum):
             raise ValueError(f"Expected y_true with {len(self.sum)} outputs, as the first "

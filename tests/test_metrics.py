@@ -887,3 +887,13 @@ def test_fit_and_evaluate_report_the_new_metrics():
     assert logs[ms[1].name] == approx(metrics.PrecisionAtRecall(0.5)(y, p))
     assert logs["r2_score"] == approx(metrics.R2Score()(y, p))
     assert logs["f1_score"] == approx(metrics.F1Score("macro", threshold=0.5)(y, p))
+
+
+def test_fbeta_and_r2_check_the_training_loops_batches_too():
+    # the loop's update() (no conversion) still refuses integer labels against (batch, k)
+    # scores, which would otherwise broadcast when batch == k
+    for m in (metrics.F1Score(), metrics.R2Score()):
+        with pytest.raises(ValueError, match="expects 2D inputs"):
+            m.update(np.full((3, 3), 0.5, np.float32), np.array([0, 2, 1]))
+        with pytest.raises(ValueError, match="same shape"):
+            m.update(np.full((3, 3), 0.5, np.float32), np.ones((3, 2)))
