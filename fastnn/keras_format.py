@@ -57,7 +57,8 @@ older Keras 3 releases, which refuse unknown keys, read the file too (checked: K
 
 compile_config (a compiled model): the optimizer by Keras class (SGD, Adagrad, RMSprop, Adam,
 AdamW, Nadam, Adamax, Adadelta, Lion) with its hyper-parameters (learning-rate schedules
-ExponentialDecay, PiecewiseConstantDecay, InverseTimeDecay as keras.optimizers.schedules
+ExponentialDecay, PiecewiseConstantDecay, InverseTimeDecay, PolynomialDecay, CosineDecay,
+CosineDecayRestarts as keras.optimizers.schedules
 objects), the loss by its Keras function name at its class's defaults, else as a keras.losses
 object with its get_config() (CategoricalCrossentropy, SparseCategoricalCrossentropy,
 BinaryCrossentropy, MeanSquaredError, MeanAbsoluteError, Huber (with its delta, which Keras' own
@@ -191,14 +192,17 @@ _OPTIMIZER_KEYS = {  # each class's own hyper-parameters (besides learning_rate,
     "Adadelta": ("rho", "epsilon"), "Lion": ("beta_1", "beta_2")}
 _SCHEDULES: dict[str, type[optimizers.LearningRateSchedule]] = {
     c.__name__: c for c in (optimizers.ExponentialDecay, optimizers.PiecewiseConstantDecay,
-                            optimizers.InverseTimeDecay)}
+                            optimizers.InverseTimeDecay, optimizers.PolynomialDecay,
+                            optimizers.CosineDecay, optimizers.CosineDecayRestarts)}
 
 # every fastnn loss is a Keras class of the same name (fastnn/losses.py); a loss at its class's
 # defaults is written as the name of its Keras function, as compile(loss="...") records it
 _LOSS_FUNCTION_OF = {c: name for name, c in losses._CLASS_OF_FUNCTION.items()}
 # metric strings both libraries know, and Keras metric classes by fastnn name
 _METRIC_NAMES = ("accuracy", "acc", "categorical_accuracy", "sparse_categorical_accuracy",
-                 "binary_accuracy", "mae", "mean_absolute_error", "mse", "mean_squared_error")
+                 "binary_accuracy", "mae", "mean_absolute_error", "mse", "mean_squared_error",
+                 "true_positives", "false_positives", "true_negatives", "false_negatives",
+                 "f1_score", "r2_score")
 _METRIC_CLASSES = {"CategoricalAccuracy": "categorical_accuracy",
                    "SparseCategoricalAccuracy": "sparse_categorical_accuracy",
                    "BinaryAccuracy": "binary_accuracy",

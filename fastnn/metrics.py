@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
@@ -96,6 +97,17 @@ def _check_thresholds(thresholds: Sequence[float]) -> None:
     bad = [t for t in thresholds if t is None or not 0 <= t <= 1]
     if bad:
         raise ValueError(f"Expected thresholds in [0, 1]. Received: thresholds={bad}")
+
+
+def _parse_thresholds(thresholds: float | Sequence[float] | None, default: float
+                      ) -> tuple[list[float], float | list[float] | None]:
+    """Keras' parse_init_thresholds: (the thresholds as a list, [default] for None; the
+    thresholds as given, for the config: a tuple or an array as a list (JSON))."""
+    if thresholds is None:
+        return [default], None
+    listed: list[float] = np.ravel(thresholds).tolist()
+    _check_thresholds(listed)
+    return listed, listed if np.ndim(thresholds) else listed[0]
 
 
 def _check_int(name: str, value: Any, low: int) -> int:
@@ -657,15 +669,8 @@ class _AtThresholds(_ConfusionMetric):
         super().__init__(name=name, dtype=dtype)
         self.top_k = None if top_k is None else _check_int("top_k", top_k, 1)
         self.class_id = None if class_id is None else _check_int("class_id", class_id, 0)
-        listed: list[float]
-        # init_thresholds: as given (for the config), a tuple or an array as a list (JSON)
-        self.init_thresholds: float | list[float] | None = None
-        if thresholds is None:
-            listed = [0.5 if top_k is None else NEG_INF]
-        else:
-            listed = np.ravel(thresholds).tolist()
-            _check_thresholds(listed)
-            self.init_thresholds = listed if np.ndim(thresholds) else listed[0]
+        listed, self.init_thresholds = _parse_thresholds(
+            thresholds, 0.5 if top_k is None else NEG_INF)
         self.thresholds = listed
         self._evenly = _evenly_distributed(listed)
         self.true_positives = self.add_variable((len(listed),), name="true_positives")
@@ -910,12 +915,554 @@ class AUC(_ConfusionMetric):
         return config
 
 
+class _ConditionCount(_ConfusionMetric):
+    """TruePositives, FalsePositives, TrueNegatives, FalseNegatives: the (weighted) count of
+    one of `_confusion`'s four at each threshold (the subclass' `_index` into them), Keras'
+    _ConfusionMatrixConditionCount.  Its state: one variable, "accumulator"."""
+
+    _index: int
+
+    def __init__(self, thresholds: float | Sequence[float] | None = None,
+                 name: str | None = None, dtype: DTypeLike | None = None) -> None:
+        super().__init__(name=name, dtype=dtype)
+        self.thresholds, self.init_thresholds = _parse_thresholds(thresholds, 0.5)
+        self._evenly = _evenly_distributed(self.thresholds)
+        self.accumulator = self.add_variable((len(self.thresholds),), name="accumulator")
+
+    def update(self, p: NDArray[Any], t: NDArray[Any],
+               sample_weight: NDArray[Any] | None = None) -> None:
+        p = self._predictions(p)
+        self.accumulator += _confusion(t, p, sample_weight, np.asarray(self.thresholds, p.dtype),
+                                       self._evenly)[self._index]
+
+    def result(self) -> float | NDArray[np.float64]:
+        """The count: a float for one threshold, else an array (one per threshold)."""
+        a = self.accumulator
+        return float(a[0]) if len(a) == 1 else a.copy()
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "thresholds": self.init_thresholds}
+
+
+class TruePositives(_ConditionCount):
+    """The (weighted) number of true positives, as `keras.metrics.TruePositives`: labels
+    y_true != 0 predicted above the threshold.
+
+    Args:
+        thresholds: a float or a list of floats in [0, 1] (default None: 0.5); one count per
+            threshold (a NumPy array when there are several).
+        name: default None ("true_positives", made unique).
+        dtype: see `Metric`.
+
+    >>> m = TruePositives(); m.update_state([0, 1, 1, 1], [1, 0, 1, 1]); m.result()
+    2.0
+    """
+
+    _index = 0
+
+
+class FalsePositives(_ConditionCount):
+    """The (weighted) number of false positives, as `keras.metrics.FalsePositives`; arguments
+    as `TruePositives` (name default None: "false_positives", made unique).
+
+    >>> m = FalsePositives(); m.update_state([0, 1, 0, 0], [0, 0, 1, 1]); m.result()
+    2.0
+    """
+
+    _index = 1
+
+
+class TrueNegatives(_ConditionCount):
+    """The (weighted) number of true negatives, as `keras.metrics.TrueNegatives`; arguments
+    as `TruePositives` (name default None: "true_negatives", made unique).
+
+    >>> m = TrueNegatives(); m.update_state([0, 1, 0, 0], [1, 1, 0, 0]); m.result()
+    2.0
+    """
+
+    _index = 2
+
+
+class FalseNegatives(_ConditionCount):
+    """The (weighted) number of false negatives, as `keras.metrics.FalseNegatives`; arguments
+    as `TruePositives` (name default None: "false_negatives", made unique).
+
+    >>> m = FalseNegatives(); m.update_state([0, 1, 1, 1], [0, 1, 0, 0]); m.result()
+    2.0
+    """
+
+    _index = 3
+
+
+class _AtConstraint(_ConfusionMetric):
+    """Keras' SensitivitySpecificityBase: the confusion counts at num_thresholds thresholds
+    (0, evenly spaced, 1; or 0.5 alone for num_thresholds=1), and the highest value of one
+    rate over the thresholds where another rate is >= the given value (0 where none is).
+    A subclass names its value (`_value_name`, its constructor's first argument) and gives
+    `_rates()`: (the constrained rate, the maximized rate), one per threshold."""
+
+    direction = "up"
+    _value_name: str
+
+    def __init__(self, value: float, num_thresholds: int = 200, class_id: int | None = None,
+                 name: str | None = None, dtype: DTypeLike | None = None) -> None:
+        v = self._value_name
+        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer,
+                                                             np.floating)) or not 0 <= value <= 1:
+            raise ValueError(f"Argument `{v}` must be in the range [0, 1]. Received: {v}={value}")
+        if isinstance(num_thresholds, bool) or not isinstance(num_thresholds, (int, np.integer)) \
+                or num_thresholds <= 0:
+            raise ValueError("Argument `num_thresholds` must be an integer > 0. "
+                             f"Received: num_thresholds={num_thresholds}")
+        super().__init__(name=name, dtype=dtype)
+        self.value = value
+        setattr(self, v, value)
+        self.num_thresholds = int(num_thresholds)
+        self.class_id = None if class_id is None else _check_int("class_id", class_id, 0)
+        n = self.num_thresholds
+        self.thresholds = [0.5] if n == 1 else \
+            [0.0] + [(i + 1) * 1.0 / (n - 1) for i in range(n - 2)] + [1.0]
+        self._evenly = n > 1
+        shape = (len(self.thresholds),)
+        self.true_positives = self.add_variable(shape, name="true_positives")
+        self.false_positives = self.add_variable(shape, name="false_positives")
+        self.true_negatives = self.add_variable(shape, name="true_negatives")
+        self.false_negatives = self.add_variable(shape, name="false_negatives")
+
+    def update(self, p: NDArray[Any], t: NDArray[Any],
+               sample_weight: NDArray[Any] | None = None) -> None:
+        p = self._predictions(p)
+        counts = _confusion(t, p, sample_weight, np.asarray(self.thresholds, p.dtype),
+                            self._evenly, class_id=self.class_id)
+        for var, c in zip(self._variables, counts):
+            var += c
+
+    def _sensitivity(self) -> NDArray[np.float64]:  # (= recall) tp / (tp + fn)
+        return _ratio(self.true_positives, self.true_positives + self.false_negatives)
+
+    def _specificity(self) -> NDArray[np.float64]:  # tn / (tn + fp)
+        return _ratio(self.true_negatives, self.true_negatives + self.false_positives)
+
+    def _precision(self) -> NDArray[np.float64]:  # tp / (tp + fp)
+        return _ratio(self.true_positives, self.true_positives + self.false_positives)
+
+    def _rates(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        raise NotImplementedError
+
+    def result(self) -> float:
+        """max(dependent where constrained >= value, else 0), 0.0 at the least (Keras'
+        _find_max_under_constraint)."""
+        constrained, dependent = self._rates()
+        return float(np.max(np.where(constrained >= self.value, dependent, 0.0), initial=0.0))
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "class_id": self.class_id,
+                "num_thresholds": self.num_thresholds, self._value_name: self.value}
+
+
+class SensitivityAtSpecificity(_AtConstraint):
+    """The best sensitivity tp / (tp + fn) over the thresholds where the specificity
+    tn / (tn + fp) is >= `specificity`, as `keras.metrics.SensitivityAtSpecificity`.
+
+    Args:
+        specificity: a number in [0, 1].
+        num_thresholds: the number of thresholds (default 200): 0, evenly spaced, 1
+            (num_thresholds=1: 0.5 alone).
+        class_id: the class (index of the last axis of y_pred) to compute the metric for.
+        name: default None ("sensitivity_at_specificity", made unique).
+        dtype: see `Metric`.
+
+    >>> m = SensitivityAtSpecificity(0.5)
+    >>> m.update_state([0, 0, 0, 1, 1], [0, 0.3, 0.8, 0.3, 0.8]); m.result()
+    0.5
+    """
+
+    _value_name = "specificity"
+
+    def __init__(self, specificity: float, num_thresholds: int = 200,
+                 class_id: int | None = None, name: str | None = None,
+                 dtype: DTypeLike | None = None) -> None:
+        super().__init__(specificity, num_thresholds, class_id, name, dtype)
+
+    def _rates(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        return self._specificity(), self._sensitivity()
+
+
+class SpecificityAtSensitivity(_AtConstraint):
+    """The best specificity tn / (tn + fp) over the thresholds where the sensitivity
+    tp / (tp + fn) is >= `sensitivity`, as `keras.metrics.SpecificityAtSensitivity`;
+    arguments as `SensitivityAtSpecificity` (name default None:
+    "specificity_at_sensitivity", made unique).
+
+    >>> m = SpecificityAtSensitivity(0.5)
+    >>> m.update_state([0, 0, 0, 1, 1], [0, 0.3, 0.8, 0.3, 0.8]); m.result()
+    0.666...
+    """
+
+    _value_name = "sensitivity"
+
+    def __init__(self, sensitivity: float, num_thresholds: int = 200,
+                 class_id: int | None = None, name: str | None = None,
+                 dtype: DTypeLike | None = None) -> None:
+        super().__init__(sensitivity, num_thresholds, class_id, name, dtype)
+
+    def _rates(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        return self._sensitivity(), self._specificity()
+
+
+class PrecisionAtRecall(_AtConstraint):
+    """The best precision tp / (tp + fp) over the thresholds where the recall tp / (tp + fn)
+    is >= `recall`, as `keras.metrics.PrecisionAtRecall`; arguments as
+    `SensitivityAtSpecificity` (name default None: "precision_at_recall", made unique).
+
+    >>> m = PrecisionAtRecall(0.5)
+    >>> m.update_state([0, 0, 0, 1, 1], [0, 0.3, 0.8, 0.3, 0.8]); m.result()
+    0.5
+    """
+
+    _value_name = "recall"
+
+    def __init__(self, recall: float, num_thresholds: int = 200, class_id: int | None = None,
+                 name: str | None = None, dtype: DTypeLike | None = None) -> None:
+        super().__init__(recall, num_thresholds, class_id, name, dtype)
+
+    def _rates(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        return self._sensitivity(), self._precision()
+
+
+class RecallAtPrecision(_AtConstraint):
+    """The best recall tp / (tp + fn) over the thresholds where the precision tp / (tp + fp)
+    is >= `precision` (0 when no threshold reaches it), as `keras.metrics.RecallAtPrecision`;
+    arguments as `SensitivityAtSpecificity` (name default None: "recall_at_precision", made
+    unique).  As Keras: a threshold where nothing is predicted positive has precision 0.
+
+    >>> m = RecallAtPrecision(0.8); m.update_state([0, 0, 1, 1], [0, 0.5, 0.3, 0.9]); m.result()
+    0.5
+    """
+
+    _value_name = "precision"
+
+    def __init__(self, precision: float, num_thresholds: int = 200,
+                 class_id: int | None = None, name: str | None = None,
+                 dtype: DTypeLike | None = None) -> None:
+        super().__init__(precision, num_thresholds, class_id, name, dtype)
+
+    def _rates(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        return self._precision(), self._sensitivity()
+
+
+# ---- F-scores and R2 --------------------------------------------------------------------------
+
+_AVERAGES = (None, "micro", "macro", "weighted")
+
+
+def _check_2d(cls: str, t: NDArray[Any], p: NDArray[Any]) -> None:
+    """FBetaScore's and R2Score's inputs: (batch_size, output_dim), of the same shape."""
+    if p.ndim != 2 or t.ndim != 2:
+        raise ValueError(f"{cls} expects 2D inputs with shape (batch_size, output_dim). "
+                         f"Received input shapes: y_pred.shape={p.shape} and "
+                         f"y_true.shape={t.shape}.")
+    if t.shape != p.shape:
+        raise ValueError(f"Expected y_true and y_pred of the same shape. Received: "
+                         f"y_true.shape={t.shape}, y_pred.shape={p.shape}")
+
+
+def _row_weights(sample_weight: NDArray[Any] | None, shape: tuple[int, ...]
+                 ) -> NDArray[Any] | None:
+    """A sample weight (a scalar or (batch,)) as a column broadcast to shape (batch, k)."""
+    if sample_weight is None:
+        return None
+    if sample_weight.ndim > 1:
+        raise ValueError(f"Expected sample_weight of shape (batch,) or a scalar. "
+                         f"Received: sample_weight.shape={sample_weight.shape}")
+    return _broadcast(sample_weight.reshape(-1, 1), shape, "sample_weight", "y_pred")
+
+
+class FBetaScore(Metric):
+    """The F-beta score (1 + b^2) * precision * recall / (b^2 * precision + recall), b = beta,
+    per class (the last axis of y_true and y_pred (batch, classes)), as
+    `keras.metrics.FBetaScore`.
+
+    Args:
+        average: None (default: one score per class, a NumPy array), "micro" (one score of the
+            counts summed over the classes), "macro" (the mean of the per-class scores) or
+            "weighted" (their mean weighted by each class' sum of y_true).
+        beta: a Python float > 0 (default 1.0), the weight of recall (Keras refuses an int).
+        threshold: None (default: the highest prediction of each sample is positive, ties
+            all, but never a 0) or a Python float in (0, 1]: predictions above it are positive.
+        name: default "fbeta_score".
+        dtype: see `Metric`.
+
+    As Keras, with epsilon = `fastnn.config.epsilon()`: precision = tp / (tp + fp + epsilon),
+    recall = tp / (tp + fn + epsilon), and epsilon added to the denominator of the score, so
+    a class never predicted nor seen scores 0.  The state is built from the number of classes
+    of the first batch (micro: scalars).  `sample_weight`: None, a scalar or (batch,).
+
+    >>> m = FBetaScore(beta=2.0, threshold=0.5)
+    >>> m.update_state([[1, 1, 1], [1, 0, 0], [1, 1, 0]],
+    ...                [[0.2, 0.6, 0.7], [0.2, 0.6, 0.6], [0.6, 0.8, 0.0]])
+    >>> m.result()
+    array([0.3846..., 0.9090..., 0.8333...])
+    """
+
+    direction = "up"
+
+    def __init__(self, average: str | None = None, beta: float = 1.0,
+                 threshold: float | None = None, name: str | None = "fbeta_score",
+                 dtype: DTypeLike | None = None) -> None:
+        super().__init__(dtype=dtype, name=name)
+        if average not in _AVERAGES:
+            raise ValueError("Invalid `average` argument value. Expected one of: "
+                             "{None, 'micro', 'macro', 'weighted'}. "
+                             f"Received: average={average}")
+        if not isinstance(beta, float):
+            raise ValueError("Invalid `beta` argument value. It should be a Python float. "
+                             f"Received: beta={beta} of type '{type(beta)}'")
+        if not beta > 0.0:
+            raise ValueError(f"Invalid `beta` argument value. It should be > 0. "
+                             f"Received: beta={beta}")
+        if threshold is not None:
+            if not isinstance(threshold, float):
+                raise ValueError("Invalid `threshold` argument value. It should be a Python "
+                                 f"float. Received: threshold={threshold} of type "
+                                 f"'{type(threshold)}'")
+            if not 0.0 < threshold <= 1.0:
+                raise ValueError("Invalid `threshold` argument value. It should verify "
+                                 f"0 < threshold <= 1. Received: threshold={threshold}")
+        self.average, self.beta, self.threshold = average, beta, threshold
+        self._built = False
+        if average == "micro":
+            self._build(None)
+
+    def _build(self, num_classes: int | None) -> None:
+        shape: tuple[int, ...] = () if num_classes is None else (num_classes,)
+        self.true_positives = self.add_variable(shape, name="true_positives")
+        self.false_positives = self.add_variable(shape, name="false_positives")
+        self.false_negatives = self.add_variable(shape, name="false_negatives")
+        self.intermediate_weights = self.add_variable(shape, name="intermediate_weights")
+        self._built = True
+
+    def update_state(self, y_true: ArrayLike, y_pred: ArrayLike,
+                     sample_weight: ArrayLike | None = None) -> None:
+        """Add a batch: y_true and y_pred (batch, classes), sample_weight None (1), a scalar
+        or (batch,)."""
+        t, p = _as_array(y_true, "y_true"), _as_array(y_pred, "y_pred")
+        self.update(p, t,
+                    None if sample_weight is None else _as_array(sample_weight, "sample_weight"))
+
+    def prepare_targets(self, y: NDArray[Any]) -> NDArray[Any]:
+        """(builds the state for y's classes, so every rank of a distributed fit has it.)"""
+        if not self._built:
+            self._build(y.shape[-1])
+        return y
+
+    def update(self, p: NDArray[Any], t: NDArray[Any],
+               sample_weight: NDArray[Any] | None = None) -> None:
+        _check_2d("FBetaScore", t, p)  # (F1Score's message too, as Keras)
+        self.prepare_targets(p)
+        if self.average != "micro" and p.shape[-1] != len(self.true_positives):
+            raise ValueError(f"Expected y_pred with {len(self.true_positives)} classes, as the "
+                             f"first batch. Received: y_pred.shape={p.shape}")
+        p = p.astype(self.dtype, copy=False)
+        if self.threshold is None:  # the maximum of each row (all of them on ties), never a 0
+            pred = (p >= p.max(axis=-1, keepdims=True)) & (np.abs(p) > 1e-9)
+        else:
+            pred = p > p.dtype.type(self.threshold)
+        yp = pred.astype(np.float64)
+        yt = t.astype(np.float64)
+        w = _row_weights(sample_weight, p.shape)
+        axis = None if self.average == "micro" else 0
+
+        def wsum(v: NDArray[np.float64]) -> NDArray[np.float64] | np.float64:
+            out: NDArray[np.float64] | np.float64 = (v if w is None else v * w).sum(axis=axis)
+            return out
+
+        self.true_positives += wsum(yp * yt)
+        self.false_positives += wsum(yp * (1 - yt))
+        self.false_negatives += wsum((1 - yp) * yt)
+        self.intermediate_weights += wsum(yt)
+
+    def result(self) -> float | NDArray[np.float64]:
+        """The score per class (average=None: a NumPy array), else a float; 0.0 before the
+        first batch."""
+        if not self._built:
+            return 0.0
+        eps, b2 = config.epsilon(), self.beta ** 2
+        tp, fp, fn = self.true_positives, self.false_positives, self.false_negatives
+        precision = tp / (tp + fp + eps)
+        recall = tp / (tp + fn + eps)
+        f = precision * recall / (b2 * precision + recall + eps) * (1 + b2)
+        if self.average == "weighted":
+            iw = self.intermediate_weights
+            return float(np.sum(f * iw / (np.sum(iw) + eps)))
+        if self.average is not None:
+            return float(np.mean(f))
+        out: NDArray[np.float64] = f
+        return out
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype, "average": self.average,
+                "beta": self.beta, "threshold": self.threshold}
+
+
+class F1Score(FBetaScore):
+    """The F1 score 2 * precision * recall / (precision + recall), as `keras.metrics.F1Score`:
+    `FBetaScore` with beta=1.0 (see it for average, threshold and the epsilons).
+
+    Args:
+        average: None (default), "micro", "macro" or "weighted".
+        threshold: None (default: the row's maximum is positive) or a float in (0, 1].
+        name: default "f1_score".
+        dtype: see `Metric`.
+
+    >>> m = F1Score(threshold=0.5)
+    >>> m.update_state([[1, 1, 1], [1, 0, 0], [1, 1, 0]],
+    ...                [[0.2, 0.6, 0.7], [0.2, 0.6, 0.6], [0.6, 0.8, 0.0]])
+    >>> m.result()
+    array([0.5, 0.8, 0.6666...])
+    """
+
+    def __init__(self, average: str | None = None, threshold: float | None = None,
+                 name: str | None = "f1_score", dtype: DTypeLike | None = None) -> None:
+        super().__init__(average=average, beta=1.0, threshold=threshold, name=name, dtype=dtype)
+
+    def get_config(self) -> dict[str, Any]:
+        config = super().get_config()
+        del config["beta"]
+        return config
+
+
+_CLASS_AGGREGATIONS = (None, "uniform_average", "variance_weighted_average")
+
+
+class R2Score(Metric):
+    """The coefficient of determination R2 = 1 - sum((y_true - y_pred)^2) /
+    sum((y_true - mean(y_true))^2) per output (the last axis of y_true and y_pred
+    (batch, outputs)), weighted by sample_weight, as `keras.metrics.R2Score`.
+
+    Args:
+        class_aggregation: "uniform_average" (default: the mean over the outputs),
+            "variance_weighted_average" (weighted by each output's sum of squares about its
+            mean) or None (one score per output, a NumPy array).
+        num_regressors: the number p of independent regressors, for the adjusted R2
+            1 - (1 - R2) (n - 1) / (n - p - 1), n the number of samples seen; 0 (default): R2.
+        name: default "r2_score".
+        dtype: see `Metric`.
+
+    As Keras: n counts the elements of y_true (samples times outputs); with p >= n - 1 the
+    adjusted score falls back to R2 with a warning; an output whose y_true is constant scores
+    0 where its residuals are not 0 (NaN where they are: 0 / 0); after `reset_state()` the
+    result is NaN (0.0 before the first batch, where Keras fails).  The state is built from the
+    number of outputs of the first batch.  `sample_weight`: None, a scalar, (batch,) or of
+    y_true's shape.
+
+    >>> m = R2Score(); m.update_state([[1], [4], [3]], [[2], [4], [4]]); m.result()
+    0.5714...
+    """
+
+    direction = "up"
+
+    def __init__(self, class_aggregation: str | None = "uniform_average",
+                 num_regressors: int = 0, name: str | None = "r2_score",
+                 dtype: DTypeLike | None = None) -> None:
+        super().__init__(dtype=dtype, name=name)
+        if class_aggregation not in _CLASS_AGGREGATIONS:
+            raise ValueError("Invalid value for argument `class_aggregation`. Expected one of "
+                             f"{_CLASS_AGGREGATIONS}. Received: "
+                             f"class_aggregation={class_aggregation}")
+        if isinstance(num_regressors, bool) or not isinstance(num_regressors, (int, np.integer)) \
+                or num_regressors < 0:
+            raise ValueError("Invalid value for argument `num_regressors`. Expected a value "
+                             f">= 0. Received: num_regressors={num_regressors}")
+        self.class_aggregation = class_aggregation
+        self.num_regressors = int(num_regressors)
+        self.num_samples = self.add_variable((), name="num_samples")
+        self._built = False
+
+    def _build(self, num_outputs: int) -> None:
+        self.squared_sum = self.add_variable((num_outputs,), name="squared_sum")
+        self.sum = self.add_variable((num_outputs,), name="sum")
+        self.total_mse = self.add_variable((num_outputs,), name="residual")
+        self.count = self.add_variable((num_outputs,), name="count")
+        self._built = True
+
+    def update_state(self, y_true: ArrayLike, y_pred: ArrayLike,
+                     sample_weight: ArrayLike | None = None) -> None:
+        """Add a batch: y_true and y_pred (batch, outputs) (a rank-1 one is made a column),
+        sample_weight None (1), a scalar, (batch,) or of y_true's shape."""
+        t, p = _same_rank(_as_array(y_true, "y_true"), _as_array(y_pred, "y_pred"))
+        self.update(p, t,
+                    None if sample_weight is None else _as_array(sample_weight, "sample_weight"))
+
+    def prepare_targets(self, y: NDArray[Any]) -> NDArray[Any]:
+        """(builds the state for y's outputs, so every rank of a distributed fit has it.)"""
+        if not self._built:
+            self._build(y.shape[-1])
+        return y
+
+    def update(self, p: NDArray[Any], t: NDArray[Any],
+               sample_weight: NDArray[Any] | None = None) -> None:
+        _check_2d("R2Score", t, p)
+        self.prepare_targets(t)
+        if t.shape[-1] != len(self.sum):
+            raise ValueError(f"Expected y_true with {len(self.sum)} outputs, as the first "
+                             f"batch. Received: y_true.shape={t.shape}")
+        yt = t.astype(np.float64)
+        if sample_weight is None:
+            w: NDArray[Any] = np.ones_like(yt)
+        else:
+            w = sample_weight[:, None] if sample_weight.ndim == 1 else sample_weight
+            w = _broadcast(w, yt.shape, "sample_weight", "y_true")
+        wt = yt * w
+        d = yt - p
+        self.sum += wt.sum(axis=0)
+        self.squared_sum += (yt * wt).sum(axis=0)
+        self.total_mse += (d * d * w).sum(axis=0)
+        self.count += w.sum(axis=0)
+        self.num_samples[()] += yt.size
+
+    def result(self) -> float | NDArray[np.float64]:
+        if not self._built:
+            return 0.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            mean = self.sum / self.count
+            total = self.squared_sum - self.sum * mean  # sum of w (y - mean)^2 per output
+            raw = 1 - self.total_mse / total
+            raw[np.isinf(raw)] = 0.0
+            r2: Any
+            if self.class_aggregation == "uniform_average":
+                r2 = float(np.mean(raw))
+            elif self.class_aggregation == "variance_weighted_average":
+                r2 = float(np.sum(total * raw) / np.sum(total))
+            else:
+                r2 = raw
+        p, n = self.num_regressors, float(self.num_samples)
+        if p:
+            if p > n - 1:
+                warnings.warn("More independent predictors than datapoints in adjusted R2 "
+                              "score. Falling back to standard R2 score.", stacklevel=2)
+            elif p == n - 1:
+                warnings.warn("Division by zero in Adjusted R2 score. Falling back to "
+                              "standard R2 score.", stacklevel=2)
+            else:
+                r2 = 1.0 - (1.0 - r2) * (n - 1.0) / (n - p - 1.0)
+        return r2  # type: ignore[no-any-return]
+
+    def get_config(self) -> dict[str, Any]:
+        return {"name": self.name, "dtype": self.dtype,
+                "class_aggregation": self.class_aggregation,
+                "num_regressors": self.num_regressors}
+
+
 # ---- names ------------------------------------------------------------------------------------
 
 _CLASSES: tuple[type[Metric], ...] = (
     Mean, MeanSquaredError, RootMeanSquaredError, MeanAbsoluteError, AUC, Precision, Recall,
     Accuracy, BinaryAccuracy, CategoricalAccuracy, SparseCategoricalAccuracy,
-    TopKCategoricalAccuracy, SparseTopKCategoricalAccuracy)
+    TopKCategoricalAccuracy, SparseTopKCategoricalAccuracy,
+    TruePositives, FalsePositives, TrueNegatives, FalseNegatives, PrecisionAtRecall,
+    RecallAtPrecision, SensitivityAtSpecificity, SpecificityAtSensitivity, FBetaScore,
+    F1Score, R2Score)
 # Keras' ALL_OBJECTS_DICT (for these classes): class names, their snake case, and the aliases
 _BY_NAME: dict[str, type[Metric]] = {
     **{c.__name__: c for c in _CLASSES}, **{_snake_case(c.__name__): c for c in _CLASSES},

@@ -117,10 +117,176 @@ class InverseTimeDecay(_DecaySchedule):
         return self.initial_learning_rate / (1 + self.decay_rate * self._progress(step))
 
 
+def _steps(name: str, value: Any) -> None:
+    """A schedule's number of steps: a finite number > 0 (Keras' message)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"Argument `{name}` must be > 0. Received: {name}={value!r}")
+
+
+def _finite(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)) \
+            or not math.isfinite(value):
+        raise ValueError(f"Expected {name} to be a finite float. Received: {name}={value!r}")
+
+
+class PolynomialDecay(LearningRateSchedule):
+    """lr(step) = (initial_learning_rate - end_learning_rate) * (1 - s / d) ** power
+    + end_learning_rate, as `keras.optimizers.schedules.PolynomialDecay`: s = min(step, d),
+    d = decay_steps; with cycle=True, s = step and d = decay_steps * ceil(step / decay_steps)
+    (decay_steps at step 0): the decay restarts from initial_learning_rate every decay_steps.
+
+    Args:
+        initial_learning_rate: the rate at step 0 (a float >= 0).
+        decay_steps: the steps over which to decay (> 0).
+        end_learning_rate: the rate reached after decay_steps (default 0.0001).
+        power: the power of the polynomial (>= 0, default 1.0: linear).
+        cycle: restart the decay every decay_steps (a bool, default False).
+        name: default "PolynomialDecay".
+    """
+
+    def __init__(self, initial_learning_rate: float, decay_steps: float,
+                 end_learning_rate: float = 0.0001, power: float = 1.0, cycle: bool = False,
+                 name: str = "PolynomialDecay") -> None:
+        _positive("initial_learning_rate", initial_learning_rate, allow_zero=True)
+        _steps("decay_steps", decay_steps)
+        _positive("end_learning_rate", end_learning_rate, allow_zero=True)
+        _positive("power", power, allow_zero=True)
+        if not isinstance(cycle, (bool, np.bool_)):  # (Keras takes any truth value)
+            raise ValueError(f"Expected cycle to be a bool. Received: cycle={cycle!r}")
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.decay_steps = decay_steps
+        self.end_learning_rate = float(end_learning_rate)
+        self.power = float(power)
+        self.cycle = bool(cycle)
+        self.name = name
+
+    def __call__(self, step: int) -> float:
+        s, d = float(step), float(self.decay_steps)
+        if self.cycle:
+            d *= 1.0 if s == 0 else math.ceil(s / d)
+        else:
+            s = min(s, d)
+        lr: float = ((self.initial_learning_rate - self.end_learning_rate)
+                     * (1.0 - s / d) ** self.power + self.end_learning_rate)
+        return lr
+
+
+class CosineDecay(LearningRateSchedule):
+    """A cosine decay, after an optional linear warmup, as
+    `keras.optimizers.schedules.CosineDecay` (Loshchilov & Hutter, SGDR):
+
+    - without warmup_target: lr(step) = initial_learning_rate * ((1 - alpha) * c + alpha),
+      c = 0.5 * (1 + cos(pi * min(step, decay_steps) / decay_steps));
+    - with warmup_target: for step < warmup_steps, lr = initial_learning_rate +
+      (warmup_target - initial_learning_rate) * step / warmup_steps; then the decay above
+      from warmup_target, over step - warmup_steps.
+
+    Args:
+        initial_learning_rate: the rate at step 0 (a float >= 0).
+        decay_steps: the steps over which to decay (> 0).
+        alpha: the final rate as a fraction of the decay's first rate (default 0.0).
+        name: default "CosineDecay".
+        warmup_target: None (default: no warmup) or the rate the warmup reaches.
+        warmup_steps: the steps of the warmup (>= 0, default 0).
+    """
+
+    def __init__(self, initial_learning_rate: float, decay_steps: float, alpha: float = 0.0,
+                 name: str = "CosineDecay", warmup_target: float | None = None,
+                 warmup_steps: float = 0) -> None:
+        _positive("initial_learning_rate", initial_learning_rate, allow_zero=True)
+        _steps("decay_steps", decay_steps)
+        _finite("alpha", alpha)
+        if warmup_target is not None:
+            _positive("warmup_target", warmup_target, allow_zero=True)
+        _positive("warmup_steps", warmup_steps, allow_zero=True)
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.decay_steps = decay_steps
+        self.alpha = float(alpha)
+        self.name = name
+        self.warmup_target = None if warmup_target is None else float(warmup_target)
+        self.warmup_steps = warmup_steps
+
+    def _decay(self, step: float, start: float) -> float:
+        c = 0.5 * (1.0 + math.cos(math.pi * step / self.decay_steps))
+        return start * ((1.0 - self.alpha) * c + self.alpha)
+
+    def __call__(self, step: int) -> float:
+        if self.warmup_target is None:
+            return self._decay(min(step, self.decay_steps), self.initial_learning_rate)
+        s = min(step, self.decay_steps + self.warmup_steps)
+        if s < self.warmup_steps:
+            return (self.warmup_target - self.initial_learning_rate) * s / self.warmup_steps \
+                + self.initial_learning_rate
+        return self._decay(s - self.warmup_steps, self.warmup_target)
+
+
+class CosineDecayRestarts(LearningRateSchedule):
+    """A cosine decay with warm restarts, as `keras.optimizers.schedules.CosineDecayRestarts`
+    (Loshchilov & Hutter, SGDR): period i (from 0) lasts first_decay_steps * t_mul**i steps;
+    at fraction f of it, lr = initial_learning_rate * ((1 - alpha) * m_mul**i * 0.5 *
+    (1 + cos(pi * f)) + alpha).  (As Keras, alpha is not scaled by m_mul**i.)
+
+    Args:
+        initial_learning_rate: the rate at step 0 (a float >= 0).
+        first_decay_steps: the steps of the first period (> 0).
+        t_mul: each period's length over the previous one's (> 0, default 2.0).
+        m_mul: each period's first rate over the previous one's (>= 0, default 1.0).
+        alpha: the lowest rate as a fraction of initial_learning_rate (default 0.0).
+        name: default "SGDRDecay".
+
+    With t_mul < 1 the periods end at step first_decay_steps / (1 - t_mul): a later step
+    raises ValueError (Keras returns NaN).  Keras finds the period i as floor(log(1 - f (1 - t_mul)) / log(t_mul)) in float32, which
+    can fall on either side of a restart; here that estimate is corrected to the exact period
+    (the one Keras' own test reference computes by a loop).
+    """
+
+    def __init__(self, initial_learning_rate: float, first_decay_steps: float,
+                 t_mul: float = 2.0, m_mul: float = 1.0, alpha: float = 0.0,
+                 name: str = "SGDRDecay") -> None:
+        _positive("initial_learning_rate", initial_learning_rate, allow_zero=True)
+        _steps("first_decay_steps", first_decay_steps)
+        _positive("t_mul", t_mul)
+        _positive("m_mul", m_mul, allow_zero=True)
+        _finite("alpha", alpha)
+        self.initial_learning_rate = float(initial_learning_rate)
+        self.first_decay_steps = first_decay_steps
+        self.t_mul = float(t_mul)
+        self.m_mul = float(m_mul)
+        self.alpha = float(alpha)
+        self.name = name
+
+    def __call__(self, step: int) -> float:
+        f = step / self.first_decay_steps  # in units of the first period
+        t = self.t_mul
+        if t == 1.0:
+            i = math.floor(f)
+            frac = f - i
+        else:
+            def start(k: int) -> float:  # where period k starts: sum of t**j, j < k
+                return (1.0 - t ** k) / (1.0 - t)
+            rest = 1.0 - f * (1.0 - t)
+            if rest <= 0:  # (t_mul < 1: the periods sum to first_decay_steps / (1 - t_mul))
+                raise ValueError(f"CosineDecayRestarts with t_mul={t} < 1 has no period at "
+                                 f"step {step}: its periods end at step "
+                                 f"{self.first_decay_steps / (1.0 - t)} (Keras returns NaN)")
+            i = max(math.floor(math.log(rest) / math.log(t)), 0)
+            while i > 0 and start(i) > f:
+                i -= 1
+            while start(i + 1) <= f:
+                i += 1
+            frac = (f - start(i)) / t ** i
+        c = 0.5 * self.m_mul ** i * (1.0 + math.cos(math.pi * frac))
+        return self.initial_learning_rate * ((1.0 - self.alpha) * c + self.alpha)
+
+
 schedules = types.SimpleNamespace(
     LearningRateSchedule=LearningRateSchedule, ExponentialDecay=ExponentialDecay,
-    PiecewiseConstantDecay=PiecewiseConstantDecay, InverseTimeDecay=InverseTimeDecay)
-_SCHEDULES = {c.__name__: c for c in (ExponentialDecay, PiecewiseConstantDecay, InverseTimeDecay)}
+    PiecewiseConstantDecay=PiecewiseConstantDecay, InverseTimeDecay=InverseTimeDecay,
+    PolynomialDecay=PolynomialDecay, CosineDecay=CosineDecay,
+    CosineDecayRestarts=CosineDecayRestarts)
+_SCHEDULES = {c.__name__: c for c in (ExponentialDecay, PiecewiseConstantDecay, InverseTimeDecay,
+                                      PolynomialDecay, CosineDecay, CosineDecayRestarts)}
 
 
 # ---- optimizers ------------------------------------------------------------------------------

@@ -136,8 +136,12 @@ def test_round_trip_keeps_predictions_weights_and_compile(saved):
     lambda: optimizers.Adamax(0.01, weight_decay=0.01),
     lambda: optimizers.Adadelta(1.0, rho=0.9),
     lambda: optimizers.Lion(0.001, beta_2=0.9),
+    lambda: optimizers.SGD(optimizers.PolynomialDecay(0.1, 2, 0.01, power=2.0, cycle=True)),
+    lambda: optimizers.Adam(optimizers.CosineDecay(0.001, 5, alpha=0.1, warmup_target=0.01,
+                                                   warmup_steps=2)),
+    lambda: optimizers.RMSprop(optimizers.CosineDecayRestarts(0.01, 2, t_mul=1.5, m_mul=0.5)),
 ], ids=["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw", "nadam", "exp", "piecewise",
-        "inverse", "adamax", "adadelta", "lion"])
+        "inverse", "adamax", "adadelta", "lion", "polynomial", "cosine", "restarts"])
 def test_round_trip_resumes_training_exactly(tmp_path, make):
     """The optimizer state survives: the next step is the same, bit for bit."""
     m = _every_layer(optimizer=make(), dropout=0.0)
@@ -1136,3 +1140,48 @@ def test_every_activation_and_initializer_round_trips(tmp_path):
     with pytest.raises(ValueError, match="no Keras file form"):
         kf.save_keras(models.Sequential([layers.Dense(2, input_shape=(3,), activation=functools.partial(
             activations.gelu, approximate=True))]), tmp_path / "g.keras")
+
+
+def test_new_schedules_and_metric_names_are_written_as_keras_writes_them(tmp_path):
+    """PolynomialDecay, CosineDecay and CosineDecayRestarts as keras.optimizers.schedules
+    objects with Keras' config keys; the metric names Keras' compile(metrics=[...]) records
+    for TruePositives ... FalseNegatives, F1Score and R2Score, read back as those metrics."""
+    names = ["true_positives", "false_positives", "true_negatives", "false_negatives",
+             "f1_score", "r2_score"]
+    sched = optimizers.CosineDecay(0.001, 5, alpha=0.1, warmup_target=0.01, warmup_steps=2)
+    m = models.Sequential([layers.Input((5,)), layers.Dense(1, activation="sigmoid")], seed=0)
+    m.compile(optimizers.Adam(sched), "binary_crossentropy", metrics=names)
+    kf.save_keras(m, tmp_path / "m.keras")
+    cc = json.loads(zipfile.ZipFile(tmp_path / "m.keras").read("config.json"))["compile_config"]
+    assert cc["metrics"] == names
+    lr = cc["optimizer"]["config"]["learning_rate"]
+    assert lr["module"] == "keras.optimizers.schedules" and lr["class_name"] == "CosineDecay"
+    assert lr["config"] == {"initial_learning_rate": 0.001, "decay_steps": 5, "alpha": 0.1,
+                            "name": "CosineDecay", "warmup_target": 0.01, "warmup_steps": 2}
+    m2 = kf.load_keras(tmp_path / "m.keras")
+    assert m2.optimizer.schedule.get_config() == sched.get_config()
+    assert m2.get_compile_config()["metrics"] == names
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 5)).astype(np.float32)
+    y = (rng.random((20, 1)) < 0.5).astype(np.float32)
+    hist = m2.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert set(names) <= set(hist.history)
+    from fastnn import metrics
+    assert [type(x) for x in m2.metrics] == [
+        metrics.TruePositives, metrics.FalsePositives, metrics.TrueNegatives,
+        metrics.FalseNegatives, metrics.F1Score, metrics.R2Score]
+
+
+@pytest.mark.parametrize("key, value", [("decay_steps", 0), ("warmup_steps", -1),
+                                        ("alpha", "x"), ("warmup_target", float("nan"))])
+def test_a_poisoned_cosine_decay_is_refused(tmp_path, key, value):
+    m = models.Sequential([layers.Input((5,)), layers.Dense(1)], seed=0)
+    m.compile(optimizers.SGD(optimizers.CosineDecay(0.01, 5, warmup_target=0.1,
+                                                    warmup_steps=2)), "mse")
+    kf.save_keras(m, tmp_path / "m.keras")
+
+    def edit(c):
+        c["compile_config"]["optimizer"]["config"]["learning_rate"]["config"][key] = value
+    bad = _rewrite(tmp_path / "m.keras", tmp_path / "bad.keras", edit_config=edit)
+    with pytest.raises(FileFormatError, match=key):
+        kf.load_keras(bad)

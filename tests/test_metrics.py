@@ -294,6 +294,13 @@ CONFIGURED = [
                         from_logits=True),
     lambda: metrics.AUC(thresholds=[0.3, 0.5], multi_label=True, num_labels=3,
                         label_weights=[1, 2, 3]),
+    metrics.TruePositives, lambda: metrics.FalsePositives(thresholds=[0.1, 0.7]),
+    lambda: metrics.TrueNegatives(thresholds=0.3), lambda: metrics.FalseNegatives(name="fn"),
+    lambda: metrics.PrecisionAtRecall(0.4, num_thresholds=100, class_id=12),
+    lambda: metrics.RecallAtPrecision(0.8), lambda: metrics.SensitivityAtSpecificity(0.5),
+    lambda: metrics.SpecificityAtSensitivity(1.0, num_thresholds=1),
+    lambda: metrics.FBetaScore(average="macro", beta=2.0, threshold=0.3), metrics.F1Score,
+    lambda: metrics.R2Score(class_aggregation=None, num_regressors=2),
 ]
 
 
@@ -374,7 +381,8 @@ def test_compile_resolution_as_keras():
     (lambda: metrics.BinaryAccuracy(threshold="half"), r"threshold .*'half'"),
     (lambda: metrics.TopKCategoricalAccuracy(k=0), r"k to be an int >= 1.*k=0"),
     (lambda: metrics.Mean(dtype="int8"), r"dtype .*'int8'"),
-    (lambda: metrics.get("f1_score"), r"metrics from .*Received: 'f1_score'"),
+    (lambda: metrics.get("pearson_correlation"),
+     r"metrics from .*Received: 'pearson_correlation'"),
     (lambda: metrics.deserialize({"class_name": "Nope", "config": {}}), r"class_name .*'Nope'"),
 ])
 def test_bad_configuration(make, match):
@@ -416,7 +424,17 @@ def test_bad_sample_weight():
                                   metrics.MeanSquaredError, metrics.RootMeanSquaredError,
                                   lambda: metrics.TopKCategoricalAccuracy(k=2),
                                   metrics.Precision, lambda: metrics.Recall(thresholds=[0.2, 0.7]),
-                                  metrics.AUC, lambda: metrics.AUC(curve="PR", multi_label=True)])
+                                  metrics.AUC, lambda: metrics.AUC(curve="PR", multi_label=True),
+                                  lambda: metrics.TruePositives(thresholds=[0.1, 0.5, 0.9]),
+                                  metrics.FalseNegatives,
+                                  lambda: metrics.PrecisionAtRecall(0.5, num_thresholds=20),
+                                  lambda: metrics.RecallAtPrecision(0.3, class_id=2),
+                                  lambda: metrics.SensitivityAtSpecificity(0.6),
+                                  lambda: metrics.SpecificityAtSensitivity(0.4),
+                                  metrics.F1Score, lambda: metrics.F1Score(average="micro"),
+                                  lambda: metrics.FBetaScore("weighted", 2.0, 0.4),
+                                  lambda: metrics.FBetaScore("macro", 0.5),
+                                  metrics.R2Score, lambda: metrics.R2Score(None, 1)])
 def test_update_with_weights_and_summed_states(make):
     rng = np.random.default_rng(3)
     y = rng.random((30, 4)).astype(np.float32)
@@ -520,3 +538,362 @@ def test_a_user_metric_in_the_stateful_api_and_in_evaluate():
     logs = model.evaluate(x, y, batch_size=3, verbose=0, return_dict=True)
     p = model.predict(x, verbose=0)  # (the default update: update_state(t, p) per batch)
     assert logs["binary_true_positives"] == float(np.sum((y != 0) & (p != 0)))
+
+
+# ---- confusion counts, the *At* metrics, F-scores and R2 (Keras 3.15's docs and tests) ---------
+
+NEW_KERAS_EXAMPLES = [
+    # confusion_metrics.py docstrings: (y_true, y_pred), sample_weight, result
+    (metrics.TruePositives, ([0, 1, 1, 1], [1, 0, 1, 1]), None, 2.0),
+    (metrics.TruePositives, ([0, 1, 1, 1], [1, 0, 1, 1]), [0, 0, 1, 0], 1.0),
+    (metrics.FalsePositives, ([0, 1, 0, 0], [0, 0, 1, 1]), None, 2.0),
+    (metrics.FalsePositives, ([0, 1, 0, 0], [0, 0, 1, 1]), [0, 0, 1, 0], 1.0),
+    (metrics.TrueNegatives, ([0, 1, 0, 0], [1, 1, 0, 0]), None, 2.0),
+    (metrics.TrueNegatives, ([0, 1, 0, 0], [1, 1, 0, 0]), [0, 0, 1, 0], 1.0),
+    (metrics.FalseNegatives, ([0, 1, 1, 1], [0, 1, 0, 0]), None, 2.0),
+    (metrics.FalseNegatives, ([0, 1, 1, 1], [0, 1, 0, 0]), [0, 0, 1, 0], 1.0),
+    (lambda: metrics.SensitivityAtSpecificity(0.5),
+     ([0, 0, 0, 1, 1], [0, 0.3, 0.8, 0.3, 0.8]), None, 0.5),
+    (lambda: metrics.SensitivityAtSpecificity(0.5),  # (printed 0.333333)
+     ([0, 0, 0, 1, 1], [0, 0.3, 0.8, 0.3, 0.8]), [1, 1, 2, 2, 1], 1 / 3),
+    (lambda: metrics.SpecificityAtSensitivity(0.5),  # (printed 0.66666667)
+     ([0, 0, 0, 1, 1], [0, 0.3, 0.8, 0.3, 0.8]), None, 2 / 3),
+    (lambda: metrics.SpecificityAtSensitivity(0.5),
+     ([0, 0, 0, 1, 1], [0, 0.3, 0.8, 0.3, 0.8]), [1, 1, 2, 2, 2], 0.5),
+    (lambda: metrics.PrecisionAtRecall(0.5),
+     ([0, 0, 0, 1, 1], [0, 0.3, 0.8, 0.3, 0.8]), None, 0.5),
+    (lambda: metrics.PrecisionAtRecall(0.5),  # (printed 0.33333333)
+     ([0, 0, 0, 1, 1], [0, 0.3, 0.8, 0.3, 0.8]), [2, 2, 2, 1, 1], 1 / 3),
+    (lambda: metrics.RecallAtPrecision(0.8), ([0, 0, 1, 1], [0, 0.5, 0.3, 0.9]), None, 0.5),
+    (lambda: metrics.RecallAtPrecision(0.8), ([0, 0, 1, 1], [0, 0.5, 0.3, 0.9]), [1, 0, 0, 1],
+     1.0),
+]
+
+
+@pytest.mark.parametrize("make, args, weight, expected", NEW_KERAS_EXAMPLES)
+def test_new_metrics_keras_documented_examples(make, args, weight, expected):
+    test_keras_documented_examples(make, args, weight, expected)
+
+
+AT_P = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.01, 0.02, 0.25, 0.26, 0.26], np.float32)
+AT_T = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+PR_P = np.array([0.0, 0.1, 0.2, 0.5, 0.6, 0.2, 0.5, 0.6, 0.8, 0.9], np.float32)
+RP_P = np.array([0.05, 0.1, 0.2, 0.3, 0.3, 0.35, 0.4, 0.45, 0.5, 0.6, 0.9, 0.95], np.float32)
+RP_T = np.array([0, 1, 0, 0, 0, 1, 1, 0, 1, 1, 0, 1])
+
+
+def test_at_constraint_keras_tests():
+    # keras/src/metrics/confusion_metrics_test.py, with their values
+    s = metrics.SensitivityAtSpecificity
+    hi = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 0.1, 0.45, 0.5, 0.8, 0.9], np.float32)
+    assert s(0.8)(AT_T, hi) == approx(0.8)  # test_unweighted_high_specificity
+    assert s(0.4)(AT_T, AT_P) == approx(0.6)  # test_unweighted_low_specificity
+    w = np.arange(1, 11)
+    for labels in (AT_T.astype(bool), AT_T, AT_T.astype(np.float32)):  # test_weighted
+        assert s(0.4)(labels, AT_P, sample_weight=w) == approx(0.675)
+        assert metrics.SpecificityAtSensitivity(0.4)(labels, AT_P, sample_weight=w) == approx(0.4)
+    sp = metrics.SpecificityAtSensitivity
+    assert sp(1.0)(AT_T, AT_P) == approx(0.2)  # test_unweighted_high_sensitivity
+    assert sp(0.4)(AT_T, AT_P) == approx(0.6)  # test_unweighted_low_sensitivity
+    three_t = np.eye(3)[AT_T * 2]  # test_unweighted_class_id: labels 0 or 2, one-hot
+    assert sp(0.4, class_id=2)(three_t, np.stack([AT_P] * 3, axis=1)) == approx(0.6)
+    pr = metrics.PrecisionAtRecall
+    assert pr(0.8)(AT_T, PR_P) == approx(2 / 3)  # test_unweighted_high_recall
+    assert pr(0.6)(AT_T, PR_P) == approx(0.75)  # test_unweighted_low_recall
+    assert pr(0.6, class_id=2)(three_t, np.stack([PR_P] * 3, axis=1)) == approx(0.75)
+    assert pr(7 / 8)(AT_T, PR_P, sample_weight=[2, 1, 2, 1, 2, 1, 2, 2, 1, 2]) == approx(0.7)
+    rp = metrics.RecallAtPrecision
+    assert rp(0.75)(RP_T, RP_P) == approx(0.5)  # test_unweighted_high_precision
+    assert rp(2 / 3)(RP_T, RP_P) == approx(5 / 6)  # test_unweighted_low_precision
+    assert rp(2 / 3, class_id=2)(np.eye(3)[RP_T * 2], np.stack([RP_P] * 3, axis=1)) == \
+        approx(5 / 6)
+    assert rp(0.75)([0, 1, 0, 0, 0, 1, 1], np.array([0.1, 0.2, 0.3, 0.5, 0.6, 0.9, 0.9],
+                                                    np.float32),
+                    sample_weight=[1, 2, 1, 2, 1, 2, 1]) == approx(0.6)
+    # test_unachievable_precision: the best precision is 1/2 < 2/3 -> 0
+    assert rp(2 / 3)([1, 1, 0, 0], np.array([0.1, 0.2, 0.3, 0.9], np.float32)) == 0.0
+    # test_unweighted_all_correct: 1 for each
+    rng = np.random.default_rng(6)
+    labels = rng.integers(0, 2, (100, 1))
+    for m in (s(0.7), sp(0.7), pr(0.7), rp(0.7)):
+        assert m(labels, labels.astype(np.float32)) == approx(1.0)
+
+
+def test_at_constraint_by_hand_and_thresholds():
+    # num_thresholds=3: thresholds [0, 0.5, 1]; scores [0.2, 0.6, 0.7, 0.4], labels [1, 1, 0, 0],
+    # weights [1, 2, 3, 4]: above 0: tp 3, fp 7; above 0.5: tp 2 (the 0.6), fp 3 (the 0.7);
+    # above 1: none.  tn = [0, 4, 7], fn = [0, 1, 3]
+    m = metrics.SensitivityAtSpecificity(0.5, num_thresholds=3)
+    t, y, w = [1, 1, 0, 0], [0.2, 0.6, 0.7, 0.4], [1, 2, 3, 4]
+    m.update_state(t, y, sample_weight=w)
+    assert m.thresholds == [0.0, 0.5, 1.0]
+    tp, fp, tn, fn = m.variables
+    assert (tp.tolist(), fp.tolist(), tn.tolist(), fn.tolist()) == \
+        ([3, 2, 0], [7, 3, 0], [0, 4, 7], [0, 1, 3])
+    # specificity [0, 4/7, 1] >= 0.5 at thresholds 0.5 and 1: sensitivity max(2/3, 0)
+    assert m.result() == approx(2 / 3)
+    # precision [0.3, 0.4, 0 (no positive predicted: divide_no_nan)]; recall [1, 2/3, 0]
+    assert metrics.PrecisionAtRecall(0.6, num_thresholds=3)(t, y, sample_weight=w) == approx(0.4)
+    assert metrics.RecallAtPrecision(0.35, num_thresholds=3)(t, y, sample_weight=w) == \
+        approx(2 / 3)
+    # num_thresholds=1: the one threshold 0.5, counted without the bucket method
+    one = metrics.SpecificityAtSensitivity(0.5, num_thresholds=1)
+    assert one.thresholds == [0.5] and one(t, y, sample_weight=w) == approx(4 / 7)
+    # a reset: the counts are zero, the result 0
+    m.reset_state()
+    assert m.result() == 0.0 and not m.state().any()
+    assert len(m.state()) == 4 * 3
+
+
+def test_condition_counts_thresholds_and_bucket_method():
+    # several thresholds: a vector; evenly spread ones (Keras' bucket method) and others agree
+    y = np.array([0.05, 0.3, 0.5, 0.51, 0.9, 1.0], np.float32)
+    t = np.array([1, 0, 1, 0, 1, 1])
+    w = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0])
+    # positive labels weigh 1, 3, 5, 6 at scores 0.05, 0.5, 0.9, 1.0 (a score is positive above
+    # the threshold, not at it); negatives 2, 4 at 0.3, 0.51
+    expect = {"tp": {0.0: 15, 0.5: 11, 1.0: 0}, "fp": {0.0: 6, 0.5: 4, 1.0: 0}}
+    for thresholds in ([0.0, 0.5, 1.0], [0.0, 0.5, 0.95]):  # bucket method, then not
+        tp = metrics.TruePositives(thresholds=thresholds)(t, y, sample_weight=w)
+        fp = metrics.FalsePositives(thresholds=thresholds)(t, y, sample_weight=w)
+        fn = metrics.FalseNegatives(thresholds=thresholds)(t, y, sample_weight=w)
+        tn = metrics.TrueNegatives(thresholds=thresholds)(t, y, sample_weight=w)
+        assert isinstance(tp, np.ndarray)
+        assert tp[:2].tolist() == [expect["tp"][0.0], expect["tp"][0.5]]
+        assert fp[:2].tolist() == [expect["fp"][0.0], expect["fp"][0.5]]
+        assert (tp + fn).tolist() == [15] * 3 and (fp + tn).tolist() == [6] * 3
+    assert metrics.TruePositives(thresholds=[0.0, 0.5, 1.0])(t, y).tolist() == [4, 2, 0]
+    assert metrics.TruePositives(thresholds=[0.0, 0.5, 1.0]).get_config()["thresholds"] == \
+        [0.0, 0.5, 1.0]
+    m = metrics.TruePositives()
+    assert m.get_config() == {"name": m.name, "dtype": "float32", "thresholds": None}
+    assert len(m.variables) == 1 and m.state().shape == (1,)
+
+
+# f_score_metrics_test.py test_fbeta_weighted_random_score_none (threshold None: the argmax)
+F_T = [[1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 0, 0], [1, 0, 0], [0, 0, 1]]
+F_P = [[0.9, 0.1, 0], [0.2, 0.6, 0.2], [0, 0, 1], [0.4, 0.3, 0.3], [0, 0.9, 0.1], [0, 0, 1]]
+F_W1, F_W0, F_WH = [1.0] * 6, [1.0, 0.0, 1.0, 1.0, 0.0, 1.0], [0.5, 1.0, 1.0, 1.0, 0.5, 1.0]
+FBETA_KERAS = [
+    (None, 0.5, F_W1, [0.909091, 0.555556, 1.0]), (None, 0.5, F_W0, [1.0, 0.0, 1.0]),
+    (None, 0.5, F_WH, [0.9375, 0.714286, 1.0]), (None, 1.0, F_W1, [0.8, 0.666667, 1.0]),
+    (None, 1.0, F_WH, [0.857143, 0.8, 1.0]), (None, 2.0, F_W1, [0.714286, 0.833333, 1.0]),
+    (None, 2.0, F_WH, [0.789474, 0.909091, 1.0]),
+    ("micro", 0.5, F_W1, 0.833333), ("micro", 1.0, F_W0, 1.0), ("micro", 2.0, F_WH, 0.9),
+    ("macro", 0.5, F_W1, 0.821549), ("macro", 1.0, F_W0, 0.666667),
+    ("macro", 1.0, F_WH, 0.885714), ("macro", 2.0, F_WH, 0.899522),
+    ("weighted", 0.5, F_W1, 0.880471), ("weighted", 1.0, F_W1, 0.844444),
+    ("weighted", 1.0, F_W0, 1.0), ("weighted", 2.0, F_WH, 0.897608),
+]
+
+
+@pytest.mark.parametrize("average, beta, weights, expected", FBETA_KERAS)
+def test_fbeta_keras_tests(average, beta, weights, expected):
+    # (Keras' values are float32 results printed to 6 digits, compared at atol=1e-6 there;
+    # here the float64 sums with epsilon 1e-7 in the denominators, at 1e-6)
+    m = metrics.FBetaScore(average, beta, None)
+    r = m(F_T, F_P, sample_weight=weights)
+    assert isinstance(r, np.ndarray if average is None else float)
+    assert np.asarray(r) == pytest.approx(expected, abs=1e-6)
+
+
+def test_fbeta_documented_examples_by_hand():
+    t = np.array([[1, 1, 1], [1, 0, 0], [1, 1, 0]], np.int32)
+    y = np.array([[0.2, 0.6, 0.7], [0.2, 0.6, 0.6], [0.6, 0.8, 0.0]], np.float32)
+    # threshold 0.5: predicted [[0, 1, 1], [0, 1, 1], [1, 1, 0]]; per class tp [1, 2, 1],
+    # fp [0, 1, 1], fn [2, 0, 0]: precision [1, 2/3, 1/2], recall [1/3, 1, 1]
+    prec, rec = np.array([1, 2 / 3, 1 / 2]), np.array([1 / 3, 1, 1])
+    for beta, keras_printed in ((2.0, [0.3846154, 0.90909094, 0.8333334]),
+                                (1.0, [0.5, 0.8, 0.6666667])):
+        exact = (1 + beta ** 2) * prec * rec / (beta ** 2 * prec + rec)
+        assert exact == pytest.approx(keras_printed, abs=1e-6)
+        m = metrics.FBetaScore(beta=beta, threshold=0.5) if beta != 1.0 else \
+            metrics.F1Score(threshold=0.5)
+        assert m(t, y) == pytest.approx(exact, abs=1e-6)  # (the epsilons: ~1e-7 off)
+        assert m.state().shape == (4 * 3,)
+        m.reset_state()
+        assert not m.state().any() and m.result().tolist() == [0.0, 0.0, 0.0]
+    # test_fbeta_random_score (threshold 0.66): macro 0.6555555 for beta 1, micro 0.6666667
+    yr, tr = [[0.7, 0.7, 0.7], [1, 0, 0], [0.9, 0.8, 0]], [[0, 0, 1], [1, 1, 0], [1, 1, 1]]
+    assert metrics.F1Score("macro", 0.66)(tr, yr) == pytest.approx(0.6555555, abs=1e-6)
+    assert metrics.F1Score("micro", 0.66)(tr, yr) == pytest.approx(0.6666667, abs=1e-6)
+    # threshold None: the row's maximum (ties: all of them), never a zero row
+    m = metrics.F1Score(average=None)
+    m.update_state([[1, 0], [0, 1], [1, 1]], [[0.5, 0.5], [0.0, 0.0], [0.2, 0.9]])
+    assert m.true_positives.tolist() == [1, 1] and m.false_positives.tolist() == [0, 1]
+    assert m.false_negatives.tolist() == [1, 1] and m.intermediate_weights.tolist() == [2, 2]
+    # names and configs, as Keras 3.15 writes them
+    assert metrics.F1Score().get_config() == {"name": "f1_score", "dtype": "float32",
+                                              "average": None, "threshold": None}
+    assert metrics.FBetaScore(beta=2.0).get_config() == {
+        "name": "fbeta_score", "dtype": "float32", "average": None, "beta": 2.0,
+        "threshold": None}
+
+
+# regression_metrics_test.py R2ScoreTest (y_true, y_pred, sample_weight, aggregation,
+# num_regressors, result)
+R2_T = [[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]
+R2_SK, R2_TFA, R2_W = [[0.4, 0.5, 0.6], [0.1, 0.2, 0.3], [0.5, 0.8, 0.2]], \
+    [[0.4, 0.9, 1.6], [0.1, 1.2, 0.6], [1.5, 0.8, 0.6]], [0.8, 0.1, 0.4]
+R2_KERAS = [
+    (R2_SK, None, None, 0, [0.37, -1.295, 0.565]),
+    (R2_SK, None, "uniform_average", 0, -0.12),
+    (R2_SK, None, "variance_weighted_average", 0, -0.12),
+    (R2_TFA, R2_W, None, 0, [0.17305559, -8.836666, -0.521]),
+    (R2_TFA, R2_W, None, 1, [0.054920673, -10.241904, -0.7382858]),
+    (R2_TFA, R2_W, None, 2, [-0.10259259, -12.115555, -1.0280001]),
+    (R2_TFA, R2_W, "uniform_average", 0, -3.0615367889404297),
+    (R2_TFA, R2_W, "uniform_average", 1, -3.641756534576416),
+    (R2_TFA, R2_W, "uniform_average", 2, -4.415382385253906),
+    (R2_TFA, R2_W, "variance_weighted_average", 0, -1.3710224628448486),
+    (R2_TFA, R2_W, "variance_weighted_average", 1, -1.7097399234771729),
+    (R2_TFA, R2_W, "variance_weighted_average", 2, -2.161363363265991),
+]
+
+
+@pytest.mark.parametrize("y, w, aggregation, regressors, expected", R2_KERAS)
+def test_r2_keras_tests(y, w, aggregation, regressors, expected):
+    # (Keras: float32, compared at atol=1e-6; these are float64 sums: to float32 rounding)
+    m = metrics.R2Score(aggregation, regressors)
+    r = m(R2_T, y, sample_weight=w)
+    assert isinstance(r, np.ndarray if aggregation is None else float)
+    assert np.asarray(r) == pytest.approx(expected, rel=1e-6, abs=1e-6)
+
+
+def test_r2_by_hand():
+    # the documented example: y_true [1, 4, 3] (mean 8/3), y_pred [2, 4, 4]: residuals 1 + 0 + 1,
+    # sum of squares (25 + 16 + 1) / 9 = 14/3: 1 - 2 / (14/3) = 4/7 (printed 0.57142854)
+    m = metrics.R2Score()
+    assert m([[1], [4], [3]], [[2], [4], [4]]) == approx(4 / 7)
+    assert m.num_samples == 3 and len(m.variables) == 5
+    # y_true (batch,) with y_pred (batch, 1): made a column (Keras' rank rule)
+    assert metrics.R2Score()([1, 4, 3], [[2], [4], [4]]) == approx(4 / 7)
+    # weights [2, 1, 1]: weighted mean 9/4; ss 2 (5/4)^2 + (7/4)^2 + (3/4)^2 = 108/16; res 2 + 1
+    assert metrics.R2Score()([[1], [4], [3]], [[2], [4], [4]], sample_weight=[2, 1, 1]) == \
+        approx(1 - 3 / (108 / 16))
+    # adjusted with 1 regressor, n = 3: 1 - (1 - 4/7) (3 - 1) / (3 - 1 - 1)
+    assert metrics.R2Score(num_regressors=1)([[1], [4], [3]], [[2], [4], [4]]) == \
+        approx(1 - (3 / 7) * 2)
+    # p >= n - 1: R2 with a warning (Keras' two messages)
+    for p, msg in ((2, "Division by zero"), (5, "More independent predictors")):
+        m = metrics.R2Score(num_regressors=p)
+        m.update_state([[1], [4], [3]], [[2], [4], [4]])
+        with pytest.warns(UserWarning, match=msg):
+            assert m.result() == approx(4 / 7)
+    # a constant y_true: a residual over 0 is -inf -> 0 (Keras' where(isinf)); 0 / 0 is NaN
+    assert metrics.R2Score()([[1.0], [1.0]], [[0.0], [2.0]]) == 0.0
+    assert math.isnan(metrics.R2Score()([[1.0], [1.0]], [[1.0], [1.0]]))
+    # before any batch 0.0; after a reset NaN (Keras: 0 / 0)
+    m = metrics.R2Score()
+    assert m.result() == 0.0
+    m.update_state([[1], [4], [3]], [[2], [4], [4]])
+    m.reset_state()
+    assert not m.state().any() and math.isnan(m.result())
+    assert metrics.R2Score().get_config() == {"name": "r2_score", "dtype": "float32",
+                                              "class_aggregation": "uniform_average",
+                                              "num_regressors": 0}
+
+
+def test_new_metric_names_as_keras():
+    # keras.metrics.get(name) in Keras 3.15: class names and their snake case
+    for name, cls, made in [("true_positives", metrics.TruePositives, "true_positives"),
+                            ("FalseNegatives", metrics.FalseNegatives, "false_negatives"),
+                            ("f1_score", metrics.F1Score, "f1_score"),
+                            ("f_beta_score", metrics.FBetaScore, "fbeta_score"),
+                            ("FBetaScore", metrics.FBetaScore, "fbeta_score"),
+                            ("r2_score", metrics.R2Score, "r2_score")]:
+        m = metrics.get(name)
+        assert type(m) is cls and m.name.startswith(made)
+    # (Keras: "fbeta_score" is no name of the registry, only the metric's default name)
+    with pytest.raises(ValueError, match="fbeta_score"):
+        metrics.get("fbeta_score")
+    # the *At* metrics need their value: Keras' get fails on the missing argument (TypeError)
+    with pytest.raises(TypeError):
+        metrics.get("precision_at_recall")
+    cfg = metrics.serialize(metrics.RecallAtPrecision(0.8, name="rap"))
+    assert cfg["class_name"] == "RecallAtPrecision" and cfg["config"] == {
+        "name": "rap", "dtype": "float32", "class_id": None, "num_thresholds": 200,
+        "precision": 0.8}
+    assert metrics.deserialize(cfg).precision == 0.8
+    assert metrics.F1Score().direction == "up" and metrics.TruePositives().direction is None
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: metrics.TruePositives(thresholds=[0.5, 1.2]), r"thresholds in \[0, 1\].*1\.2"),
+    (lambda: metrics.SensitivityAtSpecificity(-1),
+     r"`specificity` must be in the range \[0, 1\]. Received: specificity=-1"),
+    (lambda: metrics.SpecificityAtSensitivity(1.5), r"`sensitivity` must be .*sensitivity=1.5"),
+    (lambda: metrics.PrecisionAtRecall(-0.1), r"`recall` must be .*recall=-0.1"),
+    (lambda: metrics.RecallAtPrecision("high"), r"`precision` must be .*precision=high"),
+    (lambda: metrics.PrecisionAtRecall(0.4, num_thresholds=-1),
+     r"Argument `num_thresholds` must be an integer > 0. Received: num_thresholds=-1"),
+    (lambda: metrics.RecallAtPrecision(0.4, num_thresholds=0), r"num_thresholds=0"),
+    (lambda: metrics.SensitivityAtSpecificity(0.4, class_id=-2), r"class_id .*=-2"),
+    (lambda: metrics.FBetaScore(average="wrong"),
+     r"Invalid `average` argument value. Expected one of: .*Received: average=wrong"),
+    (lambda: metrics.FBetaScore(beta=1), r"`beta` .*Python float. Received: beta=1 of type"),
+    (lambda: metrics.FBetaScore(beta=None), r"`beta` .*Python float"),
+    (lambda: metrics.FBetaScore(beta=0.0), r"`beta` .*> 0. Received: beta=0.0"),
+    (lambda: metrics.FBetaScore(beta=-0.5), r"beta=-0.5"),
+    (lambda: metrics.F1Score(threshold=1), r"`threshold` .*Python float. Received: threshold=1"),
+    (lambda: metrics.F1Score(threshold=1.5), r"0 < threshold <= 1. Received: threshold=1.5"),
+    (lambda: metrics.F1Score(threshold=0.0), r"threshold=0.0"),
+    (lambda: metrics.R2Score(class_aggregation="wrong"),
+     r"Invalid value for argument `class_aggregation`.*class_aggregation=wrong"),
+    (lambda: metrics.R2Score(num_regressors=-1),
+     r"Invalid value for argument `num_regressors`. Expected a value >= 0.*=-1"),
+])
+def test_new_metrics_bad_configuration(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+@pytest.mark.parametrize("make, args, kwargs, match", [
+    (metrics.R2Score, ([0.0, 1.0], [0.0, 1.0]), {}, r"R2Score expects 2D inputs with shape"),
+    (metrics.F1Score, ([0, 1], [0.3, 0.8]), {}, r"FBetaScore expects 2D inputs .*y_pred.shape"),
+    (metrics.F1Score, ([[0, 1]], [[0.3, 0.8, 0.1]]), {}, r"same shape"),
+    (metrics.R2Score, ([[0, 1]], [[0.3, 0.8]]), {"sample_weight": [1, 2, 3]},
+     r"sample_weight broadcastable"),
+    (metrics.F1Score, ([[0, 1]], [[0.3, 0.8]]), {"sample_weight": [[1, 2]]},
+     r"sample_weight of shape \(batch,\)"),
+    (lambda: metrics.PrecisionAtRecall(0.5, class_id=3), ([[0, 1]], [[0.3, 0.8]]), {},
+     r"class_id < 2"),
+    (metrics.TruePositives, ([0, 1, 1], [0.1, 0.2]), {}, r"y_true.shape=\(3,\)"),
+])
+def test_new_metrics_bad_input(make, args, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        make().update_state(*args, **kwargs)
+
+
+def test_fbeta_and_r2_refuse_a_batch_of_other_width():
+    for m in (metrics.F1Score(), metrics.R2Score()):
+        m.update_state([[0, 1]], [[0.3, 0.8]])
+        with pytest.raises(ValueError, match="as the first batch"):
+            m.update_state([[0, 1, 1]], [[0.3, 0.8, 0.5]])
+
+
+def test_fit_and_evaluate_report_the_new_metrics():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(60, 5)).astype(np.float32)
+    y = (x[:, :1] + 0.3 * rng.normal(size=(60, 1)) > 0).astype(np.float32)
+    # (a vector result, e.g. F1Score(average=None), cannot be logged: fit's logs are floats)
+    ms = [metrics.F1Score("macro", threshold=0.5), metrics.PrecisionAtRecall(0.5),
+          metrics.TruePositives(), metrics.R2Score()]
+    m = _model(1, "sigmoid", "binary_crossentropy", ms)
+    m.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    logs = m.evaluate(x, y, batch_size=16, verbose=0, return_dict=True)
+    p = m.predict(x, verbose=0)
+    assert logs[ms[2].name] == float(np.sum((p > 0.5) & (y == 1)))
+    assert logs[ms[1].name] == approx(metrics.PrecisionAtRecall(0.5)(y, p))
+    assert logs["r2_score"] == approx(metrics.R2Score()(y, p))
+    assert logs["f1_score"] == approx(metrics.F1Score("macro", threshold=0.5)(y, p))
+
+
+def test_fbeta_and_r2_check_the_training_loops_batches_too():
+    # the loop's update() (no conversion) still refuses integer labels against (batch, k)
+    # scores, which would otherwise broadcast when batch == k
+    for m in (metrics.F1Score(), metrics.R2Score()):
+        with pytest.raises(ValueError, match="expects 2D inputs"):
+            m.update(np.full((3, 3), 0.5, np.float32), np.array([0, 2, 1]))
+        with pytest.raises(ValueError, match="same shape"):
+            m.update(np.full((3, 3), 0.5, np.float32), np.ones((3, 2)))
