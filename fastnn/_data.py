@@ -138,10 +138,11 @@ def metric_targets(metrics: Sequence[Metric], t: NDArray[Any]) -> list[NDArray[A
     return [m.prepare_targets(t) for m in metrics]
 
 
-def format_logs(logs: dict[str, float], return_dict: bool
-                ) -> dict[str, float] | float | list[float]:
-    """As Keras returns them: a dict, the loss alone, or [loss, *metrics]."""
-    logs = {k: float(v) for k, v in logs.items()}
+def format_logs(logs: dict[str, Any], return_dict: bool
+                ) -> dict[str, Any] | Any | list[Any]:
+    """As Keras returns them: a dict, the loss alone, or [loss, *metrics]; a scalar as a float,
+    a metric's vector result (F1Score(average=None), several thresholds) as an array."""
+    logs = {k: float(v) if np.ndim(v) == 0 else np.array(v, np.float64) for k, v in logs.items()}
     if return_dict:
         return logs
     if len(logs) == 1:

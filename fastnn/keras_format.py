@@ -124,6 +124,7 @@ import numpy as np
 from fastnn import (_files, activations, distribution, initializers, losses,
                     mixed_precision, optimizers)
 from fastnn import layers as layers_module
+from fastnn import metrics as metrics_module
 from fastnn.saving import FileFormatError
 
 if TYPE_CHECKING:
@@ -498,12 +499,27 @@ def _loss_config(loss: losses.Loss) -> str | dict[str, Any]:
     return cast("dict[str, Any]", _plain(losses.serialize(loss)))
 
 
+def _default_metric(m: dict[str, Any]) -> bool:
+    """Whether a serialized metric is its class with every default (its name says it all)."""
+    metric = metrics_module.deserialize(m)
+    try:
+        return type(metric)().get_config() == metric.get_config()
+    except TypeError:  # a required argument (PrecisionAtRecall's recall): never a default
+        return False
+
+
 def _compile_config(model: Sequential) -> dict[str, Any]:
     if not model.compiled:
         return {}
     cc = cast("dict[str, Any]", model.get_compile_config())  # (compiled)
     names: dict[str, list[str]] = {}
     for key in ("metrics", "weighted_metrics"):
+        for m in cc[key]:
+            if not isinstance(m, str) and not _default_metric(m):
+                raise ValueError(f"The metric {m['class_name']}({_files.short(m['config'])}) "
+                                 "has no Keras file form in fastnn (it writes metrics by name, "
+                                 "with their defaults); compile with its name or save in "
+                                 "fastnn's own format.")
         names[key] = [m if isinstance(m, str) else m["config"]["name"] for m in cc[key]]
         for m in names[key]:
             if m not in _METRIC_NAMES:

@@ -1185,3 +1185,22 @@ def test_a_poisoned_cosine_decay_is_refused(tmp_path, key, value):
     bad = _rewrite(tmp_path / "m.keras", tmp_path / "bad.keras", edit_config=edit)
     with pytest.raises(FileFormatError, match=key):
         kf.load_keras(bad)
+
+
+def test_metric_objects_with_settings_are_refused_before_writing(tmp_path):
+    """fastnn writes metrics by name: a metric object with non-default settings would come back
+    with its defaults, so it is refused (the file untouched); with its defaults it is its name."""
+    from fastnn import metrics
+    path = tmp_path / "m.keras"
+    for metric in (metrics.F1Score(average="macro"), metrics.BinaryAccuracy(threshold=0.7),
+                   metrics.PrecisionAtRecall(0.5)):
+        m = models.Sequential([layers.Input((3,)), layers.Dense(2, activation="softmax")])
+        m.compile("adam", "categorical_crossentropy", metrics=[metric])
+        with pytest.raises(ValueError, match="no Keras file form"):
+            kf.save_keras(m, path)
+        assert not path.exists()
+    m = models.Sequential([layers.Input((3,)), layers.Dense(2, activation="softmax")])
+    m.compile("adam", "categorical_crossentropy", metrics=[metrics.F1Score()])
+    kf.save_keras(m, path)
+    with zipfile.ZipFile(path) as z:
+        assert json.loads(z.read("config.json"))["compile_config"]["metrics"] == ["f1_score"]

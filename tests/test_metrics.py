@@ -897,3 +897,23 @@ def test_fbeta_and_r2_check_the_training_loops_batches_too():
             m.update(np.full((3, 3), 0.5, np.float32), np.array([0, 2, 1]))
         with pytest.raises(ValueError, match="same shape"):
             m.update(np.full((3, 3), 0.5, np.float32), np.ones((3, 2)))
+
+
+def test_evaluate_returns_a_vector_metric_as_an_array():
+    """evaluate (and its list form) keeps F1Score(average=None)'s per-class result as an array,
+    as Keras does; by hand: with one-hot targets and argmax predictions, class c's F1 is
+    2 tp / (2 tp + fp + fn)."""
+    from fastnn import layers, models
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((30, 4)).astype("float32")
+    y = np.eye(3, dtype="float32")[rng.integers(0, 3, 30)]
+    m = models.Sequential([layers.Dense(3, activation="softmax", input_shape=(4,))], seed=1)
+    m.compile("adam", "categorical_crossentropy", metrics=[metrics.F1Score()])
+    logs = m.evaluate(x, y, batch_size=30, verbose=0, return_dict=True)
+    pred = np.eye(3)[m.predict(x, verbose=0).argmax(1)]
+    tp, fp, fn = (pred * y).sum(0), (pred * (1 - y)).sum(0), ((1 - pred) * y).sum(0)
+    f1 = logs["f1_score"]
+    assert isinstance(f1, np.ndarray) and f1.shape == (3,)
+    np.testing.assert_allclose(f1, 2 * tp / np.maximum(2 * tp + fp + fn, 1e-7), rtol=1e-5)
+    loss, as_list = m.evaluate(x, y, batch_size=30, verbose=0)
+    assert loss == logs["loss"] and np.array_equal(as_list, f1)
