@@ -785,6 +785,18 @@ void fnn_dense_forward_bf16(float *y, float *z, uint16_t *y16, const uint16_t *x
 /* Columns of db are summed in chunks of this many, one chunk per thread at a time. */
 #define FNN_BF16_DB_CHUNK 64
 
+/* Inside a parallel region: db (out) := sum_rows(dz (n, out)) in float32, chunks of columns
+   shared by the team (no barrier at the end). */
+static void fnn_bf16_sum_rows(float *db, const float *dz, int64_t n, int64_t out) {
+#pragma omp for schedule(static) nowait
+    for (int64_t c0 = 0; c0 < out; c0 += FNN_BF16_DB_CHUNK) {
+        const int64_t c1 = fnn_min64(c0 + FNN_BF16_DB_CHUNK, out);
+        for (int64_t j = c0; j < c1; j++) db[j] = 0;
+        for (int64_t i = 0; i < n; i++)
+            for (int64_t j = c0; j < c1; j++) db[j] += dz[i * out + j];
+    }
+}
+
 void fnn_dense_backward_bf16(float *dw, float *db, float *dx, float *dz, uint16_t *scratch,
                              const float *dy, const uint16_t *x16, const uint16_t *wtp,
                              const float *y, const float *z, int64_t n, int64_t in,
@@ -801,15 +813,7 @@ void fnn_dense_backward_bf16(float *dw, float *db, float *dx, float *dz, uint16_
 #pragma omp for schedule(static) nowait
         for (int64_t i = 0; i < n; i++) fnn_bf16_convert_row(dz16 + i * out, dz + i * out, out, path);
     }
-    if (db) { /* db := sum_rows(dz), float32 */
-#pragma omp for schedule(static) nowait
-        for (int64_t c0 = 0; c0 < out; c0 += FNN_BF16_DB_CHUNK) {
-            const int64_t c1 = fnn_min64(c0 + FNN_BF16_DB_CHUNK, out);
-            for (int64_t j = c0; j < c1; j++) db[j] = 0;
-            for (int64_t i = 0; i < n; i++)
-                for (int64_t j = c0; j < c1; j++) db[j] += dz[i * out + j];
-        }
-    }
+    if (db) fnn_bf16_sum_rows(db, dz, n, out); /* db := sum_rows(dz), float32 */
     if (dw) {
 #pragma omp for schedule(static) nowait
         for (int64_t blk = 0; blk < fnn_ceil_div(n, 32); blk++)
@@ -852,15 +856,7 @@ void fnn_dense_backward_step_bf16(float *p, uint16_t *wp, float *g, float *db, f
     }
     for (int64_t blk = b0; blk < b1; blk++) fnn_bf16_pack_rows(dzp, NULL, dz, 32 * blk, n, out, path);
 #pragma omp barrier
-    if (db) { /* db := sum_rows(dz), float32, as fnn_dense_backward_bf16 sums it */
-#pragma omp for schedule(static) nowait
-        for (int64_t c0 = 0; c0 < out; c0 += FNN_BF16_DB_CHUNK) {
-            const int64_t c1 = fnn_min64(c0 + FNN_BF16_DB_CHUNK, out);
-            for (int64_t j = c0; j < c1; j++) db[j] = 0;
-            for (int64_t i = 0; i < n; i++)
-                for (int64_t j = c0; j < c1; j++) db[j] += dz[i * out + j];
-        }
-    }
+    if (db) fnn_bf16_sum_rows(db, dz, n, out); /* as fnn_dense_backward_bf16 sums it */
     /* this thread's 32-row blocks of dw (fnn_optimizer_step_bf16pack_f32's share), a chunk at
        a time: their rows of xt := x16.T, dw := xt @ dzp, the step, the pack */
     fnn_static_rows(t, nt, blocks, &b0, &b1);
