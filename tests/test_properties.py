@@ -113,10 +113,12 @@ def test_public_api_long_fuzz_over_strides_and_dtypes(x, act, step, fortran):
     view = big[:, ::step]
     if fortran:
         view = np.asfortranarray(view)
-    # the public function of each kernel code (relu_general: relu with the test's arguments)
+    # the public function of each kernel code (relu_general, threshold: with arguments)
     f = {"relu_general": functools.partial(activations.relu, negative_slope=0.1, max_value=2.5,
                                            threshold=0.3),
-         "gelu_tanh": functools.partial(activations.gelu, approximate=True)}.get(
+         "gelu_tanh": functools.partial(activations.gelu, approximate=True),
+         "threshold": functools.partial(activations.threshold, threshold=0.3,
+                                        default_value=-1.5)}.get(
         act, getattr(activations, act, None))
     got = f(view)
     want = f(np.ascontiguousarray(x))  # both through the kernels
