@@ -258,20 +258,11 @@ def norm_case(op, n, m, affine, training=True, dx_is_dy=False):
 
 
 # fnn_matmul_forward's tiles are 6 rows x 64 (f32) or 32 (f64) columns, its panels 256 rows of
-# b: sizes on, off and one past each, and the owned products of the book's network (2 shares)
+# b: sizes on, off and one past each, and the owned products of the book's network (2 shares).
+# Not in the registry: its sums of k products run in another order than NumPy's (and than
+# itself under another build, e.g. the sanitizers' -O1), so it is held to the rounding bound.
 MATMUL_SHAPES = [(1, 1, 1), (6, 64, 256), (7, 65, 257), (5, 33, 3), (13, 130, 100),
                  (128, 512, 392)]
-
-
-def matmul_case(m, n, k, trans_a):
-    """fastnn's own serial GEMM (the step's row-owned products)."""
-    def run(K, dtype, rng):
-        a = _rand(rng, (k, m) if trans_a else (m, k), dtype)
-        b = _rand(rng, (k, n), dtype)
-        c = np.full((m, n), np.nan, dtype)
-        K.matmul_forward(c, a, b, trans_a)
-        return [c]
-    return run
 
 
 def _registry():
@@ -334,9 +325,6 @@ def _registry():
             cases[f"{label}_step-{'x'.join(map(str, size))}"] = optimizer_case(make, size)
         for rows, cols in [(1, 1), (3, 17), (784, 512)]:
             cases[f"{label}_outer_step-{rows}x{cols}"] = outer_step_case(make, rows, cols)
-    for m, n, k in MATMUL_SHAPES:
-        for ta in (False, True):
-            cases[f"matmul-{m}x{n}x{k}{'-ta' if ta else ''}"] = matmul_case(m, n, k, ta)
     for shape in [(1, 1), (7, 13), (300, 784), (5, 4, 3)]:
         cases[f"gather-{'x'.join(map(str, shape))}"] = gather_case(shape)
     cases["gather-int64-labels"] = gather_case((50,), np.int64)
