@@ -92,7 +92,7 @@ def test_ctrl_c_stops_between_steps_keeps_the_last_step_and_can_resume():
 
     def begin(batch, logs):
         if m.optimizer.iterations == 6:  # the 7th step is about to run: press Ctrl-C
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.raise_signal(signal.SIGINT)  # to this (the main) thread, not any thread
 
     def end(batch, logs):
         after_step[m.optimizer.iterations] = m.get_weights()

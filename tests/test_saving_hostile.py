@@ -594,7 +594,7 @@ _CHILD_EARLY = textwrap.dedent("""
     real = tempfile.mkstemp
     def mkstemp(*args, **kwargs):  # SIGTERM lands once the file exists, before save knows it
         made = real(*args, **kwargs)
-        os.kill(os.getpid(), signal.SIGTERM)
+        signal.raise_signal(signal.SIGTERM)  # in this thread, at once
         return made
     tempfile.mkstemp = mkstemp
     models.Sequential([layers.Dense(4, input_shape=(3,))], seed=1).save(sys.argv[1])
