@@ -85,7 +85,16 @@ def test_losses_layers_optimizers_reject_bad_arguments():
         models.Sequential().add("dense")
 
 
-def test_ctrl_c_stops_between_steps_keeps_the_last_step_and_can_resume():
+@pytest.fixture
+def python_ctrl_c():
+    """Python's own Ctrl-C handler, as an interactive run has it (a shell starts background
+    jobs with SIGINT ignored, and Python then keeps it ignored: fit leaves that alone)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_ctrl_c_stops_between_steps_keeps_the_last_step_and_can_resume(python_ctrl_c):
     x, y, _ = blobs(n=40)
     m = tiny_model(seed=0)
     after_step = {}
