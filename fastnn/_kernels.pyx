@@ -140,6 +140,23 @@ cdef int _disjoint(str out_name, object out, str in_name, object other) except -
     return 0
 
 
+cdef int _outputs_disjoint(tuple outs, tuple ins, object dx=None, object dy=None) except -1:
+    """Refuse an output (outs: (name, array or None) pairs) that overlaps an input (ins) or
+    another output; dx may be exactly dy (the same data, an in-place backward), but no other
+    output may overlap dy."""
+    cdef Py_ssize_t k
+    in_place = (dx is not None and dy is not None and
+                cnp.PyArray_DATA(<cnp.ndarray>dx) == cnp.PyArray_DATA(<cnp.ndarray>dy))
+    for k, (oname, out) in enumerate(outs):
+        for iname, inp in ins:
+            _disjoint(oname, out, iname, inp)
+        for oname2, out2 in outs[k + 1:]:
+            _disjoint(oname, out, oname2, out2)
+        if dy is not None and not (in_place and out is dx):
+            _disjoint(oname, out, "dy", dy)
+    return 0
+
+
 cdef fnn_activation _activation(int act, object params) except *:
     """The struct fnn_activation of code act and its parameters (a sequence of at most
     FNN_ACT_PARAMS floats, the missing ones 0), checked as the kernels need them."""
@@ -367,13 +384,9 @@ cdef int _batchnorm_forward(real *kind, y, mean, var, x, gamma, beta, double eps
     cdef real *pv = <real *>_ptr(var, "var", t, 1, m, 0, training, "x")
     cdef real *pg = _opt(kind, gamma, "gamma", t, m, False)
     cdef real *pb = _opt(kind, beta, "beta", t, m, False)
-    outs = (("y", y), ("mean", mean), ("var", var)) if training else (("y", y),)
-    for k, (oname, out) in enumerate(outs):
-        for iname, inp in (("x", x), ("gamma", gamma), ("beta", beta)) + \
-                (() if training else (("mean", mean), ("var", var))):
-            _disjoint(oname, out, iname, inp)
-        for oname2, out2 in outs[k + 1:]:
-            _disjoint(oname, out, oname2, out2)
+    _outputs_disjoint((("y", y), ("mean", mean), ("var", var)) if training else (("y", y),),
+                      (("x", x), ("gamma", gamma), ("beta", beta))
+                      + (() if training else (("mean", mean), ("var", var))))
     with nogil:
         batchnorm_forward_k(py, pm, pv, px, pg, pb, n, m, epsilon, training)
     return 0
@@ -403,14 +416,8 @@ cdef int _batchnorm_backward(real *kind, dx, dgamma, dbeta, dy, x, mean, var, ga
     cdef real *pdg = <real *>_ptr(dgamma, "dgamma", t, 1, m, 0, True, "x")
     cdef real *pdb = <real *>_ptr(dbeta, "dbeta", t, 1, m, 0, True, "x")
     cdef real *pg = _opt(kind, gamma, "gamma", t, m, False)
-    outs = (("dx", dx), ("dgamma", dgamma), ("dbeta", dbeta))
-    for k, (oname, out) in enumerate(outs):
-        for iname, inp in (("x", x), ("mean", mean), ("var", var), ("gamma", gamma)):
-            _disjoint(oname, out, iname, inp)
-        for oname2, out2 in outs[k + 1:]:
-            _disjoint(oname, out, oname2, out2)
-        if pdx != pdy or oname != "dx":  # dx may be exactly dy
-            _disjoint(oname, out, "dy", dy)
+    _outputs_disjoint((("dx", dx), ("dgamma", dgamma), ("dbeta", dbeta)),
+                      (("x", x), ("mean", mean), ("var", var), ("gamma", gamma)), dx, dy)
     with nogil:
         batchnorm_backward_k(pdx, pdg, pdb, pdy, px, pm, pv, pg, n, m, epsilon)
     return 0
@@ -436,12 +443,8 @@ cdef int _layernorm_forward(real *kind, y, mean, rstd, x, gamma, beta, double ep
     cdef real *pr = <real *>_ptr(rstd, "rstd", t, 1, n, 0, True, "x")
     cdef real *pg = _opt(kind, gamma, "gamma", t, m, False)
     cdef real *pb = _opt(kind, beta, "beta", t, m, False)
-    outs = (("y", y), ("mean", mean), ("rstd", rstd))
-    for k, (oname, out) in enumerate(outs):
-        for iname, inp in (("x", x), ("gamma", gamma), ("beta", beta)):
-            _disjoint(oname, out, iname, inp)
-        for oname2, out2 in outs[k + 1:]:
-            _disjoint(oname, out, oname2, out2)
+    _outputs_disjoint((("y", y), ("mean", mean), ("rstd", rstd)),
+                      (("x", x), ("gamma", gamma), ("beta", beta)))
     with nogil:
         layernorm_forward_k(py, pm, pr, px, pg, pb, n, m, epsilon)
     return 0
@@ -467,14 +470,8 @@ cdef int _layernorm_backward(real *kind, dx, dgamma, dbeta, dy, x, mean, rstd, g
     cdef real *pdg = _opt(kind, dgamma, "dgamma", t, m, True)
     cdef real *pdb = _opt(kind, dbeta, "dbeta", t, m, True)
     cdef real *pg = _opt(kind, gamma, "gamma", t, m, False)
-    outs = (("dx", dx), ("dgamma", dgamma), ("dbeta", dbeta))
-    for k, (oname, out) in enumerate(outs):
-        for iname, inp in (("x", x), ("mean", mean), ("rstd", rstd), ("gamma", gamma)):
-            _disjoint(oname, out, iname, inp)
-        for oname2, out2 in outs[k + 1:]:
-            _disjoint(oname, out, oname2, out2)
-        if pdx != pdy or oname != "dx":  # dx may be exactly dy
-            _disjoint(oname, out, "dy", dy)
+    _outputs_disjoint((("dx", dx), ("dgamma", dgamma), ("dbeta", dbeta)),
+                      (("x", x), ("mean", mean), ("rstd", rstd), ("gamma", gamma)), dx, dy)
     with nogil:
         layernorm_backward_k(pdx, pdg, pdb, pdy, px, pm, pr, pg, n, m)
     return 0
@@ -519,13 +516,7 @@ cdef int _prelu_backward(real *kind, dx, dalpha, dy, x, alpha) except -1:
     cdef real *pdy = <real *>_ptr(dy, "dy", t, 2, n, m, False, "x")
     cdef real *pdx = <real *>_ptr(dx, "dx", t, 2, n, m, True, "x")
     cdef real *pda = _opt(kind, dalpha, "dalpha", t, m, True)
-    outs = (("dx", dx), ("dalpha", dalpha))
-    for k, (oname, out) in enumerate(outs):
-        for iname, inp in (("x", x), ("alpha", alpha)):
-            _disjoint(oname, out, iname, inp)
-        if pdx != pdy or oname != "dx":
-            _disjoint(oname, out, "dy", dy)
-    _disjoint("dx", dx, "dalpha", dalpha)
+    _outputs_disjoint((("dx", dx), ("dalpha", dalpha)), (("x", x), ("alpha", alpha)), dx, dy)
     with nogil:
         prelu_backward_k(pdx, pda, pdy, px, pa, n, m)
     return 0

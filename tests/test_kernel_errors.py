@@ -217,3 +217,24 @@ def test_unusual_openmp_settings_neither_hang_nor_change_results(env, tmp_path):
                          cwd=tmp_path, env={**os.environ, **env})
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "True"
+
+
+def test_norm_and_prelu_kernels_refuse_overlapping_outputs_but_take_dx_in_place():
+    """One aliasing check for the norm and PReLU wrappers (_kernels._outputs_disjoint): an
+    output may not overlap an input, another output or dy, except dx exactly dy."""
+    rng = np.random.default_rng(0)
+    x, dy = rng.random((4, 3)), rng.random((4, 3))
+    mean, var = x.mean(0), x.var(0)
+    C.batchnorm_backward(dy, np.empty(3), np.empty(3), dy, x, mean, var, None, 1e-3)  # in place
+    C.prelu_backward(dy, None, dy, x, np.ones(3))
+    with pytest.raises(ValueError, match="dgamma not to share memory with dy"):
+        C.batchnorm_backward(np.empty((4, 3)), dy[0], np.empty(3), dy, x, mean, var, None, 1e-3)
+    with pytest.raises(ValueError, match="dgamma not to share memory with dbeta"):
+        d = np.empty(3)
+        C.layernorm_backward(np.empty((4, 3)), d, d, dy, x, np.empty(4), np.ones(4), None)
+    with pytest.raises(ValueError, match="dalpha not to share memory with dy"):
+        C.prelu_backward(np.empty((4, 3)), dy[1], dy, x, np.ones(3))
+    with pytest.raises(ValueError, match="y not to share memory with x"):
+        C.layernorm_forward(x, np.empty(4), np.empty(4), x, None, None, 1e-3)
+    with pytest.raises(ValueError, match="mean not to share memory with x"):
+        C.batchnorm_forward(np.empty((4, 3)), x[0], np.empty(3), x, None, None, 1e-3, True)
