@@ -802,6 +802,37 @@ def _regularizer_config(layer: Layer, keys: dict[str, str]) -> dict[str, Any]:
     return out
 
 
+class _AffineNorm(Layer):
+    """What BatchNormalization and LayerNormalization share (set by _set_affine)."""
+
+    epsilon: float
+    center: bool
+    scale: bool
+    beta_initializer: Any
+    gamma_initializer: Any
+    gamma: NDArray[Any] | None
+    beta: NDArray[Any] | None
+
+
+def _set_affine(layer: _AffineNorm, epsilon: Any, center: Any, scale: Any, beta_initializer: Any,
+                gamma_initializer: Any, beta_regularizer: Any, gamma_regularizer: Any,
+                beta_constraint: Any, gamma_constraint: Any) -> None:
+    """The settings BatchNormalization and LayerNormalization share: epsilon (> 0), center and
+    scale, beta's and gamma's initializers (checked), regularizers and constraints; gamma and
+    beta are made by build."""
+    layer.epsilon = _number("epsilon", epsilon)
+    if not layer.epsilon > 0:
+        raise ValueError(f"Expected epsilon > 0. Received: epsilon={epsilon!r}")
+    layer.center, layer.scale = bool(center), bool(scale)
+    layer.beta_initializer, layer.gamma_initializer = beta_initializer, gamma_initializer
+    initializers.get(beta_initializer)
+    initializers.get(gamma_initializer)
+    _set_regularizers(layer, {"beta": (beta_regularizer, beta_constraint),
+                              "gamma": (gamma_regularizer, gamma_constraint)})
+    layer.gamma = None
+    layer.beta = None
+
+
 def _number(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.floating, np.integer)):
         raise ValueError(f"Expected {name} to be a number. Received: {name}={value!r}")
@@ -849,7 +880,7 @@ class _FeaturesLast:
         return y if self.identity else np.ascontiguousarray(y.transpose(np.argsort(self.order)))
 
 
-class BatchNormalization(Layer):
+class BatchNormalization(_AffineNorm):
     """Normalizes each feature with the batch's statistics in training and moving statistics at
     inference, as keras.layers.BatchNormalization:
 
@@ -897,21 +928,13 @@ class BatchNormalization(Layer):
                              f"Received: renorm={renorm!r}, synchronized={synchronized!r}")
         self.axis = int(axis)
         self.momentum = _number("momentum", momentum)
-        self.epsilon = _number("epsilon", epsilon)
-        if not self.epsilon > 0:
-            raise ValueError(f"Expected epsilon > 0. Received: epsilon={epsilon!r}")
-        self.center, self.scale = bool(center), bool(scale)
-        self.beta_initializer, self.gamma_initializer = beta_initializer, gamma_initializer
+        _set_affine(self, epsilon, center, scale, beta_initializer, gamma_initializer,
+                    beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint)
         self.moving_mean_initializer = moving_mean_initializer
         self.moving_variance_initializer = moving_variance_initializer
-        for init in (beta_initializer, gamma_initializer, moving_mean_initializer,
-                     moving_variance_initializer):
-            initializers.get(init)
+        initializers.get(moving_mean_initializer)
+        initializers.get(moving_variance_initializer)
         self.renorm_clipping, self.renorm_momentum = renorm_clipping, renorm_momentum
-        _set_regularizers(self, {"beta": (beta_regularizer, beta_constraint),
-                                 "gamma": (gamma_regularizer, gamma_constraint)})
-        self.gamma: NDArray[Any] | None = None
-        self.beta: NDArray[Any] | None = None
 
     def build(self, input_shape: Sequence[int], rng: np.random.Generator | None = None) -> None:
         full = (1, *input_shape)
@@ -981,7 +1004,7 @@ class BatchNormalization(Layer):
                 **_regularizer_config(self, {"beta": "beta", "gamma": "gamma"})}
 
 
-class LayerNormalization(Layer):
+class LayerNormalization(_AffineNorm):
     """Normalizes each sample over `axis`, as keras.layers.LayerNormalization:
     y := (x - mean) / sqrt(var + epsilon) * gamma + beta, mean and (biased) var of each sample
     over the axes; the same in training and inference (C kernels, src_c/norm.inc).
@@ -1015,17 +1038,8 @@ class LayerNormalization(Layer):
         if rms_scaling:
             raise ValueError("Expected rms_scaling=False (deprecated in Keras, not in fastnn). "
                              f"Received: rms_scaling={rms_scaling!r}")
-        self.epsilon = _number("epsilon", epsilon)
-        if not self.epsilon > 0:
-            raise ValueError(f"Expected epsilon > 0. Received: epsilon={epsilon!r}")
-        self.center, self.scale = bool(center), bool(scale)
-        self.beta_initializer, self.gamma_initializer = beta_initializer, gamma_initializer
-        initializers.get(beta_initializer)
-        initializers.get(gamma_initializer)
-        _set_regularizers(self, {"beta": (beta_regularizer, beta_constraint),
-                                 "gamma": (gamma_regularizer, gamma_constraint)})
-        self.gamma: NDArray[Any] | None = None
-        self.beta: NDArray[Any] | None = None
+        _set_affine(self, epsilon, center, scale, beta_initializer, gamma_initializer,
+                    beta_regularizer, gamma_regularizer, beta_constraint, gamma_constraint)
 
     def build(self, input_shape: Sequence[int], rng: np.random.Generator | None = None) -> None:
         full = (1, *input_shape)
