@@ -44,8 +44,9 @@
 #define FNN_BF16_TN 16    /* columns of a packed tile */
 #define FNN_BF16_TILE 512 /* its elements */
 
-/* Products of at least this many multiply-adds are shared by the team. */
-#define FNN_BF16_PAR_MNK (1 << 20)
+/* Products of at least this many multiply-adds are shared by the team (the book's second
+   layer, 128 x 512 x 10, is: its backward 48 -> 38 us on two threads). */
+#define FNN_BF16_PAR_MNK (1 << 18)
 
 static inline int64_t fnn_ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 static inline int64_t fnn_min64(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -234,7 +235,7 @@ void fnn_bf16_convert_forward(uint16_t *y, const float *x, int64_t n) {
 void fnn_bf16_gather_forward(uint16_t *out, const float *x, const int64_t *idx, int64_t n,
                              int64_t width) {
     const int path = fnn_bf16_run_path();
-    FNN_PARALLEL_BEGIN(n * width >= 4 * FNN_OMP_MIN_ELEMS)
+    FNN_PARALLEL_BEGIN(n * width * (int64_t)sizeof *x >= FNN_GATHER_PAR_BYTES) /* runtime.h */
 #pragma omp for schedule(static)
     for (int64_t i = 0; i < n; i++)
         fnn_bf16_convert_row(out + i * width, x + idx[i] * width, width, path);
@@ -553,11 +554,12 @@ static void fnn_bf16_a_tile(uint16_t *buf, const uint16_t *a, int64_t lda, int64
     } while (0)
 
 /* The block of c at (i0, j0) := (acc ? itself : 0) + its product over the k tiles [t0, t1).
-   ap, or NULL: a's tiles of these rows and k tiles, copied in a row (fnn_bf16_a_panel). */
-FNN_AMX static inline __attribute__((always_inline)) void fnn_bf16_block_amx(float *c, int64_t ldc, const uint16_t *a, int64_t lda,
-                                       const uint16_t *ap, const uint16_t *bp, int64_t m,
-                                       int64_t n, int64_t k, int64_t i0, int64_t j0, int64_t t0,
-                                       int64_t t1, int acc) {
+   ap, or NULL: a's tiles of these rows and k tiles, copied in a row (fnn_bf16_a_panel).
+   at, or NULL: a's two tiles of these rows in the last k tile, copied (when k % 32 != 0). */
+FNN_AMX static inline __attribute__((always_inline)) void
+fnn_bf16_block_amx(float *c, int64_t ldc, const uint16_t *a, int64_t lda, const uint16_t *ap,
+                   const uint16_t *at, const uint16_t *bp, int64_t m, int64_t n, int64_t k,
+                   int64_t i0, int64_t j0, int64_t t0, int64_t t1, int acc) {
     uint16_t abuf[2][16 * 32] __attribute__((aligned(64)));
     float cbuf[16 * 16] __attribute__((aligned(64)));
     const int64_t kb = fnn_ceil_div(k, FNN_BF16_TK), nb = fnn_ceil_div(n, FNN_BF16_TN);
@@ -581,6 +583,8 @@ FNN_AMX static inline __attribute__((always_inline)) void fnn_bf16_block_amx(flo
         const int kfull = k0 + FNN_BF16_TK <= k;
         if (ap) {
             _tile_loadd(4, ap + (t - t0) * FNN_BF16_TILE, 64);
+        } else if (at && !kfull) {
+            _tile_loadd(4, at, 64);
         } else if (full0 && kfull) {
             _tile_loadd(4, a + i0 * lda + k0, stride);
         } else {
@@ -596,6 +600,8 @@ FNN_AMX static inline __attribute__((always_inline)) void fnn_bf16_block_amx(flo
         if (rows2) {
             if (ap) {
                 _tile_loadd(5, ap + (t1 - t0 + t - t0) * FNN_BF16_TILE, 64);
+            } else if (at && !kfull) {
+                _tile_loadd(5, at + FNN_BF16_TILE, 64);
             } else if (full1 && kfull) {
                 _tile_loadd(5, a + (i0 + 16) * lda + k0, stride);
             } else {
@@ -622,6 +628,8 @@ FNN_AMX static inline __attribute__((always_inline)) void fnn_bf16_block_amx(flo
 #define FNN_AMX_A_BIG (1 << 19)
 #define FNN_AMX_NC 256
 #define FNN_AMX_KC 512
+/* Products of at most this many 32-row blocks keep their partial k tiles of a (64 KiB). */
+#define FNN_AMX_TAIL_ROWS 32
 
 /* The tile configuration of the AMX blocks, on this thread (_tile_release when done). */
 FNN_AMX static void fnn_bf16_amx_config(void) {
@@ -642,7 +650,8 @@ FNN_AMX static void fnn_bf16_gemm_rows_amx(float *c, int64_t ldc, const uint16_t
     fnn_bf16_amx_config();
     for (int64_t r = i0; r < i1; r += 32)
         for (int64_t j = 0; j < n; j += 32)
-            fnn_bf16_block_amx(c, ldc, a, lda, NULL, bp, m, n, k, r, j, 0, fnn_ceil_div(k, 32), 0);
+            fnn_bf16_block_amx(c, ldc, a, lda, NULL, NULL, bp, m, n, k, r, j, 0,
+                               fnn_ceil_div(k, 32), 0);
     _tile_release();
 }
 
@@ -651,10 +660,24 @@ FNN_AMX static void fnn_bf16_gemm_amx(float *c, int64_t ldc, const uint16_t *a, 
     fnn_bf16_amx_config();
     const int64_t rb = fnn_ceil_div(m, 32), cb = fnn_ceil_div(n, 32), kb = fnn_ceil_div(k, 32);
     if (m * k <= FNN_AMX_A_BIG || n <= FNN_AMX_NC) {
+        /* a thread's blocks run down the row blocks of a column block, then the next column
+           block: with few row blocks, each one's last, partial k tile of a is copied once per
+           thread, not once per block (a copy a tile load reads at once is slow) */
+        uint16_t tails[FNN_AMX_TAIL_ROWS][2 * FNN_BF16_TILE] __attribute__((aligned(64)));
+        const int cache = k % FNN_BF16_TK && rb <= FNN_AMX_TAIL_ROWS;
+        uint64_t have = 0; /* bit r: tails[r] copied */
 #pragma omp for schedule(static)
-        for (int64_t it = 0; it < rb * cb; it++)
-            fnn_bf16_block_amx(c, ldc, a, lda, NULL, bp, m, n, k, (it % rb) * 32, (it / rb) * 32,
-                               0, kb, 0);
+        for (int64_t it = 0; it < rb * cb; it++) {
+            const int64_t r = it % rb;
+            if (cache && !(have >> r & 1)) {
+                for (int64_t h = 0; h < 2; h++)
+                    fnn_bf16_a_tile(tails[r] + h * FNN_BF16_TILE, a, lda, m, k, r * 32 + 16 * h,
+                                    (kb - 1) * FNN_BF16_TK);
+                have |= (uint64_t)1 << r;
+            }
+            fnn_bf16_block_amx(c, ldc, a, lda, NULL, cache ? tails[r] : NULL, bp, m, n, k, r * 32,
+                               (it / rb) * 32, 0, kb, 0);
+        }
     } else {
         const int64_t per = FNN_AMX_NC / 32, kc = FNN_AMX_KC / 32, panels = fnn_ceil_div(cb, per);
         uint16_t ap[2 * (FNN_AMX_KC / 32) * FNN_BF16_TILE] __attribute__((aligned(64)));
@@ -671,8 +694,8 @@ FNN_AMX static void fnn_bf16_gemm_amx(float *c, int64_t ldc, const uint16_t *a, 
                             fnn_bf16_a_tile(ap + (h * (t1 - t0) + t - t0) * FNN_BF16_TILE, a, lda,
                                             m, k, r * 32 + 16 * h, t * FNN_BF16_TK);
                     for (int64_t j = p * per; j < fnn_min64(cb, (p + 1) * per); j++)
-                        fnn_bf16_block_amx(c, ldc, a, lda, ap, bp, m, n, k, r * 32, j * 32, t0,
-                                           t1, t0 > 0);
+                        fnn_bf16_block_amx(c, ldc, a, lda, ap, NULL, bp, m, n, k, r * 32, j * 32,
+                                           t0, t1, t0 > 0);
                 }
     }
     _tile_release();
@@ -790,10 +813,11 @@ void fnn_dense_forward_bf16(float *y, float *z, uint16_t *y16, const uint16_t *x
 static void fnn_bf16_sum_rows(float *db, const float *dz, int64_t n, int64_t out) {
 #pragma omp for schedule(static) nowait
     for (int64_t c0 = 0; c0 < out; c0 += FNN_BF16_DB_CHUNK) {
-        const int64_t c1 = fnn_min64(c0 + FNN_BF16_DB_CHUNK, out);
-        for (int64_t j = c0; j < c1; j++) db[j] = 0;
+        const int64_t w = fnn_min64(FNN_BF16_DB_CHUNK, out - c0);
+        float acc[FNN_BF16_DB_CHUNK] = {0}; /* the sums in registers, in the same order */
         for (int64_t i = 0; i < n; i++)
-            for (int64_t j = c0; j < c1; j++) db[j] += dz[i * out + j];
+            for (int64_t j = 0; j < w; j++) acc[j] += dz[i * out + c0 + j];
+        for (int64_t j = 0; j < w; j++) db[c0 + j] = acc[j];
     }
 }
 

@@ -35,6 +35,11 @@
 #define FNN_OMP_MIN_ELEMS (1 << 15)
 #endif
 
+/* The batch gathers (fnn_gather_forward_u8, fnn_bf16_gather_forward) read rows of x at random
+   indices, each a miss in the caches and the TLB: a gather reading at least this many bytes
+   is shared by the team, which halves the wait. */
+#define FNN_GATHER_PAR_BYTES (1 << 16)
+
 /* Every kernel runs with subnormals flushed to zero (FTZ|DAZ) and restores the caller's
    MXCSR before returning: a subnormal operand otherwise costs ~100 cycles (measured: an
    MNIST-sized GEMM 150x, a sigmoid row 40x slower).  MXCSR is per thread, so a parallel region

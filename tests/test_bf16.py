@@ -197,6 +197,9 @@ def test_pack_bit_exact(path, on_path, shape):
 # ---- forward and backward against the twins ------------------------------------------------
 
 SHAPES = [(n, i, o) for n in (1, 3, 128) for i in (1, 17, 784) for o in (1, 10, 33, 512)]
+# the AMX product keeps each row block's partial k tile of a for up to 32 row blocks (1024
+# rows of a): at that limit, and past it, where each block copies its own
+SHAPES += [(1024, 17, 40), (1100, 17, 40), (1100, 784, 300)]
 ACTS3 = ("linear", "relu", "softmax")
 
 
