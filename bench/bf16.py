@@ -19,12 +19,20 @@ import time
 
 import numpy as np
 
+# fastnn's contention monitor (src_c/runtime.c) shrinks its team while other threads keep this
+# process's threads waiting for a core; here those are this benchmark's own pools (NumPy's
+# OpenBLAS, which spins for a while after each product of the twin and of the NumPy phase), and
+# a shrunk team would time fastnn's products on one thread.  The phases run one at a time, so
+# the monitor is off here (the load average printed says whether other processes ran).
+os.environ["FASTNN_ALLOW_OVERSUBSCRIPTION"] = "1"
+
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import environment, pin_threads, timeit  # noqa: E402
 
 from fastnn import _codes  # noqa: E402
 from fastnn import _kernels as C  # noqa: E402
 from fastnn import _reference as R  # noqa: E402
+from fastnn._data import aligned_empty  # noqa: E402
 
 LINEAR = _codes.ACTIVATIONS["linear"]
 
@@ -33,13 +41,21 @@ def gflops(flops, t):
     return flops / t / 1e9
 
 
+def empty(shape, dtype=np.float32):
+    """Arrays on 64-byte boundaries, as the compiled step allocates its own (_data.aligned_empty):
+    NumPy's start 16 bytes past one, and a tile row across two cache lines costs the kernels."""
+    return aligned_empty(shape, dtype)
+
+
 def layer(rng, n, i, o):
-    x = rng.standard_normal((n, i)).astype(np.float32)
-    w = (rng.standard_normal((i, o)) / np.sqrt(i)).astype(np.float32)
-    x16 = np.empty(x.shape, np.uint16)
+    x = empty((n, i))
+    x[...] = rng.standard_normal((n, i))
+    w = empty((i, o))
+    w[...] = rng.standard_normal((i, o)) / np.sqrt(i)
+    x16 = empty(x.shape, np.uint16)
     C.bf16_convert_forward(x16, x)
-    wp = np.empty(C.bf16_packed_size(i, o), np.uint16)
-    wtp = np.empty(C.bf16_packed_size(o, i), np.uint16)
+    wp = empty(C.bf16_packed_size(i, o), np.uint16)
+    wtp = empty(C.bf16_packed_size(o, i), np.uint16)
     C.bf16_pack_forward(wp, wtp, w)
     dy = (rng.standard_normal((n, o)) / n).astype(np.float32)
     return x, w, x16, wp, wtp, dy
@@ -101,6 +117,7 @@ def main():
     pin_threads(args.threads)
     print("\n".join(environment(args.threads)))
     print(f"load average: {os.getloadavg()}")
+    print("contention monitor: off (FASTNN_ALLOW_OVERSUBSCRIPTION=1, see the top of this file)")
     paths = C.bf16_paths()
     verify(paths, SHAPES[:2] if args.quick else SHAPES)
 
@@ -112,10 +129,10 @@ def main():
         big = n == 2048
         reps = 3 if big else rep
         x, w, x16, wp, wtp, dy = layer(rng, n, i, o)
-        y = np.empty((n, o), np.float32)
-        dw, dx, db = np.empty((i, o), np.float32), np.empty((n, i), np.float32), np.empty(o, np.float32)
-        dz = np.empty_like(dy)
-        scratch = np.empty(C.bf16_backward_scratch_size(n, i, o), np.uint16)
+        y = empty((n, o))
+        dw, dx, db = empty((i, o)), empty((n, i)), empty(o)
+        dz = empty(dy.shape)
+        scratch = empty(C.bf16_backward_scratch_size(n, i, o), np.uint16)
         for p in paths:
             if big and p == "portable" and args.quick:
                 continue
@@ -138,12 +155,13 @@ def main():
 
     # the fused optimizer step + pack (adam on the 784 x 512 kernel) against step, then pack
     i, o = 784, 512
-    p = rng.standard_normal(i * o).astype(np.float32)
-    g = rng.standard_normal(i * o).astype(np.float32)
-    slots = {"momentums": np.zeros_like(p), "velocities": np.zeros_like(p)}
+    p, g = empty(i * o), empty(i * o)
+    p[...], g[...] = rng.standard_normal(i * o), rng.standard_normal(i * o)
+    slots = {"momentums": aligned_empty(i * o, np.float32, zero=True),
+             "velocities": aligned_empty(i * o, np.float32, zero=True)}
     opt = C.OptimizerStep(p, "adam", {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-7}, slots)
     opt.begin(1e-3, 1)
-    wp, wtp = np.empty(C.bf16_packed_size(i, o), np.uint16), np.empty(C.bf16_packed_size(o, i), np.uint16)
+    wp, wtp = empty(C.bf16_packed_size(i, o), np.uint16), empty(C.bf16_packed_size(o, i), np.uint16)
     fused = timeit(lambda: C.optimizer_step_bf16pack(opt, p, wp, wtp, g, 0, i, o), repeat=rep,
                    warmup=1, min_time=0.002)
     plain = timeit(lambda: opt.step(p, g), repeat=rep, warmup=1, min_time=0.002)
@@ -155,12 +173,14 @@ def main():
     n = 128
     x, w, x16, wp, wtp, dy = layer(rng, n, i, o)
     relu = _codes.ACTIVATIONS["relu"]
-    y = np.maximum(x @ w, 0).astype(np.float32)
-    p1 = w.reshape(-1).copy()
-    g1, db, dz = np.empty_like(p1), np.empty(o, np.float32), np.empty_like(dy)
-    scratch = np.empty(C.bf16_backward_scratch_size(n, i, o), np.uint16)
+    y = empty((n, o))
+    y[...] = np.maximum(x @ w, 0)
+    p1 = empty(i * o)
+    p1[...] = w.reshape(-1)
+    g1, db, dz = empty(i * o), empty(o), empty(dy.shape)
+    scratch = empty(C.bf16_backward_scratch_size(n, i, o), np.uint16)
     rms = C.OptimizerStep(p1, "rmsprop", {"rho": 0.9, "epsilon": 1e-7},
-                          {"velocities": np.zeros_like(p1)})
+                          {"velocities": aligned_empty(i * o, np.float32, zero=True)})
     rms.begin(1e-3, 1)
     two = timeit(lambda: (C.dense_backward_bf16(g1.reshape(i, o), db, None, dz, scratch, dy, x16,
                                                 wtp, y, None, relu, ()),
