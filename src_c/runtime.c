@@ -145,14 +145,35 @@ static int fnn_cgroup_cpus(void) {
 }
 #endif
 
-/* CPUs this process may use: its affinity mask, and a cgroup v2 quota (a container's --cpus). */
+#ifdef __linux__
+/* The CPUs this process may use, into set (0 if unknown): this thread's affinity mask, and under
+   OpenMP binding (OMP_PROC_BIND, OMP_PLACES, GOMP_CPU_AFFINITY) every place's CPUs, as libgomp
+   has already pinned this thread to one place and puts the team on the others. */
+static int fnn_cpu_set(cpu_set_t *set) {
+    if (sched_getaffinity(0, sizeof *set, set) != 0) return 0;
+#ifdef _OPENMP
+    if (omp_get_proc_bind() != omp_proc_bind_false) {
+        int ids[CPU_SETSIZE];
+        for (int p = 0; p < omp_get_num_places(); p++) {
+            const int k = omp_get_place_num_procs(p);
+            if (k < 1 || k > CPU_SETSIZE) continue;
+            omp_get_place_proc_ids(p, ids);
+            for (int i = 0; i < k; i++)
+                if (ids[i] >= 0 && ids[i] < CPU_SETSIZE) CPU_SET(ids[i], set);
+        }
+    }
+#endif
+    return 1;
+}
+#endif
+
+/* CPUs this process may use: its affinity mask (fnn_cpu_set), and a cgroup v2 quota (a
+   container's --cpus). */
 static int fnn_count_cpus(void) {
     int n = 0;
 #ifdef __linux__
     cpu_set_t set;
-    if (sched_getaffinity(0, sizeof set, &set) == 0) {
-        n = CPU_COUNT(&set);
-    }
+    if (fnn_cpu_set(&set)) n = CPU_COUNT(&set);
     const int q = fnn_cgroup_cpus();
 #else
     const int q = 0;
@@ -281,7 +302,7 @@ static int64_t fnn_mon_idle(void) {
     if (n <= 0) return -1;
     const long hz = sysconf(_SC_CLK_TCK);
     cpu_set_t set;
-    const int masked = sched_getaffinity(0, sizeof set, &set) == 0;
+    const int masked = fnn_cpu_set(&set);
     int64_t ticks = 0;
     int seen = 0;
     for (char *line = buf; line && *line; line = strchr(line, '\n'), line = line ? line + 1 : 0) {

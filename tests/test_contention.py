@@ -103,6 +103,21 @@ def test_a_process_pinned_to_one_cpu_runs_one_thread():
     assert got == {"counts": {"openmp": 1, "blas": 4}, "asked": 4, "finite": True}
 
 
+@pytest.mark.skipif(not LINUX or cpus() < 2, reason="needs Linux and two CPUs")
+@pytest.mark.parametrize("binding", ["OMP_PROC_BIND", "GOMP_CPU_AFFINITY"])
+def test_openmp_binding_keeps_every_cpu(binding):
+    """Under OpenMP binding libgomp pins the main thread to its first place before fastnn is
+    imported: its affinity mask is one CPU, yet the team may use every place's CPUs (it ran on
+    one thread before; README, Threads)."""
+    env = ({"OMP_PROC_BIND": "true"} if binding == "OMP_PROC_BIND"
+           else {"GOMP_CPU_AFFINITY": " ".join(map(str, sorted(os.sched_getaffinity(0))))})
+    got = run("""
+        print(json.dumps({"mask": len(os.sched_getaffinity(0)), "counts": _kernels.get_num_threads()}))
+    """, env=env)
+    assert got["mask"] == 1, got  # libgomp did pin this thread (else the case proves nothing)
+    assert got["counts"]["openmp"] == cpus(), got
+
+
 @pytest.mark.parametrize("batch_size", [32, 1])
 def test_results_depend_on_the_count_not_on_the_team(batch_size):
     """Three shares computed by three threads, by a team of two, or by one thread (GNU
