@@ -144,7 +144,7 @@ cdef extern from "fastnn.h" nogil:
     void fnn_optimizer_step_bf16pack_f32(float *p, uint16_t *wp, uint16_t *wtp, const float *g, int64_t off, int64_t i, int64_t o, const fnn_optimizer *opt) noexcept
     void fnn_dense_forward_bf16(float *y, float *z, uint16_t *y16, const uint16_t *x16, const uint16_t *wp, const float *b, int64_t n, int64_t i, int64_t o, fnn_activation act) noexcept
     void fnn_dense_backward_bf16(float *dw, float *db, float *dx, float *dz, uint16_t *scratch, const float *dy, const uint16_t *x16, const uint16_t *wtp, const float *y, const float *z, int64_t n, int64_t i, int64_t o, fnn_activation act) noexcept
-    void fnn_dense_backward_step_bf16(float *p, uint16_t *wp, float *g, float *db, float *dz, uint16_t *scratch, const float *dy, const uint16_t *x16, const float *y, const float *z, int64_t off, int64_t n, int64_t i, int64_t o, fnn_activation act, const fnn_optimizer *opt) noexcept
+    void fnn_dense_backward_step_bf16(float *p, uint16_t *wp, float *db, float *dz, uint16_t *scratch, const float *dy, const uint16_t *x16, const float *y, const float *z, int64_t off, int64_t n, int64_t i, int64_t o, fnn_activation act, const fnn_optimizer *opt) noexcept
 
 
 # Each kernel once for both real types (scikit-learn's `floating` pattern): the wrappers in

@@ -110,7 +110,7 @@ def dense_backward_bf16(dw: _Array | None, db: _Array | None, dx: _Array | None,
                         scratch: _Array, dy: _Array, x16: _Array, wtp: _Array, y: _Array,
                         z: _Array | None, act: int,
                         params: Sequence[float]) -> None: ...
-def dense_backward_step_bf16(opt: OptimizerStep, p: _Array, wp: _Array, g: _Array,
+def dense_backward_step_bf16(opt: OptimizerStep, p: _Array, wp: _Array,
                              db: _Array | None, dz: _Array, scratch: _Array, dy: _Array,
                              x16: _Array, y: _Array, z: _Array | None, start: int, act: int,
                              params: Sequence[float]) -> None: ...

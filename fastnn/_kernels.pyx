@@ -1221,13 +1221,14 @@ def dense_backward_bf16(dw, db, dx, dz, scratch, dy, x16, wtp, y, z, int act, pa
         fnn_dense_backward_bf16(pdw, pdb, pdx, pdz, ps, pdy, px, pw, py, pz, n, i, o, a)
 
 
-def dense_backward_step_bf16(OptimizerStep opt, p, wp, g, db, dz, scratch, dy, x16, y, z,
+def dense_backward_step_bf16(OptimizerStep opt, p, wp, db, dz, scratch, dy, x16, y, z,
                              int64_t start, int act, params):
-    """A first layer's backward and its kernel's step in one pass: what
-    dense_backward_bf16(dw, db, None, dz, scratch, dy, x16, -, y, z, act, params) with
-    dw = g[start : start + in out] (in, out), then optimizer_step_bf16pack(opt, p, wp, None,
-    g, start, in, out) give, bit for bit (no dx, so no wtp).  p, g float32 of opt.size; wp of
-    bf16_packed_size(in, out); the rest as dense_backward_bf16 (db may be None)."""
+    """A first layer's backward and its kernel's step in one pass: the p, state, wp, db, dz
+    and scratch that dense_backward_bf16(dw, db, None, dz, scratch, dy, x16, -, y, z, act,
+    params) then optimizer_step_bf16pack(opt, p, wp, None, g, start, in, out) give, with dw =
+    g[start : start + in out] (in, out), bit for bit (no dx, so no wtp); dw itself is never
+    written to memory.  p float32 of opt.size; wp of bf16_packed_size(in, out); the rest as
+    dense_backward_bf16 (db may be None)."""
     _bf16_ready()
     if opt.dtype != np.float32:
         raise TypeError(f"Expected an optimizer of float32 parameters. Received one of {opt.dtype}")
@@ -1243,7 +1244,6 @@ def dense_backward_step_bf16(OptimizerStep opt, p, wp, g, db, dz, scratch, dy, x
         raise ValueError(f"Expected z (the pre-activation) for act={act}. Received: z=None")
     opt._check_p(p, cnp.NPY_FLOAT32)
     cdef float *pp = <float *>cnp.PyArray_DATA(<cnp.ndarray>p)
-    cdef float *pg = <float *>_ptr(g, "g", cnp.NPY_FLOAT32, 0, opt.size, 0, True, "p")
     cdef uint16_t *pwp = <uint16_t *>_ptr(wp, "wp", cnp.NPY_UINT16, 1, fnn_bf16_packed_size(i, o), 0, True, None)
     cdef const uint16_t *px = <const uint16_t *>_ptr(x16, "x16", cnp.NPY_UINT16, 2, n, i, False, None)
     cdef const float *pdy = <const float *>_ptr(dy, "dy", cnp.NPY_FLOAT32, 2, n, o, False, None)
@@ -1258,7 +1258,7 @@ def dense_backward_step_bf16(OptimizerStep opt, p, wp, g, db, dz, scratch, dy, x
     if db is not None:
         pdb = <float *>_ptr(db, "db", cnp.NPY_FLOAT32, 1, o, 0, True, None)
     ins = (("x16", x16), ("y", y), ("z", z))
-    outs = [("p", p), ("wp", wp), ("g", g), ("db", db), ("dz", dz), ("scratch", scratch)]
+    outs = [("p", p), ("wp", wp), ("db", db), ("dz", dz), ("scratch", scratch)]
     outs += list(opt.slots.items())
     for k, (oname, out) in enumerate(outs):
         for iname, inp in ins:
@@ -1268,7 +1268,7 @@ def dense_backward_step_bf16(OptimizerStep opt, p, wp, g, db, dz, scratch, dy, x
         if <const float *>pdz != pdy or oname != "dz":  # dz may be exactly dy, nothing else
             _disjoint(oname, out, "dy", dy)
     with nogil:
-        fnn_dense_backward_step_bf16(pp, pwp, pg, pdb, pdz, ps, pdy, px, py, pz, start, n, i,
+        fnn_dense_backward_step_bf16(pp, pwp, pdb, pdz, ps, pdy, px, py, pz, start, n, i,
                                      o, a, &opt.o)
 
 

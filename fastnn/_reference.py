@@ -842,14 +842,15 @@ def dense_backward_bf16(dw: NDArray[Any] | None, db: NDArray[Any] | None,
 
 
 def dense_backward_step_bf16(opt: OptimizerStep, p: NDArray[Any], wp: NDArray[Any],
-                             g: NDArray[Any], db: NDArray[Any] | None, dz: NDArray[Any],
-                             scratch: NDArray[Any], dy: NDArray[Any], x16: NDArray[Any],
-                             y: NDArray[Any], z: NDArray[Any] | None, start: int, act: int,
+                             db: NDArray[Any] | None, dz: NDArray[Any], scratch: NDArray[Any],
+                             dy: NDArray[Any], x16: NDArray[Any], y: NDArray[Any],
+                             z: NDArray[Any] | None, start: int, act: int,
                              params: Sequence[float]) -> None:
-    """dense_backward_bf16 with dw = g[start : start + in out] (no dx), then
-    optimizer_step_bf16pack on that kernel (no wtp)."""
+    """dense_backward_bf16 into dw (no dx), then optimizer_step_bf16pack on that kernel
+    (no wtp), with the gradient dw at start in a gradient array of p's size."""
     in_, out = x16.shape[1], dy.shape[1]
-    dw = g.reshape(-1)[start:start + in_ * out].reshape(in_, out)
+    g = np.zeros_like(p)
+    dw = g[start:start + in_ * out].reshape(in_, out)
     dense_backward_bf16(dw, db, None, dz, scratch, dy, x16, np.empty(0, np.uint16), y, z, act,
                         params)
     optimizer_step_bf16pack(opt, p, wp, None, g, start, in_, out)

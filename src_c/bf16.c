@@ -302,11 +302,12 @@ static const uint16_t fnn_bf16_pairs[32] __attribute__((aligned(64))) = {
     8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
 
 FNN_AVX512BF16 static void fnn_bf16_pack_cols_avx512(uint16_t *bp, const float *src, int64_t r0,
-                                                     int64_t k, int64_t n) {
+                                                     int64_t k, int64_t n, int64_t j0,
+                                                     int64_t j1) {
     const __m512i idx = _mm512_load_si512((const void *)fnn_bf16_pairs);
     const int64_t rows = fnn_min64(32, k - r0), kb = fnn_ceil_div(k, FNN_BF16_TK);
-    const int64_t nb = fnn_ceil_div(n, FNN_BF16_TN);
-    for (int64_t jb = 0; jb < nb; jb++) {
+    const int64_t nb = fnn_ceil_div(fnn_min64(n, j1), FNN_BF16_TN);
+    for (int64_t jb = j0 / FNN_BF16_TN; jb < nb; jb++) {
         const int64_t cols = fnn_min64(16, n - 16 * jb);
         const __mmask16 m = cols >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << cols) - 1);
         uint16_t *tile = bp + (jb * kb + r0 / 32) * FNN_BF16_TILE;
@@ -323,15 +324,16 @@ FNN_AVX512BF16 static void fnn_bf16_pack_cols_avx512(uint16_t *bp, const float *
 }
 #endif
 
-/* Rows [r0, r0 + 32) of a float32 matrix src (k, n) into their tiles: bp := pack(bf16(src))
-   (tile row r0 / 32 of every column block) and bt := pack(bf16(src.T)) (column blocks r0 / 16
-   and r0 / 16 + 1 of src.T (n, k), every tile row), padding included; either may be NULL.
-   Each 32 x 32 piece goes through a small array on the stack, converted a row at a time. */
+/* Rows [r0, r0 + 32) of a float32 matrix src (k, n), its columns [j0, j1) (multiples of 32;
+   j1 may pass n), into their tiles: bp := pack(bf16(src)) (tile row r0 / 32 of those column
+   blocks) and bt := pack(bf16(src.T)) (column blocks r0 / 16 and r0 / 16 + 1 of src.T (n, k),
+   those tile rows), padding included; either may be NULL.  Each 32 x 32 piece goes through a
+   small array on the stack, converted a row at a time. */
 static void fnn_bf16_pack_rows(uint16_t *bp, uint16_t *bt, const float *src, int64_t r0,
-                               int64_t k, int64_t n, int path) {
+                               int64_t k, int64_t n, int64_t j0, int64_t j1, int path) {
 #if FNN_BF16_X86
     if (!bt && path != FNN_BF16_PORTABLE) {
-        if (bp) fnn_bf16_pack_cols_avx512(bp, src, r0, k, n);
+        if (bp) fnn_bf16_pack_cols_avx512(bp, src, r0, k, n, j0, j1);
         return;
     }
 #endif
@@ -347,7 +349,7 @@ static void fnn_bf16_pack_rows(uint16_t *bp, uint16_t *bt, const float *src, int
         of_rows = fnn_bf16_tile_of_rows_avx512;
     }
 #endif
-    for (int64_t j0 = 0; j0 < n; j0 += 32) {
+    for (; j0 < fnn_min64(n, j1); j0 += 32) {
         const int64_t cols = fnn_min64(32, n - j0);
         for (int64_t r = 0; r < 32; r++) {
             int64_t c = 0;
@@ -372,7 +374,8 @@ void fnn_bf16_pack_forward(uint16_t *wp, uint16_t *wtp, const float *w, int64_t 
     const int64_t blocks = fnn_ceil_div(in, 32);
     FNN_PARALLEL_BEGIN(in * out >= FNN_OMP_MIN_ELEMS)
 #pragma omp for schedule(static)
-    for (int64_t blk = 0; blk < blocks; blk++) fnn_bf16_pack_rows(wp, wtp, w, 32 * blk, in, out, path);
+    for (int64_t blk = 0; blk < blocks; blk++)
+        fnn_bf16_pack_rows(wp, wtp, w, 32 * blk, in, out, 0, out, path);
     FNN_PARALLEL_END
 }
 
@@ -399,7 +402,7 @@ void fnn_optimizer_step_bf16pack_f32(float *p, uint16_t *wp, uint16_t *wtp, cons
         const int64_t r0 = 32 * c0, r1 = fnn_min64(in, 32 * c1);
         fnn_optimizer_step_f32(p, g, off + r0 * out, (r1 - r0) * out, o);
         for (int64_t blk = c0; blk < c1; blk++)
-            fnn_bf16_pack_rows(wp, wtp, p + off, 32 * blk, in, out, path);
+            fnn_bf16_pack_rows(wp, wtp, p + off, 32 * blk, in, out, 0, out, path);
     }
     FNN_PARALLEL_END
 }
@@ -640,19 +643,20 @@ FNN_AMX static void fnn_bf16_amx_config(void) {
         cfg.rows[t] = 16;
         cfg.colsb[t] = 64;
     }
-    _tile_loadconfig(&cfg); /* per thread */
+    /* LDTILECFG, per thread.  Not GCC's _tile_loadconfig: its asm names only a pointer's worth
+       of the operand as read, so the compiler may drop the stores to rows and colsb above
+       (it did once this function stopped being inlined) */
+    __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
 }
 
-/* Rows [i0, i1) of c (i0 a multiple of 32) on this thread, in fnn_bf16_gemm_amx's blocks. */
-FNN_AMX static void fnn_bf16_gemm_rows_amx(float *c, int64_t ldc, const uint16_t *a, int64_t lda,
-                                           const uint16_t *bp, int64_t m, int64_t n, int64_t k,
-                                           int64_t i0, int64_t i1) {
-    fnn_bf16_amx_config();
-    for (int64_t r = i0; r < i1; r += 32)
-        for (int64_t j = 0; j < n; j += 32)
-            fnn_bf16_block_amx(c, ldc, a, lda, NULL, NULL, bp, m, n, k, r, j, 0,
-                               fnn_ceil_div(k, 32), 0);
-    _tile_release();
+FNN_AMX static void fnn_bf16_amx_release(void) { _tile_release(); }
+
+/* The 32 x 32 block of c at (i0, j0), as fnn_bf16_gemm_amx computes it (tiles configured). */
+FNN_AMX static void fnn_bf16_block32_amx(float *c, int64_t ldc, const uint16_t *a, int64_t lda,
+                                         const uint16_t *bp, int64_t m, int64_t n, int64_t k,
+                                         int64_t i0, int64_t j0) {
+    fnn_bf16_block_amx(c, ldc, a, lda, NULL, NULL, bp, m, n, k, i0, j0, 0, fnn_ceil_div(k, 32),
+                       0);
 }
 
 FNN_AMX static void fnn_bf16_gemm_amx(float *c, int64_t ldc, const uint16_t *a, int64_t lda,
@@ -719,28 +723,45 @@ static void fnn_bf16_gemm(float *c, int64_t ldc, const uint16_t *a, int64_t lda,
     fnn_bf16_gemm_portable(c, ldc, a, lda, bp, m, n, k);
 }
 
-/* Rows [i0, i1) of c (m, n) := a (m, k) @ B (i0 a multiple of 32) on this thread, in the
-   blocks of fnn_bf16_gemm on the path: the same sums, bit for bit (the AMX panels of big
-   products only reorder the blocks and keep c in float32 between chunks of k). */
-static void fnn_bf16_gemm_rows(float *c, int64_t ldc, const uint16_t *a, int64_t lda,
-                               const uint16_t *bp, int64_t m, int64_t n, int64_t k, int64_t i0,
-                               int64_t i1, int path) {
+/* The AMX tile configuration of this thread, around fnn_bf16_gemm_block calls (on = 1, then 0);
+   nothing on the other paths. */
+static void fnn_bf16_tiles(int path, int on) {
 #if FNN_BF16_X86
     if (path == FNN_BF16_AMX) {
-        fnn_bf16_gemm_rows_amx(c, ldc, a, lda, bp, m, n, k, i0, i1);
+        if (on) fnn_bf16_amx_config();
+        else fnn_bf16_amx_release();
+    }
+#endif
+    (void)path, (void)on;
+}
+
+/* The 32 x 32 block at (i0, j0) (multiples of 32) of a (m, k) @ B into cb (its rows ldc apart;
+   rows past m and columns past n not written), on this thread, in the blocks of fnn_bf16_gemm
+   on the path: the same sums, bit for bit (the AMX panels of big products only reorder the
+   blocks and keep c in float32 between chunks of k). */
+static void fnn_bf16_gemm_block(float *cb, int64_t ldc, const uint16_t *a, int64_t lda,
+                                const uint16_t *bp, int64_t m, int64_t n, int64_t k, int64_t i0,
+                                int64_t j0, int path) {
+    /* the block's rows of a and column blocks of B, as a product of its own at (0, 0) */
+    a += i0 * lda;
+    bp += (j0 / FNN_BF16_TN) * fnn_ceil_div(k, FNN_BF16_TK) * FNN_BF16_TILE;
+    m -= i0;
+    n -= j0;
+#if FNN_BF16_X86
+    if (path == FNN_BF16_AMX) {
+        fnn_bf16_block32_amx(cb, ldc, a, lda, bp, m, n, k, 0, 0);
         return;
     }
     if (path == FNN_BF16_AVX512BF16) {
-        for (int64_t r = i0; r < i1; r += 8)
-            for (int64_t jb = 0; jb < fnn_ceil_div(n, 16); jb += 2)
-                fnn_bf16_block8_avx512(c, ldc, a, lda, bp, m, n, k, r, jb);
+        for (int64_t r = 0; r < fnn_min64(32, m); r += 8)
+            fnn_bf16_block8_avx512(cb, ldc, a, lda, bp, m, n, k, r, 0);
         return;
     }
 #endif
     (void)path;
-    for (int64_t r = i0; r < i1; r += 4)
-        for (int64_t jb = 0; jb < fnn_ceil_div(n, 16); jb++)
-            fnn_bf16_block_portable(c, ldc, a, lda, bp, m, n, k, r, jb);
+    for (int64_t r = 0; r < fnn_min64(32, m); r += 4)
+        for (int64_t jb = 0; jb < fnn_min64(2, fnn_ceil_div(n, 16)); jb++)
+            fnn_bf16_block_portable(cb, ldc, a, lda, bp, m, n, k, r, jb);
 }
 
 /* The 32 x 32 block of xt (in, n) := x.T at (i0, r0), x (n, in) bf16. */
@@ -841,7 +862,7 @@ void fnn_dense_backward_bf16(float *dw, float *db, float *dx, float *dz, uint16_
     if (dw) {
 #pragma omp for schedule(static) nowait
         for (int64_t blk = 0; blk < fnn_ceil_div(n, 32); blk++)
-            fnn_bf16_pack_rows(dzp, NULL, dz, 32 * blk, n, out, path);
+            fnn_bf16_pack_rows(dzp, NULL, dz, 32 * blk, n, out, 0, out, path);
 #pragma omp for schedule(static) nowait
         for (int64_t i0 = 0; i0 < in; i0 += 32) /* xt := x16.T in 32 x 32 blocks */
             for (int64_t r0 = 0; r0 < n; r0 += 32) fnn_bf16_transpose_block(xt, x16, n, in, r0, i0, path);
@@ -852,7 +873,7 @@ void fnn_dense_backward_bf16(float *dw, float *db, float *dx, float *dz, uint16_
     FNN_PARALLEL_END
 }
 
-void fnn_dense_backward_step_bf16(float *p, uint16_t *wp, float *g, float *db, float *dz,
+void fnn_dense_backward_step_bf16(float *p, uint16_t *wp, float *db, float *dz,
                                   uint16_t *scratch, const float *dy, const uint16_t *x16,
                                   const float *y, const float *z, int64_t off, int64_t n,
                                   int64_t in, int64_t out, struct fnn_activation act,
@@ -862,7 +883,6 @@ void fnn_dense_backward_step_bf16(float *p, uint16_t *wp, float *g, float *db, f
     uint16_t *dz16, *dzp, *xt;
     fnn_bf16_scratch_parts(scratch, n, out, &dz16, &dzp, &xt);
     (void)dz16;
-    float *dw = g + off;
     const int64_t nblk = fnn_ceil_div(n, 32), blocks = fnn_ceil_div(in, 32);
     /* rows of dz per call of the activation's backward: few enough that it stays on this
        thread (fnn_act_backward_f32 shares only calls of FNN_OMP_MIN_ELEMS elements) */
@@ -878,22 +898,36 @@ void fnn_dense_backward_step_bf16(float *p, uint16_t *wp, float *g, float *db, f
         fnn_act_backward_f32(dz + r * out, dy + r * out, y + r * out, z ? z + r * out : NULL,
                              rows, out, act);
     }
-    for (int64_t blk = b0; blk < b1; blk++) fnn_bf16_pack_rows(dzp, NULL, dz, 32 * blk, n, out, path);
+    for (int64_t blk = b0; blk < b1; blk++)
+        fnn_bf16_pack_rows(dzp, NULL, dz, 32 * blk, n, out, 0, out, path);
 #pragma omp barrier
     if (db) fnn_bf16_sum_rows(db, dz, n, out); /* as fnn_dense_backward_bf16 sums it */
-    /* this thread's 32-row blocks of dw (fnn_optimizer_step_bf16pack_f32's share), a chunk at
-       a time: their rows of xt := x16.T, dw := xt @ dzp, the step, the pack */
+    /* this thread's 32-row blocks of dw (fnn_optimizer_step_bf16pack_f32's share): their rows
+       of xt := x16.T, then 32 x 32 block after block, dw's block := xt @ dzp into a buffer in
+       this core's cache, the step on its elements from there, and their pack */
     fnn_static_rows(t, nt, blocks, &b0, &b1);
-    for (int64_t c0 = b0; c0 < b1; c0 += FNN_BF16_STEP_BLOCKS) {
-        const int64_t c1 = fnn_min64(b1, c0 + FNN_BF16_STEP_BLOCKS);
-        const int64_t r0 = 32 * c0, r1 = fnn_min64(in, 32 * c1);
-        for (int64_t i0 = r0; i0 < r1; i0 += 32)
-            for (int64_t s0 = 0; s0 < n; s0 += 32) fnn_bf16_transpose_block(xt, x16, n, in, s0, i0, path);
-        fnn_bf16_gemm_rows(dw, out, xt, n, dzp, in, out, n, r0, r1, path);
-        fnn_optimizer_step_f32(p, g, off + r0 * out, (r1 - r0) * out, o);
-        for (int64_t blk = c0; blk < c1; blk++)
-            fnn_bf16_pack_rows(wp, NULL, p + off, 32 * blk, in, out, path);
+    float cbuf[2][32 * 32] __attribute__((aligned(64)));
+    const int64_t cbn = fnn_ceil_div(out, 32);
+    fnn_bf16_tiles(path, 1);
+    /* block e of this thread: (u, q) = (b0 + e / cbn, e % cbn); its product runs one block
+       ahead of its step and pack, so the core overlaps the two */
+    const int64_t ne = (b1 - b0) * cbn;
+    for (int64_t e = 0; e <= ne; e++) {
+        if (e < ne) {
+            const int64_t u = b0 + e / cbn, j0 = 32 * (e % cbn);
+            if (j0 == 0) /* its rows of xt first */
+                for (int64_t s0 = 0; s0 < n; s0 += 32)
+                    fnn_bf16_transpose_block(xt, x16, n, in, s0, 32 * u, path);
+            fnn_bf16_gemm_block(cbuf[e & 1], 32, xt, n, dzp, in, out, n, 32 * u, j0, path);
+        }
+        if (e > 0) {
+            const int64_t u = b0 + (e - 1) / cbn, j0 = 32 * ((e - 1) % cbn), i0 = 32 * u;
+            fnn_optimizer_block_step_f32(p, cbuf[(e - 1) & 1], 32, off + i0 * out + j0,
+                                         fnn_min64(32, in - i0), fnn_min64(32, out - j0), out, o);
+            fnn_bf16_pack_rows(wp, NULL, p + off, i0, in, out, j0, j0 + 32, path);
+        }
     }
+    fnn_bf16_tiles(path, 0);
     FNN_PARALLEL_END
 }
 

@@ -278,6 +278,12 @@ int fnn_dense_stack_owns(const struct fnn_dense_stack *s, int64_t n);
        being written and read back. */                                                      \
     void fnn_optimizer_outer_step_##S(T *p, const T *a, const T *b, int64_t rows,            \
                                       int64_t cols, const struct fnn_optimizer *o);         \
+    /* The same on the block of rows (rows) of cols elements, ld apart, from off, with the   \
+       gradient block g (rows, cols) whose rows are ldg apart: a product's block of a        \
+       kernel's gradient, stepped while in cache. */                                         \
+    void fnn_optimizer_block_step_##S(T *p, const T *g, int64_t ldg, int64_t off,            \
+                                      int64_t rows, int64_t cols, int64_t ld,               \
+                                      const struct fnn_optimizer *o);                       \
     /* One training step on the rows idx (n) of the stack's x and t, with the optimizer's    \
        scalars for this step already set: returns the batch loss. */                        \
     double fnn_dense_stack_step_##S(const struct fnn_dense_stack *s, const int64_t *idx,     \
@@ -394,12 +400,13 @@ void fnn_dense_backward_bf16(float *dw, float *db, float *dx, float *dz, uint16_
                              const float *y, const float *z, int64_t n, int64_t in,
                              int64_t out, struct fnn_activation act);
 /* Layer 0's backward and its kernel's step in one pass (the compiled bf16 step): the results of
-   fnn_dense_backward_bf16(g + off, db, NULL, dz, scratch, dy, x16, -, y, z, n, in, out, act)
-   then fnn_optimizer_step_bf16pack_f32(p, wp, NULL, g, off, in, out, o), bit for bit; each
-   thread computes its rows of dw = g[off : off + in out] (in, out) and steps and packs them
-   while they are in its cache.  db may be NULL.  Overwrites dw, db, dz, scratch, those
-   elements of p and o's state, and wp. */
-void fnn_dense_backward_step_bf16(float *p, uint16_t *wp, float *g, float *db, float *dz,
+   fnn_dense_backward_bf16(dw, db, NULL, dz, scratch, dy, x16, -, y, z, n, in, out, act) then
+   fnn_optimizer_step_bf16pack_f32(p, wp, NULL, g, off, in, out, o) with dw = g[off : off +
+   in out] (in, out), bit for bit, except that dw is never written to memory: each thread
+   computes its rows of dw a 32 x 32 block at a time into its cache, steps that block of p and
+   packs it.  db may be NULL.  Overwrites db, dz, scratch, elements [off, off + in out) of p
+   and o's state, and wp. */
+void fnn_dense_backward_step_bf16(float *p, uint16_t *wp, float *db, float *dz,
                                   uint16_t *scratch, const float *dy, const uint16_t *x16,
                                   const float *y, const float *z, int64_t off, int64_t n,
                                   int64_t in, int64_t out, struct fnn_activation act,
