@@ -150,6 +150,25 @@ class StreamSource:
 Source = "ArraySource | StreamSource"
 
 
+def joined(epoch: Iterator[tuple[int, Batch]], most: Callable[[], int]
+           ) -> Iterator[tuple[int, Batch, int]]:
+    """An epoch of an ArraySource's batches as (step, batch, count): batch joins the count (up
+    to most()) consecutive batches of one size from step on, their idx concatenated (a
+    StreamSource's cannot be joined: its next batch overwrites the current one's staging
+    arrays)."""
+    pending = next(epoch, None)
+    while pending is not None:
+        step, first = pending
+        group = [first.idx]
+        pending = next(epoch, None)
+        while (pending is not None and len(group) < most()
+               and len(pending[1].idx) == len(first.idx)):
+            group.append(pending[1].idx)
+            pending = next(epoch, None)
+        idx = group[0] if len(group) == 1 else np.concatenate(group)
+        yield step, first._replace(idx=idx), len(group)
+
+
 class EpochIterator:
     """A source's batches cut into epochs, as Keras' EpochIterator: `steps_per_epoch` batches
     an epoch (None: the source's length, or until it ends), an epoch continuing the previous

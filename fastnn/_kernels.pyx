@@ -802,6 +802,7 @@ cdef class DenseStack:
     cdef int64_t rows
     cdef readonly object predictions  # the last layer's output buffer
     cdef object ready, buckets, error  # overlap: the callable, boundaries, its exception
+    cdef OptimizerStep opt
 
     def __cinit__(self, x, t, xb, tb, grad, list layers, int loss, p, g, OptimizerStep opt,
                   bint rank1, part=None, int64_t part_threads=0, sw=None, swb=None,
@@ -809,6 +810,7 @@ cdef class DenseStack:
         self.layer = NULL
         self.s.ready, self.s.ready_ctx, self.s.buckets, self.s.n_buckets = NULL, NULL, NULL, 0
         self.keep = (x, t, xb, tb, grad, layers, p, g, opt, part, sw, swb, scratch)
+        self.opt = opt
         # this object holds raw pointers into x, t and sw: a weak reference makes NumPy refuse
         # to resize them (even with refcheck=False) while it lives, so they cannot move under it
         self.pins = [weakref.ref(a) for a in (x, t, sw) if isinstance(a, np.ndarray)]
@@ -955,25 +957,60 @@ cdef class DenseStack:
         """Whether run() now computes layer 0 with each thread owning rows of its kernel."""
         return bool(fnn_dense_stack_owns(&self.s, self.batch_size))
 
-    def run(self, idx):
-        """One step on the samples idx (int64, batch_size of them), the optimizer's scalars
-        for this step already set; returns the loss."""
-        cdef const int64_t *pi = <const int64_t *>_ptr(idx, "idx", cnp.NPY_INT64, 1,
-                                                       self.batch_size, 0, False, None)
+    cdef const int64_t *_rows(self, idx, str name, int64_t count) except NULL:
+        """idx's data: count int64 indices of samples, each checked in [0, rows)."""
+        cdef const int64_t *pi = <const int64_t *>_ptr(idx, name, cnp.NPY_INT64, 1, count, 0,
+                                                       False, None)
         cdef int64_t i
-        for i in range(self.batch_size):
+        for i in range(count):
             if pi[i] < 0 or pi[i] >= self.rows:
-                raise ValueError(f"Expected idx in [0, {self.rows}). Received: idx[{i}]={pi[i]}")
-        cdef double loss
-        with nogil:
-            if self.dtype == cnp.NPY_FLOAT32:
-                loss = dense_stack_step_k(<float *>NULL, &self.s, pi, self.batch_size)
-            else:
-                loss = dense_stack_step_k(<double *>NULL, &self.s, pi, self.batch_size)
+                raise ValueError(f"Expected {name} in [0, {self.rows}). Received: "
+                                 f"{name}[{i}]={pi[i]}")
+        return pi
+
+    cdef double _step(self, const int64_t *pi) noexcept nogil:
+        if self.dtype == cnp.NPY_FLOAT32:
+            return dense_stack_step_k(<float *>NULL, &self.s, pi, self.batch_size)
+        return dense_stack_step_k(<double *>NULL, &self.s, pi, self.batch_size)
+
+    cdef int _raise(self) except -1:
         if self.error is not None:
             error, self.error = self.error, None
             raise error
+        return 0
+
+    def run(self, idx):
+        """One step on the samples idx (int64, batch_size of them), the optimizer's scalars
+        for this step already set; returns the loss."""
+        cdef const int64_t *pi = self._rows(idx, "idx", self.batch_size)
+        cdef double loss
+        with nogil:
+            loss = self._step(pi)
+        self._raise()
         return loss
+
+    def run_steps(self, idx, scalars):
+        """len(scalars) steps in one call: step k on the samples idx[k n:(k + 1) n] (n the batch
+        size; idx int64) with the optimizer's scalars scalars[k] = (learning rate, step number
+        t >= 1, u product), float64 (steps, 3) (OptimizerStep.begin's, set before each step).
+        Returns the (steps,) float64 losses."""
+        if self.opt is None:
+            raise ValueError("Expected a stack with an optimizer for run_steps.")
+        cdef const double *sc = <const double *>_ptr(scalars, "scalars", cnp.NPY_FLOAT64, 2,
+                                                     len(scalars), 3, False, None)
+        cdef int64_t steps = len(scalars), n = self.batch_size, k
+        if steps < 1 or not np.all(scalars[:, 1] >= 1):
+            raise ValueError(f"Expected 1+ steps, each t >= 1. Received: scalars={scalars}")
+        cdef const int64_t *pi = self._rows(idx, "idx", steps * n)
+        losses = np.empty(steps)
+        cdef double[::1] out = losses
+        cdef fnn_optimizer *o = &self.opt.o
+        with nogil:
+            for k in range(steps):
+                o.learning_rate, o.iterations, o.u_product = sc[3 * k], <int64_t>sc[3 * k + 1], sc[3 * k + 2]
+                out[k] = self._step(pi + k * n)
+        self._raise()
+        return losses
 
 
 cdef void _bucket_ready(void *ctx, int64_t off, int64_t count) noexcept nogil:

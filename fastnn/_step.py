@@ -242,6 +242,19 @@ class TrainStep:
         optimizer.begin_step(self.params)
         return stack.run(idx), stack.predictions
 
+    def run_steps(self, optimizer: Optimizer, x: NDArray[Any], t: NDArray[Any],
+                  idx: NDArray[Any], n: int, sw: NDArray[Any] | None = None
+                  ) -> NDArray[np.float64] | None:
+        """len(idx) // n steps of run's, batch after batch of n samples of idx, in one call
+        into C: their losses, or None (nothing stepped) where that step is not compiled or a
+        distribution is active (then run each)."""
+        if distribution.active() is not None or len(idx) % n:
+            return None
+        stack = self.compiled_step(optimizer, x, t, n, sw)
+        if stack is None:
+            return None
+        return stack.run_steps(idx, optimizer.count_steps(len(idx) // n))
+
     def gradients(self, xb: NDArray[Any], tb: NDArray[Any],
                   swb: NDArray[Any] | None = None) -> float:
         """Forward, loss and backward on the batch (weighted by swb, or None), layer by layer:

@@ -528,14 +528,24 @@ class Optimizer:
 
     def begin_step(self, params: Sequence[NDArray[Any]]) -> list[Any]:
         """Count the step and give its scalars (learning rate, number) to every kernel object;
-        returns them.  The learning rate is the one for this step (before counting it)."""
+        returns them."""
         kernels = self.kernels(params)
+        scalars = self._count_step()
+        for k in kernels + cast("list[Any]", self._no_decay):
+            k.begin(*scalars)
+        return kernels
+
+    def count_steps(self, steps: int) -> NDArray[np.float64]:
+        """Count `steps` steps at once: their scalars as (steps, 3) float64 rows (learning
+        rate, number, u product), for a kernel that runs them all (`DenseStack.run_steps`)."""
+        return np.array([self._count_step() for _ in range(steps)], dtype=np.float64)
+
+    def _count_step(self) -> tuple[float, int, float]:
+        """Count one step; its scalars (OptimizerStep.begin's): the learning rate for it
+        (before counting it), its number, the nadam product."""
         lr = self.learning_rate
         self.iterations += 1
-        u = self._u_product(self.iterations)
-        for k in kernels + cast("list[Any]", self._no_decay):
-            k.begin(lr, self.iterations, u)
-        return kernels
+        return lr, self.iterations, self._u_product(self.iterations)
 
     def scale_loss(self, loss: float) -> float:
         """loss * loss_scale_factor (the gradient `apply` receives is of the scaled loss)."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 import copy
 import itertools
 import threading
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence, cast, overload
+import time
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Literal, Sequence, cast, overload
 
 import numpy as np
 
@@ -529,7 +530,11 @@ class Trainer:
                 for m in self.metrics:
                     m.reset_state()
                 loss_sum, seen = 0.0, 0
-                for step, batch in data.epoch():
+                # from arrays, with nothing to call or update between steps (no batch hooks,
+                # no metrics, one process), runs of steps go to C in one call each
+                join = (not batch_hooks and not self.metrics and self._trainer is not None
+                        and distribution.active() is None)
+                for step, batch, count in self._epoch_batches(data, join):
                     if batch_hooks:
                         cbs.on_train_batch_begin(step)
                     if self._trainer is None:  # recompiled (a callback): as Keras, the new
@@ -537,9 +542,15 @@ class Trainer:
                         trainer = self._recompiled(data, loss)
                         loss, batch = self.loss, batch._replace(mt=_data.metric_targets(
                             self.metrics, cast("NDArray[Any]", batch.t)))
-                    value = self._train_batch(trainer, batch)
-                    loss_sum += value * len(batch.idx)
-                    seen += len(batch.idx)
+                    if count > 1:
+                        n = len(batch.idx) // count
+                        for value in self._train_batches(trainer, batch, count):
+                            loss_sum += value * n
+                            seen += n
+                    else:
+                        value = self._train_batch(trainer, batch)
+                        loss_sum += value * len(batch.idx)
+                        seen += len(batch.idx)
                     if batch_hooks:
                         cbs.on_train_batch_end(step, running())  # (Keras: running means)
                     if interrupted():
@@ -601,6 +612,34 @@ class Trainer:
                              f"val_sample_weight). Received: {type(val).__name__}")
         return self._array_source(val[0], val[1], val[2] if len(val) == 3 else None, None,
                                   batch_size, False, self.metrics, name="x_val")
+
+    def _epoch_batches(self, data: _batches.EpochIterator, join: bool
+                       ) -> Iterator[tuple[int, _batches.Batch, int]]:
+        """One epoch of fit's batches as (step, batch, count): with join, from arrays, runs of
+        batches of about 25 ms of steps joined (count of them, `_batches.joined`), else one
+        batch at a time."""
+        if not join or not isinstance(data.source, _batches.ArraySource):
+            for step, batch in data.epoch():
+                yield step, batch, 1
+            return
+        most, t0 = 1, time.perf_counter()
+        for step, batch, count in _batches.joined(data.epoch(), lambda: most):
+            yield step, batch, count
+            t1 = time.perf_counter()  # as many steps as the last ones took 25 ms for, 1 to 64
+            most, t0 = max(1, min(64, int(0.025 * count / max(t1 - t0, 1e-9)))), t1
+
+    def _train_batches(self, trainer: _step.TrainStep, b: _batches.Batch, count: int
+                       ) -> list[float]:
+        """count steps of _train_batch's on the joined batch b (count batches of as many
+        rows; no metrics, one process) in one call into C where the step is compiled, else
+        one after the other.  Returns their losses."""
+        n = len(b.idx) // count
+        losses = trainer.run_steps(self.optimizer, b.x, cast("NDArray[Any]", b.t), b.idx, n,
+                                   b.sw)
+        if losses is not None:
+            return [float(v) for v in losses]
+        return [self._train_batch(trainer, b._replace(idx=b.idx[i * n:(i + 1) * n]))
+                for i in range(count)]
 
     def _train_batch(self, trainer: _step.TrainStep, b: _batches.Batch) -> float:
         """One optimizer step on the batch; the metrics take its predictions (the weighted

@@ -324,3 +324,105 @@ def test_the_step_arrays_start_on_cache_lines():
     assert stack is not None
     arrays = [m.weights[0], m.trainer.grads[0], *m.optimizer.variables[1:]]
     assert all(a.ctypes.data % 64 == 0 for a in arrays if a.ndim)
+
+
+# ---- fit's joined steps: runs of batches in one call into C (DenseStack.run_steps) ----------
+
+def _fit_calls(monkeypatch, join, make_opt, x, y, batch_size, dtype=None, **fit_kw):
+    """Fit a fresh model with nothing between steps (join: no batch hook; else a batch hook
+    that does nothing, so every step is its own call).  Returns (weights, optimizer state,
+    losses logged per epoch, iterations, the steps per joined call that C ran)."""
+    from fastnn import _step
+    calls = []
+    run_steps = _step.TrainStep.run_steps
+
+    def counting(self, optimizer, x, t, idx, n, sw=None):
+        losses = run_steps(self, optimizer, x, t, idx, n, sw)
+        calls.append(None if losses is None else len(losses))
+        return losses
+    monkeypatch.setattr(_step.TrainStep, "run_steps", counting)
+    m = _model(dtype=dtype)
+    m.compile(make_opt(), "categorical_crossentropy")
+    cbs = [] if join else [callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: None)]
+    h = m.fit(x, y, batch_size=batch_size, verbose=0, callbacks=cbs, **fit_kw)
+    state = [a.copy() for a in m.optimizer.variables]
+    return m.get_weights(), state, h.history["loss"], m.optimizer.iterations, calls
+
+
+@pytest.mark.parametrize("dtype", [None, "float64", "mixed_bfloat16"])
+@pytest.mark.parametrize("opt", ["sgd_nesterov_wd", "rmsprop", "adam_amsgrad_schedule",
+                                 "nadam_wd"])
+def test_joined_steps_are_fits_step_by_step_steps(monkeypatch, opt, dtype):
+    """fit joins steps where nothing runs between them: the same bits as one call per step
+    (the optimizer's scalars, a schedule's rate and nadam's product, counted step by step)."""
+    x, y, _ = blobs(n=200, d=6, k=3)
+    fit = functools.partial(_fit_calls, monkeypatch, make_opt=OPTIMIZERS[opt], x=x, y=y,
+                            batch_size=7, dtype=dtype, epochs=3)
+    joined, single = fit(join=True), fit(join=False)
+    assert max(joined[4]) > 1 and None not in joined[4]  # steps were joined, all in C
+    assert single[4] == []
+    for u, v in zip(joined[0] + joined[1], single[0] + single[1]):
+        assert np.array_equal(u, v)
+    assert joined[2] == single[2] and joined[3] == single[3] == 3 * 29
+
+
+def test_joined_steps_with_steps_per_epoch(monkeypatch):
+    """Epochs of 10 steps over 30 batches (each epoch goes on where the last one stopped):
+    each epoch's first step alone (it times the step), then the others joined, never across
+    an epoch's end (nine in one call unless a step takes over 3 ms)."""
+    x, y, _ = blobs(n=210, d=6, k=3)
+    fit = functools.partial(_fit_calls, monkeypatch, make_opt=OPTIMIZERS["rmsprop"], x=x, y=y,
+                            batch_size=7, epochs=3, steps_per_epoch=10)
+    joined, single = fit(join=True), fit(join=False)
+    assert max(joined[4]) > 1 and all(c <= 9 for c in joined[4])
+    for u, v in zip(joined[0] + joined[1], single[0] + single[1]):
+        assert np.array_equal(u, v)
+    assert joined[2] == single[2] and joined[3] == single[3] == 30
+
+
+def test_joined_steps_fall_back_where_the_step_is_not_compiled(monkeypatch):
+    """Where the step runs layer by layer (an optimizer that clips the whole gradient) the
+    joined batches are stepped one by one: the same results as with a batch hook."""
+    x, y, _ = blobs(n=100, d=6, k=3)
+    fit = functools.partial(_fit_calls, monkeypatch, x=x, y=y, batch_size=8, epochs=2,
+                            make_opt=lambda: optimizers.Adam(0.01, global_clipnorm=0.5),
+                            steps_per_epoch=5)
+    joined, single = fit(join=True), fit(join=False)
+    assert joined[4] and set(joined[4]) == {None}  # asked, and refused
+    for u, v in zip(joined[0] + joined[1], single[0] + single[1]):
+        assert np.array_equal(u, v)
+    assert joined[2] == single[2] and joined[3] == single[3] == 10
+
+
+def test_joined_batches_keep_the_epochs_order():
+    from fastnn import _batches
+    order = np.random.default_rng(0).permutation(100)
+    epoch = ((s, _batches.Batch(None, None, None, [], order[i:i + 7]))
+             for s, i in enumerate(range(0, 100, 7)))  # 14 batches of 7, then 2
+    got = list(_batches.joined(epoch, lambda: 4))
+    assert [(s, c, len(b.idx)) for s, b, c in got] == [(0, 4, 28), (4, 4, 28), (8, 4, 28),
+                                                       (12, 2, 14), (14, 1, 2)]
+    assert np.array_equal(np.concatenate([b.idx for _, b, _ in got]), order)
+
+
+def test_run_steps_refuses_bad_scalars_and_indices():
+    x, y, _ = blobs(n=30, d=6, k=3)
+    m = _model()
+    m.compile("adam", "categorical_crossentropy")
+    m.fit(x, y, epochs=1, batch_size=10, verbose=0)
+    stack = _compiled_steps(m, x, y, 10)[0]
+    before = m.get_weights()
+    ok = np.array([[0.01, 4, 1.0], [0.01, 5, 1.0]])
+    with pytest.raises(ValueError, match=r"Expected idx in \[0, 30\)"):
+        stack.run_steps(np.arange(15, 35, dtype=np.int64), ok)
+    with pytest.raises(ValueError, match="shape"):
+        stack.run_steps(np.arange(10, dtype=np.int64), ok)  # 10 indices for 2 steps of 10
+    with pytest.raises(ValueError, match="shape"):
+        stack.run_steps(np.arange(20, dtype=np.int64), ok[:, :2])
+    with pytest.raises(ValueError, match="t >= 1"):
+        stack.run_steps(np.arange(20, dtype=np.int64), np.array([[0.01, 0, 1.0]] * 2))
+    with pytest.raises(TypeError, match="float64"):
+        stack.run_steps(np.arange(20, dtype=np.int64), ok.astype(np.float32))
+    assert all(np.array_equal(u, v) for u, v in zip(before, m.get_weights()))  # nothing ran
+    stack.run_steps(np.arange(20, dtype=np.int64), ok)
+    assert not all(np.array_equal(u, v) for u, v in zip(before, m.get_weights()))
