@@ -237,8 +237,11 @@ void fnn_bf16_gather_forward(uint16_t *out, const float *x, const int64_t *idx, 
     const int path = fnn_bf16_run_path();
     FNN_PARALLEL_BEGIN(n * width * (int64_t)sizeof *x >= FNN_GATHER_PAR_BYTES) /* runtime.h */
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < n; i++)
+    for (int64_t i = 0; i < n; i++) {
+        if (i + FNN_GATHER_AHEAD < n)
+            fnn_prefetch_row(x + idx[i + FNN_GATHER_AHEAD] * width, width * (int64_t)sizeof *x);
         fnn_bf16_convert_row(out + i * width, x + idx[i] * width, width, path);
+    }
     FNN_PARALLEL_END
 }
 

@@ -491,6 +491,9 @@ void fnn_gather_forward_u8(void *out, const void *x, const int64_t *idx, int64_t
     const int threads = n * row_bytes >= FNN_GATHER_PAR_BYTES ? fnn_team_now() : 1;
     (void)threads;
 #pragma omp parallel for schedule(static) if (threads > 1) num_threads(threads)
-    for (int64_t i = 0; i < n; i++)
+    for (int64_t i = 0; i < n; i++) {
+        if (i + FNN_GATHER_AHEAD < n)
+            fnn_prefetch_row(src + idx[i + FNN_GATHER_AHEAD] * row_bytes, row_bytes);
         memcpy(o + i * row_bytes, src + idx[i] * row_bytes, (size_t)row_bytes);
+    }
 }
