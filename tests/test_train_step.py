@@ -200,12 +200,17 @@ def test_compiled_step_follows_a_rebuilt_optimizer_state():
         assert np.array_equal(a, b)
 
 
-def test_compiled_step_refuses_bad_indices():
+def _fitted_stack(optimizer):
+    """A model fitted one epoch on 30 samples in batches of 10, and its compiled step."""
     x, y, _ = blobs(n=30, d=6, k=3)
     m = _model()
-    m.compile("sgd", "categorical_crossentropy")
+    m.compile(optimizer, "categorical_crossentropy")
     m.fit(x, y, epochs=1, batch_size=10, verbose=0)
-    stack = _compiled_steps(m, x, y, 10)[0]
+    return m, _compiled_steps(m, x, y, 10)[0]
+
+
+def test_compiled_step_refuses_bad_indices():
+    _, stack = _fitted_stack("sgd")
     with pytest.raises(ValueError, match=r"Expected idx in \[0, 30\)"):
         stack.run(np.arange(25, 35, dtype=np.int64))
     with pytest.raises(ValueError, match="shape"):
@@ -406,11 +411,7 @@ def test_joined_batches_keep_the_epochs_order():
 
 
 def test_run_steps_refuses_bad_scalars_and_indices():
-    x, y, _ = blobs(n=30, d=6, k=3)
-    m = _model()
-    m.compile("adam", "categorical_crossentropy")
-    m.fit(x, y, epochs=1, batch_size=10, verbose=0)
-    stack = _compiled_steps(m, x, y, 10)[0]
+    m, stack = _fitted_stack("adam")
     before = m.get_weights()
     ok = np.array([[0.01, 4, 1.0], [0.01, 5, 1.0]])
     with pytest.raises(ValueError, match=r"Expected idx in \[0, 30\)"):
