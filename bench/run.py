@@ -14,7 +14,7 @@ the script restarts itself without them (they slow a current NumPy) and says so.
 
 A busy machine makes figures untrustworthy: the run records the load average before and after,
 times the BLAS floor in every round, and flags the run (a "Trust" section, and no figure that
-cannot be: fastnn far below the bare-BLAS floor, a negative per-step overhead) when the load
+cannot be: fastnn far below the bare-BLAS floor or its batch-1 kernels) when the load
 exceeds the cores, the floor varies by more than 15% between rounds, or an impossible figure
 appears.  Results go to a temporary folder unless --save writes bench/results/latest.*.
 """
@@ -207,7 +207,9 @@ def main():
                f"(warm caches: " + ", ".join(f"{k} {v * 1e6:.0f}" for k, v in b1_kernels.items()) +
            f"); fit's measured step is {step * 1e6:.0f} us, so the per-step overhead (Python, "
            f"callbacks, cold caches) is " + (f"{(step - k_total) * 1e6:.0f} us." if step >= k_total
-                                             else "not measurable in this run (see Trust).")]
+                                             else "below what the kernels cost timed one Python "
+                                             "call each: fit runs them in one call into C for "
+                                             "runs of steps (no Python between them).")]
     md += ["", "## Kernels (float32) against the best plain-NumPy formulation", "",
            f"Copy bandwidth of this machine (np.copyto, 10M floats): {copy_bw:.1f} GB/s.", "",
            "| group | case | fastnn ms (median) | fastnn ms (min) | NumPy ms (median) | speed-up | fastnn rate |",
@@ -251,8 +253,11 @@ def trust(load_before, load_after, floors, fastnn_epoch, b1_step, b1_kernels):
     if fastnn_epoch < 0.85 * statistics.median(floors):
         doubts.append("fastnn's epoch came out more than 15% below the bare BLAS products, "
                       "more than its own GEMM can gain on them")
-    if b1_step < b1_kernels:
-        doubts.append("fit's batch-1 step came out faster than its kernels alone")
+    # fit runs the kernels in one call into C for runs of steps, with nothing in Python between
+    # them, where each kernel alone is timed as one Python call (about 1 us each): a step
+    # somewhat below their sum is real, far below is not
+    if b1_step < 0.75 * b1_kernels:
+        doubts.append("fit's batch-1 step came out more than 25% below its kernels alone")
     return doubts
 
 
