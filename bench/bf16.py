@@ -186,7 +186,7 @@ def main():
                                                 wtp, y, None, relu, ()),
                           C.optimizer_step_bf16pack(rms, p1, wp, None, g1, 0, i, o)),
                  repeat=rep, warmup=1, min_time=0.002)
-    one = timeit(lambda: C.dense_backward_step_bf16(rms, p1, wp, g1, db, dz, scratch, dy, x16, y,
+    one = timeit(lambda: C.dense_backward_step_bf16(rms, p1, wp, db, dz, scratch, dy, x16, y,
                                                     None, 0, relu, ()),
                  repeat=rep, warmup=1, min_time=0.002)
 
