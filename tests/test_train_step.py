@@ -333,7 +333,8 @@ def test_the_step_arrays_start_on_cache_lines():
 
 # ---- fit's joined steps: runs of batches in one call into C (DenseStack.run_steps) ----------
 
-def _fit_calls(monkeypatch, join, make_opt, x, y, batch_size, dtype=None, **fit_kw):
+def _fit_calls(monkeypatch, join, make_opt, x, y, batch_size, dtype=None,
+               loss="categorical_crossentropy", **fit_kw):
     """Fit a fresh model with nothing between steps (join: no batch hook; else a batch hook
     that does nothing, so every step is its own call).  Returns (weights, optimizer state,
     losses logged per epoch, iterations, the steps per joined call that C ran)."""
@@ -347,7 +348,7 @@ def _fit_calls(monkeypatch, join, make_opt, x, y, batch_size, dtype=None, **fit_
         return losses
     monkeypatch.setattr(_step.TrainStep, "run_steps", counting)
     m = _model(dtype=dtype)
-    m.compile(make_opt(), "categorical_crossentropy")
+    m.compile(make_opt(), loss)
     cbs = [] if join else [callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: None)]
     h = m.fit(x, y, batch_size=batch_size, verbose=0, callbacks=cbs, **fit_kw)
     state = [a.copy() for a in m.optimizer.variables]
@@ -369,6 +370,21 @@ def test_joined_steps_are_fits_step_by_step_steps(monkeypatch, opt, dtype):
     for u, v in zip(joined[0] + joined[1], single[0] + single[1]):
         assert np.array_equal(u, v)
     assert joined[2] == single[2] and joined[3] == single[3] == 3 * 29
+
+
+@pytest.mark.parametrize("dtype", [None, "mixed_bfloat16"])
+def test_joined_steps_with_sample_weights_and_integer_labels(monkeypatch, dtype):
+    """Per-sample weights (gathered with each joined step's rows) and a sparse loss."""
+    x, _, labels = blobs(n=150, d=6, k=3)
+    sw = np.random.default_rng(2).uniform(0.1, 2.0, len(x)).astype(np.float32)
+    fit = functools.partial(_fit_calls, monkeypatch, make_opt=OPTIMIZERS["adam"], x=x,
+                            y=labels, batch_size=8, dtype=dtype, epochs=2, sample_weight=sw,
+                            loss="sparse_categorical_crossentropy")
+    joined, single = fit(join=True), fit(join=False)
+    assert max(joined[4]) > 1 and None not in joined[4] and single[4] == []
+    for u, v in zip(joined[0] + joined[1], single[0] + single[1]):
+        assert np.array_equal(u, v)
+    assert joined[2] == single[2]
 
 
 def test_joined_steps_with_steps_per_epoch(monkeypatch):
