@@ -542,15 +542,11 @@ class Trainer:
                         trainer = self._recompiled(data, loss)
                         loss, batch = self.loss, batch._replace(mt=_data.metric_targets(
                             self.metrics, cast("NDArray[Any]", batch.t)))
-                    if count > 1:
-                        n = len(batch.idx) // count
-                        for value in self._train_batches(trainer, batch, count):
-                            loss_sum += value * n
-                            seen += n
-                    else:
-                        value = self._train_batch(trainer, batch)
-                        loss_sum += value * len(batch.idx)
-                        seen += len(batch.idx)
+                    n = len(batch.idx) // count  # (count batches of n rows, in order)
+                    for value in (self._train_batches(trainer, batch, count) if count > 1
+                                  else [self._train_batch(trainer, batch)]):
+                        loss_sum += value * n
+                        seen += n
                     if batch_hooks:
                         cbs.on_train_batch_end(step, running())  # (Keras: running means)
                     if interrupted():
