@@ -1,6 +1,6 @@
 """A/B: this tree's training speed against another revision's, in one run.
 
-    python bench/ab.py 54f0401 [--rounds 5] [--threads 2] [--save]
+    python bench/ab.py 54f0401 [--rounds 5] [--threads 2] [--impl fastnn-bf16] [--save]
 
 Builds REV in a temporary git worktree (an in-place build: needs the build requirements,
 `pip install cython setuptools scipy-openblas32`), then runs the book's MNIST example
@@ -31,10 +31,10 @@ def build(tree):
         raise SystemExit(f"building {tree} failed:\n{out.stderr[-2000:]}")
 
 
-def e2e(tree, threads, *args):
+def e2e(tree, threads, impl, *args):
     env = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")}
     env["PYTHONPATH"] = tree
-    out = subprocess.run([sys.executable, "e2e.py", "--impl", "fastnn", "--threads", str(threads),
+    out = subprocess.run([sys.executable, "e2e.py", "--impl", impl, "--threads", str(threads),
                           *args], cwd=os.path.join(tree, "bench"), env=env, capture_output=True,
                          text=True)
     if out.returncode != 0:
@@ -47,6 +47,8 @@ def main():
     p.add_argument("rev", help="the revision to compare against (e.g. a commit)")
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--impl", default="fastnn", choices=["fastnn", "fastnn-bf16"],
+                   help="bench/e2e.py's --impl: float32 (the default) or mixed_bfloat16")
     p.add_argument("--save", action="store_true", help="write bench/results/ab.md")
     args = p.parse_args()
     load = os.getloadavg()
@@ -59,8 +61,8 @@ def main():
         res = {"old": {"book": [], "b1": []}, "new": {"book": [], "b1": []}}
         for r in range(args.rounds):
             for name, tree in (("old", old), ("new", ROOT)):
-                book = e2e(tree, args.threads, "--epochs", "3")
-                b1 = e2e(tree, args.threads, "--batch-size", "1", "--steps", "4000")
+                book = e2e(tree, args.threads, args.impl, "--epochs", "3")
+                b1 = e2e(tree, args.threads, args.impl, "--batch-size", "1", "--steps", "4000")
                 res[name]["book"] += book["epoch_times"][1:]
                 res[name]["b1"].append(b1["epoch_times"][0] / b1["steps"] * 1e6)
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
@@ -70,7 +72,7 @@ def main():
     med = {n: {k: statistics.median(v) for k, v in d.items()} for n, d in res.items()}
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
                           text=True).stdout.strip()
-    lines = [f"# A/B: {head} (new, this tree) against {args.rev} (old)", "",
+    lines = [f"# A/B: {head} (new, this tree) against {args.rev} (old), {args.impl}", "",
              f"{args.rounds} rounds, trees in turn, {args.threads} threads on every side; "
              "medians (book: epochs 2-3 of every round).", "",
              "| | old | new | new / old |", "| --- | --- | --- | --- |",
