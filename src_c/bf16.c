@@ -414,7 +414,7 @@ void fnn_optimizer_step_bf16pack_f32(float *p, uint16_t *wp, uint16_t *wtp, cons
    a row-major with lda elements per row, c float32 with ldc per row; overwrites c.  Each path
    cuts c in blocks of rows x columns shared by the team (`omp for`, so inside a parallel
    region, with its barrier at the end); a thread takes consecutive row blocks of one column
-   block, which keeps that block of B in its cache. */
+   block, which keeps that block of B in its cache (AMX: fnn_bf16_gemm_amx says when). */
 
 /* Portable: rows of 4 x one 16-column tile, float32 loops the compiler vectorizes. */
 FNN_VEC static void fnn_bf16_block_portable(float *c, int64_t ldc, const uint16_t *a,
@@ -634,6 +634,9 @@ fnn_bf16_block_amx(float *c, int64_t ldc, const uint16_t *a, int64_t lda, const 
 #define FNN_AMX_A_BIG (1 << 19)
 #define FNN_AMX_NC 256
 #define FNN_AMX_KC 512
+/* Products whose B is at most this many bytes (half a core's L2 here) run their blocks row
+   block after row block. */
+#define FNN_AMX_B_ROWS (1 << 20)
 /* Products of at most this many 32-row blocks keep their partial k tiles of a (64 KiB). */
 #define FNN_AMX_TAIL_ROWS 32
 
@@ -667,15 +670,19 @@ FNN_AMX static void fnn_bf16_gemm_amx(float *c, int64_t ldc, const uint16_t *a, 
     fnn_bf16_amx_config();
     const int64_t rb = fnn_ceil_div(m, 32), cb = fnn_ceil_div(n, 32), kb = fnn_ceil_div(k, 32);
     if (m * k <= FNN_AMX_A_BIG || n <= FNN_AMX_NC) {
-        /* a thread's blocks run down the row blocks of a column block, then the next column
-           block: with few row blocks, each one's last, partial k tile of a is copied once per
-           thread, not once per block (a copy a tile load reads at once is slow) */
+        /* a thread's blocks run across the column blocks of a row block, then the next row
+           block, so each thread writes whole rows of c, the rows the epilogue and the next
+           kernels read on this thread; when B does not fit in L2, down the row blocks of a
+           column block instead, so each block of B is read from memory once.  With few row
+           blocks, each one's last, partial k tile of a is copied once per thread, not once
+           per block (a copy a tile load reads at once is slow) */
+        const int rows = 2 * cb * kb * FNN_BF16_TILE * (int64_t)sizeof *bp <= FNN_AMX_B_ROWS;
         uint16_t tails[FNN_AMX_TAIL_ROWS][2 * FNN_BF16_TILE] __attribute__((aligned(64)));
         const int cache = k % FNN_BF16_TK && rb <= FNN_AMX_TAIL_ROWS;
         uint64_t have = 0; /* bit r: tails[r] copied */
 #pragma omp for schedule(static)
         for (int64_t it = 0; it < rb * cb; it++) {
-            const int64_t r = it % rb;
+            const int64_t r = rows ? it / cb : it % rb, j = rows ? it % cb : it / rb;
             if (cache && !(have >> r & 1)) {
                 for (int64_t h = 0; h < 2; h++)
                     fnn_bf16_a_tile(tails[r] + h * FNN_BF16_TILE, a, lda, m, k, r * 32 + 16 * h,
@@ -683,7 +690,7 @@ FNN_AMX static void fnn_bf16_gemm_amx(float *c, int64_t ldc, const uint16_t *a, 
                 have |= (uint64_t)1 << r;
             }
             fnn_bf16_block_amx(c, ldc, a, lda, NULL, cache ? tails[r] : NULL, bp, m, n, k, r * 32,
-                               (it / rb) * 32, 0, kb, 0);
+                               j * 32, 0, kb, 0);
         }
     } else {
         const int64_t per = FNN_AMX_NC / 32, kc = FNN_AMX_KC / 32, panels = fnn_ceil_div(cb, per);
