@@ -888,6 +888,16 @@ void fnn_dense_backward_step_bf16(float *p, uint16_t *wp, float *db, float *dz,
                                   const float *y, const float *z, int64_t off, int64_t n,
                                   int64_t in, int64_t out, struct fnn_activation act,
                                   const struct fnn_optimizer *o) {
+    fnn_dense_backward_step_bf16_then(p, wp, db, dz, scratch, dy, x16, y, z, off, n, in, out, act,
+                                      o, NULL, NULL);
+}
+
+void fnn_dense_backward_step_bf16_then(float *p, uint16_t *wp, float *db, float *dz,
+                                       uint16_t *scratch, const float *dy, const uint16_t *x16,
+                                       const float *y, const float *z, int64_t off, int64_t n,
+                                       int64_t in, int64_t out, struct fnn_activation act,
+                                       const struct fnn_optimizer *o, void (*tail)(void *),
+                                       void *arg) {
     const int path = fnn_bf16_run_path();
     /* scratch as fnn_dense_backward_bf16's (its dz16 unused) */
     uint16_t *dz16, *dzp, *xt;
@@ -938,6 +948,7 @@ void fnn_dense_backward_step_bf16(float *p, uint16_t *wp, float *db, float *dz,
         }
     }
     fnn_bf16_tiles(path, 0);
+    if (tail && t == nt - 1) tail(arg);
     FNN_PARALLEL_END
 }
 

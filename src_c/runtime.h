@@ -65,6 +65,17 @@
     }                    \
     }
 
+/* fnn_dense_backward_step_bf16 (fastnn.h), and then, on the team's last thread once its rows
+   are done (the share with the fewest rows, fnn_static_rows), tail(arg) when tail is not
+   NULL: work for one thread that waits for no other (the compiled step's small optimizer
+   steps of the other layers, otherwise run alone after the region). */
+void fnn_dense_backward_step_bf16_then(float *p, uint16_t *wp, float *db, float *dz,
+                                       uint16_t *scratch, const float *dy, const uint16_t *x16,
+                                       const float *y, const float *z, int64_t off, int64_t n,
+                                       int64_t in, int64_t out, struct fnn_activation act,
+                                       const struct fnn_optimizer *o, void (*tail)(void *),
+                                       void *arg);
+
 /* Threads (runtime.c).  Three counts:
    - the count asked for (fastnn.set_num_threads, else OpenMP's default), the BLAS's too;
    - fnn_team_max() (= fnn_get_num_threads(), fastnn's team size): the shares, P.  Work split
