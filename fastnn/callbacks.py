@@ -131,6 +131,17 @@ def uses_batch_hooks(cb: Callback, mode: str = "train") -> bool:
     return any(_overrides(cb, h) for h in _BATCH_HOOKS[mode])
 
 
+def needs_every_batch(cb: Callback, mode: str = "train") -> bool:
+    """Whether cb's per-batch hooks of mode must run after every batch: those of any callback
+    but the progress bar's own (ProgbarLogger's, which redraws at most ten times a second, so
+    fit may call them once per run of steps it joins)."""
+    if not uses_batch_hooks(cb, mode):
+        return False
+    return not (isinstance(cb, ProgbarLogger) and all(
+        getattr(getattr(cb, h), "__func__", None) is getattr(ProgbarLogger, h)
+        for h in _BATCH_HOOKS[mode]))
+
+
 class History(Callback):
     """Records the logs of every epoch: `history.history[key]` is a list, `history.epoch`
     the epoch indices.  fit() returns it."""
@@ -854,6 +865,11 @@ class CallbackList(Callback):
     def uses_batch_hooks(self, mode: str = "train") -> bool:
         """Whether a callback overrides a per-batch hook of mode: "train", "test", "predict"."""
         return any(uses_batch_hooks(cb, mode) for cb in self.callbacks)
+
+    def needs_every_batch(self, mode: str = "train") -> bool:
+        """Whether a callback's per-batch hooks of mode must run after every batch (any but
+        the progress bar's: needs_every_batch)."""
+        return any(needs_every_batch(cb, mode) for cb in self.callbacks)
 
     def on_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         logs = _logs(logs)

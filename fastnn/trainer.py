@@ -517,6 +517,7 @@ class Trainer:
         initial_epoch = self._initial_epoch or initial_epoch
         self._initial_epoch = None
         batch_hooks = cbs.uses_batch_hooks("train")
+        every_batch = cbs.needs_every_batch("train")
         logs: dict[str, float] = {}
         loss_sum, seen = 0.0, 0
         val_source: Any = None
@@ -530,9 +531,10 @@ class Trainer:
                 for m in self.metrics:
                     m.reset_state()
                 loss_sum, seen = 0.0, 0
-                # from arrays, with nothing to call or update between steps (no batch hooks,
-                # no metrics, one process), runs of steps go to C in one call each
-                join = (not batch_hooks and not self.metrics and self._trainer is not None
+                # from arrays, with nothing to call or update between steps (no batch hooks
+                # but the progress bar's, drawn after each run; no metrics; one process), runs
+                # of steps go to C in one call each
+                join = (not every_batch and not self.metrics and self._trainer is not None
                         and distribution.active() is None)
                 for step, batch, count in self._epoch_batches(data, join):
                     if batch_hooks:
@@ -547,8 +549,8 @@ class Trainer:
                                   else [self._train_batch(trainer, batch)]):
                         loss_sum += value * n
                         seen += n
-                    if batch_hooks:
-                        cbs.on_train_batch_end(step, running())  # (Keras: running means)
+                    if batch_hooks:  # (Keras: running means; a joined run's last step)
+                        cbs.on_train_batch_end(step + count - 1, running())
                     if interrupted():
                         raise KeyboardInterrupt
                     if self.stop_training:

@@ -415,6 +415,55 @@ def test_joined_steps_fall_back_where_the_step_is_not_compiled(monkeypatch):
     assert joined[2] == single[2] and joined[3] == single[3] == 10
 
 
+def test_the_progress_bar_alone_lets_fit_join_steps(monkeypatch, capsys):
+    """The progress bar (verbose=1, 2) is drawn after each joined run of steps, with the
+    run's last step and the running loss: the same weights and logs as one call per step,
+    and the same last line of each epoch; a callback of the user's with a batch hook, or a
+    progress bar subclass that overrides one, still gets every batch."""
+    from fastnn import _step
+    x, y, _ = blobs(n=203, d=6, k=3)  # 29 batches of 7: the epoch's last run joins steps
+    calls = []
+    run_steps = _step.TrainStep.run_steps
+
+    def counting(self, optimizer, x, t, idx, n, sw=None):
+        losses = run_steps(self, optimizer, x, t, idx, n, sw)
+        calls.append(len(losses))
+        return losses
+    monkeypatch.setattr(_step.TrainStep, "run_steps", counting)
+    seen = []
+
+    class Bar(callbacks.ProgbarLogger):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(batch)
+            super().on_train_batch_end(batch, logs)
+
+    def fit(verbose, cbs=()):
+        calls.clear()
+        m = _model()
+        m.compile(OPTIMIZERS["rmsprop"](), "categorical_crossentropy")
+        h = m.fit(x, y, batch_size=7, epochs=2, verbose=verbose, callbacks=list(cbs))
+        out = capsys.readouterr().out
+        return m.get_weights(), h.history["loss"], list(calls), out
+    quiet = fit(0)
+    for verbose in (1, 2):
+        shown = fit(verbose)
+        assert max(shown[2]) > 1  # joined, as with verbose=0
+        for u, v in zip(shown[0], quiet[0]):
+            assert np.array_equal(u, v)
+        assert shown[1] == quiet[1]
+        lines = shown[3].splitlines()
+        assert [ln for ln in lines if ln.startswith("Epoch")] == ["Epoch 1/2", "Epoch 2/2"]
+        last = [ln for ln in lines if ln.startswith("29/29")]
+        assert len(last) == 2 and all(f"loss: {v:.4f}" in ln for ln, v in zip(last, quiet[1]))
+    bar = callbacks.ProgbarLogger()  # the user's own bar: drawn last after step 29 of 29
+    assert max(fit(1, [bar])[2]) > 1 and bar.seen == 29
+    every = fit(1, [callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: None)])
+    assert every[2] == [] and every[1] == quiet[1]
+    seen.clear()
+    sub = fit(1, [Bar()])
+    assert sub[2] == [] and seen == list(range(29)) * 2
+
+
 def test_joined_batches_keep_the_epochs_order():
     from fastnn import _batches
     order = np.random.default_rng(0).permutation(100)
