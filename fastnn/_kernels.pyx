@@ -11,6 +11,7 @@ written once over the fused type `real` (see _kernels.pxd) and called for that t
 cimport numpy as cnp
 from libc.stdint cimport int64_t, uint16_t, uintptr_t
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 import os
 import weakref
@@ -989,11 +990,13 @@ cdef class DenseStack:
         self._raise()
         return loss
 
-    def run_steps(self, idx, scalars):
+    def run_steps(self, idx, scalars, preds=None):
         """len(scalars) steps in one call: step k on the samples idx[k n:(k + 1) n] (n the batch
         size; idx int64) with the optimizer's scalars scalars[k] = (learning rate, step number
         t >= 1, u product), float64 (steps, 3) (OptimizerStep.begin's, set before each step).
-        Returns the (steps,) float64 losses."""
+        preds, or None: (steps n, outputs) of the stack's dtype, rows [k n, (k + 1) n) := step
+        k's predictions (as `predictions` holds them after it).  Returns the (steps,) float64
+        losses."""
         if self.opt is None:
             raise ValueError("Expected a stack with an optimizer for run_steps.")
         cdef const double *sc = <const double *>_ptr(scalars, "scalars", cnp.NPY_FLOAT64, 2,
@@ -1002,6 +1005,13 @@ cdef class DenseStack:
         if steps < 1 or not np.all(scalars[:, 1] >= 1):
             raise ValueError(f"Expected 1+ steps, each t >= 1. Received: scalars={scalars}")
         cdef const int64_t *pi = self._rows(idx, "idx", steps * n)
+        cdef int64_t width = self.predictions.shape[1]
+        cdef size_t row_bytes = <size_t>(n * width) * self.predictions.itemsize
+        cdef char *pp = NULL
+        cdef const char *src = <const char *>cnp.PyArray_DATA(<cnp.ndarray>self.predictions)
+        if preds is not None:
+            pp = <char *>_ptr(preds, "preds", self.dtype, 2, steps * n, width, True, None)
+            _disjoint("preds", preds, "predictions", self.predictions)
         losses = np.empty(steps)
         cdef double[::1] out = losses
         cdef fnn_optimizer *o = &self.opt.o
@@ -1009,6 +1019,8 @@ cdef class DenseStack:
             for k in range(steps):
                 o.learning_rate, o.iterations, o.u_product = sc[3 * k], <int64_t>sc[3 * k + 1], sc[3 * k + 2]
                 out[k] = self._step(pi + k * n)
+                if pp != NULL:
+                    memcpy(pp + k * row_bytes, src, row_bytes)
         self._raise()
         return losses
 

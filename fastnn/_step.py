@@ -174,6 +174,7 @@ class TrainStep:
         self._bucketed_for: tuple[distribution.DataParallel,
                                   distribution.BucketedAllreduce] | None = None
         self._activations = [l.activation for l in self.layers]  # what the step was made for
+        self.steps_predictions: NDArray[Any] | None = None  # run_steps(keep=True)'s
 
     def stale(self) -> bool:
         """Whether a layer's activation was assigned since this step was made (the fused
@@ -243,17 +244,21 @@ class TrainStep:
         return stack.run(idx), stack.predictions
 
     def run_steps(self, optimizer: Optimizer, x: NDArray[Any], t: NDArray[Any],
-                  idx: NDArray[Any], n: int, sw: NDArray[Any] | None = None
-                  ) -> NDArray[np.float64] | None:
+                  idx: NDArray[Any], n: int, sw: NDArray[Any] | None = None,
+                  keep: bool = False) -> NDArray[np.float64] | None:
         """len(idx) // n steps of run's, batch after batch of n samples of idx, in one call
         into C: their losses, or None (nothing stepped) where that step is not compiled or a
-        distribution is active (then run each)."""
+        distribution is active (then run each).  keep: each step's predictions too, their rows
+        in idx's order, in `steps_predictions` (until the next call)."""
         if distribution.active() is not None or len(idx) % n:
             return None
         stack = self.compiled_step(optimizer, x, t, n, sw)
         if stack is None:
             return None
-        return stack.run_steps(idx, optimizer.count_steps(len(idx) // n))
+        p = stack.predictions
+        self.steps_predictions = (self.buffers.get("steps_predictions", (len(idx), p.shape[1]),
+                                                   p.dtype) if keep else None)
+        return stack.run_steps(idx, optimizer.count_steps(len(idx) // n), self.steps_predictions)
 
     def gradients(self, xb: NDArray[Any], tb: NDArray[Any],
                   swb: NDArray[Any] | None = None) -> float:

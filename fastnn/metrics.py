@@ -141,6 +141,9 @@ class Metric:
     # "up" or "down": which way is better (Keras' metric._direction), what a callback's
     # mode="auto" follows; None: unknown
     direction: str | None = None
+    # whether update() on the rows of several batches at once leaves the state update() on
+    # each batch in turn leaves, bit for bit, without sample weights: then fit may join steps
+    joins_exactly = False
 
     def __init__(self, dtype: DTypeLike | None = None, name: str | None = None) -> None:
         if name is not None and not isinstance(name, str):
@@ -377,6 +380,7 @@ class CategoricalAccuracy(_MeanMetric):
     class indices once per fit, so each batch compares integers."""
 
     direction = "up"
+    joins_exactly = True  # a count of samples (one value each): the same sums in any grouping
 
     def __init__(self, name: str | None = "categorical_accuracy",
                  dtype: DTypeLike | None = None) -> None:

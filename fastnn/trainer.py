@@ -531,11 +531,11 @@ class Trainer:
                 for m in self.metrics:
                     m.reset_state()
                 loss_sum, seen = 0.0, 0
-                # from arrays, with nothing to call or update between steps (no batch hooks
-                # but the progress bar's, drawn after each run; no metrics; one process), runs
-                # of steps go to C in one call each
-                join = (not every_batch and not self.metrics and self._trainer is not None
-                        and distribution.active() is None)
+                # from arrays, with nothing to call between steps (no batch hooks but the
+                # progress bar's, drawn after each run), metrics that take a run's rows at once
+                # (joins_exactly) and one process, runs of steps go to C in one call each
+                join = (not every_batch and all(m.joins_exactly for m in self.metrics)
+                        and self._trainer is not None and distribution.active() is None)
                 for step, batch, count in self._epoch_batches(data, join):
                     if batch_hooks:
                         cbs.on_train_batch_begin(step)
@@ -629,12 +629,18 @@ class Trainer:
     def _train_batches(self, trainer: _step.TrainStep, b: _batches.Batch, count: int
                        ) -> list[float]:
         """count steps of _train_batch's on the joined batch b (count batches of as many
-        rows; no metrics, one process) in one call into C where the step is compiled, else
-        one after the other.  Returns their losses."""
+        rows; metrics that join exactly, one process) in one call into C where the step is
+        compiled, the metrics updated once with every step's predictions, else one after the
+        other (also where a metric takes sample weights).  Returns their losses."""
         n = len(b.idx) // count
-        losses = trainer.run_steps(self.optimizer, b.x, cast("NDArray[Any]", b.t), b.idx, n,
-                                   b.sw)
+        weighted = b.sw is not None and any(self._weighted)
+        losses = None if weighted else trainer.run_steps(
+            self.optimizer, b.x, cast("NDArray[Any]", b.t), b.idx, n, b.sw,
+            keep=bool(self.metrics))
         if losses is not None:
+            for i, (m, mt) in enumerate(zip(self.metrics, b.mt)):
+                m.update(cast("NDArray[Any]", trainer.steps_predictions),
+                         trainer.gather(("m", i), mt, b.idx), None)
             return [float(v) for v in losses]
         return [self._train_batch(trainer, b._replace(idx=b.idx[i * n:(i + 1) * n]))
                 for i in range(count)]

@@ -334,25 +334,25 @@ def test_the_step_arrays_start_on_cache_lines():
 # ---- fit's joined steps: runs of batches in one call into C (DenseStack.run_steps) ----------
 
 def _fit_calls(monkeypatch, join, make_opt, x, y, batch_size, dtype=None,
-               loss="categorical_crossentropy", **fit_kw):
+               loss="categorical_crossentropy", metrics=None, weighted_metrics=None, **fit_kw):
     """Fit a fresh model with nothing between steps (join: no batch hook; else a batch hook
     that does nothing, so every step is its own call).  Returns (weights, optimizer state,
-    losses logged per epoch, iterations, the steps per joined call that C ran)."""
+    losses logged per epoch, iterations, the steps per joined call that C ran, the history)."""
     from fastnn import _step
     calls = []
     run_steps = _step.TrainStep.run_steps
 
-    def counting(self, optimizer, x, t, idx, n, sw=None):
-        losses = run_steps(self, optimizer, x, t, idx, n, sw)
+    def counting(self, optimizer, x, t, idx, n, sw=None, keep=False):
+        losses = run_steps(self, optimizer, x, t, idx, n, sw, keep)
         calls.append(None if losses is None else len(losses))
         return losses
     monkeypatch.setattr(_step.TrainStep, "run_steps", counting)
     m = _model(dtype=dtype)
-    m.compile(make_opt(), loss)
+    m.compile(make_opt(), loss, metrics=metrics, weighted_metrics=weighted_metrics)
     cbs = [] if join else [callbacks.LambdaCallback(on_train_batch_end=lambda b, logs: None)]
     h = m.fit(x, y, batch_size=batch_size, verbose=0, callbacks=cbs, **fit_kw)
     state = [a.copy() for a in m.optimizer.variables]
-    return m.get_weights(), state, h.history["loss"], m.optimizer.iterations, calls
+    return m.get_weights(), state, h.history["loss"], m.optimizer.iterations, calls, h.history
 
 
 @pytest.mark.parametrize("dtype", [None, "float64", "mixed_bfloat16"])
@@ -415,6 +415,40 @@ def test_joined_steps_fall_back_where_the_step_is_not_compiled(monkeypatch):
     assert joined[2] == single[2] and joined[3] == single[3] == 10
 
 
+@pytest.mark.parametrize("dtype", [None, "float64", "mixed_bfloat16"])
+@pytest.mark.parametrize("sparse", [False, True], ids=["one-hot", "labels"])
+def test_joined_steps_with_accuracy_metrics(monkeypatch, dtype, sparse):
+    """Accuracy metrics (a count of samples) take a joined run's predictions at once: the
+    same weights and the same logged accuracy, bit for bit, as one step per call."""
+    x, y, labels = blobs(n=200, d=6, k=3)
+    fit = functools.partial(
+        _fit_calls, monkeypatch, make_opt=OPTIMIZERS["rmsprop"], x=x,
+        y=labels if sparse else y, batch_size=7, dtype=dtype, epochs=3,
+        loss="sparse_categorical_crossentropy" if sparse else "categorical_crossentropy",
+        metrics=["accuracy", "sparse_top_k_categorical_accuracy" if sparse
+                 else "top_k_categorical_accuracy"])
+    joined, single = fit(join=True), fit(join=False)
+    assert max(joined[4]) > 1 and None not in joined[4] and single[4] == []
+    for u, v in zip(joined[0] + joined[1], single[0] + single[1]):
+        assert np.array_equal(u, v)
+    assert joined[5] == single[5] and len(joined[5]) == 3
+    hits = np.array(joined[5]["accuracy"]) * len(x)  # a count of the epoch's 200 samples
+    assert np.allclose(hits, np.round(hits), rtol=0, atol=1e-9) and hits[-1] > hits[0]
+
+
+def test_metrics_that_do_not_join_exactly_keep_a_call_per_step(monkeypatch):
+    """A mean of float values (mae), or an accuracy weighted by sample weights, sums in another
+    order when its batches are joined: fit then steps one batch per call."""
+    x, y, _ = blobs(n=120, d=6, k=3)
+    sw = np.random.default_rng(2).uniform(0.1, 2.0, len(x)).astype(np.float32)
+    for kw in ({"metrics": ["mae"]},
+               {"weighted_metrics": ["accuracy"], "sample_weight": sw}):
+        joined = _fit_calls(monkeypatch, True, OPTIMIZERS["adam"], x, y, 8, epochs=2, **kw)
+        single = _fit_calls(monkeypatch, False, OPTIMIZERS["adam"], x, y, 8, epochs=2, **kw)
+        assert all(c in (None, 1) for c in joined[4])  # never more than a step per call
+        assert joined[5] == single[5]
+
+
 def test_the_progress_bar_alone_lets_fit_join_steps(monkeypatch, capsys):
     """The progress bar (verbose=1, 2) is drawn after each joined run of steps, with the
     run's last step and the running loss: the same weights and logs as one call per step,
@@ -425,8 +459,8 @@ def test_the_progress_bar_alone_lets_fit_join_steps(monkeypatch, capsys):
     calls = []
     run_steps = _step.TrainStep.run_steps
 
-    def counting(self, optimizer, x, t, idx, n, sw=None):
-        losses = run_steps(self, optimizer, x, t, idx, n, sw)
+    def counting(self, optimizer, x, t, idx, n, sw=None, keep=False):
+        losses = run_steps(self, optimizer, x, t, idx, n, sw, keep)
         calls.append(len(losses))
         return losses
     monkeypatch.setattr(_step.TrainStep, "run_steps", counting)
