@@ -128,9 +128,13 @@ def ensure_memory(nbytes: int, what: str) -> None:
 
 
 def all_finite(a: NDArray[Any]) -> bool:
-    """No NaN or Inf in a, without a temporary the size of a: min and max propagate NaN,
-    and an infinity is an extreme."""
-    return bool(np.isfinite(np.min(a)) and np.isfinite(np.max(a)))
+    """No NaN or Inf in a, without a temporary the size of a.  First a's sum, one pass: a NaN
+    or an infinity makes any sum NaN or infinite, so a finite sum proves them absent; then,
+    only if the sum is not finite (finite values can overflow it), min and max, which
+    propagate NaN and meet an infinity as an extreme."""
+    with np.errstate(over="ignore", invalid="ignore"):  # (an overflow is no error here)
+        total = np.sum(a)
+    return bool(np.isfinite(total) or (np.isfinite(np.min(a)) and np.isfinite(np.max(a))))
 
 
 def metric_targets(metrics: Sequence[Metric], t: NDArray[Any]) -> list[NDArray[Any]]:

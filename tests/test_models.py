@@ -1,4 +1,6 @@
 """The Keras-style model API: structure, compile, fit/evaluate/predict, errors."""
+import warnings
+
 import numpy as np
 import pytest
 
@@ -236,6 +238,32 @@ def test_wrong_input_size_and_length_mismatch_and_nan():
         m.fit(bad, y)
     with pytest.raises(ValueError, match=r"shape \(batch, 3\).*to_categorical"):
         m.fit(x, np.arange(10) % 3)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_finiteness_check_of_inputs(dtype):
+    """fit's check sums x first: a NaN or an infinity anywhere is found, and finite values
+    whose sum overflows (to inf, or to nan from +inf and -inf parts) are not refused."""
+    from fastnn import _data
+    big = np.finfo(dtype).max / 2
+    a = np.full((4, 1000), big, dtype)
+    with np.errstate(over="ignore"):
+        assert not np.isfinite(a.sum())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the check itself warns of nothing
+        assert _data.all_finite(a)
+    a[2:] = -big  # parts of both signs overflow: their sum is nan
+    with np.errstate(over="ignore", invalid="ignore"):
+        assert np.isnan(a.sum())
+    assert _data.all_finite(a)
+    for bad in (np.nan, np.inf, -np.inf):
+        for where in ((0, 0), (3, 999), (2, 500)):
+            b = np.ones((4, 1000), dtype)
+            b[where] = bad
+            assert not _data.all_finite(b)
+            a2 = a.copy()
+            a2[where] = bad
+            assert not _data.all_finite(a2)
 
 
 def test_labels_out_of_range_for_sparse_loss():
