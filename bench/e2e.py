@@ -3,10 +3,16 @@
     python bench/e2e.py --impl {fastnn,fastnn-bf16,fastnn-numpy,numpy,torch,torch-bf16} \
         --batch-size 128 --epochs 5
     python bench/e2e.py --impl fastnn --batch-size 1 --steps 3000
+    python bench/e2e.py --impl fastnn-bf16 --book-setup   # as `fastnn mnist` fits
+
+--book-setup (fastnn only): compile with metrics=["accuracy"] and fit with verbose=1 (the bar
+drawn into a discarded stream), as the book and `fastnn mnist` do; else no metric, verbose=0.
 
 run.py starts one process per implementation, so each peak memory (ru_maxrss) is its own.
 """
 import argparse
+import contextlib
+import io
 import json
 import resource
 import sys
@@ -34,16 +40,21 @@ def run_fastnn(args, x, y, xt, yt):
         fastnn.mixed_precision.set_global_policy("mixed_bfloat16")
     model = models.Sequential([layers.Dense(512, activation="relu", input_shape=(784,)),
                                layers.Dense(10, activation="softmax")], seed=0)
-    model.compile("rmsprop", "categorical_crossentropy")
+    model.compile("rmsprop", "categorical_crossentropy",
+                  metrics=["accuracy"] if args.book_setup else None)
     times = []
     cb = callbacks.LambdaCallback(
         on_epoch_begin=lambda e, l: times.append(time.perf_counter()),
         on_epoch_end=lambda e, l: times.__setitem__(-1, time.perf_counter() - times[-1]))
-    if args.steps:  # a fixed number of steps: the first steps*batch samples, one epoch
-        n = args.steps * args.batch_size
-        model.fit(x[:n], y[:n], epochs=1, batch_size=args.batch_size, verbose=0, callbacks=[cb])
-    else:
-        model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, verbose=0, callbacks=[cb])
+    verbose = 1 if args.book_setup else 0
+    with contextlib.redirect_stdout(io.StringIO()):  # (the bar of --book-setup, not the JSON)
+        if args.steps:  # a fixed number of steps: the first steps*batch samples, one epoch
+            n = args.steps * args.batch_size
+            model.fit(x[:n], y[:n], epochs=1, batch_size=args.batch_size, verbose=verbose,
+                      callbacks=[cb])
+        else:
+            model.fit(x, y, epochs=args.epochs, batch_size=args.batch_size, verbose=verbose,
+                      callbacks=[cb])
     acc = float(np.mean(model.predict(xt, batch_size=1000, verbose=0).argmax(1) == yt))
     return times, acc
 
@@ -98,7 +109,11 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--steps", type=int, default=0, help="a fixed number of steps instead of epochs")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--book-setup", action="store_true",
+                   help="fastnn with metrics=['accuracy'] and the progress bar, as `fastnn mnist`")
     args = p.parse_args(argv)
+    if args.book_setup and not args.impl.startswith("fastnn"):
+        p.error("--book-setup is for the fastnn implementations")
     pin_threads(args.threads)
     data = load()
     run = {"fastnn": run_fastnn, "fastnn-bf16": run_fastnn, "fastnn-numpy": run_fastnn,
