@@ -835,8 +835,8 @@ cdef class DenseStack:
         cdef int64_t width = cnp.PyArray_SIZE(<cnp.ndarray>xb) // n if n else 0
         # mixed bfloat16: scratch given, xb holds bf16 rows, each layer adds (wp, wtp, y16)
         cdef bint bf16 = scratch is not None
-        if bf16 and (dt != cnp.NPY_FLOAT32 or rank1 or part is not None):
-            raise ValueError("Expected a float32 stack without rank1 or part for bfloat16.")
+        if bf16 and (dt != cnp.NPY_FLOAT32 or rank1):
+            raise ValueError("Expected a float32 stack without rank1 for bfloat16.")
         cdef int xbt = cnp.NPY_UINT16 if bf16 else dt  # the batch: bf16 rows, gathered
         cdef int64_t widest = 0
         for i in range(L):

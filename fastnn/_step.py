@@ -161,13 +161,13 @@ class TrainStep:
                       and act.name == "softmax"
                       and self.layers[-1].activity_regularizer is None)
         first = self.layers[self.first] if self.first < len(self.layers) else None
-        # the first kernel leads the optimizer's buffer (a trainable Dense): at batch size 1 its
-        # gradient goes to the optimizer as x dz.T; with threads it may be owned by rows
-        # mixed_bfloat16 Dense layers (their products in bf16): no rank-1 or row-owned path
+        # the first kernel leads the optimizer's buffer (a trainable Dense): with threads it may
+        # be owned by rows; at batch size 1 its gradient goes to the optimizer as x dz.T, but
+        # not for mixed_bfloat16 Dense layers (their products in bf16)
         self.mixed = [l.dtype_policy.mixed for l in self.layers if type(l) is Dense]
-        self.rank1 = (type(first) is Dense and len(params) == 1
-                      and all(first.weight_trainable()) and not self.regularized
-                      and not any(self.mixed))
+        self.owned = (type(first) is Dense and len(params) == 1
+                      and all(first.weight_trainable()) and not self.regularized)
+        self.rank1 = self.owned and not any(self.mixed)
         # batch size -> (compiled step or None, what it was built for)
         self._stacks: dict[int, tuple[DenseStack | None, tuple[Any, ...]]] = {}
         # DataParallel(overlap=True): (its distribution, the bucketed allreduce of grads)
@@ -494,7 +494,7 @@ class TrainStep:
         threads = backend.K.get_num_threads()["openmp"]
         rank1 = self.rank1 and opt_kernel is not None
         part = (buf("part", (threads - 1, n, dense[0].units), x.dtype)
-                if threads > 1 and n > 1 and rank1 else None)
+                if threads > 1 and n > 1 and self.owned and opt_kernel is not None else None)
         scratch = None
         xb = buf("x", (n, *x.shape[1:]), x.dtype)
         if all(self.mixed):  # the batch in bf16, and per layer its packs and bf16 output

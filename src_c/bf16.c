@@ -716,6 +716,59 @@ FNN_AMX static void fnn_bf16_gemm_amx(float *c, int64_t ldc, const uint16_t *a, 
 }
 #endif
 
+/* Share u of P of the forward product of an owned layer 0 (runtime.h), on this thread. */
+#if FNN_BF16_X86
+FNN_AMX static void fnn_bf16_share_amx(float *c, const uint16_t *x16, const uint16_t *wp,
+                                       int64_t n, int64_t in, int64_t out, int64_t t0,
+                                       int64_t t1) {
+    fnn_bf16_amx_config();
+    const int64_t rb = fnn_ceil_div(n, 32), cb = fnn_ceil_div(out, 32), kb = fnn_ceil_div(in, 32);
+    uint16_t tails[2 * FNN_BF16_TILE] __attribute__((aligned(64)));
+    const int tail = t1 == kb && in % FNN_BF16_TK; /* the partial last k tile: copied per row block */
+    for (int64_t r = 0; r < rb; r++) {
+        if (tail)
+            for (int64_t h = 0; h < 2; h++)
+                fnn_bf16_a_tile(tails + h * FNN_BF16_TILE, x16, in, n, in, r * 32 + 16 * h,
+                                (kb - 1) * FNN_BF16_TK);
+        for (int64_t j = 0; j < cb; j++)
+            fnn_bf16_block_amx(c, out, x16, in, NULL, tail ? tails : NULL, wp, n, out, in, r * 32,
+                               j * 32, t0, t1, 0);
+    }
+    _tile_release();
+}
+#endif
+
+void fnn_bf16_forward_share(float *c, const uint16_t *x16, const uint16_t *wp, int64_t n,
+                            int64_t in, int64_t out, int64_t u, int64_t P) {
+    int64_t t0, t1;
+    fnn_static_rows(u, P, fnn_ceil_div(in, FNN_BF16_TK), &t0, &t1);
+#if FNN_BF16_X86
+    if (fnn_bf16_run_path() == FNN_BF16_AMX) {
+        fnn_bf16_share_amx(c, x16, wp, n, in, out, t0, t1);
+        return;
+    }
+#endif
+    /* other paths (the step owns layer 0 only on AMX): plain float32 sums, pair by pair */
+    const int64_t kb = fnn_ceil_div(in, FNN_BF16_TK), k1 = fnn_min64(in, 32 * t1);
+    for (int64_t i = 0; i < n; i++)
+        for (int64_t j = 0; j < out; j++) {
+            const uint16_t *col = wp + ((j / 16) * kb) * FNN_BF16_TILE + (j % 16) * 2;
+            float acc = 0.0f;
+            for (int64_t q = 16 * t0; 2 * q < k1; q++) {
+                const float a1 = 2 * q + 1 < in ? fnn_f32_of(x16[i * in + 2 * q + 1]) : 0.0f;
+                acc += fnn_f32_of(x16[i * in + 2 * q]) * fnn_f32_of(col[q * 32]) +
+                       a1 * fnn_f32_of(col[q * 32 + 1]);
+            }
+            c[i * out + j] = acc;
+        }
+}
+
+int fnn_bf16_shares_on_tiles(void) { return fnn_bf16_run_path() == FNN_BF16_AMX; }
+
+void fnn_bf16_convert_row_f32(uint16_t *y, const float *x, int64_t n) {
+    fnn_bf16_convert_row(y, x, n, fnn_bf16_run_path());
+}
+
 /* Inside a parallel region (or on one thread): c (m, n) := a (m, k) @ B on the path. */
 static void fnn_bf16_gemm(float *c, int64_t ldc, const uint16_t *a, int64_t lda,
                           const uint16_t *bp, int64_t m, int64_t n, int64_t k, int path) {

@@ -4,6 +4,7 @@ of float32) with float32 sums, within the bound of tests/tolerances.py; the comp
 bit-identical to the layer-by-layer one; the NumPy backend's layer-by-layer step as their
 oracle; the bf16 kernel paths forced in turn; files and summaries; and (-m slow) the book's
 network reaching 0.975 on five seeds."""
+import os
 import subprocess
 import sys
 
@@ -160,6 +161,76 @@ def test_compiled_mixed_step_orders_the_other_steps_freely(case):
     for a, b in zip(out[0][0] + out[0][1], out[1][0] + out[1][1]):
         np.testing.assert_array_equal(a, b)
     assert out[0][2] == out[1][2]
+
+
+def _owns_first_layer(threads):
+    """Whether the compiled mixed step owns a big first layer by rows at this thread count:
+    with OpenMP, more than one thread, on the AMX path (fastnn.h, struct fnn_dense_stack)."""
+    K = backend.compiled
+    return threads > 1 and bool(K.build_info()["openmp"]) and K.bf16_path() == "amx"
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_row_owned_first_layer_under_mixed_precision(threads):
+    """A first layer big enough (batch x inputs x units > 2**21) is owned by rows per thread
+    on AMX: thread u's share of the forward product is the 32-row tiles of the kernel that its
+    backward + step updates, and the shares' products are added in share order.  That is
+    another float32 order of the same bf16 products: the same training as the layer-by-layer
+    step to float32 sums (the tolerance of the paths' test below), bit for bit where the layer
+    is not owned (one thread, other paths)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((192, 300)).astype(np.float32)  # 300 inputs: 9 tiles and a part
+    y = np.eye(4, dtype=np.float32)[rng.integers(0, 4, 192)]
+    before = fastnn.get_num_threads()
+    runs = []
+    try:
+        fastnn.set_num_threads(threads)
+        for jit in ("auto", False):
+            m = _model(hidden=256, inputs=300, seed=1)
+            m.compile(optimizers.SGD(0.1), "categorical_crossentropy", jit_compile=jit)
+            m.fit(x, y, epochs=1, batch_size=32, shuffle=False, verbose=0)
+            if jit == "auto":
+                t = m.loss.prepare_targets(y, 4, np.float32)
+                stack = m.trainer.compiled_step(m.optimizer, x, t, 32)
+                assert stack.owns_first_layer == _owns_first_layer(threads)
+            runs.append(m.get_weights())
+    finally:
+        fastnn.set_num_threads(before)
+    for a, b in zip(*runs):
+        if _owns_first_layer(threads):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        else:
+            np.testing.assert_array_equal(a, b)
+
+
+def test_the_owned_first_layer_is_bf16_products_with_float32_sums():
+    """The owned forward itself against the emulation: one compiled step's output of a linear
+    784-input layer (24 full k tiles and a half one, in two shares), within the bound of
+    tests/tolerances.py."""
+    if not _owns_first_layer(2) or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("the first layer is owned by rows only on AMX, with two threads")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((128, 784)).astype(np.float32)
+    t = rng.standard_normal((128, 64)).astype(np.float32)
+    before = fastnn.get_num_threads()
+    try:
+        fastnn.set_num_threads(2)
+        m = models.Sequential([layers.Dense(64, input_shape=(784,), dtype="mixed_bfloat16",
+                                            bias_initializer="random_normal")], seed=3)
+        m.compile(optimizers.SGD(0.01), "mse")
+        m.fit(x[:64], t[:64], epochs=1, batch_size=64, verbose=0)  # builds the step
+        stack = m.trainer.compiled_step(m.optimizer, x, t, 64)
+        assert stack.owns_first_layer
+        w, b = m.layers[0].get_weights()
+        idx = np.arange(64, 128, dtype=np.int64)
+        stack.run(idx)  # its predictions: the forward before this step's update
+        y = stack.predictions.copy()
+    finally:
+        fastnn.set_num_threads(before)
+    xa, wa = bf16(x[idx]).astype(np.float64), bf16(w).astype(np.float64)
+    z = xa @ wa + b
+    tol = bf16_product_atol(np.abs(xa), np.abs(wa)) + 2 ** -23 * np.abs(z)
+    assert np.all(np.abs(y - z) <= tol)
 
 
 def test_a_frozen_layer_under_mixed_precision():
