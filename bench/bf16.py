@@ -101,6 +101,10 @@ def measure_torch(threads, rep):
             out[("backward", (n, i, o))] = timeit(
                 lambda: (torch.matmul(tx.T, tdz), torch.matmul(tdz, tw.T)), repeat=rep, warmup=1,
                 min_time=0.002)
+            out[("dw", (n, i, o))] = timeit(lambda: torch.matmul(tx.T, tdz), repeat=rep,
+                                            warmup=1, min_time=0.002)
+            out[("dx", (n, i, o))] = timeit(lambda: torch.matmul(tdz, tw.T), repeat=rep,
+                                            warmup=1, min_time=0.002)
     return out
 
 
@@ -119,7 +123,9 @@ def main():
     print(f"load average: {os.getloadavg()}")
     print("contention monitor: off (FASTNN_ALLOW_OVERSUBSCRIPTION=1, see the top of this file)")
     paths = C.bf16_paths()
-    verify(paths, SHAPES[:2] if args.quick else SHAPES)
+    # (the backward's products dw (in x n by n x out) and dx (n x out by out x in) as forwards)
+    verify(paths, (SHAPES[:2] if args.quick else SHAPES)
+           + [s for n, i, o in SHAPES[:2] for s in ((i, n, o), (n, o, i))])
 
     # phase 1: fastnn (bf16 on each path, float32), phase 2: NumPy, phase 3: torch in a child
     # process; each phase alone, so no thread pool spins while another one works
@@ -133,6 +139,11 @@ def main():
         dw, dx, db = empty((i, o)), empty((n, i)), empty(o)
         dz = empty(dy.shape)
         scratch = empty(C.bf16_backward_scratch_size(n, i, o), np.uint16)
+        xt16, dz16 = empty((i, n), np.uint16), empty((n, o), np.uint16)
+        C.bf16_convert_forward(xt16, np.ascontiguousarray(x.T))
+        C.bf16_convert_forward(dz16, dy)
+        dzp = empty(C.bf16_packed_size(n, o), np.uint16)
+        C.bf16_pack_forward(dzp, None, dy)
         for p in paths:
             if big and p == "portable" and args.quick:
                 continue
@@ -144,6 +155,15 @@ def main():
                 res[("backward", (n, i, o), f"bf16 {p}")] = timeit(
                     lambda: C.dense_backward_bf16(dw, db, dx, dz, scratch, dy, x16, wtp, y, None,
                                                   LINEAR, ()), repeat=reps, warmup=1, min_time=0.002)
+                # the backward's two products alone, from the operands it prepares (xt :=
+                # bf16(x).T, dzp := pack(bf16(dz)), dz16 := bf16(dz)), as the forward's kernel
+                # runs a product (no bias, linear: its epilogue does nothing)
+                res[("dw", (n, i, o), f"bf16 {p}")] = timeit(
+                    lambda: C.dense_forward_bf16(dw, None, None, xt16, dzp, None, LINEAR, ()),
+                    repeat=reps, warmup=1, min_time=0.002)
+                res[("dx", (n, i, o), f"bf16 {p}")] = timeit(
+                    lambda: C.dense_forward_bf16(dx, None, None, dz16, wtp, None, LINEAR, ()),
+                    repeat=reps, warmup=1, min_time=0.002)
         C.bf16_set_path(None)
         res[("forward", (n, i, o), "f32 fastnn")] = timeit(
             lambda: C.dense_forward(y, None, x, w, None, LINEAR, ()), repeat=reps, warmup=1,
@@ -217,16 +237,17 @@ def main():
           f"phase of its own, threads pinned to {args.threads}.  bf16 paths: {paths}; f32 fastnn: "
           f"fastnn's float32 kernels (sgemm inside); f32 numpy: np.matmul; {torch_note}")
     labels = [f"bf16 {p}" for p in paths] + ["f32 fastnn", "f32 numpy", "torch bf16"]
-    for kind in ("forward", "backward"):
+    for kind in ("forward", "backward", "dw", "dx"):
         for n, i, o in SHAPES:
-            flops = (2 if kind == "forward" else 4) * n * i * o
+            flops = (4 if kind == "backward" else 2) * n * i * o
             cells = [f"{lab}: {gflops(flops, res[(kind, (n, i, o), lab)][0]):7.1f} "
                      f"({gflops(flops, res[(kind, (n, i, o), lab)][1]):7.1f})"
                      for lab in labels if (kind, (n, i, o), lab) in res]
             if cells:
                 print(f"{kind:8s} {n}x{i}x{o:<10} " + "  ".join(cells))
     print("(backward: dw := x.T @ dz and dx := dz @ w.T, 4 n in out flops; fastnn's kernels also "
-          "write db and, for bf16, bf16(dz) and its packs)")
+          "write db and, for bf16, bf16(dz) and its packs; dw, dx: each of those two products "
+          "alone, from operands already in bf16 (fastnn: through its forward kernel))")
     print(f"\nadam step on a 784x512 kernel + both packs (median): fused {fused[0] * 1e6:.0f} us; "
           f"step {plain[0] * 1e6:.0f} us + pack {pack[0] * 1e6:.0f} us = "
           f"{(plain[0] + pack[0]) * 1e6:.0f} us (bf16 path {C.bf16_path()})")
