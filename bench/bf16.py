@@ -128,7 +128,10 @@ def main():
            + [s for n, i, o in SHAPES[:2] for s in ((i, n, o), (n, o, i))])
 
     # phase 1: fastnn (bf16 on each path, float32), phase 2: NumPy, phase 3: torch in a child
-    # process; each phase alone, so no thread pool spins while another one works
+    # process; each phase alone, so no thread pool spins while another one works (the twin of
+    # verify runs NumPy's OpenBLAS, whose idle threads spin a while: with them on both cores,
+    # the first product timed here took 10 ms a call, 12 GFLOP/s, in two runs of three)
+    time.sleep(0.5)
     rng = np.random.default_rng(1)
     res = {}
     for n, i, o in SHAPES:
@@ -195,6 +198,7 @@ def main():
     relu = _codes.ACTIVATIONS["relu"]
     y = empty((n, o))
     y[...] = np.maximum(x @ w, 0)
+    time.sleep(0.5)  # (OpenBLAS's threads, after x @ w, stop spinning)
     p1 = empty(i * o)
     p1[...] = w.reshape(-1)
     g1, db, dz = empty(i * o), empty(o), empty(dy.shape)
