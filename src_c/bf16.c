@@ -743,24 +743,10 @@ void fnn_bf16_forward_share(float *c, const uint16_t *x16, const uint16_t *wp, i
     int64_t t0, t1;
     fnn_static_rows(u, P, fnn_ceil_div(in, FNN_BF16_TK), &t0, &t1);
 #if FNN_BF16_X86
-    if (fnn_bf16_run_path() == FNN_BF16_AMX) {
-        fnn_bf16_share_amx(c, x16, wp, n, in, out, t0, t1);
-        return;
-    }
+    fnn_bf16_share_amx(c, x16, wp, n, in, out, t0, t1);
+#else
+    (void)c, (void)x16, (void)wp, (void)n, (void)out; /* never: no AMX, no shares (runtime.h) */
 #endif
-    /* other paths (the step owns layer 0 only on AMX): plain float32 sums, pair by pair */
-    const int64_t kb = fnn_ceil_div(in, FNN_BF16_TK), k1 = fnn_min64(in, 32 * t1);
-    for (int64_t i = 0; i < n; i++)
-        for (int64_t j = 0; j < out; j++) {
-            const uint16_t *col = wp + ((j / 16) * kb) * FNN_BF16_TILE + (j % 16) * 2;
-            float acc = 0.0f;
-            for (int64_t q = 16 * t0; 2 * q < k1; q++) {
-                const float a1 = 2 * q + 1 < in ? fnn_f32_of(x16[i * in + 2 * q + 1]) : 0.0f;
-                acc += fnn_f32_of(x16[i * in + 2 * q]) * fnn_f32_of(col[q * 32]) +
-                       a1 * fnn_f32_of(col[q * 32 + 1]);
-            }
-            c[i * out + j] = acc;
-        }
 }
 
 int fnn_bf16_shares_on_tiles(void) { return fnn_bf16_run_path() == FNN_BF16_AMX; }

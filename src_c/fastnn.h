@@ -205,7 +205,8 @@ struct fnn_dense_stack {
        (uint16_t, converted as they are gathered), every
        layer's products run in bf16 with float32 sums (fnn_dense_forward_bf16/backward_bf16),
        and each kernel's optimizer step also writes its packs (fnn_optimizer_step_bf16pack_f32);
-       rank1 is unused; part owns layer 0 by 32-row tiles of its kernel (AMX only).  scratch: fnn_bf16_backward_scratch_size of the widest layer. */
+       rank1 is unused; part owns layer 0 by 32-row tiles of its kernel, on the AMX path only.
+       scratch: fnn_bf16_backward_scratch_size of the widest layer. */
     int bf16;
     void *scratch;
     /* Data parallel with overlap (opt NULL; else ready NULL): n_buckets buckets tiling g,

@@ -78,10 +78,11 @@ void fnn_dense_backward_step_bf16_then(float *p, uint16_t *wp, float *db, float 
 
 /* Layer 0 of the mixed step owned by rows (struct fnn_dense_stack, part): share u of P is the
    32-row blocks of w that fnn_static_rows(u, P, ceil(in / 32)) gives, the rows thread u of a
-   team of P updates in fnn_dense_backward_step_bf16.  On this thread, c (n, out) :=
-   x16[:, rows] @ w[rows, :] from the packed wp: AMX tiles, else (the step owns layer 0 only on
-   AMX: fnn_bf16_shares_on_tiles) plain float32 sums.  Shares summed in order round
-   differently from one product. */
+   team of P updates in fnn_dense_backward_step_bf16.  On this thread, on AMX tiles, c (n, out)
+   := x16[:, rows] @ w[rows, :] from the packed wp.  Only where fnn_bf16_shares_on_tiles() said
+   1 (the AMX path runs: the step owns layer 0 only there; a path forced afterwards changes
+   nothing, the tiles stay usable).  Shares summed in order round differently from one
+   product. */
 void fnn_bf16_forward_share(float *c, const uint16_t *x16, const uint16_t *wp, int64_t n,
                             int64_t in, int64_t out, int64_t u, int64_t P);
 int fnn_bf16_shares_on_tiles(void);
