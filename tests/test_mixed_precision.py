@@ -203,26 +203,29 @@ def test_row_owned_first_layer_under_mixed_precision(threads):
             np.testing.assert_array_equal(a, b)
 
 
-def test_the_owned_first_layer_is_bf16_products_with_float32_sums():
+@pytest.mark.parametrize("n, inputs, units", [(64, 784, 64), (50, 1000, 45)])
+def test_the_owned_first_layer_is_bf16_products_with_float32_sums(n, inputs, units):
     """The owned forward itself against the emulation: one compiled step's output of a linear
-    784-input layer (24 full k tiles and a half one, in two shares), within the bound of
-    tests/tolerances.py."""
+    layer, within the bound of tests/tolerances.py: the book's 784 inputs (24 full k tiles and
+    a half one, in two shares), and a batch and a width that end inside a tile (50 rows, 45
+    columns, 1000 inputs: 31 tiles and a quarter)."""
     if not _owns_first_layer(2) or len(os.sched_getaffinity(0)) < 2:
         pytest.skip("the first layer is owned by rows only on AMX, with two threads")
     rng = np.random.default_rng(2)
-    x = rng.standard_normal((128, 784)).astype(np.float32)
-    t = rng.standard_normal((128, 64)).astype(np.float32)
+    x = rng.standard_normal((2 * n, inputs)).astype(np.float32)
+    t = rng.standard_normal((2 * n, units)).astype(np.float32)
     before = fastnn.get_num_threads()
     try:
         fastnn.set_num_threads(2)
-        m = models.Sequential([layers.Dense(64, input_shape=(784,), dtype="mixed_bfloat16",
+        m = models.Sequential([layers.Dense(units, input_shape=(inputs,),
+                                            dtype="mixed_bfloat16",
                                             bias_initializer="random_normal")], seed=3)
         m.compile(optimizers.SGD(0.01), "mse")
-        m.fit(x[:64], t[:64], epochs=1, batch_size=64, verbose=0)  # builds the step
-        stack = m.trainer.compiled_step(m.optimizer, x, t, 64)
+        m.fit(x[:n], t[:n], epochs=1, batch_size=n, verbose=0)  # builds the step
+        stack = m.trainer.compiled_step(m.optimizer, x, t, n)
         assert stack.owns_first_layer
         w, b = m.layers[0].get_weights()
-        idx = np.arange(64, 128, dtype=np.int64)
+        idx = np.arange(n, 2 * n, dtype=np.int64)
         stack.run(idx)  # its predictions: the forward before this step's update
         y = stack.predictions.copy()
     finally:
