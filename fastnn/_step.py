@@ -15,14 +15,15 @@ fused-softmax decision, the fast paths and the choice of the step that runs:
   included, with its fast paths: at batch size 1 the first kernel's gradient goes to the
   optimizer as the factors of x dz.T (never written); with several threads the first layer is
   owned by rows.  Under mixed_bfloat16 it is `bf16_step`: the batch gathered into bfloat16,
-  the products on the bf16 kernels, each kernel's optimizer pass writing its packs.  It is the
+  the products on the bf16 kernels, each kernel's optimizer pass writing its packs (and on AMX
+  with several threads the first layer owned by rows too).  It is the
   only step such a model runs (fit, train_on_batch).
 - **layer by layer** (every other model, the NumPy backend, and `jit_compile=False`): the
   same kernels called from Python, one layer at a time (`Layer.call` / `Layer.backward`),
   with the same rank-1 fast path.  On the NumPy backend this is the reference step, the
   oracle of the compiled one; on the compiled backend it makes the same kernel calls in the
   same order, so the two agree bit for bit (except where the first layer is owned by rows,
-  which rounds its sum differently; tests/test_train_step.py).
+  which rounds its sum differently; tests/test_train_step.py, test_mixed_precision.py).
 
 Regularizers and constraints (fastnn/regularizers.py, constraints.py) are applied in one
 place, `TrainStep._activity`, the end of `_gradients` and `TrainStep._constrain`: the weight
