@@ -63,7 +63,7 @@ link_args.append("-Wl,-rpath,$ORIGIN/../scipy_openblas32/lib")
 # and double by each_real.h.
 C_FILES = ("runtime", "layers", "losses", "optimizers", "step", "bf16", "norm", "gemm")
 C_HEADERS = ("fastnn.h", "runtime.h", "each_real.h", "real_instance.h", "layers.inc", "losses.inc",
-             "optimizers.inc", "step.inc", "norm.inc", "gemm.inc")
+             "optimizers.inc", "step.inc", "norm.inc", "gemm.inc", "gemm_isa.inc")
 
 ext = Extension(
     "fastnn._kernels",

@@ -55,3 +55,6 @@ OPTIMIZER_REQUIRED = {"sgd": (), "adagrad": ("accumulators",), "rmsprop": ("velo
 
 # enum fnn_bf16_path_code: the instruction paths of the bfloat16 kernels (src_c/bf16.c)
 BF16_PATHS = {"portable": 0, "avx512bf16": 1, "amx": 2}
+
+# enum fnn_gemm_path_code: the instruction sets of fnn_matmul_forward's kernels (src_c/gemm.inc)
+GEMM_PATHS = {"base": 0, "avx2": 1, "avx512": 2}

@@ -126,8 +126,11 @@ cdef extern from "fastnn.h" nogil:
     void fnn_prelu_forward_f64(double *y, const double *x, const double *alpha, int64_t n, int64_t m) noexcept
     void fnn_prelu_backward_f32(float *dx, float *dalpha, const float *dy, const float *x, const float *alpha, int64_t n, int64_t m) noexcept
     void fnn_prelu_backward_f64(double *dx, double *dalpha, const double *dy, const double *x, const double *alpha, int64_t n, int64_t m) noexcept
-    void fnn_matmul_forward_f32(float *c, const float *a, const float *b, int ta, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc) noexcept
-    void fnn_matmul_forward_f64(double *c, const double *a, const double *b, int ta, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc) noexcept
+    void fnn_matmul_forward_on_f32(int path, float *c, const float *a, const float *b, int ta, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc) noexcept
+    void fnn_matmul_forward_on_f64(int path, double *c, const double *a, const double *b, int ta, int64_t m, int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc) noexcept
+    enum fnn_gemm_path_code:
+        FNN_GEMM_BASE, FNN_GEMM_AVX2, FNN_GEMM_AVX512, FNN_GEMM_N_PATH
+    int fnn_matmul_paths() noexcept
     # bfloat16 products with float32 sums (src_c/bf16.c); bf16 values are uint16_t
     enum fnn_bf16_path_code:
         FNN_BF16_PORTABLE, FNN_BF16_AVX512BF16, FNN_BF16_AMX, FNN_BF16_N_PATH
@@ -259,8 +262,8 @@ cdef inline void prelu_backward_k(real *dx, real *dalpha, const real *dy, const 
         fnn_prelu_backward_f64(dx, dalpha, dy, x, alpha, n, m)
 
 
-cdef inline void matmul_forward_k(real *c, const real *a, const real *b, int ta, int64_t m, int64_t n, int64_t k) noexcept nogil:
+cdef inline void matmul_forward_k(int path, real *c, const real *a, const real *b, int ta, int64_t m, int64_t n, int64_t k) noexcept nogil:
     if real is float:
-        fnn_matmul_forward_f32(c, a, b, ta, m, n, k, k if not ta else m, n, n)
+        fnn_matmul_forward_on_f32(path, c, a, b, ta, m, n, k, k if not ta else m, n, n)
     else:
-        fnn_matmul_forward_f64(c, a, b, ta, m, n, k, k if not ta else m, n, n)
+        fnn_matmul_forward_on_f64(path, c, a, b, ta, m, n, k, k if not ta else m, n, n)

@@ -75,6 +75,8 @@ def codes():
         "bf16_paths": {"portable": FNN_BF16_PORTABLE, "avx512bf16": FNN_BF16_AVX512BF16,
                        "amx": FNN_BF16_AMX},
         "n_bf16_paths": FNN_BF16_N_PATH,
+        "gemm_paths": {"base": FNN_GEMM_BASE, "avx2": FNN_GEMM_AVX2, "avx512": FNN_GEMM_AVX512},
+        "n_gemm_paths": FNN_GEMM_N_PATH,
     }
 
 
@@ -528,16 +530,33 @@ cdef int _prelu_backward(real *kind, dx, dalpha, dy, x, alpha) except -1:
 # for the sparse ones, else an array shaped like p.  dp None: the value only.  sw (n,) or None:
 # per-sample weights; per_sample (n,) or None receives each sample's unweighted loss.
 
-def matmul_forward(c, a, b, bint trans_a=False):
+_GEMM_NAMES = {code: name for name, code in _codes.GEMM_PATHS.items()}
+
+
+def matmul_paths():
+    """The kernels of matmul_forward this machine runs, best first: names of
+    fastnn/_codes.py GEMM_PATHS (matmul_forward runs the first)."""
+    cdef int avail = fnn_matmul_paths()
+    return [_GEMM_NAMES[p] for p in range(FNN_GEMM_N_PATH - 1, -1, -1) if (avail >> p) & 1]
+
+
+def matmul_forward(c, a, b, bint trans_a=False, path=None):
     """c := op(a) @ b on the calling thread, never the BLAS (the step's row-owned products);
-    op(a) (m, k) is a, or a.T when trans_a (a stored (k, m)); b (k, n), c (m, n)."""
+    op(a) (m, k) is a, or a.T when trans_a (a stored (k, m)); b (k, n), c (m, n).  path: a
+    name of matmul_paths() (None: the best)."""
+    if path is None:
+        path = matmul_paths()[0]
+    elif path not in matmul_paths():
+        raise ValueError(f"Expected path to be one of {matmul_paths()} (the kernels this "
+                         f"machine runs) or None. Received: path={path!r}")
+    cdef int code = _codes.GEMM_PATHS[path]
     if _is_f32(a, "a"):
-        _matmul_forward(<float *>NULL, c, a, b, trans_a)
+        _matmul_forward(<float *>NULL, code, c, a, b, trans_a)
     else:
-        _matmul_forward(<double *>NULL, c, a, b, trans_a)
+        _matmul_forward(<double *>NULL, code, c, a, b, trans_a)
 
 
-cdef int _matmul_forward(real *kind, c, a, b, bint trans_a) except -1:
+cdef int _matmul_forward(real *kind, int path, c, a, b, bint trans_a) except -1:
     cdef int t = _typenum(kind)
     _rows_2d(a, "a")
     _rows_2d(b, "b")
@@ -550,7 +569,7 @@ cdef int _matmul_forward(real *kind, c, a, b, bint trans_a) except -1:
     _disjoint("c", c, "a", a)
     _disjoint("c", c, "b", b)
     with nogil:
-        matmul_forward_k(pc, pa, pb, trans_a, m, n, k)
+        matmul_forward_k(path, pc, pa, pb, trans_a, m, n, k)
     return 0
 
 

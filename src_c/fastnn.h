@@ -98,6 +98,16 @@ int fnn_forked_child(void);       /* whether this process was forked after fastn
 int fnn_blas_get_num_threads(void);
 const char *fnn_blas_config(void);
 
+/* The kernels of fnn_matmul_forward, one per instruction set, the best this machine runs
+   chosen at each call.  Results differ between paths only in the order of additions. */
+enum fnn_gemm_path_code {
+    FNN_GEMM_BASE = 0,   /* the compiler's baseline (SSE2 on x86-64) */
+    FNN_GEMM_AVX2 = 1,   /* AVX2 and FMA */
+    FNN_GEMM_AVX512 = 2, /* AVX-512F */
+    FNN_GEMM_N_PATH = 3
+};
+int fnn_matmul_paths(void); /* the paths this machine runs: bit p for path p */
+
 /* out[i, :] := x[idx[i], :] for i < n; rows of row_bytes bytes, so any dtype.  Every idx
    must lie in [0, rows of x).  Overwrites out. */
 void fnn_gather_forward_u8(void *out, const void *x, const int64_t *idx, int64_t n,
@@ -326,7 +336,10 @@ int fnn_dense_stack_owns(const struct fnn_dense_stack *s, int64_t n);
        the caller's): the row-owned products of the step.  Row-major with row strides lda,  \
        ldb, ldc; ta: a is stored transposed, (k, m).  Overwrites c. */                      \
     void fnn_matmul_forward_##S(T *c, const T *a, const T *b, int ta, int64_t m, int64_t n, \
-                                int64_t k, int64_t lda, int64_t ldb, int64_t ldc);
+                                int64_t k, int64_t lda, int64_t ldb, int64_t ldc);  \
+    /* the same on the kernel of one path (FNN_GEMM_*, which fnn_matmul_paths() must list) */ \
+    void fnn_matmul_forward_on_##S(int path, T *c, const T *a, const T *b, int ta, int64_t m, \
+                                   int64_t n, int64_t k, int64_t lda, int64_t ldb, int64_t ldc);
 
 FNN_DECLARE(float, f32)
 FNN_DECLARE(double, f64)

@@ -187,11 +187,17 @@ static inline void fnn_block_rows(int64_t blk, int64_t blocks, int64_t m, int64_
    product, else a multiple of the thread count, each block at least one row. */
 int64_t fnn_row_blocks(int64_t m, int64_t n, int64_t k);
 
-/* fnn_matmul_forward's blocking (gemm.inc): tiles of FNN_GEMM_MR rows x FNN_GEMM_NV vectors
-   of 64 bytes, panels of B of FNN_GEMM_KC rows (on the stack: KC x 64 bytes x NV). */
+/* fnn_matmul_forward's blocking (gemm.inc): tiles of FNN_GEMM_MR rows x a few vectors, panels
+   of B of FNN_GEMM_KC rows (on the stack: KC x 256 bytes at most).  FNN_GEMM_X86: the avx2
+   and avx512 kernels are built beside the baseline one. */
 #define FNN_GEMM_MR 6
-#define FNN_GEMM_NV 4
 #define FNN_GEMM_KC 256
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
+#define FNN_GEMM_X86 1
+#else
+#define FNN_GEMM_X86 0
+#endif
+int fnn_matmul_best(void); /* gemm.c: the best path of fnn_matmul_paths() */
 
 /* Shared by the dense kernels (layers.inc) and the step driver (step.inc).
    fnn_gemm_rows: rows [r0, r1) of C (m, n) := op(A) @ op(B), row-major; ta: A is stored

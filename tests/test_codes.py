@@ -24,6 +24,8 @@ def test_codes_match_the_compiled_header():
     assert built["epsilon"] == _codes.EPSILON
     assert built["bf16_paths"] == _codes.BF16_PATHS
     assert built["n_bf16_paths"] == len(_codes.BF16_PATHS)
+    assert built["gemm_paths"] == _codes.GEMM_PATHS
+    assert built["n_gemm_paths"] == len(_codes.GEMM_PATHS)
 
 
 def test_every_public_module_reads_the_codes_not_the_oracle():

@@ -12,7 +12,7 @@ import pytest
 import fastnn
 from fastnn import _kernels as C
 from fastnn import _reference as R
-from fastnn import optimizers
+from fastnn import _codes, optimizers
 from fastnn._codes import ACT_NEEDS_X, LOSSES
 from act_params import PARAMS
 from tolerances import TOL
@@ -257,8 +257,9 @@ def norm_case(op, n, m, affine, training=True, dx_is_dy=False):
     return run
 
 
-# fnn_matmul_forward's tiles are 6 rows x 64 (f32) or 32 (f64) columns, its panels 256 rows of
-# b: sizes on, off and one past each, and the owned products of the book's network (2 shares).
+# fnn_matmul_forward's tiles are 6 rows x 64, 16 or 8 (f32; f64: half) columns on its avx512,
+# avx2 and base kernels, its panels 256 rows of b: sizes on, off and one past each, and the
+# owned products of the book's network (2 shares).
 # Not in the registry: its sums of k products run in another order than NumPy's (and than
 # itself under another build, e.g. the sanitizers' -O1), so it is held to the rounding bound.
 MATMUL_SHAPES = [(1, 1, 1), (6, 64, 256), (7, 65, 257), (5, 33, 3), (13, 130, 100),
@@ -356,24 +357,46 @@ def test_kernel_matches_reference(case, dtype):
         np.testing.assert_allclose(g, w, **TOL[dtype])
 
 
+def _gemm_path(name):
+    why = f"this machine does not run the {name} kernel (it runs {C.matmul_paths()})"
+    return pytest.param(name, id=name,
+                        marks=pytest.mark.skipif(name not in C.matmul_paths(), reason=why))
+
+
+@pytest.mark.parametrize("path", [_gemm_path(p) for p in _codes.GEMM_PATHS])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("ta", [False, True], ids=["a", "aT"])
 @pytest.mark.parametrize("m,n,k", MATMUL_SHAPES + [(13, 130, 600), (3, 70, 1000)])
-def test_matmul_forward_within_the_rounding_bound(m, n, k, ta, dtype):
+def test_matmul_forward_within_the_rounding_bound(m, n, k, ta, dtype, path):
     """Long sums differ from NumPy's in their order, so fnn_matmul_forward is held to the
     forward error bound of a dot product of k terms: |c - a @ b| <= gamma_k (|a| @ |b|),
-    gamma_k = k u / (1 - k u), u the unit roundoff; a @ b and |a| @ |b| in extended precision."""
+    gamma_k = k u / (1 - k u), u the unit roundoff; a @ b and |a| @ |b| in extended precision.
+    Each instruction set's kernel in turn."""
     rng = np.random.default_rng(3)
     a = _rand(rng, (k, m) if ta else (m, k), dtype)
     b = _rand(rng, (k, n), dtype)
     c = np.full((m, n), np.nan, dtype)
-    C.matmul_forward(c, a, b, ta)
+    C.matmul_forward(c, a, b, ta, path=path)
     wide = np.longdouble
     exact, size = np.empty((m, n), wide), np.empty((m, n), wide)
     R.matmul_forward(exact, a.astype(wide), b.astype(wide), ta)
     R.matmul_forward(size, np.abs(a).astype(wide), np.abs(b).astype(wide), ta)
     u = wide(np.finfo(dtype).eps) / 2
     assert np.all(np.abs(c.astype(wide) - exact) <= k * u / (1 - k * u) * size)
+
+
+def test_matmul_forward_runs_the_best_kernel_and_refuses_one_the_machine_lacks():
+    paths = C.matmul_paths()
+    assert paths[-1] == "base" and paths == [p for p in reversed(list(_codes.GEMM_PATHS)) if p in paths]
+    rng = np.random.default_rng(4)
+    a, b = _rand(rng, (7, 300), np.float32), _rand(rng, (300, 33), np.float32)
+    best, on_first = np.empty((7, 33), np.float32), np.empty((7, 33), np.float32)
+    C.matmul_forward(best, a, b)
+    C.matmul_forward(on_first, a, b, path=paths[0])
+    np.testing.assert_array_equal(best, on_first)
+    for bad in ["sse", *(p for p in _codes.GEMM_PATHS if p not in paths)]:
+        with pytest.raises(ValueError, match=f"Expected path to be one of .* Received: path='{bad}'"):
+            C.matmul_forward(best, a, b, path=bad)
 
 
 @pytest.mark.parametrize("threads", [1, 3])
