@@ -416,29 +416,37 @@ void fnn_optimizer_step_bf16pack_f32(float *p, uint16_t *wp, uint16_t *wtp, cons
    region, with its barrier at the end); a thread takes consecutive row blocks of one column
    block, which keeps that block of B in its cache (AMX: fnn_bf16_gemm_amx says when). */
 
-/* Portable: rows of 4 x one 16-column tile, float32 loops the compiler vectorizes. */
+/* Portable: rows of 4 x one 16-column tile, in vectors of 8 float32 (one AVX2 register).  Row q
+   of a tile is 16 32-bit words, the pairs (B[2q][j], B[2q + 1][j]): B[2q][j] is word j shifted
+   left by 16, B[2q + 1][j] its top half; the same for a pair of a row of a.  A block of fewer
+   rows repeats its last row and stores only its own. */
+typedef float fnn_f32x8 __attribute__((vector_size(32)));
+typedef uint32_t fnn_u32x8 __attribute__((vector_size(32), aligned(4)));
+
 FNN_VEC static void fnn_bf16_block_portable(float *c, int64_t ldc, const uint16_t *a,
                                             int64_t lda, const uint16_t *bp, int64_t m,
                                             int64_t n, int64_t k, int64_t i0, int64_t jb) {
-    float acc[4][16], b0[16], b1[16];
+    fnn_f32x8 acc[4][2] = {{{0}}};
     const int64_t rows = fnn_min64(4, m - i0), kb = fnn_ceil_div(k, FNN_BF16_TK);
-    const uint16_t *bcol = bp + jb * kb * FNN_BF16_TILE;
-    memset(acc, 0, sizeof acc);
+    const uint16_t *bcol = bp + jb * kb * FNN_BF16_TILE, *ar[4];
+    for (int r = 0; r < 4; r++) ar[r] = a + (i0 + fnn_min64(r, rows - 1)) * lda;
     for (int64_t q = 0; 2 * q < k; q++) { /* the pair (2q, 2q + 1) of k: row q of the tiles */
-        const uint16_t *brow = bcol + q * 32;
-        for (int c0 = 0; c0 < 16; c0++) {
-            b0[c0] = fnn_f32_of(brow[2 * c0]);
-            b1[c0] = fnn_f32_of(brow[2 * c0 + 1]);
-        }
-        for (int64_t r = 0; r < rows; r++) {
-            const uint16_t *ar = a + (i0 + r) * lda + 2 * q;
-            const float a0 = fnn_f32_of(ar[0]), a1 = 2 * q + 1 < k ? fnn_f32_of(ar[1]) : 0.0f;
-            for (int c0 = 0; c0 < 16; c0++) acc[r][c0] = acc[r][c0] + a0 * b0[c0] + a1 * b1[c0];
+        const fnn_u32x8 *w = (const fnn_u32x8 *)(bcol + q * 32);
+        const fnn_f32x8 b0[2] = {(fnn_f32x8)(w[0] << 16), (fnn_f32x8)(w[1] << 16)};
+        const fnn_f32x8 b1[2] = {(fnn_f32x8)(w[0] & 0xffff0000u), (fnn_f32x8)(w[1] & 0xffff0000u)};
+        const int two = 2 * q + 1 < k; /* else k is odd and this pair its last element */
+#pragma GCC unroll 4
+        for (int r = 0; r < 4; r++) {
+            const float a0 = fnn_f32_of(ar[r][2 * q]);
+            const float a1 = two ? fnn_f32_of(ar[r][2 * q + 1]) : 0.0f;
+            acc[r][0] = acc[r][0] + a0 * b0[0] + a1 * b1[0];
+            acc[r][1] = acc[r][1] + a0 * b0[1] + a1 * b1[1];
         }
     }
     const int64_t cols = fnn_min64(16, n - jb * 16);
     for (int64_t r = 0; r < rows; r++)
-        for (int64_t c0 = 0; c0 < cols; c0++) c[(i0 + r) * ldc + jb * 16 + c0] = acc[r][c0];
+        for (int64_t c0 = 0; c0 < cols; c0++)
+            c[(i0 + r) * ldc + jb * 16 + c0] = acc[r][c0 / 8][c0 % 8];
 }
 
 static void fnn_bf16_gemm_portable(float *c, int64_t ldc, const uint16_t *a, int64_t lda,
