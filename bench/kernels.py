@@ -142,6 +142,11 @@ def verify(rng):
         C.dense_forward(got, z, x, w, b, ACT[act], PARAMS.get(act, ()))
         R.dense_forward(want, None, x, w, b, ACT[act], PARAMS.get(act, ()))
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    xs = np.ascontiguousarray(x[:, :392])
+    for path in C.matmul_paths():
+        got = np.empty((128, 512), F32)
+        C.matmul_forward(got, xs, w[:392], path=path)
+        np.testing.assert_allclose(got, xs @ w[:392], rtol=1e-5, atol=1e-5)
     g = _rand(rng, (407050,), 1e-3)
     for name in ("rmsprop", "adam"):
         outs = []
@@ -203,6 +208,25 @@ def dense_backward_rows(rng):
         flops = 2.0 * n * i * o * (2 if need_dx else 1)
         rows.append(row("dense backward", f"{n}x{i}x{o} {act}{' +dx' if need_dx else ''}", ours, theirs,
                         flops, "GFLOP/s"))
+    return rows
+
+
+def own_gemm_rows(rng):
+    """fastnn's own serial GEMM (fnn_matmul_forward: the row-owned products of fit's step, one
+    per thread), each kernel this machine runs, against np.matmul pinned to one thread, on the
+    first layer's shares at two threads: the forward's x[:, rows] @ w[rows] and dw's rows."""
+    from threadpoolctl import threadpool_limits
+    rows = []
+    for m, k, n, ta in [(128, 392, 512, False), (392, 128, 512, True)]:
+        a, b = _rand(rng, (k, m) if ta else (m, k)), _rand(rng, (k, n))
+        c = np.empty((m, n), F32)
+        op = a.T if ta else a
+        with threadpool_limits(1):
+            theirs = timeit(lambda: np.matmul(op, b, out=c), min_time=0.02)
+        for path in C.matmul_paths():
+            ours = timeit(lambda: C.matmul_forward(c, a, b, ta, path=path), min_time=0.02)
+            rows.append(row("own GEMM, 1 thread", f"{m}x{k}x{n}{' (a.T)' if ta else ''} {path}",
+                            ours, theirs, 2.0 * m * n * k, "GFLOP/s"))
     return rows
 
 

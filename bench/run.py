@@ -111,6 +111,7 @@ def main():
     print(kernels.verify(rng) + "; timing")
 
     rows = kernels.dense_forward_rows(rng, args.quick) + kernels.dense_backward_rows(rng)
+    rows += kernels.own_gemm_rows(rng)
     rows += kernels.activation_backward_rows(rng) + kernels.loss_rows(rng)
     rows += kernels.optimizer_rows(rng, (1000, 407_050) if args.quick else (1000, 100_000, 407_050, 10_000_000))
     copy_bw = kernels.copy_bandwidth()
