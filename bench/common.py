@@ -21,9 +21,14 @@ def pin_threads(n):
         sys.modules["torch"].set_num_threads(n)
 
 
-def timeit(fn, repeat=21, warmup=3, min_time=0.0):
+def timeit(fn, repeat=21, warmup=3, min_time=0.0, settle=0.2):
     """Median and min seconds of fn() over `repeat` runs after `warmup` runs.  Each run
-    loops fn until min_time has passed (for tiny kernels) and reports time per call."""
+    loops fn until min_time has passed (for tiny kernels) and reports time per call.
+    First a pause of `settle` seconds: the thread pool that ran last (NumPy's OpenBLAS,
+    fastnn's OpenMP team) spins for a while after its last job, and on 2 cores those spinning
+    threads took the timed code's cores (fastnn's 128x784x512 forward read 1.2-1.5 ms right
+    after np.matmul, 0.88 ms after a pause, on the AVX2 machine)."""
+    time.sleep(settle)
     for _ in range(warmup):
         fn()
     times = []
