@@ -91,7 +91,7 @@ def show_config(file: _typing.IO[str] | None = None) -> None:
         lines += [
             f"BLAS: scipy-openblas32 {_blas.__version__}: {info['blas'].strip()}",
             f"OpenMP: {'yes (' + str(info['openmp']) + ')' if info['openmp'] else 'no'}",
-            f"SIMD: {info['simd']}",
+            f"SIMD: {info['simd']}; fastnn's own GEMM: {backend.compiled.matmul_paths()[0]}",
             f"threads: openmp={threads['openmp']} blas={threads['blas']}",
         ]
         try:  # the bf16 kernels' path (src_c/bf16.c): the best, or FASTNN_BF16_PATH's

@@ -4,6 +4,7 @@ A case builds its inputs from a seed, runs one backend, and returns everything t
 wrote (outputs, updated state, returned loss).  The same case runs on both backends and
 the results must agree within the dtype's tolerance.
 """
+import io
 import math
 
 import numpy as np
@@ -394,6 +395,9 @@ def test_matmul_forward_runs_the_best_kernel_and_refuses_one_the_machine_lacks()
     C.matmul_forward(best, a, b)
     C.matmul_forward(on_first, a, b, path=paths[0])
     np.testing.assert_array_equal(best, on_first)
+    out = io.StringIO()
+    fastnn.show_config(file=out)
+    assert f"fastnn's own GEMM: {paths[0]}" in out.getvalue()
     for bad in ["sse", *(p for p in _codes.GEMM_PATHS if p not in paths)]:
         with pytest.raises(ValueError, match=f"Expected path to be one of .* Received: path='{bad}'"):
             C.matmul_forward(best, a, b, path=bad)
