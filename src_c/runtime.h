@@ -198,6 +198,7 @@ int64_t fnn_row_blocks(int64_t m, int64_t n, int64_t k);
    of B of FNN_GEMM_KC rows (on the stack: KC x 256 bytes at most).  FNN_GEMM_X86: the avx2
    and avx512 kernels are built beside the baseline one. */
 #define FNN_GEMM_MR 6
+#define FNN_GEMM_MC 192 /* a multiple of MR; at least the book's batch of 128 (one block) */
 #define FNN_GEMM_KC 256
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__)
 #define FNN_GEMM_X86 1

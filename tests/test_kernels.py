@@ -259,12 +259,12 @@ def norm_case(op, n, m, affine, training=True, dx_is_dy=False):
 
 
 # fnn_matmul_forward's tiles are 6 rows x 64, 16 or 8 (f32; f64: half) columns on its avx512,
-# avx2 and base kernels, its panels 256 rows of b: sizes on, off and one past each, and the
-# owned products of the book's network (2 shares).
+# avx2 and base kernels, its panels 256 rows of b, its row blocks 192 rows: sizes on, off and one
+# past each, and the owned products of the book's network (2 shares).
 # Not in the registry: its sums of k products run in another order than NumPy's (and than
 # itself under another build, e.g. the sanitizers' -O1), so it is held to the rounding bound.
 MATMUL_SHAPES = [(1, 1, 1), (6, 64, 256), (7, 65, 257), (5, 33, 3), (13, 130, 100),
-                 (128, 512, 392)]
+                 (128, 512, 392), (192, 17, 40), (193, 40, 300), (400, 70, 513)]
 
 
 def _registry():
